@@ -1,0 +1,5 @@
+"""``python -m perdure``: the same as the ``perdure`` command."""
+
+from ._cli import main
+
+main()

@@ -1,0 +1,330 @@
+"""The ``App``: registers workflows and steps, starts them, and runs an executor."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar, overload
+
+from ._clock import Clock, SystemClock
+from ._context import current_run
+from ._errors import ConfigurationError
+from ._executor import Executor
+from ._handle import Notifier, WorkflowHandle, WorkflowStatus
+from ._registry import WORKFLOW_ATTR, WorkflowDef
+from ._registry import Registry as _Registry
+from ._retry import Retry
+from ._serialization import JSONSerializer, Serializer, encode_call
+from .storage import NewWorkflow, Store, WorkflowRecord, open_store
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+log = logging.getLogger("perdure")
+
+#: The database used when neither ``App(url)`` nor ``PERDURE_DATABASE_URL`` names one.
+DEFAULT_DATABASE_URL = "sqlite:///perdure.db"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How an app's executor behaves; every field has a keyword of the same name on ``App``."""
+
+    #: Recorded on every workflow this app starts; an executor only runs its own version.
+    app_version: str = field(default_factory=lambda: os.environ.get("PERDURE_APP_VERSION", "1"))
+    #: How long a lease lasts without a heartbeat (heartbeats come every third of it).
+    lease_seconds: float = 15.0
+    #: How often the executor looks for work that others started, and waiters poll.
+    poll_interval: float = 0.2
+    #: Threads for synchronous workflows (each running one holds one).
+    max_threads: int = 64
+    #: Workflows one executor runs at once; it claims no more.
+    max_workflows: int = 1000
+    #: How often workflows that no executor can run are reported.
+    report_interval: float = 30.0
+    #: Seconds that shutdown waits for running workflows before releasing them.
+    shutdown_grace: float = 10.0
+
+
+class App:
+    """A set of durable workflows and steps, bound to one database.
+
+    ``App()`` uses ``PERDURE_DATABASE_URL``, or the SQLite file ``./perdure.db``.
+    Nothing touches the database until the app is used. ``with app:`` (or
+    ``app.launch()``) starts this process's executor, which runs the workflows this
+    process starts and recovers those that were interrupted.
+    """
+
+    def __init__(
+        self,
+        database_url: str | None = None,
+        *,
+        serializer: Serializer | None = None,
+        clock: Clock | None = None,
+        **settings: Any,
+    ) -> None:
+        self.database_url = (
+            database_url or os.environ.get("PERDURE_DATABASE_URL") or DEFAULT_DATABASE_URL
+        )
+        self.serializer: Serializer = serializer or JSONSerializer()
+        self.clock: Clock = clock or SystemClock()
+        try:
+            self.settings = Settings(**settings)
+        except TypeError as exc:
+            raise ConfigurationError(f"unknown App setting: {exc}") from exc
+        self.registry = _Registry()
+        self.notifier = Notifier()
+        self._store: Store | None = None
+        self._store_lock = threading.Lock()
+        self._executor: Executor | None = None
+
+    def __repr__(self) -> str:
+        return f"App({self.database_url!r})"
+
+    @property
+    def store(self) -> Store:
+        """The store, opened and migrated on first use."""
+        store = self._store
+        if store is None:
+            with self._store_lock:
+                if self._store is None:
+                    opened = open_store(self.database_url)
+                    opened.migrate()
+                    self._store = opened
+                store = self._store
+        return store
+
+    # -- registration ------------------------------------------------------------------------
+
+    @overload
+    def workflow(self, fn: Callable[P, R], /) -> Callable[P, R]: ...
+
+    @overload
+    def workflow(self, *, name: str | None = None) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+
+    def workflow(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None) -> Any:
+        """Register a workflow: ``@app.workflow`` or ``@app.workflow(name="...")``.
+
+        The function runs from the top whenever it (re)starts, so it must be
+        deterministic given its arguments and the results of its steps; do side effects
+        in steps. Calling the decorated function starts it and waits for its result
+        (``app.run``).
+        """
+
+        def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+            definition = self.registry.add_workflow(fn, name)
+            return self._workflow_wrapper(definition)
+
+        return decorate if fn is None else decorate(fn)
+
+    def _workflow_wrapper(self, definition: WorkflowDef) -> Callable[..., Any]:
+        fn = definition.fn
+
+        def refuse_nesting() -> None:
+            if current_run.get() is not None:
+                raise ConfigurationError(
+                    f"workflow {definition.name!r} was called inside a workflow; starting child "
+                    "workflows is not supported yet: call it from a step with app.start()"
+                )
+
+        if definition.is_async:
+
+            @functools.wraps(fn)
+            async def run_async(*args: Any, **kwargs: Any) -> Any:
+                refuse_nesting()
+                return await self.run_async(definition.name, *args, **kwargs)
+
+            wrapper: Callable[..., Any] = run_async
+        else:
+
+            @functools.wraps(fn)
+            def run_sync(*args: Any, **kwargs: Any) -> Any:
+                refuse_nesting()
+                return self.run(definition.name, *args, **kwargs)
+
+            wrapper = run_sync
+        setattr(wrapper, WORKFLOW_ATTR, definition.name)
+        return wrapper
+
+    @overload
+    def step(self, fn: Callable[P, R], /) -> Callable[P, R]: ...
+
+    @overload
+    def step(
+        self, *, name: str | None = None, retry: Retry | None = None
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+
+    def step(
+        self,
+        fn: Callable[..., Any] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        retry: Retry | None = None,
+    ) -> Any:
+        """Register a step: ``@app.step`` or ``@app.step(retry=Retry(...))``.
+
+        Inside a workflow, a step's result is recorded when it completes and returned
+        from the record on replay; a failed attempt is retried by ``retry`` (default:
+        no retry). Outside a workflow, calling a step just runs the function.
+        """
+
+        def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+            definition = self.registry.add_step(fn, name, retry)
+            if definition.is_async:
+
+                @functools.wraps(fn)
+                def call_async(*args: Any, **kwargs: Any) -> Awaitable[Any]:
+                    run = current_run.get()
+                    if run is None:
+                        result: Awaitable[Any] = fn(*args, **kwargs)
+                        return result
+                    return run.call_step_async(definition, args, kwargs)
+
+                return call_async
+
+            @functools.wraps(fn)
+            def call(*args: Any, **kwargs: Any) -> Any:
+                run = current_run.get()
+                if run is None:
+                    return fn(*args, **kwargs)
+                return run.call_step(definition, args, kwargs)
+
+            return call
+
+        return decorate if fn is None else decorate(fn)
+
+    # -- the executor --------------------------------------------------------------------------
+
+    def launch(self) -> None:
+        """Start this process's executor: it runs the workflows this app starts and
+        recovers interrupted ones. Idempotent."""
+        if self._executor is None:
+            executor = Executor(self)
+            executor.start()
+            self._executor = executor
+
+    def shutdown(self, grace: float | None = None) -> None:
+        """Stop the executor: no new claims, running workflows get ``grace`` seconds to
+        finish, the rest are released to other executors; then close the database."""
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(self.settings.shutdown_grace if grace is None else grace)
+        with self._store_lock:
+            store, self._store = self._store, None
+        if store is not None:
+            store.close()
+
+    def __enter__(self) -> App:
+        self.launch()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.shutdown()
+
+    @property
+    def executor(self) -> Executor | None:
+        """This process's executor while launched."""
+        return self._executor
+
+    # -- starting and finding workflows -----------------------------------------------------------
+
+    def _prepare(
+        self, fn: Callable[..., Any] | str, args: tuple[Any, ...], kwargs: dict[str, Any],
+        workflow_id: str | None,
+    ) -> tuple[NewWorkflow, str | None, float | None]:
+        definition = self.registry.workflow(fn)
+        inputs = encode_call(
+            self.serializer, definition.fn, args, kwargs, f"workflow {definition.name!r}"
+        )
+        new = NewWorkflow(
+            id=workflow_id or str(uuid.uuid4()),
+            name=definition.name,
+            inputs=inputs,
+            serializer=self.serializer.name,
+            app_version=self.settings.app_version,
+            created_at=self.clock.time(),
+        )
+        executor = self._executor
+        if executor is None:
+            return new, None, None
+        return new, executor.id, executor.lease_expiry()
+
+    def _started(self, new: NewWorkflow, record: WorkflowRecord, created: bool) -> None:
+        if not created:
+            if record.name != new.name:
+                raise ConfigurationError(
+                    f"workflow ID {new.id!r} already belongs to a {record.name!r} workflow; "
+                    f"it was not started again as {new.name!r}: choose another ID"
+                )
+            return
+        executor = self._executor
+        if executor is not None and record.owner == executor.id:
+            executor.dispatch(record, [])
+
+    def start(
+        self, fn: Callable[P, R], /, *args: P.args, workflow_id: str | None = None,
+        **kwargs: P.kwargs,
+    ) -> WorkflowHandle[R]:
+        """Start a workflow and return its handle at once (once the start is durable).
+
+        Idempotent on ``workflow_id``: if a workflow with that ID exists, nothing runs
+        again and the handle refers to it. Arguments are serialized before anything is
+        recorded; one that can't be raises ``SerializationError`` and records nothing.
+        ``fn`` may also be a registered workflow's name.
+        """
+        new, owner, lease = self._prepare(fn, args, kwargs, workflow_id)
+        record, created = self.store.create_workflow(new, owner, lease).result()
+        self._started(new, record, created)
+        return WorkflowHandle(self, new.id)
+
+    async def start_async(
+        self, fn: Callable[P, Awaitable[R]] | Callable[P, R], /, *args: P.args,
+        workflow_id: str | None = None, **kwargs: P.kwargs,
+    ) -> WorkflowHandle[R]:
+        """``start()`` for coroutines: waits for the durable start without a thread."""
+        new, owner, lease = self._prepare(fn, args, kwargs, workflow_id)
+        record, created = await asyncio.wrap_future(self.store.create_workflow(new, owner, lease))
+        self._started(new, record, created)
+        return WorkflowHandle(self, new.id)
+
+    def run(
+        self, fn: Callable[P, R], /, *args: P.args, workflow_id: str | None = None,
+        **kwargs: P.kwargs,
+    ) -> R:
+        """Start a workflow and wait for its result (see ``start`` and ``result``)."""
+        return self.start(fn, *args, workflow_id=workflow_id, **kwargs).result()
+
+    async def run_async(
+        self, fn: Callable[P, Coroutine[Any, Any, R]] | Callable[P, R], /, *args: P.args,
+        workflow_id: str | None = None, **kwargs: P.kwargs,
+    ) -> R:
+        """``run()`` for coroutines."""
+        handle = await self.start_async(fn, *args, workflow_id=workflow_id, **kwargs)
+        result: R = await handle.result_async()
+        return result
+
+    def retrieve(self, workflow_id: str) -> WorkflowHandle[Any]:
+        """A handle to an existing workflow; raises ``WorkflowNotFoundError`` if none."""
+        handle: WorkflowHandle[Any] = WorkflowHandle(self, workflow_id)
+        handle._record()
+        return handle
+
+    def list_workflows(
+        self, *, status: str | None = None, name: str | None = None, limit: int = 100
+    ) -> list[WorkflowStatus]:
+        """The newest workflows matching the filters (their steps are not loaded)."""
+        records = self.store.list_workflows(status=status, name=name, limit=limit)
+        return [WorkflowStatus.from_records(record, []) for record in records]

@@ -1,0 +1,178 @@
+"""The exceptions perdure raises.
+
+Every error derives from one root, ``PerdureError``, except the control-flow
+signals, which derive from ``BaseException`` so that a workflow's
+``except Exception:`` cannot swallow them::
+
+    PerdureError
+    ├── ConfigurationError        bad URL, bad setting, app used in the wrong state
+    ├── SerializationError        a value that the serializer cannot encode or decode
+    ├── UnknownWorkflowError      a workflow name that this app has not registered
+    ├── WorkflowNotFoundError     a workflow ID that the store does not hold
+    ├── NonDeterminismError       replay met a different step than the one recorded
+    ├── WorkflowFailedError       a failed workflow whose error type cannot be rebuilt
+    ├── StepFailedError           a failed step whose error type cannot be rebuilt
+    ├── WorkflowTimeoutError      waiting for a result took longer than asked (also TimeoutError)
+    └── StoreError                the database refused or failed an operation
+        └── StoreUnavailableError the database cannot be reached (yet)
+
+    BaseException
+    ├── LeaseLost                 this executor no longer owns the workflow (fenced out)
+    └── CheckpointFailed          a checkpoint could not be written; the executor retries
+
+Each exception keeps its constructor arguments in ``args`` so that it survives
+pickling and crossing process boundaries.
+"""
+
+from __future__ import annotations
+
+
+class PerdureError(Exception):
+    """Root of every error perdure raises on purpose."""
+
+
+class ConfigurationError(PerdureError):
+    """The app, its URL or one of its settings is wrong; the message says which."""
+
+
+class SerializationError(PerdureError):
+    """A value could not be encoded or decoded by the configured serializer."""
+
+
+class UnknownWorkflowError(PerdureError):
+    """A workflow was named that this app has not registered."""
+
+    def __init__(self, name: str, known: tuple[str, ...] = ()) -> None:
+        super().__init__(name, known)
+        self.name = name
+        self.known = known
+
+    def __str__(self) -> str:
+        known = ", ".join(sorted(self.known)) or "none"
+        return (
+            f"no workflow named {self.name!r} is registered on this app (registered: {known}); "
+            "decorate the function with @app.workflow() in a module the worker imports"
+        )
+
+
+class WorkflowNotFoundError(PerdureError):
+    """No workflow with this ID exists in the store."""
+
+    def __init__(self, workflow_id: str) -> None:
+        super().__init__(workflow_id)
+        self.workflow_id = workflow_id
+
+    def __str__(self) -> str:
+        return f"no workflow with ID {self.workflow_id!r} exists in this database"
+
+
+class NonDeterminismError(PerdureError):
+    """On replay, the step at a position differs from the step recorded there.
+
+    The workflow's code changed under a running workflow (or depends on something
+    other than its arguments and recorded results).
+    """
+
+    def __init__(self, workflow_id: str, position: str, recorded: str, actual: str) -> None:
+        super().__init__(workflow_id, position, recorded, actual)
+        self.workflow_id = workflow_id
+        self.position = position
+        self.recorded = recorded
+        self.actual = actual
+
+    def __str__(self) -> str:
+        return (
+            f"workflow {self.workflow_id!r} is not deterministic: at position {self.position} "
+            f"the history records step {self.recorded!r} but the code now calls {self.actual!r}. "
+            "The workflow's code changed while it was running; finish old workflows on the old "
+            "version (see docs/guarantees.md, 'Changing code') or start the workflow anew."
+        )
+
+
+class _RecordedFailure(PerdureError):
+    """A recorded error whose original exception type could not be rebuilt."""
+
+    def __init__(self, type_name: str, message: str, traceback: str = "") -> None:
+        super().__init__(type_name, message, traceback)
+        self.type_name = type_name
+        self.message = message
+        self.traceback = traceback
+
+    def __str__(self) -> str:
+        return f"{self.type_name}: {self.message}"
+
+
+class WorkflowFailedError(_RecordedFailure):
+    """A workflow failed with an error whose type can't be rebuilt in this process.
+
+    ``type_name``, ``message`` and ``traceback`` hold what was recorded.
+    """
+
+
+class StepFailedError(_RecordedFailure):
+    """A step failed with an error whose type can't be rebuilt in this process.
+
+    ``type_name``, ``message`` and ``traceback`` hold what was recorded.
+    """
+
+
+class WorkflowTimeoutError(PerdureError, TimeoutError):
+    """A wait for a workflow's result ran out of time; the workflow itself goes on."""
+
+    def __init__(self, workflow_id: str, timeout: float) -> None:
+        super().__init__(workflow_id, timeout)
+        self.workflow_id = workflow_id
+        self.timeout = timeout
+
+    def __str__(self) -> str:
+        return (
+            f"workflow {self.workflow_id!r} did not finish within {self.timeout}s; it keeps "
+            "running: wait again with handle.result() or look at handle.status()"
+        )
+
+
+class StoreError(PerdureError):
+    """The database refused or failed an operation; the message names it."""
+
+
+class StoreUnavailableError(StoreError):
+    """The database cannot be reached; perdure retries, and so may the caller."""
+
+
+class LeaseLost(BaseException):  # noqa: N818 - a signal, named like KeyboardInterrupt
+    """This executor no longer owns the workflow: another one took it over.
+
+    Raised inside a stale execution when the store rejects its write by the
+    fencing epoch; it unwinds the workflow function and nothing more is recorded.
+    """
+
+    def __init__(self, workflow_id: str, epoch: int) -> None:
+        super().__init__(workflow_id, epoch)
+        self.workflow_id = workflow_id
+        self.epoch = epoch
+
+    def __str__(self) -> str:
+        return (
+            f"lost the lease on workflow {self.workflow_id!r} (epoch {self.epoch}): another "
+            "executor owns it now, so this execution stops and records nothing"
+        )
+
+
+class CheckpointFailed(BaseException):  # noqa: N818 - a signal, like LeaseLost
+    """A step or outcome could not be written (the database failed or went away).
+
+    It unwinds the workflow function past any ``except Exception:``, because the
+    execution cannot go on without its checkpoints; the executor runs the workflow
+    again from its recorded steps once the database answers.
+    """
+
+    def __init__(self, workflow_id: str, reason: str) -> None:
+        super().__init__(workflow_id, reason)
+        self.workflow_id = workflow_id
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return (
+            f"could not checkpoint workflow {self.workflow_id!r}: {self.reason}; it will be "
+            "resumed from its recorded steps when the database answers again"
+        )

@@ -1,0 +1,344 @@
+"""The executor: the part of a process that runs workflows.
+
+It owns a pool of threads for synchronous workflows, one event loop thread for
+async workflows, and one maintenance thread that heartbeats its leases, claims
+workflows that nobody runs (new ones started by other processes, and those of
+executors that died) and retries executions whose checkpoint failed.
+
+Every workflow it runs is held through a lease in the store (owner, expiry,
+fencing epoch). A dead executor's workflows are taken over when their lease
+expires, or at once when the executor ran on this host and its process is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import os
+import queue
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ._context import task_factory
+from ._errors import CheckpointFailed, LeaseLost, PerdureError
+from ._runtime import WorkflowRun
+from .storage import ExecutorRecord, Lease, StepRecord, WorkflowRecord
+
+if TYPE_CHECKING:
+    from ._app import App
+
+log = logging.getLogger("perdure")
+
+
+class _ThreadPool:
+    """Daemon threads started on demand: a workflow stuck in user code must not keep the
+    process from exiting after shutdown (``ThreadPoolExecutor`` joins its threads)."""
+
+    def __init__(self, max_threads: int, name: str) -> None:
+        self._max = max_threads
+        self._name = name
+        self._queue: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads = 0
+        self._idle = 0
+
+    def submit(self, fn: Callable[[], None]) -> None:
+        self._queue.put(fn)
+        with self._lock:
+            if self._idle > 0 or self._threads >= self._max:
+                return
+            self._threads += 1
+            self._idle += 1
+        threading.Thread(target=self._work, name=f"{self._name}-{self._threads}", daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            fn = self._queue.get()
+            with self._lock:
+                self._idle -= 1
+            if fn is None:
+                return
+            try:
+                fn()
+            except BaseException:  # noqa: BLE001 - a pool thread must survive anything
+                log.exception("perdure executor thread failed")
+            with self._lock:
+                self._idle += 1
+
+    def stop(self) -> None:
+        for _ in range(self._threads):
+            self._queue.put(None)
+
+
+def _process_gone(pid: int) -> bool:
+    """Whether no live process has this PID on this host (a zombie counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state in ("Z", "X")
+
+
+class Executor:
+    """Runs the workflows of one app in this process; see the module docstring."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.store = app.store
+        self.clock = app.clock
+        self.settings = app.settings
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.id = f"{self.host}:{self.pid}:{uuid.uuid4().hex[:12]}"
+        self._runs: dict[str, WorkflowRun] = {}
+        self._stranded: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._pool = _ThreadPool(self.settings.max_threads, "perdure-workflow")
+        self._loop = asyncio.new_event_loop()
+        self._loop.set_task_factory(task_factory)  # type: ignore[arg-type]
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._loop_thread = threading.Thread(
+            target=self._loop.run_forever, name="perdure-loop", daemon=True
+        )
+        self._maintenance = threading.Thread(
+            target=self._maintain, name="perdure-maintenance", daemon=True
+        )
+        self._reported: set[str] = set()
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Register, start the threads and recover interrupted workflows (at once)."""
+        now = self.clock.time()
+        self.store.register_executor(
+            ExecutorRecord(
+                self.id, self.host, self.pid, self.settings.app_version, now, now,
+                self.lease_expiry(), None,
+            )
+        )
+        self._loop_thread.start()
+        self._maintenance.start()
+        log.info("perdure executor %s started (version %s)", self.id, self.settings.app_version)
+
+    def shutdown(self, grace: float) -> None:
+        """Stop claiming, let running workflows finish for ``grace`` seconds, then release
+        the leases of those still running so other executors take them over at once."""
+        self._stop.set()
+        self._wake.set()
+        if self._maintenance.is_alive():
+            self._maintenance.join()
+        with self._idle:
+            self._idle.wait_for(lambda: not self._runs, timeout=grace)
+            leftover = list(self._runs.values())
+            for run in leftover:
+                run.released = True
+        try:
+            released = self.store.release_workflows(self.id, self.clock.time())
+        except PerdureError as exc:
+            released = 0
+            log.warning("could not release leases at shutdown (%s); they expire instead", exc)
+        if leftover or released:
+            log.info(
+                "executor %s stopped; %d unfinished workflow(s) released for other executors",
+                self.id, released,
+            )
+        if self._loop_thread.is_alive():
+            self._loop.call_soon_threadsafe(self._cancel_tasks)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._loop_thread.join(timeout=5)
+        self._pool.stop()
+
+    def _cancel_tasks(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+
+    def lease_expiry(self) -> float:
+        """When a lease taken or renewed now expires."""
+        return self.clock.time() + self.settings.lease_seconds
+
+    @property
+    def running(self) -> int:
+        """How many workflows this executor is running now."""
+        return len(self._runs)
+
+    # -- running workflows -------------------------------------------------------------
+
+    def dispatch(self, record: WorkflowRecord, steps: list[StepRecord]) -> None:
+        """Run a workflow that this executor has just claimed (``record.owner`` is us)."""
+        definition = self.app.registry.workflows[record.name]
+        run = WorkflowRun(
+            record=record,
+            definition=definition,
+            lease=Lease(self.id, record.epoch),
+            steps=steps,
+            store=self.store,
+            serializer=self.app.serializer,
+            clock=self.clock,
+        )
+        with self._lock:
+            self._runs[record.id] = run
+        if definition.is_async:
+            self._loop.call_soon_threadsafe(self._spawn, run, context=contextvars.Context())
+        else:
+            # A fresh context per run: pool threads are reused and must not leak one
+            # workflow's context variables into the next.
+            self._pool.submit(lambda: contextvars.Context().run(self._run_sync, run))
+
+    def _spawn(self, run: WorkflowRun) -> None:
+        task = self._loop.create_task(self._run_async(run))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _run_sync(self, run: WorkflowRun) -> None:
+        try:
+            status, output, error = run.execute()
+            accepted = self.store.complete_workflow(
+                run.workflow_id, run.lease, status, output, error, self.clock.time()
+            ).result()
+        except BaseException as exc:  # noqa: BLE001 - every way out must be accounted for
+            self._finish(run, None, exc)
+            if not isinstance(exc, Exception | LeaseLost | CheckpointFailed):
+                raise
+            return
+        self._finish(run, (status, output, error) if accepted else None, None)
+
+    async def _run_async(self, run: WorkflowRun) -> None:
+        try:
+            status, output, error = await run.execute_async()
+            accepted = await asyncio.wrap_future(
+                self.store.complete_workflow(
+                    run.workflow_id, run.lease, status, output, error, self.clock.time()
+                )
+            )
+        except BaseException as exc:  # noqa: BLE001
+            self._finish(run, None, exc)
+            if not isinstance(exc, Exception | LeaseLost | CheckpointFailed):
+                raise
+            return
+        self._finish(run, (status, output, error) if accepted else None, None)
+
+    def _finish(
+        self,
+        run: WorkflowRun,
+        outcome: tuple[str, str | None, str | None] | None,
+        exc: BaseException | None,
+    ) -> None:
+        if outcome is not None:
+            self.app.notifier.notify(run.workflow_id, outcome)
+        elif isinstance(exc, LeaseLost) or (exc is None):
+            log.warning("%s", exc or LeaseLost(run.workflow_id, run.lease.epoch))
+        elif isinstance(exc, asyncio.CancelledError) and run.released:
+            pass
+        else:
+            # The database failed under us: keep the lease, and run the workflow again from
+            # its recorded steps once the store answers (the maintenance thread does it).
+            log.warning("workflow %s interrupted: %s; retrying", run.workflow_id, exc)
+            with self._lock:
+                self._stranded[run.workflow_id] = self.clock.time() + 1.0
+        with self._idle:
+            if self._runs.get(run.workflow_id) is run:
+                del self._runs[run.workflow_id]
+            self._idle.notify_all()
+
+    # -- maintenance ---------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Make the maintenance thread look for work now."""
+        self._wake.set()
+
+    def _maintain(self) -> None:
+        settings = self.settings
+        next_heartbeat = 0.0
+        next_report = 0.0
+        failures = 0
+        while not self._stop.is_set():
+            now = self.clock.time()
+            try:
+                if now >= next_heartbeat:
+                    self.store.heartbeat(self.id, now, self.lease_expiry())
+                    next_heartbeat = now + settings.lease_seconds / 3
+                self._retry_stranded(now)
+                self._claim(now)
+                if now >= next_report:
+                    self._report_unclaimable(now)
+                    next_report = now + settings.report_interval
+                failures = 0
+            except PerdureError as exc:
+                failures += 1
+                log.warning("executor %s maintenance failed (%s); retrying", self.id, exc)
+            delay = settings.poll_interval * min(2**failures, 20)
+            self._wake.wait(delay)
+            self._wake.clear()
+
+    def _claim(self, now: float) -> None:
+        capacity = self.settings.max_workflows - len(self._runs)
+        if capacity <= 0:
+            return
+        claimed = self.store.claim_workflows(
+            self.id,
+            list(self.app.registry.workflows),
+            self.settings.app_version,
+            now,
+            self.lease_expiry(),
+            dead_owners=self._dead_owners(),
+            limit=capacity,
+        )
+        for record in claimed:
+            if record.recoveries:
+                log.info("recovering workflow %s (%s)", record.id, record.name)
+            self.dispatch(record, self.store.load_steps(record.id))
+
+    def _dead_owners(self) -> list[str]:
+        return [
+            executor.id
+            for executor in self.store.list_executors()
+            if executor.host == self.host
+            and executor.id != self.id
+            and executor.pid != self.pid
+            and _process_gone(executor.pid)
+        ]
+
+    def _retry_stranded(self, now: float) -> None:
+        due = [wid for wid, when in self._stranded.items() if when <= now]
+        for workflow_id in due:
+            record = self.store.get_workflow(workflow_id)
+            with self._lock:
+                self._stranded.pop(workflow_id, None)
+            if record is None or record.owner != self.id or workflow_id in self._runs:
+                continue  # finished, or taken over by another executor meanwhile
+            self.dispatch(record, self.store.load_steps(workflow_id))
+
+    def _report_unclaimable(self, now: float) -> None:
+        known = list(self.app.registry.workflows)
+        version = self.settings.app_version
+        for record in self.store.unclaimable_workflows(known, version, now):
+            if record.id in self._reported:
+                continue
+            self._reported.add(record.id)
+            if record.app_version != version:
+                note = (
+                    f"waiting for an executor of version {record.app_version!r} "
+                    f"(executor {self.id} runs version {version!r})"
+                )
+            else:
+                note = (
+                    f"workflow {record.name!r} is not registered in executor {self.id}; "
+                    "it stays recoverable: deploy code that registers it under this name"
+                )
+            log.warning("workflow %s: %s", record.id, note)
+            if record.note != note:
+                self.store.set_note(record.id, note, now)

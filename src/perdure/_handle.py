@@ -1,0 +1,217 @@
+"""Handles: what ``app.start`` returns, to wait for a workflow's result and see its status."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from ._errors import WorkflowFailedError, WorkflowNotFoundError, WorkflowTimeoutError
+from ._serialization import decode_error
+from .storage import SUCCEEDED, TERMINAL_STATUSES, StepRecord, WorkflowRecord
+
+if TYPE_CHECKING:
+    from ._app import App
+
+R = TypeVar("R")
+
+#: (status, output, error) of a finished workflow.
+Outcome = tuple[str, "str | None", "str | None"]
+
+
+class Notifier:
+    """Tells waiters in this process the moment a workflow finishes here, so that a local
+    ``result()`` needs no polling."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiters: dict[str, list[Future[Outcome]]] = {}
+
+    def subscribe(self, workflow_id: str) -> Future[Outcome]:
+        """A future that resolves with the outcome if the workflow finishes in this process."""
+        future: Future[Outcome] = Future()
+        with self._lock:
+            self._waiters.setdefault(workflow_id, []).append(future)
+        return future
+
+    def unsubscribe(self, workflow_id: str, future: Future[Outcome]) -> None:
+        """Forget a waiter that stopped waiting."""
+        with self._lock:
+            waiters = self._waiters.get(workflow_id)
+            if waiters and future in waiters:
+                waiters.remove(future)
+                if not waiters:
+                    del self._waiters[workflow_id]
+
+    def notify(self, workflow_id: str, outcome: Outcome) -> None:
+        """Resolve every waiter of the workflow."""
+        with self._lock:
+            waiters = self._waiters.pop(workflow_id, [])
+        for future in waiters:
+            if not future.done():
+                future.set_result(outcome)
+
+
+def _time(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, tz=timezone.utc)
+
+
+def _error_summary(error: str | None) -> str | None:
+    if error is None:
+        return None
+    try:
+        data = json.loads(error)
+        return f"{data.get('type', '?')}: {data.get('message', '')}"
+    except (ValueError, AttributeError):
+        return error
+
+
+@dataclass(frozen=True)
+class StepStatus:
+    """One recorded step, as ``WorkflowStatus.steps`` lists it."""
+
+    position: str
+    name: str
+    status: str
+    attempts: int
+    error: str | None
+    next_attempt_at: datetime | None
+    updated_at: datetime | None
+
+    @classmethod
+    def from_record(cls, step: StepRecord) -> StepStatus:
+        """Build from a stored step."""
+        return cls(
+            step.position, step.name, step.status, step.attempts, _error_summary(step.error),
+            _time(step.next_attempt_at), _time(step.updated_at),
+        )
+
+
+@dataclass(frozen=True)
+class WorkflowStatus:
+    """Where a workflow stands: its status, its recorded steps and who runs it.
+
+    ``note`` says why an active workflow is not progressing (for instance, no
+    running executor has its code), ``error`` is "Type: message" of a failure.
+    """
+
+    workflow_id: str
+    name: str
+    status: str
+    app_version: str
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+    owner: str | None
+    recoveries: int
+    note: str | None
+    error: str | None
+    steps: tuple[StepStatus, ...]
+
+    @classmethod
+    def from_records(cls, record: WorkflowRecord, steps: list[StepRecord]) -> WorkflowStatus:
+        """Build from a stored workflow and its steps."""
+        return cls(
+            record.id, record.name, record.status, record.app_version,
+            _time(record.created_at) or datetime.now(timezone.utc),
+            _time(record.updated_at) or datetime.now(timezone.utc),
+            _time(record.finished_at), record.owner, record.recoveries, record.note,
+            _error_summary(record.error), tuple(StepStatus.from_record(s) for s in steps),
+        )
+
+    @property
+    def done(self) -> bool:
+        """Whether the workflow has its outcome."""
+        return self.status in TERMINAL_STATUSES
+
+
+class WorkflowHandle(Generic[R]):
+    """A reference to one workflow by ID; cheap, and valid in any process."""
+
+    def __init__(self, app: App, workflow_id: str) -> None:
+        self._app = app
+        self.workflow_id = workflow_id
+
+    def __repr__(self) -> str:
+        return f"WorkflowHandle({self.workflow_id!r})"
+
+    def _record(self) -> WorkflowRecord:
+        record = self._app.store.get_workflow(self.workflow_id)
+        if record is None:
+            raise WorkflowNotFoundError(self.workflow_id)
+        return record
+
+    def _decode(self, name: str, outcome: Outcome) -> R:
+        status, output, error = outcome
+        if status == SUCCEEDED:
+            definition = self._app.registry.workflows.get(name)
+            hint = definition.return_hint if definition else Any
+            value: R = self._app.serializer.loads(output or "null", hint)
+            return value
+        raise decode_error(error or "{}", WorkflowFailedError)
+
+    def status(self) -> WorkflowStatus:
+        """The workflow's status and recorded steps, read from the store now."""
+        record = self._record()
+        return WorkflowStatus.from_records(record, self._app.store.load_steps(record.id))
+
+    def result(self, timeout: float | None = None) -> R:
+        """Wait for the workflow's outcome: its return value, or raise its error.
+
+        Raises ``WorkflowTimeoutError`` after ``timeout`` seconds (the workflow goes
+        on). A workflow that runs in this process wakes the wait at once; one that
+        runs elsewhere is seen by polling the store.
+        """
+        notifier = self._app.notifier
+        waiter = notifier.subscribe(self.workflow_id)
+        try:
+            deadline = None if timeout is None else self._app.clock.time() + timeout
+            poll = self._app.settings.poll_interval
+            while True:
+                record = self._record()
+                if record.status in TERMINAL_STATUSES:
+                    return self._decode(record.name, (record.status, record.output, record.error))
+                wait = poll
+                if deadline is not None:
+                    wait = min(wait, deadline - self._app.clock.time())
+                    if wait <= 0:
+                        raise WorkflowTimeoutError(self.workflow_id, timeout or 0.0)
+                try:
+                    return self._decode(record.name, waiter.result(timeout=wait))
+                except FutureTimeout:
+                    continue
+        finally:
+            notifier.unsubscribe(self.workflow_id, waiter)
+
+    async def result_async(self, timeout: float | None = None) -> R:
+        """``result()`` for coroutines: waits without holding a thread."""
+        notifier = self._app.notifier
+        waiter = notifier.subscribe(self.workflow_id)
+        wrapped = asyncio.wrap_future(waiter)
+        try:
+            deadline = None if timeout is None else self._app.clock.time() + timeout
+            poll = self._app.settings.poll_interval
+            while True:
+                record = await asyncio.to_thread(self._record)
+                if record.status in TERMINAL_STATUSES:
+                    return self._decode(record.name, (record.status, record.output, record.error))
+                wait = poll
+                if deadline is not None:
+                    wait = min(wait, deadline - self._app.clock.time())
+                    if wait <= 0:
+                        raise WorkflowTimeoutError(self.workflow_id, timeout or 0.0)
+                done, _ = await asyncio.wait({wrapped}, timeout=wait)
+                if done:
+                    return self._decode(record.name, wrapped.result())
+        finally:
+            notifier.unsubscribe(self.workflow_id, waiter)
+            wrapped.cancel()
+
+    async def status_async(self) -> WorkflowStatus:
+        """``status()`` for coroutines."""
+        return await asyncio.to_thread(self.status)

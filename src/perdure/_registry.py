@@ -1,0 +1,93 @@
+"""What ``@app.workflow`` and ``@app.step`` register: definitions keyed by name."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ._errors import ConfigurationError, UnknownWorkflowError
+from ._retry import NO_RETRY, Retry
+from ._serialization import return_hint
+
+
+@dataclass(frozen=True)
+class StepDef:
+    """A registered step."""
+
+    name: str
+    fn: Callable[..., Any]
+    is_async: bool
+    retry: Retry
+
+    @property
+    def return_hint(self) -> Any:
+        """The annotated return type, which recorded results are decoded to."""
+        return return_hint(self.fn)
+
+
+@dataclass(frozen=True)
+class WorkflowDef:
+    """A registered workflow."""
+
+    name: str
+    fn: Callable[..., Any]
+    is_async: bool
+
+    @property
+    def return_hint(self) -> Any:
+        """The annotated return type, which the recorded result is decoded to."""
+        return return_hint(self.fn)
+
+
+#: The attribute that marks a decorated workflow function with its registered name.
+WORKFLOW_ATTR = "__perdure_workflow__"
+
+
+def default_name(fn: Callable[..., Any]) -> str:
+    """A function's registered name unless one is given: its qualified name."""
+    return str(getattr(fn, "__qualname__", getattr(fn, "__name__", repr(fn))))
+
+
+def is_async_function(fn: Callable[..., Any]) -> bool:
+    """Whether calling ``fn`` returns a coroutine."""
+    return inspect.iscoroutinefunction(inspect.unwrap(fn))
+
+
+class Registry:
+    """The workflows and steps of one app."""
+
+    def __init__(self) -> None:
+        self.workflows: dict[str, WorkflowDef] = {}
+        self.steps: dict[str, StepDef] = {}
+
+    def add_workflow(self, fn: Callable[..., Any], name: str | None) -> WorkflowDef:
+        """Register ``fn`` as a workflow; a second, different function under the same name
+        is an error (two workflows would share one history)."""
+        definition = WorkflowDef(name or default_name(fn), fn, is_async_function(fn))
+        existing = self.workflows.get(definition.name)
+        if existing is not None and existing.fn is not fn:
+            raise ConfigurationError(
+                f"two workflows are registered as {definition.name!r} "
+                f"({existing.fn.__module__} and {fn.__module__}); give one of them name=..."
+            )
+        self.workflows[definition.name] = definition
+        return definition
+
+    def add_step(self, fn: Callable[..., Any], name: str | None, retry: Retry | None) -> StepDef:
+        """Register ``fn`` as a step."""
+        definition = StepDef(name or default_name(fn), fn, is_async_function(fn), retry or NO_RETRY)
+        self.steps[definition.name] = definition
+        return definition
+
+    def workflow(self, fn_or_name: Callable[..., Any] | str) -> WorkflowDef:
+        """The definition of a decorated workflow function or of a registered name."""
+        if isinstance(fn_or_name, str):
+            name = fn_or_name
+        else:
+            name = getattr(fn_or_name, WORKFLOW_ATTR, None) or default_name(fn_or_name)
+        definition = self.workflows.get(name)
+        if definition is None:
+            raise UnknownWorkflowError(name, tuple(self.workflows))
+        return definition

@@ -1,0 +1,282 @@
+"""One execution of one workflow: replaying recorded steps and recording new ones.
+
+A workflow function runs from the top every time it (re)starts. Its recorded
+steps are loaded once, up front; a step whose position holds a final record
+returns (or raises) what was recorded without running, and a new step runs and
+is recorded with one fenced write. The sync and async drivers share every
+decision through ``_StepCall`` and ``WorkflowRun.outcome``; they differ only in
+how they wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from ._clock import Clock
+from ._context import Scope, current_run, current_scope
+from ._errors import (
+    CheckpointFailed,
+    LeaseLost,
+    NonDeterminismError,
+    SerializationError,
+    StepFailedError,
+    StoreError,
+)
+from ._registry import StepDef, WorkflowDef
+from ._serialization import Serializer, decode_call, decode_error, encode_error
+from .storage import (
+    FAILED,
+    STEP_FAILED,
+    STEP_RETRYING,
+    STEP_SUCCEEDED,
+    SUCCEEDED,
+    Lease,
+    StepRecord,
+    Store,
+    WorkflowRecord,
+)
+
+log = logging.getLogger("perdure")
+
+
+@dataclass
+class _Attempt:
+    """What one attempt of a step leads to: a record to write, then a value, an error
+    to raise, or another attempt."""
+
+    record: StepRecord
+    value: Any = None
+    error: BaseException | None = None
+    retry: bool = False
+
+
+class _StepCall:
+    """One call of a step at its position."""
+
+    __slots__ = ("attempts", "definition", "next_attempt_at", "position", "run")
+
+    def __init__(self, run: WorkflowRun, definition: StepDef, position: str) -> None:
+        self.run = run
+        self.definition = definition
+        self.position = position
+        self.attempts = 0
+        self.next_attempt_at: float | None = None
+
+    def replay(self) -> tuple[bool, Any]:
+        """``(True, value)`` when the position holds a final record (raising a recorded
+        error), else ``(False, None)`` with the attempt count restored."""
+        recorded = self.run.recorded.get(self.position)
+        if recorded is None:
+            return False, None
+        if recorded.name != self.definition.name:
+            raise NonDeterminismError(
+                self.run.workflow_id, self.position, recorded.name, self.definition.name
+            )
+        if recorded.status == STEP_SUCCEEDED:
+            assert recorded.output is not None
+            return True, self.run.serializer.loads(recorded.output, self.definition.return_hint)
+        if recorded.status == STEP_FAILED:
+            assert recorded.error is not None
+            raise decode_error(recorded.error, StepFailedError)
+        # RETRYING: go on counting from the recorded attempts, after the recorded wait.
+        self.attempts = recorded.attempts
+        self.next_attempt_at = recorded.next_attempt_at
+        return False, None
+
+    def wait_seconds(self) -> float:
+        """How long to wait before the next attempt."""
+        if self.next_attempt_at is None:
+            return 0.0
+        return self.next_attempt_at - self.run.clock.time()
+
+    def start_attempt(self) -> None:
+        """Count an attempt; refuse to start it if this execution was released meanwhile."""
+        if self.run.released:
+            raise LeaseLost(self.run.workflow_id, self.run.lease.epoch)
+        self.attempts += 1
+
+    def after(self, result: Any, exc: BaseException | None) -> _Attempt:
+        """The record and consequence of the attempt that returned ``result`` or raised."""
+        now = self.run.clock.time()
+        name, position = self.definition.name, self.position
+        if exc is None:
+            try:
+                output = self.run.serializer.dumps(result, self.definition.return_hint)
+                # Hand the workflow the decoded value, so that it sees the same thing on
+                # the first run as on every replay.
+                value = self.run.serializer.loads(output, self.definition.return_hint)
+            except SerializationError as error:
+                exc = SerializationError(
+                    f"step {name!r} (position {position}) of workflow "
+                    f"{self.run.workflow_id!r} returned a value that can't be recorded: {error}"
+                )
+            else:
+                record = StepRecord(
+                    position, name, STEP_SUCCEEDED, output, None, self.attempts, None, now
+                )
+                return _Attempt(record, value=value)
+        retry = self.definition.retry
+        error_text = encode_error(exc)
+        if not isinstance(exc, SerializationError) and retry.should_retry(exc, self.attempts):
+            self.next_attempt_at = now + retry.delay(self.attempts)
+            log.warning(
+                "workflow %s step %s (%s) attempt %d failed: %r; next attempt in %.1fs",
+                self.run.workflow_id, position, name, self.attempts, exc,
+                self.next_attempt_at - now,
+            )
+            record = StepRecord(
+                position, name, STEP_RETRYING, None, error_text, self.attempts,
+                self.next_attempt_at, now,
+            )
+            return _Attempt(record, retry=True)
+        record = StepRecord(position, name, STEP_FAILED, None, error_text, self.attempts, None, now)
+        return _Attempt(record, error=exc)
+
+
+class WorkflowRun:
+    """The state of one execution of one workflow, under one lease."""
+
+    def __init__(
+        self,
+        *,
+        record: WorkflowRecord,
+        definition: WorkflowDef,
+        lease: Lease,
+        steps: list[StepRecord],
+        store: Store,
+        serializer: Serializer,
+        clock: Clock,
+    ) -> None:
+        self.record = record
+        self.workflow_id = record.id
+        self.definition = definition
+        self.lease = lease
+        self.recorded = {step.position: step for step in steps}
+        self.store = store
+        self.serializer = serializer
+        self.clock = clock
+        #: Set when the executor gave the workflow up (shutdown): nothing new may start.
+        self.released = False
+
+    # -- steps ---------------------------------------------------------------------------
+
+    def _begin(self, definition: StepDef) -> tuple[_StepCall, bool, Any]:
+        scope = current_scope.get()
+        assert scope is not None, "a workflow run always has a scope"
+        call = _StepCall(self, definition, scope.take_position())
+        done, value = call.replay()
+        return call, done, value
+
+    def call_step(self, definition: StepDef, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Run (or replay) a synchronous step in the calling thread."""
+        call, done, value = self._begin(definition)
+        if done:
+            return value
+        while True:
+            self.clock.sleep(call.wait_seconds())
+            call.start_attempt()
+            # A step called inside a step is a plain call: only the outer one is recorded.
+            token = current_run.set(None)
+            try:
+                attempt = call.after(definition.fn(*args, **kwargs), None)
+            except Exception as exc:
+                attempt = call.after(None, exc)
+            finally:
+                current_run.reset(token)
+            self._write(attempt.record)
+            if attempt.retry:
+                continue
+            if attempt.error is not None:
+                raise attempt.error
+            return attempt.value
+
+    def call_step_async(
+        self, definition: StepDef, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Coroutine[Any, Any, Any]:
+        """Take the step's position now, at the call, and return the coroutine that runs
+        (or replays) it."""
+        call, done, value = self._begin(definition)
+        return self._drive_async(call, done, value, args, kwargs)
+
+    async def _drive_async(
+        self, call: _StepCall, done: bool, value: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        if done:
+            return value
+        while True:
+            await self.clock.sleep_async(call.wait_seconds())
+            call.start_attempt()
+            token = current_run.set(None)
+            try:
+                attempt = call.after(await call.definition.fn(*args, **kwargs), None)
+            except Exception as exc:
+                attempt = call.after(None, exc)
+            finally:
+                current_run.reset(token)
+            await self._write_async(attempt.record)
+            if attempt.retry:
+                continue
+            if attempt.error is not None:
+                raise attempt.error
+            return attempt.value
+
+    def _write(self, record: StepRecord) -> None:
+        try:
+            accepted = self.store.record_step(self.workflow_id, self.lease, record).result()
+        except StoreError as exc:
+            raise CheckpointFailed(self.workflow_id, str(exc)) from exc
+        if not accepted:
+            raise LeaseLost(self.workflow_id, self.lease.epoch)
+
+    async def _write_async(self, record: StepRecord) -> None:
+        future = self.store.record_step(self.workflow_id, self.lease, record)
+        try:
+            accepted = await asyncio.wrap_future(future)
+        except StoreError as exc:
+            raise CheckpointFailed(self.workflow_id, str(exc)) from exc
+        if not accepted:
+            raise LeaseLost(self.workflow_id, self.lease.epoch)
+
+    # -- the workflow function -------------------------------------------------------------
+
+    def _enter(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        current_run.set(self)
+        current_scope.set(Scope())
+        return decode_call(
+            self.serializer, self.definition.fn, self.record.inputs,
+            f"workflow {self.definition.name!r}",
+        )
+
+    def execute(self) -> tuple[str, str | None, str | None]:
+        """Run a synchronous workflow function to its outcome (in a fresh context)."""
+        try:
+            args, kwargs = self._enter()
+            return self.outcome(self.definition.fn(*args, **kwargs), None)
+        except Exception as exc:
+            return self.outcome(None, exc)
+
+    async def execute_async(self) -> tuple[str, str | None, str | None]:
+        """Run an async workflow function to its outcome (inside its own task)."""
+        try:
+            args, kwargs = self._enter()
+            return self.outcome(await self.definition.fn(*args, **kwargs), None)
+        except Exception as exc:
+            return self.outcome(None, exc)
+
+    def outcome(self, result: Any, exc: BaseException | None) -> tuple[str, str | None, str | None]:
+        """``(status, output, error)`` to record for a workflow that returned or raised."""
+        if exc is None:
+            try:
+                return SUCCEEDED, self.serializer.dumps(result, self.definition.return_hint), None
+            except SerializationError as error:
+                exc = SerializationError(
+                    f"workflow {self.workflow_id!r} ({self.definition.name}) returned a value "
+                    f"that can't be recorded: {error}"
+                )
+        if isinstance(exc, NonDeterminismError):
+            log.error("%s", exc)
+        return FAILED, None, encode_error(exc)

@@ -1,0 +1,62 @@
+"""Storage: the one interface between the engine and a database, and its implementations.
+
+``open_store(url)`` picks the implementation by the URL's scheme.
+"""
+
+from __future__ import annotations
+
+from .._errors import ConfigurationError
+from ._base import (
+    ACTIVE_STATUSES,
+    CANCELLED,
+    FAILED,
+    PENDING,
+    RUNNING,
+    STEP_FAILED,
+    STEP_RETRYING,
+    STEP_SUCCEEDED,
+    SUCCEEDED,
+    TERMINAL_STATUSES,
+    ExecutorRecord,
+    Lease,
+    NewWorkflow,
+    StepRecord,
+    Store,
+    WorkflowRecord,
+)
+
+__all__ = [
+    "ACTIVE_STATUSES",
+    "CANCELLED",
+    "FAILED",
+    "PENDING",
+    "RUNNING",
+    "STEP_FAILED",
+    "STEP_RETRYING",
+    "STEP_SUCCEEDED",
+    "SUCCEEDED",
+    "TERMINAL_STATUSES",
+    "ExecutorRecord",
+    "Lease",
+    "NewWorkflow",
+    "StepRecord",
+    "Store",
+    "WorkflowRecord",
+    "open_store",
+]
+
+
+def open_store(url: str) -> Store:
+    """Open (but do not migrate) the store that ``url`` names."""
+    scheme = url.split(":", 1)[0].lower()
+    if scheme == "sqlite":
+        from ._sqlite import SQLiteStore
+
+        return SQLiteStore(url)
+    if scheme in ("postgresql", "postgres"):
+        raise ConfigurationError(
+            "PostgreSQL support is not built yet; use a sqlite:/// URL for now"
+        )
+    raise ConfigurationError(
+        f"unsupported database URL {url!r}: use sqlite:///path/to/file.db or postgresql://..."
+    )

@@ -1,0 +1,244 @@
+"""The storage interface: domain operations that the engine needs, nothing else.
+
+Every method states what it does atomically and what it returns. Callers never
+see SQL, a connection or a transaction, and never branch on the database kind.
+Timestamps are passed in by the caller (seconds since the epoch, from the app's
+clock) so that one injectable clock drives leases, retries and listings.
+
+Write operations on the hot path (creating a workflow, recording a step,
+completing a workflow) return a ``concurrent.futures.Future``: the store may
+group concurrent writes into one transaction (group commit), and the future
+resolves only after that transaction is durable. Synchronous callers wait with
+``future.result()``, coroutines with ``asyncio.wrap_future``.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+#: Workflow statuses. A workflow is *active* while PENDING or RUNNING.
+PENDING = "PENDING"
+RUNNING = "RUNNING"
+SUCCEEDED = "SUCCEEDED"
+FAILED = "FAILED"
+CANCELLED = "CANCELLED"
+ACTIVE_STATUSES = (PENDING, RUNNING)
+TERMINAL_STATUSES = (SUCCEEDED, FAILED, CANCELLED)
+
+#: Step statuses. RETRYING is an attempt that failed with another attempt due.
+STEP_SUCCEEDED = "SUCCEEDED"
+STEP_FAILED = "FAILED"
+STEP_RETRYING = "RETRYING"
+
+
+@dataclass(frozen=True)
+class NewWorkflow:
+    """What ``create_workflow`` inserts."""
+
+    id: str
+    name: str
+    inputs: str
+    serializer: str
+    app_version: str
+    created_at: float
+
+
+@dataclass(frozen=True)
+class WorkflowRecord:
+    """One workflow as stored."""
+
+    id: str
+    name: str
+    status: str
+    inputs: str
+    output: str | None
+    error: str | None
+    serializer: str
+    app_version: str
+    owner: str | None
+    epoch: int
+    lease_expires_at: float | None
+    note: str | None
+    recoveries: int
+    created_at: float
+    updated_at: float
+    finished_at: float | None
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One recorded step (or recorded value such as ``perdure.now()``) of a workflow.
+
+    ``position`` is the step's deterministic place in the workflow ("0", "1",
+    "3.0" for the first step of a task the workflow created at its place 3).
+    """
+
+    position: str
+    name: str
+    status: str
+    output: str | None
+    error: str | None
+    attempts: int
+    next_attempt_at: float | None
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class ExecutorRecord:
+    """A process that runs workflows, as it registered itself."""
+
+    id: str
+    host: str
+    pid: int
+    app_version: str
+    started_at: float
+    heartbeat_at: float
+    lease_expires_at: float
+    stopped_at: float | None
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Proof of ownership that every fenced write carries.
+
+    A write succeeds only while the workflow's stored owner and epoch are still
+    these; an executor that took the workflow over has bumped the epoch.
+    """
+
+    owner: str
+    epoch: int
+
+
+class Store(abc.ABC):
+    """A database that holds workflows, their steps and the executors running them."""
+
+    #: The URL scheme this store serves, such as "sqlite" or "postgresql".
+    kind: str
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    @abc.abstractmethod
+    def migrate(self) -> None:
+        """Create or upgrade the schema to the newest version; safe to call at every start
+        and from many processes at once."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Finish pending writes and release every connection. Idempotent."""
+
+    # -- workflows -----------------------------------------------------------------
+
+    @abc.abstractmethod
+    def create_workflow(
+        self, new: NewWorkflow, owner: str | None, lease_expires_at: float | None
+    ) -> Future[tuple[WorkflowRecord, bool]]:
+        """Insert a workflow unless one with the same ID exists; one transaction.
+
+        With ``owner`` the new workflow is created RUNNING and already claimed by it
+        (epoch 1), so starting and claiming cost one commit; without, it is PENDING
+        and unowned. Resolves to ``(record, created)``: the stored record (the
+        existing one when ``created`` is false, which is then left untouched).
+        """
+
+    @abc.abstractmethod
+    def get_workflow(self, workflow_id: str) -> WorkflowRecord | None:
+        """The workflow with this ID, or None."""
+
+    @abc.abstractmethod
+    def list_workflows(
+        self,
+        *,
+        status: str | None = None,
+        name: str | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        limit: int = 100,
+        newest_first: bool = True,
+    ) -> list[WorkflowRecord]:
+        """Workflows matching every given filter, ordered by creation time; indexed."""
+
+    @abc.abstractmethod
+    def complete_workflow(
+        self,
+        workflow_id: str,
+        lease: Lease,
+        status: str,
+        output: str | None,
+        error: str | None,
+        now: float,
+    ) -> Future[bool]:
+        """Record a workflow's outcome (a terminal status) and drop its lease; atomic.
+
+        Resolves to False, recording nothing, when the lease is no longer current
+        or the workflow already has an outcome: an outcome is recorded exactly once.
+        """
+
+    @abc.abstractmethod
+    def set_note(self, workflow_id: str, note: str | None, now: float) -> None:
+        """Attach an operator-facing note (why an active workflow is not progressing)."""
+
+    # -- steps ---------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def load_steps(self, workflow_id: str) -> list[StepRecord]:
+        """Every recorded step of the workflow in the order they were first recorded;
+        one query."""
+
+    @abc.abstractmethod
+    def record_step(self, workflow_id: str, lease: Lease, step: StepRecord) -> Future[bool]:
+        """Insert the step at its position, or update a RETRYING record there; one
+        statement, fenced by the lease, no read before it.
+
+        Resolves to False, recording nothing, when the lease is not current (a
+        stale owner) or the position already holds a final record.
+        """
+
+    # -- executors and leases --------------------------------------------------------
+
+    @abc.abstractmethod
+    def register_executor(self, executor: ExecutorRecord) -> None:
+        """Insert or refresh this executor's row."""
+
+    @abc.abstractmethod
+    def heartbeat(self, executor_id: str, now: float, lease_expires_at: float) -> int:
+        """Renew the executor's row and the lease of every active workflow it owns, in one
+        transaction; returns how many workflows it still owns."""
+
+    @abc.abstractmethod
+    def list_executors(self) -> list[ExecutorRecord]:
+        """Every executor that has not stopped cleanly."""
+
+    @abc.abstractmethod
+    def claim_workflows(
+        self,
+        executor_id: str,
+        names: Sequence[str],
+        app_version: str,
+        now: float,
+        lease_expires_at: float,
+        dead_owners: Sequence[str] = (),
+        limit: int = 100,
+    ) -> list[WorkflowRecord]:
+        """Claim up to ``limit`` active workflows of these names and this version that
+        nobody owns, whose lease expired before ``now``, or whose owner is in
+        ``dead_owners``; oldest first, atomically.
+
+        Each claimed workflow becomes RUNNING, owned by ``executor_id``, with its epoch
+        incremented (which fences out the previous owner) and its note cleared.
+        Returns the claimed records as they are after the claim.
+        """
+
+    @abc.abstractmethod
+    def unclaimable_workflows(
+        self, names: Sequence[str], app_version: str, now: float, limit: int = 100
+    ) -> list[WorkflowRecord]:
+        """Active, unowned-or-expired workflows that no executor with these names and
+        version can run (an unregistered name or another version), for reporting."""
+
+    @abc.abstractmethod
+    def release_workflows(self, executor_id: str, now: float) -> int:
+        """Drop the executor's lease on all its active workflows so that others can claim
+        them at once, and mark the executor stopped; returns how many were released."""

@@ -1,0 +1,124 @@
+"""Group commit: one writer thread turns many concurrent writes into few transactions.
+
+A durable commit (an fsync) costs far more than the statements inside it, so
+while one transaction commits, the writes that arrive queue up and go together
+into the next one. A lone write still costs exactly one transaction; under load,
+hundreds of workflows share each commit. Every future resolves only after the
+transaction holding its write is committed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, Generic, TypeVar
+
+C = TypeVar("C")
+T = TypeVar("T")
+
+_STOP = object()
+
+
+class _Op:
+    __slots__ = ("fn", "future")
+
+    def __init__(self, fn: Callable[[Any], Any]) -> None:
+        self.fn = fn
+        self.future: Future[Any] = Future()
+
+
+class GroupCommitter(Generic[C]):
+    """Runs write operations on one connection in one thread, batching them.
+
+    ``transaction(conn)`` is a context manager that opens a transaction and commits
+    it on exit (rolls back on error). ``translate`` turns a driver error into the
+    store's own error before it reaches a caller.
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], C],
+        transaction: Callable[[C], contextlib.AbstractContextManager[Any]],
+        translate: Callable[[Exception], Exception],
+        *,
+        name: str,
+        max_batch: int = 1000,
+    ) -> None:
+        self._connect = connect
+        self._transaction = transaction
+        self._translate = translate
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._closed = False
+        self._conn: C | None = None
+        self._ready: Future[None] = Future()
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self._thread.start()
+        # Surface a connection failure to whoever created the store, not to the first write.
+        self._ready.result()
+
+    def submit(self, fn: Callable[[C], T]) -> Future[T]:
+        """Queue ``fn(conn)`` to run inside the next transaction; the future holds its
+        return value once that transaction committed."""
+        if self._closed:
+            raise RuntimeError("the store is closed")
+        op = _Op(fn)
+        self._queue.put(op)
+        return op.future
+
+    def close(self) -> None:
+        """Commit what is queued, then stop the writer thread and close its connection."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        self._thread.join()
+
+    def _main(self) -> None:
+        try:
+            self._conn = self._connect()
+        except Exception as exc:
+            self._ready.set_exception(self._translate(exc))
+            return
+        self._ready.set_result(None)
+        conn = self._conn
+        stopping = False
+        while not stopping:
+            batch: list[_Op] = []
+            item = self._queue.get()
+            while True:
+                if item is _STOP:
+                    stopping = True
+                else:
+                    batch.append(item)
+                if len(batch) >= self._max_batch:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            if batch:
+                self._run(conn, batch)
+        close = getattr(conn, "close", None)
+        if close is not None:
+            with contextlib.suppress(Exception):
+                close()
+
+    def _run(self, conn: C, batch: list[_Op]) -> None:
+        try:
+            with self._transaction(conn):
+                results = [op.fn(conn) for op in batch]
+        except Exception as exc:
+            if len(batch) == 1:
+                batch[0].future.set_exception(self._translate(exc))
+                return
+            # One bad write must not fail its neighbours: the transaction rolled back,
+            # so give each write a transaction of its own to find the culprit.
+            for op in batch:
+                self._run(conn, [op])
+            return
+        for op, result in zip(batch, results):
+            op.future.set_result(result)

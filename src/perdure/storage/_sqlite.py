@@ -1,0 +1,407 @@
+"""The embedded store: one SQLite file, in WAL mode, on the standard ``sqlite3`` module.
+
+All writes of a process go through one connection in one writer thread, which
+groups concurrent writes into one transaction (see ``_batch``). Reads use one
+connection per thread; WAL lets them run while the writer commits. Several
+processes may share the file: SQLite serialises their writers with a busy
+timeout.
+
+Durability: ``synchronous=FULL`` by default, so a committed step survives a
+power loss. ``?synchronous=normal`` in the URL trades that (a power loss, not a
+process crash, may lose the last commits) for much cheaper commits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from .._errors import ConfigurationError, StoreError, StoreUnavailableError
+from ._base import (
+    ExecutorRecord,
+    Lease,
+    NewWorkflow,
+    StepRecord,
+    Store,
+    WorkflowRecord,
+)
+from ._batch import GroupCommitter
+
+_WF_COLUMNS = (
+    "id, name, status, inputs, output, error, serializer, app_version, owner, epoch, "
+    "lease_expires_at, note, recoveries, created_at, updated_at, finished_at"
+)
+_STEP_COLUMNS = "position, name, status, output, error, attempts, next_attempt_at, updated_at"
+_EXECUTOR_COLUMNS = (
+    "id, host, pid, app_version, started_at, heartbeat_at, lease_expires_at, stopped_at"
+)
+_SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL", "extra": "EXTRA"}
+
+
+def migrations() -> list[tuple[int, str]]:
+    """The SQLite migrations shipped with perdure, as (version, script), in order."""
+    folder = resources.files("perdure.storage") / "sql" / "sqlite"
+    found = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            found.append((int(entry.name.split("_", 1)[0]), entry.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+def split_statements(script: str) -> Iterator[str]:
+    """Split a script into statements, so that a migration runs inside our transaction
+    (``executescript`` would commit first)."""
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            statement = buffer.strip()
+            buffer = ""
+            if statement.rstrip(";").strip() and not _only_comments(statement):
+                yield statement
+
+
+def _only_comments(statement: str) -> bool:
+    return all(
+        not line.strip() or line.strip().startswith("--") for line in statement.splitlines()
+    )
+
+
+def _translate(exc: Exception) -> Exception:
+    if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+        return StoreUnavailableError(
+            f"the SQLite database stayed locked by another process: {exc}; "
+            "raise busy_timeout in the URL or use PostgreSQL for many writers"
+        )
+    if isinstance(exc, sqlite3.Error):
+        return StoreError(f"SQLite failed: {exc}")
+    return exc
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    # IMMEDIATE takes the write lock up front, so a busy database makes us wait at
+    # BEGIN (within busy_timeout) instead of failing half-way through.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+class SQLiteStore(Store):
+    """A ``Store`` in one SQLite file. URL: ``sqlite:///relative/path.db`` or
+    ``sqlite:////absolute/path.db``, options ``?synchronous=full|normal`` and
+    ``&busy_timeout=<ms>``."""
+
+    kind = "sqlite"
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme != "sqlite":
+            raise ConfigurationError(f"not a SQLite URL: {url!r} (expected sqlite:///file.db)")
+        path = parts.path[1:] if parts.path.startswith("/") else parts.path
+        if not path:
+            raise ConfigurationError(f"the SQLite URL {url!r} names no file")
+        options = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+        synchronous = options.pop("synchronous", "full").lower()
+        if synchronous not in _SYNCHRONOUS:
+            raise ConfigurationError(
+                f"synchronous={synchronous!r} in {url!r}: use one of {sorted(_SYNCHRONOUS)}"
+            )
+        try:
+            busy_timeout = int(options.pop("busy_timeout", "10000"))
+        except ValueError as exc:
+            raise ConfigurationError(f"busy_timeout in {url!r} must be milliseconds") from exc
+        if options:
+            raise ConfigurationError(f"unknown SQLite URL options {sorted(options)} in {url!r}")
+        self.path = Path(path)
+        self.synchronous = _SYNCHRONOUS[synchronous]
+        self._busy_timeout = busy_timeout
+        self._local = threading.local()
+        # Every reader connection, so that close() can close them from any thread.
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._writer: GroupCommitter[sqlite3.Connection] = GroupCommitter(
+            self._connect, _transaction, _translate, name=f"perdure-sqlite-writer:{self.path}"
+        )
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.path.parent and not self.path.parent.exists():
+            raise ConfigurationError(f"the folder of the SQLite file {self.path} does not exist")
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout:d}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        return conn
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = self._connect()
+            except sqlite3.Error as exc:
+                raise _translate(exc) from exc
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        try:
+            return self._reader().execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise _translate(exc) from exc
+
+    def _write(self, fn: Any) -> Any:
+        return self._writer.submit(fn).result()
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def migrate(self) -> None:
+        def apply(conn: sqlite3.Connection) -> None:
+            conn.execute("CREATE TABLE IF NOT EXISTS perdure_schema (version INTEGER NOT NULL)")
+            row = conn.execute("SELECT max(version) FROM perdure_schema").fetchone()
+            current = row[0] or 0
+            for version, script in migrations():
+                if version > current:
+                    for statement in split_statements(script):
+                        conn.execute(statement)
+                    conn.execute("INSERT INTO perdure_schema (version) VALUES (?)", (version,))
+
+        self._write(apply)
+
+    def close(self) -> None:
+        self._writer.close()
+        with self._readers_lock:
+            for conn in self._readers:
+                with contextlib.suppress(Exception):
+                    conn.close()
+            self._readers.clear()
+        self._local = threading.local()
+
+    # -- workflows -------------------------------------------------------------------
+
+    def create_workflow(
+        self, new: NewWorkflow, owner: str | None, lease_expires_at: float | None
+    ) -> Future[tuple[WorkflowRecord, bool]]:
+        status, epoch = ("RUNNING", 1) if owner else ("PENDING", 0)
+
+        def insert(conn: sqlite3.Connection) -> tuple[WorkflowRecord, bool]:
+            row = conn.execute(
+                "INSERT INTO perdure_workflows (id, name, status, inputs, serializer, "
+                "app_version, owner, epoch, lease_expires_at, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING "
+                f"RETURNING {_WF_COLUMNS}",
+                (
+                    new.id, new.name, status, new.inputs, new.serializer, new.app_version,
+                    owner, epoch, lease_expires_at, new.created_at, new.created_at,
+                ),
+            ).fetchone()
+            if row is not None:
+                return WorkflowRecord(*row), True
+            row = conn.execute(
+                f"SELECT {_WF_COLUMNS} FROM perdure_workflows WHERE id = ?", (new.id,)
+            ).fetchone()
+            return WorkflowRecord(*row), False
+
+        return self._writer.submit(insert)
+
+    def get_workflow(self, workflow_id: str) -> WorkflowRecord | None:
+        rows = self._read(
+            f"SELECT {_WF_COLUMNS} FROM perdure_workflows WHERE id = ?", (workflow_id,)
+        )
+        return WorkflowRecord(*rows[0]) if rows else None
+
+    def list_workflows(
+        self,
+        *,
+        status: str | None = None,
+        name: str | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        limit: int = 100,
+        newest_first: bool = True,
+    ) -> list[WorkflowRecord]:
+        # A fixed statement with optional filters: no SQL is ever assembled from input.
+        rows = self._read(
+            f"SELECT {_WF_COLUMNS} FROM perdure_workflows "
+            "WHERE (:status IS NULL OR status = :status) AND (:name IS NULL OR name = :name) "
+            "AND (:after IS NULL OR created_at > :after) "
+            "AND (:before IS NULL OR created_at < :before) "
+            "ORDER BY CASE WHEN :desc THEN -created_at ELSE created_at END LIMIT :limit",
+            {
+                "status": status, "name": name, "after": created_after,
+                "before": created_before, "desc": newest_first, "limit": limit,
+            },  # type: ignore[arg-type]
+        )
+        return [WorkflowRecord(*row) for row in rows]
+
+    def complete_workflow(
+        self,
+        workflow_id: str,
+        lease: Lease,
+        status: str,
+        output: str | None,
+        error: str | None,
+        now: float,
+    ) -> Future[bool]:
+        def update(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
+                "UPDATE perdure_workflows SET status = ?, output = ?, error = ?, owner = NULL, "
+                "lease_expires_at = NULL, note = NULL, updated_at = ?, finished_at = ? "
+                "WHERE id = ? AND owner = ? AND epoch = ? AND status IN ('PENDING', 'RUNNING')",
+                (status, output, error, now, now, workflow_id, lease.owner, lease.epoch),
+            )
+            return cursor.rowcount == 1
+
+        return self._writer.submit(update)
+
+    def set_note(self, workflow_id: str, note: str | None, now: float) -> None:
+        self._write(
+            lambda conn: conn.execute(
+                "UPDATE perdure_workflows SET note = ?, updated_at = ? WHERE id = ?",
+                (note, now, workflow_id),
+            )
+        )
+
+    # -- steps -----------------------------------------------------------------------
+
+    def load_steps(self, workflow_id: str) -> list[StepRecord]:
+        rows = self._read(
+            f"SELECT {_STEP_COLUMNS} FROM perdure_steps WHERE workflow_id = ? ORDER BY rowid",
+            (workflow_id,),
+        )
+        return [StepRecord(*row) for row in rows]
+
+    def record_step(self, workflow_id: str, lease: Lease, step: StepRecord) -> Future[bool]:
+        def upsert(conn: sqlite3.Connection) -> bool:
+            # The fencing check and the write are one statement: no read before the write.
+            cursor = conn.execute(
+                "INSERT INTO perdure_steps (workflow_id, position, name, status, output, error, "
+                "attempts, next_attempt_at, updated_at) "
+                "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM perdure_workflows "
+                "WHERE id = ? AND owner = ? AND epoch = ? AND status = 'RUNNING') "
+                "ON CONFLICT (workflow_id, position) DO UPDATE SET status = excluded.status, "
+                "output = excluded.output, error = excluded.error, attempts = excluded.attempts, "
+                "next_attempt_at = excluded.next_attempt_at, updated_at = excluded.updated_at "
+                "WHERE perdure_steps.status = 'RETRYING'",
+                (
+                    workflow_id, step.position, step.name, step.status, step.output, step.error,
+                    step.attempts, step.next_attempt_at, step.updated_at,
+                    workflow_id, lease.owner, lease.epoch,
+                ),
+            )
+            return cursor.rowcount == 1
+
+        return self._writer.submit(upsert)
+
+    # -- executors and leases ----------------------------------------------------------
+
+    def register_executor(self, executor: ExecutorRecord) -> None:
+        self._write(
+            lambda conn: conn.execute(
+                f"INSERT OR REPLACE INTO perdure_executors ({_EXECUTOR_COLUMNS}) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    executor.id, executor.host, executor.pid, executor.app_version,
+                    executor.started_at, executor.heartbeat_at, executor.lease_expires_at,
+                    executor.stopped_at,
+                ),
+            )
+        )
+
+    def heartbeat(self, executor_id: str, now: float, lease_expires_at: float) -> int:
+        def renew(conn: sqlite3.Connection) -> int:
+            conn.execute(
+                "UPDATE perdure_executors SET heartbeat_at = ?, lease_expires_at = ? WHERE id = ?",
+                (now, lease_expires_at, executor_id),
+            )
+            cursor = conn.execute(
+                "UPDATE perdure_workflows SET lease_expires_at = ? "
+                "WHERE owner = ? AND status IN ('PENDING', 'RUNNING')",
+                (lease_expires_at, executor_id),
+            )
+            return cursor.rowcount
+
+        result: int = self._write(renew)
+        return result
+
+    def list_executors(self) -> list[ExecutorRecord]:
+        rows = self._read(
+            f"SELECT {_EXECUTOR_COLUMNS} FROM perdure_executors WHERE stopped_at IS NULL"
+        )
+        return [ExecutorRecord(*row) for row in rows]
+
+    def claim_workflows(
+        self,
+        executor_id: str,
+        names: Sequence[str],
+        app_version: str,
+        now: float,
+        lease_expires_at: float,
+        dead_owners: Sequence[str] = (),
+        limit: int = 100,
+    ) -> list[WorkflowRecord]:
+        def claim(conn: sqlite3.Connection) -> list[WorkflowRecord]:
+            # One writer at a time holds the SQLite write lock, so select-then-update
+            # inside this transaction is atomic without row locks.
+            rows = conn.execute(
+                "UPDATE perdure_workflows SET owner = :me, epoch = epoch + 1, status = 'RUNNING', "
+                "lease_expires_at = :lease, note = NULL, updated_at = :now, "
+                "recoveries = recoveries + (status = 'RUNNING') "
+                "WHERE id IN (SELECT id FROM perdure_workflows "
+                "WHERE status IN ('PENDING', 'RUNNING') AND app_version = :version "
+                "AND name IN (SELECT value FROM json_each(:names)) "
+                "AND (owner IS NULL OR lease_expires_at < :now "
+                "OR owner IN (SELECT value FROM json_each(:dead))) "
+                "ORDER BY created_at LIMIT :limit) "
+                f"RETURNING {_WF_COLUMNS}",
+                {
+                    "me": executor_id, "lease": lease_expires_at, "now": now,
+                    "version": app_version, "names": json.dumps(list(names)),
+                    "dead": json.dumps(list(dead_owners)), "limit": limit,
+                },
+            ).fetchall()
+            return sorted((WorkflowRecord(*row) for row in rows), key=lambda r: r.created_at)
+
+        result: list[WorkflowRecord] = self._write(claim)
+        return result
+
+    def unclaimable_workflows(
+        self, names: Sequence[str], app_version: str, now: float, limit: int = 100
+    ) -> list[WorkflowRecord]:
+        rows = self._read(
+            f"SELECT {_WF_COLUMNS} FROM perdure_workflows "
+            "WHERE status IN ('PENDING', 'RUNNING') AND (owner IS NULL OR lease_expires_at < ?) "
+            "AND (app_version != ? OR name NOT IN (SELECT value FROM json_each(?))) "
+            "ORDER BY created_at LIMIT ?",
+            (now, app_version, json.dumps(list(names)), limit),
+        )
+        return [WorkflowRecord(*row) for row in rows]
+
+    def release_workflows(self, executor_id: str, now: float) -> int:
+        def release(conn: sqlite3.Connection) -> int:
+            cursor = conn.execute(
+                "UPDATE perdure_workflows SET owner = NULL, lease_expires_at = NULL, "
+                "updated_at = ? WHERE owner = ? AND status IN ('PENDING', 'RUNNING')",
+                (now, executor_id),
+            )
+            conn.execute(
+                "UPDATE perdure_executors SET stopped_at = ? WHERE id = ?", (now, executor_id)
+            )
+            return cursor.rowcount
+
+        result: int = self._write(release)
+        return result
