@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import os
 import threading
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
@@ -22,6 +21,7 @@ from ._registry import WORKFLOW_ATTR, WorkflowDef
 from ._registry import Registry as _Registry
 from ._retry import Retry
 from ._serialization import JSONSerializer, Serializer, encode_call
+from ._starting import Starting
 from .storage import NewWorkflow, Store, WorkflowRecord, open_store
 
 P = ParamSpec("P")
@@ -53,7 +53,7 @@ class Settings:
     shutdown_grace: float = 10.0
 
 
-class App:
+class App(Starting):
     """A set of durable workflows and steps, bound to one database.
 
     ``App()`` uses ``PERDURE_DATABASE_URL``, or the SQLite file ``./perdure.db``.
@@ -107,9 +107,11 @@ class App:
     def workflow(self, fn: Callable[P, R], /) -> Callable[P, R]: ...
 
     @overload
-    def workflow(self, *, name: str | None = None) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+    def workflow(
+        self, *, name: str | None = None
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 
-    def workflow(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None) -> Any:
+    def workflow(self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None) -> Any:  # type: ignore[misc]
         """Register a workflow: ``@app.workflow`` or ``@app.workflow(name="...")``.
 
         The function runs from the top whenever it (re)starts, so it must be
@@ -161,7 +163,7 @@ class App:
         self, *, name: str | None = None, retry: Retry | None = None
     ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 
-    def step(
+    def step(  # type: ignore[misc]
         self,
         fn: Callable[..., Any] | None = None,
         /,
@@ -242,7 +244,10 @@ class App:
     # -- starting and finding workflows -----------------------------------------------------------
 
     def _prepare(
-        self, fn: Callable[..., Any] | str, args: tuple[Any, ...], kwargs: dict[str, Any],
+        self,
+        fn: Callable[..., Any] | str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
         workflow_id: str | None,
     ) -> tuple[NewWorkflow, str | None, float | None]:
         definition = self.registry.workflow(fn)
@@ -273,48 +278,6 @@ class App:
         executor = self._executor
         if executor is not None and record.owner == executor.id:
             executor.dispatch(record, [])
-
-    def start(
-        self, fn: Callable[P, R], /, *args: P.args, workflow_id: str | None = None,
-        **kwargs: P.kwargs,
-    ) -> WorkflowHandle[R]:
-        """Start a workflow and return its handle at once (once the start is durable).
-
-        Idempotent on ``workflow_id``: if a workflow with that ID exists, nothing runs
-        again and the handle refers to it. Arguments are serialized before anything is
-        recorded; one that can't be raises ``SerializationError`` and records nothing.
-        ``fn`` may also be a registered workflow's name.
-        """
-        new, owner, lease = self._prepare(fn, args, kwargs, workflow_id)
-        record, created = self.store.create_workflow(new, owner, lease).result()
-        self._started(new, record, created)
-        return WorkflowHandle(self, new.id)
-
-    async def start_async(
-        self, fn: Callable[P, Awaitable[R]] | Callable[P, R], /, *args: P.args,
-        workflow_id: str | None = None, **kwargs: P.kwargs,
-    ) -> WorkflowHandle[R]:
-        """``start()`` for coroutines: waits for the durable start without a thread."""
-        new, owner, lease = self._prepare(fn, args, kwargs, workflow_id)
-        record, created = await asyncio.wrap_future(self.store.create_workflow(new, owner, lease))
-        self._started(new, record, created)
-        return WorkflowHandle(self, new.id)
-
-    def run(
-        self, fn: Callable[P, R], /, *args: P.args, workflow_id: str | None = None,
-        **kwargs: P.kwargs,
-    ) -> R:
-        """Start a workflow and wait for its result (see ``start`` and ``result``)."""
-        return self.start(fn, *args, workflow_id=workflow_id, **kwargs).result()
-
-    async def run_async(
-        self, fn: Callable[P, Coroutine[Any, Any, R]] | Callable[P, R], /, *args: P.args,
-        workflow_id: str | None = None, **kwargs: P.kwargs,
-    ) -> R:
-        """``run()`` for coroutines."""
-        handle = await self.start_async(fn, *args, workflow_id=workflow_id, **kwargs)
-        result: R = await handle.result_async()
-        return result
 
     def retrieve(self, workflow_id: str) -> WorkflowHandle[Any]:
         """A handle to an existing workflow; raises ``WorkflowNotFoundError`` if none."""

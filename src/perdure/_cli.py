@@ -93,7 +93,9 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("app_spec", metavar="MODULE:APP")
-@click.option("--grace", type=float, default=None, help="Seconds to let running workflows finish on SIGTERM.")
+@click.option(
+    "--grace", type=float, default=None, help="Seconds to let running workflows finish on SIGTERM."
+)
 @click.option("--log-level", default="INFO", show_default=True, help="Logging level.")
 def worker(app_spec: str, grace: float | None, log_level: str) -> None:
     """Run workflows of MODULE:APP until SIGTERM or Ctrl-C, then drain gracefully.
@@ -149,7 +151,10 @@ def status(workflow_id: str, app_spec: str | None, database_url: str | None, as_
 @click.option("--name", help="Only workflows of this name.")
 @click.option("--limit", type=int, default=20, show_default=True, help="How many, newest first.")
 def list_(
-    app_spec: str | None, database_url: str | None, status_filter: str | None, name: str | None,
+    app_spec: str | None,
+    database_url: str | None,
+    status_filter: str | None,
+    name: str | None,
     limit: int,
 ) -> None:
     """List workflows, newest first."""
@@ -159,10 +164,8 @@ def list_(
     finally:
         app.shutdown()
     for item in found:
-        extra = f"  note: {item.note}" if item.note else ""
-        click.echo(
-            f"{item.created_at.isoformat()}  {item.status:<9}  {item.name}  {item.workflow_id}{extra}"
-        )
+        line = f"{item.created_at.isoformat()}  {item.status:<9}  {item.name}  {item.workflow_id}"
+        click.echo(line + (f"  note: {item.note}" if item.note else ""))
 
 
 def main() -> None:

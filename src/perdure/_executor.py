@@ -54,7 +54,9 @@ class _ThreadPool:
                 return
             self._threads += 1
             self._idle += 1
-        threading.Thread(target=self._work, name=f"{self._name}-{self._threads}", daemon=True).start()
+        threading.Thread(
+            target=self._work, name=f"{self._name}-{self._threads}", daemon=True
+        ).start()
 
     def _work(self) -> None:
         while True:
@@ -109,10 +111,10 @@ class Executor:
         self._wake = threading.Event()
         self._pool = _ThreadPool(self.settings.max_threads, "perdure-workflow")
         self._loop = asyncio.new_event_loop()
-        self._loop.set_task_factory(task_factory)  # type: ignore[arg-type]
+        self._loop.set_task_factory(task_factory)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop_thread = threading.Thread(
-            target=self._loop.run_forever, name="perdure-loop", daemon=True
+            target=self._run_loop, name="perdure-loop", daemon=True
         )
         self._maintenance = threading.Thread(
             target=self._maintain, name="perdure-maintenance", daemon=True
@@ -126,8 +128,14 @@ class Executor:
         now = self.clock.time()
         self.store.register_executor(
             ExecutorRecord(
-                self.id, self.host, self.pid, self.settings.app_version, now, now,
-                self.lease_expiry(), None,
+                self.id,
+                self.host,
+                self.pid,
+                self.settings.app_version,
+                now,
+                now,
+                self.lease_expiry(),
+                None,
             )
         )
         self._loop_thread.start()
@@ -145,7 +153,7 @@ class Executor:
             self._idle.wait_for(lambda: not self._runs, timeout=grace)
             leftover = list(self._runs.values())
             for run in leftover:
-                run.released = True
+                run.release()
         try:
             released = self.store.release_workflows(self.id, self.clock.time())
         except PerdureError as exc:
@@ -154,13 +162,23 @@ class Executor:
         if leftover or released:
             log.info(
                 "executor %s stopped; %d unfinished workflow(s) released for other executors",
-                self.id, released,
+                self.id,
+                released,
             )
         if self._loop_thread.is_alive():
             self._loop.call_soon_threadsafe(self._cancel_tasks)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._loop_thread.join(timeout=5)
+        elif not self._loop.is_closed():
+            self._loop.close()
         self._pool.stop()
+
+    def _run_loop(self) -> None:
+        try:
+            self._loop.run_forever()
+        finally:
+            self._loop.run_until_complete(self._loop.shutdown_asyncgens())
+            self._loop.close()
 
     def _cancel_tasks(self) -> None:
         for task in self._tasks:

@@ -66,7 +66,8 @@ def _error_summary(error: str | None) -> str | None:
         return None
     try:
         data = json.loads(error)
-        return f"{data.get('type', '?')}: {data.get('message', '')}"
+        type_name = str(data.get("type", "?")).removeprefix("builtins:").replace(":", ".")
+        return f"{type_name}: {data.get('message', '')}"
     except (ValueError, AttributeError):
         return error
 
@@ -87,8 +88,13 @@ class StepStatus:
     def from_record(cls, step: StepRecord) -> StepStatus:
         """Build from a stored step."""
         return cls(
-            step.position, step.name, step.status, step.attempts, _error_summary(step.error),
-            _time(step.next_attempt_at), _time(step.updated_at),
+            step.position,
+            step.name,
+            step.status,
+            step.attempts,
+            _error_summary(step.error),
+            _time(step.next_attempt_at),
+            _time(step.updated_at),
         )
 
 
@@ -117,11 +123,18 @@ class WorkflowStatus:
     def from_records(cls, record: WorkflowRecord, steps: list[StepRecord]) -> WorkflowStatus:
         """Build from a stored workflow and its steps."""
         return cls(
-            record.id, record.name, record.status, record.app_version,
+            record.id,
+            record.name,
+            record.status,
+            record.app_version,
             _time(record.created_at) or datetime.now(timezone.utc),
             _time(record.updated_at) or datetime.now(timezone.utc),
-            _time(record.finished_at), record.owner, record.recoveries, record.note,
-            _error_summary(record.error), tuple(StepStatus.from_record(s) for s in steps),
+            _time(record.finished_at),
+            record.owner,
+            record.recoveries,
+            record.note,
+            _error_summary(record.error),
+            tuple(StepStatus.from_record(s) for s in steps),
         )
 
     @property

@@ -14,8 +14,8 @@ from datetime import datetime, timezone
 from ._clock import Clock
 from ._context import current_run
 from ._errors import ConfigurationError
-from ._retry import NO_RETRY
 from ._registry import StepDef
+from ._retry import NO_RETRY
 from ._runtime import WorkflowRun
 
 

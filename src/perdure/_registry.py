@@ -46,8 +46,10 @@ WORKFLOW_ATTR = "__perdure_workflow__"
 
 
 def default_name(fn: Callable[..., Any]) -> str:
-    """A function's registered name unless one is given: its qualified name."""
-    return str(getattr(fn, "__qualname__", getattr(fn, "__name__", repr(fn))))
+    """A function's registered name unless one is given: its qualified name, without the
+    ``<locals>`` parts of functions defined inside functions."""
+    qualname = str(getattr(fn, "__qualname__", getattr(fn, "__name__", repr(fn))))
+    return qualname.replace("<locals>.", "")
 
 
 def is_async_function(fn: Callable[..., Any]) -> bool:

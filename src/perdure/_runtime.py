@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -125,12 +126,22 @@ class _StepCall:
             self.next_attempt_at = now + retry.delay(self.attempts)
             log.warning(
                 "workflow %s step %s (%s) attempt %d failed: %r; next attempt in %.1fs",
-                self.run.workflow_id, position, name, self.attempts, exc,
+                self.run.workflow_id,
+                position,
+                name,
+                self.attempts,
+                exc,
                 self.next_attempt_at - now,
             )
             record = StepRecord(
-                position, name, STEP_RETRYING, None, error_text, self.attempts,
-                self.next_attempt_at, now,
+                position,
+                name,
+                STEP_RETRYING,
+                None,
+                error_text,
+                self.attempts,
+                self.next_attempt_at,
+                now,
             )
             return _Attempt(record, retry=True)
         record = StepRecord(position, name, STEP_FAILED, None, error_text, self.attempts, None, now)
@@ -159,8 +170,18 @@ class WorkflowRun:
         self.store = store
         self.serializer = serializer
         self.clock = clock
-        #: Set when the executor gave the workflow up (shutdown): nothing new may start.
-        self.released = False
+        # Set when the executor gives the workflow up (shutdown): a retry wait ends at once
+        # and no new attempt starts.
+        self._released = threading.Event()
+
+    @property
+    def released(self) -> bool:
+        """Whether the executor gave this execution up; nothing new may start."""
+        return self._released.is_set()
+
+    def release(self) -> None:
+        """Give this execution up: waits end, and the next step attempt raises LeaseLost."""
+        self._released.set()
 
     # -- steps ---------------------------------------------------------------------------
 
@@ -177,7 +198,10 @@ class WorkflowRun:
         if done:
             return value
         while True:
-            self.clock.sleep(call.wait_seconds())
+            wait = call.wait_seconds()
+            if wait > 0:
+                # Wait on the release event, so that shutdown does not wait out a backoff.
+                self._released.wait(wait)
             call.start_attempt()
             # A step called inside a step is a plain call: only the outer one is recorded.
             token = current_run.set(None)
@@ -247,7 +271,9 @@ class WorkflowRun:
         current_run.set(self)
         current_scope.set(Scope())
         return decode_call(
-            self.serializer, self.definition.fn, self.record.inputs,
+            self.serializer,
+            self.definition.fn,
+            self.record.inputs,
             f"workflow {self.definition.name!r}",
         )
 

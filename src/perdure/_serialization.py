@@ -1,14 +1,8 @@
-"""How perdure turns values into TEXT for the database and back.
+"""How perdure turns values, call arguments and errors into TEXT for the database and back.
 
-A ``Serializer`` encodes step results, workflow results and workflow arguments.
-The default, ``JSONSerializer``, uses pydantic so that a value read back from the
-database has the type its annotation names (a dataclass, a model, a ``datetime``)
-rather than the plain JSON it was stored as. ``PickleSerializer`` is an explicit
-opt-in for values JSON cannot hold.
-
-Errors are stored as JSON too (``encode_error``) and rebuilt into their original
-type when that is safe (``decode_error``); otherwise they come back as
-``WorkflowFailedError`` or ``StepFailedError``.
+``JSONSerializer`` (the default) uses pydantic, so a value read back has the type its
+annotation names; ``PickleSerializer`` is an explicit opt-in. Errors are stored as JSON
+and rebuilt into their original type only when that is safe.
 """
 
 from __future__ import annotations
@@ -24,7 +18,7 @@ import traceback
 import types
 import typing
 from collections.abc import Callable
-from typing import Any, NamedTuple, Protocol, TypeVar, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from pydantic import ConfigDict, TypeAdapter
 from pydantic.errors import PydanticUserError
@@ -32,7 +26,6 @@ from pydantic.errors import PydanticUserError
 from perdure._errors import SerializationError, _RecordedFailure
 
 _R = TypeVar("_R")
-
 _ADVICE = (
     "pass JSON-compatible values, dataclasses or pydantic models, "
     "or configure App(serializer=PickleSerializer())"
@@ -41,12 +34,7 @@ _ADVICE = (
 
 @runtime_checkable
 class Serializer(Protocol):
-    """Turns values into text for the database and back.
-
-    ``type_hint`` is the annotation the value was declared with (a parameter's or
-    a function's return annotation), or ``Any`` when there is none. ``loads`` is
-    always called with the same hint ``dumps`` was.
-    """
+    """Turns values into text and back; ``type_hint`` is the value's annotation, or ``Any``."""
 
     name: str
 
@@ -59,96 +47,74 @@ class Serializer(Protocol):
         ...
 
 
-# Bytes as base64 because the default (UTF-8) fails on arbitrary bytes; NaN and
-# infinities as JSON constants (which Python and pydantic read back) because
-# the default writes null, which then fails to load as a float.
+# Bytes as base64, since the default (UTF-8) fails on arbitrary bytes; NaN and infinity
+# as constants, since the default (null) then fails to load as a float.
 _CONFIG = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64", ser_json_inf_nan="constants")
-
-# Hints for which the stored value is whatever JSON the runtime value makes: the
-# annotation adds nothing to decode with, so these skip the per-type adapter.
-_PLAIN_HINTS: frozenset[Any] = frozenset(
-    [Any, object, dict, list, str, int, float, bool, None, type(None)]
-)
-
-
-class _Adapter(NamedTuple):
-    adapter: TypeAdapter[Any]
-    boxed: bool  # the hint is wrapped in a one-element list; see _build_adapter
+# by_alias and round_trip: models with aliases or computed fields must validate again.
+_DUMP: dict[str, Any] = {"by_alias": True, "round_trip": True}
+# Hints that add nothing to decode with: values are stored by runtime type, read as JSON.
+_PLAIN_HINTS = frozenset([Any, object, dict, list, str, int, float, bool, None, type(None)])
+# Per hint: the adapter, and whether the hint is boxed in a one-element list.
+_ADAPTERS: dict[Any, tuple[TypeAdapter[Any], bool]] = {}
 
 
-def _build_adapter(hint: Any) -> _Adapter:
+def _build_adapter(hint: Any) -> tuple[TypeAdapter[Any], bool]:
     try:
-        return _Adapter(TypeAdapter(hint, config=_CONFIG), False)
+        return TypeAdapter(hint, config=_CONFIG), False
     except PydanticUserError as exc:
         if exc.code != "type-adapter-config-unused":
             raise
-    # TypeAdapter refuses a config for a dataclass, TypedDict or model, yet a
-    # stdlib dataclass nested in a list (or serialized under Any) does get it:
-    # without the box, bytes in a dataclass would be base64 when stored under
-    # Any but read back as UTF-8 under the dataclass hint, corrupting silently.
+    # TypeAdapter refuses a config for a dataclass, TypedDict or model, yet a stdlib
+    # dataclass does get it when nested in a list or under Any. Unboxed, its bytes would
+    # be stored as base64 under Any but read back as UTF-8 under its hint: silently wrong.
     boxed: Any = types.GenericAlias(list, (hint,))
-    return _Adapter(TypeAdapter(boxed, config=_CONFIG), True)
+    return TypeAdapter(boxed, config=_CONFIG), True
 
 
-_ANY = _build_adapter(Any)
-_ADAPTERS: dict[Any, _Adapter] = {}
-
-
-def _adapter_for(hint: Any) -> _Adapter:
-    try:
-        return _ADAPTERS[hint]
-    except KeyError:
-        pass
-    except TypeError:  # an unhashable hint, e.g. Annotated with a list in it
-        return _build_adapter(hint)
-    built = _ADAPTERS[hint] = _build_adapter(hint)
-    return built
+_ANY = _build_adapter(Any)[0]
 
 
 def _is_plain(hint: Any) -> bool:
     try:
         return hint in _PLAIN_HINTS
-    except TypeError:
+    except TypeError:  # unhashable
         return False
 
 
 def _type_name(value: Any) -> str:
     cls = type(value)
-    return (
-        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
-    )
+    return f"{'' if cls.__module__ == 'builtins' else cls.__module__ + '.'}{cls.__qualname__}"
 
 
 def _dump_any(value: Any) -> str:
-    # By runtime type; serialize_as_any keeps the fields of subclasses too.
-    # by_alias and round_trip make models with aliases or computed fields
-    # readable again by their own validators.
+    """Encode by runtime type; serialize_as_any keeps the fields of subclasses too."""
     try:
-        raw = _ANY.adapter.serializer.to_json(
-            value, by_alias=True, round_trip=True, serialize_as_any=True
-        )
-        return raw.decode()
+        return _ANY.serializer.to_json(value, **_DUMP, serialize_as_any=True).decode()
     except Exception as exc:
+        # A model's fields follow its own config, where bytes are UTF-8 by default.
+        tip = "; for bytes in a pydantic model, set ser_json_bytes='base64' in its model_config"
         raise SerializationError(
             f"a value of type {_type_name(value)} cannot be stored as JSON ({exc}); {_ADVICE}"
+            + (tip if "utf-8" in str(exc) else "")
         ) from exc
 
 
-def _load(entry: _Adapter, data: str) -> Any:
-    if entry.boxed:
-        return entry.adapter.validate_json(f"[{data}]")[0]
-    return entry.adapter.validate_json(data)
+def _load(entry: tuple[TypeAdapter[Any], bool], data: str) -> Any:
+    # Straight to the validator: TypeAdapter.validate_json's keyword plumbing costs
+    # about as much as validating a small value.
+    adapter, boxed = entry
+    if boxed:
+        return adapter.validator.validate_json(f"[{data}]")[0]
+    return adapter.validator.validate_json(data)
 
 
 class JSONSerializer:
-    """The default serializer: JSON text through pydantic.
+    """The default serializer: JSON through pydantic, read back as the annotated type.
 
-    Values round-trip to their annotated type: dataclasses, pydantic models,
-    ``datetime``, ``date``, ``Decimal``, ``UUID``, ``bytes`` (as base64), enums,
-    tuples, sets, ``Optional``, and containers of these. With no annotation
-    (``Any``), or a plain one (``dict``, ``list``, ``str``, ``int``, ``float``,
-    ``bool``, ``None``), the value is stored by its runtime type and read back
-    as plain JSON: a dataclass comes back as a ``dict``, a ``datetime`` as a ``str``.
+    Dataclasses, pydantic models, datetime, date, Decimal, UUID, bytes (as base64),
+    enums, tuples, sets and containers of these round-trip. Under ``Any`` or a plain
+    hint (dict, list, str, int, float, bool, None) values are stored by runtime type
+    and read back as plain JSON: a dataclass as a dict, a datetime as a str.
     """
 
     name: str = "json"
@@ -158,34 +124,34 @@ class JSONSerializer:
         if _is_plain(type_hint):
             return _dump_any(value)
         entry = self._entry(type_hint)
+        adapter, boxed = entry
         try:
-            # warnings="error": a value that doesn't match its hint must not be
-            # written in a shape its hint can't read back.
-            raw = entry.adapter.serializer.to_json(
-                [value] if entry.boxed else value,
-                by_alias=True,
-                round_trip=True,
-                warnings="error",
-            )
+            # Under a model or dataclass hint pydantic picks the fields from any object
+            # with a __dict__, without a warning: an unrelated object would become {}.
+            # (isinstance() raises TypeError, suppressed, for generic aliases and TypedDicts.)
+            with contextlib.suppress(TypeError):
+                if isinstance(type_hint, type) and not isinstance(value, type_hint):
+                    raise ValueError("not an instance of the annotated class")
+            # warnings="error": never write a shape the hint can't read back.
+            raw = adapter.serializer.to_json([value] if boxed else value, **_DUMP, warnings="error")
         except Exception:
-            # The annotation is wrong about the value (say `-> Order` returning a
-            # dict): store it by runtime type, but only if the hint reads it back,
-            # so the failure shows now rather than when a workflow is replayed.
+            # The annotation is wrong about the value (say `-> Order` returning a dict):
+            # store it by runtime type if the hint reads that back, and fail now if not,
+            # rather than when the workflow is replayed.
             text = _dump_any(value)
             try:
                 _load(entry, text)
             except Exception as exc:
                 raise SerializationError(
                     f"a value of type {_type_name(value)} does not match its annotation "
-                    f"{type_hint!r} and could not be read back as one ({exc}); fix the "
-                    f"annotation or the value"
+                    f"{type_hint!r} ({exc}); fix the annotation or the value"
                 ) from exc
             return text
-        return (raw[1:-1] if entry.boxed else raw).decode()
+        return (raw[1:-1] if boxed else raw).decode()
 
     def loads(self, data: str, type_hint: Any = Any) -> Any:
-        """Decode JSON text into ``type_hint`` (plain JSON for ``Any``)."""
-        entry = _ANY if _is_plain(type_hint) else self._entry(type_hint)
+        """Decode JSON text into ``type_hint`` (plain JSON for ``Any`` and plain hints)."""
+        entry = (_ANY, False) if _is_plain(type_hint) else self._entry(type_hint)
         try:
             return _load(entry, data)
         except Exception as exc:
@@ -194,23 +160,27 @@ class JSONSerializer:
                 "change while workflows were running?"
             ) from exc
 
-    def _entry(self, hint: Any) -> _Adapter:
+    def _entry(self, hint: Any) -> tuple[TypeAdapter[Any], bool]:
+        with contextlib.suppress(KeyError, TypeError):  # TypeError: an unhashable hint
+            return _ADAPTERS[hint]
         try:
-            return _adapter_for(hint)
+            entry = _build_adapter(hint)
         except Exception as exc:
             raise SerializationError(
                 f"cannot store values annotated as {hint!r}: pydantic cannot handle this type "
                 f"({exc}); annotate with a JSON-compatible type, or {_ADVICE}"
             ) from exc
+        with contextlib.suppress(TypeError):
+            _ADAPTERS[hint] = entry
+        return entry
 
 
 class PickleSerializer:
     """Opt-in serializer: base64-encoded pickle, for values JSON cannot hold.
 
-    Warning: unpickling runs code chosen by whoever wrote the data, so use it only
-    with a database that no untrusted party can write to. Pickles also refer to
-    classes by module and name, so a stored value stops loading when its class is
-    renamed, moved or changed incompatibly while workflows are still running.
+    Warning: unpickling runs code chosen by whoever wrote the data, so use it only with
+    a database no untrusted party can write to. And stored values stop loading when
+    their classes are renamed, moved or changed while workflows are still running.
     """
 
     name: str = "pickle"
@@ -218,13 +188,12 @@ class PickleSerializer:
     def dumps(self, value: Any, type_hint: Any = Any) -> str:
         """Pickle ``value`` (``type_hint`` is ignored) and return it as base64 text."""
         try:
-            # Pinned so a newer Python's default protocol can't make records
-            # unreadable by older workers during a rolling upgrade.
+            # Pinned: a newer Python's default must not make records unreadable by
+            # older workers during a rolling upgrade.
             raw = pickle.dumps(value, protocol=5)
         except Exception as exc:
-            raise SerializationError(
-                f"a value of type {_type_name(value)} cannot be pickled ({exc})"
-            ) from exc
+            msg = f"a value of type {_type_name(value)} cannot be pickled ({exc})"
+            raise SerializationError(msg) from exc
         return base64.b64encode(raw).decode("ascii")
 
     def loads(self, data: str, type_hint: Any = Any) -> Any:
@@ -254,8 +223,8 @@ def _type_hints(fn: Any) -> dict[str, Any]:
     try:
         return typing.get_type_hints(fn, include_extras=True)
     except Exception:
-        # One unresolvable forward reference shouldn't lose the other hints:
-        # keep those already evaluated; strings (unresolved) become Any.
+        # One unresolvable forward reference must not lose the other hints: keep
+        # those already evaluated; the unresolved ones (strings) become Any.
         try:
             raw = dict(getattr(fn, "__annotations__", None) or {})
         except Exception:
@@ -268,51 +237,34 @@ def return_hint(fn: Callable[..., Any]) -> Any:
     return _type_hints(fn).get("return", Any)
 
 
-class _Shape(NamedTuple):
-    """Which annotation applies to each argument of a call."""
-
-    signature: inspect.Signature | None
-    positional: tuple[tuple[str, Any], ...]
-    var_positional: tuple[str, Any] | None
-    keyword: dict[str, Any]
-    var_keyword: Any  # the **kwargs annotation, or None when there is no **kwargs
-
-    def at(self, index: int) -> tuple[str, Any]:
-        if index < len(self.positional):
-            return self.positional[index]
-        if self.var_positional is not None:
-            name, hint = self.var_positional
-            return f"{name}[{index - len(self.positional)}]", hint
-        return f"#{index}", Any
-
-    def named(self, key: str) -> tuple[str, Any]:
-        if key in self.keyword:
-            return key, self.keyword[key]
-        return key, Any if self.var_keyword is None else self.var_keyword
+# For callables inspect cannot describe (some builtins): any arguments, annotated Any.
+_ANY_SIGNATURE = inspect.signature(lambda *args, **kwargs: None)
 
 
 @_per_callable
-def _shape(fn: Any) -> _Shape:
+def _signature(fn: Any) -> inspect.Signature:
     try:
-        signature = inspect.signature(fn)
+        return inspect.signature(fn)
     except (TypeError, ValueError):
-        return _Shape(None, (), None, {}, Any)
+        return _ANY_SIGNATURE
+
+
+def _convert_each(
+    bound: inspect.BoundArguments, fn: Any, convert: Callable[[str, Any, Any], Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Replace each argument by ``convert(label, hint, value)``; return (args, kwargs)."""
     hints = _type_hints(fn)
-    positional: list[tuple[str, Any]] = []
-    var_positional: tuple[str, Any] | None = None
-    var_keyword: Any = None
-    keyword: dict[str, Any] = {}
-    for p in signature.parameters.values():
-        hint = hints.get(p.name, Any)
-        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
-            positional.append((p.name, hint))
-        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
-            keyword[p.name] = hint
-        elif p.kind is p.VAR_POSITIONAL:
-            var_positional = (p.name, hint)
-        elif p.kind is p.VAR_KEYWORD:
-            var_keyword = hint
-    return _Shape(signature, tuple(positional), var_positional, keyword, var_keyword)
+    for name, value in bound.arguments.items():
+        kind, hint = bound.signature.parameters[name].kind, hints.get(name, Any)
+        if kind is inspect.Parameter.VAR_POSITIONAL:  # the annotation is each element's
+            bound.arguments[name] = tuple(
+                convert(f"{name}[{i}]", hint, v) for i, v in enumerate(value)
+            )
+        elif kind is inspect.Parameter.VAR_KEYWORD:
+            bound.arguments[name] = {k: convert(k, hint, v) for k, v in value.items()}
+        else:
+            bound.arguments[name] = convert(name, hint, value)
+    return bound.args, bound.kwargs
 
 
 def encode_call(
@@ -322,23 +274,18 @@ def encode_call(
     kwargs: dict[str, Any],
     what: str,
 ) -> str:
-    """Encode the arguments of a call to ``fn`` as one JSON text.
+    """Encode a call's arguments as ``{"args": [...], "kwargs": {...}}`` JSON text.
 
-    The text is ``{"args": [...], "kwargs": {...}}``; each argument is encoded
-    with its parameter's annotation. With ``JSONSerializer`` the elements are
-    the JSON itself, so the record stays readable; with any other serializer
-    each element is the serializer's text, as a JSON string. ``what`` names the
-    callable in messages, e.g. ``"workflow 'checkout'"``.
-
-    Raises ``TypeError`` if the arguments don't fit ``fn``'s signature and
-    ``SerializationError`` if one cannot be encoded.
+    Each argument is encoded with its parameter's annotation; with ``JSONSerializer``
+    the elements are the JSON itself (readable), otherwise the serializer's text.
+    ``what`` names the callable in messages (``"workflow 'checkout'"``). Raises
+    ``TypeError`` if the arguments don't fit the signature, ``SerializationError``
+    if one cannot be encoded.
     """
-    shape = _shape(fn)
-    if shape.signature is not None:
-        try:
-            shape.signature.bind(*args, **kwargs)
-        except TypeError as exc:
-            raise TypeError(f"cannot call {what} with these arguments: {exc}") from None
+    try:
+        bound = _signature(fn).bind(*args, **kwargs)
+    except TypeError as exc:
+        raise TypeError(f"cannot call {what} with these arguments: {exc}") from None
     embed = isinstance(serializer, JSONSerializer)
 
     def encode(label: str, hint: Any, value: Any) -> str:
@@ -350,58 +297,53 @@ def encode_call(
             ) from exc
         return text if embed else json.dumps(text)
 
-    parts = [encode(*shape.at(i), value) for i, value in enumerate(args)]
-    named = [f"{json.dumps(k)}:{encode(*shape.named(k), v)}" for k, v in kwargs.items()]
-    return '{"args":[' + ",".join(parts) + '],"kwargs":{' + ",".join(named) + "}}"
+    # Splice the elements' JSON text rather than parse and dump it all again.
+    parts, named = _convert_each(bound, fn, encode)
+    keyed = ",".join(f"{json.dumps(k)}:{v}" for k, v in named.items())
+    return f'{{"args":[{",".join(parts)}],"kwargs":{{{keyed}}}}}'
 
 
 def decode_call(
     serializer: Serializer, fn: Callable[..., Any], data: str, what: str
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """Decode text made by ``encode_call`` into ``(args, kwargs)`` of the annotated types.
+    """Decode ``encode_call`` text into ``(args, kwargs)`` of the annotated types.
 
-    Raises ``SerializationError`` if the text or an argument cannot be decoded and
-    ``TypeError`` if the arguments no longer fit ``fn``'s signature.
+    Raises ``SerializationError`` if it cannot, ``TypeError`` if the arguments no
+    longer fit ``fn``'s signature.
     """
     try:
         record = json.loads(data)
-        raw_args, raw_kwargs = record["args"], record["kwargs"]
-        if not isinstance(raw_args, list) or not isinstance(raw_kwargs, dict):
+        args, kwargs = record["args"], record["kwargs"]
+        if not isinstance(args, list) or not isinstance(kwargs, dict):
             raise TypeError("'args' must be a list and 'kwargs' an object")
     except (ValueError, TypeError, KeyError) as exc:
         raise SerializationError(f"the recorded arguments of {what} are invalid: {exc!r}") from exc
-    shape = _shape(fn)
+    try:
+        bound = _signature(fn).bind(*args, **kwargs)
+    except TypeError as exc:
+        msg = f"the recorded arguments of {what} no longer fit its signature: {exc}"
+        raise TypeError(msg) from None
     embed = isinstance(serializer, JSONSerializer)
 
     def decode(label: str, hint: Any, element: Any) -> Any:
         try:
-            if embed:
-                # Already parsed; only a non-plain hint needs pydantic, which
-                # reads JSON text (base64 bytes differ between JSON and Python input).
-                return element if _is_plain(hint) else serializer.loads(_dump_any(element), hint)
-            if not isinstance(element, str):
-                raise SerializationError(f"expected text, found {type(element).__name__}")
-            return serializer.loads(element, hint)
+            if not embed:
+                if not isinstance(element, str):
+                    raise SerializationError(f"expected text, found {type(element).__name__}")
+                return serializer.loads(element, hint)
+            # Already parsed, but pydantic must see JSON text again: it reads bytes as
+            # base64 only from JSON, not from a Python str.
+            return element if _is_plain(hint) else serializer.loads(_dump_any(element), hint)
         except Exception as exc:
             raise SerializationError(f"cannot decode argument {label!r} of {what}: {exc}") from exc
 
-    args = tuple(decode(*shape.at(i), element) for i, element in enumerate(raw_args))
-    kwargs = {k: decode(*shape.named(k), element) for k, element in raw_kwargs.items()}
-    if shape.signature is not None:
-        try:
-            shape.signature.bind(*args, **kwargs)
-        except TypeError as exc:
-            raise TypeError(
-                f"the recorded arguments of {what} no longer fit its signature: {exc}"
-            ) from None
-    return args, kwargs
+    return _convert_each(bound, fn, decode)
 
 
 def encode_error(exc: BaseException) -> str:
-    """Record an exception as JSON: its type, message, args and formatted traceback.
+    """Record an exception as JSON: type ("module:QualName"), message, args, traceback.
 
-    ``args`` is left out unless plain ``json`` can hold it: ``decode_error``
-    rebuilds the exception from it, so an approximation would be worse than none.
+    ``args`` (which ``decode_error`` rebuilds from) is left out unless plain json holds it.
     """
     cls = type(exc)
     try:
@@ -417,39 +359,39 @@ def encode_error(exc: BaseException) -> str:
 
 def _resolve(type_name: str) -> type[Exception] | None:
     module_name, _, qualname = type_name.partition(":")
-    # Only modules already imported: importing a name read from the database
-    # would run code the database chose.
+    # Only a module already imported: importing a name read from the database would
+    # run code the database chose. Namespaces, not getattr(): a module __getattr__
+    # may import on demand.
     obj: Any = sys.modules.get(module_name)
     for part in qualname.split("."):
-        # vars(), not getattr(): a module __getattr__ could import on demand.
         obj = getattr(obj, "__dict__", {}).get(part)
-    if isinstance(obj, type) and issubclass(obj, Exception):
-        return obj
-    return None  # unknown, or a BaseException-only signal such as KeyboardInterrupt
+    # Exception, not BaseException: signals such as KeyboardInterrupt are not rebuilt.
+    return obj if isinstance(obj, type) and issubclass(obj, Exception) else None
 
 
 def decode_error(data: str, fallback: type[_RecordedFailure]) -> BaseException:
     """Rebuild an exception recorded by ``encode_error``.
 
-    The original type comes back when its module is already imported, it is an
-    ``Exception`` subclass and ``cls(*args)`` succeeds; otherwise ``fallback``
-    (``WorkflowFailedError`` or ``StepFailedError``) holds what was recorded.
-    Either way the recorded traceback text is in ``exc.perdure_traceback``.
+    The original type comes back if its module is already imported, it is an
+    ``Exception`` subclass and ``cls(*args)`` works; otherwise ``fallback(type_name,
+    message, traceback)``, also for a damaged record. Either way ``exc.perdure_traceback``
+    holds the recorded traceback.
     """
+    # Never raises: a failure must stay reportable even if its record is damaged.
     try:
         record = json.loads(data)
-        type_name, message = str(record["type"]), str(record["message"])
-        tb = str(record.get("traceback", ""))
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise SerializationError(f"a recorded error is invalid: {exc!r}") from exc
-    result: BaseException | None = None
-    cls = _resolve(type_name)
-    args = record.get("args")
+    except (ValueError, TypeError):
+        record = None
+    if not isinstance(record, dict):
+        record = {"message": str(data)}
+    type_name = str(record.get("type", "<unknown>"))
+    message, tb = str(record.get("message", "")), str(record.get("traceback", ""))
+    rebuilt: BaseException | None = None
+    cls, args = _resolve(type_name), record.get("args")
     if cls is not None and isinstance(args, list):
-        try:
-            result = cls(*args)
-        except Exception:  # e.g. an __init__ with keyword-only parameters
-            result = None
-    rebuilt: BaseException = fallback(type_name, message, tb) if result is None else result
+        with contextlib.suppress(Exception):  # e.g. an __init__ with keyword-only parameters
+            rebuilt = cls(*args)
+    if rebuilt is None:
+        rebuilt = fallback(type_name, message, tb)
     rebuilt.perdure_traceback = tb  # type: ignore[attr-defined]
     return rebuilt

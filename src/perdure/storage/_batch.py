@@ -120,5 +120,5 @@ class GroupCommitter(Generic[C]):
             for op in batch:
                 self._run(conn, [op])
             return
-        for op, result in zip(batch, results):
+        for op, result in zip(batch, results, strict=True):
             op.future.set_result(result)

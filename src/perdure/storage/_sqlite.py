@@ -70,8 +70,36 @@ def split_statements(script: str) -> Iterator[str]:
 
 
 def _only_comments(statement: str) -> bool:
-    return all(
-        not line.strip() or line.strip().startswith("--") for line in statement.splitlines()
+    return all(not line.strip() or line.strip().startswith("--") for line in statement.splitlines())
+
+
+def list_query(
+    status: str | None,
+    name: str | None,
+    created_after: float | None,
+    created_before: float | None,
+    limit: int,
+    newest_first: bool,
+) -> tuple[str, list[Any]]:
+    """The listing statement for these filters: fixed fragments chosen by which filters are
+    given, so that SQLite can use an index for each combination (values stay parameters)."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    for clause, value in (
+        ("status = ?", status),
+        ("name = ?", name),
+        ("created_at > ?", created_after),
+        ("created_at < ?", created_before),
+    ):
+        if value is not None:
+            clauses.append(clause)
+            params.append(value)
+    where = f"WHERE {' AND '.join(clauses)} " if clauses else ""
+    order = "DESC" if newest_first else "ASC"
+    params.append(limit)
+    return (
+        f"SELECT {_WF_COLUMNS} FROM perdure_workflows {where}ORDER BY created_at {order} LIMIT ?",
+        params,
     )
 
 
@@ -205,8 +233,17 @@ class SQLiteStore(Store):
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING "
                 f"RETURNING {_WF_COLUMNS}",
                 (
-                    new.id, new.name, status, new.inputs, new.serializer, new.app_version,
-                    owner, epoch, lease_expires_at, new.created_at, new.created_at,
+                    new.id,
+                    new.name,
+                    status,
+                    new.inputs,
+                    new.serializer,
+                    new.app_version,
+                    owner,
+                    epoch,
+                    lease_expires_at,
+                    new.created_at,
+                    new.created_at,
                 ),
             ).fetchone()
             if row is not None:
@@ -234,18 +271,8 @@ class SQLiteStore(Store):
         limit: int = 100,
         newest_first: bool = True,
     ) -> list[WorkflowRecord]:
-        # A fixed statement with optional filters: no SQL is ever assembled from input.
-        rows = self._read(
-            f"SELECT {_WF_COLUMNS} FROM perdure_workflows "
-            "WHERE (:status IS NULL OR status = :status) AND (:name IS NULL OR name = :name) "
-            "AND (:after IS NULL OR created_at > :after) "
-            "AND (:before IS NULL OR created_at < :before) "
-            "ORDER BY CASE WHEN :desc THEN -created_at ELSE created_at END LIMIT :limit",
-            {
-                "status": status, "name": name, "after": created_after,
-                "before": created_before, "desc": newest_first, "limit": limit,
-            },  # type: ignore[arg-type]
-        )
+        sql, params = list_query(status, name, created_after, created_before, limit, newest_first)
+        rows = self._read(sql, params)
         return [WorkflowRecord(*row) for row in rows]
 
     def complete_workflow(
@@ -298,9 +325,18 @@ class SQLiteStore(Store):
                 "next_attempt_at = excluded.next_attempt_at, updated_at = excluded.updated_at "
                 "WHERE perdure_steps.status = 'RETRYING'",
                 (
-                    workflow_id, step.position, step.name, step.status, step.output, step.error,
-                    step.attempts, step.next_attempt_at, step.updated_at,
-                    workflow_id, lease.owner, lease.epoch,
+                    workflow_id,
+                    step.position,
+                    step.name,
+                    step.status,
+                    step.output,
+                    step.error,
+                    step.attempts,
+                    step.next_attempt_at,
+                    step.updated_at,
+                    workflow_id,
+                    lease.owner,
+                    lease.epoch,
                 ),
             )
             return cursor.rowcount == 1
@@ -315,8 +351,13 @@ class SQLiteStore(Store):
                 f"INSERT OR REPLACE INTO perdure_executors ({_EXECUTOR_COLUMNS}) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    executor.id, executor.host, executor.pid, executor.app_version,
-                    executor.started_at, executor.heartbeat_at, executor.lease_expires_at,
+                    executor.id,
+                    executor.host,
+                    executor.pid,
+                    executor.app_version,
+                    executor.started_at,
+                    executor.heartbeat_at,
+                    executor.lease_expires_at,
                     executor.stopped_at,
                 ),
             )
@@ -369,9 +410,13 @@ class SQLiteStore(Store):
                 "ORDER BY created_at LIMIT :limit) "
                 f"RETURNING {_WF_COLUMNS}",
                 {
-                    "me": executor_id, "lease": lease_expires_at, "now": now,
-                    "version": app_version, "names": json.dumps(list(names)),
-                    "dead": json.dumps(list(dead_owners)), "limit": limit,
+                    "me": executor_id,
+                    "lease": lease_expires_at,
+                    "now": now,
+                    "version": app_version,
+                    "names": json.dumps(list(names)),
+                    "dead": json.dumps(list(dead_owners)),
+                    "limit": limit,
                 },
             ).fetchall()
             return sorted((WorkflowRecord(*row) for row in rows), key=lambda r: r.created_at)

@@ -1,0 +1,251 @@
+"""Recovery at the state level: leases expire, executors take over, stale owners are fenced.
+
+Two apps in one process stand for two executors; an ``OffsetClock`` makes the
+second one see the first one's lease as expired, without waiting for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+from conftest import OffsetClock
+
+import perdure
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.01)
+
+
+class Blocking:
+    """A two-step workflow whose second step blocks in the first executor."""
+
+    def __init__(self) -> None:
+        self.ledger: list[tuple[str, str]] = []
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    def register(self, app: perdure.App, tag: str, block: bool) -> None:
+        @app.step(name="first")
+        def first() -> int:
+            self.ledger.append(("first", tag))
+            return 1
+
+        @app.step(name="second")
+        def second() -> int:
+            self.ledger.append(("second", tag))
+            if block:
+                self.entered.set()
+                self.gate.wait(10)
+            return 2
+
+        @app.workflow(name="two_steps")
+        def two_steps() -> int:
+            return first() + second()
+
+
+def test_expired_lease_is_taken_over_and_the_stale_owner_records_nothing(
+    make_app, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    flow = Blocking()
+    old = make_app(lease_seconds=5)
+    flow.register(old, "old", block=True)
+    new = make_app(clock=OffsetClock(60))  # sees the old executor's lease as expired
+    flow.register(new, "new", block=False)
+
+    with old:
+        handle = old.start("two_steps", workflow_id="wf")  # type: ignore[arg-type]
+        assert flow.entered.wait(10)
+        with new:
+            # The completed step is replayed from its record; the one in flight runs again.
+            assert handle.result(timeout=10) == 3
+            assert flow.ledger == [("first", "old"), ("second", "old"), ("second", "new")]
+            with caplog.at_level(logging.WARNING, logger="perdure"):
+                flow.gate.set()  # the stale owner finishes its step ...
+                wait_until(lambda: old.executor is not None and old.executor.running == 0)
+            assert "lost the lease" in caplog.text
+    # ... and recorded nothing: one record per position, the outcome recorded once.
+    status = handle.status()
+    assert status.status == "SUCCEEDED" and status.recoveries == 1
+    assert [(s.position, s.name, s.attempts) for s in status.steps] == [
+        ("0", "first", 1),
+        ("1", "second", 1),
+    ]
+    with sqlite3.connect(database_url.removeprefix("sqlite:///")) as conn:
+        assert conn.execute("SELECT epoch FROM perdure_workflows").fetchone() == (2,)
+
+
+def test_graceful_shutdown_releases_leases_for_immediate_takeover(make_app) -> None:
+    flow = Blocking()
+    old = make_app()
+    flow.register(old, "old", block=True)
+    new = make_app()  # no offset: only the release lets it claim the workflow
+    flow.register(new, "new", block=False)
+
+    old.launch()
+    handle = old.start("two_steps", workflow_id="wf")  # type: ignore[arg-type]
+    assert flow.entered.wait(10)
+    old.shutdown(grace=0.1)
+    assert handle.status().owner is None
+    with new:
+        assert handle.result(timeout=10) == 3
+    flow.gate.set()
+
+
+def test_code_changed_under_a_running_workflow_fails_with_nondeterminism(make_app) -> None:
+    flow = Blocking()
+    old = make_app(lease_seconds=5)
+    flow.register(old, "old", block=True)
+    new = make_app(clock=OffsetClock(60))
+
+    @new.step(name="renamed")
+    def renamed() -> int:
+        return 1
+
+    @new.workflow(name="two_steps")
+    def changed() -> int:
+        return renamed()
+
+    with old:
+        handle = old.start("two_steps", workflow_id="wf")  # type: ignore[arg-type]
+        assert flow.entered.wait(10)
+        with new, pytest.raises(perdure.NonDeterminismError) as info:
+            handle.result(timeout=10)
+        flow.gate.set()
+    error = info.value
+    assert (error.workflow_id, error.position, error.recorded, error.actual) == (
+        "wf",
+        "0",
+        "first",
+        "renamed",
+    )
+    assert "not deterministic" in str(error)
+    assert handle.status().status == "FAILED"
+
+
+def test_retry_count_survives_a_takeover(make_app) -> None:
+    calls: list[str] = []
+
+    def register(app: perdure.App, tag: str) -> None:
+        @app.step(name="flaky", retry=perdure.Retry(max_attempts=3, initial_interval=30, jitter=0))
+        def flaky() -> str:
+            calls.append(tag)
+            if tag == "old":
+                raise ConnectionError("inventory service unreachable")
+            return "ok"
+
+        @app.workflow(name="uses_flaky")
+        def uses_flaky() -> str:
+            return flaky()
+
+    old = make_app()
+    register(old, "old")
+    new = make_app(clock=OffsetClock(31))  # past the recorded 30 s backoff
+    register(new, "new")
+
+    old.launch()
+    handle = old.start("uses_flaky", workflow_id="wf")  # type: ignore[arg-type]
+    wait_until(lambda: bool(handle.status().steps))
+    step = handle.status().steps[0]
+    assert (step.status, step.attempts) == ("RETRYING", 1)
+    assert step.error == "ConnectionError: inventory service unreachable"
+    assert step.next_attempt_at is not None
+    old.shutdown(grace=0.1)  # ends the backoff wait without another attempt
+    with new:
+        assert handle.result(timeout=10) == "ok"
+    assert calls == ["old", "new"]
+    step = handle.status().steps[0]
+    assert (step.status, step.attempts) == ("SUCCEEDED", 2)
+
+
+def test_non_retryable_and_exhausted_retries(app: perdure.App) -> None:
+    attempts: list[str] = []
+
+    @app.step(retry=perdure.Retry(max_attempts=3, initial_interval=0, non_retryable=(KeyError,)))
+    def declined(kind: str) -> None:
+        attempts.append(kind)
+        raise KeyError(kind) if kind == "key" else ValueError(kind)
+
+    @app.workflow
+    def pay(kind: str) -> None:
+        declined(kind)
+
+    with app:
+        with pytest.raises(KeyError):
+            app.run(pay, "key")
+        with pytest.raises(ValueError):
+            app.run(pay, "value")
+    assert attempts == ["key", "value", "value", "value"]
+
+
+def test_retry_delays_follow_the_policy() -> None:
+    policy = perdure.Retry(max_attempts=5, initial_interval=1, backoff=2, max_interval=5, jitter=0)
+    assert [policy.delay(n) for n in range(1, 5)] == [1, 2, 4, 5]
+    jittered = perdure.Retry(initial_interval=10, jitter=0.5)
+    assert all(5 <= jittered.delay(1) <= 15 for _ in range(50))
+    assert policy.should_retry(ValueError(), 4) and not policy.should_retry(ValueError(), 5)
+    with pytest.raises(ValueError):
+        perdure.Retry(max_attempts=0)
+
+
+def test_unregistered_workflow_stays_recoverable_and_is_reported(
+    make_app, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = make_app()
+
+    @client.workflow(name="ghost")
+    def ghost() -> str:
+        return "boo"
+
+    worker = make_app(report_interval=0.05)
+
+    @worker.workflow(name="other")
+    def other() -> None:
+        return None
+
+    handle = client.start(ghost, workflow_id="g")
+    with caplog.at_level(logging.WARNING, logger="perdure"), worker:
+        wait_until(lambda: handle.status().note is not None)
+    status = handle.status()
+    assert status.status == "PENDING"
+    assert "'ghost' is not registered" in (status.note or "")
+    assert "'ghost' is not registered" in caplog.text
+    fixed = make_app()
+
+    @fixed.workflow(name="ghost")
+    def ghost_again() -> str:
+        return "boo"
+
+    with fixed:
+        assert handle.result(timeout=10) == "boo"
+    assert handle.status().note is None
+
+
+def test_executor_runs_only_its_own_version(make_app) -> None:
+    def register(app: perdure.App) -> None:
+        @app.workflow(name="versioned")
+        def versioned() -> str:
+            return "done"
+
+    client = make_app(app_version="1")
+    register(client)
+    newer = make_app(app_version="2", report_interval=0.05)
+    register(newer)
+    handle = client.start("versioned", workflow_id="v")  # type: ignore[arg-type]
+    with newer:
+        wait_until(lambda: handle.status().note is not None)
+        assert "waiting for an executor of version '1'" in (handle.status().note or "")
+        assert handle.status().status == "PENDING"
+    same = make_app(app_version="1")
+    register(same)
+    with same:
+        assert handle.result(timeout=10) == "done"
