@@ -50,8 +50,6 @@ class Serializer(Protocol):
 # Bytes as base64, since the default (UTF-8) fails on arbitrary bytes; NaN and infinity
 # as constants, since the default (null) then fails to load as a float.
 _CONFIG = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64", ser_json_inf_nan="constants")
-# by_alias and round_trip: models with aliases or computed fields must validate again.
-_DUMP: dict[str, Any] = {"by_alias": True, "round_trip": True}
 # Hints that add nothing to decode with: values are stored by runtime type, read as JSON.
 _PLAIN_HINTS = frozenset([Any, object, dict, list, str, int, float, bool, None, type(None)])
 # Per hint: the adapter, and whether the hint is boxed in a one-element list.
@@ -88,8 +86,11 @@ def _type_name(value: Any) -> str:
 
 def _dump_any(value: Any) -> str:
     """Encode by runtime type; serialize_as_any keeps the fields of subclasses too."""
+    # by_alias and round_trip (here and below): models with aliases or computed fields
+    # must validate again. Keywords spelled out: **kwargs would double the call's cost.
     try:
-        return _ANY.serializer.to_json(value, **_DUMP, serialize_as_any=True).decode()
+        raw = _ANY.serializer.to_json(value, by_alias=True, round_trip=True, serialize_as_any=True)
+        return raw.decode()
     except Exception as exc:
         # A model's fields follow its own config, where bytes are UTF-8 by default.
         tip = "; for bytes in a pydantic model, set ser_json_bytes='base64' in its model_config"
@@ -97,6 +98,15 @@ def _dump_any(value: Any) -> str:
             f"a value of type {_type_name(value)} cannot be stored as JSON ({exc}); {_ADVICE}"
             + (tip if "utf-8" in str(exc) else "")
         ) from exc
+
+
+def _wrong_class(value: Any, hint: Any) -> bool:
+    # Under a model or dataclass hint pydantic picks the fields from any object with a
+    # __dict__, without a warning: an unrelated object would be stored as {}.
+    try:
+        return isinstance(hint, type) and not isinstance(value, hint)
+    except TypeError:  # TypedDicts, protocols: no isinstance(), no such risk either
+        return False
 
 
 def _load(entry: tuple[TypeAdapter[Any], bool], data: str) -> Any:
@@ -126,14 +136,12 @@ class JSONSerializer:
         entry = self._entry(type_hint)
         adapter, boxed = entry
         try:
-            # Under a model or dataclass hint pydantic picks the fields from any object
-            # with a __dict__, without a warning: an unrelated object would become {}.
-            # (isinstance() raises TypeError, suppressed, for generic aliases and TypedDicts.)
-            with contextlib.suppress(TypeError):
-                if isinstance(type_hint, type) and not isinstance(value, type_hint):
-                    raise ValueError("not an instance of the annotated class")
+            if _wrong_class(value, type_hint):
+                raise ValueError("not an instance of the annotated class")
             # warnings="error": never write a shape the hint can't read back.
-            raw = adapter.serializer.to_json([value] if boxed else value, **_DUMP, warnings="error")
+            raw = adapter.serializer.to_json(
+                [value] if boxed else value, by_alias=True, round_trip=True, warnings="error"
+            )
         except Exception:
             # The annotation is wrong about the value (say `-> Order` returning a dict):
             # store it by runtime type if the hint reads that back, and fail now if not,
@@ -161,8 +169,10 @@ class JSONSerializer:
             ) from exc
 
     def _entry(self, hint: Any) -> tuple[TypeAdapter[Any], bool]:
-        with contextlib.suppress(KeyError, TypeError):  # TypeError: an unhashable hint
+        try:  # not contextlib.suppress: this runs for every value, and it's slower
             return _ADAPTERS[hint]
+        except (KeyError, TypeError):  # TypeError: an unhashable hint
+            pass
         try:
             entry = _build_adapter(hint)
         except Exception as exc:
