@@ -69,3 +69,16 @@ def test_a_new_step_costs_one_statement_in_one_transaction(app: perdure.App) -> 
     assert sum("INSERT INTO perdure_steps" in s for s in ours) == 3
     # Each is committed (alone here; concurrent workflows share commits).
     assert statements.count("COMMIT") >= 5
+
+
+def test_workflow_id_is_available_inside_steps(app: perdure.App) -> None:
+    @app.step
+    def key(name: str) -> str:
+        return f"{perdure.workflow_id()}:{name}"
+
+    @app.workflow
+    def keyed() -> str:
+        return key("charge")
+
+    with app:
+        assert app.run(keyed, workflow_id="order-7") == "order-7:charge"

@@ -45,6 +45,11 @@ class Scope:
 current_run: contextvars.ContextVar[WorkflowRun | None] = contextvars.ContextVar(
     "perdure_run", default=None
 )
+# Stays set while a step runs (current_run is cleared there), so that a step can build an
+# idempotency key from its workflow's ID.
+current_workflow_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "perdure_workflow_id", default=None
+)
 current_scope: contextvars.ContextVar[Scope | None] = contextvars.ContextVar(
     "perdure_scope", default=None
 )

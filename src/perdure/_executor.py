@@ -140,7 +140,7 @@ class Executor:
         )
         self._loop_thread.start()
         self._maintenance.start()
-        log.info("perdure executor %s started (version %s)", self.id, self.settings.app_version)
+        log.info("executor %s started (app version %s)", self.id, self.settings.app_version)
 
     def shutdown(self, grace: float) -> None:
         """Stop claiming, let running workflows finish for ``grace`` seconds, then release

@@ -12,7 +12,7 @@ import uuid as _uuid
 from datetime import datetime, timezone
 
 from ._clock import Clock
-from ._context import current_run
+from ._context import current_run, current_workflow_id
 from ._errors import ConfigurationError
 from ._registry import StepDef
 from ._retry import NO_RETRY
@@ -41,11 +41,12 @@ def _run() -> WorkflowRun | None:
 
 
 def workflow_id() -> str:
-    """The ID of the workflow that is running; raises outside a workflow."""
-    run = _run()
-    if run is None:
+    """The ID of the running workflow, in the workflow and in its steps (for idempotency
+    keys); raises ``ConfigurationError`` outside a workflow."""
+    value = current_workflow_id.get()
+    if value is None:
         raise ConfigurationError("perdure.workflow_id() was called outside a workflow")
-    return run.workflow_id
+    return value
 
 
 def now() -> datetime:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._clock import Clock
-from ._context import Scope, current_run, current_scope
+from ._context import Scope, current_run, current_scope, current_workflow_id
 from ._errors import (
     CheckpointFailed,
     LeaseLost,
@@ -269,6 +269,7 @@ class WorkflowRun:
 
     def _enter(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
         current_run.set(self)
+        current_workflow_id.set(self.workflow_id)
         current_scope.set(Scope())
         return decode_call(
             self.serializer,

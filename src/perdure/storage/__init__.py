@@ -54,9 +54,14 @@ def open_store(url: str) -> Store:
 
         return SQLiteStore(url)
     if scheme in ("postgresql", "postgres"):
-        raise ConfigurationError(
-            "PostgreSQL support is not built yet; use a sqlite:/// URL for now"
-        )
+        try:
+            from ._postgres import PostgresStore
+        except ImportError as exc:
+            raise ConfigurationError(
+                f"a PostgreSQL URL needs psycopg 3 ({exc}): pip install 'perdure[postgres]'"
+            ) from exc
+
+        return PostgresStore(url)
     raise ConfigurationError(
         f"unsupported database URL {url!r}: use sqlite:///path/to/file.db or postgresql://..."
     )

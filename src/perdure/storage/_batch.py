@@ -5,6 +5,11 @@ while one transaction commits, the writes that arrive queue up and go together
 into the next one. A lone write still costs exactly one transaction; under load,
 hundreds of workflows share each commit. Every future resolves only after the
 transaction holding its write is committed.
+
+A network database can drop the writer's connection (a server restart, a network
+cut). Given ``broken``, the writer then fails the writes of that batch, closes the
+connection and opens a new one for the next batch (after a short backoff when
+connecting fails), instead of dying with its connection.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, Generic, TypeVar
@@ -20,6 +26,10 @@ C = TypeVar("C")
 T = TypeVar("T")
 
 _STOP = object()
+
+#: Seconds between reconnection attempts after a failed one: doubles up to the maximum.
+_BACKOFF_FIRST = 0.05
+_BACKOFF_MAX = 2.0
 
 
 class _Op:
@@ -35,7 +45,8 @@ class GroupCommitter(Generic[C]):
 
     ``transaction(conn)`` is a context manager that opens a transaction and commits
     it on exit (rolls back on error). ``translate`` turns a driver error into the
-    store's own error before it reaches a caller.
+    store's own error before it reaches a caller. ``broken(conn, exc)`` tells whether
+    an error left the connection unusable; without it a connection is never replaced.
     """
 
     def __init__(
@@ -46,10 +57,14 @@ class GroupCommitter(Generic[C]):
         *,
         name: str,
         max_batch: int = 1000,
+        broken: Callable[[C, Exception], bool] | None = None,
     ) -> None:
         self._connect = connect
         self._transaction = transaction
         self._translate = translate
+        self._broken = broken
+        self._backoff = 0.0
+        self._retry_at = 0.0
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._closed = False
@@ -84,7 +99,6 @@ class GroupCommitter(Generic[C]):
             self._ready.set_exception(self._translate(exc))
             return
         self._ready.set_result(None)
-        conn = self._conn
         stopping = False
         while not stopping:
             batch: list[_Op] = []
@@ -100,25 +114,65 @@ class GroupCommitter(Generic[C]):
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
-            if batch:
-                self._run(conn, batch)
+            if not batch:
+                continue
+            conn = self._conn if self._conn is not None else self._reconnect(batch)
+            if conn is not None and self._run(conn, batch) is not None:
+                # The connection died under this batch: its writes failed; the next
+                # batch gets a new connection.
+                self._conn = None
+                self._close(conn)
+        if self._conn is not None:
+            self._close(self._conn)
+            self._conn = None
+
+    @staticmethod
+    def _close(conn: C) -> None:
         close = getattr(conn, "close", None)
         if close is not None:
             with contextlib.suppress(Exception):
                 close()
 
-    def _run(self, conn: C, batch: list[_Op]) -> None:
+    def _reconnect(self, batch: list[_Op]) -> C | None:
+        """A new connection for this batch, or None after failing the batch's writes."""
+        delay = self._retry_at - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        try:
+            self._conn = self._connect()
+        except Exception as exc:
+            self._backoff = min(max(self._backoff * 2, _BACKOFF_FIRST), _BACKOFF_MAX)
+            self._retry_at = time.monotonic() + self._backoff
+            for op in batch:
+                op.future.set_exception(self._translate(exc))
+            return None
+        self._backoff = 0.0
+        self._retry_at = 0.0
+        return self._conn
+
+    def _run(self, conn: C, batch: list[_Op]) -> Exception | None:
+        """Run the batch in one transaction and resolve its futures; returns the error
+        that broke the connection (every write not committed then failed), else None."""
         try:
             with self._transaction(conn):
                 results = [op.fn(conn) for op in batch]
         except Exception as exc:
+            if self._broken is not None and self._broken(conn, exc):
+                for op in batch:
+                    op.future.set_exception(self._translate(exc))
+                return exc
             if len(batch) == 1:
                 batch[0].future.set_exception(self._translate(exc))
-                return
+                return None
             # One bad write must not fail its neighbours: the transaction rolled back,
             # so give each write a transaction of its own to find the culprit.
-            for op in batch:
-                self._run(conn, [op])
-            return
+            for index, op in enumerate(batch):
+                lost = self._run(conn, [op])
+                if lost is not None:
+                    for rest in batch[index + 1 :]:
+                        rest.future.set_exception(self._translate(lost))
+                    return lost
+            return None
         for op, result in zip(batch, results, strict=True):
             op.future.set_result(result)
+        return None

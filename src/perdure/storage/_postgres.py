@@ -1,0 +1,557 @@
+"""The server store: PostgreSQL through psycopg 3, for many executors on many hosts.
+
+The hot-path writes of a process (creating a workflow, recording a step, completing
+a workflow) go through one dedicated connection in one writer thread, which groups
+concurrent writes into one transaction (see ``_batch``): one commit, one WAL flush,
+for everything that arrived while the previous one committed. Reads and the other
+writes (claims, heartbeats, notes, migrations) borrow a connection from a
+``psycopg_pool.ConnectionPool``.
+
+Every object lives in one schema (``?schema=``, default ``perdure``), selected with
+``SET search_path`` on each connection, so that several apps or test runs can share
+a database. Claims lock rows with ``FOR UPDATE SKIP LOCKED``, so executors on many
+hosts never claim the same workflow and never wait for each other.
+
+If the writer's connection dies (a server restart, a network cut), the writes of
+that batch fail with ``StoreUnavailableError`` and the next batch reconnects. No
+psycopg exception leaves this module: ``OperationalError`` (the server cannot be
+reached, or gave up on the statement) becomes ``StoreUnavailableError``, every other
+``psycopg.Error`` becomes ``StoreError``, each chained to the original.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from importlib import resources
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.rows import TupleRow
+from psycopg_pool import ConnectionPool
+
+from .._errors import ConfigurationError, StoreError, StoreUnavailableError
+from ._base import (
+    ExecutorRecord,
+    Lease,
+    NewWorkflow,
+    StepRecord,
+    Store,
+    WorkflowRecord,
+)
+from ._batch import GroupCommitter
+
+T = TypeVar("T")
+Connection = psycopg.Connection[TupleRow]
+
+_WF_COLUMNS = (
+    "id, name, status, inputs, output, error, serializer, app_version, owner, epoch, "
+    "lease_expires_at, note, recoveries, created_at, updated_at, finished_at"
+)
+_STEP_COLUMNS = "position, name, status, output, error, attempts, next_attempt_at, updated_at"
+_EXECUTOR_COLUMNS = (
+    "id, host, pid, app_version, started_at, heartbeat_at, lease_expires_at, stopped_at"
+)
+
+#: A schema name as an unquoted lower-case identifier: what ``?schema=`` accepts.
+SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+DEFAULT_SCHEMA = "perdure"
+#: Key of the transaction-level advisory lock that serialises migrations database-wide
+#: (the bytes of "perdure" read as an integer).
+MIGRATION_LOCK = 0x70657264757265
+DEFAULT_POOL_MIN = 1
+DEFAULT_POOL_MAX = 10
+#: Seconds to wait for a server that does not answer, when the URL does not say.
+DEFAULT_CONNECT_TIMEOUT = 10
+#: Seconds a read or a pooled write waits for a connection before giving up.
+POOL_TIMEOUT = 15.0
+APPLICATION_NAME = "perdure"
+WRITER_APPLICATION_NAME = "perdure-writer"
+
+
+def migrations() -> list[tuple[int, str]]:
+    """The PostgreSQL migrations shipped with perdure, as (version, script), in order."""
+    folder = resources.files("perdure.storage") / "sql" / "postgres"
+    found = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            found.append((int(entry.name.split("_", 1)[0]), entry.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+def list_query(
+    status: str | None,
+    name: str | None,
+    created_after: float | None,
+    created_before: float | None,
+    limit: int,
+    newest_first: bool,
+) -> tuple[sql.Composed, list[Any]]:
+    """The listing statement for these filters: fixed fragments chosen by which filters are
+    given, so that PostgreSQL can use an index for each combination (values stay
+    parameters)."""
+    clauses: list[sql.SQL] = []
+    params: list[Any] = []
+    for clause, value in (
+        (sql.SQL("status = %s"), status),
+        (sql.SQL("name = %s"), name),
+        (sql.SQL("created_at > %s"), created_after),
+        (sql.SQL("created_at < %s"), created_before),
+    ):
+        if value is not None:
+            clauses.append(clause)
+            params.append(value)
+    where = sql.SQL("WHERE {} ").format(sql.SQL(" AND ").join(clauses)) if clauses else sql.SQL("")
+    order = sql.SQL("DESC" if newest_first else "ASC")
+    params.append(limit)
+    query = sql.SQL(
+        "SELECT " + _WF_COLUMNS + " FROM perdure_workflows {where}ORDER BY created_at {order} "
+        "LIMIT %s"
+    ).format(where=where, order=order)
+    return query, params
+
+
+def _translate(exc: Exception) -> Exception:
+    """The store's error for a psycopg error (chained to it); any other error unchanged."""
+    error: Exception
+    if isinstance(exc, psycopg.OperationalError):
+        error = StoreUnavailableError(f"PostgreSQL is unavailable: {_first_line(exc)}")
+    elif isinstance(exc, psycopg.Error):
+        error = StoreError(f"PostgreSQL failed: {_first_line(exc)}")
+    else:
+        return exc
+    error.__cause__ = exc
+    return error
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _broken(conn: Connection, exc: Exception) -> bool:
+    return conn.broken or conn.closed
+
+
+@contextlib.contextmanager
+def _transaction(conn: Connection) -> Iterator[None]:
+    # autocommit is off on the writer: psycopg sends BEGIN before the first statement.
+    try:
+        yield
+    except BaseException:
+        # On a dead connection the rollback fails too; the original error is the news.
+        with contextlib.suppress(psycopg.Error):
+            conn.rollback()
+        raise
+    conn.commit()
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class PostgresStore(Store):
+    """A ``Store`` in a PostgreSQL database. URL: ``postgresql://user:password@host:port/db``
+    (or ``postgres://``), options ``?schema=<name>`` (default ``perdure``), ``&pool_min=``
+    and ``&pool_max=`` (the read pool's size); any other option goes to libpq (such as
+    ``sslmode``, ``connect_timeout``, ``application_name``)."""
+
+    kind = "postgresql"
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("postgresql", "postgres"):
+            raise ConfigurationError(
+                f"not a PostgreSQL URL: {_redact(url)!r} (expected postgresql://user@host/db)"
+            )
+        options: dict[str, str] = {}
+        libpq: list[tuple[str, str]] = []
+        for key, value in parse_qsl(parts.query, keep_blank_values=True):
+            if key in ("schema", "pool_min", "pool_max"):
+                options[key] = value
+            else:
+                libpq.append((key, value))
+        schema = options.get("schema", DEFAULT_SCHEMA)
+        if not SCHEMA_NAME.fullmatch(schema):
+            raise ConfigurationError(
+                f"schema={schema!r} in {_redact(url)!r}: use a lower-case identifier "
+                "(letters, digits and _, not starting with a digit, at most 63 characters)"
+            )
+        pool_min = self._size(options, "pool_min", DEFAULT_POOL_MIN, url)
+        pool_max = self._size(options, "pool_max", DEFAULT_POOL_MAX, url)
+        if pool_max < 1 or pool_min > pool_max:
+            raise ConfigurationError(
+                f"pool_min={pool_min} and pool_max={pool_max} in {_redact(url)!r}: "
+                "need 0 <= pool_min <= pool_max and pool_max >= 1"
+            )
+        base = urlunsplit(parts._replace(query=urlencode(libpq)))
+        try:
+            given = conninfo_to_dict(base)
+        except psycopg.Error as exc:
+            raise ConfigurationError(
+                f"bad PostgreSQL URL {_redact(url)!r}: {_first_line(exc)}"
+            ) from exc
+        defaults: dict[str, Any] = {}
+        if "connect_timeout" not in given:
+            defaults["connect_timeout"] = DEFAULT_CONNECT_TIMEOUT
+        application_name = str(given.get("application_name") or APPLICATION_NAME)
+        self.schema = schema
+        self.pool_min = pool_min
+        self.pool_max = pool_max
+        self._conninfo = make_conninfo(base, application_name=application_name, **defaults)
+        self._writer_name = (
+            WRITER_APPLICATION_NAME
+            if application_name == APPLICATION_NAME
+            else f"{application_name}-writer"[:63]
+        )
+        self._search_path = sql.SQL("SET search_path TO {}").format(sql.Identifier(schema))
+        self._closed = False
+        self._writer: GroupCommitter[Connection] = GroupCommitter(
+            self._connect_writer,
+            _transaction,
+            _translate,
+            name=f"perdure-postgres-writer:{schema}",
+            broken=_broken,
+        )
+        self._pool: ConnectionPool[Connection] = ConnectionPool(
+            self._conninfo,
+            min_size=pool_min,
+            max_size=pool_max,
+            kwargs={"autocommit": True},
+            configure=self._configure,
+            # A pooled connection may have died since its last use (a server restart):
+            # check it at every checkout (one empty round trip), so that the pool replaces
+            # it instead of failing the caller.
+            check=ConnectionPool.check_connection,
+            timeout=POOL_TIMEOUT,
+            name=f"perdure-postgres-pool:{schema}",
+            open=False,
+        )
+        try:
+            # Connections are made in the background: the writer has already shown that
+            # the server answers.
+            self._pool.open(wait=False)
+        except Exception:
+            self._writer.close()
+            raise
+
+    @staticmethod
+    def _size(options: dict[str, str], key: str, default: int, url: str) -> int:
+        try:
+            return int(options.get(key, default))
+        except ValueError as exc:
+            raise ConfigurationError(f"{key} in {_redact(url)!r} must be an integer") from exc
+
+    # -- connections -------------------------------------------------------------------
+
+    def _configure(self, conn: Connection) -> None:
+        conn.execute(self._search_path)
+
+    def _connect_writer(self) -> Connection:
+        conn = psycopg.connect(self._conninfo, autocommit=False, application_name=self._writer_name)
+        try:
+            conn.execute(self._search_path)
+            conn.commit()
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _read(self, query: sql.Composable | str, params: Sequence[Any] = ()) -> list[Any]:
+        try:
+            with self._pool.connection() as conn:
+                return conn.execute(query, params).fetchall()  # type: ignore[arg-type]
+        except psycopg.Error as exc:
+            raise _translate(exc) from exc
+
+    def _write(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn`` in one transaction on a pooled connection (not group-committed)."""
+        try:
+            with self._pool.connection() as conn, conn.transaction():
+                return fn(conn)
+        except psycopg.Error as exc:
+            raise _translate(exc) from exc
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def migrate(self) -> None:
+        def apply(conn: Connection) -> None:
+            # Many workers may start at once: the first to take the lock migrates, the
+            # others then find the schema at the newest version. It is released at commit.
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            # Create the schema only when missing: CREATE SCHEMA needs a privilege on the
+            # database that a user who only owns the schema may lack.
+            if not conn.execute(
+                "SELECT 1 FROM pg_namespace WHERE nspname = %s", (self.schema,)
+            ).fetchall():
+                conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(self.schema)))
+            conn.execute("CREATE TABLE IF NOT EXISTS perdure_schema (version INTEGER NOT NULL)")
+            row = conn.execute("SELECT max(version) FROM perdure_schema").fetchone()
+            current = (row[0] if row else None) or 0
+            for version, script in migrations():
+                if version > current:
+                    # Without parameters, psycopg sends the script as one simple query:
+                    # every statement runs, inside this transaction.
+                    conn.execute(script.encode("utf-8"))
+                    conn.execute("INSERT INTO perdure_schema (version) VALUES (%s)", (version,))
+
+        self._write(apply)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._writer.close()
+        self._pool.close()
+
+    # -- workflows -------------------------------------------------------------------
+
+    def create_workflow(
+        self, new: NewWorkflow, owner: str | None, lease_expires_at: float | None
+    ) -> Future[tuple[WorkflowRecord, bool]]:
+        status, epoch = ("RUNNING", 1) if owner else ("PENDING", 0)
+
+        def insert(conn: Connection) -> tuple[WorkflowRecord, bool]:
+            row = conn.execute(
+                "INSERT INTO perdure_workflows (id, name, status, inputs, serializer, "
+                "app_version, owner, epoch, lease_expires_at, created_at, updated_at) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING "
+                "RETURNING " + _WF_COLUMNS,
+                (
+                    new.id,
+                    new.name,
+                    status,
+                    new.inputs,
+                    new.serializer,
+                    new.app_version,
+                    owner,
+                    epoch,
+                    lease_expires_at,
+                    new.created_at,
+                    new.created_at,
+                ),
+            ).fetchone()
+            if row is not None:
+                return WorkflowRecord(*row), True
+            # A new statement sees the conflicting row, which ON CONFLICT waited for.
+            row = conn.execute(
+                "SELECT " + _WF_COLUMNS + " FROM perdure_workflows WHERE id = %s", (new.id,)
+            ).fetchone()
+            if row is None:
+                raise StoreError(f"workflow {new.id!r} conflicted on insert but is not stored")
+            return WorkflowRecord(*row), False
+
+        return self._writer.submit(insert)
+
+    def get_workflow(self, workflow_id: str) -> WorkflowRecord | None:
+        rows = self._read(
+            "SELECT " + _WF_COLUMNS + " FROM perdure_workflows WHERE id = %s", (workflow_id,)
+        )
+        return WorkflowRecord(*rows[0]) if rows else None
+
+    def list_workflows(
+        self,
+        *,
+        status: str | None = None,
+        name: str | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        limit: int = 100,
+        newest_first: bool = True,
+    ) -> list[WorkflowRecord]:
+        query, params = list_query(status, name, created_after, created_before, limit, newest_first)
+        rows = self._read(query, params)
+        return [WorkflowRecord(*row) for row in rows]
+
+    def complete_workflow(
+        self,
+        workflow_id: str,
+        lease: Lease,
+        status: str,
+        output: str | None,
+        error: str | None,
+        now: float,
+    ) -> Future[bool]:
+        def update(conn: Connection) -> bool:
+            cursor = conn.execute(
+                "UPDATE perdure_workflows SET status = %s, output = %s, error = %s, "
+                "owner = NULL, lease_expires_at = NULL, note = NULL, updated_at = %s, "
+                "finished_at = %s WHERE id = %s AND owner = %s AND epoch = %s "
+                "AND status IN ('PENDING', 'RUNNING')",
+                (status, output, error, now, now, workflow_id, lease.owner, lease.epoch),
+            )
+            return cursor.rowcount == 1
+
+        return self._writer.submit(update)
+
+    def set_note(self, workflow_id: str, note: str | None, now: float) -> None:
+        self._write(
+            lambda conn: conn.execute(
+                "UPDATE perdure_workflows SET note = %s, updated_at = %s WHERE id = %s",
+                (note, now, workflow_id),
+            )
+        )
+
+    # -- steps -----------------------------------------------------------------------
+
+    def load_steps(self, workflow_id: str) -> list[StepRecord]:
+        rows = self._read(
+            "SELECT " + _STEP_COLUMNS + " FROM perdure_steps WHERE workflow_id = %s ORDER BY seq",
+            (workflow_id,),
+        )
+        return [StepRecord(*row) for row in rows]
+
+    def record_step(self, workflow_id: str, lease: Lease, step: StepRecord) -> Future[bool]:
+        def upsert(conn: Connection) -> bool:
+            # The fencing check and the write are one statement: no read before it. The
+            # casts type the parameters (a None would otherwise be read as text).
+            cursor = conn.execute(
+                "INSERT INTO perdure_steps (workflow_id, position, name, status, output, "
+                "error, attempts, next_attempt_at, updated_at) "
+                "SELECT %s::text, %s::text, %s::text, %s::text, %s::text, %s::text, "
+                "%s::integer, %s::double precision, %s::double precision "
+                "WHERE EXISTS (SELECT 1 FROM perdure_workflows "
+                "WHERE id = %s AND owner = %s AND epoch = %s AND status = 'RUNNING') "
+                "ON CONFLICT (workflow_id, position) DO UPDATE SET status = excluded.status, "
+                "output = excluded.output, error = excluded.error, "
+                "attempts = excluded.attempts, next_attempt_at = excluded.next_attempt_at, "
+                "updated_at = excluded.updated_at "
+                "WHERE perdure_steps.status = 'RETRYING'",
+                (
+                    workflow_id,
+                    step.position,
+                    step.name,
+                    step.status,
+                    step.output,
+                    step.error,
+                    step.attempts,
+                    step.next_attempt_at,
+                    step.updated_at,
+                    workflow_id,
+                    lease.owner,
+                    lease.epoch,
+                ),
+            )
+            return cursor.rowcount == 1
+
+        return self._writer.submit(upsert)
+
+    # -- executors and leases ----------------------------------------------------------
+
+    def register_executor(self, executor: ExecutorRecord) -> None:
+        self._write(
+            lambda conn: conn.execute(
+                "INSERT INTO perdure_executors (" + _EXECUTOR_COLUMNS + ") "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET "
+                "host = excluded.host, pid = excluded.pid, app_version = excluded.app_version, "
+                "started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at, "
+                "lease_expires_at = excluded.lease_expires_at, stopped_at = excluded.stopped_at",
+                (
+                    executor.id,
+                    executor.host,
+                    executor.pid,
+                    executor.app_version,
+                    executor.started_at,
+                    executor.heartbeat_at,
+                    executor.lease_expires_at,
+                    executor.stopped_at,
+                ),
+            )
+        )
+
+    def heartbeat(self, executor_id: str, now: float, lease_expires_at: float) -> int:
+        def renew(conn: Connection) -> int:
+            conn.execute(
+                "UPDATE perdure_executors SET heartbeat_at = %s, lease_expires_at = %s "
+                "WHERE id = %s",
+                (now, lease_expires_at, executor_id),
+            )
+            cursor = conn.execute(
+                "UPDATE perdure_workflows SET lease_expires_at = %s "
+                "WHERE owner = %s AND status IN ('PENDING', 'RUNNING')",
+                (lease_expires_at, executor_id),
+            )
+            return cursor.rowcount
+
+        return self._write(renew)
+
+    def list_executors(self) -> list[ExecutorRecord]:
+        rows = self._read(
+            "SELECT " + _EXECUTOR_COLUMNS + " FROM perdure_executors WHERE stopped_at IS NULL"
+        )
+        return [ExecutorRecord(*row) for row in rows]
+
+    def claim_workflows(
+        self,
+        executor_id: str,
+        names: Sequence[str],
+        app_version: str,
+        now: float,
+        lease_expires_at: float,
+        dead_owners: Sequence[str] = (),
+        limit: int = 100,
+    ) -> list[WorkflowRecord]:
+        def claim(conn: Connection) -> list[WorkflowRecord]:
+            # SKIP LOCKED: rows another executor is claiming (or a writer is completing)
+            # right now are left to it, so concurrent claims never overlap or wait. A row
+            # updated since the snapshot is re-checked against the conditions when locked.
+            rows = conn.execute(
+                "UPDATE perdure_workflows SET owner = %(me)s, epoch = epoch + 1, "
+                "status = 'RUNNING', lease_expires_at = %(lease)s, note = NULL, "
+                "updated_at = %(now)s, "
+                "recoveries = recoveries + CASE WHEN status = 'RUNNING' THEN 1 ELSE 0 END "
+                "WHERE id IN (SELECT id FROM perdure_workflows "
+                "WHERE status IN ('PENDING', 'RUNNING') AND app_version = %(version)s "
+                "AND name = ANY(%(names)s::text[]) "
+                "AND (owner IS NULL OR lease_expires_at < %(now)s "
+                "OR owner = ANY(%(dead)s::text[])) "
+                "ORDER BY created_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED) "
+                "RETURNING " + _WF_COLUMNS,
+                {
+                    "me": executor_id,
+                    "lease": lease_expires_at,
+                    "now": now,
+                    "version": app_version,
+                    "names": list(names),
+                    "dead": list(dead_owners),
+                    "limit": limit,
+                },
+            ).fetchall()
+            return sorted((WorkflowRecord(*row) for row in rows), key=lambda r: r.created_at)
+
+        return self._write(claim)
+
+    def unclaimable_workflows(
+        self, names: Sequence[str], app_version: str, now: float, limit: int = 100
+    ) -> list[WorkflowRecord]:
+        rows = self._read(
+            "SELECT " + _WF_COLUMNS + " FROM perdure_workflows "
+            "WHERE status IN ('PENDING', 'RUNNING') AND (owner IS NULL OR lease_expires_at < %s) "
+            "AND (app_version <> %s OR NOT (name = ANY(%s::text[]))) "
+            "ORDER BY created_at LIMIT %s",
+            (now, app_version, list(names), limit),
+        )
+        return [WorkflowRecord(*row) for row in rows]
+
+    def release_workflows(self, executor_id: str, now: float) -> int:
+        def release(conn: Connection) -> int:
+            cursor = conn.execute(
+                "UPDATE perdure_workflows SET owner = NULL, lease_expires_at = NULL, "
+                "updated_at = %s WHERE owner = %s AND status IN ('PENDING', 'RUNNING')",
+                (now, executor_id),
+            )
+            conn.execute(
+                "UPDATE perdure_executors SET stopped_at = %s WHERE id = %s", (now, executor_id)
+            )
+            return cursor.rowcount
+
+        return self._write(release)
