@@ -321,7 +321,7 @@ class Executor:
             self.dispatch(record, self.store.load_steps(record.id))
 
     def _dead_owners(self) -> list[str]:
-        return [
+        dead = [
             executor.id
             for executor in self.store.list_executors()
             if executor.host == self.host
@@ -329,6 +329,16 @@ class Executor:
             and executor.pid != self.pid
             and _process_gone(executor.pid)
         ]
+        for executor_id in dead:
+            # Hand its workflows to whoever claims next and mark it stopped, so the list of
+            # executors to check does not grow with every crash.
+            count = self.store.release_workflows(executor_id, self.clock.time())
+            log.info(
+                "executor %s is gone (its process died); released %d workflow(s)",
+                executor_id,
+                count,
+            )
+        return dead
 
     def _retry_stranded(self, now: float) -> None:
         due = [wid for wid, when in self._stranded.items() if when <= now]
