@@ -1,14 +1,27 @@
-"""Shared fixtures: a fresh database per test, and apps that are always shut down."""
+"""Shared fixtures: a fresh database per test, and apps that are always shut down.
+
+Every test that uses ``database_url`` (and so ``make_app`` and ``app``) runs twice:
+on a fresh SQLite file, and on a fresh schema of the PostgreSQL database named by
+``PERDURE_TEST_POSTGRES_URL`` (default ``postgresql://postgres@127.0.0.1:5432/test``),
+dropped after the test. Without a reachable server the PostgreSQL runs are skipped,
+unless ``PERDURE_REQUIRE_POSTGRES=1`` makes that a failure (for CI).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
 
 import perdure
+
+DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 class OffsetClock(perdure.SystemClock):
@@ -21,10 +34,84 @@ class OffsetClock(perdure.SystemClock):
         return time.time() + self.offset
 
 
+def with_options(url: str, **options: str) -> str:
+    """``url`` with these query options set (replacing any of the same name)."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in options]
+    return urlunsplit(parts._replace(query=urlencode([*query, *options.items()])))
+
+
+def schema_of(url: str) -> str:
+    """The schema named by a PostgreSQL store URL."""
+    return dict(parse_qsl(urlsplit(url).query)).get("schema", "perdure")
+
+
+def server_url(url: str) -> str:
+    """A PostgreSQL store URL without perdure's own options: what psycopg.connect takes."""
+    parts = urlsplit(url)
+    query = [
+        (k, v)
+        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+        if k not in ("schema", "pool_min", "pool_max")
+    ]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+@contextlib.contextmanager
+def admin_connection(url: str, schema: str | None = None) -> Iterator[Any]:
+    """An autocommit psycopg connection to the test server, on ``schema`` if given."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(server_url(url), autocommit=True, connect_timeout=5) as conn:
+        if schema is not None:
+            conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+        yield conn
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """The test server's URL, once it answered; skips (or fails) the test otherwise."""
+    url = os.environ.get("PERDURE_TEST_POSTGRES_URL") or DEFAULT_POSTGRES_URL
+    try:
+        with admin_connection(url) as conn:
+            conn.execute("SELECT 1")
+    except Exception as exc:  # ImportError of psycopg, or any connection failure
+        reason = " ".join(str(exc).split())
+        message = (
+            f"PostgreSQL not reachable at {url} ({type(exc).__name__}: {reason}); "
+            "set PERDURE_TEST_POSTGRES_URL"
+        )
+        if os.environ.get("PERDURE_REQUIRE_POSTGRES") == "1":
+            pytest.fail(message + " (PERDURE_REQUIRE_POSTGRES=1)", pytrace=False)
+        pytest.skip(message)
+    return url
+
+
 @pytest.fixture
-def database_url(tmp_path: Any) -> str:
-    """A fresh SQLite database for this test."""
-    return f"sqlite:///{tmp_path}/perdure.db"
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    """A store URL on a fresh schema of the test server (created by ``migrate``), dropped
+    after the test."""
+    from psycopg import sql
+
+    schema = f"t_{uuid.uuid4().hex}"
+    yield with_options(postgres_server, schema=schema)
+    with admin_connection(postgres_server) as conn:
+        # A connection left open by the test would block the drop: fail, don't hang.
+        conn.execute("SET lock_timeout = '10s'")
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)],
+    ids=["sqlite", "postgresql"],
+)
+def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    """A fresh database for this test: a SQLite file, or a PostgreSQL schema."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/perdure.db"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ second one see the first one's lease as expired, without waiting for it.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -16,6 +15,7 @@ import pytest
 from conftest import OffsetClock
 
 import perdure
+from perdure.storage import open_store
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -80,8 +80,12 @@ def test_expired_lease_is_taken_over_and_the_stale_owner_records_nothing(
         ("0", "first", 1),
         ("1", "second", 1),
     ]
-    with sqlite3.connect(database_url.removeprefix("sqlite:///")) as conn:
-        assert conn.execute("SELECT epoch FROM perdure_workflows").fetchone() == (2,)
+    store = open_store(database_url)
+    try:
+        record = store.get_workflow("wf")
+        assert record is not None and record.epoch == 2
+    finally:
+        store.close()
 
 
 def test_graceful_shutdown_releases_leases_for_immediate_takeover(make_app) -> None:

@@ -1,14 +1,19 @@
-"""The storage contract, run against every store (the conformance suite), and migrations."""
+"""The storage contract, run against every store (the conformance suite), migrations,
+and what is particular to each store (SQLite's file, PostgreSQL's server)."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from conftest import admin_connection, schema_of, server_url, with_options
 
-from perdure import StoreError
+from perdure import ConfigurationError, StoreError, StoreUnavailableError
 from perdure.storage import (
     ExecutorRecord,
     Lease,
@@ -17,6 +22,7 @@ from perdure.storage import (
     Store,
     open_store,
 )
+from perdure.storage._batch import GroupCommitter
 from perdure.storage._sqlite import list_query, migrations, split_statements
 
 
@@ -157,7 +163,7 @@ def test_concurrent_writes_share_commits_and_one_bad_write_fails_alone(store: St
     for thread in threads:
         thread.join()
     assert all(f.result() for f in futures)
-    with pytest.raises(StoreError, match="no such table"):
+    with pytest.raises(StoreError, match="no such table|does not exist"):
         bad.result()
     assert len(store.load_steps("a")) == 200
 
@@ -167,6 +173,13 @@ def test_store_errors_are_translated(store: Store) -> None:
     with pytest.raises(StoreError) as info:
         future.result()
     assert not isinstance(info.value, sqlite3.Error)
+    if store.kind == "postgresql":
+        import psycopg
+
+        assert not isinstance(info.value, psycopg.Error)
+        assert isinstance(info.value.__cause__, psycopg.errors.UndefinedTable)
+    # The writer goes on after a failed write.
+    assert store.create_workflow(new("after"), None, None).result()[1]
 
 
 def schema(path: str) -> list[tuple[str, str, str]]:
@@ -200,20 +213,20 @@ def test_fresh_schema_equals_the_migrated_one(tmp_path) -> None:
         assert schema(str(old)) == schema(str(fresh))
 
 
-@pytest.mark.parametrize(
-    "filters",
-    [
-        {},
-        {"status": "RUNNING"},
-        {"name": "checkout"},
-        {"status": "FAILED", "created_after": 5.0},
-        {"name": "checkout", "created_before": 5.0},
-        {"created_after": 1.0, "created_before": 5.0},
-    ],
-)
+LISTING_FILTERS = [
+    {},
+    {"status": "RUNNING"},
+    {"name": "checkout"},
+    {"status": "FAILED", "created_after": 5.0},
+    {"name": "checkout", "created_before": 5.0},
+    {"created_after": 1.0, "created_before": 5.0},
+]
+
+
+@pytest.mark.parametrize("filters", LISTING_FILTERS)
 def test_listing_is_an_index_scan(store: Store, database_url: str, filters: dict) -> None:
     """Listing by status, name and time never scans or sorts the whole table."""
-    sql, params = list_query(
+    args = (
         filters.get("status"),
         filters.get("name"),
         filters.get("created_after"),
@@ -221,6 +234,398 @@ def test_listing_is_an_index_scan(store: Store, database_url: str, filters: dict
         50,
         True,
     )
+    if store.kind == "postgresql":
+        from perdure.storage._postgres import list_query as postgres_list_query
+
+        query, params = postgres_list_query(*args)
+        with admin_connection(database_url, schema_of(database_url)) as conn:
+            # A table of realistic size and statistics: on a few rows a scan is cheapest.
+            conn.execute(
+                "INSERT INTO perdure_workflows (id, name, status, inputs, serializer, "
+                "app_version, epoch, created_at, updated_at) "
+                "SELECT 'w' || i, (ARRAY['checkout', 'refund', 'ship', 'mail'])[i % 4 + 1], "
+                "(ARRAY['PENDING', 'RUNNING', 'SUCCEEDED', 'FAILED', 'CANCELLED'])[i % 5 + 1], "
+                "'{}', 'json', '1', 0, i, i FROM generate_series(1, 20000) AS i"
+            )
+            conn.execute("ANALYZE perdure_workflows")
+            rows = conn.execute(b"EXPLAIN " + query.as_bytes(conn), params).fetchall()
+        plan = " | ".join(row[0] for row in rows)
+        assert "Index" in plan and "Sort" not in plan and "Seq Scan" not in plan, plan
+        return
+    sql, params = list_query(*args)
     with sqlite3.connect(database_url.removeprefix("sqlite:///")) as conn:
         plan = " | ".join(row[-1] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
     assert "INDEX" in plan and "TEMP B-TREE" not in plan, plan
+
+
+# -- group commit, independent of any database ------------------------------------------
+
+
+class FakeConnection:
+    """A connection that runs writes as plain calls, and can be made to die."""
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+        self.dead = False
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class Dead(Exception):
+    pass
+
+
+def test_group_committer_replaces_a_broken_connection() -> None:
+    opened: list[FakeConnection] = []
+    refuse = threading.Event()
+
+    def connect() -> FakeConnection:
+        if refuse.is_set():
+            raise Dead("refused")
+        opened.append(FakeConnection(len(opened)))
+        return opened[-1]
+
+    @contextlib.contextmanager
+    def transaction(conn: FakeConnection) -> Iterator[None]:
+        if conn.dead:
+            raise Dead("connection lost")
+        yield
+
+    def translate(exc: Exception) -> Exception:
+        return StoreUnavailableError(str(exc)) if isinstance(exc, Dead) else exc
+
+    writer: GroupCommitter[FakeConnection] = GroupCommitter(
+        connect,
+        transaction,
+        translate,
+        name="test-writer",
+        broken=lambda conn, exc: conn.dead,
+    )
+    try:
+        assert writer.submit(lambda conn: conn.number).result() == 0
+        # A deferred result is read after the commit.
+        read: list[int] = []
+        deferred = writer.submit_deferred(lambda conn: lambda: read.append(conn.number) or 7)
+        assert deferred.result() == 7 and read == [0]
+        opened[0].dead = True
+        with pytest.raises(StoreUnavailableError, match="connection lost"):
+            writer.submit(lambda conn: conn.number).result()
+        assert opened[0].closed
+        # The next write gets a new connection.
+        assert writer.submit(lambda conn: conn.number).result() == 1
+        # While the server refuses connections, writes fail at once, then retry after a
+        # short backoff; when it answers again, writes go through.
+        opened[1].dead = True
+        refuse.set()
+        for _ in range(3):
+            with pytest.raises(StoreUnavailableError):
+                writer.submit(lambda conn: conn.number).result(timeout=5)
+        refuse.clear()
+        started = time.monotonic()
+        assert writer.submit(lambda conn: conn.number).result(timeout=5) == 2
+        assert time.monotonic() - started < 3
+    finally:
+        writer.close()
+    assert opened[2].closed
+
+
+# -- PostgreSQL only ---------------------------------------------------------------------
+
+
+def test_postgres_url_options_are_checked() -> None:
+    pytest.importorskip("psycopg")
+    for url, match in [
+        ("postgresql://u@h/db?schema=Robert';DROP", "schema="),
+        ("postgresql://u@h/db?schema=1abc", "schema="),
+        ("postgresql://u@h/db?pool_min=x", "pool_min"),
+        ("postgresql://u@h/db?pool_min=5&pool_max=2", "pool_min=5"),
+        ("postgresql://u:secret@h/db?nonsense=1", "nonsense"),
+    ]:
+        with pytest.raises(ConfigurationError, match=match) as info:
+            open_store(url)
+        assert "secret" not in str(info.value)
+
+
+def test_postgres_unreachable_server_is_unavailable() -> None:
+    psycopg = pytest.importorskip("psycopg")
+    with pytest.raises(StoreUnavailableError) as info:
+        open_store("postgres://nobody@127.0.0.1:1/none?connect_timeout=2")
+    assert isinstance(info.value.__cause__, psycopg.OperationalError)
+
+
+@pytest.mark.postgres
+def test_postgres_migrations_apply_once_when_many_start_together(postgres_url: str) -> None:
+    from perdure.storage._postgres import migrations as postgres_migrations
+
+    stores = [open_store(postgres_url) for _ in range(4)]
+    barrier = threading.Barrier(len(stores))
+    errors: list[BaseException] = []
+
+    def migrate(store: Store) -> None:
+        barrier.wait()
+        try:
+            store.migrate()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=migrate, args=(store,)) for store in stores]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        stores[0].migrate()  # idempotent
+        stores[0].create_workflow(new("a"), None, None).result()
+        assert [r.id for r in stores[3].list_workflows()] == ["a"]
+    finally:
+        for store in stores:
+            store.close()
+    versions = [version for version, _ in postgres_migrations()]
+    assert versions == list(range(1, len(versions) + 1)), "migrations are numbered 1, 2, 3 ..."
+    schema = schema_of(postgres_url)
+    with admin_connection(postgres_url, schema) as conn:
+        applied = conn.execute("SELECT version FROM perdure_schema ORDER BY version").fetchall()
+        tables = conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = %s ORDER BY tablename", (schema,)
+        ).fetchall()
+    assert applied == [(v,) for v in versions]
+    assert [t for (t,) in tables] == [
+        "perdure_executors",
+        "perdure_schema",
+        "perdure_steps",
+        "perdure_workflows",
+    ]
+
+
+@pytest.mark.postgres
+def test_postgres_stores_in_other_schemas_do_not_see_each_other(postgres_url: str) -> None:
+    other_url = with_options(postgres_url, schema=schema_of(postgres_url) + "_other")
+    first, second = open_store(postgres_url), open_store(other_url)
+    try:
+        first.migrate()
+        second.migrate()
+        first.create_workflow(new("a"), None, None).result()
+        assert second.get_workflow("a") is None and first.get_workflow("a") is not None
+    finally:
+        first.close()
+        second.close()
+        with admin_connection(postgres_url) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema_of(other_url)} CASCADE")
+
+
+@pytest.mark.postgres
+def test_postgres_concurrent_claims_never_overlap(postgres_url: str) -> None:
+    stores = [open_store(postgres_url) for _ in range(4)]
+    try:
+        stores[0].migrate()
+        futures = [
+            stores[0].create_workflow(new(f"w{i:03d}", at=float(i)), None, None) for i in range(200)
+        ]
+        for future in futures:
+            future.result()
+        claimed: dict[str, list[str]] = {f"exec-{n}": [] for n in range(len(stores))}
+        barrier = threading.Barrier(len(stores))
+
+        def claim(executor: str, store: Store) -> None:
+            barrier.wait()
+            while batch := store.claim_workflows(
+                executor, ["checkout"], "1", 100.0, 115.0, limit=7
+            ):
+                claimed[executor].extend(r.id for r in batch)
+
+        threads = [
+            threading.Thread(target=claim, args=(executor, store))
+            for executor, store in zip(claimed, stores, strict=True)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        every = [wid for ids in claimed.values() for wid in ids]
+        assert sorted(every) == [f"w{i:03d}" for i in range(200)]  # each exactly once
+        owners = {r.id: r.owner for r in stores[0].list_workflows(limit=1000)}
+        assert all(owners[wid] == executor for executor, ids in claimed.items() for wid in ids)
+    finally:
+        for store in stores:
+            store.close()
+
+
+@pytest.mark.postgres
+def test_postgres_writer_reconnects_after_its_connection_is_killed(postgres_url: str) -> None:
+    psycopg = pytest.importorskip("psycopg")
+    store = open_store(postgres_url)
+    try:
+        store.migrate()
+        store.create_workflow(new("a"), "exec-1", 500.0).result()
+        lease = Lease("exec-1", 1)
+        writer: Any = store._writer  # type: ignore[attr-defined]
+        pid = writer.submit(lambda conn: conn.info.backend_pid).result()
+        with psycopg.connect(server_url(postgres_url), autocommit=True) as admin:
+            killed = admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = 'perdure-writer' AND pid = %s",
+                (pid,),
+            ).fetchall()
+            assert killed == [(True,)]
+            deadline = time.monotonic() + 10
+            while admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchall():
+                assert time.monotonic() < deadline, "the writer's backend did not exit"
+                time.sleep(0.01)
+        # The next write either fails as unavailable (nothing else leaks out), or, when the
+        # writer saw beforehand that the server closed its connection, already runs on a
+        # new one ...
+        try:
+            assert store.record_step("a", lease, step("0")).result(timeout=10)
+        except StoreUnavailableError as exc:
+            assert isinstance(exc.__cause__, psycopg.OperationalError)
+            assert store.record_step("a", lease, step("0")).result(timeout=10)
+        # ... and the following ones run on the new connection.
+        assert store.record_step("a", lease, step("1")).result(timeout=10)
+        assert writer.submit(lambda conn: conn.info.backend_pid).result() != pid
+        assert [s.position for s in store.load_steps("a")] == ["0", "1"]
+    finally:
+        store.close()
+
+
+@pytest.mark.postgres
+def test_postgres_writes_on_a_dead_connection_fail_as_unavailable(postgres_url: str) -> None:
+    """A connection that dies during a batch fails that batch's writes, each with
+    StoreUnavailableError chained to psycopg's error; the writer then reconnects."""
+    psycopg = pytest.importorskip("psycopg")
+    store = open_store(postgres_url)
+    try:
+        store.migrate()
+        store.create_workflow(new("a"), "exec-1", 500.0).result()
+        lease = Lease("exec-1", 1)
+        writer: Any = store._writer  # type: ignore[attr-defined]
+        busy, gate = threading.Event(), threading.Event()
+
+        def die_mid_batch(conn: Any) -> None:
+            with psycopg.connect(server_url(postgres_url), autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
+            conn.execute("SELECT pg_sleep(1)").fetchall()
+
+        # Hold the writer in one batch while the next one (killer and steps) queues up.
+        blocker = writer.submit(lambda conn: busy.set() or gate.wait(10))
+        assert busy.wait(10)
+        killer = writer.submit(die_mid_batch)
+        steps = [store.record_step("a", lease, step(str(i))) for i in range(3)]
+        gate.set()
+        assert blocker.result(timeout=10)
+        for future in [killer, *steps]:
+            with pytest.raises(StoreUnavailableError) as info:
+                future.result(timeout=10)
+            assert isinstance(info.value.__cause__, psycopg.OperationalError)
+        assert store.record_step("a", lease, step("0")).result(timeout=10)
+        assert [s.position for s in store.load_steps("a")] == ["0"]
+    finally:
+        store.close()
+
+
+@pytest.mark.postgres
+def test_postgres_reads_survive_a_restarted_server(postgres_url: str) -> None:
+    """Pooled connections that died while idle are replaced, not handed to a caller."""
+    psycopg = pytest.importorskip("psycopg")
+    store = open_store(with_options(postgres_url, pool_min="2", pool_max="2"))
+    try:
+        store.migrate()
+        store.create_workflow(new("a"), None, None).result()
+        pool: Any = store._pool  # type: ignore[attr-defined]
+        with pool.connection() as first, pool.connection() as second:
+            pids = [first.info.backend_pid, second.info.backend_pid]
+        with psycopg.connect(server_url(postgres_url), autocommit=True) as admin:
+            killed = admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = 'perdure' AND pid = ANY(%s)",
+                (pids,),
+            ).fetchall()
+        assert killed == [(True,), (True,)]
+        for _ in range(5):
+            assert store.get_workflow("a") is not None
+        assert store.claim_workflows("me", ["checkout"], "1", 100.0, 115.0)
+    finally:
+        store.close()
+
+
+@pytest.mark.postgres
+def test_postgres_step_racing_a_takeover_is_fenced(postgres_url: str) -> None:
+    """A stale owner's step that meets a claim in progress is checked against the claim's
+    outcome, not against the row as it was before."""
+    store = open_store(postgres_url)
+    try:
+        store.migrate()
+        store.create_workflow(new("a"), "old", 50.0).result()
+        with admin_connection(postgres_url, schema_of(postgres_url)) as claimer:
+            # A claim in progress: the row is locked and updated, not committed yet.
+            with claimer.transaction():
+                claimer.execute("SELECT 1 FROM perdure_workflows WHERE id = 'a' FOR UPDATE")
+                claimer.execute(
+                    "UPDATE perdure_workflows SET owner = 'new', epoch = epoch + 1 WHERE id = 'a'"
+                )
+                stale = store.record_step("a", Lease("old", 1), step("0"))
+                time.sleep(0.2)
+                assert not stale.done(), "the step must wait for the claim"
+            assert stale.result(timeout=10) is False
+        assert store.load_steps("a") == []
+        assert store.record_step("a", Lease("new", 2), step("0")).result()
+    finally:
+        store.close()
+
+
+@pytest.mark.postgres
+def test_postgres_heartbeat_does_not_wait_for_open_writes(postgres_url: str) -> None:
+    store = open_store(postgres_url)
+    try:
+        store.migrate()
+        store.create_workflow(new("a"), "me", 50.0).result()
+        store.create_workflow(new("b"), "me", 50.0).result()
+        with (
+            admin_connection(postgres_url, schema_of(postgres_url)) as writer,
+            writer.transaction(),
+        ):
+            # A step being recorded (KEY SHARE) does not stop its lease's renewal; a
+            # completion in flight (row updated) is skipped rather than waited for.
+            writer.execute("SELECT 1 FROM perdure_workflows WHERE id = 'a' FOR KEY SHARE")
+            writer.execute("UPDATE perdure_workflows SET note = 'x' WHERE id = 'b'")
+            assert store.heartbeat("me", 10.0, 99.0) == 1
+        a, b = store.get_workflow("a"), store.get_workflow("b")
+        assert a is not None and a.lease_expires_at == 99.0
+        assert b is not None and b.lease_expires_at == 50.0
+    finally:
+        store.close()
+
+
+@pytest.mark.postgres
+def test_postgres_a_step_is_one_statement_sent_with_its_commit(
+    postgres_url: str, tmp_path: Any
+) -> None:
+    """The hot path on PostgreSQL: BEGIN, the step's one statement and COMMIT leave in one
+    flight (libpq's protocol trace shows no Sync, so no wait, before the COMMIT)."""
+    psycopg = pytest.importorskip("psycopg")
+    store = open_store(postgres_url)
+    trace = tmp_path / "trace.txt"
+    try:
+        store.migrate()
+        store.create_workflow(new("a"), "me", 500.0).result()
+        writer: Any = store._writer  # type: ignore[attr-defined]
+        with trace.open("w") as out:
+            flags = psycopg.pq.Trace.SUPPRESS_TIMESTAMPS | psycopg.pq.Trace.REGRESS_MODE
+            writer.submit(lambda conn: conn.pgconn.trace(out.fileno())).result()
+            writer.submit(lambda conn: conn.pgconn.set_trace_flags(flags)).result()
+            assert store.record_step("a", Lease("me", 1), step("0")).result()
+            writer.submit(lambda conn: conn.pgconn.untrace()).result()
+    finally:
+        store.close()
+    sent = [line.split("\t") for line in trace.read_text().splitlines() if line.startswith("F")]
+    messages = [(fields[2].split()[0], " ".join(fields[3:])) for fields in sent]
+    # The statements sent between two waits for the server (Sync), by their first word.
+    flights: list[list[str]] = [[]]
+    for kind, text in messages:
+        if kind == "Sync":
+            flights.append([])
+        elif kind == "Parse":
+            flights[-1].append(text.split('"')[3].split()[0])
+    assert [f for f in flights if "INSERT" in f] == [["BEGIN", "INSERT", "COMMIT"]], messages

@@ -9,7 +9,9 @@ transaction holding its write is committed.
 A network database can drop the writer's connection (a server restart, a network
 cut). Given ``broken``, the writer then fails the writes of that batch, closes the
 connection and opens a new one for the next batch (after a short backoff when
-connecting fails), instead of dying with its connection.
+connecting fails), instead of dying with its connection. Given ``alive``, a
+connection found dead before a batch starts (the server closed it while it was
+idle) is replaced first, and the batch does not fail.
 """
 
 from __future__ import annotations
@@ -33,10 +35,11 @@ _BACKOFF_MAX = 2.0
 
 
 class _Op:
-    __slots__ = ("fn", "future")
+    __slots__ = ("deferred", "fn", "future")
 
-    def __init__(self, fn: Callable[[Any], Any]) -> None:
+    def __init__(self, fn: Callable[[Any], Any], deferred: bool = False) -> None:
         self.fn = fn
+        self.deferred = deferred
         self.future: Future[Any] = Future()
 
 
@@ -47,6 +50,8 @@ class GroupCommitter(Generic[C]):
     it on exit (rolls back on error). ``translate`` turns a driver error into the
     store's own error before it reaches a caller. ``broken(conn, exc)`` tells whether
     an error left the connection unusable; without it a connection is never replaced.
+    ``alive(conn)``, a cheap local check (no round trip), tells whether a connection
+    can still take the next batch.
     """
 
     def __init__(
@@ -58,11 +63,13 @@ class GroupCommitter(Generic[C]):
         name: str,
         max_batch: int = 1000,
         broken: Callable[[C, Exception], bool] | None = None,
+        alive: Callable[[C], bool] | None = None,
     ) -> None:
         self._connect = connect
         self._transaction = transaction
         self._translate = translate
         self._broken = broken
+        self._alive = alive
         self._backoff = 0.0
         self._retry_at = 0.0
         self._max_batch = max_batch
@@ -81,6 +88,17 @@ class GroupCommitter(Generic[C]):
         if self._closed:
             raise RuntimeError("the store is closed")
         op = _Op(fn)
+        self._queue.put(op)
+        return op.future
+
+    def submit_deferred(self, fn: Callable[[C], Callable[[], T]]) -> Future[T]:
+        """Like ``submit``, for a write whose result is read only after the transaction:
+        ``fn(conn)`` sends its statement and returns how to read its result, which is
+        called once the transaction committed. The statements of such writes need not
+        wait for each other (a driver may pipeline them into one round trip)."""
+        if self._closed:
+            raise RuntimeError("the store is closed")
+        op = _Op(fn, deferred=True)
         self._queue.put(op)
         return op.future
 
@@ -116,6 +134,9 @@ class GroupCommitter(Generic[C]):
                     break
             if not batch:
                 continue
+            if self._conn is not None and self._alive is not None and not self._alive(self._conn):
+                self._close(self._conn)
+                self._conn = None
             conn = self._conn if self._conn is not None else self._reconnect(batch)
             if conn is not None and self._run(conn, batch) is not None:
                 # The connection died under this batch: its writes failed; the next
@@ -174,5 +195,11 @@ class GroupCommitter(Generic[C]):
                     return lost
             return None
         for op, result in zip(batch, results, strict=True):
-            op.future.set_result(result)
+            if not op.deferred:
+                op.future.set_result(result)
+                continue
+            try:
+                op.future.set_result(result())
+            except Exception as exc:
+                op.future.set_exception(self._translate(exc))
         return None

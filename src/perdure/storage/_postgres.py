@@ -3,9 +3,10 @@
 The hot-path writes of a process (creating a workflow, recording a step, completing
 a workflow) go through one dedicated connection in one writer thread, which groups
 concurrent writes into one transaction (see ``_batch``): one commit, one WAL flush,
-for everything that arrived while the previous one committed. Reads and the other
-writes (claims, heartbeats, notes, migrations) borrow a connection from a
-``psycopg_pool.ConnectionPool``.
+for everything that arrived while the previous one committed. The transaction is
+pipelined: a batch of step records costs one round trip, not one per statement.
+Reads and the other writes (claims, heartbeats, notes, migrations) borrow a
+connection from a ``psycopg_pool.ConnectionPool``.
 
 Every object lives in one schema (``?schema=``, default ``perdure``), selected with
 ``SET search_path`` on each connection, so that several apps or test runs can share
@@ -13,7 +14,9 @@ a database. Claims lock rows with ``FOR UPDATE SKIP LOCKED``, so executors on ma
 hosts never claim the same workflow and never wait for each other.
 
 If the writer's connection dies (a server restart, a network cut), the writes of
-that batch fail with ``StoreUnavailableError`` and the next batch reconnects. No
+that batch fail with ``StoreUnavailableError`` and the next batch reconnects; one
+that the server closed while the writer was idle is replaced before the next batch,
+which then does not fail. No
 psycopg exception leaves this module: ``OperationalError`` (the server cannot be
 reached, or gave up on the statement) becomes ``StoreUnavailableError``, every other
 ``psycopg.Error`` becomes ``StoreError``, each chained to the original.
@@ -32,6 +35,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.pq import ConnStatus, TransactionStatus
 from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool
 
@@ -138,17 +142,44 @@ def _broken(conn: Connection, exc: Exception) -> bool:
     return conn.broken or conn.closed
 
 
+def _alive(conn: Connection) -> bool:
+    """Whether the connection still looks usable, without a round trip: reads what the
+    server sent meanwhile, which is the end of the connection if it closed it (a restart,
+    ``pg_terminate_backend``). A connection cut silently (by the network) still looks
+    alive; its next batch fails instead."""
+    if conn.broken or conn.closed:
+        return False
+    try:
+        # The first read takes the server's farewell (FATAL: terminating connection), the
+        # second meets the end of the stream. On a live connection both find nothing.
+        conn.pgconn.consume_input()
+        conn.pgconn.consume_input()
+    except psycopg.Error:
+        return False
+    return conn.pgconn.status == ConnStatus.OK
+
+
 @contextlib.contextmanager
 def _transaction(conn: Connection) -> Iterator[None]:
-    # autocommit is off on the writer: psycopg sends BEGIN before the first statement.
+    """BEGIN ... COMMIT around a batch, in pipeline mode: BEGIN, the statements of the
+    writes that read their result after the commit (record_step, complete_workflow) and
+    COMMIT travel together, so a batch of them costs one round trip to the server (and
+    one more, empty, when psycopg leaves pipeline mode), whatever its size.
+
+    The writer connection is in autocommit mode, and this sends BEGIN and COMMIT itself:
+    psycopg's own transaction handling would wait for the server after BEGIN."""
     try:
-        yield
+        with conn.pipeline() as pipeline:
+            conn.execute("BEGIN")
+            yield
+            conn.execute("COMMIT")
+            pipeline.sync()
     except BaseException:
-        # On a dead connection the rollback fails too; the original error is the news.
-        with contextlib.suppress(psycopg.Error):
-            conn.rollback()
+        # Also when COMMIT failed. On a dead connection there is nothing to roll back.
+        if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
+            with contextlib.suppress(psycopg.Error):
+                conn.execute("ROLLBACK")
         raise
-    conn.commit()
 
 
 def _redact(url: str) -> str:
@@ -221,6 +252,7 @@ class PostgresStore(Store):
             _translate,
             name=f"perdure-postgres-writer:{schema}",
             broken=_broken,
+            alive=_alive,
         )
         self._pool: ConnectionPool[Connection] = ConnectionPool(
             self._conninfo,
@@ -257,19 +289,19 @@ class PostgresStore(Store):
         conn.execute(self._search_path)
 
     def _connect_writer(self) -> Connection:
-        conn = psycopg.connect(self._conninfo, autocommit=False, application_name=self._writer_name)
+        # Autocommit, because _transaction sends BEGIN and COMMIT itself (see there).
+        conn = psycopg.connect(self._conninfo, autocommit=True, application_name=self._writer_name)
         try:
             conn.execute(self._search_path)
-            conn.commit()
         except BaseException:
             conn.close()
             raise
         return conn
 
-    def _read(self, query: sql.Composable | str, params: Sequence[Any] = ()) -> list[Any]:
+    def _read(self, query: sql.Composed | str, params: Sequence[Any] = ()) -> list[Any]:
         try:
             with self._pool.connection() as conn:
-                return conn.execute(query, params).fetchall()  # type: ignore[arg-type]
+                return conn.execute(query, params).fetchall()
         except psycopg.Error as exc:
             raise _translate(exc) from exc
 
@@ -381,7 +413,7 @@ class PostgresStore(Store):
         error: str | None,
         now: float,
     ) -> Future[bool]:
-        def update(conn: Connection) -> bool:
+        def update(conn: Connection) -> Callable[[], bool]:
             cursor = conn.execute(
                 "UPDATE perdure_workflows SET status = %s, output = %s, error = %s, "
                 "owner = NULL, lease_expires_at = NULL, note = NULL, updated_at = %s, "
@@ -389,9 +421,9 @@ class PostgresStore(Store):
                 "AND status IN ('PENDING', 'RUNNING')",
                 (status, output, error, now, now, workflow_id, lease.owner, lease.epoch),
             )
-            return cursor.rowcount == 1
+            return lambda: cursor.rowcount == 1
 
-        return self._writer.submit(update)
+        return self._writer.submit_deferred(update)
 
     def set_note(self, workflow_id: str, note: str | None, now: float) -> None:
         self._write(
@@ -411,16 +443,22 @@ class PostgresStore(Store):
         return [StepRecord(*row) for row in rows]
 
     def record_step(self, workflow_id: str, lease: Lease, step: StepRecord) -> Future[bool]:
-        def upsert(conn: Connection) -> bool:
+        def upsert(conn: Connection) -> Callable[[], bool]:
             # The fencing check and the write are one statement: no read before it. The
-            # casts type the parameters (a None would otherwise be read as text).
+            # check locks the workflow's row FOR KEY SHARE: a claim holds it FOR UPDATE, so
+            # a step racing a takeover waits for the claim to commit and is then checked
+            # against the new owner and epoch (a plain read would check the row as it was
+            # when the statement began, and record a stale step after the claim). Heartbeats
+            # and completions take weaker locks that do not conflict with it.
+            # The casts type the parameters (a None would otherwise be read as text).
             cursor = conn.execute(
                 "INSERT INTO perdure_steps (workflow_id, position, name, status, output, "
                 "error, attempts, next_attempt_at, updated_at) "
                 "SELECT %s::text, %s::text, %s::text, %s::text, %s::text, %s::text, "
                 "%s::integer, %s::double precision, %s::double precision "
                 "WHERE EXISTS (SELECT 1 FROM perdure_workflows "
-                "WHERE id = %s AND owner = %s AND epoch = %s AND status = 'RUNNING') "
+                "WHERE id = %s AND owner = %s AND epoch = %s AND status = 'RUNNING' "
+                "FOR KEY SHARE) "
                 "ON CONFLICT (workflow_id, position) DO UPDATE SET status = excluded.status, "
                 "output = excluded.output, error = excluded.error, "
                 "attempts = excluded.attempts, next_attempt_at = excluded.next_attempt_at, "
@@ -441,9 +479,9 @@ class PostgresStore(Store):
                     lease.epoch,
                 ),
             )
-            return cursor.rowcount == 1
+            return lambda: cursor.rowcount == 1
 
-        return self._writer.submit(upsert)
+        return self._writer.submit_deferred(upsert)
 
     # -- executors and leases ----------------------------------------------------------
 
@@ -475,9 +513,17 @@ class PostgresStore(Store):
                 "WHERE id = %s",
                 (now, lease_expires_at, executor_id),
             )
+            # SKIP LOCKED: a row locked by a write of its own (a completion in the writer's
+            # open batch) or by a claim is left alone, instead of waiting for it while holding
+            # the rows renewed so far, which deadlocks with a batch that completes two
+            # workflows in the other order. A completed row needs no lease, a claimed one is
+            # no longer ours, any other is renewed by the next heartbeat. Step writes take a
+            # KEY SHARE lock, which does not conflict: busy workflows are always renewed.
             cursor = conn.execute(
                 "UPDATE perdure_workflows SET lease_expires_at = %s "
-                "WHERE owner = %s AND status IN ('PENDING', 'RUNNING')",
+                "WHERE id IN (SELECT id FROM perdure_workflows "
+                "WHERE owner = %s AND status IN ('PENDING', 'RUNNING') "
+                "FOR NO KEY UPDATE SKIP LOCKED)",
                 (lease_expires_at, executor_id),
             )
             return cursor.rowcount
