@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -22,7 +23,15 @@ from ._registry import Registry as _Registry
 from ._retry import Retry
 from ._serialization import JSONSerializer, Serializer, encode_call
 from ._starting import Starting
-from .storage import NewWorkflow, Store, WorkflowRecord, open_store
+from .storage import (
+    EVENT_DONE,
+    EVENT_READY,
+    EVENT_RESYNC,
+    NewWorkflow,
+    Store,
+    WorkflowRecord,
+    open_store,
+)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -84,6 +93,7 @@ class App(Starting):
         self._store: Store | None = None
         self._store_lock = threading.Lock()
         self._executor: Executor | None = None
+        self._pushed = False
 
     def __repr__(self) -> str:
         return f"App({self.database_url!r})"
@@ -96,10 +106,34 @@ class App(Starting):
             with self._store_lock:
                 if self._store is None:
                     opened = open_store(self.database_url)
-                    opened.migrate()
+                    try:
+                        opened.migrate()
+                        # Pushed events (PostgreSQL) wake waiters and the executor at once;
+                        # without them both poll.
+                        self._pushed = opened.listen(self._on_store_event)
+                    except BaseException:
+                        opened.close()
+                        raise
                     self._store = opened
                 store = self._store
         return store
+
+    @property
+    def wait_interval(self) -> float:
+        """How long waiters and the executor sleep between looks at the store: the poll
+        interval, or a slow fallback poll when the store pushes events."""
+        return (
+            max(self.settings.poll_interval, 2.0) if self._pushed else self.settings.poll_interval
+        )
+
+    def _on_store_event(self, event: str) -> None:
+        if event.startswith(EVENT_DONE):
+            self.notifier.poke(event[len(EVENT_DONE) :])
+        elif event == EVENT_RESYNC:
+            self.notifier.poke_all()
+        executor = self._executor
+        if executor is not None and event in (EVENT_READY, EVENT_RESYNC):
+            executor.wake()
 
     # -- registration ------------------------------------------------------------------------
 
@@ -267,17 +301,29 @@ class App(Starting):
             return new, None, None
         return new, executor.id, executor.lease_expiry()
 
-    def _started(self, new: NewWorkflow, record: WorkflowRecord, created: bool) -> None:
-        if not created:
-            if record.name != new.name:
-                raise ConfigurationError(
-                    f"workflow ID {new.id!r} already belongs to a {record.name!r} workflow; "
-                    f"it was not started again as {new.name!r}: choose another ID"
-                )
-            return
+    def _starting(
+        self, workflow_id: str, owner: str | None
+    ) -> contextlib.AbstractContextManager[None]:
         executor = self._executor
-        if executor is not None and record.owner == executor.id:
+        if owner is None or executor is None:
+            return contextlib.nullcontext()
+        return executor.starting(workflow_id)
+
+    def _started(self, new: NewWorkflow, record: WorkflowRecord, created: bool) -> None:
+        if not created and record.name != new.name:
+            raise ConfigurationError(
+                f"workflow ID {new.id!r} already belongs to a {record.name!r} workflow; "
+                f"it was not started again as {new.name!r}: choose another ID"
+            )
+        executor = self._executor
+        if executor is None or record.owner != executor.id:
+            return
+        if created:
             executor.dispatch(record, [])
+        else:
+            # Ours but not created now: an earlier start committed although its caller saw
+            # an error (the connection died at COMMIT). Run it unless it already runs.
+            executor.adopt(record.id)
 
     def retrieve(self, workflow_id: str) -> WorkflowHandle[Any]:
         """A handle to an existing workflow; raises ``WorkflowNotFoundError`` if none."""

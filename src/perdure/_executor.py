@@ -13,6 +13,7 @@ expires, or at once when the executor ran on this host and its process is gone.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import os
@@ -20,14 +21,14 @@ import queue
 import socket
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._context import task_factory
 from ._errors import CheckpointFailed, LeaseLost, PerdureError
 from ._runtime import WorkflowRun
-from .storage import ExecutorRecord, Lease, StepRecord, WorkflowRecord
+from .storage import ACTIVE_STATUSES, ExecutorRecord, Lease, StepRecord, WorkflowRecord
 
 if TYPE_CHECKING:
     from ._app import App
@@ -105,6 +106,7 @@ class Executor:
         self.id = f"{self.host}:{self.pid}:{uuid.uuid4().hex[:12]}"
         self._runs: dict[str, WorkflowRun] = {}
         self._stranded: dict[str, float] = {}
+        self._starting: set[str] = set()
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._stop = threading.Event()
@@ -196,7 +198,8 @@ class Executor:
     # -- running workflows -------------------------------------------------------------
 
     def dispatch(self, record: WorkflowRecord, steps: list[StepRecord]) -> None:
-        """Run a workflow that this executor has just claimed (``record.owner`` is us)."""
+        """Run a workflow that this executor has just claimed (``record.owner`` is us),
+        unless it already runs here."""
         definition = self.app.registry.workflows[record.name]
         run = WorkflowRun(
             record=record,
@@ -208,6 +211,8 @@ class Executor:
             clock=self.clock,
         )
         with self._lock:
+            if record.id in self._runs:
+                return
             self._runs[record.id] = run
         if definition.is_async:
             self._loop.call_soon_threadsafe(self._spawn, run, context=contextvars.Context())
@@ -289,6 +294,7 @@ class Executor:
                 if now >= next_heartbeat:
                     self.store.heartbeat(self.id, now, self.lease_expiry())
                     next_heartbeat = now + settings.lease_seconds / 3
+                    self._adopt_orphans()
                 self._retry_stranded(now)
                 self._claim(now)
                 if now >= next_report:
@@ -298,7 +304,7 @@ class Executor:
             except PerdureError as exc:
                 failures += 1
                 log.warning("executor %s maintenance failed (%s); retrying", self.id, exc)
-            delay = settings.poll_interval * min(2**failures, 20)
+            delay = min(self.app.wait_interval * 2**failures, settings.lease_seconds / 3)
             self._wake.wait(delay)
             self._wake.clear()
 
@@ -340,15 +346,43 @@ class Executor:
             )
         return dead
 
+    @contextlib.contextmanager
+    def starting(self, workflow_id: str) -> Iterator[None]:
+        """Mark a workflow that this process is starting (and will dispatch itself), so
+        that ``adopt`` leaves it alone between its commit and its dispatch."""
+        with self._lock:
+            self._starting.add(workflow_id)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._starting.discard(workflow_id)
+
+    def adopt(self, workflow_id: str) -> bool:
+        """Run a workflow that the store says this executor owns, if it is still active,
+        still ours and not running here; returns whether it was dispatched."""
+        if workflow_id in self._runs or workflow_id in self._starting:
+            return False
+        record = self.store.get_workflow(workflow_id)
+        if record is None or record.owner != self.id or record.status not in ACTIVE_STATUSES:
+            return False  # finished, or taken over by another executor meanwhile
+        self.dispatch(record, self.store.load_steps(workflow_id))
+        return True
+
     def _retry_stranded(self, now: float) -> None:
         due = [wid for wid, when in self._stranded.items() if when <= now]
         for workflow_id in due:
-            record = self.store.get_workflow(workflow_id)
+            self.adopt(workflow_id)
             with self._lock:
                 self._stranded.pop(workflow_id, None)
-            if record is None or record.owner != self.id or workflow_id in self._runs:
-                continue  # finished, or taken over by another executor meanwhile
-            self.dispatch(record, self.store.load_steps(workflow_id))
+
+    def _adopt_orphans(self) -> None:
+        # A claim or a start can commit while its caller sees an error (the connection
+        # died at COMMIT): the store then says we own a workflow that we do not run.
+        # Without this, our heartbeats would keep its lease alive and nobody would run it.
+        for workflow_id in self.store.owned_workflows(self.id):
+            if workflow_id not in self._runs and self.adopt(workflow_id):
+                log.warning("workflow %s was ours but not running; resumed it", workflow_id)
 
     def _report_unclaimable(self, now: float) -> None:
         known = list(self.app.registry.workflows)

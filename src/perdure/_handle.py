@@ -30,16 +30,17 @@ class Notifier:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._waiters: dict[str, list[Future[Outcome]]] = {}
+        self._waiters: dict[str, list[Future[Outcome | None]]] = {}
 
-    def subscribe(self, workflow_id: str) -> Future[Outcome]:
-        """A future that resolves with the outcome if the workflow finishes in this process."""
-        future: Future[Outcome] = Future()
+    def subscribe(self, workflow_id: str) -> Future[Outcome | None]:
+        """A future that resolves with the outcome if the workflow finishes in this process,
+        or with None when it may have finished elsewhere."""
+        future: Future[Outcome | None] = Future()
         with self._lock:
             self._waiters.setdefault(workflow_id, []).append(future)
         return future
 
-    def unsubscribe(self, workflow_id: str, future: Future[Outcome]) -> None:
+    def unsubscribe(self, workflow_id: str, future: Future[Outcome | None]) -> None:
         """Forget a waiter that stopped waiting."""
         with self._lock:
             waiters = self._waiters.get(workflow_id)
@@ -48,13 +49,25 @@ class Notifier:
                 if not waiters:
                     del self._waiters[workflow_id]
 
-    def notify(self, workflow_id: str, outcome: Outcome) -> None:
-        """Resolve every waiter of the workflow."""
+    def notify(self, workflow_id: str, outcome: Outcome | None) -> None:
+        """Resolve every waiter of the workflow with its outcome, or with None to make
+        them look at the store (the workflow finished in another process)."""
         with self._lock:
             waiters = self._waiters.pop(workflow_id, [])
         for future in waiters:
             if not future.done():
                 future.set_result(outcome)
+
+    def poke(self, workflow_id: str) -> None:
+        """Make the workflow's waiters look at the store now."""
+        self.notify(workflow_id, None)
+
+    def poke_all(self) -> None:
+        """Make every waiter look at the store now (events may have been missed)."""
+        with self._lock:
+            workflow_ids = list(self._waiters)
+        for workflow_id in workflow_ids:
+            self.poke(workflow_id)
 
 
 def _time(value: float | None) -> datetime | None:
@@ -177,53 +190,53 @@ class WorkflowHandle(Generic[R]):
         """Wait for the workflow's outcome: its return value, or raise its error.
 
         Raises ``WorkflowTimeoutError`` after ``timeout`` seconds (the workflow goes
-        on). A workflow that runs in this process wakes the wait at once; one that
-        runs elsewhere is seen by polling the store.
+        on). A workflow that finishes in this process wakes the wait at once, one that
+        finishes elsewhere through the store's pushed events (PostgreSQL) or polling.
         """
+        deadline = None if timeout is None else self._app.clock.time() + timeout
         notifier = self._app.notifier
-        waiter = notifier.subscribe(self.workflow_id)
-        try:
-            deadline = None if timeout is None else self._app.clock.time() + timeout
-            poll = self._app.settings.poll_interval
-            while True:
+        while True:
+            # Subscribe before reading, so that a finish between the two is not missed.
+            waiter = notifier.subscribe(self.workflow_id)
+            try:
                 record = self._record()
                 if record.status in TERMINAL_STATUSES:
                     return self._decode(record.name, (record.status, record.output, record.error))
-                wait = poll
-                if deadline is not None:
-                    wait = min(wait, deadline - self._app.clock.time())
-                    if wait <= 0:
-                        raise WorkflowTimeoutError(self.workflow_id, timeout or 0.0)
+                wait = self._wait(deadline, timeout)
                 try:
-                    return self._decode(record.name, waiter.result(timeout=wait))
-                except FutureTimeout:
+                    outcome = waiter.result(timeout=wait)
+                except FutureTimeout:  # also builtins.TimeoutError: keep _wait's out of here
                     continue
-        finally:
-            notifier.unsubscribe(self.workflow_id, waiter)
+                if outcome is not None:
+                    return self._decode(record.name, outcome)
+            finally:
+                notifier.unsubscribe(self.workflow_id, waiter)
 
     async def result_async(self, timeout: float | None = None) -> R:
         """``result()`` for coroutines: waits without holding a thread."""
+        deadline = None if timeout is None else self._app.clock.time() + timeout
         notifier = self._app.notifier
-        waiter = notifier.subscribe(self.workflow_id)
-        wrapped = asyncio.wrap_future(waiter)
-        try:
-            deadline = None if timeout is None else self._app.clock.time() + timeout
-            poll = self._app.settings.poll_interval
-            while True:
+        while True:
+            waiter = notifier.subscribe(self.workflow_id)
+            wrapped = asyncio.wrap_future(waiter)
+            try:
                 record = await asyncio.to_thread(self._record)
                 if record.status in TERMINAL_STATUSES:
                     return self._decode(record.name, (record.status, record.output, record.error))
-                wait = poll
-                if deadline is not None:
-                    wait = min(wait, deadline - self._app.clock.time())
-                    if wait <= 0:
-                        raise WorkflowTimeoutError(self.workflow_id, timeout or 0.0)
-                done, _ = await asyncio.wait({wrapped}, timeout=wait)
-                if done:
-                    return self._decode(record.name, wrapped.result())
-        finally:
-            notifier.unsubscribe(self.workflow_id, waiter)
-            wrapped.cancel()
+                done, _ = await asyncio.wait({wrapped}, timeout=self._wait(deadline, timeout))
+                if done and (outcome := wrapped.result()) is not None:
+                    return self._decode(record.name, outcome)
+            finally:
+                notifier.unsubscribe(self.workflow_id, waiter)
+                wrapped.cancel()
+
+    def _wait(self, deadline: float | None, timeout: float | None) -> float:
+        wait = self._app.wait_interval
+        if deadline is not None:
+            wait = min(wait, deadline - self._app.clock.time())
+            if wait <= 0:
+                raise WorkflowTimeoutError(self.workflow_id, timeout or 0.0)
+        return wait
 
     async def status_async(self) -> WorkflowStatus:
         """``status()`` for coroutines."""

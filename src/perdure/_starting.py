@@ -12,6 +12,7 @@ returning ``T`` is a ``WorkflowHandle[T]``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast, overload
 
@@ -45,6 +46,11 @@ class Starting:
         raise NotImplementedError
 
     def _started(self, new: NewWorkflow, record: WorkflowRecord, created: bool) -> None:
+        raise NotImplementedError
+
+    def _starting(
+        self, workflow_id: str, owner: str | None
+    ) -> contextlib.AbstractContextManager[None]:
         raise NotImplementedError
 
     @overload
@@ -143,8 +149,9 @@ class Starting:
         """
         workflow_id = kwargs.pop("workflow_id", None)
         new, owner, lease = self._prepare(fn, args, kwargs, workflow_id)
-        record, created = self.store.create_workflow(new, owner, lease).result()
-        self._started(new, record, created)
+        with self._starting(new.id, owner):
+            record, created = self.store.create_workflow(new, owner, lease).result()
+            self._started(new, record, created)
         return WorkflowHandle(cast("App", self), new.id)
 
     @overload
@@ -237,8 +244,10 @@ class Starting:
         """``start()`` for coroutines: waits for the durable start without a thread."""
         workflow_id = kwargs.pop("workflow_id", None)
         new, owner, lease = self._prepare(fn, args, kwargs, workflow_id)
-        record, created = await asyncio.wrap_future(self.store.create_workflow(new, owner, lease))
-        self._started(new, record, created)
+        with self._starting(new.id, owner):
+            future = self.store.create_workflow(new, owner, lease)
+            record, created = await asyncio.wrap_future(future)
+            self._started(new, record, created)
         return WorkflowHandle(cast("App", self), new.id)
 
     @overload

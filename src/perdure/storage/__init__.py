@@ -9,6 +9,9 @@ from .._errors import ConfigurationError
 from ._base import (
     ACTIVE_STATUSES,
     CANCELLED,
+    EVENT_DONE,
+    EVENT_READY,
+    EVENT_RESYNC,
     FAILED,
     PENDING,
     RUNNING,
@@ -28,6 +31,9 @@ from ._base import (
 __all__ = [
     "ACTIVE_STATUSES",
     "CANCELLED",
+    "EVENT_DONE",
+    "EVENT_READY",
+    "EVENT_RESYNC",
     "FAILED",
     "PENDING",
     "RUNNING",

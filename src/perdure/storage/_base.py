@@ -15,7 +15,7 @@ resolves only after that transaction is durable. Synchronous callers wait with
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 
@@ -32,6 +32,14 @@ TERMINAL_STATUSES = (SUCCEEDED, FAILED, CANCELLED)
 STEP_SUCCEEDED = "SUCCEEDED"
 STEP_FAILED = "FAILED"
 STEP_RETRYING = "RETRYING"
+
+
+#: Events that a store pushes to listeners (see ``Store.listen``): a workflow became
+#: claimable; a workflow (``done:`` + its ID) has its outcome; events may have been
+#: missed (the listener reconnected), so look again.
+EVENT_READY = "ready"
+EVENT_DONE = "done:"
+EVENT_RESYNC = "resync"
 
 
 @dataclass(frozen=True)
@@ -128,6 +136,12 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Finish pending writes and release every connection. Idempotent."""
+
+    def listen(self, on_event: Callable[[str], None]) -> bool:
+        """Push events (``EVENT_*``) from any process to ``on_event``, called from a
+        background thread, until the store closes. Returns False when this store cannot
+        push events: the caller then polls. May be called more than once."""
+        return False
 
     # -- workflows -----------------------------------------------------------------
 
@@ -237,6 +251,10 @@ class Store(abc.ABC):
     ) -> list[WorkflowRecord]:
         """Active, unowned-or-expired workflows that no executor with these names and
         version can run (an unregistered name or another version), for reporting."""
+
+    @abc.abstractmethod
+    def owned_workflows(self, executor_id: str) -> list[str]:
+        """IDs of the active workflows that this executor owns, as the store sees them."""
 
     @abc.abstractmethod
     def release_workflows(self, executor_id: str, now: float) -> int:

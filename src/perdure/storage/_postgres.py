@@ -41,6 +41,8 @@ from psycopg_pool import ConnectionPool
 
 from .._errors import ConfigurationError, StoreError, StoreUnavailableError
 from ._base import (
+    EVENT_DONE,
+    EVENT_READY,
     ExecutorRecord,
     Lease,
     NewWorkflow,
@@ -49,6 +51,7 @@ from ._base import (
     WorkflowRecord,
 )
 from ._batch import GroupCommitter
+from ._pg_listener import Listener, channel_name
 
 T = TypeVar("T")
 Connection = psycopg.Connection[TupleRow]
@@ -245,6 +248,8 @@ class PostgresStore(Store):
             else f"{application_name}-writer"[:63]
         )
         self._search_path = sql.SQL("SET search_path TO {}").format(sql.Identifier(schema))
+        self._channel = channel_name(schema)
+        self._listener = Listener(self._conninfo, self._channel, f"{self._writer_name}-listen"[:63])
         self._closed = False
         self._writer: GroupCommitter[Connection] = GroupCommitter(
             self._connect_writer,
@@ -342,8 +347,17 @@ class PostgresStore(Store):
         if self._closed:
             return
         self._closed = True
+        self._listener.close()
         self._writer.close()
         self._pool.close()
+
+    def listen(self, on_event: Callable[[str], None]) -> bool:
+        self._listener.add(on_event)
+        return True
+
+    def _notify(self, conn: Connection, event: str) -> None:
+        # Delivered at commit, to listeners on every host; pipelined with the write.
+        conn.execute("SELECT pg_notify(%s, %s)", (self._channel, event))
 
     # -- workflows -------------------------------------------------------------------
 
@@ -373,6 +387,8 @@ class PostgresStore(Store):
                 ),
             ).fetchone()
             if row is not None:
+                if owner is None:
+                    self._notify(conn, EVENT_READY)
                 return WorkflowRecord(*row), True
             # A new statement sees the conflicting row, which ON CONFLICT waited for.
             row = conn.execute(
@@ -421,6 +437,7 @@ class PostgresStore(Store):
                 "AND status IN ('PENDING', 'RUNNING')",
                 (status, output, error, now, now, workflow_id, lease.owner, lease.epoch),
             )
+            self._notify(conn, EVENT_DONE + workflow_id)
             return lambda: cursor.rowcount == 1
 
         return self._writer.submit_deferred(update)
@@ -588,6 +605,14 @@ class PostgresStore(Store):
         )
         return [WorkflowRecord(*row) for row in rows]
 
+    def owned_workflows(self, executor_id: str) -> list[str]:
+        rows = self._read(
+            "SELECT id FROM perdure_workflows "
+            "WHERE owner = %s AND status IN ('PENDING', 'RUNNING')",
+            (executor_id,),
+        )
+        return [row[0] for row in rows]
+
     def release_workflows(self, executor_id: str, now: float) -> int:
         def release(conn: Connection) -> int:
             cursor = conn.execute(
@@ -598,6 +623,8 @@ class PostgresStore(Store):
             conn.execute(
                 "UPDATE perdure_executors SET stopped_at = %s WHERE id = %s", (now, executor_id)
             )
+            if cursor.rowcount:
+                self._notify(conn, EVENT_READY)
             return cursor.rowcount
 
         return self._write(release)

@@ -439,6 +439,13 @@ class SQLiteStore(Store):
         )
         return [WorkflowRecord(*row) for row in rows]
 
+    def owned_workflows(self, executor_id: str) -> list[str]:
+        rows = self._read(
+            "SELECT id FROM perdure_workflows WHERE owner = ? AND status IN ('PENDING', 'RUNNING')",
+            (executor_id,),
+        )
+        return [row[0] for row in rows]
+
     def release_workflows(self, executor_id: str, now: float) -> int:
         def release(conn: sqlite3.Connection) -> int:
             cursor = conn.execute(

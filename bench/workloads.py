@@ -1,0 +1,108 @@
+"""The benchmark's workflows (see ../../shared/BENCHMARK.md), importable by a worker.
+
+``build(url)`` makes a fresh ``App`` on ``url`` with the checkout (sync and async) and
+the 1,000-step workflow registered under fixed names, so that the benchmark process and
+a ``perdure worker bench.workloads:app`` subprocess agree on them. The module-level
+``app`` reads its database from ``PERDURE_DATABASE_URL``, as the worker does.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import perdure
+
+STEP_NAMES = ("order_intake", "authorize_payment", "update_inventory", "confirm_order")
+
+
+# -- the four checkout steps as plain functions: the floor (i), and the bodies of the steps
+
+
+def order_intake(order_id: Any) -> dict[str, Any]:
+    return {"order": order_id, "step": "order_intake"}
+
+
+def authorize_payment(order_id: Any) -> dict[str, Any]:
+    return {"order": order_id, "step": "authorize_payment"}
+
+
+def update_inventory(order_id: Any) -> dict[str, Any]:
+    return {"order": order_id, "step": "update_inventory"}
+
+
+def confirm_order(order_id: Any) -> dict[str, Any]:
+    return {"order": order_id, "step": "confirm_order"}
+
+
+def plain_checkout(order_id: Any) -> dict[str, Any]:
+    """The checkout without perdure: four plain calls."""
+    order_intake(order_id)
+    authorize_payment(order_id)
+    update_inventory(order_id)
+    return confirm_order(order_id)
+
+
+@dataclass
+class Workloads:
+    app: perdure.App
+    checkout: Any
+    checkout_async: Any
+    many_steps: Any
+
+
+def build(database_url: str | None = None, **settings: Any) -> Workloads:
+    """A new App on ``database_url`` with the benchmark's workflows registered."""
+    app = perdure.App(database_url, **settings)
+
+    s_intake = app.step(name="order_intake")(order_intake)
+    s_authorize = app.step(name="authorize_payment")(authorize_payment)
+    s_inventory = app.step(name="update_inventory")(update_inventory)
+    s_confirm = app.step(name="confirm_order")(confirm_order)
+
+    @app.workflow(name="checkout")
+    def checkout(order_id: Any) -> dict[str, Any]:
+        s_intake(order_id)
+        s_authorize(order_id)
+        s_inventory(order_id)
+        return s_confirm(order_id)
+
+    @app.step(name="order_intake_async")
+    async def a_intake(order_id: Any) -> dict[str, Any]:
+        return order_intake(order_id)
+
+    @app.step(name="authorize_payment_async")
+    async def a_authorize(order_id: Any) -> dict[str, Any]:
+        return authorize_payment(order_id)
+
+    @app.step(name="update_inventory_async")
+    async def a_inventory(order_id: Any) -> dict[str, Any]:
+        return update_inventory(order_id)
+
+    @app.step(name="confirm_order_async")
+    async def a_confirm(order_id: Any) -> dict[str, Any]:
+        return confirm_order(order_id)
+
+    @app.workflow(name="checkout_async")
+    async def checkout_async(order_id: Any) -> dict[str, Any]:
+        await a_intake(order_id)
+        await a_authorize(order_id)
+        await a_inventory(order_id)
+        return await a_confirm(order_id)
+
+    @app.step(name="trivial")
+    def trivial(i: int) -> int:
+        return i
+
+    @app.workflow(name="many_steps")
+    def many_steps(n: int) -> int:
+        for i in range(n):
+            trivial(i)
+        return n
+
+    return Workloads(app, checkout, checkout_async, many_steps)
+
+
+#: What ``perdure worker bench.workloads:app`` runs (database from PERDURE_DATABASE_URL).
+app = build(os.environ.get("PERDURE_DATABASE_URL")).app
