@@ -508,13 +508,19 @@ def test_postgres_writes_on_a_dead_connection_fail_as_unavailable(postgres_url: 
                 admin.execute("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
             conn.execute("SELECT pg_sleep(1)").fetchall()
 
-        # Hold the writer in one batch while the next one (killer and steps) queues up.
-        blocker = writer.submit(lambda conn: busy.set() or gate.wait(10))
+        # Hold the connection in one batch (led by another thread) while the next one
+        # (killer and steps) queues up for the writer thread.
+        blockers: list[Any] = []
+        leader = threading.Thread(
+            target=lambda: blockers.append(writer.submit(lambda conn: busy.set() or gate.wait(10)))
+        )
+        leader.start()
         assert busy.wait(10)
         killer = writer.submit(die_mid_batch)
         steps = [store.record_step("a", lease, step(str(i))) for i in range(3)]
         gate.set()
-        assert blocker.result(timeout=10)
+        leader.join(10)
+        assert blockers[0].result(timeout=10)
         for future in [killer, *steps]:
             with pytest.raises(StoreUnavailableError) as info:
                 future.result(timeout=10)
@@ -565,10 +571,19 @@ def test_postgres_step_racing_a_takeover_is_fenced(postgres_url: str) -> None:
                 claimer.execute(
                     "UPDATE perdure_workflows SET owner = 'new', epoch = epoch + 1 WHERE id = 'a'"
                 )
-                stale = store.record_step("a", Lease("old", 1), step("0"))
-                time.sleep(0.2)
-                assert not stale.done(), "the step must wait for the claim"
-            assert stale.result(timeout=10) is False
+                # From another thread: an idle writer lets the caller commit in its own
+                # thread, which here would wait for this very transaction.
+                submitted: list[Any] = []
+                thread = threading.Thread(
+                    target=lambda: submitted.append(
+                        store.record_step("a", Lease("old", 1), step("0"))
+                    )
+                )
+                thread.start()
+                thread.join(0.2)
+                assert not submitted or not submitted[0].done(), "the step must wait"
+            thread.join(10)
+            assert submitted[0].result(timeout=10) is False
         assert store.load_steps("a") == []
         assert store.record_step("a", Lease("new", 2), step("0")).result()
     finally:

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._bridge import FutureBridge
 from ._context import task_factory
 from ._errors import CheckpointFailed, LeaseLost, PerdureError
 from ._runtime import WorkflowRun
@@ -114,6 +115,7 @@ class Executor:
         self._pool = _ThreadPool(self.settings.max_threads, "perdure-workflow")
         self._loop = asyncio.new_event_loop()
         self._loop.set_task_factory(task_factory)
+        self._bridge = FutureBridge(self._loop)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop_thread = threading.Thread(
             target=self._run_loop, name="perdure-loop", daemon=True
@@ -209,6 +211,7 @@ class Executor:
             store=self.store,
             serializer=self.app.serializer,
             clock=self.clock,
+            bridge=self._bridge,
         )
         with self._lock:
             if record.id in self._runs:
@@ -242,7 +245,7 @@ class Executor:
     async def _run_async(self, run: WorkflowRun) -> None:
         try:
             status, output, error = await run.execute_async()
-            accepted = await asyncio.wrap_future(
+            accepted = await self._bridge.wait(
                 self.store.complete_workflow(
                     run.workflow_id, run.lease, status, output, error, self.clock.time()
                 )

@@ -202,7 +202,7 @@ class WorkflowHandle(Generic[R]):
                 record = self._record()
                 if record.status in TERMINAL_STATUSES:
                     return self._decode(record.name, (record.status, record.output, record.error))
-                wait = self._wait(deadline, timeout)
+                wait = self._wait(record, deadline, timeout)
                 try:
                     outcome = waiter.result(timeout=wait)
                 except FutureTimeout:  # also builtins.TimeoutError: keep _wait's out of here
@@ -223,15 +223,21 @@ class WorkflowHandle(Generic[R]):
                 record = await asyncio.to_thread(self._record)
                 if record.status in TERMINAL_STATUSES:
                     return self._decode(record.name, (record.status, record.output, record.error))
-                done, _ = await asyncio.wait({wrapped}, timeout=self._wait(deadline, timeout))
+                wait = self._wait(record, deadline, timeout)
+                done, _ = await asyncio.wait({wrapped}, timeout=wait)
                 if done and (outcome := wrapped.result()) is not None:
                     return self._decode(record.name, outcome)
             finally:
                 notifier.unsubscribe(self.workflow_id, waiter)
                 wrapped.cancel()
 
-    def _wait(self, deadline: float | None, timeout: float | None) -> float:
+    def _wait(self, record: WorkflowRecord, deadline: float | None, timeout: float | None) -> float:
         wait = self._app.wait_interval
+        executor = self._app.executor
+        if executor is not None and record.owner == executor.id:
+            # It runs here, and its end wakes us at once: look at the store only rarely
+            # (it could still be taken over by another executor).
+            wait = max(wait, self._app.settings.lease_seconds / 3)
         if deadline is not None:
             wait = min(wait, deadline - self._app.clock.time())
             if wait <= 0:

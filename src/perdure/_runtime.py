@@ -17,6 +17,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from ._bridge import FutureBridge
 from ._clock import Clock
 from ._context import Scope, current_run, current_scope, current_workflow_id
 from ._errors import (
@@ -161,8 +162,10 @@ class WorkflowRun:
         store: Store,
         serializer: Serializer,
         clock: Clock,
+        bridge: FutureBridge | None = None,
     ) -> None:
         self.record = record
+        self.bridge = bridge
         self.workflow_id = record.id
         self.definition = definition
         self.lease = lease
@@ -259,7 +262,9 @@ class WorkflowRun:
     async def _write_async(self, record: StepRecord) -> None:
         future = self.store.record_step(self.workflow_id, self.lease, record)
         try:
-            accepted = await asyncio.wrap_future(future)
+            accepted = await (
+                self.bridge.wait(future) if self.bridge else asyncio.wrap_future(future)
+            )
         except StoreError as exc:
             raise CheckpointFailed(self.workflow_id, str(exc)) from exc
         if not accepted:

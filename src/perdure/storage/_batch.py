@@ -6,6 +6,11 @@ into the next one. A lone write still costs exactly one transaction; under load,
 hundreds of workflows share each commit. Every future resolves only after the
 transaction holding its write is committed.
 
+A caller that finds the writer idle commits its own write in its own thread (it
+becomes the leader for that moment, taking along whatever queued meanwhile): a lone
+synchronous write then costs no hand-off between threads. Callers on an event loop
+always queue, so that a commit never blocks their loop.
+
 A network database can drop the writer's connection (a server restart, a network
 cut). Given ``broken``, the writer then fails the writes of that batch, closes the
 connection and opens a new one for the next batch (after a short backoff when
@@ -16,6 +21,7 @@ idle) is replaced first, and the batch does not fail.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import queue
 import threading
@@ -28,6 +34,15 @@ C = TypeVar("C")
 T = TypeVar("T")
 
 _STOP = object()
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
 
 #: Seconds between reconnection attempts after a failed one: doubles up to the maximum.
 _BACKOFF_FIRST = 0.05
@@ -74,7 +89,10 @@ class GroupCommitter(Generic[C]):
         self._retry_at = 0.0
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        # Held while a batch runs on the connection, by the writer thread or a leader.
+        self._commit_lock = threading.Lock()
         self._closed = False
+        self._finished = False
         self._conn: C | None = None
         self._ready: Future[None] = Future()
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
@@ -85,22 +103,49 @@ class GroupCommitter(Generic[C]):
     def submit(self, fn: Callable[[C], T]) -> Future[T]:
         """Queue ``fn(conn)`` to run inside the next transaction; the future holds its
         return value once that transaction committed."""
-        if self._closed:
-            raise RuntimeError("the store is closed")
-        op = _Op(fn)
-        self._queue.put(op)
-        return op.future
+        return self._enqueue(_Op(fn))
 
     def submit_deferred(self, fn: Callable[[C], Callable[[], T]]) -> Future[T]:
         """Like ``submit``, for a write whose result is read only after the transaction:
         ``fn(conn)`` sends its statement and returns how to read its result, which is
         called once the transaction committed. The statements of such writes need not
         wait for each other (a driver may pipeline them into one round trip)."""
+        return self._enqueue(_Op(fn, deferred=True))
+
+    def _enqueue(self, op: _Op) -> Future[Any]:
         if self._closed:
             raise RuntimeError("the store is closed")
-        op = _Op(fn, deferred=True)
+        if self._ready.done() and not _on_event_loop() and self._commit_lock.acquire(False):
+            # Nobody is committing: lead, with whatever queued meanwhile.
+            try:
+                batch, stopping = self._drain(op)
+                if stopping:
+                    self._queue.put(_STOP)
+                self._commit(batch)
+            finally:
+                self._commit_lock.release()
+            return op.future
         self._queue.put(op)
         return op.future
+
+    def _drain(self, first: Any) -> tuple[list[_Op], bool]:
+        """``first`` and what is queued behind it, up to a batch; and whether a stop
+        request was among them."""
+        batch: list[_Op] = []
+        stopping = False
+        item = first
+        while True:
+            if item is _STOP:
+                stopping = True
+            else:
+                batch.append(item)
+            if len(batch) >= self._max_batch:
+                break
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+        return batch, stopping
 
     def close(self) -> None:
         """Commit what is queued, then stop the writer thread and close its connection."""
@@ -119,33 +164,33 @@ class GroupCommitter(Generic[C]):
         self._ready.set_result(None)
         stopping = False
         while not stopping:
-            batch: list[_Op] = []
-            item = self._queue.get()
-            while True:
-                if item is _STOP:
-                    stopping = True
-                else:
-                    batch.append(item)
-                if len(batch) >= self._max_batch:
-                    break
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-            if not batch:
-                continue
-            if self._conn is not None and self._alive is not None and not self._alive(self._conn):
+            first = self._queue.get()
+            with self._commit_lock:
+                batch, stopping = self._drain(first)
+                if batch:
+                    self._commit(batch)
+        with self._commit_lock:
+            self._finished = True
+            if self._conn is not None:
                 self._close(self._conn)
                 self._conn = None
-            conn = self._conn if self._conn is not None else self._reconnect(batch)
-            if conn is not None and self._run(conn, batch) is not None:
-                # The connection died under this batch: its writes failed; the next
-                # batch gets a new connection.
-                self._conn = None
-                self._close(conn)
-        if self._conn is not None:
+
+    def _commit(self, batch: list[_Op]) -> None:
+        """Run one batch on the connection (replacing a dead one first); the caller
+        holds the commit lock."""
+        if self._finished:  # a leader that raced close()
+            for op in batch:
+                op.future.set_exception(RuntimeError("the store is closed"))
+            return
+        if self._conn is not None and self._alive is not None and not self._alive(self._conn):
             self._close(self._conn)
             self._conn = None
+        conn = self._conn if self._conn is not None else self._reconnect(batch)
+        if conn is not None and self._run(conn, batch) is not None:
+            # The connection died under this batch: its writes failed; the next batch
+            # gets a new connection.
+            self._conn = None
+            self._close(conn)
 
     @staticmethod
     def _close(conn: C) -> None:
