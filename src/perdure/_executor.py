@@ -108,6 +108,7 @@ class Executor:
         self._runs: dict[str, WorkflowRun] = {}
         self._stranded: dict[str, float] = {}
         self._starting: set[str] = set()
+        self._lease_valid_until = 0.0
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._stop = threading.Event()
@@ -130,6 +131,7 @@ class Executor:
     def start(self) -> None:
         """Register, start the threads and recover interrupted workflows (at once)."""
         now = self.clock.time()
+        self._lease_valid_until = now + self.settings.lease_seconds
         self.store.register_executor(
             ExecutorRecord(
                 self.id,
@@ -188,6 +190,11 @@ class Executor:
         for task in self._tasks:
             task.cancel()
 
+    def _lease_holds(self) -> bool:
+        # Self-fencing: past the expiry of the last renewal that reached the store, another
+        # executor may have claimed our workflows, so start no new step attempt.
+        return self.clock.time() < self._lease_valid_until
+
     def lease_expiry(self) -> float:
         """When a lease taken or renewed now expires."""
         return self.clock.time() + self.settings.lease_seconds
@@ -212,6 +219,7 @@ class Executor:
             serializer=self.app.serializer,
             clock=self.clock,
             bridge=self._bridge,
+            lease_holds=self._lease_holds,
         )
         with self._lock:
             if record.id in self._runs:
@@ -295,7 +303,9 @@ class Executor:
             now = self.clock.time()
             try:
                 if now >= next_heartbeat:
-                    self.store.heartbeat(self.id, now, self.lease_expiry())
+                    expires = self.lease_expiry()
+                    self.store.heartbeat(self.id, now, expires)
+                    self._lease_valid_until = expires
                     next_heartbeat = now + settings.lease_seconds / 3
                     self._adopt_orphans()
                 self._retry_stranded(now)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,8 +96,10 @@ class _StepCall:
         return self.next_attempt_at - self.run.clock.time()
 
     def start_attempt(self) -> None:
-        """Count an attempt; refuse to start it if this execution was released meanwhile."""
-        if self.run.released:
+        """Count an attempt; refuse to start it if this execution was released meanwhile,
+        or if the executor could not renew its leases in time (it may have been paused or
+        cut off, and another executor may own the workflow now)."""
+        if self.run.released or not self.run.lease_holds():
             raise LeaseLost(self.run.workflow_id, self.run.lease.epoch)
         self.attempts += 1
 
@@ -163,8 +165,10 @@ class WorkflowRun:
         serializer: Serializer,
         clock: Clock,
         bridge: FutureBridge | None = None,
+        lease_holds: Callable[[], bool] = lambda: True,
     ) -> None:
         self.record = record
+        self.lease_holds = lease_holds
         self.bridge = bridge
         self.workflow_id = record.id
         self.definition = definition
