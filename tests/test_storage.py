@@ -23,7 +23,8 @@ from perdure.storage import (
     open_store,
 )
 from perdure.storage._batch import GroupCommitter
-from perdure.storage._sqlite import list_query, migrations, split_statements
+from perdure.storage._queries import list_query, migrations
+from perdure.storage._sqlite import split_statements
 
 
 @pytest.fixture
@@ -197,13 +198,13 @@ def test_fresh_schema_equals_the_migrated_one(tmp_path) -> None:
     store.migrate()
     store.migrate()  # idempotent
     store.close()
-    versions = [version for version, _ in migrations()]
+    versions = [version for version, _ in migrations("sqlite")]
     assert versions == list(range(1, len(versions) + 1)), "migrations are numbered 1, 2, 3 ..."
     for old_version in range(0, len(versions)):
         old = tmp_path / f"v{old_version}.db"
         with sqlite3.connect(old) as conn:
             conn.execute("CREATE TABLE perdure_schema (version INTEGER NOT NULL)")
-            for version, script in migrations()[:old_version]:
+            for version, script in migrations("sqlite")[:old_version]:
                 for statement in split_statements(script):
                     conn.execute(statement)
                 conn.execute("INSERT INTO perdure_schema VALUES (?)", (version,))
@@ -235,9 +236,7 @@ def test_listing_is_an_index_scan(store: Store, database_url: str, filters: dict
         True,
     )
     if store.kind == "postgresql":
-        from perdure.storage._postgres import list_query as postgres_list_query
-
-        query, params = postgres_list_query(*args)
+        query, params = list_query("%s", *args)
         with admin_connection(database_url, schema_of(database_url)) as conn:
             # A table of realistic size and statistics: on a few rows a scan is cheapest.
             conn.execute(
@@ -248,11 +247,11 @@ def test_listing_is_an_index_scan(store: Store, database_url: str, filters: dict
                 "'{}', 'json', '1', 0, i, i FROM generate_series(1, 20000) AS i"
             )
             conn.execute("ANALYZE perdure_workflows")
-            rows = conn.execute(b"EXPLAIN " + query.as_bytes(conn), params).fetchall()
+            rows = conn.execute(f"EXPLAIN {query}", params).fetchall()  # type: ignore[call-overload]
         plan = " | ".join(row[0] for row in rows)
         assert "Index" in plan and "Sort" not in plan and "Seq Scan" not in plan, plan
         return
-    sql, params = list_query(*args)
+    sql, params = list_query("?", *args)
     with sqlite3.connect(database_url.removeprefix("sqlite:///")) as conn:
         plan = " | ".join(row[-1] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
     assert "INDEX" in plan and "TEMP B-TREE" not in plan, plan
@@ -357,7 +356,6 @@ def test_postgres_unreachable_server_is_unavailable() -> None:
 
 @pytest.mark.postgres
 def test_postgres_migrations_apply_once_when_many_start_together(postgres_url: str) -> None:
-    from perdure.storage._postgres import migrations as postgres_migrations
 
     stores = [open_store(postgres_url) for _ in range(4)]
     barrier = threading.Barrier(len(stores))
@@ -383,7 +381,7 @@ def test_postgres_migrations_apply_once_when_many_start_together(postgres_url: s
     finally:
         for store in stores:
             store.close()
-    versions = [version for version, _ in postgres_migrations()]
+    versions = [version for version, _ in migrations("postgres")]
     assert versions == list(range(1, len(versions) + 1)), "migrations are numbered 1, 2, 3 ..."
     schema = schema_of(postgres_url)
     with admin_connection(postgres_url, schema) as conn:

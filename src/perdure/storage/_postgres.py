@@ -28,7 +28,6 @@ import contextlib
 import re
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
-from importlib import resources
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -52,18 +51,11 @@ from ._base import (
 )
 from ._batch import GroupCommitter
 from ._pg_listener import Listener, channel_name
+from ._queries import EXECUTOR_COLUMNS, STEP_COLUMNS, WF_COLUMNS, list_query, migrations
 
 T = TypeVar("T")
 Connection = psycopg.Connection[TupleRow]
 
-_WF_COLUMNS = (
-    "id, name, status, inputs, output, error, serializer, app_version, owner, epoch, "
-    "lease_expires_at, note, recoveries, created_at, updated_at, finished_at"
-)
-_STEP_COLUMNS = "position, name, status, output, error, attempts, next_attempt_at, updated_at"
-_EXECUTOR_COLUMNS = (
-    "id, host, pid, app_version, started_at, heartbeat_at, lease_expires_at, stopped_at"
-)
 
 #: A schema name as an unquoted lower-case identifier: what ``?schema=`` accepts.
 SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -79,48 +71,6 @@ DEFAULT_CONNECT_TIMEOUT = 10
 POOL_TIMEOUT = 15.0
 APPLICATION_NAME = "perdure"
 WRITER_APPLICATION_NAME = "perdure-writer"
-
-
-def migrations() -> list[tuple[int, str]]:
-    """The PostgreSQL migrations shipped with perdure, as (version, script), in order."""
-    folder = resources.files("perdure.storage") / "sql" / "postgres"
-    found = []
-    for entry in folder.iterdir():
-        if entry.name.endswith(".sql"):
-            found.append((int(entry.name.split("_", 1)[0]), entry.read_text(encoding="utf-8")))
-    return sorted(found)
-
-
-def list_query(
-    status: str | None,
-    name: str | None,
-    created_after: float | None,
-    created_before: float | None,
-    limit: int,
-    newest_first: bool,
-) -> tuple[sql.Composed, list[Any]]:
-    """The listing statement for these filters: fixed fragments chosen by which filters are
-    given, so that PostgreSQL can use an index for each combination (values stay
-    parameters)."""
-    clauses: list[sql.SQL] = []
-    params: list[Any] = []
-    for clause, value in (
-        (sql.SQL("status = %s"), status),
-        (sql.SQL("name = %s"), name),
-        (sql.SQL("created_at > %s"), created_after),
-        (sql.SQL("created_at < %s"), created_before),
-    ):
-        if value is not None:
-            clauses.append(clause)
-            params.append(value)
-    where = sql.SQL("WHERE {} ").format(sql.SQL(" AND ").join(clauses)) if clauses else sql.SQL("")
-    order = sql.SQL("DESC" if newest_first else "ASC")
-    params.append(limit)
-    query = sql.SQL(
-        "SELECT " + _WF_COLUMNS + " FROM perdure_workflows {where}ORDER BY created_at {order} "
-        "LIMIT %s"
-    ).format(where=where, order=order)
-    return query, params
 
 
 def _translate(exc: Exception) -> Exception:
@@ -334,7 +284,7 @@ class PostgresStore(Store):
             conn.execute("CREATE TABLE IF NOT EXISTS perdure_schema (version INTEGER NOT NULL)")
             row = conn.execute("SELECT max(version) FROM perdure_schema").fetchone()
             current = (row[0] if row else None) or 0
-            for version, script in migrations():
+            for version, script in migrations("postgres"):
                 if version > current:
                     # Without parameters, psycopg sends the script as one simple query:
                     # every statement runs, inside this transaction.
@@ -371,7 +321,7 @@ class PostgresStore(Store):
                 "INSERT INTO perdure_workflows (id, name, status, inputs, serializer, "
                 "app_version, owner, epoch, lease_expires_at, created_at, updated_at) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING "
-                "RETURNING " + _WF_COLUMNS,
+                "RETURNING " + WF_COLUMNS,
                 (
                     new.id,
                     new.name,
@@ -392,7 +342,7 @@ class PostgresStore(Store):
                 return WorkflowRecord(*row), True
             # A new statement sees the conflicting row, which ON CONFLICT waited for.
             row = conn.execute(
-                "SELECT " + _WF_COLUMNS + " FROM perdure_workflows WHERE id = %s", (new.id,)
+                "SELECT " + WF_COLUMNS + " FROM perdure_workflows WHERE id = %s", (new.id,)
             ).fetchone()
             if row is None:
                 raise StoreError(f"workflow {new.id!r} conflicted on insert but is not stored")
@@ -402,7 +352,7 @@ class PostgresStore(Store):
 
     def get_workflow(self, workflow_id: str) -> WorkflowRecord | None:
         rows = self._read(
-            "SELECT " + _WF_COLUMNS + " FROM perdure_workflows WHERE id = %s", (workflow_id,)
+            "SELECT " + WF_COLUMNS + " FROM perdure_workflows WHERE id = %s", (workflow_id,)
         )
         return WorkflowRecord(*rows[0]) if rows else None
 
@@ -416,7 +366,9 @@ class PostgresStore(Store):
         limit: int = 100,
         newest_first: bool = True,
     ) -> list[WorkflowRecord]:
-        query, params = list_query(status, name, created_after, created_before, limit, newest_first)
+        query, params = list_query(
+            "%s", status, name, created_after, created_before, limit, newest_first
+        )
         rows = self._read(query, params)
         return [WorkflowRecord(*row) for row in rows]
 
@@ -454,7 +406,7 @@ class PostgresStore(Store):
 
     def load_steps(self, workflow_id: str) -> list[StepRecord]:
         rows = self._read(
-            "SELECT " + _STEP_COLUMNS + " FROM perdure_steps WHERE workflow_id = %s ORDER BY seq",
+            "SELECT " + STEP_COLUMNS + " FROM perdure_steps WHERE workflow_id = %s ORDER BY seq",
             (workflow_id,),
         )
         return [StepRecord(*row) for row in rows]
@@ -505,7 +457,7 @@ class PostgresStore(Store):
     def register_executor(self, executor: ExecutorRecord) -> None:
         self._write(
             lambda conn: conn.execute(
-                "INSERT INTO perdure_executors (" + _EXECUTOR_COLUMNS + ") "
+                "INSERT INTO perdure_executors (" + EXECUTOR_COLUMNS + ") "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET "
                 "host = excluded.host, pid = excluded.pid, app_version = excluded.app_version, "
                 "started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at, "
@@ -549,7 +501,7 @@ class PostgresStore(Store):
 
     def list_executors(self) -> list[ExecutorRecord]:
         rows = self._read(
-            "SELECT " + _EXECUTOR_COLUMNS + " FROM perdure_executors WHERE stopped_at IS NULL"
+            "SELECT " + EXECUTOR_COLUMNS + " FROM perdure_executors WHERE stopped_at IS NULL"
         )
         return [ExecutorRecord(*row) for row in rows]
 
@@ -578,7 +530,7 @@ class PostgresStore(Store):
                 "AND (owner IS NULL OR lease_expires_at < %(now)s "
                 "OR owner = ANY(%(dead)s::text[])) "
                 "ORDER BY created_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED) "
-                "RETURNING " + _WF_COLUMNS,
+                "RETURNING " + WF_COLUMNS,
                 {
                     "me": executor_id,
                     "lease": lease_expires_at,
@@ -597,7 +549,7 @@ class PostgresStore(Store):
         self, names: Sequence[str], app_version: str, now: float, limit: int = 100
     ) -> list[WorkflowRecord]:
         rows = self._read(
-            "SELECT " + _WF_COLUMNS + " FROM perdure_workflows "
+            "SELECT " + WF_COLUMNS + " FROM perdure_workflows "
             "WHERE status IN ('PENDING', 'RUNNING') AND (owner IS NULL OR lease_expires_at < %s) "
             "AND (app_version <> %s OR NOT (name = ANY(%s::text[]))) "
             "ORDER BY created_at LIMIT %s",

@@ -19,7 +19,6 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
-from importlib import resources
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -34,26 +33,9 @@ from ._base import (
     WorkflowRecord,
 )
 from ._batch import GroupCommitter
+from ._queries import EXECUTOR_COLUMNS, STEP_COLUMNS, WF_COLUMNS, list_query, migrations
 
-_WF_COLUMNS = (
-    "id, name, status, inputs, output, error, serializer, app_version, owner, epoch, "
-    "lease_expires_at, note, recoveries, created_at, updated_at, finished_at"
-)
-_STEP_COLUMNS = "position, name, status, output, error, attempts, next_attempt_at, updated_at"
-_EXECUTOR_COLUMNS = (
-    "id, host, pid, app_version, started_at, heartbeat_at, lease_expires_at, stopped_at"
-)
 _SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL", "extra": "EXTRA"}
-
-
-def migrations() -> list[tuple[int, str]]:
-    """The SQLite migrations shipped with perdure, as (version, script), in order."""
-    folder = resources.files("perdure.storage") / "sql" / "sqlite"
-    found = []
-    for entry in folder.iterdir():
-        if entry.name.endswith(".sql"):
-            found.append((int(entry.name.split("_", 1)[0]), entry.read_text(encoding="utf-8")))
-    return sorted(found)
 
 
 def split_statements(script: str) -> Iterator[str]:
@@ -71,36 +53,6 @@ def split_statements(script: str) -> Iterator[str]:
 
 def _only_comments(statement: str) -> bool:
     return all(not line.strip() or line.strip().startswith("--") for line in statement.splitlines())
-
-
-def list_query(
-    status: str | None,
-    name: str | None,
-    created_after: float | None,
-    created_before: float | None,
-    limit: int,
-    newest_first: bool,
-) -> tuple[str, list[Any]]:
-    """The listing statement for these filters: fixed fragments chosen by which filters are
-    given, so that SQLite can use an index for each combination (values stay parameters)."""
-    clauses: list[str] = []
-    params: list[Any] = []
-    for clause, value in (
-        ("status = ?", status),
-        ("name = ?", name),
-        ("created_at > ?", created_after),
-        ("created_at < ?", created_before),
-    ):
-        if value is not None:
-            clauses.append(clause)
-            params.append(value)
-    where = f"WHERE {' AND '.join(clauses)} " if clauses else ""
-    order = "DESC" if newest_first else "ASC"
-    params.append(limit)
-    return (
-        f"SELECT {_WF_COLUMNS} FROM perdure_workflows {where}ORDER BY created_at {order} LIMIT ?",
-        params,
-    )
 
 
 def _translate(exc: Exception) -> Exception:
@@ -205,7 +157,7 @@ class SQLiteStore(Store):
             conn.execute("CREATE TABLE IF NOT EXISTS perdure_schema (version INTEGER NOT NULL)")
             row = conn.execute("SELECT max(version) FROM perdure_schema").fetchone()
             current = row[0] or 0
-            for version, script in migrations():
+            for version, script in migrations("sqlite"):
                 if version > current:
                     for statement in split_statements(script):
                         conn.execute(statement)
@@ -234,7 +186,7 @@ class SQLiteStore(Store):
                 "INSERT INTO perdure_workflows (id, name, status, inputs, serializer, "
                 "app_version, owner, epoch, lease_expires_at, created_at, updated_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING "
-                f"RETURNING {_WF_COLUMNS}",
+                f"RETURNING {WF_COLUMNS}",
                 (
                     new.id,
                     new.name,
@@ -252,7 +204,7 @@ class SQLiteStore(Store):
             if row is not None:
                 return WorkflowRecord(*row), True
             row = conn.execute(
-                f"SELECT {_WF_COLUMNS} FROM perdure_workflows WHERE id = ?", (new.id,)
+                f"SELECT {WF_COLUMNS} FROM perdure_workflows WHERE id = ?", (new.id,)
             ).fetchone()
             return WorkflowRecord(*row), False
 
@@ -260,7 +212,7 @@ class SQLiteStore(Store):
 
     def get_workflow(self, workflow_id: str) -> WorkflowRecord | None:
         rows = self._read(
-            f"SELECT {_WF_COLUMNS} FROM perdure_workflows WHERE id = ?", (workflow_id,)
+            f"SELECT {WF_COLUMNS} FROM perdure_workflows WHERE id = ?", (workflow_id,)
         )
         return WorkflowRecord(*rows[0]) if rows else None
 
@@ -274,7 +226,9 @@ class SQLiteStore(Store):
         limit: int = 100,
         newest_first: bool = True,
     ) -> list[WorkflowRecord]:
-        sql, params = list_query(status, name, created_after, created_before, limit, newest_first)
+        sql, params = list_query(
+            "?", status, name, created_after, created_before, limit, newest_first
+        )
         rows = self._read(sql, params)
         return [WorkflowRecord(*row) for row in rows]
 
@@ -310,7 +264,7 @@ class SQLiteStore(Store):
 
     def load_steps(self, workflow_id: str) -> list[StepRecord]:
         rows = self._read(
-            f"SELECT {_STEP_COLUMNS} FROM perdure_steps WHERE workflow_id = ? ORDER BY rowid",
+            f"SELECT {STEP_COLUMNS} FROM perdure_steps WHERE workflow_id = ? ORDER BY rowid",
             (workflow_id,),
         )
         return [StepRecord(*row) for row in rows]
@@ -351,7 +305,7 @@ class SQLiteStore(Store):
     def register_executor(self, executor: ExecutorRecord) -> None:
         self._write(
             lambda conn: conn.execute(
-                f"INSERT OR REPLACE INTO perdure_executors ({_EXECUTOR_COLUMNS}) "
+                f"INSERT OR REPLACE INTO perdure_executors ({EXECUTOR_COLUMNS}) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     executor.id,
@@ -384,7 +338,7 @@ class SQLiteStore(Store):
 
     def list_executors(self) -> list[ExecutorRecord]:
         rows = self._read(
-            f"SELECT {_EXECUTOR_COLUMNS} FROM perdure_executors WHERE stopped_at IS NULL"
+            f"SELECT {EXECUTOR_COLUMNS} FROM perdure_executors WHERE stopped_at IS NULL"
         )
         return [ExecutorRecord(*row) for row in rows]
 
@@ -411,7 +365,7 @@ class SQLiteStore(Store):
                 "AND (owner IS NULL OR lease_expires_at < :now "
                 "OR owner IN (SELECT value FROM json_each(:dead))) "
                 "ORDER BY created_at LIMIT :limit) "
-                f"RETURNING {_WF_COLUMNS}",
+                f"RETURNING {WF_COLUMNS}",
                 {
                     "me": executor_id,
                     "lease": lease_expires_at,
@@ -431,7 +385,7 @@ class SQLiteStore(Store):
         self, names: Sequence[str], app_version: str, now: float, limit: int = 100
     ) -> list[WorkflowRecord]:
         rows = self._read(
-            f"SELECT {_WF_COLUMNS} FROM perdure_workflows "
+            f"SELECT {WF_COLUMNS} FROM perdure_workflows "
             "WHERE status IN ('PENDING', 'RUNNING') AND (owner IS NULL OR lease_expires_at < ?) "
             "AND (app_version != ? OR name NOT IN (SELECT value FROM json_each(?))) "
             "ORDER BY created_at LIMIT ?",

@@ -1,0 +1,63 @@
+"""SQL shared by both stores: column lists, the listing statement, migration files.
+
+Nothing here is built from user input: statements are assembled from fixed
+fragments chosen by code, and every value travels as a parameter.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+WF_COLUMNS = (
+    "id, name, status, inputs, output, error, serializer, app_version, owner, epoch, "
+    "lease_expires_at, note, recoveries, created_at, updated_at, finished_at"
+)
+STEP_COLUMNS = "position, name, status, output, error, attempts, next_attempt_at, updated_at"
+EXECUTOR_COLUMNS = (
+    "id, host, pid, app_version, started_at, heartbeat_at, lease_expires_at, stopped_at"
+)
+
+
+def migrations(dialect: str) -> list[tuple[int, str]]:
+    """The migrations of ``dialect`` ("sqlite" or "postgres") shipped with perdure, as
+    (version, script), in order."""
+    folder = resources.files("perdure.storage") / "sql" / dialect
+    found = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            found.append((int(entry.name.split("_", 1)[0]), entry.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+def list_query(
+    placeholder: str,
+    status: str | None,
+    name: str | None,
+    created_after: float | None,
+    created_before: float | None,
+    limit: int,
+    newest_first: bool,
+) -> tuple[str, list[Any]]:
+    """The listing statement for these filters, with ``placeholder`` ("?" or "%s") for
+    each value: fixed fragments chosen by which filters are given, so that the database
+    can use an index for each combination."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    for column, value in (
+        ("status =", status),
+        ("name =", name),
+        ("created_at >", created_after),
+        ("created_at <", created_before),
+    ):
+        if value is not None:
+            clauses.append(f"{column} {placeholder}")
+            params.append(value)
+    where = f"WHERE {' AND '.join(clauses)} " if clauses else ""
+    order = "DESC" if newest_first else "ASC"
+    params.append(limit)
+    return (
+        f"SELECT {WF_COLUMNS} FROM perdure_workflows {where}ORDER BY created_at {order} "
+        f"LIMIT {placeholder}",
+        params,
+    )
