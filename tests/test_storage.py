@@ -122,7 +122,7 @@ def test_heartbeat_release_and_executors(store: Store) -> None:
     store.register_executor(ExecutorRecord("me", "host", 1, "1", 1.0, 1.0, 16.0, None))
     store.create_workflow(new("a"), "me", 16.0).result()
     store.create_workflow(new("b"), "me", 16.0).result()
-    assert store.heartbeat("me", 10.0, 25.0) == 2
+    assert store.heartbeat("me", 10.0, 25.0) == {"a", "b"}
     record = store.get_workflow("a")
     assert record is not None and record.lease_expires_at == 25.0
     assert [e.id for e in store.list_executors()] == ["me"]
@@ -603,7 +603,7 @@ def test_postgres_heartbeat_does_not_wait_for_open_writes(postgres_url: str) -> 
             # completion in flight (row updated) is skipped rather than waited for.
             writer.execute("SELECT 1 FROM perdure_workflows WHERE id = 'a' FOR KEY SHARE")
             writer.execute("UPDATE perdure_workflows SET note = 'x' WHERE id = 'b'")
-            assert store.heartbeat("me", 10.0, 99.0) == 1
+            assert store.heartbeat("me", 10.0, 99.0) == {"a"}
         a, b = store.get_workflow("a"), store.get_workflow("b")
         assert a is not None and a.lease_expires_at == 99.0
         assert b is not None and b.lease_expires_at == 50.0

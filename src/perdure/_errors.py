@@ -146,15 +146,17 @@ class LeaseLost(BaseException):  # noqa: N818 - a signal, named like KeyboardInt
     fencing epoch; it unwinds the workflow function and nothing more is recorded.
     """
 
-    def __init__(self, workflow_id: str, epoch: int) -> None:
-        super().__init__(workflow_id, epoch)
+    def __init__(self, workflow_id: str, epoch: int, reason: str = "") -> None:
+        super().__init__(workflow_id, epoch, reason)
         self.workflow_id = workflow_id
         self.epoch = epoch
+        self.reason = reason
 
     def __str__(self) -> str:
+        reason = self.reason or "another executor owns it now"
         return (
-            f"lost the lease on workflow {self.workflow_id!r} (epoch {self.epoch}): another "
-            "executor owns it now, so this execution stops and records nothing"
+            f"lost the lease on workflow {self.workflow_id!r} (epoch {self.epoch}): {reason}, "
+            "so this execution stops and records nothing more"
         )
 
 

@@ -20,6 +20,7 @@ import os
 import queue
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -284,9 +285,13 @@ class Executor:
             with self._lock:
                 self._stranded[run.workflow_id] = self.clock.time() + 1.0
         with self._idle:
+            was_full = len(self._runs) >= self.settings.max_workflows
             if self._runs.get(run.workflow_id) is run:
                 del self._runs[run.workflow_id]
+            running = len(self._runs)
             self._idle.notify_all()
+        if was_full or running == self.settings.max_threads // 2:
+            self.wake()  # room again: claim what waits now, not at the next tick
 
     # -- maintenance ---------------------------------------------------------------------
 
@@ -303,9 +308,7 @@ class Executor:
             now = self.clock.time()
             try:
                 if now >= next_heartbeat:
-                    expires = self.lease_expiry()
-                    self.store.heartbeat(self.id, now, expires)
-                    self._lease_valid_until = expires
+                    self._heartbeat()
                     next_heartbeat = now + settings.lease_seconds / 3
                     self._adopt_orphans()
                 self._retry_stranded(now)
@@ -321,6 +324,18 @@ class Executor:
             self._wake.wait(delay)
             self._wake.clear()
 
+    def _heartbeat(self) -> None:
+        began = time.monotonic()
+        expires = self.lease_expiry()
+        renewed = self.store.heartbeat(self.id, self.clock.time(), expires)
+        # Runs the store no longer confirms as ours (taken over while we were paused or cut
+        # off) start nothing more; only then may the renewed ones go on.
+        with self._lock:
+            for run in self._runs.values():
+                if run.workflow_id not in renewed and run.dispatched_at < began:
+                    run.release("its lease was not renewed: another executor may own it now")
+        self._lease_valid_until = expires
+
     def _claim(self, now: float) -> None:
         capacity = self.settings.max_workflows - len(self._runs)
         if capacity <= 0:
@@ -332,8 +347,11 @@ class Executor:
             now,
             self.lease_expiry(),
             dead_owners=self._dead_owners(),
-            limit=capacity,
+            # A round claims what the executor can start soon, leaving the rest to others.
+            limit=min(capacity, self.settings.max_threads),
         )
+        if len(claimed) == self.settings.max_threads and self.running < self.settings.max_workflows:
+            self.wake()  # there may be more: go on claiming after this round
         for record in claimed:
             if record.recoveries:
                 log.info("recovering workflow %s (%s)", record.id, record.name)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -99,8 +100,15 @@ class _StepCall:
         """Count an attempt; refuse to start it if this execution was released meanwhile,
         or if the executor could not renew its leases in time (it may have been paused or
         cut off, and another executor may own the workflow now)."""
-        if self.run.released or not self.run.lease_holds():
-            raise LeaseLost(self.run.workflow_id, self.run.lease.epoch)
+        if self.run.released:
+            raise LeaseLost(self.run.workflow_id, self.run.lease.epoch, self.run.released_why)
+        if not self.run.lease_holds():
+            raise LeaseLost(
+                self.run.workflow_id,
+                self.run.lease.epoch,
+                "this executor could not renew its leases in time (paused, or the database "
+                "was unreachable); another executor may own it now",
+            )
         self.attempts += 1
 
     def after(self, result: Any, exc: BaseException | None) -> _Attempt:
@@ -180,14 +188,19 @@ class WorkflowRun:
         # Set when the executor gives the workflow up (shutdown): a retry wait ends at once
         # and no new attempt starts.
         self._released = threading.Event()
+        self.released_why = ""
+        #: When the executor dispatched it (monotonic): a heartbeat that began earlier
+        #: cannot have seen it.
+        self.dispatched_at = time.monotonic()
 
     @property
     def released(self) -> bool:
         """Whether the executor gave this execution up; nothing new may start."""
         return self._released.is_set()
 
-    def release(self) -> None:
+    def release(self, why: str = "the executor released it") -> None:
         """Give this execution up: waits end, and the next step attempt raises LeaseLost."""
+        self.released_why = why
         self._released.set()
 
     # -- steps ---------------------------------------------------------------------------

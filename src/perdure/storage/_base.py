@@ -217,9 +217,11 @@ class Store(abc.ABC):
         """Insert or refresh this executor's row."""
 
     @abc.abstractmethod
-    def heartbeat(self, executor_id: str, now: float, lease_expires_at: float) -> int:
+    def heartbeat(self, executor_id: str, now: float, lease_expires_at: float) -> set[str]:
         """Renew the executor's row and the lease of every active workflow it owns, in one
-        transaction; returns how many workflows it still owns."""
+        transaction; returns the IDs of the workflows renewed. A workflow missing from them
+        is no longer confirmed as this executor's (taken over, finished, or locked by a
+        concurrent write at that moment): the caller must stop starting work for it."""
 
     @abc.abstractmethod
     def list_executors(self) -> list[ExecutorRecord]:

@@ -69,6 +69,9 @@ DEFAULT_POOL_MAX = 10
 DEFAULT_CONNECT_TIMEOUT = 10
 #: Seconds a read or a pooled write waits for a connection before giving up.
 POOL_TIMEOUT = 15.0
+#: A process frozen inside a transaction (SIGSTOP, a VM pause) would hold its row locks,
+#: and claims skip locked rows: let the server end such a session instead.
+_IDLE_IN_TRANSACTION = "SET idle_in_transaction_session_timeout = '10s'"
 APPLICATION_NAME = "perdure"
 WRITER_APPLICATION_NAME = "perdure-writer"
 
@@ -242,12 +245,14 @@ class PostgresStore(Store):
 
     def _configure(self, conn: Connection) -> None:
         conn.execute(self._search_path)
+        conn.execute(_IDLE_IN_TRANSACTION)
 
     def _connect_writer(self) -> Connection:
         # Autocommit, because _transaction sends BEGIN and COMMIT itself (see there).
         conn = psycopg.connect(self._conninfo, autocommit=True, application_name=self._writer_name)
         try:
             conn.execute(self._search_path)
+            conn.execute(_IDLE_IN_TRANSACTION)
         except BaseException:
             conn.close()
             raise
@@ -475,8 +480,8 @@ class PostgresStore(Store):
             )
         )
 
-    def heartbeat(self, executor_id: str, now: float, lease_expires_at: float) -> int:
-        def renew(conn: Connection) -> int:
+    def heartbeat(self, executor_id: str, now: float, lease_expires_at: float) -> set[str]:
+        def renew(conn: Connection) -> set[str]:
             conn.execute(
                 "UPDATE perdure_executors SET heartbeat_at = %s, lease_expires_at = %s "
                 "WHERE id = %s",
@@ -488,14 +493,14 @@ class PostgresStore(Store):
             # workflows in the other order. A completed row needs no lease, a claimed one is
             # no longer ours, any other is renewed by the next heartbeat. Step writes take a
             # KEY SHARE lock, which does not conflict: busy workflows are always renewed.
-            cursor = conn.execute(
+            rows = conn.execute(
                 "UPDATE perdure_workflows SET lease_expires_at = %s "
                 "WHERE id IN (SELECT id FROM perdure_workflows "
                 "WHERE owner = %s AND status IN ('PENDING', 'RUNNING') "
-                "FOR NO KEY UPDATE SKIP LOCKED)",
+                "FOR NO KEY UPDATE SKIP LOCKED) RETURNING id",
                 (lease_expires_at, executor_id),
-            )
-            return cursor.rowcount
+            ).fetchall()
+            return {row[0] for row in rows}
 
         return self._write(renew)
 

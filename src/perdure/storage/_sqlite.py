@@ -320,20 +320,20 @@ class SQLiteStore(Store):
             )
         )
 
-    def heartbeat(self, executor_id: str, now: float, lease_expires_at: float) -> int:
-        def renew(conn: sqlite3.Connection) -> int:
+    def heartbeat(self, executor_id: str, now: float, lease_expires_at: float) -> set[str]:
+        def renew(conn: sqlite3.Connection) -> set[str]:
             conn.execute(
                 "UPDATE perdure_executors SET heartbeat_at = ?, lease_expires_at = ? WHERE id = ?",
                 (now, lease_expires_at, executor_id),
             )
-            cursor = conn.execute(
+            rows = conn.execute(
                 "UPDATE perdure_workflows SET lease_expires_at = ? "
-                "WHERE owner = ? AND status IN ('PENDING', 'RUNNING')",
+                "WHERE owner = ? AND status IN ('PENDING', 'RUNNING') RETURNING id",
                 (lease_expires_at, executor_id),
-            )
-            return cursor.rowcount
+            ).fetchall()
+            return {row[0] for row in rows}
 
-        result: int = self._write(renew)
+        result: set[str] = self._write(renew)
         return result
 
     def list_executors(self) -> list[ExecutorRecord]:
