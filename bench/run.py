@@ -1,14 +1,27 @@
-"""perdure's benchmark on SQLite: the workload, floor and targets of ../shared/BENCHMARK.md.
+"""perdure's benchmark on SQLite and PostgreSQL: the workload, floor and targets of
+../shared/BENCHMARK.md.
 
-    .venv/bin/python bench/run.py                      # full run, synchronous=FULL (make bench)
-    .venv/bin/python bench/run.py --synchronous normal
-    .venv/bin/python bench/run.py --quick              # reduced counts, a few seconds
-    .venv/bin/python bench/run.py --only steps         # one figure, e.g. under a profiler
+    .venv/bin/python bench/run.py                          # full run, both stores (make bench)
+    .venv/bin/python bench/run.py --store sqlite           # one store (the option repeats)
+    .venv/bin/python bench/run.py --store sqlite --synchronous normal
+    .venv/bin/python bench/run.py --quick                  # reduced counts, both stores
+    .venv/bin/python bench/run.py --store postgresql --only multiprocess
+    .venv/bin/python bench/run.py --postgres-url postgresql://user@host:5432/db
 
-Every figure runs in a fresh temporary database and is printed beside the floor measured
-in the same run (one INSERT + COMMIT into SQLite in WAL with the same ``synchronous``),
-so that the ratios hold on a noisy machine. Results go to bench/results/latest.json (and,
-for a full run, to bench/results/sqlite-<synchronous>.json as well).
+Every figure runs in a fresh database: a new SQLite file in a temporary folder, or a new
+schema ``bench_<hex>`` of the PostgreSQL database (perdure's ``?schema=``), dropped
+afterwards. Each figure is printed beside the floor measured right before and after it
+in the same run (one INSERT + COMMIT: into SQLite in WAL with the same ``synchronous``;
+into a plain table over TCP with psycopg 3, autocommit off, for PostgreSQL), so that the
+ratios hold on a noisy machine. Without ``--store``, both stores run, and PostgreSQL is
+skipped with a warning when it cannot be reached.
+
+PostgreSQL also gets the multi-process figure: 1, 2 and 4 ``perdure worker
+bench.workloads:app`` processes share checkouts that a client (whose App is not
+launched) starts; workflows/s from the first submission until all are done.
+
+Results go to bench/results/latest.json (and, for a full run, to
+bench/results/sqlite-<synchronous>.json and bench/results/postgresql.json as well).
 """
 
 from __future__ import annotations
@@ -17,6 +30,7 @@ import argparse
 import asyncio
 import datetime as _dt
 import json
+import logging
 import os
 import platform
 import shutil
@@ -27,17 +41,22 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.probe import COMMITS, summarize  # noqa: E402  (installs the commit counter)
 from bench.workloads import build, plain_checkout  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
+DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
+STORES = ("sqlite", "postgresql")
 
 TARGETS = {
     "sequential_p50_commits": 8.0,  # sequential checkout p50 <= 8 floor commits
@@ -58,6 +77,8 @@ FULL = {
     "throughput_repeats": 3,
     "recovery": 2000,
     "recovery_repeats": 3,
+    "mp_n": 2000,
+    "mp_repeats": 1,
 }
 QUICK = {
     "floor_commits": 200,
@@ -71,6 +92,8 @@ QUICK = {
     "throughput_repeats": 1,
     "recovery": 300,
     "recovery_repeats": 1,
+    "mp_n": 300,
+    "mp_repeats": 1,
 }
 
 SECTIONS = (
@@ -80,7 +103,14 @@ SECTIONS = (
     "throughput_sync_gather",
     "throughput_async",
     "recovery",
+    "multiprocess",
 )
+#: Figures that only one store has.
+STORE_SECTIONS = {"multiprocess": ("postgresql",)}
+#: A figure during which the PostgreSQL server restarted is measured again, this often.
+MAX_RESTARTS = 5
+#: Seconds to wait after a restart before measuring again.
+RESTART_PAUSE = 3.0
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -90,26 +120,30 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-class Workspace:
-    """A temporary folder; every figure gets a fresh database file in it."""
+class _CountingHandler(logging.Handler):
+    """Counts the warnings of perdure and psycopg in the benchmark process (they go to a
+    file, not to the terminal): a figure with warnings ran into trouble."""
 
-    def __init__(self, parent: str | None, synchronous: str, keep: bool) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="perdure-bench-", dir=parent))
-        self.synchronous = synchronous
-        self.keep = keep
-        self._n = 0
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
 
-    def db(self, label: str) -> Path:
-        self._n += 1
-        return self.dir / f"{self._n:02d}-{label}.db"
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += 1
 
-    def url(self, path: Path) -> str:
-        # sqlite:/// + /absolute/path = four slashes.
-        return f"sqlite:///{path}?synchronous={self.synchronous}"
 
-    def close(self) -> None:
-        if not self.keep:
-            shutil.rmtree(self.dir, ignore_errors=True)
+LOG_COUNT = _CountingHandler()
+
+
+def capture_logs(path: Path) -> None:
+    """Send the warnings of perdure and psycopg to ``path``, and count them."""
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for name in ("perdure", "psycopg"):
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        logger.addHandler(LOG_COUNT)
+        logger.propagate = False
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -120,68 +154,119 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[rank - 1]
 
 
-def count_status(path: Path, status: str = "SUCCEEDED") -> int:
-    conn = sqlite3.connect(path, timeout=30)
-    try:
-        row = conn.execute(
-            "SELECT count(*) FROM perdure_workflows WHERE status = ?", (status,)
-        ).fetchone()
-        return int(row[0])
-    finally:
-        conn.close()
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def db_summary(path: Path) -> dict[str, int]:
-    conn = sqlite3.connect(path, timeout=30)
+def _proc_stat(pid: int | str) -> tuple[int, float, float] | None:
+    """(ppid, own CPU s, waited-for children's CPU s) of a process, from /proc."""
     try:
-        by_status = dict(
-            conn.execute("SELECT status, count(*) FROM perdure_workflows GROUP BY status")
-        )
-        steps = conn.execute("SELECT count(*) FROM perdure_steps").fetchone()[0]
-        recoveries = conn.execute(
-            "SELECT coalesce(sum(recoveries), 0) FROM perdure_workflows"
-        ).fetchone()[0]
-    finally:
-        conn.close()
-    summary = {str(k).lower(): int(v) for k, v in by_status.items()}
-    summary["steps"] = int(steps)
-    summary["recoveries"] = int(recoveries)
-    return summary
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    # After the ")": state ppid ... utime(12th) stime cutime cstime.
+    ppid = int(fields[1])
+    utime, stime, cutime, cstime = (int(x) for x in fields[11:15])
+    return ppid, (utime + stime) / _TICK, (cutime + cstime) / _TICK
+
+
+def process_cpu(pid: int) -> float | None:
+    """CPU seconds a process has used (not its children)."""
+    stat = _proc_stat(pid)
+    return None if stat is None else stat[1]
+
+
+class ServerCPU:
+    """CPU time of a local PostgreSQL server: the postmaster, its waited-for children
+    (backends that exited) and its live children (backends, WAL writer, ...). It counts
+    every session of the server, not only the benchmark's.
+
+    When the server restarts (a new postmaster), the count starts again from the new
+    one: ``generation`` changes, and a difference across it means nothing."""
+
+    def __init__(self, postmaster: int) -> None:
+        self.postmaster = postmaster
+        self.generation = 0
+
+    @staticmethod
+    def _comm(pid: int | str) -> str:
+        try:
+            return Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            return ""
+
+    def _relocate(self) -> None:
+        """Find the new postmaster: a ``postgres`` process whose parent is not one."""
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit() and self._comm(entry.name) == "postgres":
+                stat = _proc_stat(entry.name)
+                if stat is not None and self._comm(stat[0]) != "postgres":
+                    self.postmaster = int(entry.name)
+                    self.generation += 1
+                    return
+
+    def seconds(self) -> float:
+        if self._comm(self.postmaster) != "postgres":
+            self._relocate()
+        total = 0.0
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            stat = _proc_stat(entry.name)
+            if stat is None:
+                continue
+            ppid, own, children = stat
+            if ppid == self.postmaster or int(entry.name) == self.postmaster:
+                total += own + children
+        return total
 
 
 class Load:
     """CPU that *other* processes used on this machine while a block ran, in cores.
 
     The machine's busy time (/proc/stat) minus this process's and its waited-for
-    children's CPU time: a number well above 0 means the figures were measured on a
-    busy machine and are pessimistic.
+    children's CPU time, and minus the local PostgreSQL server's (``server``) when the
+    figure uses it: a number well above 0 means the figure was measured on a busy
+    machine and is pessimistic.
     """
 
-    _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-    def __init__(self) -> None:
+    def __init__(self, server: ServerCPU | None = None) -> None:
+        self.server = server
         self.wall0 = time.perf_counter()
         self.busy0 = self._busy()
         self.own0 = self._own()
+        self.server0 = server.seconds() if server else 0.0
+        self.generation = server.generation if server else 0
 
-    @classmethod
-    def _busy(cls) -> float:
+    @staticmethod
+    def _busy() -> float:
         try:
             with open("/proc/stat") as stat:
                 fields = [int(x) for x in stat.readline().split()[1:9]]
         except (OSError, ValueError):
             return float("nan")
         user, nice, system, _idle, _iowait, irq, softirq, steal = fields
-        return (user + nice + system + irq + softirq + steal) / cls._TICK
+        return (user + nice + system + irq + softirq + steal) / _TICK
 
     @staticmethod
     def _own() -> float:
         t = os.times()
         return t.user + t.system + t.children_user + t.children_system
 
+    def server_seconds(self) -> float:
+        """The server's CPU seconds since the start (0 without a local server, NaN if it
+        restarted meanwhile)."""
+        if self.server is None:
+            return 0.0
+        now = self.server.seconds()
+        return now - self.server0 if self.server.generation == self.generation else float("nan")
+
     def foreign_cores(self) -> float:
         wall = time.perf_counter() - self.wall0
-        foreign = (self._busy() - self.busy0) - (self._own() - self.own0)
+        server = self.server_seconds()
+        if server != server:  # NaN: the server restarted, its CPU is unknown
+            server = 0.0
+        foreign = (self._busy() - self.busy0) - (self._own() - self.own0) - server
         return max(0.0, foreign / wall) if wall > 0 else 0.0
 
 
@@ -201,81 +286,28 @@ def settle(max_wait: float, threshold: float = 0.15) -> dict[str, Any]:
     return {"waited_s": time.monotonic() - start, "foreign_cores": foreign, "quiet": quiet >= 2}
 
 
-class CommitCounter:
-    """Diagnostics: the size of every transaction perdure's group committer runs.
+class CPU:
+    """This process's CPU time and the database server's over a block (per unit of work)."""
 
-    Wraps the private ``GroupCommitter._run`` (one call = one transaction); if perdure's
-    internals changed and it is gone, the counts are just not reported.
-    """
+    def __init__(self, ws: Workspace) -> None:
+        self.server = ws.server_cpu
+        self.own0 = time.process_time()
+        self.server0 = self.server.seconds() if self.server else None
+        self.generation = self.server.generation if self.server else 0
 
-    def __init__(self) -> None:
-        self.sizes: list[int] = []
-        self.installed = False
-        try:
-            from perdure.storage._batch import GroupCommitter
-        except ImportError:
-            return
-        original = getattr(GroupCommitter, "_run", None)
-        if original is None:
-            return
-        sizes = self.sizes
-
-        def _run(committer: Any, conn: Any, batch: list[Any]) -> Any:
-            sizes.append(len(batch))
-            return original(committer, conn, batch)
-
-        GroupCommitter._run = _run  # type: ignore[method-assign]
-        self.installed = True
-
-    def reset(self) -> None:
-        self.sizes.clear()
-
-    def summary(self, workflows: int) -> dict[str, Any] | None:
-        if not self.installed or not self.sizes:
-            return None
-        writes = sum(self.sizes)
-        return {
-            "transactions": len(self.sizes),
-            "writes": writes,
-            "mean_batch": writes / len(self.sizes),
-            "max_batch": max(self.sizes),
-            "commits_per_workflow": len(self.sizes) / workflows,
-            "writes_per_workflow": writes / workflows,
-        }
+    def stop(self, units: int) -> dict[str, float | None]:
+        own = time.process_time() - self.own0
+        server = None
+        if self.server is not None and self.server0 is not None:
+            now = self.server.seconds()
+            if self.server.generation == self.generation:
+                server = (now - self.server0) * 1000 / units
+        return {"cpu_ms": own * 1000 / units, "server_cpu_ms": server, "cpu_s": own}
 
 
-COMMITS = CommitCounter()
-
-
-# -- 1. the floor --------------------------------------------------------------------------
-
-
-def floor_commit(ws: Workspace, n: int) -> dict[str, Any]:
-    """One BEGIN IMMEDIATE + INSERT + COMMIT per row, WAL, the store's synchronous setting."""
-    path = ws.db("floor")
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute(f"PRAGMA synchronous = {ws.synchronous.upper()}")
-    conn.execute(
-        "CREATE TABLE rows (id INTEGER PRIMARY KEY, workflow_id TEXT, position TEXT, output TEXT)"
-    )
-    payload = json.dumps({"order": 12345, "step": "authorize_payment"})
-    samples: list[float] = []
-    warmup = 20
-    cpu0 = 0.0
-    for i in range(n + warmup):
-        if i == warmup:
-            cpu0 = time.thread_time()
-        t0 = time.perf_counter_ns()
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute(
-            "INSERT INTO rows (workflow_id, position, output) VALUES (?, ?, ?)",
-            (f"wf-{i}", str(i % 4), payload),
-        )
-        conn.execute("COMMIT")
-        samples.append((time.perf_counter_ns() - t0) / 1000)
-    cpu = time.thread_time() - cpu0
-    conn.close()
+def _floor_summary(
+    n: int, samples: list[float], cpu_s: float, warmup: int, server_s: float | None
+) -> dict[str, Any]:
     timed = samples[warmup:]
     ordered = sorted(timed)
     return {
@@ -283,9 +315,369 @@ def floor_commit(ws: Workspace, n: int) -> dict[str, Any]:
         "median_us": statistics.median(ordered),
         "p90_us": percentile(ordered, 90),
         "min_us": ordered[0],
-        "cpu_us": cpu * 1e6 / n,
+        "cpu_us": cpu_s * 1e6 / n,
+        "server_cpu_us": None if server_s is None else server_s * 1e6 / n,
         "samples_us": timed,
     }
+
+
+# -- the stores: a fresh database per figure, the floor, and a few counts -------------------
+
+
+class SQLiteDatabase:
+    """One SQLite file."""
+
+    def __init__(self, path: Path, synchronous: str) -> None:
+        self.path = path
+        # sqlite:/// + /absolute/path = four slashes.
+        self.url = f"sqlite:///{path}?synchronous={synchronous}"
+        self.label = path.stem
+
+    def _rows(self, query: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        conn = sqlite3.connect(self.path, timeout=30)
+        try:
+            return conn.execute(query, params).fetchall()
+        finally:
+            conn.close()
+
+    def count(self, status: str = "SUCCEEDED") -> int:
+        rows = self._rows("SELECT count(*) FROM perdure_workflows WHERE status = ?", (status,))
+        return int(rows[0][0])
+
+    def executors(self) -> int:
+        rows = self._rows("SELECT count(*) FROM perdure_executors WHERE stopped_at IS NULL")
+        return int(rows[0][0])
+
+    def summary(self) -> dict[str, int]:
+        return _summary(self._rows)
+
+    def close(self) -> None:
+        pass  # the workspace's folder goes at the end
+
+
+def _summary(rows: Callable[[str], list[Any]]) -> dict[str, int]:
+    by_status = rows("SELECT status, count(*) FROM perdure_workflows GROUP BY status")
+    steps = rows("SELECT count(*) FROM perdure_steps")[0][0]
+    recoveries = rows("SELECT coalesce(sum(recoveries), 0) FROM perdure_workflows")[0][0]
+    summary = {str(k).lower(): int(v) for k, v in by_status}
+    summary["steps"] = int(steps)
+    summary["recoveries"] = int(recoveries)
+    return summary
+
+
+class SQLiteWorkspace:
+    """A temporary folder; every figure gets a fresh database file in it."""
+
+    store = "sqlite"
+    server_cpu: ServerCPU | None = None
+
+    def __init__(self, parent: str | None, synchronous: str, keep: bool) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="perdure-bench-", dir=parent))
+        self.synchronous = synchronous
+        self.keep = keep
+        self._n = 0
+
+    def new(self, label: str) -> SQLiteDatabase:
+        self._n += 1
+        return SQLiteDatabase(self.dir / f"{self._n:02d}-{label}.db", self.synchronous)
+
+    def floor_commit(self, n: int) -> dict[str, Any]:
+        """One BEGIN IMMEDIATE + INSERT + COMMIT per row, WAL, the store's synchronous."""
+        path = self.new("floor").path
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
+        conn.execute(
+            "CREATE TABLE rows (id INTEGER PRIMARY KEY, workflow_id TEXT, position TEXT, "
+            "output TEXT)"
+        )
+        payload = json.dumps({"order": 12345, "step": "authorize_payment"})
+        samples: list[float] = []
+        warmup = 20
+        cpu0 = 0.0
+        for i in range(n + warmup):
+            if i == warmup:
+                cpu0 = time.thread_time()
+            t0 = time.perf_counter_ns()
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(
+                "INSERT INTO rows (workflow_id, position, output) VALUES (?, ?, ?)",
+                (f"wf-{i}", str(i % 4), payload),
+            )
+            conn.execute("COMMIT")
+            samples.append((time.perf_counter_ns() - t0) / 1000)
+        cpu = time.thread_time() - cpu0
+        conn.close()
+        path.unlink(missing_ok=True)
+        for suffix in ("-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        return _floor_summary(n, samples, cpu, warmup, None)
+
+    def epoch(self) -> str | None:
+        return None
+
+    def wait_for_server(self) -> None:
+        pass
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "store": "sqlite",
+            "synchronous": self.synchronous.upper(),
+            "sqlite": sqlite3.sqlite_version,
+            "tmp_dir": str(self.dir),
+            "filesystem": filesystem(self.dir),
+        }
+
+    def title(self) -> str:
+        fs = filesystem(self.dir)
+        return (
+            f"SQLite {sqlite3.sqlite_version} WAL synchronous={self.synchronous.upper()}, "
+            f"{fs['type']} on {fs['device']}"
+        )
+
+    def close(self) -> None:
+        if not self.keep:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+#: Options of perdure's PostgreSQL URL that libpq does not know.
+_PERDURE_URL_OPTIONS = ("schema", "pool_min", "pool_max")
+
+
+class PostgresDatabase:
+    """One schema ``bench_<hex>`` in the PostgreSQL database; dropped by ``close``."""
+
+    def __init__(self, ws: PostgresWorkspace, label: str) -> None:
+        self.ws = ws
+        self.label = label
+        self.schema = f"bench_{uuid.uuid4().hex[:12]}"
+        self.url = ws.perdure_url(self.schema)
+        self._conn: Any = None
+
+    def _rows(self, query: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        for attempt in range(3):
+            try:
+                if self._conn is None or self._conn.closed or self._conn.broken:
+                    self._conn = self.ws.connect(autocommit=True)
+                    self._conn.execute(f"SET search_path TO {self.schema}")
+                return list(self._conn.execute(query.replace("?", "%s"), params).fetchall())
+            except self.ws.psycopg.OperationalError:
+                if attempt == 2:
+                    raise
+                self._conn = None
+                self.ws.wait_for_server()
+        raise AssertionError("unreachable")
+
+    def count(self, status: str = "SUCCEEDED") -> int:
+        rows = self._rows("SELECT count(*) FROM perdure_workflows WHERE status = ?", (status,))
+        return int(rows[0][0])
+
+    def executors(self) -> int:
+        rows = self._rows("SELECT count(*) FROM perdure_executors WHERE stopped_at IS NULL")
+        return int(rows[0][0])
+
+    def summary(self) -> dict[str, int]:
+        return _summary(self._rows)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        self.ws.drop(self.schema)
+
+
+class PostgresWorkspace:
+    """A PostgreSQL database; every figure gets a fresh schema in it, and the floor a
+    plain table in a schema of its own, all dropped at the end (unless ``keep``)."""
+
+    store = "postgresql"
+
+    def __init__(self, url: str, keep: bool) -> None:
+        import psycopg
+
+        self.psycopg = psycopg
+        parts = urlsplit(url)
+        query = [
+            (k, v)
+            for k, v in parse_qsl(parts.query, keep_blank_values=True)
+            if k not in _PERDURE_URL_OPTIONS
+        ]
+        self._parts = parts._replace(query=urlencode(query))
+        self.conninfo = urlunsplit(self._parts)
+        self.keep = keep
+        self._admin: Any = None
+        self.settings = self._settings()
+        self.server_cpu = self._find_server()
+        self.floor_schema = f"bench_{uuid.uuid4().hex[:12]}"
+        self.admin.execute(f"CREATE SCHEMA {self.floor_schema}")
+        self.admin.execute(
+            f"CREATE TABLE {self.floor_schema}.floor_rows (id BIGSERIAL PRIMARY KEY, "
+            "workflow_id TEXT, position TEXT, output TEXT)"
+        )
+
+    def connect(self, autocommit: bool) -> Any:
+        return self.psycopg.connect(self.conninfo, autocommit=autocommit, connect_timeout=10)
+
+    @property
+    def admin(self) -> Any:
+        """An autocommit connection for DDL and checks, replaced after a server restart."""
+        if self._admin is None or self._admin.closed or self._admin.broken:
+            self.wait_for_server()
+            self._admin = self.connect(autocommit=True)
+            self._admin.execute("SET lock_timeout = '10s'")
+        return self._admin
+
+    def wait_for_server(self, timeout: float = 120.0) -> None:
+        """Return once the server accepts a connection (other sessions on this machine
+        may restart it, e.g. crash tests); raise after ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.connect(autocommit=True).close()
+                return
+            except self.psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def epoch(self) -> str | None:
+        """When the server (postmaster) started: changes when it restarts."""
+        for attempt in range(3):
+            try:
+                return str(self.admin.execute("SELECT pg_postmaster_start_time()").fetchone()[0])
+            except self.psycopg.OperationalError:
+                if attempt == 2:
+                    raise
+                self._admin = None
+        return None
+
+    def perdure_url(self, schema: str) -> str:
+        query = parse_qsl(self._parts.query, keep_blank_values=True) + [("schema", schema)]
+        return urlunsplit(self._parts._replace(query=urlencode(query)))
+
+    def new(self, label: str) -> PostgresDatabase:
+        return PostgresDatabase(self, label)
+
+    def drop(self, schema: str) -> None:
+        if self.keep:
+            return
+        for _attempt in range(3):
+            try:
+                self.admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+                return
+            except self.psycopg.OperationalError:
+                self._admin = None  # a restart: try again on a new connection
+            except self.psycopg.Error as exc:
+                log(f"  could not drop schema {schema}: {exc}")
+                return
+        log(f"  could not drop schema {schema}")
+
+    def _settings(self) -> dict[str, Any]:
+        settings: dict[str, Any] = {"version": self.admin.info.server_version}
+        for name in (
+            "server_version",
+            "fsync",
+            "synchronous_commit",
+            "wal_sync_method",
+            "full_page_writes",
+            "commit_delay",
+            "shared_buffers",
+            "max_connections",
+            "data_directory",
+        ):
+            try:
+                settings[name] = self.admin.execute(f"SHOW {name}").fetchone()[0]
+            except self.psycopg.Error:
+                settings[name] = "?"
+        data = settings.get("data_directory")
+        if data and data != "?" and Path(data).exists():
+            settings["data_filesystem"] = filesystem(Path(data))
+        return settings
+
+    def _find_server(self) -> ServerCPU | None:
+        """The local server's postmaster (the parent of our backend), when it runs on this
+        machine and /proc shows it; else None (server CPU is then not reported)."""
+        try:
+            backend = int(self.admin.execute("SELECT pg_backend_pid()").fetchone()[0])
+        except self.psycopg.Error:
+            return None
+        host = (self._parts.hostname or "").lower()
+        if host not in ("", "localhost", "127.0.0.1", "::1") and not host.startswith("/"):
+            return None
+        stat = _proc_stat(backend)
+        if stat is None:
+            return None
+        try:
+            comm = Path(f"/proc/{stat[0]}/comm").read_text().strip()
+        except OSError:
+            return None
+        return ServerCPU(stat[0]) if comm.startswith("postgres") else None
+
+    def floor_commit(self, n: int) -> dict[str, Any]:
+        """One INSERT + COMMIT per row into a plain table, psycopg 3 over TCP, autocommit
+        off (psycopg sends BEGIN before the INSERT: three round trips, one WAL flush).
+        Measured again from the start if the server restarts meanwhile."""
+        for attempt in range(5):
+            try:
+                return self._floor_commit(n)
+            except self.psycopg.OperationalError:
+                if attempt == 4:
+                    raise
+                log("  the PostgreSQL server went away during the floor; measuring it again")
+                self.wait_for_server()
+        raise AssertionError("unreachable")
+
+    def _floor_commit(self, n: int) -> dict[str, Any]:
+        conn = self.connect(autocommit=False)
+        try:
+            conn.execute(f"SET search_path TO {self.floor_schema}")
+            conn.commit()
+            payload = json.dumps({"order": 12345, "step": "authorize_payment"})
+            samples: list[float] = []
+            warmup = 20
+            cpu0 = 0.0
+            server0 = 0.0
+            for i in range(n + warmup):
+                if i == warmup:
+                    cpu0 = time.thread_time()
+                    server0 = self.server_cpu.seconds() if self.server_cpu else 0.0
+                t0 = time.perf_counter_ns()
+                conn.execute(
+                    "INSERT INTO floor_rows (workflow_id, position, output) VALUES (%s, %s, %s)",
+                    (f"wf-{i}", str(i % 4), payload),
+                )
+                conn.commit()
+                samples.append((time.perf_counter_ns() - t0) / 1000)
+            cpu = time.thread_time() - cpu0
+            server = (self.server_cpu.seconds() - server0) if self.server_cpu else None
+        finally:
+            conn.close()
+        return _floor_summary(n, samples, cpu, warmup, server)
+
+    def describe(self) -> dict[str, Any]:
+        parts = self._parts
+        return {
+            "store": "postgresql",
+            "url": urlunsplit(parts._replace(netloc=parts.netloc.split("@")[-1])),
+            "server": self.settings,
+            "server_cpu_measured": self.server_cpu is not None,
+        }
+
+    def title(self) -> str:
+        s = self.settings
+        return (
+            f"PostgreSQL {s.get('server_version', '?')} over TCP to {self._parts.hostname}, "
+            f"fsync={s.get('fsync')}, synchronous_commit={s.get('synchronous_commit')}, "
+            f"wal_sync_method={s.get('wal_sync_method')}"
+        )
+
+    def close(self) -> None:
+        self.drop(self.floor_schema)
+        if self._admin is not None:
+            self._admin.close()
+
+
+Workspace = SQLiteWorkspace | PostgresWorkspace
 
 
 def floor_plain(n: int) -> dict[str, Any]:
@@ -301,23 +693,27 @@ def floor_plain(n: int) -> dict[str, Any]:
 
 
 def sequential(ws: Workspace, warmup: int, timed: int) -> dict[str, Any]:
-    w = build(ws.url(ws.db("sequential")))
-    app = w.app
-    samples: list[float] = []
-    with app:
-        for i in range(warmup):
-            app.run(w.checkout, f"warm-{i}")
-        COMMITS.reset()
-        cpu0 = time.process_time()
-        wall0 = time.perf_counter()
-        for i in range(timed):
-            t0 = time.perf_counter_ns()
-            result = app.run(w.checkout, f"order-{i}")
-            samples.append((time.perf_counter_ns() - t0) / 1e6)
-            assert result == {"order": f"order-{i}", "step": "confirm_order"}, result
-        wall = time.perf_counter() - wall0
-        cpu = time.process_time() - cpu0
-        commits = COMMITS.summary(timed)
+    db = ws.new("sequential")
+    try:
+        w = build(db.url)
+        app = w.app
+        samples: list[float] = []
+        with app:
+            for i in range(warmup):
+                app.run(w.checkout, f"warm-{i}")
+            COMMITS.reset()
+            cpu = CPU(ws)
+            wall0 = time.perf_counter()
+            for i in range(timed):
+                t0 = time.perf_counter_ns()
+                result = app.run(w.checkout, f"order-{i}")
+                samples.append((time.perf_counter_ns() - t0) / 1e6)
+                assert result == {"order": f"order-{i}", "step": "confirm_order"}, result
+            wall = time.perf_counter() - wall0
+            used = cpu.stop(timed)
+            commits = COMMITS.summary(timed)
+    finally:
+        db.close()
     ordered = sorted(samples)
     return {
         "warmup": warmup,
@@ -326,8 +722,9 @@ def sequential(ws: Workspace, warmup: int, timed: int) -> dict[str, Any]:
         "p99_ms": percentile(ordered, 99),
         "mean_ms": statistics.fmean(ordered),
         "min_ms": ordered[0],
-        "cpu_ms_per_checkout": cpu * 1000 / timed,
-        "cpu_cores": cpu / wall,
+        "cpu_ms_per_checkout": used["cpu_ms"],
+        "server_cpu_ms_per_checkout": used["server_cpu_ms"],
+        "cpu_cores": (used["cpu_s"] or 0.0) / wall,
         "commits": commits,
         "samples_ms": samples,
     }
@@ -337,22 +734,29 @@ def sequential(ws: Workspace, warmup: int, timed: int) -> dict[str, Any]:
 
 
 def step_overhead(ws: Workspace, n_steps: int, repeats: int) -> dict[str, Any]:
-    path = ws.db("steps")
-    w = build(ws.url(path))
-    app = w.app
-    per_step: list[float] = []
-    cpu_per_step: list[float] = []
-    with app:
-        app.run(w.many_steps, 20)  # warm-up: store open, pool thread started
-        COMMITS.reset()
-        for _ in range(repeats):
-            cpu0 = time.process_time()
-            t0 = time.perf_counter_ns()
-            assert app.run(w.many_steps, n_steps) == n_steps
-            per_step.append((time.perf_counter_ns() - t0) / 1000 / n_steps)
-            cpu_per_step.append((time.process_time() - cpu0) * 1e6 / n_steps)
-        commits = COMMITS.summary(repeats)
-    summary = db_summary(path)
+    db = ws.new("steps")
+    try:
+        w = build(db.url)
+        app = w.app
+        per_step: list[float] = []
+        cpu_per_step: list[float] = []
+        server_per_step: list[float] = []
+        with app:
+            app.run(w.many_steps, 20)  # warm-up: store open, pool thread started
+            COMMITS.reset()
+            for _ in range(repeats):
+                cpu = CPU(ws)
+                t0 = time.perf_counter_ns()
+                assert app.run(w.many_steps, n_steps) == n_steps
+                per_step.append((time.perf_counter_ns() - t0) / 1000 / n_steps)
+                used = cpu.stop(n_steps)
+                cpu_per_step.append((used["cpu_ms"] or 0.0) * 1000)
+                if used["server_cpu_ms"] is not None:
+                    server_per_step.append(used["server_cpu_ms"] * 1000)
+            commits = COMMITS.summary(repeats)
+        summary = db.summary()
+    finally:
+        db.close()
     assert summary["steps"] == 20 + repeats * n_steps, summary
     return {
         "steps": n_steps,
@@ -360,6 +764,7 @@ def step_overhead(ws: Workspace, n_steps: int, repeats: int) -> dict[str, Any]:
         "per_step_us": statistics.median(per_step),
         "per_step_us_all": per_step,
         "cpu_us_per_step": statistics.median(cpu_per_step),
+        "server_cpu_us_per_step": statistics.median(server_per_step) if server_per_step else None,
         "commits": commits,
     }
 
@@ -384,26 +789,30 @@ def _drive_gather(app: Any, fn: Any, n: int) -> None:
 def _throughput_once(
     ws: Workspace, label: str, n: int, fn_name: str, drive: Callable[[Any, Any, int], None]
 ) -> dict[str, Any]:
-    path = ws.db(label)
-    w = build(ws.url(path))
-    app = w.app
-    fn = getattr(w, fn_name)
-    with app:
-        app.run(fn, "warm-up")
-        COMMITS.reset()
-        cpu0 = time.process_time()
-        t0 = time.perf_counter()
-        drive(app, fn, n)
-        wall = time.perf_counter() - t0
-        cpu = time.process_time() - cpu0
-        commits = COMMITS.summary(n)
-    done = count_status(path)
+    db = ws.new(label)
+    try:
+        w = build(db.url)
+        app = w.app
+        fn = getattr(w, fn_name)
+        with app:
+            app.run(fn, "warm-up")
+            COMMITS.reset()
+            cpu = CPU(ws)
+            t0 = time.perf_counter()
+            drive(app, fn, n)
+            wall = time.perf_counter() - t0
+            used = cpu.stop(n)
+            commits = COMMITS.summary(n)
+        done = db.count()
+    finally:
+        db.close()
     assert done == n + 1, f"{label}: {done} of {n + 1} SUCCEEDED"
     return {
         "wall_s": wall,
         "per_s": n / wall,
-        "cpu_ms_per_checkout": cpu * 1000 / n,
-        "cpu_cores": cpu / wall,
+        "cpu_ms_per_checkout": used["cpu_ms"],
+        "server_cpu_ms_per_checkout": used["server_cpu_ms"],
+        "cpu_cores": (used["cpu_s"] or 0.0) / wall,
         "commits": commits,
     }
 
@@ -451,6 +860,28 @@ def _worker_command() -> list[str]:
     return [sys.executable, "-m", "perdure", "worker", "bench.workloads:app"]
 
 
+def _spawn_worker(
+    url: str, log_path: Path, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PERDURE_DATABASE_URL": url, **(extra_env or {})}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    with open(log_path, "wb") as out:
+        return subprocess.Popen(
+            _worker_command(), cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+
+
+def _stop_worker(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def _first_log_time(log_path: Path) -> float | None:
     """Wall time (epoch s) of the first timestamped line of a worker's log: the worker's
     logging starts when its executor is up (module imported, store opened)."""
@@ -467,70 +898,61 @@ def _first_log_time(log_path: Path) -> float | None:
     return None
 
 
-def _recovery_once(ws: Workspace, n: int, kill_fraction: float) -> dict[str, Any]:
-    path = ws.db("recovery")
-    url = ws.url(path)
-    client = build(url)
-    app = client.app
-
+def _submit(app: Any, fn: Any, n: int, prefix: str) -> None:
     async def submit() -> None:
-        await asyncio.gather(*(app.start_async(client.checkout, f"order-{i}") for i in range(n)))
+        await asyncio.gather(*(app.start_async(fn, f"{prefix}-{i}") for i in range(n)))
 
-    asyncio.run(submit())  # no executor in this process: all n are PENDING, and durable
-    app.shutdown()
-    env = {**os.environ, "PERDURE_DATABASE_URL": url}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
-    tag = path.stem
+    asyncio.run(submit())
 
-    def spawn(name: str) -> tuple[subprocess.Popen[bytes], Path]:
-        log_path = ws.dir / f"{tag}-worker-{name}.log"
-        with open(log_path, "wb") as out:
-            proc = subprocess.Popen(
-                _worker_command(), cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
-            )
-        return proc, log_path
 
-    # Worker A: let it get some way into the 2,000, then kill it without warning.
-    proc_a, log_a = spawn("a")
-    kill_at = int(n * kill_fraction)
-    deadline = time.monotonic() + 120
+def _recovery_once(ws: Workspace, logs: Path, n: int, kill_fraction: float) -> dict[str, Any]:
+    db = ws.new("recovery")
     try:
-        while count_status(path) < kill_at:
-            if proc_a.poll() is not None:
-                raise RuntimeError(f"worker A exited early: {log_a.read_text()[-2000:]}")
-            if time.monotonic() > deadline:
-                raise RuntimeError("worker A made no progress in 120 s")
-            time.sleep(0.005)
-    finally:
-        proc_a.send_signal(signal.SIGKILL)
-        proc_a.wait()
-    at_kill = db_summary(path)
+        client = build(db.url)
+        # No executor in this process: all n are PENDING, and durable.
+        _submit(client.app, client.checkout, n, "order")
+        client.app.shutdown()
 
-    # Worker B: from its process start until all n are SUCCEEDED.
-    wall_start = time.time()
-    t0 = time.perf_counter()
-    proc_b, log_b = spawn("b")
-    deadline = time.monotonic() + 120
-    try:
-        while True:
-            done = count_status(path)
-            if done >= n:
-                elapsed = time.perf_counter() - t0
-                break
-            if proc_b.poll() is not None:
-                raise RuntimeError(f"worker B exited: {log_b.read_text()[-2000:]}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"recovery: only {done} of {n} done after 120 s")
-            time.sleep(0.01)
-    finally:
-        proc_b.send_signal(signal.SIGTERM)
+        # Worker A: let it get some way into the n, then kill it without warning.
+        log_a = logs / f"{db.label}-worker-a.log"
+        proc_a = _spawn_worker(db.url, log_a)
+        kill_at = int(n * kill_fraction)
+        deadline = time.monotonic() + 120
         try:
-            proc_b.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc_b.kill()
-            proc_b.wait()
-    started = _first_log_time(log_b)
-    final = db_summary(path)
+            while db.count() < kill_at:
+                if proc_a.poll() is not None:
+                    raise RuntimeError(f"worker A exited early: {log_a.read_text()[-2000:]}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError("worker A made no progress in 120 s")
+                time.sleep(0.005)
+        finally:
+            proc_a.send_signal(signal.SIGKILL)
+            proc_a.wait()
+        at_kill = db.summary()
+
+        # Worker B: from its process start until all n are SUCCEEDED.
+        log_b = logs / f"{db.label}-worker-b.log"
+        wall_start = time.time()
+        t0 = time.perf_counter()
+        proc_b = _spawn_worker(db.url, log_b)
+        deadline = time.monotonic() + 120
+        try:
+            while True:
+                done = db.count()
+                if done >= n:
+                    elapsed = time.perf_counter() - t0
+                    break
+                if proc_b.poll() is not None:
+                    raise RuntimeError(f"worker B exited: {log_b.read_text()[-2000:]}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"recovery: only {done} of {n} done after 120 s")
+                time.sleep(0.01)
+        finally:
+            _stop_worker(proc_b)
+        started = _first_log_time(log_b)
+        final = db.summary()
+    finally:
+        db.close()
     assert final.get("succeeded") == n and final["steps"] == 4 * n, final
     return {
         "seconds": elapsed,
@@ -541,10 +963,12 @@ def _recovery_once(ws: Workspace, n: int, kill_fraction: float) -> dict[str, Any
     }
 
 
-def recovery(ws: Workspace, n: int, repeats: int, kill_fraction: float = 0.25) -> dict[str, Any]:
+def recovery(
+    ws: Workspace, logs: Path, n: int, repeats: int, kill_fraction: float = 0.25
+) -> dict[str, Any]:
     """n checkouts started; worker A killed with SIGKILL once ``kill_fraction`` of them
     finished; seconds from worker B's process start until all n are SUCCEEDED."""
-    runs = [_recovery_once(ws, n, kill_fraction) for _ in range(repeats)]
+    runs = [_recovery_once(ws, logs, n, kill_fraction) for _ in range(repeats)]
     middle = sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
     return {
         "n": n,
@@ -555,28 +979,183 @@ def recovery(ws: Workspace, n: int, repeats: int, kill_fraction: float = 0.25) -
     }
 
 
+# -- 6. multi-process throughput (PostgreSQL) ------------------------------------------------
+
+
+def _probe_snapshot(
+    probe_dir: Path, n: int, pids: list[int], timeout: float = 10.0
+) -> dict[int, dict[str, Any]]:
+    """Ask every worker for its counters (see bench/probe.py) and wait for the answers."""
+    (probe_dir / f"request-{n}").touch()
+    deadline = time.monotonic() + timeout
+    answers: dict[int, dict[str, Any]] = {}
+    while len(answers) < len(pids):
+        for pid in pids:
+            path = probe_dir / f"{pid}-{n}.json"
+            if pid not in answers and path.exists():
+                answers[pid] = json.loads(path.read_text())
+        if len(answers) < len(pids):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"workers {set(pids) - set(answers)} did not answer the probe")
+            time.sleep(0.002)
+    return answers
+
+
+def _multiprocess_once(
+    ws: Workspace, logs: Path, workers: int, fn_name: str, n: int, warmup: int
+) -> dict[str, Any]:
+    db = ws.new(f"mp-{fn_name}-{workers}")
+    probe_dir = Path(tempfile.mkdtemp(prefix="perdure-bench-probe-"))
+    procs: list[subprocess.Popen[bytes]] = []
+    client = build(db.url)
+    try:
+        fn = getattr(client, fn_name)
+        client.app.store  # migrate before the workers start  # noqa: B018
+        for k in range(workers):
+            procs.append(
+                _spawn_worker(
+                    db.url,
+                    logs / f"{db.label}-worker-{k}.log",
+                    {"PERDURE_BENCH_PROBE_DIR": str(probe_dir)},
+                )
+            )
+        deadline = time.monotonic() + 60
+        while db.executors() < workers:
+            if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
+                raise RuntimeError(f"{workers} workers did not all start")
+            time.sleep(0.02)
+        # Warm-up: imports, thread pools, prepared statements, type adapters.
+        _submit(client.app, fn, warmup, "warm")
+        while db.count() < warmup:
+            if time.monotonic() > deadline:
+                raise RuntimeError("warm-up did not finish in time")
+            time.sleep(0.01)
+        pids = [p.pid for p in procs]
+        before = _probe_snapshot(probe_dir, 1, pids)
+        load = Load(ws.server_cpu)
+        own0 = time.process_time()
+        t0 = time.perf_counter()
+        _submit(client.app, fn, n, "order")
+        submitted = time.perf_counter() - t0
+        deadline = time.monotonic() + 120
+        while (done := db.count()) < warmup + n:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"multiprocess: only {done - warmup} of {n} done after 120 s")
+            if any(p.poll() is not None for p in procs):
+                raise RuntimeError("a worker exited during the multi-process figure")
+            time.sleep(0.005)
+        wall = time.perf_counter() - t0
+        own = time.process_time() - own0
+        server = load.server_seconds() if ws.server_cpu else None
+        after = _probe_snapshot(probe_dir, 2, pids)
+    finally:
+        for proc in procs:
+            _stop_worker(proc)
+        client.app.shutdown()
+        final = db.summary()
+        db.close()
+        shutil.rmtree(probe_dir, ignore_errors=True)
+    assert final.get("succeeded") == warmup + n, final
+    per_worker = []
+    for pid in pids:
+        b, a = before[pid], after[pid]
+        per_worker.append(
+            {
+                "pid": pid,
+                "completed": a["completed"].get(fn_name, 0) - b["completed"].get(fn_name, 0),
+                "cpu_s": a["cpu_s"] - b["cpu_s"],
+                "transactions": a["transactions"] - b["transactions"],
+                "writes": a["writes"] - b["writes"],
+                "max_batch": a["max_batch"],
+            }
+        )
+    transactions = sum(w["transactions"] for w in per_worker)
+    writes = sum(w["writes"] for w in per_worker)
+    worker_cpu = sum(w["cpu_s"] for w in per_worker)
+    return {
+        "workers": workers,
+        "workflow": fn_name,
+        "n": n,
+        "wall_s": wall,
+        "submit_s": submitted,
+        "per_s": n / wall,
+        "completed_by_worker": [w["completed"] for w in per_worker],
+        "worker_cpu_ms_per_checkout": worker_cpu * 1000 / n,
+        "client_cpu_ms_per_checkout": own * 1000 / n,
+        "server_cpu_ms_per_checkout": None if server is None else server * 1000 / n,
+        "cores_used": (worker_cpu + own + (server or 0.0)) / wall,
+        "foreign_cores": load.foreign_cores(),
+        "worker_commits": summarize(
+            transactions, writes, max((w["max_batch"] for w in per_worker), default=0), n
+        ),
+        "per_worker": per_worker,
+    }
+
+
+def multiprocess(
+    ws: Workspace, logs: Path, worker_counts: list[int], n: int, repeats: int
+) -> dict[str, Any]:
+    """K worker processes share n checkouts started by a client whose App is not
+    launched (so all are PENDING and claimed by the workers), for the sync-def and the
+    async-def checkout: workflows/s from the first submission until all n are done."""
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for fn_name in ("checkout", "checkout_async"):
+        for workers in worker_counts:
+            key = f"{fn_name}/{workers}"
+            runs[key] = []
+            for _ in range(repeats):
+                log(f"  {workers} worker(s), {fn_name} ...")
+                runs[key].append(
+                    _multiprocess_once(ws, logs, workers, fn_name, n, warmup=10 * workers)
+                )
+    medians = {}
+    for key, tries in runs.items():
+        middle = sorted(tries, key=lambda r: r["per_s"])[len(tries) // 2]
+        medians[key] = {**middle, "per_s_all": [r["per_s"] for r in tries]}
+    return {"n": n, "repeats": repeats, "workers": worker_counts, "runs": medians}
+
+
 # -- machine -------------------------------------------------------------------------------
 
 
-def machine(tmp_dir: Path) -> dict[str, Any]:
-    cpu = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+def filesystem(path: Path) -> dict[str, str]:
     fs = {"mount": "?", "device": "?", "type": "?", "options": "?"}
     try:
         best = ""
-        resolved = str(tmp_dir.resolve())
+        resolved = str(path.resolve())
         for line in Path("/proc/mounts").read_text().splitlines():
             device, mount, kind, options = line.split()[:4]
             inside = resolved == mount or resolved.startswith(mount.rstrip("/") + "/")
             if inside and len(mount) >= len(best):
                 best = mount
                 fs = {"mount": mount, "device": device, "type": kind, "options": options}
+    except OSError:
+        pass
+    return fs
+
+
+def _src_modified() -> bool:
+    try:
+        return bool(
+            subprocess.run(
+                ["git", "status", "--porcelain", "src"],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout.strip()
+        )
+    except OSError:
+        return False
+
+
+def machine() -> dict[str, Any]:
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
     except OSError:
         pass
     try:
@@ -587,31 +1166,33 @@ def machine(tmp_dir: Path) -> dict[str, Any]:
             text=True,
             check=False,
         ).stdout.strip()
-        dirty = bool(
-            subprocess.run(
-                ["git", "status", "--porcelain", "src"],
-                cwd=ROOT,
-                capture_output=True,
-                text=True,
-                check=False,
-            ).stdout.strip()
-        )
     except OSError:
-        commit, dirty = "?", False
+        commit = "?"
+    import perdure
+
+    # The perdure measured: this checkout's src/ (as installed in the venv), or another
+    # copy put first on PYTHONPATH (e.g. an export of a commit: git archive HEAD src).
+    path = Path(perdure.__file__).resolve().parent
+    local = path == (ROOT / "src" / "perdure").resolve()
     try:
         loadavg = Path("/proc/loadavg").read_text().split()[:3]
     except OSError:
         loadavg = []
+    try:
+        import psycopg
+
+        psycopg_version = f"{psycopg.__version__} ({psycopg.pq.__impl__})"
+    except ImportError:
+        psycopg_version = None
     return {
         "nproc": os.cpu_count(),
         "cpu": cpu,
         "python": platform.python_version(),
-        "sqlite": sqlite3.sqlite_version,
+        "psycopg": psycopg_version,
         "platform": platform.platform(),
-        "tmp_dir": str(tmp_dir),
-        "filesystem": fs,
-        "perdure_commit": commit,
-        "src_modified": dirty,
+        "perdure_path": str(path),
+        "perdure_commit": commit if local else f"? (not this checkout's src/; HEAD is {commit})",
+        "src_modified": _src_modified() if local else None,
         "loadavg_at_start": loadavg,
     }
 
@@ -643,10 +1224,13 @@ def table(results: dict[str, Any]) -> tuple[list[list[str]], dict[str, Any]]:
     spread = f"start {start['median_us']:.0f}"
     if end:
         spread += f", end {end['median_us']:.0f}"
+    cpu = f"cpu {start['cpu_us']:.0f}"
+    if start.get("server_cpu_us") is not None:
+        cpu += f" + server {start['server_cpu_us']:.0f}"
     rows.append(
         [
             "floor (ii): INSERT+COMMIT, median",
-            f"{overall:.1f} µs (run {spread}; cpu {start['cpu_us']:.0f})",
+            f"{overall:.1f} µs (run {spread}; {cpu})",
             "",
             "1x",
             "",
@@ -751,8 +1335,29 @@ def table(results: dict[str, Any]) -> tuple[list[list[str]], dict[str, Any]]:
     return rows, checks
 
 
-def print_table(rows: list[list[str]], title: str) -> None:
-    header = ["figure", "measured", "floor", "vs floor", "target", "result"]
+def multiprocess_table(section: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for run in section["runs"].values():
+        server = run["server_cpu_ms_per_checkout"]
+        rows.append(
+            [
+                "sync def" if run["workflow"] == "checkout" else "async def",
+                str(run["workers"]),
+                f"{run['per_s']:.0f}",
+                f"{run['wall_s']:.2f} (submit {run['submit_s']:.2f})",
+                "/".join(str(c) for c in run["completed_by_worker"]),
+                f"{run['worker_cpu_ms_per_checkout']:.2f}",
+                "?" if server is None else f"{server:.2f}",
+                f"{run['client_cpu_ms_per_checkout']:.2f}",
+                f"{run['worker_commits']['commits_per_workflow']:.2f}",
+                f"{run['cores_used']:.2f}",
+            ]
+        )
+    return rows
+
+
+def print_table(rows: list[list[str]], title: str, header: list[str] | None = None) -> None:
+    header = header or ["figure", "measured", "floor", "vs floor", "target", "result"]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     print(title)
     print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
@@ -761,23 +1366,170 @@ def print_table(rows: list[list[str]], title: str) -> None:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
+MP_HEADER = [
+    "workflow",
+    "workers",
+    "wf/s",
+    "wall s",
+    "done by each worker",
+    "worker cpu ms/wf",
+    "server cpu ms/wf",
+    "client cpu ms/wf",
+    "commits/wf",
+    "cores",
+]
+
+
 # -- main ----------------------------------------------------------------------------------
+
+
+def run_store(
+    ws: Workspace,
+    counts: dict[str, int],
+    only: set[str],
+    complete: bool,
+    worker_counts: list[int],
+    logs: Path,
+) -> dict[str, Any]:
+    """Every figure of one store, each bracketed by floor commits."""
+    results: dict[str, Any] = {
+        **ws.describe(),
+        "title": ws.title(),
+        "diagnostics": {"commit_counter": COMMITS.installed},
+    }
+    started = time.perf_counter()
+    whole = Load(ws.server_cpu)
+    results["floor"] = {
+        "commit_start": ws.floor_commit(counts["floor_commits"]),
+        "plain": floor_plain(counts["floor_plain"]),
+    }
+    sections: dict[str, Callable[[], dict[str, Any]]] = {
+        "sequential": lambda: sequential(ws, counts["seq_warmup"], counts["seq_timed"]),
+        "steps": lambda: step_overhead(ws, counts["steps"], counts["steps_repeats"]),
+        "throughput_sync": lambda: throughput_sync(
+            ws, counts["throughput"], counts["throughput_repeats"]
+        ),
+        "throughput_sync_gather": lambda: throughput_sync_gather(
+            ws, counts["throughput"], counts["throughput_repeats"]
+        ),
+        "throughput_async": lambda: throughput_async(
+            ws, counts["throughput"], counts["throughput_repeats"]
+        ),
+        "recovery": lambda: recovery(ws, logs, counts["recovery"], counts["recovery_repeats"]),
+        "multiprocess": lambda: multiprocess(
+            ws, logs, worker_counts, counts["mp_n"], counts["mp_repeats"]
+        ),
+    }
+    floor_samples: list[float] = []
+    for name in SECTIONS:
+        if name not in only or ws.store not in STORE_SECTIONS.get(name, STORES):
+            continue
+        restarts = 0
+        while True:
+            log(f"[{ws.store}] running {name} ...")
+            t0 = time.perf_counter()
+            load = Load(ws.server_cpu)
+            warnings0 = LOG_COUNT.count
+            epoch = ws.epoch()
+            error: Exception | None = None
+            try:
+                before = ws.floor_commit(counts["floor_bracket"])
+                section = sections[name]()
+                after = ws.floor_commit(counts["floor_bracket"])
+            except Exception as exc:  # noqa: BLE001 - re-raised unless the server restarted
+                error = exc
+            restarted = ws.epoch() != epoch
+            if not restarted:
+                if error is not None:
+                    raise error
+                break
+            # Another session restarted the PostgreSQL server during the figure (crash
+            # tests on a shared machine): the figure means nothing, measure it again.
+            restarts += 1
+            log(f"  the PostgreSQL server restarted during {name}; measuring it again")
+            if restarts >= MAX_RESTARTS:
+                raise RuntimeError(
+                    f"{name}: the PostgreSQL server restarted {restarts} times during it"
+                ) from error
+            ws.wait_for_server()
+            time.sleep(RESTART_PAUSE)
+        results[name] = section
+        section["foreign_cores"] = load.foreign_cores()
+        section["server_restarts"] = restarts
+        section["log_warnings"] = LOG_COUNT.count - warnings0
+        # The floor of this figure's ratios: commits measured right before and after it.
+        bracket = before.pop("samples_us") + after.pop("samples_us")
+        floor_samples.extend(bracket)
+        section["floor_us"] = statistics.median(bracket)
+        section["floor_before_us"] = before["median_us"]
+        section["floor_after_us"] = after["median_us"]
+        section["elapsed_s"] = time.perf_counter() - t0
+        log(
+            f"  {name} took {section['elapsed_s']:.1f} s "
+            f"(other processes used {section['foreign_cores']:.2f} cores meanwhile)"
+        )
+    if complete:
+        results["floor"]["commit_end"] = ws.floor_commit(counts["floor_commits"])
+    # The run's overall floor: the median over every floor sample of the run.
+    for key in ("commit_start", "commit_end"):
+        floor_samples.extend(results["floor"].get(key, {}).pop("samples_us", []))
+    results["floor"]["commit_us"] = statistics.median(floor_samples)
+    results["foreign_cores"] = whole.foreign_cores()
+    results["server_cores"] = (
+        whole.server_seconds() / (time.perf_counter() - whole.wall0) if ws.server_cpu else None
+    )
+    results["elapsed_s"] = time.perf_counter() - started
+    if "sequential" in results:
+        results["sequential"].pop("samples_ms", None)
+    return results
+
+
+def _worker_counts(text: str) -> list[int]:
+    try:
+        counts = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a list of integers: {text!r}") from exc
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"worker counts must be >= 1: {text!r}")
+    return counts
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description="perdure's benchmark on SQLite (see ../shared/BENCHMARK.md)"
+        description="perdure's benchmark on SQLite and PostgreSQL (see ../shared/BENCHMARK.md)"
     )
-    parser.add_argument("--quick", action="store_true", help="reduced counts (a few seconds)")
-    parser.add_argument("--synchronous", choices=("full", "normal"), default="full")
+    parser.add_argument(
+        "--store",
+        action="append",
+        choices=STORES,
+        help="run this store (repeatable); default: both, PostgreSQL only if reachable",
+    )
+    parser.add_argument("--quick", action="store_true", help="reduced counts (~15 s)")
+    parser.add_argument(
+        "--synchronous", choices=("full", "normal"), default="full", help="SQLite's setting"
+    )
+    parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get("PERDURE_BENCH_POSTGRES_URL", DEFAULT_POSTGRES_URL),
+        help=f"the PostgreSQL database (default {DEFAULT_POSTGRES_URL}, or "
+        "$PERDURE_BENCH_POSTGRES_URL); every figure gets a schema bench_<hex>, dropped after",
+    )
+    parser.add_argument(
+        "--workers",
+        type=_worker_counts,
+        default=[1, 2, 4],
+        help="worker process counts of the multi-process figure (default 1,2,4)",
+    )
     parser.add_argument(
         "--only",
         action="append",
         choices=SECTIONS,
         help="run only this figure (repeatable); the floor is always measured",
     )
-    parser.add_argument("--dir", default=None, help="parent of the temporary databases")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary databases")
+    parser.add_argument("--dir", default=None, help="parent of the temporary SQLite databases")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the temporary databases, schemas and logs"
+    )
     parser.add_argument(
         "--settle",
         type=float,
@@ -793,19 +1545,24 @@ def main(argv: list[str] | None = None) -> int:
     only = set(args.only or SECTIONS)
     complete = not args.quick and args.only is None
     settle_for = args.settle if args.settle is not None else (30.0 if complete else 0.0)
+    stores = list(dict.fromkeys(args.store or STORES))
+    explicit = bool(args.store)
 
-    ws = Workspace(args.dir, args.synchronous, args.keep)
     results: dict[str, Any] = {
-        "benchmark": "perdure SQLite benchmark (../shared/BENCHMARK.md)",
+        "benchmark": "perdure benchmark (../shared/BENCHMARK.md)",
         "command": " ".join([Path(sys.executable).name, "bench/run.py", *(argv or sys.argv[1:])]),
         "when": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "store": "sqlite",
-        "synchronous": args.synchronous.upper(),
         "quick": args.quick,
         "counts": counts,
-        "machine": machine(ws.dir),
-        "diagnostics": {"commit_counter": COMMITS.installed},
+        "machine": machine(),
+        # Settings for the worker processes' App (an experiment; unset in the benchmark).
+        "worker_app_settings": os.environ.get("PERDURE_BENCH_APP_SETTINGS"),
+        "stores": {},
     }
+    logs = Path(tempfile.mkdtemp(prefix="perdure-bench-logs-", dir=args.dir))
+    capture_logs(logs / "bench.log")
+    started = time.perf_counter()
+    whole = Load()
     try:
         if settle_for > 0:
             log(f"waiting up to {settle_for:.0f} s for the machine to be quiet ...")
@@ -815,94 +1572,103 @@ def main(argv: list[str] | None = None) -> int:
                     f"  still busy: other processes use "
                     f"{results['settle']['foreign_cores']:.2f} cores; measuring anyway"
                 )
-        started = time.perf_counter()
-        whole = Load()
-        log(f"databases in {ws.dir} (synchronous={args.synchronous.upper()})")
-        results["floor"] = {
-            "commit_start": floor_commit(ws, counts["floor_commits"]),
-            "plain": floor_plain(counts["floor_plain"]),
-        }
-        sections: dict[str, Callable[[], dict[str, Any]]] = {
-            "sequential": lambda: sequential(ws, counts["seq_warmup"], counts["seq_timed"]),
-            "steps": lambda: step_overhead(ws, counts["steps"], counts["steps_repeats"]),
-            "throughput_sync": lambda: throughput_sync(
-                ws, counts["throughput"], counts["throughput_repeats"]
-            ),
-            "throughput_sync_gather": lambda: throughput_sync_gather(
-                ws, counts["throughput"], counts["throughput_repeats"]
-            ),
-            "throughput_async": lambda: throughput_async(
-                ws, counts["throughput"], counts["throughput_repeats"]
-            ),
-            "recovery": lambda: recovery(ws, counts["recovery"], counts["recovery_repeats"]),
-        }
-        floor_samples: list[float] = []
-        for name in SECTIONS:
-            if name not in only:
-                continue
-            log(f"running {name} ...")
-            t0 = time.perf_counter()
-            load = Load()
-            before = floor_commit(ws, counts["floor_bracket"])
-            results[name] = section = sections[name]()
-            after = floor_commit(ws, counts["floor_bracket"])
-            section["foreign_cores"] = load.foreign_cores()
-            # The floor of this figure's ratios: commits measured right before and after it.
-            bracket = before.pop("samples_us") + after.pop("samples_us")
-            floor_samples.extend(bracket)
-            section["floor_us"] = statistics.median(bracket)
-            section["floor_before_us"] = before["median_us"]
-            section["floor_after_us"] = after["median_us"]
-            log(
-                f"  {name} took {time.perf_counter() - t0:.1f} s "
-                f"(other processes used {results[name]['foreign_cores']:.2f} cores meanwhile)"
-            )
-        if complete:
-            results["floor"]["commit_end"] = floor_commit(ws, counts["floor_commits"])
-        # The run's overall floor: the median over every floor sample of the run.
-        floor_samples.extend(
-            s
-            for key in ("commit_start", "commit_end")
-            for s in results["floor"].get(key, {}).get("samples_us", [])
-        )
-        results["floor"]["commit_us"] = statistics.median(floor_samples)
+        for store in stores:
+            ws: Workspace
+            if store == "sqlite":
+                ws = SQLiteWorkspace(args.dir, args.synchronous, args.keep)
+            else:
+                try:
+                    ws = PostgresWorkspace(args.postgres_url, args.keep)
+                except Exception as exc:
+                    if explicit:
+                        raise
+                    log(f"PostgreSQL skipped: cannot use {args.postgres_url}: {exc}")
+                    results["stores"]["postgresql"] = {"skipped": str(exc)}
+                    continue
+            log(f"[{store}] {ws.title()}")
+            try:
+                results["stores"][store] = run_store(ws, counts, only, complete, args.workers, logs)
+            finally:
+                ws.close()
         results["foreign_cores"] = whole.foreign_cores()
         results["elapsed_s"] = time.perf_counter() - started
+        if results["machine"]["src_modified"] is not None:
+            # Other people may edit src/ while the benchmark runs (workers import it anew).
+            results["src_modified_at_end"] = _src_modified()
     finally:
-        ws.close()
+        results["log_warnings"] = LOG_COUNT.count
+        if args.keep or LOG_COUNT.count:
+            log(
+                f"{LOG_COUNT.count} warnings from perdure/psycopg in this process; "
+                f"logs (bench.log and the workers') kept in {logs}"
+            )
+        else:
+            shutil.rmtree(logs, ignore_errors=True)
 
-    rows, checks = table(results)
-    results["targets"] = checks
-    results["table"] = rows
     m = results["machine"]
-    title = (
-        f"perdure benchmark, SQLite WAL synchronous={results['synchronous']}"
-        f"{' (quick)' if args.quick else ''}: {m['nproc']} x {m['cpu']}, Python {m['python']}, "
-        f"SQLite {m['sqlite']}, {m['filesystem']['type']} on {m['filesystem']['device']}"
-    )
-    print()
-    print_table(rows, title)
     print(
-        "floor = median of the floor commits measured just before and after that figure; "
+        f"\nperdure benchmark{' (quick)' if args.quick else ''}: {m['nproc']} x {m['cpu']}, "
+        f"Python {m['python']}, psycopg {m['psycopg']}, perdure {m['perdure_commit']}"
+        f"{' + changes in src/' if m['src_modified'] else ''} ({m['perdure_path']})"
+    )
+    if results.get("src_modified_at_end") and not m["src_modified"]:
+        print("warning: src/ was modified while the benchmark ran")
+    if results["worker_app_settings"]:
+        print(f"worker processes ran with App settings {results['worker_app_settings']}")
+    for store, res in results["stores"].items():
+        if "skipped" in res:
+            print(f"\n{store}: skipped ({res['skipped']})")
+            continue
+        rows, checks = table(res)
+        res["targets"] = checks
+        res["table"] = rows
+        print()
+        print_table(rows, f"perdure on {res['title']}{' (quick)' if args.quick else ''}")
+        mp = res.get("multiprocess")
+        if mp:
+            mp_rows = multiprocess_table(mp)
+            res["multiprocess_table"] = mp_rows
+            print()
+            print_table(
+                mp_rows,
+                f"multi-process throughput: {mp['n']} checkouts started by a client, "
+                "claimed by `perdure worker` processes",
+                MP_HEADER,
+            )
+        server = res.get("server_cores")
+        server_txt = ""
+        if server is not None:
+            server_txt = (
+                f"; the PostgreSQL server used {server:.2f} cores"
+                if server == server
+                else "; the PostgreSQL server restarted (its CPU is unknown)"
+            )
+        print(
+            f"{store}: {res['elapsed_s']:.0f} s; other processes used "
+            f"{res['foreign_cores']:.2f} cores on average meanwhile{server_txt}"
+        )
+    print(
+        "\nfloor = median of the floor commits measured just before and after that figure; "
         "vs floor = figure / floor\n(throughput: wall time per checkout / floor; "
         "under 6 means checkouts shared commits)"
     )
-    print(
-        f"\n{results['elapsed_s']:.0f} s; other processes used "
-        f"{results['foreign_cores']:.2f} cores on average meanwhile"
-    )
+    print(f"\n{results['elapsed_s']:.0f} s in all")
 
-    for key in ("commit_start", "commit_end"):
-        results["floor"].get(key, {}).pop("samples_us", None)
-    for key in ("sequential",):
-        if key in results:
-            results[key].pop("samples_ms", None)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(results, indent=2, default=str, ensure_ascii=False) + "\n"
     output.write_text(text)
     if complete and output.resolve() == (RESULTS / "latest.json").resolve():
-        (RESULTS / f"sqlite-{args.synchronous}.json").write_text(text)
+        for store, res in results["stores"].items():
+            if "skipped" in res:
+                continue
+            name = f"sqlite-{args.synchronous}" if store == "sqlite" else "postgresql"
+            single = {k: v for k, v in results.items() if k != "stores"}
+            single["store"] = store
+            single.update(res)
+            (RESULTS / f"{name}.json").write_text(
+                json.dumps(single, indent=2, default=str, ensure_ascii=False) + "\n"
+            )
     print(f"results written to {output}")
     return 0
 

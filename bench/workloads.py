@@ -4,10 +4,17 @@
 the 1,000-step workflow registered under fixed names, so that the benchmark process and
 a ``perdure worker bench.workloads:app`` subprocess agree on them. The module-level
 ``app`` reads its database from ``PERDURE_DATABASE_URL``, as the worker does.
+
+In a worker started by the benchmark, ``PERDURE_BENCH_PROBE_DIR`` turns on the
+diagnostics of ``bench/probe.py`` (transactions, finished workflows, CPU); the workflows
+themselves are the same. For experiments, ``PERDURE_BENCH_APP_SETTINGS`` (JSON, e.g.
+``{"max_workflows": 5000}``) passes App settings to the module-level ``app``; the
+benchmark itself never sets it.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -105,4 +112,12 @@ def build(database_url: str | None = None, **settings: Any) -> Workloads:
 
 
 #: What ``perdure worker bench.workloads:app`` runs (database from PERDURE_DATABASE_URL).
-app = build(os.environ.get("PERDURE_DATABASE_URL")).app
+app = build(
+    os.environ.get("PERDURE_DATABASE_URL"),
+    **json.loads(os.environ.get("PERDURE_BENCH_APP_SETTINGS") or "{}"),
+).app
+
+if os.environ.get("PERDURE_BENCH_PROBE_DIR"):
+    from bench.probe import serve_worker_probe
+
+    serve_worker_probe(os.environ["PERDURE_BENCH_PROBE_DIR"])
