@@ -42,6 +42,13 @@ EXPORTED = {
     "__version__",
     "now",
     "random",
+    "recv",
+    "recv_async",
+    "set_event",
+    "sleep",
+    "sleep_async",
+    "sleep_until",
+    "sleep_until_async",
     "uuid4",
     "workflow_id",
 }
