@@ -1504,7 +1504,9 @@ def main(argv: list[str] | None = None) -> int:
         choices=STORES,
         help="run this store (repeatable); default: both, PostgreSQL only if reachable",
     )
-    parser.add_argument("--quick", action="store_true", help="reduced counts (~15 s)")
+    parser.add_argument(
+        "--quick", action="store_true", help="reduced counts (~20 s for both stores)"
+    )
     parser.add_argument(
         "--synchronous", choices=("full", "normal"), default="full", help="SQLite's setting"
     )

@@ -19,6 +19,7 @@ import json
 import os
 import random
 import time
+from datetime import datetime, timezone
 from typing import Any
 
 import perdure
@@ -168,6 +169,24 @@ def build_app(database_url: str | None = None) -> perdure.App:
         intake = order_intake(workflow, order_id)
         charge = flaky_charge(workflow, order_id)
         return {"order_id": intake["order_id"], "charge": charge}
+
+    @app.step(name="fired")
+    def fired(workflow: str) -> float:
+        ledger(workflow, "fired", "start")
+        at = time.time()
+        ledger(workflow, "fired", "end")
+        return at
+
+    @app.workflow(name="timer")
+    def timer(deadline: float) -> float:
+        perdure.sleep_until(datetime.fromtimestamp(deadline, timezone.utc))
+        return fired(perdure.workflow_id())
+
+    @app.workflow(name="inbox")
+    def inbox() -> Any:
+        message = perdure.recv("go", timeout=300)
+        fired(perdure.workflow_id())
+        return message
 
     return app
 

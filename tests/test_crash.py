@@ -412,3 +412,46 @@ def test_sigkill_during_retry_backoff_keeps_attempt_count_and_wait(
 
     second.proc.send_signal(signal.SIGTERM)
     assert second.proc.wait(timeout=crash_app.SHUTDOWN_GRACE + 5) == 0, second.stderr()
+
+
+def test_waiting_workflows_survive_sigkill_and_wake_on_time(
+    tmp_path: Path, workers: Callable[[], Worker], client: Any
+) -> None:
+    """Workflows sleeping and waiting on recv are suspended in the store; their worker is
+    killed; messages are sent while no worker runs; a new worker delivers each message
+    exactly once and fires every timer within a second of its deadline."""
+    db = tmp_path / "perdure.db"
+    ledger = tmp_path / "ledger.jsonl"
+    worker = workers()
+    deadline = time.time() + 12
+    timers = [
+        client.start("timer", deadline + i * 0.25, workflow_id=f"timer-{i}") for i in range(10)
+    ]
+    inboxes = [client.start("inbox", workflow_id=f"inbox-{i}") for i in range(10)]
+
+    def all_suspended() -> bool:
+        worker.assert_alive()
+        rows = query(
+            db,
+            "SELECT count(*) FROM perdure_workflows WHERE owner IS NULL AND wake_at IS NOT NULL",
+        )
+        return rows[0][0] == 20
+
+    wait_for(all_suspended, timeout=10, what="every workflow to be suspended")
+    worker.kill()
+    # Nobody runs: the messages wait in the store (a repeated send is a no-op).
+    for i in range(10):
+        for _ in range(2):
+            client.send(f"inbox-{i}", {"n": i}, topic="go", idempotency_key=f"go-{i}")
+    assert time.time() < deadline - 3, "the machine is too slow for this test's timing"
+    workers()
+    for i, handle in enumerate(inboxes):
+        assert handle.result(timeout=30) == {"n": i}
+    for i, handle in enumerate(timers):
+        fired_at = handle.result(timeout=30)
+        late = fired_at - (deadline + i * 0.25)
+        assert 0 <= late < 1.0, f"timer-{i} fired {late:.2f}s after its deadline"
+    starts = [e["wf"] for e in read_ledger(ledger) if e["phase"] == "start"]
+    assert sorted(starts) == sorted(
+        [f"timer-{i}" for i in range(10)] + [f"inbox-{i}" for i in range(10)]
+    )

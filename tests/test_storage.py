@@ -183,6 +183,102 @@ def test_store_errors_are_translated(store: Store) -> None:
     assert store.create_workflow(new("after"), None, None).result()[1]
 
 
+def test_suspended_workflow_is_claimed_only_when_it_wakes(store: Store) -> None:
+    store.create_workflow(new("a"), "exec-1", 500.0).result()
+    assert not store.suspend_workflow("a", Lease("exec-1", 2), 300.0, None, 100.0).result()
+    assert store.next_wake_at(after=0.0) is None
+    assert store.suspend_workflow("a", Lease("exec-1", 1), 300.0, None, 100.0).result()
+    record = store.get_workflow("a")
+    assert record is not None
+    assert (record.status, record.owner, record.wake_at, record.wait_topic) == (
+        "RUNNING",
+        None,
+        300.0,
+        None,
+    )
+    # A suspended workflow holds no lease, and can record nothing more.
+    assert not store.record_step("a", Lease("exec-1", 1), step("0")).result()
+    assert store.next_wake_at(after=0.0) == 300.0
+    assert store.next_wake_at(after=300.0) is None
+    assert store.claim_workflows("me", ["checkout"], "1", 299.0, 315.0) == []
+    assert store.unclaimable_workflows(["other"], "1", now=299.0) == []
+    (claimed,) = store.claim_workflows("me", ["checkout"], "1", 300.0, 315.0)
+    # Waking is not a recovery; the wake time is cleared.
+    assert (claimed.epoch, claimed.recoveries, claimed.wake_at) == (2, 0, None)
+    assert store.next_wake_at(after=0.0) is None
+
+
+def test_messages_are_consumed_in_order_exactly_once_with_their_record(store: Store) -> None:
+    store.create_workflow(new("a"), "exec-1", 500.0).result()
+    lease = Lease("exec-1", 1)
+    for i in range(3):
+        assert store.send_message("a", "t", f'"m{i}"', None, 100.0 + i).result() is True
+    assert store.send_message("a", "other", '"x"', None, 104.0).result() is True
+    recv = StepRecord("0", "perdure.recv", "SUCCEEDED", None, None, 1, None, 0.0)
+    assert store.consume_message("a", Lease("exec-1", 2), "t", recv, 110.0).result() == (
+        False,
+        None,
+    )
+    assert store.consume_message("a", lease, "t", recv, 110.0).result() == (True, '"m0"')
+    # The position now holds a final record: it can't consume another message.
+    assert store.consume_message("a", lease, "t", recv, 111.0).result() == (False, None)
+    got = []
+    for position in ("1", "2", "3"):
+        at = StepRecord(position, "perdure.recv", "SUCCEEDED", None, None, 1, None, 0.0)
+        got.append(store.consume_message("a", lease, "t", at, 112.0).result())
+    assert got == [(True, '"m1"'), (True, '"m2"'), (True, None)]
+    steps = store.load_steps("a")
+    assert [(s.position, s.output) for s in steps] == [("0", '"m0"'), ("1", '"m1"'), ("2", '"m2"')]
+    # A WAITING record (a recv's deadline) is replaced by the message's record.
+    waiting = StepRecord("3", "perdure.recv", "WAITING", None, None, 1, 200.0, 113.0)
+    assert store.record_step("a", lease, waiting).result()
+    at = StepRecord("3", "perdure.recv", "SUCCEEDED", None, None, 1, None, 0.0)
+    assert store.consume_message("a", lease, "other", at, 114.0).result() == (True, '"x"')
+    assert store.load_steps("a")[-1].status == "SUCCEEDED"
+
+
+def test_send_is_idempotent_and_wakes_a_workflow_waiting_on_its_topic(store: Store) -> None:
+    assert store.send_message("missing", "", "1", None, 100.0).result() is None
+    store.create_workflow(new("a"), "exec-1", 500.0).result()
+    store.create_workflow(new("b"), "exec-1", 500.0).result()
+    assert store.send_message("a", "", "1", "key-1", 100.0).result() is True
+    assert store.send_message("a", "", "2", "key-1", 101.0).result() is False
+    assert store.send_message("b", "", "3", "key-1", 101.0).result() is True  # per workflow
+    # A message already pending makes a recv's suspension wake at once.
+    assert store.suspend_workflow("a", Lease("exec-1", 1), 900.0, "", 102.0).result()
+    record = store.get_workflow("a")
+    assert record is not None and record.wake_at == 102.0
+    # A suspended workflow is woken by a message on its topic only.
+    store.create_workflow(new("c"), "exec-1", 500.0).result()
+    assert store.suspend_workflow("c", Lease("exec-1", 1), 900.0, "t", 102.0).result()
+    assert store.send_message("c", "other", "1", None, 103.0).result() is True
+    record = store.get_workflow("c")
+    assert record is not None and (record.wake_at, record.wait_topic) == (900.0, "t")
+    assert store.send_message("c", "t", "2", None, 104.0).result() is True
+    record = store.get_workflow("c")
+    assert record is not None and record.wake_at == 104.0
+    claimed = store.claim_workflows("me", ["checkout"], "1", 105.0, 115.0)
+    assert sorted(r.id for r in claimed) == ["a", "c"]
+
+
+def test_events_are_set_with_their_record(store: Store) -> None:
+    store.create_workflow(new("a"), "exec-1", 500.0).result()
+    lease = Lease("exec-1", 1)
+    first = StepRecord("0", "perdure.set_event", "SUCCEEDED", '"one"', None, 1, None, 100.0)
+    assert store.get_event("a", "k") is None
+    assert not store.set_event("a", Lease("exec-1", 2), first, "k").result()
+    assert store.get_event("a", "k") is None
+    assert store.set_event("a", lease, first, "k").result()
+    assert store.get_event("a", "k") == '"one"'
+    # The same position again (a replay that did not know): nothing changes.
+    again = StepRecord("0", "perdure.set_event", "SUCCEEDED", '"two"', None, 1, None, 101.0)
+    assert not store.set_event("a", lease, again, "k").result()
+    assert store.get_event("a", "k") == '"one"'
+    later = StepRecord("1", "perdure.set_event", "SUCCEEDED", '"three"', None, 1, None, 102.0)
+    assert store.set_event("a", lease, later, "k").result()
+    assert store.get_event("a", "k") == '"three"'
+
+
 def schema(path: str) -> list[tuple[str, str, str]]:
     with sqlite3.connect(path) as conn:
         rows = conn.execute(
@@ -391,7 +487,9 @@ def test_postgres_migrations_apply_once_when_many_start_together(postgres_url: s
         ).fetchall()
     assert applied == [(v,) for v in versions]
     assert [t for (t,) in tables] == [
+        "perdure_events",
         "perdure_executors",
+        "perdure_messages",
         "perdure_schema",
         "perdure_steps",
         "perdure_workflows",

@@ -42,6 +42,13 @@ EXPORTED = {
     "__version__",
     "now",
     "random",
+    "recv",
+    "recv_async",
+    "set_event",
+    "sleep",
+    "sleep_async",
+    "sleep_until",
+    "sleep_until_async",
     "uuid4",
     "workflow_id",
 }
@@ -106,8 +113,12 @@ def test_readme_example_runs(tmp_path: Path) -> None:
     (tmp_path / "example.py").write_text(block.group(1))
     for _ in range(2):  # the second run finds the workflow and runs nothing again
         result = subprocess.run(
-            [sys.executable, "example.py"], cwd=tmp_path, capture_output=True, text=True,
-            timeout=60, env={"PATH": "/usr/bin:/bin"},
+            [sys.executable, "example.py"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={"PATH": "/usr/bin:/bin"},
         )
         assert result.returncode == 0, result.stderr
         assert "{'order': '42', 'charge': 'ch_42'} SUCCEEDED" in result.stdout

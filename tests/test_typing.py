@@ -36,7 +36,10 @@ def test_start_and_run_are_checked_against_the_workflow(tmp_path: Path) -> None:
     (tmp_path / "sample.py").write_text(SAMPLE)
     result = subprocess.run(
         [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "sample.py"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=240,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     lines = result.stdout.splitlines()
     revealed = [line.split("Revealed type is ")[1] for line in lines if "Revealed type" in line]

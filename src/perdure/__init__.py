@@ -26,6 +26,15 @@ from ._handle import StepStatus, WorkflowHandle, WorkflowStatus
 from ._recorded import now, random, uuid4, workflow_id
 from ._retry import Retry
 from ._serialization import JSONSerializer, PickleSerializer, Serializer
+from ._waiting import (
+    recv,
+    recv_async,
+    set_event,
+    sleep,
+    sleep_async,
+    sleep_until,
+    sleep_until_async,
+)
 
 __version__ = "0.1.0"
 
@@ -57,6 +66,13 @@ __all__ = [
     "__version__",
     "now",
     "random",
+    "recv",
+    "recv_async",
+    "set_event",
+    "sleep",
+    "sleep_async",
+    "sleep_until",
+    "sleep_until_async",
     "uuid4",
     "workflow_id",
 ]

@@ -23,10 +23,13 @@ from ._registry import Registry as _Registry
 from ._retry import Retry
 from ._serialization import JSONSerializer, Serializer, encode_call
 from ._starting import Starting
+from ._talking import Talking
 from .storage import (
     EVENT_DONE,
+    EVENT_EVENT,
     EVENT_READY,
     EVENT_RESYNC,
+    EVENT_WAKE,
     NewWorkflow,
     Store,
     WorkflowRecord,
@@ -60,9 +63,12 @@ class Settings:
     report_interval: float = 30.0
     #: Seconds that shutdown waits for running workflows before releasing them.
     shutdown_grace: float = 10.0
+    #: A workflow that waits (sleep, recv) longer than this is suspended: it holds no
+    #: thread or memory until it wakes. Shorter waits wait in place.
+    suspend_after: float = 1.0
 
 
-class App(Starting):
+class App(Starting, Talking):
     """A set of durable workflows and steps, bound to one database.
 
     ``App()`` uses ``PERDURE_DATABASE_URL``, or the SQLite file ``./perdure.db``.
@@ -129,10 +135,12 @@ class App(Starting):
     def _on_store_event(self, event: str) -> None:
         if event.startswith(EVENT_DONE):
             self.notifier.poke(event[len(EVENT_DONE) :])
+        elif event.startswith(EVENT_EVENT):
+            self.notifier.poke(event)  # get_event waiters subscribe under the event's name
         elif event == EVENT_RESYNC:
             self.notifier.poke_all()
         executor = self._executor
-        if executor is not None and event in (EVENT_READY, EVENT_RESYNC):
+        if executor is not None and event in (EVENT_READY, EVENT_RESYNC, EVENT_WAKE):
             executor.wake()
 
     # -- registration ------------------------------------------------------------------------

@@ -62,6 +62,8 @@ def _print_status(status: WorkflowStatus) -> None:
         click.echo(f"  running on {status.owner}")
     if status.recoveries:
         click.echo(f"  recovered {status.recoveries} time(s)")
+    if status.waiting_for:
+        click.echo(f"  suspended, waiting for {status.waiting_for}")
     if status.note:
         click.echo(f"  note: {status.note}")
     if status.error:
@@ -165,6 +167,8 @@ def list_(
         app.shutdown()
     for item in found:
         line = f"{item.created_at.isoformat()}  {item.status:<9}  {item.name}  {item.workflow_id}"
+        if item.waiting_for:
+            line += f"  waiting for {item.waiting_for}"
         click.echo(line + (f"  note: {item.note}" if item.note else ""))
 
 

@@ -178,3 +178,17 @@ class CheckpointFailed(BaseException):  # noqa: N818 - a signal, like LeaseLost
             f"could not checkpoint workflow {self.workflow_id!r}: {self.reason}; it will be "
             "resumed from its recorded steps when the database answers again"
         )
+
+
+class Suspended(BaseException):  # noqa: N818 - an internal signal, like LeaseLost
+    """The workflow waits longer than ``suspend_after``: unwind it, and let the executor
+    record it suspended until ``wake_at`` (and waiting for a message on ``topic``)."""
+
+    def __init__(self, workflow_id: str, wake_at: float, topic: str | None) -> None:
+        super().__init__(workflow_id, wake_at, topic)
+        self.workflow_id = workflow_id
+        self.wake_at = wake_at
+        self.topic = topic
+
+    def __str__(self) -> str:
+        return f"workflow {self.workflow_id!r} suspended until {self.wake_at}"

@@ -23,12 +23,13 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._bridge import FutureBridge
 from ._context import task_factory
-from ._errors import CheckpointFailed, LeaseLost, PerdureError
+from ._errors import CheckpointFailed, LeaseLost, PerdureError, Suspended
 from ._runtime import WorkflowRun
 from .storage import ACTIVE_STATUSES, ExecutorRecord, Lease, StepRecord, WorkflowRecord
 
@@ -36,6 +37,9 @@ if TYPE_CHECKING:
     from ._app import App
 
 log = logging.getLogger("perdure")
+
+#: Seconds the maintenance thread sleeps past a wake time before claiming.
+_WAKE_MARGIN = 0.005
 
 
 class _ThreadPool:
@@ -221,6 +225,8 @@ class Executor:
             clock=self.clock,
             bridge=self._bridge,
             lease_holds=self._lease_holds,
+            suspend_after=self.settings.suspend_after,
+            poll_interval=self.settings.poll_interval,
         )
         with self._lock:
             if record.id in self._runs:
@@ -244,6 +250,9 @@ class Executor:
             accepted = self.store.complete_workflow(
                 run.workflow_id, run.lease, status, output, error, self.clock.time()
             ).result()
+        except Suspended as signal:
+            self._suspend(run, signal, lambda future: future.result())
+            return
         except BaseException as exc:  # noqa: BLE001 - every way out must be accounted for
             self._finish(run, None, exc)
             if not isinstance(exc, Exception | LeaseLost | CheckpointFailed):
@@ -259,12 +268,68 @@ class Executor:
                     run.workflow_id, run.lease, status, output, error, self.clock.time()
                 )
             )
+        except Suspended as signal:
+            future = self._suspend_future(run, signal)
+            if future is not None:
+                try:
+                    accepted = await self._bridge.wait(future)
+                except PerdureError as exc:
+                    self._finish(run, None, exc)
+                    return
+                self._suspended(run, signal, accepted)
+            return
         except BaseException as exc:  # noqa: BLE001
             self._finish(run, None, exc)
             if not isinstance(exc, Exception | LeaseLost | CheckpointFailed):
                 raise
             return
         self._finish(run, (status, output, error) if accepted else None, None)
+
+    def _suspend_future(self, run: WorkflowRun, signal: Suspended) -> Future[bool] | None:
+        try:
+            return self.store.suspend_workflow(
+                run.workflow_id, run.lease, signal.wake_at, signal.topic, self.clock.time()
+            )
+        except PerdureError as exc:
+            self._finish(run, None, exc)
+            return None
+
+    def _suspend(
+        self,
+        run: WorkflowRun,
+        signal: Suspended,
+        settle: Callable[[Future[bool]], bool],
+    ) -> None:
+        """Record a workflow that waits long as suspended, and forget it: nothing of it
+        stays in this process until an executor claims it when it wakes."""
+        future = self._suspend_future(run, signal)
+        if future is None:
+            return
+        try:
+            accepted = settle(future)
+        except PerdureError as exc:
+            self._finish(run, None, exc)
+            return
+        self._suspended(run, signal, accepted)
+
+    def _suspended(self, run: WorkflowRun, signal: Suspended, accepted: bool) -> None:
+        if not accepted:
+            self._finish(run, None, None)  # logs the lost lease
+            return
+        log.debug("%s", signal)
+        self._forget(run)
+        # The maintenance thread must wake by this workflow's wake time.
+        self._wake.set()
+
+    def _forget(self, run: WorkflowRun) -> None:
+        with self._idle:
+            was_full = len(self._runs) >= self.settings.max_workflows
+            if self._runs.get(run.workflow_id) is run:
+                del self._runs[run.workflow_id]
+            running = len(self._runs)
+            self._idle.notify_all()
+        if was_full or running == self.settings.max_threads // 2:
+            self.wake()  # room again: claim what waits now, not at the next tick
 
     def _finish(
         self,
@@ -284,14 +349,7 @@ class Executor:
             log.warning("workflow %s interrupted: %s; retrying", run.workflow_id, exc)
             with self._lock:
                 self._stranded[run.workflow_id] = self.clock.time() + 1.0
-        with self._idle:
-            was_full = len(self._runs) >= self.settings.max_workflows
-            if self._runs.get(run.workflow_id) is run:
-                del self._runs[run.workflow_id]
-            running = len(self._runs)
-            self._idle.notify_all()
-        if was_full or running == self.settings.max_threads // 2:
-            self.wake()  # room again: claim what waits now, not at the next tick
+        self._forget(run)
 
     # -- maintenance ---------------------------------------------------------------------
 
@@ -317,10 +375,16 @@ class Executor:
                     self._report_unclaimable(now)
                     next_report = now + settings.report_interval
                 failures = 0
+                next_wake = self.store.next_wake_at(after=now)
             except PerdureError as exc:
                 failures += 1
+                next_wake = None
                 log.warning("executor %s maintenance failed (%s); retrying", self.id, exc)
             delay = min(self.app.wait_interval * 2**failures, settings.lease_seconds / 3)
+            if next_wake is not None:
+                # Wake when the next suspended workflow does (a hair after, so that the
+                # claim finds it due).
+                delay = min(delay, max(next_wake - self.clock.time(), 0.0) + _WAKE_MARGIN)
             self._wake.wait(delay)
             self._wake.clear()
 

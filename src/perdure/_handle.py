@@ -13,7 +13,14 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ._errors import WorkflowFailedError, WorkflowNotFoundError, WorkflowTimeoutError
 from ._serialization import decode_error
-from .storage import SUCCEEDED, TERMINAL_STATUSES, StepRecord, WorkflowRecord
+from .storage import (
+    ACTIVE_STATUSES,
+    FOREVER,
+    SUCCEEDED,
+    TERMINAL_STATUSES,
+    StepRecord,
+    WorkflowRecord,
+)
 
 if TYPE_CHECKING:
     from ._app import App
@@ -74,6 +81,18 @@ def _time(value: float | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value, tz=timezone.utc)
 
 
+def _waiting(record: WorkflowRecord) -> tuple[datetime | None, str | None]:
+    """``(wake_at, waiting_for)`` of a suspended workflow, else ``(None, None)``."""
+    if record.wake_at is None or record.status not in ACTIVE_STATUSES or record.owner:
+        return None, None
+    wake_at = None if record.wake_at >= FOREVER else _time(record.wake_at)
+    until = f"until {wake_at.isoformat()}" if wake_at else "with no timeout"
+    if record.wait_topic is None:
+        return wake_at, f"sleep {until}"
+    topic = "the default topic" if record.wait_topic == "" else f"topic {record.wait_topic!r}"
+    return wake_at, f"message on {topic} {until}"
+
+
 def _error_summary(error: str | None) -> str | None:
     if error is None:
         return None
@@ -131,6 +150,12 @@ class WorkflowStatus:
     note: str | None
     error: str | None
     steps: tuple[StepStatus, ...]
+    #: While the workflow is suspended: when it wakes at the latest (None when it waits
+    #: for a message with no timeout, or is not suspended).
+    wake_at: datetime | None = None
+    #: While the workflow is suspended: what it waits for, such as "sleep until
+    #: 2026-01-01T00:00:00+00:00" or "message on topic 'approval' until ...".
+    waiting_for: str | None = None
 
     @classmethod
     def from_records(cls, record: WorkflowRecord, steps: list[StepRecord]) -> WorkflowStatus:
@@ -148,7 +173,13 @@ class WorkflowStatus:
             record.note,
             _error_summary(record.error),
             tuple(StepStatus.from_record(s) for s in steps),
+            *_waiting(record),
         )
+
+    @property
+    def suspended(self) -> bool:
+        """Whether the workflow is suspended, waiting (see ``waiting_for``)."""
+        return self.waiting_for is not None
 
     @property
     def done(self) -> bool:

@@ -15,8 +15,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Coroutine
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from ._bridge import FutureBridge
 from ._clock import Clock
@@ -44,6 +45,8 @@ from .storage import (
 )
 
 log = logging.getLogger("perdure")
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -100,15 +103,7 @@ class _StepCall:
         """Count an attempt; refuse to start it if this execution was released meanwhile,
         or if the executor could not renew its leases in time (it may have been paused or
         cut off, and another executor may own the workflow now)."""
-        if self.run.released:
-            raise LeaseLost(self.run.workflow_id, self.run.lease.epoch, self.run.released_why)
-        if not self.run.lease_holds():
-            raise LeaseLost(
-                self.run.workflow_id,
-                self.run.lease.epoch,
-                "this executor could not renew its leases in time (paused, or the database "
-                "was unreachable); another executor may own it now",
-            )
+        self.run.check_lease()
         self.attempts += 1
 
     def after(self, result: Any, exc: BaseException | None) -> _Attempt:
@@ -174,8 +169,14 @@ class WorkflowRun:
         clock: Clock,
         bridge: FutureBridge | None = None,
         lease_holds: Callable[[], bool] = lambda: True,
+        suspend_after: float = 1.0,
+        poll_interval: float = 0.2,
     ) -> None:
         self.record = record
+        #: A wait longer than this suspends the workflow instead of waiting in place.
+        self.suspend_after = suspend_after
+        #: How often a wait in place looks at the store (for a message).
+        self.poll_interval = poll_interval
         self.lease_holds = lease_holds
         self.bridge = bridge
         self.workflow_id = record.id
@@ -269,23 +270,60 @@ class WorkflowRun:
             return attempt.value
 
     def _write(self, record: StepRecord) -> None:
-        try:
-            accepted = self.store.record_step(self.workflow_id, self.lease, record).result()
-        except StoreError as exc:
-            raise CheckpointFailed(self.workflow_id, str(exc)) from exc
-        if not accepted:
+        if not self.settle(self.store.record_step(self.workflow_id, self.lease, record)):
             raise LeaseLost(self.workflow_id, self.lease.epoch)
 
     async def _write_async(self, record: StepRecord) -> None:
         future = self.store.record_step(self.workflow_id, self.lease, record)
+        if not await self.settle_async(future):
+            raise LeaseLost(self.workflow_id, self.lease.epoch)
+
+    # -- helpers of the other recorded operations (timers, messages, events) -------------
+
+    def write(self, record: StepRecord) -> None:
+        """Record ``record`` (fenced); raises LeaseLost if the store refused it."""
+        self._write(record)
+
+    async def write_async(self, record: StepRecord) -> None:
+        """``write`` for async workflows."""
+        await self._write_async(record)
+
+    def settle(self, future: Future[T]) -> T:
+        """The value of a store write; a failed write raises CheckpointFailed."""
         try:
-            accepted = await (
-                self.bridge.wait(future) if self.bridge else asyncio.wrap_future(future)
-            )
+            return future.result()
         except StoreError as exc:
             raise CheckpointFailed(self.workflow_id, str(exc)) from exc
-        if not accepted:
-            raise LeaseLost(self.workflow_id, self.lease.epoch)
+
+    async def settle_async(self, future: Future[T]) -> T:
+        """``settle`` for async workflows."""
+        try:
+            return await (self.bridge.wait(future) if self.bridge else asyncio.wrap_future(future))
+        except StoreError as exc:
+            raise CheckpointFailed(self.workflow_id, str(exc)) from exc
+
+    def check_lease(self) -> None:
+        """Raise LeaseLost if this execution may no longer write (see ``start_attempt``)."""
+        if self.released:
+            raise LeaseLost(self.workflow_id, self.lease.epoch, self.released_why)
+        if not self.lease_holds():
+            raise LeaseLost(
+                self.workflow_id,
+                self.lease.epoch,
+                "this executor could not renew its leases in time (paused, or the database "
+                "was unreachable); another executor may own it now",
+            )
+
+    def pause(self, seconds: float) -> None:
+        """Wait in place (a short wait); shutdown ends it with LeaseLost."""
+        if seconds > 0:
+            self._released.wait(seconds)
+        self.check_lease()
+
+    async def pause_async(self, seconds: float) -> None:
+        """``pause`` for async workflows (shutdown cancels their tasks)."""
+        await self.clock.sleep_async(seconds)
+        self.check_lease()
 
     # -- the workflow function -------------------------------------------------------------
 

@@ -28,18 +28,29 @@ CANCELLED = "CANCELLED"
 ACTIVE_STATUSES = (PENDING, RUNNING)
 TERMINAL_STATUSES = (SUCCEEDED, FAILED, CANCELLED)
 
-#: Step statuses. RETRYING is an attempt that failed with another attempt due.
+#: Step statuses. RETRYING is an attempt that failed with another attempt due; WAITING
+#: is a ``perdure.recv`` still waiting, its deadline in ``next_attempt_at``. Both are
+#: replaced by the final record at the same position.
 STEP_SUCCEEDED = "SUCCEEDED"
 STEP_FAILED = "FAILED"
 STEP_RETRYING = "RETRYING"
+STEP_WAITING = "WAITING"
+
+#: The wake time of a workflow that waits with no timeout (9999-12-31): it wakes only
+#: when a message arrives.
+FOREVER = 253402300799.0
 
 
 #: Events that a store pushes to listeners (see ``Store.listen``): a workflow became
 #: claimable; a workflow (``done:`` + its ID) has its outcome; events may have been
-#: missed (the listener reconnected), so look again.
+#: missed (the listener reconnected), so look again; a workflow (``event:`` + its ID)
+#: set an event; a workflow was suspended (``wake`` : the earliest wake time may be
+#: earlier now).
 EVENT_READY = "ready"
 EVENT_DONE = "done:"
 EVENT_RESYNC = "resync"
+EVENT_EVENT = "event:"
+EVENT_WAKE = "wake"
 
 
 @dataclass(frozen=True)
@@ -74,6 +85,11 @@ class WorkflowRecord:
     created_at: float
     updated_at: float
     finished_at: float | None
+    #: Set while the workflow is suspended: no executor claims it before this time.
+    wake_at: float | None = None
+    #: The message topic a suspended ``recv`` waits on ("" is the default topic); None
+    #: for a sleep.
+    wait_topic: str | None = None
 
 
 @dataclass(frozen=True)
@@ -203,8 +219,8 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def record_step(self, workflow_id: str, lease: Lease, step: StepRecord) -> Future[bool]:
-        """Insert the step at its position, or update a RETRYING record there; one
-        statement, fenced by the lease, no read before it.
+        """Insert the step at its position, or update a RETRYING or WAITING record there;
+        one statement, fenced by the lease, no read before it.
 
         Resolves to False, recording nothing, when the lease is not current (a
         stale owner) or the position already holds a final record.
@@ -240,10 +256,12 @@ class Store(abc.ABC):
     ) -> list[WorkflowRecord]:
         """Claim up to ``limit`` active workflows of these names and this version that
         nobody owns, whose lease expired before ``now``, or whose owner is in
-        ``dead_owners``; oldest first, atomically.
+        ``dead_owners``, and that are not suspended past ``now`` (``wake_at`` NULL or
+        <= ``now``); oldest first, atomically.
 
         Each claimed workflow becomes RUNNING, owned by ``executor_id``, with its epoch
-        incremented (which fences out the previous owner) and its note cleared.
+        incremented (which fences out the previous owner), its note and its wake time
+        cleared. Waking a suspended workflow does not count as a recovery.
         Returns the claimed records as they are after the claim.
         """
 
@@ -251,8 +269,9 @@ class Store(abc.ABC):
     def unclaimable_workflows(
         self, names: Sequence[str], app_version: str, now: float, limit: int = 100
     ) -> list[WorkflowRecord]:
-        """Active, unowned-or-expired workflows that no executor with these names and
-        version can run (an unregistered name or another version), for reporting."""
+        """Active, unowned-or-expired workflows not suspended past ``now`` that no executor
+        with these names and version can run (an unregistered name or another version),
+        for reporting."""
 
     @abc.abstractmethod
     def owned_workflows(self, executor_id: str) -> list[str]:
@@ -262,3 +281,65 @@ class Store(abc.ABC):
     def release_workflows(self, executor_id: str, now: float) -> int:
         """Drop the executor's lease on all its active workflows so that others can claim
         them at once, and mark the executor stopped; returns how many were released."""
+
+    # -- waiting: timers, suspension, messages, events -------------------------------------
+
+    @abc.abstractmethod
+    def suspend_workflow(
+        self, workflow_id: str, lease: Lease, wake_at: float, wait_topic: str | None, now: float
+    ) -> Future[bool]:
+        """Suspend a running workflow until ``wake_at``, fenced by the lease; atomic.
+
+        The workflow stays active, its owner and lease are dropped and ``wake_at`` and
+        ``wait_topic`` are set, so that no executor claims it before ``wake_at``. When
+        ``wait_topic`` is given and a message on that topic is already pending (sent
+        after the waiting ``recv`` last looked), ``wake_at`` becomes ``now`` instead: a
+        message is never left waiting for the timeout. Resolves to False, changing
+        nothing, when the lease is not current.
+        """
+
+    @abc.abstractmethod
+    def next_wake_at(self, after: float) -> float | None:
+        """The earliest ``wake_at`` later than ``after`` of any suspended workflow, or
+        None; one index lookup."""
+
+    @abc.abstractmethod
+    def send_message(
+        self,
+        workflow_id: str,
+        topic: str,
+        payload: str,
+        idempotency_key: str | None,
+        now: float,
+    ) -> Future[bool | None]:
+        """Append a message for the workflow on ``topic`` (after every message sent
+        before it); one transaction.
+
+        With an ``idempotency_key`` already used for this workflow nothing is stored.
+        A workflow suspended on ``recv`` of this topic gets ``wake_at = now`` (it is
+        claimable at once). Resolves to True when stored, False for a repeated key,
+        None when no workflow has this ID (nothing is stored).
+        """
+
+    @abc.abstractmethod
+    def consume_message(
+        self, workflow_id: str, lease: Lease, topic: str, step: StepRecord, now: float
+    ) -> Future[tuple[bool, str | None]]:
+        """Take the oldest pending message of the workflow on ``topic`` and record its
+        payload as ``step``'s output (``step.output`` is ignored), in one transaction
+        fenced by the lease: a message is consumed exactly when its record is written.
+
+        Resolves to ``(False, None)`` when the lease is not current or the step's
+        position already holds a final record (nothing changes), ``(True, None)`` when
+        no message is pending (nothing is written), ``(True, payload)`` otherwise.
+        """
+
+    @abc.abstractmethod
+    def set_event(self, workflow_id: str, lease: Lease, step: StepRecord, key: str) -> Future[bool]:
+        """Record ``step`` (fenced, like ``record_step``) and, in the same transaction and
+        only if it was recorded, set the workflow's event ``key`` to ``step.output``
+        (insert or replace). Resolves to whether the step was recorded."""
+
+    @abc.abstractmethod
+    def get_event(self, workflow_id: str, key: str) -> str | None:
+        """The value of the workflow's event ``key``, or None if it is not set."""

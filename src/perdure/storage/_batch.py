@@ -27,7 +27,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from typing import Any, Generic, TypeVar
 
 C = TypeVar("C")
@@ -56,6 +56,20 @@ class _Op:
         self.fn = fn
         self.deferred = deferred
         self.future: Future[Any] = Future()
+
+
+def _succeed(op: _Op, result: Any) -> None:
+    # A caller may have cancelled its future (a cancelled coroutine awaiting it): the
+    # write happened all the same, and the writer thread must not die of it.
+    if not op.future.cancelled():
+        with contextlib.suppress(InvalidStateError):
+            op.future.set_result(result)
+
+
+def _fail(op: _Op, exc: BaseException) -> None:
+    if not op.future.cancelled():
+        with contextlib.suppress(InvalidStateError):
+            op.future.set_exception(exc)
 
 
 class GroupCommitter(Generic[C]):
@@ -180,7 +194,7 @@ class GroupCommitter(Generic[C]):
         holds the commit lock."""
         if self._finished:  # a leader that raced close()
             for op in batch:
-                op.future.set_exception(RuntimeError("the store is closed"))
+                _fail(op, RuntimeError("the store is closed"))
             return
         if self._conn is not None and self._alive is not None and not self._alive(self._conn):
             self._close(self._conn)
@@ -210,7 +224,7 @@ class GroupCommitter(Generic[C]):
             self._backoff = min(max(self._backoff * 2, _BACKOFF_FIRST), _BACKOFF_MAX)
             self._retry_at = time.monotonic() + self._backoff
             for op in batch:
-                op.future.set_exception(self._translate(exc))
+                _fail(op, self._translate(exc))
             return None
         self._backoff = 0.0
         self._retry_at = 0.0
@@ -225,10 +239,10 @@ class GroupCommitter(Generic[C]):
         except Exception as exc:
             if self._broken is not None and self._broken(conn, exc):
                 for op in batch:
-                    op.future.set_exception(self._translate(exc))
+                    _fail(op, self._translate(exc))
                 return exc
             if len(batch) == 1:
-                batch[0].future.set_exception(self._translate(exc))
+                _fail(batch[0], self._translate(exc))
                 return None
             # One bad write must not fail its neighbours: the transaction rolled back,
             # so give each write a transaction of its own to find the culprit.
@@ -236,15 +250,15 @@ class GroupCommitter(Generic[C]):
                 lost = self._run(conn, [op])
                 if lost is not None:
                     for rest in batch[index + 1 :]:
-                        rest.future.set_exception(self._translate(lost))
+                        _fail(rest, self._translate(lost))
                     return lost
             return None
         for op, result in zip(batch, results, strict=True):
             if not op.deferred:
-                op.future.set_result(result)
+                _succeed(op, result)
                 continue
             try:
-                op.future.set_result(result())
+                _succeed(op, result())
             except Exception as exc:
-                op.future.set_exception(self._translate(exc))
+                _fail(op, self._translate(exc))
         return None

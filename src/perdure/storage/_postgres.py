@@ -25,6 +25,7 @@ reached, or gave up on the statement) becomes ``StoreUnavailableError``, every o
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
@@ -41,7 +42,9 @@ from psycopg_pool import ConnectionPool
 from .._errors import ConfigurationError, StoreError, StoreUnavailableError
 from ._base import (
     EVENT_DONE,
+    EVENT_EVENT,
     EVENT_READY,
+    EVENT_WAKE,
     ExecutorRecord,
     Lease,
     NewWorkflow,
@@ -54,6 +57,7 @@ from ._pg_listener import Listener, channel_name
 from ._queries import EXECUTOR_COLUMNS, STEP_COLUMNS, WF_COLUMNS, list_query, migrations
 
 T = TypeVar("T")
+log = logging.getLogger("perdure")
 Connection = psycopg.Connection[TupleRow]
 
 
@@ -72,6 +76,7 @@ POOL_TIMEOUT = 15.0
 #: A process frozen inside a transaction (SIGSTOP, a VM pause) would hold its row locks,
 #: and claims skip locked rows: let the server end such a session instead.
 _IDLE_IN_TRANSACTION = "SET idle_in_transaction_session_timeout = '10s'"
+_SET_APPLICATION_NAME = "SELECT set_config('application_name', %s, false)"
 APPLICATION_NAME = "perdure"
 WRITER_APPLICATION_NAME = "perdure-writer"
 
@@ -136,6 +141,52 @@ def _transaction(conn: Connection) -> Iterator[None]:
             with contextlib.suppress(psycopg.Error):
                 conn.execute("ROLLBACK")
         raise
+
+
+# Record a step. The fencing check and the write are one statement: no read before it. The
+# check locks the workflow's row FOR KEY SHARE: a claim holds it FOR UPDATE, so a step
+# racing a takeover waits for the claim to commit and is then checked against the new
+# owner and epoch (a plain read would check the row as it was when the statement began,
+# and record a stale step after the claim). Heartbeats and completions take weaker locks
+# that do not conflict with it. The casts type the parameters (a None would otherwise be
+# read as text).
+_INSERT_STEP = (
+    "INSERT INTO perdure_steps (workflow_id, position, name, status, output, "
+    "error, attempts, next_attempt_at, updated_at) "
+    "SELECT %s::text, %s::text, %s::text, %s::text, %s::text, %s::text, "
+    "%s::integer, %s::double precision, %s::double precision "
+    "WHERE EXISTS (SELECT 1 FROM perdure_workflows "
+    "WHERE id = %s AND owner = %s AND epoch = %s AND status = 'RUNNING' "
+    "FOR KEY SHARE) "
+    "ON CONFLICT (workflow_id, position) DO UPDATE SET status = excluded.status, "
+    "output = excluded.output, error = excluded.error, "
+    "attempts = excluded.attempts, next_attempt_at = excluded.next_attempt_at, "
+    "updated_at = excluded.updated_at "
+    "WHERE perdure_steps.status IN ('RETRYING', 'WAITING')"
+)
+
+
+def _step_params(workflow_id: str, lease: Lease, step: StepRecord) -> tuple[Any, ...]:
+    return (
+        workflow_id,
+        step.position,
+        step.name,
+        step.status,
+        step.output,
+        step.error,
+        step.attempts,
+        step.next_attempt_at,
+        step.updated_at,
+        workflow_id,
+        lease.owner,
+        lease.epoch,
+    )
+
+
+def session_tag(executor_id: str) -> str:
+    """The application_name of an executor's sessions: unique (the executor ID's random
+    part) and short enough for PostgreSQL's 63 bytes."""
+    return f"perdure-{executor_id.rsplit(':', 1)[-1]}"[:63]
 
 
 def _redact(url: str) -> str:
@@ -204,6 +255,9 @@ class PostgresStore(Store):
         self._channel = channel_name(schema)
         self._listener = Listener(self._conninfo, self._channel, f"{self._writer_name}-listen"[:63])
         self._closed = False
+        # The executor this store's sessions serve (see session_tag), once one registered.
+        self._tag = ""
+        self._reap_denied = False
         self._writer: GroupCommitter[Connection] = GroupCommitter(
             self._connect_writer,
             _transaction,
@@ -246,6 +300,8 @@ class PostgresStore(Store):
     def _configure(self, conn: Connection) -> None:
         conn.execute(self._search_path)
         conn.execute(_IDLE_IN_TRANSACTION)
+        if self._tag:
+            conn.execute(_SET_APPLICATION_NAME, (self._tag,))
 
     def _connect_writer(self) -> Connection:
         # Autocommit, because _transaction sends BEGIN and COMMIT itself (see there).
@@ -253,6 +309,8 @@ class PostgresStore(Store):
         try:
             conn.execute(self._search_path)
             conn.execute(_IDLE_IN_TRANSACTION)
+            if self._tag:
+                conn.execute(_SET_APPLICATION_NAME, (self._tag,))
         except BaseException:
             conn.close()
             raise
@@ -418,41 +476,7 @@ class PostgresStore(Store):
 
     def record_step(self, workflow_id: str, lease: Lease, step: StepRecord) -> Future[bool]:
         def upsert(conn: Connection) -> Callable[[], bool]:
-            # The fencing check and the write are one statement: no read before it. The
-            # check locks the workflow's row FOR KEY SHARE: a claim holds it FOR UPDATE, so
-            # a step racing a takeover waits for the claim to commit and is then checked
-            # against the new owner and epoch (a plain read would check the row as it was
-            # when the statement began, and record a stale step after the claim). Heartbeats
-            # and completions take weaker locks that do not conflict with it.
-            # The casts type the parameters (a None would otherwise be read as text).
-            cursor = conn.execute(
-                "INSERT INTO perdure_steps (workflow_id, position, name, status, output, "
-                "error, attempts, next_attempt_at, updated_at) "
-                "SELECT %s::text, %s::text, %s::text, %s::text, %s::text, %s::text, "
-                "%s::integer, %s::double precision, %s::double precision "
-                "WHERE EXISTS (SELECT 1 FROM perdure_workflows "
-                "WHERE id = %s AND owner = %s AND epoch = %s AND status = 'RUNNING' "
-                "FOR KEY SHARE) "
-                "ON CONFLICT (workflow_id, position) DO UPDATE SET status = excluded.status, "
-                "output = excluded.output, error = excluded.error, "
-                "attempts = excluded.attempts, next_attempt_at = excluded.next_attempt_at, "
-                "updated_at = excluded.updated_at "
-                "WHERE perdure_steps.status = 'RETRYING'",
-                (
-                    workflow_id,
-                    step.position,
-                    step.name,
-                    step.status,
-                    step.output,
-                    step.error,
-                    step.attempts,
-                    step.next_attempt_at,
-                    step.updated_at,
-                    workflow_id,
-                    lease.owner,
-                    lease.epoch,
-                ),
-            )
+            cursor = conn.execute(_INSERT_STEP, _step_params(workflow_id, lease, step))
             return lambda: cursor.rowcount == 1
 
         return self._writer.submit_deferred(upsert)
@@ -460,6 +484,11 @@ class PostgresStore(Store):
     # -- executors and leases ----------------------------------------------------------
 
     def register_executor(self, executor: ExecutorRecord) -> None:
+        # Name this process's sessions after the executor, so that others can end them if
+        # it stops renewing its lease while frozen inside a transaction (see _reap).
+        self._tag = session_tag(executor.id)
+        self._writer.submit(lambda conn: conn.execute(_SET_APPLICATION_NAME, (self._tag,))).result()
+        self._pool.drain()
         self._write(
             lambda conn: conn.execute(
                 "INSERT INTO perdure_executors (" + EXECUTOR_COLUMNS + ") "
@@ -521,6 +550,7 @@ class PostgresStore(Store):
         limit: int = 100,
     ) -> list[WorkflowRecord]:
         def claim(conn: Connection) -> list[WorkflowRecord]:
+            self._reap(conn, executor_id, now)
             # SKIP LOCKED: rows another executor is claiming (or a writer is completing)
             # right now are left to it, so concurrent claims never overlap or wait. A row
             # updated since the snapshot is re-checked against the conditions when locked.
@@ -528,12 +558,14 @@ class PostgresStore(Store):
                 "UPDATE perdure_workflows SET owner = %(me)s, epoch = epoch + 1, "
                 "status = 'RUNNING', lease_expires_at = %(lease)s, note = NULL, "
                 "updated_at = %(now)s, "
-                "recoveries = recoveries + CASE WHEN status = 'RUNNING' THEN 1 ELSE 0 END "
+                "recoveries = recoveries + CASE WHEN status = 'RUNNING' AND wake_at IS NULL "
+                "THEN 1 ELSE 0 END, wake_at = NULL, wait_topic = NULL "
                 "WHERE id IN (SELECT id FROM perdure_workflows "
                 "WHERE status IN ('PENDING', 'RUNNING') AND app_version = %(version)s "
                 "AND name = ANY(%(names)s::text[]) "
                 "AND (owner IS NULL OR lease_expires_at < %(now)s "
                 "OR owner = ANY(%(dead)s::text[])) "
+                "AND (wake_at IS NULL OR wake_at <= %(now)s) "
                 "ORDER BY created_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED) "
                 "RETURNING " + WF_COLUMNS,
                 {
@@ -550,15 +582,53 @@ class PostgresStore(Store):
 
         return self._write(claim)
 
+    def _reap(self, conn: Connection, executor_id: str, now: float) -> None:
+        """End the database sessions of executors whose lease expired.
+
+        A process frozen inside a transaction (SIGSTOP, a VM pause) keeps its row locks,
+        and a step record's fence holds one; claims skip locked rows, so its workflows
+        could not be taken over while it is frozen, and a pipelined transaction is not
+        "idle", so the server's idle timeout does not end it. Its lease expired: it has
+        lost its workflows anyway, and ending its sessions releases the locks (when it
+        resumes, its writes fail and its executor reconnects).
+        """
+        if self._reap_denied:
+            return
+        expired = conn.execute(
+            "SELECT id, lease_expires_at FROM perdure_executors WHERE stopped_at IS NULL "
+            "AND lease_expires_at < %s AND id <> %s",
+            (now, executor_id),
+        ).fetchall()
+        if not expired:
+            return
+        try:
+            with conn.transaction():
+                # Only transactions begun before the lease expired: the sessions a resumed
+                # executor opens afterwards (to renew its lease, or to stop) are left alone.
+                conn.execute(
+                    "SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity AS a "
+                    "JOIN unnest(%s::text[], %s::float8[]) AS x (tag, expired_at) "
+                    "ON a.application_name = x.tag "
+                    "WHERE a.datname = current_database() AND a.pid <> pg_backend_pid() "
+                    "AND a.xact_start < to_timestamp(x.expired_at)",
+                    ([session_tag(row[0]) for row in expired], [row[1] for row in expired]),
+                )
+        except psycopg.errors.InsufficientPrivilege as exc:
+            # Workers under different roles: then locks of a frozen worker are released
+            # only when it resumes or its connection dies.
+            self._reap_denied = True
+            log.warning("cannot end sessions of expired executors (%s)", _first_line(exc))
+
     def unclaimable_workflows(
         self, names: Sequence[str], app_version: str, now: float, limit: int = 100
     ) -> list[WorkflowRecord]:
         rows = self._read(
             "SELECT " + WF_COLUMNS + " FROM perdure_workflows "
             "WHERE status IN ('PENDING', 'RUNNING') AND (owner IS NULL OR lease_expires_at < %s) "
+            "AND (wake_at IS NULL OR wake_at <= %s) "
             "AND (app_version <> %s OR NOT (name = ANY(%s::text[]))) "
             "ORDER BY created_at LIMIT %s",
-            (now, app_version, list(names), limit),
+            (now, now, app_version, list(names), limit),
         )
         return [WorkflowRecord(*row) for row in rows]
 
@@ -585,3 +655,144 @@ class PostgresStore(Store):
             return cursor.rowcount
 
         return self._write(release)
+
+    # -- waiting: timers, suspension, messages, events -----------------------------------
+
+    def suspend_workflow(
+        self, workflow_id: str, lease: Lease, wake_at: float, wait_topic: str | None, now: float
+    ) -> Future[bool]:
+        def suspend(conn: Connection) -> bool:
+            row = conn.execute(
+                "UPDATE perdure_workflows SET owner = NULL, lease_expires_at = NULL, "
+                "wake_at = %s, wait_topic = %s, updated_at = %s "
+                "WHERE id = %s AND owner = %s AND epoch = %s AND status = 'RUNNING' "
+                "RETURNING id",
+                (wake_at, wait_topic, now, workflow_id, lease.owner, lease.epoch),
+            ).fetchone()
+            if row is None:
+                return False
+            if wait_topic is not None:
+                # A new statement, so a new snapshot: it sees every message whose sender
+                # updated the workflow's row before our update locked it (the sender waited
+                # for nothing and committed first). A sender that comes after our lock waits
+                # for our commit and then wakes the suspended workflow itself.
+                conn.execute(
+                    "UPDATE perdure_workflows SET wake_at = %s WHERE id = %s "
+                    "AND EXISTS (SELECT 1 FROM perdure_messages WHERE workflow_id = %s "
+                    "AND topic = %s AND consumed_at IS NULL)",
+                    (now, workflow_id, workflow_id, wait_topic),
+                )
+            self._notify(conn, EVENT_WAKE)
+            return True
+
+        return self._writer.submit(suspend)
+
+    def next_wake_at(self, after: float) -> float | None:
+        rows = self._read("SELECT min(wake_at) FROM perdure_workflows WHERE wake_at > %s", (after,))
+        value: float | None = rows[0][0] if rows else None
+        return value
+
+    def send_message(
+        self,
+        workflow_id: str,
+        topic: str,
+        payload: str,
+        idempotency_key: str | None,
+        now: float,
+    ) -> Future[bool | None]:
+        def send(conn: Connection) -> bool | None:
+            inserted = conn.execute(
+                "INSERT INTO perdure_messages (workflow_id, topic, payload, idempotency_key, "
+                "created_at) SELECT %s, %s, %s, %s, %s WHERE EXISTS (SELECT 1 FROM "
+                "perdure_workflows WHERE id = %s) "
+                "ON CONFLICT (workflow_id, idempotency_key) DO NOTHING RETURNING seq",
+                (workflow_id, topic, payload, idempotency_key, now, workflow_id),
+            ).fetchone()
+            if inserted is None:
+                exists = conn.execute(
+                    "SELECT 1 FROM perdure_workflows WHERE id = %s", (workflow_id,)
+                ).fetchone()
+                return False if exists else None
+            # Always lock the workflow's row (see suspend_workflow): it wakes the workflow if
+            # it is suspended on this topic, now or once a suspension in flight commits.
+            woken = conn.execute(
+                "UPDATE perdure_workflows SET wake_at = CASE WHEN owner IS NULL "
+                "AND wait_topic = %s AND wake_at > %s THEN %s ELSE wake_at END "
+                "WHERE id = %s RETURNING owner IS NULL AND wake_at = %s",
+                (topic, now, now, workflow_id, now),
+            ).fetchone()
+            if woken is not None and woken[0]:
+                self._notify(conn, EVENT_READY)
+            return True
+
+        return self._writer.submit(send)
+
+    def consume_message(
+        self, workflow_id: str, lease: Lease, topic: str, step: StepRecord, now: float
+    ) -> Future[tuple[bool, str | None]]:
+        def consume(conn: Connection) -> tuple[bool, str | None]:
+            # The lock on the workflow's row (KEY SHARE, like a step record) holds until
+            # commit: no claim can take the workflow over between the check and the writes.
+            fenced = conn.execute(
+                "SELECT 1 FROM perdure_workflows WHERE id = %s AND owner = %s AND epoch = %s "
+                "AND status = 'RUNNING' AND NOT EXISTS (SELECT 1 FROM perdure_steps "
+                "WHERE workflow_id = %s AND position = %s "
+                "AND status NOT IN ('RETRYING', 'WAITING')) FOR KEY SHARE",
+                (workflow_id, lease.owner, lease.epoch, workflow_id, step.position),
+            ).fetchone()
+            if fenced is None:
+                return False, None
+            row = conn.execute(
+                "UPDATE perdure_messages SET consumed_at = %s WHERE seq = (SELECT seq FROM "
+                "perdure_messages WHERE workflow_id = %s AND topic = %s "
+                "AND consumed_at IS NULL ORDER BY seq LIMIT 1 FOR UPDATE) RETURNING payload",
+                (now, workflow_id, topic),
+            ).fetchone()
+            if row is None:
+                return True, None
+            payload: str = row[0]
+            recorded = StepRecord(
+                step.position, step.name, step.status, payload, None, step.attempts, None, now
+            )
+            # In pipeline mode a row count is known only at the commit: read a returned row.
+            inserted = conn.execute(
+                _INSERT_STEP + " RETURNING 1", _step_params(workflow_id, lease, recorded)
+            ).fetchone()
+            if inserted is None:
+                raise StoreError(f"could not record the message for workflow {workflow_id!r}")
+            return True, payload
+
+        return self._writer.submit(consume)
+
+    def set_event(self, workflow_id: str, lease: Lease, step: StepRecord, key: str) -> Future[bool]:
+        def write(conn: Connection) -> bool:
+            # One statement: the event is written only if the step was (a data-modifying
+            # CTE runs whether or not it is read).
+            row = conn.execute(
+                "WITH step AS (" + _INSERT_STEP + " RETURNING 1), "
+                "event AS (INSERT INTO perdure_events (workflow_id, key, value, updated_at) "
+                "SELECT %s::text, %s::text, %s::text, %s::double precision FROM step "
+                "ON CONFLICT (workflow_id, key) DO UPDATE "
+                "SET value = excluded.value, updated_at = excluded.updated_at) "
+                "SELECT count(*) FROM step",
+                (
+                    *_step_params(workflow_id, lease, step),
+                    workflow_id,
+                    key,
+                    step.output,
+                    step.updated_at,
+                ),
+            ).fetchone()
+            recorded = row is not None and row[0] == 1
+            if recorded:
+                self._notify(conn, EVENT_EVENT + workflow_id)
+            return recorded
+
+        return self._writer.submit(write)
+
+    def get_event(self, workflow_id: str, key: str) -> str | None:
+        rows = self._read(
+            "SELECT value FROM perdure_events WHERE workflow_id = %s AND key = %s",
+            (workflow_id, key),
+        )
+        return rows[0][0] if rows else None

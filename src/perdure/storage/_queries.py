@@ -11,7 +11,8 @@ from typing import Any
 
 WF_COLUMNS = (
     "id, name, status, inputs, output, error, serializer, app_version, owner, epoch, "
-    "lease_expires_at, note, recoveries, created_at, updated_at, finished_at"
+    "lease_expires_at, note, recoveries, created_at, updated_at, finished_at, wake_at, "
+    "wait_topic"
 )
 STEP_COLUMNS = "position, name, status, output, error, attempts, next_attempt_at, updated_at"
 EXECUTOR_COLUMNS = (

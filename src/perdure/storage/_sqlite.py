@@ -82,6 +82,37 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
         raise
 
 
+def _insert_step(
+    conn: sqlite3.Connection, workflow_id: str, lease: Lease, step: StepRecord
+) -> bool:
+    """Record a step: the fencing check and the write are one statement, no read before."""
+    cursor = conn.execute(
+        "INSERT INTO perdure_steps (workflow_id, position, name, status, output, error, "
+        "attempts, next_attempt_at, updated_at) "
+        "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM perdure_workflows "
+        "WHERE id = ? AND owner = ? AND epoch = ? AND status = 'RUNNING') "
+        "ON CONFLICT (workflow_id, position) DO UPDATE SET status = excluded.status, "
+        "output = excluded.output, error = excluded.error, attempts = excluded.attempts, "
+        "next_attempt_at = excluded.next_attempt_at, updated_at = excluded.updated_at "
+        "WHERE perdure_steps.status IN ('RETRYING', 'WAITING')",
+        (
+            workflow_id,
+            step.position,
+            step.name,
+            step.status,
+            step.output,
+            step.error,
+            step.attempts,
+            step.next_attempt_at,
+            step.updated_at,
+            workflow_id,
+            lease.owner,
+            lease.epoch,
+        ),
+    )
+    return cursor.rowcount == 1
+
+
 class SQLiteStore(Store):
     """A ``Store`` in one SQLite file. URL: ``sqlite:///relative/path.db`` or
     ``sqlite:////absolute/path.db``, options ``?synchronous=full|normal`` and
@@ -270,35 +301,7 @@ class SQLiteStore(Store):
         return [StepRecord(*row) for row in rows]
 
     def record_step(self, workflow_id: str, lease: Lease, step: StepRecord) -> Future[bool]:
-        def upsert(conn: sqlite3.Connection) -> bool:
-            # The fencing check and the write are one statement: no read before the write.
-            cursor = conn.execute(
-                "INSERT INTO perdure_steps (workflow_id, position, name, status, output, error, "
-                "attempts, next_attempt_at, updated_at) "
-                "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM perdure_workflows "
-                "WHERE id = ? AND owner = ? AND epoch = ? AND status = 'RUNNING') "
-                "ON CONFLICT (workflow_id, position) DO UPDATE SET status = excluded.status, "
-                "output = excluded.output, error = excluded.error, attempts = excluded.attempts, "
-                "next_attempt_at = excluded.next_attempt_at, updated_at = excluded.updated_at "
-                "WHERE perdure_steps.status = 'RETRYING'",
-                (
-                    workflow_id,
-                    step.position,
-                    step.name,
-                    step.status,
-                    step.output,
-                    step.error,
-                    step.attempts,
-                    step.next_attempt_at,
-                    step.updated_at,
-                    workflow_id,
-                    lease.owner,
-                    lease.epoch,
-                ),
-            )
-            return cursor.rowcount == 1
-
-        return self._writer.submit(upsert)
+        return self._writer.submit(lambda conn: _insert_step(conn, workflow_id, lease, step))
 
     # -- executors and leases ----------------------------------------------------------
 
@@ -358,12 +361,14 @@ class SQLiteStore(Store):
             rows = conn.execute(
                 "UPDATE perdure_workflows SET owner = :me, epoch = epoch + 1, status = 'RUNNING', "
                 "lease_expires_at = :lease, note = NULL, updated_at = :now, "
-                "recoveries = recoveries + (status = 'RUNNING') "
+                "recoveries = recoveries + (status = 'RUNNING' AND wake_at IS NULL), "
+                "wake_at = NULL, wait_topic = NULL "
                 "WHERE id IN (SELECT id FROM perdure_workflows "
                 "WHERE status IN ('PENDING', 'RUNNING') AND app_version = :version "
                 "AND name IN (SELECT value FROM json_each(:names)) "
                 "AND (owner IS NULL OR lease_expires_at < :now "
                 "OR owner IN (SELECT value FROM json_each(:dead))) "
+                "AND (wake_at IS NULL OR wake_at <= :now) "
                 "ORDER BY created_at LIMIT :limit) "
                 f"RETURNING {WF_COLUMNS}",
                 {
@@ -387,9 +392,10 @@ class SQLiteStore(Store):
         rows = self._read(
             f"SELECT {WF_COLUMNS} FROM perdure_workflows "
             "WHERE status IN ('PENDING', 'RUNNING') AND (owner IS NULL OR lease_expires_at < ?) "
+            "AND (wake_at IS NULL OR wake_at <= ?) "
             "AND (app_version != ? OR name NOT IN (SELECT value FROM json_each(?))) "
             "ORDER BY created_at LIMIT ?",
-            (now, app_version, json.dumps(list(names)), limit),
+            (now, now, app_version, json.dumps(list(names)), limit),
         )
         return [WorkflowRecord(*row) for row in rows]
 
@@ -414,3 +420,118 @@ class SQLiteStore(Store):
 
         result: int = self._write(release)
         return result
+
+    # -- waiting: timers, suspension, messages, events -----------------------------------
+
+    def suspend_workflow(
+        self, workflow_id: str, lease: Lease, wake_at: float, wait_topic: str | None, now: float
+    ) -> Future[bool]:
+        def suspend(conn: sqlite3.Connection) -> bool:
+            # One writer at a time: a message sent before this statement is seen by it,
+            # one sent after it finds the workflow suspended and wakes it.
+            cursor = conn.execute(
+                "UPDATE perdure_workflows SET owner = NULL, lease_expires_at = NULL, "
+                "wait_topic = :topic, updated_at = :now, "
+                "wake_at = CASE WHEN :topic IS NOT NULL AND EXISTS (SELECT 1 FROM "
+                "perdure_messages WHERE workflow_id = :id AND topic = :topic "
+                "AND consumed_at IS NULL) THEN :now ELSE :wake END "
+                "WHERE id = :id AND owner = :owner AND epoch = :epoch AND status = 'RUNNING'",
+                {
+                    "id": workflow_id,
+                    "owner": lease.owner,
+                    "epoch": lease.epoch,
+                    "topic": wait_topic,
+                    "wake": wake_at,
+                    "now": now,
+                },
+            )
+            return cursor.rowcount == 1
+
+        return self._writer.submit(suspend)
+
+    def next_wake_at(self, after: float) -> float | None:
+        rows = self._read("SELECT min(wake_at) FROM perdure_workflows WHERE wake_at > ?", (after,))
+        value: float | None = rows[0][0] if rows else None
+        return value
+
+    def send_message(
+        self,
+        workflow_id: str,
+        topic: str,
+        payload: str,
+        idempotency_key: str | None,
+        now: float,
+    ) -> Future[bool | None]:
+        def send(conn: sqlite3.Connection) -> bool | None:
+            cursor = conn.execute(
+                "INSERT INTO perdure_messages (workflow_id, topic, payload, idempotency_key, "
+                "created_at) SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM perdure_workflows "
+                "WHERE id = ?) ON CONFLICT (workflow_id, idempotency_key) DO NOTHING",
+                (workflow_id, topic, payload, idempotency_key, now, workflow_id),
+            )
+            if cursor.rowcount == 1:
+                conn.execute(
+                    "UPDATE perdure_workflows SET wake_at = ? WHERE id = ? AND owner IS NULL "
+                    "AND wait_topic = ? AND wake_at > ?",
+                    (now, workflow_id, topic, now),
+                )
+                return True
+            exists = conn.execute(
+                "SELECT 1 FROM perdure_workflows WHERE id = ?", (workflow_id,)
+            ).fetchone()
+            return False if exists else None
+
+        return self._writer.submit(send)
+
+    def consume_message(
+        self, workflow_id: str, lease: Lease, topic: str, step: StepRecord, now: float
+    ) -> Future[tuple[bool, str | None]]:
+        def consume(conn: sqlite3.Connection) -> tuple[bool, str | None]:
+            # The writer holds SQLite's write lock for the whole transaction: the checks and
+            # the writes below are atomic together.
+            fenced = conn.execute(
+                "SELECT 1 FROM perdure_workflows WHERE id = ? AND owner = ? AND epoch = ? "
+                "AND status = 'RUNNING' AND NOT EXISTS (SELECT 1 FROM perdure_steps "
+                "WHERE workflow_id = ? AND position = ? AND status NOT IN ('RETRYING', 'WAITING'))",
+                (workflow_id, lease.owner, lease.epoch, workflow_id, step.position),
+            ).fetchone()
+            if fenced is None:
+                return False, None
+            row = conn.execute(
+                "SELECT seq, payload FROM perdure_messages WHERE workflow_id = ? AND topic = ? "
+                "AND consumed_at IS NULL ORDER BY seq LIMIT 1",
+                (workflow_id, topic),
+            ).fetchone()
+            if row is None:
+                return True, None
+            seq, payload = row
+            conn.execute("UPDATE perdure_messages SET consumed_at = ? WHERE seq = ?", (now, seq))
+            recorded = StepRecord(
+                step.position, step.name, step.status, payload, None, step.attempts, None, now
+            )
+            if not _insert_step(conn, workflow_id, lease, recorded):
+                raise StoreError(f"could not record the message for workflow {workflow_id!r}")
+            return True, payload
+
+        return self._writer.submit(consume)
+
+    def set_event(self, workflow_id: str, lease: Lease, step: StepRecord, key: str) -> Future[bool]:
+        def write(conn: sqlite3.Connection) -> bool:
+            if not _insert_step(conn, workflow_id, lease, step):
+                return False
+            conn.execute(
+                "INSERT INTO perdure_events (workflow_id, key, value, updated_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (workflow_id, key) DO UPDATE SET "
+                "value = excluded.value, updated_at = excluded.updated_at",
+                (workflow_id, key, step.output, step.updated_at),
+            )
+            return True
+
+        return self._writer.submit(write)
+
+    def get_event(self, workflow_id: str, key: str) -> str | None:
+        rows = self._read(
+            "SELECT value FROM perdure_events WHERE workflow_id = ? AND key = ?",
+            (workflow_id, key),
+        )
+        return rows[0][0] if rows else None

@@ -1,0 +1,321 @@
+"""Measurements behind the analysis in docs/performance.md (not part of the benchmark).
+
+    .venv/bin/python bench/explain.py threads postgresql async  # CPU per thread, 2,000 checkouts
+    .venv/bin/python bench/explain.py threads sqlite loop       # kinds: async, gather, loop
+    .venv/bin/python bench/explain.py sequential postgresql     # commits, reads per checkout
+    .venv/bin/python bench/explain.py lone-write                # 1 write per transaction, 4 ways
+    .venv/bin/python bench/explain.py batch-write               # 1,000 writes in 1 transaction
+
+``threads`` runs one in-process throughput figure and reads every thread's CPU time from
+/proc/self/task (exact, unlike a sampling profiler). ``sequential`` times perdure's
+transactions (``GroupCommitter._commit``) and reads (``get_workflow``) inside sequential
+checkouts. ``lone-write`` and ``batch-write`` run perdure's step INSERT with psycopg
+directly, the way perdure's writer sends it and the alternatives. They use the same
+``--postgres-url`` default as bench/run.py, in a schema of their own, dropped after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import os
+import re
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench import run as R  # noqa: E402
+from bench.workloads import build  # noqa: E402
+
+
+def workspace(store: str, url: str) -> R.Workspace:
+    if store == "postgresql":
+        return R.PostgresWorkspace(url, keep=False)
+    return R.SQLiteWorkspace(None, "full", keep=False)
+
+
+def thread_cpu() -> dict[int, float]:
+    out = {}
+    for tid in os.listdir("/proc/self/task"):
+        stat = R._proc_stat(f"self/task/{tid}")
+        if stat is not None:
+            out[int(tid)] = stat[1]
+    return out
+
+
+def threads(store: str, kind: str, n: int, url: str) -> None:
+    ws = workspace(store, url)
+    db = ws.new("threads")
+    w = build(db.url)
+    app = w.app
+    fn = w.checkout_async if kind == "async" else w.checkout
+    snap: dict[str, Any] = {}
+
+    def end() -> None:  # before asyncio.run() retires its to_thread workers
+        snap["cpu"] = thread_cpu()
+        snap["names"] = {t.native_id: t.name for t in threading.enumerate()}
+
+    try:
+        with app:
+            app.run(fn, "warm-up")
+            before = thread_cpu()
+            process0 = time.process_time()
+            t0 = time.perf_counter()
+            if kind == "loop":
+                handles = [app.start(fn, f"order-{i}") for i in range(n)]
+                for handle in handles:
+                    handle.result(timeout=120)
+                end()
+            else:
+
+                async def main() -> None:
+                    hs = await asyncio.gather(*(app.start_async(fn, f"o-{i}") for i in range(n)))
+                    await asyncio.gather(*(h.result_async(timeout=120) for h in hs))
+                    end()
+
+                asyncio.run(main())
+            wall = time.perf_counter() - t0
+            process = time.process_time() - process0
+    finally:
+        db.close()
+        ws.close()
+    per: collections.Counter[str] = collections.Counter()
+    for tid, cpu in snap["cpu"].items():
+        name = snap["names"].get(tid, "(thread gone)")
+        name = re.sub(r":.*", "", re.sub(r"\d+", "N", name))
+        per[name] += cpu - before.get(tid, 0.0)
+    print(
+        f"{store}, {kind}: {n / wall:.0f} checkouts/s, process CPU {1000 * process / n:.2f} ms "
+        f"per checkout ({process / wall:.2f} cores)"
+    )
+    for name, cpu in per.most_common():
+        if cpu > 0:
+            print(f"  {name:28s} {1000 * cpu / n:6.3f} ms per checkout ({cpu / wall:.2f} cores)")
+
+
+def sequential(store: str, n: int, url: str) -> None:
+    from perdure.storage._batch import GroupCommitter
+
+    times: dict[str, list[float]] = collections.defaultdict(list)
+
+    def timed(label: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any) -> Any:
+            t0, c0 = time.perf_counter_ns(), time.thread_time_ns()
+            try:
+                return fn(*args)
+            finally:
+                times[f"{label} wall"].append((time.perf_counter_ns() - t0) / 1000)
+                times[f"{label} cpu"].append((time.thread_time_ns() - c0) / 1000)
+
+        return wrapper
+
+    GroupCommitter._commit = timed("transaction", GroupCommitter._commit)  # type: ignore[method-assign]
+    ws = workspace(store, url)
+    db = ws.new("sequential")
+    w = build(db.url)
+    totals = []
+    try:
+        with w.app:
+            cls = type(w.app.store)
+            cls.get_workflow = timed("read", cls.get_workflow)  # type: ignore[method-assign]
+            for i in range(30):
+                w.app.run(w.checkout, f"warm-{i}")
+            times.clear()
+            cpu0 = time.process_time()
+            for i in range(n):
+                t0 = time.perf_counter_ns()
+                w.app.run(w.checkout, f"order-{i}")
+                totals.append((time.perf_counter_ns() - t0) / 1000)
+            cpu = time.process_time() - cpu0
+    finally:
+        db.close()
+        ws.close()
+    print(
+        f"{store}: sequential checkout p50 {statistics.median(totals):.0f} µs, "
+        f"process CPU {1e6 * cpu / n:.0f} µs per checkout"
+    )
+    for label, values in times.items():
+        median = statistics.median(values)
+        print(
+            f"  {label:18s} {len(values) / n:4.1f} per checkout, median {median:5.0f} µs, "
+            f"{sum(values) / n:6.0f} µs per checkout"
+        )
+
+
+_STEP_INSERT = (
+    "INSERT INTO s (workflow_id, position, name, status, output, error, attempts, "
+    "next_attempt_at, updated_at) SELECT %s::text, %s::text, %s::text, %s::text, %s::text, "
+    "%s::text, %s::integer, %s::double precision, %s::double precision "
+    "WHERE EXISTS (SELECT 1 FROM w WHERE id = %s AND owner = %s AND epoch = %s "
+    "AND status = 'RUNNING' FOR KEY SHARE) ON CONFLICT (workflow_id, position) DO NOTHING"
+)
+
+
+def _pg_tables(url: str, workflows: int) -> tuple[Any, Any, str, list[str]]:
+    import uuid
+
+    import psycopg
+
+    ws = R.PostgresWorkspace(url, keep=False)
+    schema = f"bench_{uuid.uuid4().hex[:12]}"
+    conn = psycopg.connect(ws.conninfo, autocommit=True)
+    conn.execute(f"CREATE SCHEMA {schema}")
+    conn.execute(f"SET search_path TO {schema}")
+    conn.execute("CREATE TABLE w (id TEXT PRIMARY KEY, owner TEXT, epoch BIGINT, status TEXT)")
+    conn.execute(
+        "CREATE TABLE s (workflow_id TEXT REFERENCES w (id), position TEXT, name TEXT, "
+        "status TEXT, output TEXT, error TEXT, attempts INTEGER, next_attempt_at DOUBLE "
+        "PRECISION, updated_at DOUBLE PRECISION, PRIMARY KEY (workflow_id, position))"
+    )
+    conn.execute(
+        "CREATE TABLE f (id BIGSERIAL PRIMARY KEY, workflow_id TEXT, position TEXT, o TEXT)"
+    )
+    ids = [uuid.uuid4().hex for _ in range(workflows)]
+    with conn.transaction():
+        for wid in ids:
+            conn.execute("INSERT INTO w VALUES (%s, 'me', 1, 'RUNNING')", (wid,))
+    return ws, conn, schema, ids
+
+
+def _params(wid: str, position: int) -> tuple[Any, ...]:
+    output = '{"order":"order-1","step":"authorize_payment"}'
+    return (wid, str(position), "authorize_payment", "SUCCEEDED", output, None, 1, None,
+            time.time(), wid, "me", 1)  # fmt: skip
+
+
+def lone_write(url: str, rounds: int) -> None:
+    import psycopg
+
+    ws, conn, schema, (wid,) = _pg_tables(url, 1)
+    plain = psycopg.connect(ws.conninfo, autocommit=False)
+    plain.execute(f"SET search_path TO {schema}")
+    plain.commit()
+    position = iter(range(10**9))
+
+    def pipelined() -> None:  # what perdure's writer does for a batch of one write
+        with conn.pipeline() as pipeline:
+            conn.execute("BEGIN")
+            cursor = conn.execute(_STEP_INSERT, _params(wid, next(position)))
+            conn.execute("COMMIT")
+            pipeline.sync()
+        assert cursor.rowcount == 1
+
+    def autocommit() -> None:  # the statement alone: one round trip, one commit
+        assert conn.execute(_STEP_INSERT, _params(wid, next(position))).rowcount == 1
+
+    def begin_commit() -> None:  # autocommit off: BEGIN, INSERT, COMMIT round trips
+        cursor = plain.execute(_STEP_INSERT, _params(wid, next(position)))
+        plain.commit()
+        assert cursor.rowcount == 1
+
+    def floor() -> None:  # the benchmark's floor
+        plain.execute("INSERT INTO f (workflow_id, position, o) VALUES ('wf', '1', 'x')")
+        plain.commit()
+
+    ways = {
+        "floor (plain INSERT; autocommit off)": floor,
+        "perdure: pipeline BEGIN; step INSERT; COMMIT": pipelined,
+        "step INSERT; autocommit off (3 round trips)": begin_commit,
+        "step INSERT alone in autocommit": autocommit,
+    }
+    samples: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in ways}
+    try:
+        for fn in ways.values():
+            for _ in range(20):
+                fn()
+        for _ in range(rounds):  # interleaved, so that drift hits every way alike
+            for label, fn in ways.items():
+                c0, t0 = time.thread_time(), time.perf_counter()
+                fn()
+                samples[label][0].append(1e6 * (time.perf_counter() - t0))
+                samples[label][1].append(1e6 * (time.thread_time() - c0))
+    finally:
+        plain.close()
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+        conn.close()
+        ws.close()
+    print(f"one write per transaction, {rounds} interleaved rounds (medians):")
+    for label, (wall, cpu) in samples.items():
+        print(f"  {label:46s} {statistics.median(wall):5.0f} µs wall, "
+              f"{statistics.median(cpu):4.0f} µs client CPU")  # fmt: skip
+
+
+def batch_write(url: str, n: int) -> None:
+    ws, conn, schema, ids = _pg_tables(url, n)
+    round_ = iter(range(10**9))
+
+    def per_statement() -> None:  # what perdure's writer does: conn.execute per write
+        p = next(round_)
+        with conn.pipeline() as pipeline:
+            conn.execute("BEGIN")
+            cursors = [conn.execute(_STEP_INSERT, _params(wid, p)) for wid in ids]
+            conn.execute("COMMIT")
+            pipeline.sync()
+        assert all(c.rowcount == 1 for c in cursors)
+
+    def one_cursor() -> None:
+        p = next(round_)
+        with conn.pipeline() as pipeline:
+            conn.execute("BEGIN")
+            cursor = conn.cursor()
+            for wid in ids:
+                cursor.execute(_STEP_INSERT, _params(wid, p))
+            conn.execute("COMMIT")
+            pipeline.sync()
+
+    def executemany() -> None:
+        p = next(round_)
+        with conn.pipeline() as pipeline:
+            conn.execute("BEGIN")
+            conn.cursor().executemany(_STEP_INSERT, [_params(wid, p) for wid in ids])
+            conn.execute("COMMIT")
+            pipeline.sync()
+
+    try:
+        print(f"{n} step INSERTs in one pipelined transaction (client CPU per write):")
+        for _ in range(2):
+            for label, fn in (
+                ("conn.execute per write (perdure)", per_statement),
+                ("one cursor for the batch", one_cursor),
+                ("cursor.executemany", executemany),
+            ):
+                c0, t0 = time.thread_time(), time.perf_counter()
+                fn()
+                cpu, wall = time.thread_time() - c0, time.perf_counter() - t0
+                print(f"  {label:34s} {1e6 * cpu / n:5.1f} µs CPU, {1e6 * wall / n:5.1f} µs wall")
+    finally:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+        conn.close()
+        ws.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("what", choices=("threads", "sequential", "lone-write", "batch-write"))
+    parser.add_argument("store", nargs="?", choices=R.STORES, default="postgresql")
+    parser.add_argument("kind", nargs="?", choices=("async", "gather", "loop"), default="async")
+    parser.add_argument("-n", type=int, default=None)
+    parser.add_argument("--postgres-url", default=R.DEFAULT_POSTGRES_URL)
+    args = parser.parse_args()
+    url = args.postgres_url
+    if args.what == "threads":
+        threads(args.store, args.kind, args.n or 2000, url)
+    elif args.what == "sequential":
+        sequential(args.store, args.n or 300, url)
+    elif args.what == "lone-write":
+        lone_write(url, args.n or 300)
+    else:
+        batch_write(url, args.n or 1000)
+
+
+if __name__ == "__main__":
+    main()
