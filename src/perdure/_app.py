@@ -133,13 +133,17 @@ class App(Starting, Talking):
         )
 
     def _on_store_event(self, event: str) -> None:
+        executor = self._executor
         if event.startswith(EVENT_DONE):
-            self.notifier.poke(event[len(EVENT_DONE) :])
+            workflow_id = event[len(EVENT_DONE) :]
+            # One that runs here tells its waiters itself, with its outcome: a poke would
+            # only make them read the store again.
+            if executor is None or not executor.runs_here(workflow_id):
+                self.notifier.poke(workflow_id)
         elif event.startswith(EVENT_EVENT):
             self.notifier.poke(event)  # get_event waiters subscribe under the event's name
         elif event == EVENT_RESYNC:
             self.notifier.poke_all()
-        executor = self._executor
         if executor is not None and event in (EVENT_READY, EVENT_RESYNC, EVENT_WAKE):
             executor.wake()
 

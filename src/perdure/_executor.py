@@ -204,6 +204,10 @@ class Executor:
         """When a lease taken or renewed now expires."""
         return self.clock.time() + self.settings.lease_seconds
 
+    def runs_here(self, workflow_id: str) -> bool:
+        """Whether this executor is running the workflow now."""
+        return workflow_id in self._runs
+
     @property
     def running(self) -> int:
         """How many workflows this executor is running now."""
