@@ -27,6 +27,7 @@ from typing import Any
 import fleet_app
 import pytest
 from conftest import admin_connection, schema_of
+from ledger import parse_ledger, read_ledger, wait_for
 
 import perdure
 
@@ -52,25 +53,6 @@ def mark(ledger: Path, event: str, **fields: Any) -> dict[str, Any]:
     return entry
 
 
-def parse_ledger(text: str) -> tuple[list[dict[str, Any]], list[str]]:
-    """The ledger's entries in the order written (each gets its index ``i``), and the
-    fragments of lines cut short by a SIGKILL (see ``test_crash.parse_ledger``)."""
-    entries: list[dict[str, Any]] = []
-    fragments: list[str] = []
-    for line in text.splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            cut = line.rfind('{"t": ')
-            if cut <= 0:
-                raise
-            fragments.append(line[:cut])
-            entry = json.loads(line[cut:])
-        entry["i"] = len(entries)
-        entries.append(entry)
-    return entries, fragments
-
-
 def in_time_order(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The entries ordered by their time, re-indexed (``i``) in that order.
 
@@ -82,14 +64,6 @@ def in_time_order(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for i, entry in enumerate(ordered):
         entry["i"] = i
     return ordered
-
-
-def read_ledger(path: Path) -> list[dict[str, Any]]:
-    """The complete ledger lines so far (a line being written is left out)."""
-    if not path.exists():
-        return []
-    text = path.read_text(encoding="utf-8")
-    return parse_ledger(text[: text.rfind("\n") + 1])[0]
 
 
 def in_flight(path: Path, pid: int) -> int:
@@ -183,16 +157,6 @@ def check_checkout_ledger(
 
 
 # -- processes and the database ----------------------------------------------------------------
-
-
-def wait_for(
-    condition: Callable[[], bool], timeout: float, what: str, *, interval: float = 0.01
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 def thread_states(pid: int) -> list[str]:
