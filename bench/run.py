@@ -16,6 +16,11 @@ into a plain table over TCP with psycopg 3, autocommit off, for PostgreSQL), so 
 ratios hold on a noisy machine. Without ``--store``, both stores run, and PostgreSQL is
 skipped with a warning when it cannot be reached.
 
+The waiting-cost figure starts n workflows (half a durable sleep of an hour, half a
+``recv`` with an hour's timeout) from a client against one ``perdure worker`` process and,
+once all are suspended in the store, reads the worker's VmRSS and Threads from
+/proc/<pid>/status, beside the same read while it was idle before the first submission.
+
 PostgreSQL also gets the multi-process figure: 1, 2 and 4 ``perdure worker
 bench.workloads:app`` processes share checkouts that a client (whose App is not
 launched) starts; workflows/s from the first submission until all are done.
@@ -63,6 +68,7 @@ TARGETS = {
     "step_overhead_commits": 1.5,  # per-step overhead <= 1.5 floor commits
     "throughput_per_s": 1000.0,  # >= 1,000 checkouts/s on 2 cores
     "recovery_s": 10.0,  # all interrupted checkouts done within 10 s of the new worker
+    "waiting_rss_mb": 200.0,  # 10,000 waiting workflows: worker under 200 MB resident
 }
 
 FULL = {
@@ -79,6 +85,7 @@ FULL = {
     "recovery_repeats": 3,
     "mp_n": 2000,
     "mp_repeats": 1,
+    "waiting": 10_000,
 }
 QUICK = {
     "floor_commits": 200,
@@ -94,6 +101,7 @@ QUICK = {
     "recovery_repeats": 1,
     "mp_n": 300,
     "mp_repeats": 1,
+    "waiting": 1000,
 }
 
 SECTIONS = (
@@ -103,6 +111,7 @@ SECTIONS = (
     "throughput_sync_gather",
     "throughput_async",
     "recovery",
+    "waiting",
     "multiprocess",
 )
 #: Figures that only one store has.
@@ -979,7 +988,108 @@ def recovery(
     }
 
 
-# -- 6. multi-process throughput (PostgreSQL) ------------------------------------------------
+# -- 6. waiting cost -----------------------------------------------------------------------
+
+
+def _proc_status(pid: int) -> dict[str, int]:
+    """VmRSS, VmHWM (kB) and Threads of a process, from /proc/<pid>/status."""
+    values: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM", "Threads"):
+            values[key] = int(rest.split()[0])
+    return values
+
+
+def _memory(pid: int) -> dict[str, float]:
+    st = _proc_status(pid)
+    return {
+        "rss_mb": st["VmRSS"] / 1024,
+        "peak_rss_mb": st["VmHWM"] / 1024,
+        "threads": st["Threads"],
+    }
+
+
+def _suspended(db: Any) -> int:
+    rows = db._rows(
+        "SELECT count(*) FROM perdure_workflows WHERE status IN ('PENDING', 'RUNNING') "
+        "AND owner IS NULL AND wake_at IS NOT NULL"
+    )
+    return int(rows[0][0])
+
+
+def waiting(ws: Workspace, logs: Path, n: int) -> dict[str, Any]:
+    """One ``perdure worker`` process; a client (App not launched) starts n workflows,
+    half a durable sleep of an hour, half a ``recv`` with an hour's timeout. Once all n
+    are suspended in the store: the worker's resident memory and threads, beside the
+    same taken while it was idle before the first submission."""
+    db = ws.new("waiting")
+    client = build(db.url)
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        client.app.store  # migrate before the worker starts  # noqa: B018
+        log_path = logs / f"{db.label}-worker.log"
+        proc = _spawn_worker(db.url, log_path)
+        deadline = time.monotonic() + 60
+        while db.executors() < 1:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the worker did not start: {log_path.read_text()[-2000:]}")
+            time.sleep(0.02)
+        time.sleep(1.0)  # let it settle into its idle polling
+        idle = _memory(proc.pid)
+        peak_threads = idle["threads"]
+
+        half = n // 2
+        t0 = time.perf_counter()
+
+        async def submit() -> None:
+            await asyncio.gather(
+                *(client.app.start_async(client.waiter, i) for i in range(half)),
+                *(client.app.start_async(client.receiver, i) for i in range(half, n)),
+            )
+
+        asyncio.run(submit())
+        submitted = time.perf_counter() - t0
+        deadline = time.monotonic() + 120
+        while (suspended := _suspended(db)) < n:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the worker exited: {log_path.read_text()[-2000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"waiting: only {suspended} of {n} suspended after 120 s")
+            peak_threads = max(peak_threads, _proc_status(proc.pid)["Threads"])
+            time.sleep(0.05)
+        to_suspend = time.perf_counter() - t0
+        at_suspend = _memory(proc.pid)
+        time.sleep(2.0)  # the worker polls on, holding nothing for the n
+        settled = _memory(proc.pid)
+        peak_threads = max(peak_threads, at_suspend["threads"], settled["threads"])
+    finally:
+        if proc is not None:
+            _stop_worker(proc)
+        client.app.shutdown()
+        final = db.summary()
+        db.close()
+    assert final.get("succeeded", 0) == 0 and final["recoveries"] == 0, final
+    worker_settings = json.loads(os.environ.get("PERDURE_BENCH_APP_SETTINGS") or "{}")
+    return {
+        "n": n,
+        # The worker's pool of workflow threads: it grows to this bound under load and
+        # keeps its threads, whatever the number of workflows waiting.
+        "max_threads": worker_settings.get("max_threads", client.app.settings.max_threads),
+        "sleeping": half,
+        "receiving": n - half,
+        "idle": idle,
+        "all_suspended": at_suspend,
+        "settled_2s": settled,
+        "peak_threads": peak_threads,
+        "submit_s": submitted,
+        "to_suspend_s": to_suspend,
+        "rss_growth_kb_per_workflow": (settled["rss_mb"] - idle["rss_mb"]) * 1024 / n,
+        "final": final,
+    }
+
+
+# -- 7. multi-process throughput (PostgreSQL) ------------------------------------------------
 
 
 def _probe_snapshot(
@@ -1322,16 +1432,45 @@ def table(results: dict[str, Any]) -> tuple[list[list[str]], dict[str, Any]]:
                 verdict(ok),
             ]
         )
-    rows.append(
-        [
-            "waiting cost",
-            "not measured: durable sleep/recv not built yet",
-            "",
-            "",
-            "< 200 MB",
-            "n/a",
-        ]
-    )
+    wait = results.get("waiting")
+    if wait:
+        idle, held = wait["idle"], wait["settled_2s"]
+        rss = max(held["rss_mb"], wait["all_suspended"]["rss_mb"])
+        rss_ok = rss < TARGETS["waiting_rss_mb"]
+        # "No thread each": the worker's threads stay within its pool's bound (idle
+        # threads + max_threads), whatever the number of waiting workflows.
+        bound = idle["threads"] + wait["max_threads"]
+        threads_ok = held["threads"] <= bound and wait["peak_threads"] <= bound
+        checks["waiting"] = {
+            "rss_mb": rss,
+            "idle_rss_mb": idle["rss_mb"],
+            "threads_idle": idle["threads"],
+            "threads_waiting": held["threads"],
+            "peak_threads": wait["peak_threads"],
+            "met": rss_ok and threads_ok,
+        }
+        rows.append(
+            [
+                f"waiting cost, {wait['n']} suspended, worker RSS",
+                f"{rss:.1f} MB (idle {idle['rss_mb']:.1f}, peak {held['peak_rss_mb']:.1f}; "
+                f"all suspended in {wait['to_suspend_s']:.2f} s)",
+                "",
+                "",
+                "< 200 MB",
+                verdict(rss_ok),
+            ]
+        )
+        rows.append(
+            [
+                "waiting cost, worker threads",
+                f"{held['threads']} (idle {idle['threads']}, "
+                f"at most {wait['peak_threads']} while suspending)",
+                "",
+                "",
+                f"<= {idle['threads']}+{wait['max_threads']}",
+                verdict(threads_ok),
+            ]
+        )
     return rows, checks
 
 
@@ -1416,6 +1555,7 @@ def run_store(
             ws, counts["throughput"], counts["throughput_repeats"]
         ),
         "recovery": lambda: recovery(ws, logs, counts["recovery"], counts["recovery_repeats"]),
+        "waiting": lambda: waiting(ws, logs, counts["waiting"]),
         "multiprocess": lambda: multiprocess(
             ws, logs, worker_counts, counts["mp_n"], counts["mp_repeats"]
         ),

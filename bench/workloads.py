@@ -1,9 +1,11 @@
 """The benchmark's workflows (see ../../shared/BENCHMARK.md), importable by a worker.
 
-``build(url)`` makes a fresh ``App`` on ``url`` with the checkout (sync and async) and
-the 1,000-step workflow registered under fixed names, so that the benchmark process and
-a ``perdure worker bench.workloads:app`` subprocess agree on them. The module-level
-``app`` reads its database from ``PERDURE_DATABASE_URL``, as the worker does.
+``build(url)`` makes a fresh ``App`` on ``url`` with the checkout (sync and async), the
+1,000-step workflow and the waiting-cost figure's ``waiter`` (a durable sleep of an
+hour) and ``receiver`` (a ``recv`` with an hour's timeout) registered under fixed names,
+so that the benchmark process and a ``perdure worker bench.workloads:app`` subprocess
+agree on them. The module-level ``app`` reads its database from ``PERDURE_DATABASE_URL``,
+as the worker does.
 
 In a worker started by the benchmark, ``PERDURE_BENCH_PROBE_DIR`` turns on the
 diagnostics of ``bench/probe.py`` (transactions, finished workflows, CPU); the workflows
@@ -57,6 +59,14 @@ class Workloads:
     checkout: Any
     checkout_async: Any
     many_steps: Any
+    waiter: Any
+    receiver: Any
+
+
+#: How long the waiting-cost figure's workflows wait: far longer than the figure lasts.
+WAIT_SECONDS = 3600.0
+#: The topic ``receiver`` waits on (nothing is ever sent to it).
+WAIT_TOPIC = "bench.wake"
 
 
 def build(database_url: str | None = None, **settings: Any) -> Workloads:
@@ -108,7 +118,18 @@ def build(database_url: str | None = None, **settings: Any) -> Workloads:
             trivial(i)
         return n
 
-    return Workloads(app, checkout, checkout_async, many_steps)
+    @app.workflow(name="waiter")
+    def waiter(n: int) -> int:
+        # Longer than suspend_after: the workflow is suspended, holding nothing.
+        perdure.sleep(WAIT_SECONDS)
+        return n
+
+    @app.workflow(name="receiver")
+    def receiver(n: int) -> Any:
+        # A message that never comes, with a long timeout: suspended as well.
+        return perdure.recv(WAIT_TOPIC, timeout=WAIT_SECONDS)
+
+    return Workloads(app, checkout, checkout_async, many_steps, waiter, receiver)
 
 
 #: What ``perdure worker bench.workloads:app`` runs (database from PERDURE_DATABASE_URL).
