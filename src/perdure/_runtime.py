@@ -232,7 +232,7 @@ class WorkflowRun:
                 attempt = call.after(None, exc)
             finally:
                 current_run.reset(token)
-            self._write(attempt.record)
+            self.write(attempt.record)
             if attempt.retry:
                 continue
             if attempt.error is not None:
@@ -262,31 +262,25 @@ class WorkflowRun:
                 attempt = call.after(None, exc)
             finally:
                 current_run.reset(token)
-            await self._write_async(attempt.record)
+            await self.write_async(attempt.record)
             if attempt.retry:
                 continue
             if attempt.error is not None:
                 raise attempt.error
             return attempt.value
 
-    def _write(self, record: StepRecord) -> None:
+    def write(self, record: StepRecord) -> None:
+        """Record ``record`` (fenced); raises LeaseLost if the store refused it."""
         if not self.settle(self.store.record_step(self.workflow_id, self.lease, record)):
             raise LeaseLost(self.workflow_id, self.lease.epoch)
 
-    async def _write_async(self, record: StepRecord) -> None:
+    async def write_async(self, record: StepRecord) -> None:
+        """``write`` for async workflows."""
         future = self.store.record_step(self.workflow_id, self.lease, record)
         if not await self.settle_async(future):
             raise LeaseLost(self.workflow_id, self.lease.epoch)
 
     # -- helpers of the other recorded operations (timers, messages, events) -------------
-
-    def write(self, record: StepRecord) -> None:
-        """Record ``record`` (fenced); raises LeaseLost if the store refused it."""
-        self._write(record)
-
-    async def write_async(self, record: StepRecord) -> None:
-        """``write`` for async workflows."""
-        await self._write_async(record)
 
     def settle(self, future: Future[T]) -> T:
         """The value of a store write; a failed write raises CheckpointFailed."""
