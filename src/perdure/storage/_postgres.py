@@ -272,10 +272,6 @@ class PostgresStore(Store):
             max_size=pool_max,
             kwargs={"autocommit": True},
             configure=self._configure,
-            # A pooled connection may have died since its last use (a server restart):
-            # check it at every checkout (one empty round trip), so that the pool replaces
-            # it instead of failing the caller.
-            check=ConnectionPool.check_connection,
             timeout=POOL_TIMEOUT,
             name=f"perdure-postgres-pool:{schema}",
             open=False,
@@ -316,17 +312,38 @@ class PostgresStore(Store):
             raise
         return conn
 
-    def _read(self, query: sql.Composed | str, params: Sequence[Any] = ()) -> list[Any]:
-        try:
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[Connection]:
+        """A pooled connection that is still alive. A connection the server closed while
+        it sat in the pool (a restart, a terminated session) is found by a local check,
+        without the round trip that the pool's own check would cost on every read."""
+        for _ in range(self.pool_max + 1):
             with self._pool.connection() as conn:
-                return conn.execute(query, params).fetchall()
-        except psycopg.Error as exc:
-            raise _translate(exc) from exc
+                if not _alive(conn):
+                    conn.close()  # the pool drops a closed connection
+                    continue
+                yield conn
+                return
+        raise StoreUnavailableError("no live connection to PostgreSQL in the pool")
+
+    def _read(self, query: sql.Composed | str, params: Sequence[Any] = ()) -> list[Any]:
+        for attempt in (1, 2):
+            try:
+                with self._connection() as conn:
+                    return conn.execute(query, params).fetchall()
+            except psycopg.OperationalError as exc:
+                # A connection that died just before (its farewell not read yet): a read
+                # is safe to repeat on a fresh one; a second failure is the server's.
+                if attempt == 2:
+                    raise _translate(exc) from exc
+            except psycopg.Error as exc:
+                raise _translate(exc) from exc
+        raise AssertionError("unreachable")
 
     def _write(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn`` in one transaction on a pooled connection (not group-committed)."""
         try:
-            with self._pool.connection() as conn, conn.transaction():
+            with self._connection() as conn, conn.transaction():
                 return fn(conn)
         except psycopg.Error as exc:
             raise _translate(exc) from exc
