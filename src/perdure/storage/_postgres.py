@@ -35,8 +35,6 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from psycopg.pq import ConnStatus, TransactionStatus
-from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool
 
 from .._errors import ConfigurationError, StoreError, StoreUnavailableError
@@ -54,11 +52,20 @@ from ._base import (
 )
 from ._batch import GroupCommitter
 from ._pg_listener import Listener, channel_name
+from ._pg_session import (
+    Connection,
+    alive,
+    batch_transaction,
+    broken,
+    end_expired_sessions,
+    first_line,
+    session_tag,
+    translate,
+)
 from ._queries import EXECUTOR_COLUMNS, STEP_COLUMNS, WF_COLUMNS, list_query, migrations
 
 T = TypeVar("T")
 log = logging.getLogger("perdure")
-Connection = psycopg.Connection[TupleRow]
 
 
 #: A schema name as an unquoted lower-case identifier: what ``?schema=`` accepts.
@@ -79,68 +86,6 @@ _IDLE_IN_TRANSACTION = "SET idle_in_transaction_session_timeout = '10s'"
 _SET_APPLICATION_NAME = "SELECT set_config('application_name', %s, false)"
 APPLICATION_NAME = "perdure"
 WRITER_APPLICATION_NAME = "perdure-writer"
-
-
-def _translate(exc: Exception) -> Exception:
-    """The store's error for a psycopg error (chained to it); any other error unchanged."""
-    error: Exception
-    if isinstance(exc, psycopg.OperationalError):
-        error = StoreUnavailableError(f"PostgreSQL is unavailable: {_first_line(exc)}")
-    elif isinstance(exc, psycopg.Error):
-        error = StoreError(f"PostgreSQL failed: {_first_line(exc)}")
-    else:
-        return exc
-    error.__cause__ = exc
-    return error
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _broken(conn: Connection, exc: Exception) -> bool:
-    return conn.broken or conn.closed
-
-
-def _alive(conn: Connection) -> bool:
-    """Whether the connection still looks usable, without a round trip: reads what the
-    server sent meanwhile, which is the end of the connection if it closed it (a restart,
-    ``pg_terminate_backend``). A connection cut silently (by the network) still looks
-    alive; its next batch fails instead."""
-    if conn.broken or conn.closed:
-        return False
-    try:
-        # The first read takes the server's farewell (FATAL: terminating connection), the
-        # second meets the end of the stream. On a live connection both find nothing.
-        conn.pgconn.consume_input()
-        conn.pgconn.consume_input()
-    except psycopg.Error:
-        return False
-    return conn.pgconn.status == ConnStatus.OK
-
-
-@contextlib.contextmanager
-def _transaction(conn: Connection) -> Iterator[None]:
-    """BEGIN ... COMMIT around a batch, in pipeline mode: BEGIN, the statements of the
-    writes that read their result after the commit (record_step, complete_workflow) and
-    COMMIT travel together, so a batch of them costs one round trip to the server (and
-    one more, empty, when psycopg leaves pipeline mode), whatever its size.
-
-    The writer connection is in autocommit mode, and this sends BEGIN and COMMIT itself:
-    psycopg's own transaction handling would wait for the server after BEGIN."""
-    try:
-        with conn.pipeline() as pipeline:
-            conn.execute("BEGIN")
-            yield
-            conn.execute("COMMIT")
-            pipeline.sync()
-    except BaseException:
-        # Also when COMMIT failed. On a dead connection there is nothing to roll back.
-        if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
-            with contextlib.suppress(psycopg.Error):
-                conn.execute("ROLLBACK")
-        raise
 
 
 # Record a step. The fencing check and the write are one statement: no read before it. The
@@ -181,12 +126,6 @@ def _step_params(workflow_id: str, lease: Lease, step: StepRecord) -> tuple[Any,
         lease.owner,
         lease.epoch,
     )
-
-
-def session_tag(executor_id: str) -> str:
-    """The application_name of an executor's sessions: unique (the executor ID's random
-    part) and short enough for PostgreSQL's 63 bytes."""
-    return f"perdure-{executor_id.rsplit(':', 1)[-1]}"[:63]
 
 
 def _redact(url: str) -> str:
@@ -236,7 +175,7 @@ class PostgresStore(Store):
             given = conninfo_to_dict(base)
         except psycopg.Error as exc:
             raise ConfigurationError(
-                f"bad PostgreSQL URL {_redact(url)!r}: {_first_line(exc)}"
+                f"bad PostgreSQL URL {_redact(url)!r}: {first_line(exc)}"
             ) from exc
         defaults: dict[str, Any] = {}
         if "connect_timeout" not in given:
@@ -260,11 +199,11 @@ class PostgresStore(Store):
         self._reap_denied = False
         self._writer: GroupCommitter[Connection] = GroupCommitter(
             self._connect_writer,
-            _transaction,
-            _translate,
+            batch_transaction,
+            translate,
             name=f"perdure-postgres-writer:{schema}",
-            broken=_broken,
-            alive=_alive,
+            broken=broken,
+            alive=alive,
         )
         self._pool: ConnectionPool[Connection] = ConnectionPool(
             self._conninfo,
@@ -319,7 +258,7 @@ class PostgresStore(Store):
         without the round trip that the pool's own check would cost on every read."""
         for _ in range(self.pool_max + 1):
             with self._pool.connection() as conn:
-                if not _alive(conn):
+                if not alive(conn):
                     conn.close()  # the pool drops a closed connection
                     continue
                 yield conn
@@ -335,9 +274,9 @@ class PostgresStore(Store):
                 # A connection that died just before (its farewell not read yet): a read
                 # is safe to repeat on a fresh one; a second failure is the server's.
                 if attempt == 2:
-                    raise _translate(exc) from exc
+                    raise translate(exc) from exc
             except psycopg.Error as exc:
-                raise _translate(exc) from exc
+                raise translate(exc) from exc
         raise AssertionError("unreachable")
 
     def _write(self, fn: Callable[[Connection], T]) -> T:
@@ -346,7 +285,7 @@ class PostgresStore(Store):
             with self._connection() as conn, conn.transaction():
                 return fn(conn)
         except psycopg.Error as exc:
-            raise _translate(exc) from exc
+            raise translate(exc) from exc
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -600,41 +539,15 @@ class PostgresStore(Store):
         return self._write(claim)
 
     def _reap(self, conn: Connection, executor_id: str, now: float) -> None:
-        """End the database sessions of executors whose lease expired.
-
-        A process frozen inside a transaction (SIGSTOP, a VM pause) keeps its row locks,
-        and a step record's fence holds one; claims skip locked rows, so its workflows
-        could not be taken over while it is frozen, and a pipelined transaction is not
-        "idle", so the server's idle timeout does not end it. Its lease expired: it has
-        lost its workflows anyway, and ending its sessions releases the locks (when it
-        resumes, its writes fail and its executor reconnects).
-        """
         if self._reap_denied:
             return
-        expired = conn.execute(
-            "SELECT id, lease_expires_at FROM perdure_executors WHERE stopped_at IS NULL "
-            "AND lease_expires_at < %s AND id <> %s",
-            (now, executor_id),
-        ).fetchall()
-        if not expired:
-            return
         try:
-            with conn.transaction():
-                # Only transactions begun before the lease expired: the sessions a resumed
-                # executor opens afterwards (to renew its lease, or to stop) are left alone.
-                conn.execute(
-                    "SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity AS a "
-                    "JOIN unnest(%s::text[], %s::float8[]) AS x (tag, expired_at) "
-                    "ON a.application_name = x.tag "
-                    "WHERE a.datname = current_database() AND a.pid <> pg_backend_pid() "
-                    "AND a.xact_start < to_timestamp(x.expired_at)",
-                    ([session_tag(row[0]) for row in expired], [row[1] for row in expired]),
-                )
+            end_expired_sessions(conn, executor_id, now)
         except psycopg.errors.InsufficientPrivilege as exc:
             # Workers under different roles: then locks of a frozen worker are released
             # only when it resumes or its connection dies.
             self._reap_denied = True
-            log.warning("cannot end sessions of expired executors (%s)", _first_line(exc))
+            log.warning("cannot end sessions of expired executors (%s)", first_line(exc))
 
     def unclaimable_workflows(
         self, names: Sequence[str], app_version: str, now: float, limit: int = 100

@@ -1,0 +1,116 @@
+"""PostgreSQL sessions: error translation, liveness, the pipelined batch transaction,
+and ending the sessions of executors that stopped renewing their lease.
+
+Helpers of ``_postgres`` that concern connections rather than perdure's tables.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import psycopg
+from psycopg.pq import ConnStatus, TransactionStatus
+from psycopg.rows import TupleRow
+
+from .._errors import StoreError, StoreUnavailableError
+
+Connection = psycopg.Connection[TupleRow]
+
+
+def translate(exc: Exception) -> Exception:
+    """The store's error for a psycopg error (chained to it); any other error unchanged."""
+    error: Exception
+    if isinstance(exc, psycopg.OperationalError):
+        error = StoreUnavailableError(f"PostgreSQL is unavailable: {first_line(exc)}")
+    elif isinstance(exc, psycopg.Error):
+        error = StoreError(f"PostgreSQL failed: {first_line(exc)}")
+    else:
+        return exc
+    error.__cause__ = exc
+    return error
+
+
+def first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def broken(conn: Connection, exc: Exception) -> bool:
+    return conn.broken or conn.closed
+
+
+def alive(conn: Connection) -> bool:
+    """Whether the connection still looks usable, without a round trip: reads what the
+    server sent meanwhile, which is the end of the connection if it closed it (a restart,
+    ``pg_terminate_backend``). A connection cut silently (by the network) still looks
+    alive; its next batch fails instead."""
+    if conn.broken or conn.closed:
+        return False
+    try:
+        # The first read takes the server's farewell (FATAL: terminating connection), the
+        # second meets the end of the stream. On a live connection both find nothing.
+        conn.pgconn.consume_input()
+        conn.pgconn.consume_input()
+    except psycopg.Error:
+        return False
+    return conn.pgconn.status == ConnStatus.OK
+
+
+@contextlib.contextmanager
+def batch_transaction(conn: Connection) -> Iterator[None]:
+    """BEGIN ... COMMIT around a batch, in pipeline mode: BEGIN, the statements of the
+    writes that read their result after the commit (record_step, complete_workflow) and
+    COMMIT travel together, so a batch of them costs one round trip to the server (and
+    one more, empty, when psycopg leaves pipeline mode), whatever its size.
+
+    The writer connection is in autocommit mode, and this sends BEGIN and COMMIT itself:
+    psycopg's own transaction handling would wait for the server after BEGIN."""
+    try:
+        with conn.pipeline() as pipeline:
+            conn.execute("BEGIN")
+            yield
+            conn.execute("COMMIT")
+            pipeline.sync()
+    except BaseException:
+        # Also when COMMIT failed. On a dead connection there is nothing to roll back.
+        if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
+            with contextlib.suppress(psycopg.Error):
+                conn.execute("ROLLBACK")
+        raise
+
+
+def session_tag(executor_id: str) -> str:
+    """The application_name of an executor's sessions: unique (the executor ID's random
+    part) and short enough for PostgreSQL's 63 bytes."""
+    return f"perdure-{executor_id.rsplit(':', 1)[-1]}"[:63]
+
+
+def end_expired_sessions(conn: Connection, executor_id: str, now: float) -> None:
+    """End the database sessions of executors whose lease expired.
+
+    A process frozen inside a transaction (SIGSTOP, a VM pause) keeps its row locks,
+    and a step record's fence holds one; claims skip locked rows, so its workflows
+    could not be taken over while it is frozen, and a pipelined transaction is not
+    "idle", so the server's idle timeout does not end it. Its lease expired: it has
+    lost its workflows anyway, and ending its sessions releases the locks (when it
+    resumes, its writes fail and its executor reconnects).
+    """
+    expired = conn.execute(
+        "SELECT id, lease_expires_at FROM perdure_executors WHERE stopped_at IS NULL "
+        "AND lease_expires_at < %s AND id <> %s",
+        (now, executor_id),
+    ).fetchall()
+    if not expired:
+        return
+    with conn.transaction():
+        # Only transactions begun before the lease expired: the sessions a resumed
+        # executor opens afterwards (to renew its lease, or to stop) are left alone.
+        conn.execute(
+            "SELECT pg_terminate_backend(a.pid) FROM pg_stat_activity AS a "
+            "JOIN unnest(%s::text[], %s::float8[]) AS x (tag, expired_at) "
+            "ON a.application_name = x.tag "
+            "WHERE a.datname = current_database() AND a.pid <> pg_backend_pid() "
+            "AND a.xact_start < to_timestamp(x.expired_at)",
+            ([session_tag(row[0]) for row in expired], [row[1] for row in expired]),
+        )
