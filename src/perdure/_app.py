@@ -25,6 +25,7 @@ from ._serialization import JSONSerializer, Serializer, encode_call
 from ._starting import Starting
 from ._talking import Talking
 from .storage import (
+    EVENT_CANCEL,
     EVENT_DONE,
     EVENT_EVENT,
     EVENT_READY,
@@ -144,6 +145,8 @@ class App(Starting, Talking):
             self.notifier.poke(event)  # get_event waiters subscribe under the event's name
         elif event == EVENT_RESYNC:
             self.notifier.poke_all()
+        if executor is not None and event in (EVENT_CANCEL, EVENT_RESYNC):
+            executor.cancel_pushed()
         if executor is not None and event in (EVENT_READY, EVENT_RESYNC, EVENT_WAKE):
             executor.wake()
 

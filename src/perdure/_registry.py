@@ -20,6 +20,8 @@ class StepDef:
     fn: Callable[..., Any]
     is_async: bool
     retry: Retry
+    #: Seconds one attempt may take (``StepTimeoutError`` past it), or None.
+    timeout: float | None = None
 
     @property
     def return_hint(self) -> Any:
@@ -77,9 +79,19 @@ class Registry:
         self.workflows[definition.name] = definition
         return definition
 
-    def add_step(self, fn: Callable[..., Any], name: str | None, retry: Retry | None) -> StepDef:
+    def add_step(
+        self,
+        fn: Callable[..., Any],
+        name: str | None,
+        retry: Retry | None,
+        timeout: float | None = None,
+    ) -> StepDef:
         """Register ``fn`` as a step."""
-        definition = StepDef(name or default_name(fn), fn, is_async_function(fn), retry or NO_RETRY)
+        if timeout is not None and timeout <= 0:
+            raise ConfigurationError(f"step timeout must be positive seconds, not {timeout!r}")
+        definition = StepDef(
+            name or default_name(fn), fn, is_async_function(fn), retry or NO_RETRY, timeout
+        )
         self.steps[definition.name] = definition
         return definition
 

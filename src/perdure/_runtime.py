@@ -11,6 +11,8 @@ how they wait.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
 import logging
 import threading
 import time
@@ -23,17 +25,26 @@ from ._bridge import FutureBridge
 from ._clock import Clock
 from ._context import Scope, current_run, current_scope, current_workflow_id
 from ._errors import (
+    Cancelled,
     CheckpointFailed,
+    DeadlineExceeded,
+    DeadlineExceededError,
     LeaseLost,
     NonDeterminismError,
     SerializationError,
     StepFailedError,
+    StepTimeoutError,
     StoreError,
+    WorkflowCancelledError,
 )
+from ._handle import Notifier
+from ._interrupts import Interrupts
 from ._registry import StepDef, WorkflowDef
 from ._serialization import Serializer, decode_call, decode_error, encode_error
 from .storage import (
+    CANCELLED,
     FAILED,
+    STEP_CANCELLED,
     STEP_FAILED,
     STEP_RETRYING,
     STEP_SUCCEEDED,
@@ -78,6 +89,8 @@ class _StepCall:
         recorded = self.run.recorded.get(self.position)
         if recorded is None:
             return False, None
+        if recorded.status == STEP_CANCELLED:
+            raise self.run.replayed_signal(recorded)
         if recorded.name != self.definition.name:
             raise NonDeterminismError(
                 self.run.workflow_id, self.position, recorded.name, self.definition.name
@@ -154,7 +167,7 @@ class _StepCall:
         return _Attempt(record, error=exc)
 
 
-class WorkflowRun:
+class WorkflowRun(Interrupts):
     """The state of one execution of one workflow, under one lease."""
 
     def __init__(
@@ -171,8 +184,12 @@ class WorkflowRun:
         lease_holds: Callable[[], bool] = lambda: True,
         suspend_after: float = 1.0,
         poll_interval: float = 0.2,
+        notifier: Notifier | None = None,
     ) -> None:
         self.record = record
+        #: Tells waits in place that a workflow (a child) finished in this process.
+        self.notifier = notifier or Notifier()
+        self.loop = bridge.loop if bridge is not None else None
         #: A wait longer than this suspends the workflow instead of waiting in place.
         self.suspend_after = suspend_after
         #: How often a wait in place looks at the store (for a message).
@@ -186,23 +203,10 @@ class WorkflowRun:
         self.store = store
         self.serializer = serializer
         self.clock = clock
-        # Set when the executor gives the workflow up (shutdown): a retry wait ends at once
-        # and no new attempt starts.
-        self._released = threading.Event()
-        self.released_why = ""
+        self._init_interrupts()
         #: When the executor dispatched it (monotonic): a heartbeat that began earlier
         #: cannot have seen it.
         self.dispatched_at = time.monotonic()
-
-    @property
-    def released(self) -> bool:
-        """Whether the executor gave this execution up; nothing new may start."""
-        return self._released.is_set()
-
-    def release(self, why: str = "the executor released it") -> None:
-        """Give this execution up: waits end, and the next step attempt raises LeaseLost."""
-        self.released_why = why
-        self._released.set()
 
     # -- steps ---------------------------------------------------------------------------
 
@@ -219,15 +223,21 @@ class WorkflowRun:
         if done:
             return value
         while True:
-            wait = call.wait_seconds()
-            if wait > 0:
-                # Wait on the release event, so that shutdown does not wait out a backoff.
-                self._released.wait(wait)
+            # Wait out a retry's backoff; release, a cancel or the deadline ends it early.
+            while (wait := call.wait_seconds()) > 0 and not self.released:
+                if self.due_signal() is not None:
+                    break
+                self.wait_sync(wait)
+            self.deliver(call.position, definition.name)
             call.start_attempt()
             # A step called inside a step is a plain call: only the outer one is recorded.
             token = current_run.set(None)
             try:
-                attempt = call.after(definition.fn(*args, **kwargs), None)
+                if definition.timeout is None:
+                    result = definition.fn(*args, **kwargs)
+                else:
+                    result = _call_with_timeout(definition, args, kwargs)
+                attempt = call.after(result, None)
             except Exception as exc:
                 attempt = call.after(None, exc)
             finally:
@@ -252,16 +262,37 @@ class WorkflowRun:
     ) -> Any:
         if done:
             return value
+        definition = call.definition
         while True:
-            await self.clock.sleep_async(call.wait_seconds())
+            wait = call.wait_seconds()
+            if wait > 0:
+                await self.wait_async(wait)
+            await self.deliver_async(call.position, definition.name)
             call.start_attempt()
             token = current_run.set(None)
+            attempt: _Attempt | None = None
             try:
-                attempt = call.after(await call.definition.fn(*args, **kwargs), None)
+                body = definition.fn(*args, **kwargs)
+                if definition.timeout is not None:
+                    body = asyncio.wait_for(body, definition.timeout)
+                # A cancel or the deadline interrupts the body (it sees CancelledError).
+                completed, result = await self.interruptible(body)
+                if completed:
+                    attempt = call.after(result, None)
+            except asyncio.TimeoutError as timed_out:
+                failure: Exception = timed_out
+                if definition.timeout is not None:
+                    failure = StepTimeoutError(definition.name, definition.timeout)
+                attempt = call.after(None, failure)
             except Exception as exc:
                 attempt = call.after(None, exc)
             finally:
                 current_run.reset(token)
+            if attempt is None:
+                # Interrupted: record and raise what is due (if nothing is any more, the
+                # attempt runs again).
+                await self.deliver_async(call.position, definition.name)
+                continue
             await self.write_async(attempt.record)
             if attempt.retry:
                 continue
@@ -298,8 +329,7 @@ class WorkflowRun:
 
     def check_lease(self) -> None:
         """Raise LeaseLost if this execution may no longer write (see ``start_attempt``)."""
-        if self.released:
-            raise LeaseLost(self.workflow_id, self.lease.epoch, self.released_why)
+        self.check_released()
         if not self.lease_holds():
             raise LeaseLost(
                 self.workflow_id,
@@ -307,17 +337,6 @@ class WorkflowRun:
                 "this executor could not renew its leases in time (paused, or the database "
                 "was unreachable); another executor may own it now",
             )
-
-    def pause(self, seconds: float) -> None:
-        """Wait in place (a short wait); shutdown ends it with LeaseLost."""
-        if seconds > 0:
-            self._released.wait(seconds)
-        self.check_lease()
-
-    async def pause_async(self, seconds: float) -> None:
-        """``pause`` for async workflows (shutdown cancels their tasks)."""
-        await self.clock.sleep_async(seconds)
-        self.check_lease()
 
     # -- the workflow function -------------------------------------------------------------
 
@@ -337,7 +356,7 @@ class WorkflowRun:
         try:
             args, kwargs = self._enter()
             return self.outcome(self.definition.fn(*args, **kwargs), None)
-        except Exception as exc:
+        except (Exception, Cancelled) as exc:
             return self.outcome(None, exc)
 
     async def execute_async(self) -> tuple[str, str | None, str | None]:
@@ -345,7 +364,7 @@ class WorkflowRun:
         try:
             args, kwargs = self._enter()
             return self.outcome(await self.definition.fn(*args, **kwargs), None)
-        except Exception as exc:
+        except (Exception, Cancelled) as exc:
             return self.outcome(None, exc)
 
     def outcome(self, result: Any, exc: BaseException | None) -> tuple[str, str | None, str | None]:
@@ -358,6 +377,33 @@ class WorkflowRun:
                     f"workflow {self.workflow_id!r} ({self.definition.name}) returned a value "
                     f"that can't be recorded: {error}"
                 )
+        if isinstance(exc, DeadlineExceeded):
+            exc = DeadlineExceededError(self.workflow_id, exc.timeout)
+            log.warning("%s", exc)
+        elif isinstance(exc, Cancelled):
+            log.info("workflow %s cancelled", self.workflow_id)
+            return CANCELLED, None, encode_error(WorkflowCancelledError(self.workflow_id))
         if isinstance(exc, NonDeterminismError):
             log.error("%s", exc)
         return FAILED, None, encode_error(exc)
+
+
+def _call_with_timeout(definition: StepDef, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Run a synchronous step with a timeout: in a thread of its own, so that the workflow
+    can stop waiting for it. A thread cannot be stopped: one that overruns goes on in the
+    background, and its result is discarded."""
+    timeout = definition.timeout or 0.0
+    box: Future[Any] = Future()
+    context = contextvars.copy_context()
+
+    def body() -> None:
+        try:
+            box.set_result(context.run(definition.fn, *args, **kwargs))
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting workflow
+            box.set_exception(exc)
+
+    threading.Thread(target=body, name=f"perdure-step-{definition.name}", daemon=True).start()
+    done, _ = concurrent.futures.wait([box], timeout=timeout)
+    if not done:
+        raise StepTimeoutError(definition.name, timeout)
+    return box.result()

@@ -9,6 +9,8 @@ from .._errors import ConfigurationError
 from ._base import (
     ACTIVE_STATUSES,
     CANCELLED,
+    CHILD_TOPIC,
+    EVENT_CANCEL,
     EVENT_DONE,
     EVENT_EVENT,
     EVENT_READY,
@@ -18,6 +20,7 @@ from ._base import (
     FOREVER,
     PENDING,
     RUNNING,
+    STEP_CANCELLED,
     STEP_FAILED,
     STEP_RETRYING,
     STEP_SUCCEEDED,
@@ -35,6 +38,8 @@ from ._base import (
 __all__ = [
     "ACTIVE_STATUSES",
     "CANCELLED",
+    "CHILD_TOPIC",
+    "EVENT_CANCEL",
     "EVENT_DONE",
     "EVENT_EVENT",
     "EVENT_READY",
@@ -44,6 +49,7 @@ __all__ = [
     "FOREVER",
     "PENDING",
     "RUNNING",
+    "STEP_CANCELLED",
     "STEP_FAILED",
     "STEP_RETRYING",
     "STEP_SUCCEEDED",

@@ -12,7 +12,7 @@ from typing import Any
 WF_COLUMNS = (
     "id, name, status, inputs, output, error, serializer, app_version, owner, epoch, "
     "lease_expires_at, note, recoveries, created_at, updated_at, finished_at, wake_at, "
-    "wait_topic"
+    "wait_topic, parent_id, cancel_requested_at, deadline_at, generation"
 )
 STEP_COLUMNS = "position, name, status, output, error, attempts, next_attempt_at, updated_at"
 EXECUTOR_COLUMNS = (
