@@ -6,18 +6,25 @@ on any executor. See README.md and docs/guarantees.md.
 """
 
 from ._app import App, Settings
+from ._children import first, first_async, gather
 from ._clock import Clock, SystemClock
+from ._continue import continue_as_new
 from ._errors import (
+    Cancelled,
     CheckpointFailed,
     ConfigurationError,
+    DeadlineExceeded,
+    DeadlineExceededError,
     LeaseLost,
     NonDeterminismError,
     PerdureError,
     SerializationError,
     StepFailedError,
+    StepTimeoutError,
     StoreError,
     StoreUnavailableError,
     UnknownWorkflowError,
+    WorkflowCancelledError,
     WorkflowFailedError,
     WorkflowNotFoundError,
     WorkflowTimeoutError,
@@ -40,9 +47,12 @@ __version__ = "0.1.0"
 
 __all__ = [
     "App",
+    "Cancelled",
     "CheckpointFailed",
     "Clock",
     "ConfigurationError",
+    "DeadlineExceeded",
+    "DeadlineExceededError",
     "JSONSerializer",
     "LeaseLost",
     "NonDeterminismError",
@@ -54,16 +64,22 @@ __all__ = [
     "Settings",
     "StepFailedError",
     "StepStatus",
+    "StepTimeoutError",
     "StoreError",
     "StoreUnavailableError",
     "SystemClock",
     "UnknownWorkflowError",
+    "WorkflowCancelledError",
     "WorkflowFailedError",
     "WorkflowHandle",
     "WorkflowNotFoundError",
     "WorkflowStatus",
     "WorkflowTimeoutError",
     "__version__",
+    "continue_as_new",
+    "first",
+    "first_async",
+    "gather",
     "now",
     "random",
     "recv",

@@ -16,7 +16,9 @@ serves both.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -263,42 +265,58 @@ class Receive:
         now = self.run.clock.time()
         return StepRecord(self.position, self.name, STEP_SUCCEEDED, None, None, 1, None, now)
 
-    def run_sync(self, wake: Future[Any] | None = None, poll: float | None = None) -> None:
+    def run_sync(self, watch: str | None = None, poll: float | None = None) -> None:
         """Wait (in this thread, or suspended) until a message comes or the timeout passes;
-        ``wake`` resolving makes it look again at once."""
+        the end of workflow ``watch`` in this process makes it look again at once."""
         run = self.run
         poll = run.poll_interval if poll is None else poll
         while not self.done:
             run.deliver(self.position, self.name)
-            if self.consumed(run.settle(self.consume())):
-                return
-            waiting = self.start_waiting()
-            if waiting is not None:
-                run.write(waiting)
-            pause = self.wait(poll)
-            if pause <= 0:
-                run.write(self.timed_out())
-                return
-            run.check_lease()
-            run.wait_sync(pause, wake)
+            with _watching(run, watch) as wake:
+                if self.consumed(run.settle(self.consume())):
+                    return
+                waiting = self.start_waiting()
+                if waiting is not None:
+                    run.write(waiting)
+                pause = self.wait(poll)
+                if pause <= 0:
+                    run.write(self.timed_out())
+                    return
+                run.check_lease()
+                run.wait_sync(pause, wake)
 
-    async def run_async(self, wake: Future[Any] | None = None, poll: float | None = None) -> None:
+    async def run_async(self, watch: str | None = None, poll: float | None = None) -> None:
         """``run_sync`` for async workflows."""
         run = self.run
         poll = run.poll_interval if poll is None else poll
         while not self.done:
             await run.deliver_async(self.position, self.name)
-            if self.consumed(await run.settle_async(self.consume())):
-                return
-            waiting = self.start_waiting()
-            if waiting is not None:
-                await run.write_async(waiting)
-            pause = self.wait(poll)
-            if pause <= 0:
-                await run.write_async(self.timed_out())
-                return
-            run.check_lease()
-            await run.wait_async(pause, wake)
+            with _watching(run, watch) as wake:
+                if self.consumed(await run.settle_async(self.consume())):
+                    return
+                waiting = self.start_waiting()
+                if waiting is not None:
+                    await run.write_async(waiting)
+                pause = self.wait(poll)
+                if pause <= 0:
+                    await run.write_async(self.timed_out())
+                    return
+                run.check_lease()
+                await run.wait_async(pause, wake)
+
+
+@contextlib.contextmanager
+def _watching(run: WorkflowRun, workflow_id: str | None) -> Iterator[Future[Any] | None]:
+    """A future resolved when workflow ``workflow_id`` ends in this process, subscribed
+    before looking at the store so that an end in between is not missed."""
+    if workflow_id is None:
+        yield None
+        return
+    waiter = run.notifier.subscribe(workflow_id)
+    try:
+        yield waiter
+    finally:
+        run.notifier.unsubscribe(workflow_id, waiter)
 
 
 def _recv_run(function: str) -> WorkflowRun:
