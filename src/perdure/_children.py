@@ -230,9 +230,7 @@ class _First:
             raise ConfigurationError("perdure.first() needs at least one handle")
         self.run = run
         self.handles = handles
-        scope = current_scope.get()
-        assert scope is not None, "a workflow run always has a scope"
-        self.position = scope.take_position()
+        self.position = run.take_position()
         self.index: int | None = None
         self.started_at: float | None = None
         recorded = run.recorded.get(self.position)
@@ -271,7 +269,7 @@ class _First:
             return in_place_until - now
         waited = now - (self.started_at or now)
         poll = min(max(waited / 10, self.run.suspend_after, 1.0), _FIRST_MAX_POLL)
-        raise Suspended(self.run.workflow_id, now + poll, None)
+        self.run.unwind(Suspended(self.run.workflow_id, now + poll, None))
 
     def _record(self, status: str, output: str | None, started: float | None) -> StepRecord:
         now = self.run.clock.time()

@@ -30,4 +30,4 @@ def continue_as_new(*args: Any, **kwargs: Any) -> NoReturn:
         f"workflow {run.definition.name!r} (continue_as_new)",
     )
     run.check_lease()
-    raise ContinueAsNew(run.workflow_id, inputs)
+    run.unwind(ContinueAsNew(run.workflow_id, inputs))

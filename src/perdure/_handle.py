@@ -22,6 +22,7 @@ from ._serialization import decode_error
 from .storage import (
     ACTIVE_STATUSES,
     CANCELLED,
+    CHILD_TOPIC,
     FOREVER,
     SUCCEEDED,
     TERMINAL_STATUSES,
@@ -96,6 +97,9 @@ def _waiting(record: WorkflowRecord) -> tuple[datetime | None, str | None]:
     until = f"until {wake_at.isoformat()}" if wake_at else "with no timeout"
     if record.wait_topic is None:
         return wake_at, f"sleep {until}"
+    if record.wait_topic.startswith(CHILD_TOPIC):
+        child = record.wait_topic[len(CHILD_TOPIC) :]
+        return wake_at, f"child workflow {child!r} to finish {until}"
     topic = "the default topic" if record.wait_topic == "" else f"topic {record.wait_topic!r}"
     return wake_at, f"message on {topic} {until}"
 
@@ -163,6 +167,12 @@ class WorkflowStatus:
     #: While the workflow is suspended: what it waits for, such as "sleep until
     #: 2026-01-01T00:00:00+00:00" or "message on topic 'approval' until ...".
     waiting_for: str | None = None
+    #: The workflow that started this one as its child.
+    parent_id: str | None = None
+    #: When it was asked to cancel (it is told at its next step or wait).
+    cancel_requested_at: datetime | None = None
+    #: When it must have finished (started with a timeout).
+    deadline: datetime | None = None
 
     @classmethod
     def from_records(cls, record: WorkflowRecord, steps: list[StepRecord]) -> WorkflowStatus:
@@ -181,6 +191,9 @@ class WorkflowStatus:
             _error_summary(record.error),
             tuple(StepStatus.from_record(s) for s in steps),
             *_waiting(record),
+            record.parent_id,
+            _time(record.cancel_requested_at),
+            _time(record.deadline_at),
         )
 
     @property

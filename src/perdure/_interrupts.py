@@ -18,8 +18,9 @@ import json
 import threading
 from collections.abc import Awaitable
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
+from ._context import current_scope
 from ._errors import Cancelled, DeadlineExceeded, LeaseLost
 from ._serialization import encode_error
 from .storage import STEP_CANCELLED, StepRecord
@@ -58,6 +59,10 @@ class Interrupts:
         self._interrupted: set[asyncio.Task[Any]] = set()
         #: Tasks created inside the workflow: cancelled when the execution ends.
         self.tasks: set[asyncio.Task[Any]] = set()
+        #: The signal unwinding this execution (suspension, continue_as_new, a lost lease,
+        #: a failed checkpoint). ``finally`` blocks run while it unwinds: a step or wait
+        #: they call raises it again instead of running (only a cancellation runs them).
+        self.unwinding: BaseException | None = None
         #: The executor's timer that interrupts a running async step at the deadline.
         self.deadline_timer: asyncio.TimerHandle | None = None
 
@@ -73,6 +78,20 @@ class Interrupts:
         self.released_why = why
         self._released.set()
         self._wakeup.set()
+
+    def unwind(self, signal: BaseException) -> NoReturn:
+        """Raise ``signal`` to end this execution, and remember it (see ``unwinding``)."""
+        self.unwinding = signal
+        raise signal
+
+    def take_position(self) -> str:
+        """The position of the next step or wait in the current scope; raises the
+        unwinding signal instead while the execution unwinds."""
+        if self.unwinding is not None:
+            raise self.unwinding
+        scope = current_scope.get()
+        assert scope is not None, "a workflow run always has a scope"
+        return scope.take_position()
 
     # -- requests -----------------------------------------------------------------------------
 
@@ -216,7 +235,7 @@ class Interrupts:
     def check_released(self) -> None:
         """Raise LeaseLost if this execution was released."""
         if self.released:
-            raise LeaseLost(self.workflow_id, self.lease.epoch, self.released_why)
+            self.unwind(LeaseLost(self.workflow_id, self.lease.epoch, self.released_why))
 
     # Provided by WorkflowRun.
     def write(self, record: StepRecord) -> None:

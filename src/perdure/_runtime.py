@@ -211,9 +211,7 @@ class WorkflowRun(Interrupts):
     # -- steps ---------------------------------------------------------------------------
 
     def _begin(self, definition: StepDef) -> tuple[_StepCall, bool, Any]:
-        scope = current_scope.get()
-        assert scope is not None, "a workflow run always has a scope"
-        call = _StepCall(self, definition, scope.take_position())
+        call = _StepCall(self, definition, self.take_position())
         done, value = call.replay()
         return call, done, value
 
@@ -303,13 +301,13 @@ class WorkflowRun(Interrupts):
     def write(self, record: StepRecord) -> None:
         """Record ``record`` (fenced); raises LeaseLost if the store refused it."""
         if not self.settle(self.store.record_step(self.workflow_id, self.lease, record)):
-            raise LeaseLost(self.workflow_id, self.lease.epoch)
+            self.unwind(LeaseLost(self.workflow_id, self.lease.epoch))
 
     async def write_async(self, record: StepRecord) -> None:
         """``write`` for async workflows."""
         future = self.store.record_step(self.workflow_id, self.lease, record)
         if not await self.settle_async(future):
-            raise LeaseLost(self.workflow_id, self.lease.epoch)
+            self.unwind(LeaseLost(self.workflow_id, self.lease.epoch))
 
     # -- helpers of the other recorded operations (timers, messages, events) -------------
 
@@ -318,24 +316,28 @@ class WorkflowRun(Interrupts):
         try:
             return future.result()
         except StoreError as exc:
-            raise CheckpointFailed(self.workflow_id, str(exc)) from exc
+            self.unwinding = CheckpointFailed(self.workflow_id, str(exc))
+            raise self.unwinding from exc
 
     async def settle_async(self, future: Future[T]) -> T:
         """``settle`` for async workflows."""
         try:
             return await (self.bridge.wait(future) if self.bridge else asyncio.wrap_future(future))
         except StoreError as exc:
-            raise CheckpointFailed(self.workflow_id, str(exc)) from exc
+            self.unwinding = CheckpointFailed(self.workflow_id, str(exc))
+            raise self.unwinding from exc
 
     def check_lease(self) -> None:
         """Raise LeaseLost if this execution may no longer write (see ``start_attempt``)."""
         self.check_released()
         if not self.lease_holds():
-            raise LeaseLost(
-                self.workflow_id,
-                self.lease.epoch,
-                "this executor could not renew its leases in time (paused, or the database "
-                "was unreachable); another executor may own it now",
+            self.unwind(
+                LeaseLost(
+                    self.workflow_id,
+                    self.lease.epoch,
+                    "this executor could not renew its leases in time (paused, or the database "
+                    "was unreachable); another executor may own it now",
+                )
             )
 
     # -- the workflow function -------------------------------------------------------------

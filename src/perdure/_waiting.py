@@ -83,10 +83,10 @@ def _after_wait(run: WorkflowRun) -> None:
     assert scope is not None, "a workflow run always has a scope"
     recorded = run.recorded.get(scope.peek())
     if recorded is not None and recorded.status == STEP_CANCELLED:
-        scope.take_position()
+        run.take_position()
         raise run.replayed_signal(recorded)
     if recorded is None and run.due_signal() is not None:
-        run.deliver(scope.take_position(), _SLEEP)
+        run.deliver(run.take_position(), _SLEEP)
 
 
 def _wait_until(run: WorkflowRun, wake_at: float) -> None:
@@ -97,7 +97,7 @@ def _wait_until(run: WorkflowRun, wake_at: float) -> None:
         if remaining <= 0:
             return
         if remaining > run.suspend_after:
-            raise Suspended(run.workflow_id, wake_at, None)
+            run.unwind(Suspended(run.workflow_id, wake_at, None))
         run.check_lease()
         run.wait_sync(remaining)
 
@@ -109,15 +109,15 @@ async def _wait_until_async(run: WorkflowRun, wake_at: float) -> None:
         assert scope is not None
         recorded = run.recorded.get(scope.peek())
         if recorded is not None and recorded.status == STEP_CANCELLED:
-            scope.take_position()
+            run.take_position()
             raise run.replayed_signal(recorded)
         if recorded is None and run.due_signal() is not None:
-            await run.deliver_async(scope.take_position(), _SLEEP)
+            await run.deliver_async(run.take_position(), _SLEEP)
         remaining = wake_at - run.clock.time()
         if remaining <= 0:
             return
         if remaining > run.suspend_after:
-            raise Suspended(run.workflow_id, wake_at, None)
+            run.unwind(Suspended(run.workflow_id, wake_at, None))
         run.check_lease()
         await run.wait_async(remaining)
 
@@ -195,9 +195,7 @@ class Receive:
     ):
         self.run = run
         self.name = name
-        scope = current_scope.get()
-        assert scope is not None, "a workflow run always has a scope"
-        self.position = scope.take_position()
+        self.position = run.take_position()
         self.topic = topic
         self.timeout = None if timeout is None else _seconds(timeout)
         self.deadline: float | None = None
@@ -230,7 +228,7 @@ class Receive:
         """Whether the attempt got a message (then in ``payload``)."""
         accepted, payload = result
         if not accepted:
-            raise LeaseLost(self.run.workflow_id, self.run.lease.epoch)
+            self.run.unwind(LeaseLost(self.run.workflow_id, self.run.lease.epoch))
         if payload is None:
             return False
         self.done = True
@@ -256,7 +254,7 @@ class Receive:
         if remaining <= 0:
             return 0.0
         if remaining > self.run.suspend_after and now >= self.in_place_until:
-            raise Suspended(self.run.workflow_id, self.deadline, self.topic)
+            self.run.unwind(Suspended(self.run.workflow_id, self.deadline, self.topic))
         return min(remaining, poll, max(self.in_place_until - now, self.run.poll_interval))
 
     def timed_out(self) -> StepRecord:
@@ -365,9 +363,7 @@ def set_event(key: str, value: Any) -> None:
     run = current_run.get()
     if run is None:
         raise ConfigurationError("perdure.set_event() was called outside a workflow")
-    scope = current_scope.get()
-    assert scope is not None, "a workflow run always has a scope"
-    position = scope.take_position()
+    position = run.take_position()
     recorded = run.recorded.get(position)
     if recorded is not None:
         if recorded.status == STEP_CANCELLED:
@@ -381,4 +377,4 @@ def set_event(key: str, value: Any) -> None:
         position, _SET_EVENT, STEP_SUCCEEDED, output, None, 1, None, run.clock.time()
     )
     if not run.settle(run.store.set_event(run.workflow_id, run.lease, record, key)):
-        raise LeaseLost(run.workflow_id, run.lease.epoch)
+        run.unwind(LeaseLost(run.workflow_id, run.lease.epoch))
