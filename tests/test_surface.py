@@ -40,6 +40,7 @@ EXPORTED = {
     "UnknownWorkflowError",
     "WorkflowCancelledError",
     "WorkflowFailedError",
+    "WorkflowFinishedError",
     "WorkflowHandle",
     "WorkflowNotFoundError",
     "WorkflowStatus",

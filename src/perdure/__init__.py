@@ -26,6 +26,7 @@ from ._errors import (
     UnknownWorkflowError,
     WorkflowCancelledError,
     WorkflowFailedError,
+    WorkflowFinishedError,
     WorkflowNotFoundError,
     WorkflowTimeoutError,
 )
@@ -71,6 +72,7 @@ __all__ = [
     "UnknownWorkflowError",
     "WorkflowCancelledError",
     "WorkflowFailedError",
+    "WorkflowFinishedError",
     "WorkflowHandle",
     "WorkflowNotFoundError",
     "WorkflowStatus",

@@ -13,6 +13,7 @@ signals, which derive from ``BaseException`` so that a workflow's
     ├── WorkflowFailedError       a failed workflow whose error type cannot be rebuilt
     ├── StepFailedError           a failed step whose error type cannot be rebuilt
     ├── WorkflowTimeoutError      waiting for a result took longer than asked (also TimeoutError)
+    ├── WorkflowFinishedError     a message was sent to a workflow that has finished
     ├── WorkflowCancelledError    the workflow was cancelled (what its result raises)
     ├── DeadlineExceededError     the workflow ran past its deadline (recorded; also TimeoutError)
     ├── StepTimeoutError          a step attempt ran past the step's timeout (also TimeoutError)
@@ -134,6 +135,21 @@ class WorkflowTimeoutError(PerdureError, TimeoutError):
         return (
             f"workflow {self.workflow_id!r} did not finish within {self.timeout}s; it keeps "
             "running: wait again with handle.result() or look at handle.status()"
+        )
+
+
+class WorkflowFinishedError(PerdureError):
+    """The workflow has already finished: a message sent to it would never be received."""
+
+    def __init__(self, workflow_id: str, status: str) -> None:
+        super().__init__(workflow_id, status)
+        self.workflow_id = workflow_id
+        self.status = status
+
+    def __str__(self) -> str:
+        return (
+            f"workflow {self.workflow_id!r} has already finished ({self.status}); the message "
+            "was not stored, since nothing would ever receive it"
         )
 
 

@@ -14,7 +14,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Any
 
 from ._context import current_run, current_scope
-from ._errors import WorkflowNotFoundError
+from ._errors import WorkflowFinishedError, WorkflowNotFoundError
 from ._registry import StepDef
 from ._retry import NO_RETRY
 from .storage import EVENT_EVENT
@@ -62,7 +62,11 @@ class Talking:
 
     def _sent(self, workflow_id: str, stored: bool | None) -> None:
         if stored is None:
-            raise WorkflowNotFoundError(workflow_id)
+            app: App = self  # type: ignore[assignment]
+            record = app.store.get_workflow(workflow_id)
+            if record is None:
+                raise WorkflowNotFoundError(workflow_id)
+            raise WorkflowFinishedError(workflow_id, record.status)
         executor = self.executor  # type: ignore[attr-defined]
         if stored and executor is not None:
             executor.wake()  # the message may have made a workflow claimable now
@@ -80,7 +84,8 @@ class Talking:
         Messages of one topic are received in the order they were sent, each exactly
         once; a message sent before the workflow waits for it is kept. A repeated send
         with the same ``idempotency_key`` (per workflow) stores nothing. Raises
-        ``WorkflowNotFoundError`` when no workflow has this ID.
+        ``WorkflowNotFoundError`` when no workflow has this ID, ``WorkflowFinishedError``
+        when it has finished (nothing would ever receive the message).
 
         Inside a workflow the send is recorded like a step, and its idempotency key
         defaults to the sender's ID and position: it is delivered exactly once, also

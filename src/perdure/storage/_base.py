@@ -343,7 +343,8 @@ class Store(abc.ABC):
         With an ``idempotency_key`` already used for this workflow nothing is stored.
         A workflow suspended on ``recv`` of this topic gets ``wake_at = now`` (it is
         claimable at once). Resolves to True when stored, False for a repeated key,
-        None when no workflow has this ID (nothing is stored).
+        None when no active workflow has this ID (none, or it has finished: nothing is
+        stored, since nobody would receive it).
         """
 
     @abc.abstractmethod

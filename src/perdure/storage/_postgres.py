@@ -64,7 +64,14 @@ from ._pg_session import (
     session_tag,
     translate,
 )
-from ._queries import EXECUTOR_COLUMNS, STEP_COLUMNS, WF_COLUMNS, list_query, migrations
+from ._queries import (
+    EXECUTOR_COLUMNS,
+    STEP_COLUMNS,
+    WF_COLUMNS,
+    WHY_NOT_STORED,
+    list_query,
+    migrations,
+)
 
 T = TypeVar("T")
 log = logging.getLogger("perdure")
@@ -669,15 +676,17 @@ class PostgresStore(Store):
             inserted = conn.execute(
                 "INSERT INTO perdure_messages (workflow_id, topic, payload, idempotency_key, "
                 "created_at) SELECT %s, %s, %s, %s, %s WHERE EXISTS (SELECT 1 FROM "
-                "perdure_workflows WHERE id = %s) "
+                "perdure_workflows WHERE id = %s AND status IN ('PENDING', 'RUNNING')) "
                 "ON CONFLICT (workflow_id, idempotency_key) DO NOTHING RETURNING seq",
                 (workflow_id, topic, payload, idempotency_key, now, workflow_id),
             ).fetchone()
             if inserted is None:
-                exists = conn.execute(
-                    "SELECT 1 FROM perdure_workflows WHERE id = %s", (workflow_id,)
+                # Not stored: a repeated key (also once the workflow finished), or no
+                # active workflow to receive it.
+                row = conn.execute(
+                    WHY_NOT_STORED, (workflow_id, idempotency_key, workflow_id)
                 ).fetchone()
-                return False if exists else None
+                return None if row is None or not (row[0] or row[1]) else False
             woken = self._wake_for_message(conn, workflow_id, topic, now).fetchone()
             if woken is not None and woken[0]:
                 self._notify(conn, EVENT_READY)

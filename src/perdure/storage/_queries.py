@@ -15,6 +15,12 @@ WF_COLUMNS = (
     "wait_topic, parent_id, cancel_requested_at, deadline_at, generation"
 )
 STEP_COLUMNS = "position, name, status, output, error, attempts, next_attempt_at, updated_at"
+#: Why a message was not stored: (the workflow is active, its key was used before); no
+#: row when the workflow does not exist. Placeholders are "%s" (SQLite swaps in "?").
+WHY_NOT_STORED = (
+    "SELECT status IN ('PENDING', 'RUNNING'), EXISTS (SELECT 1 FROM perdure_messages "
+    "WHERE workflow_id = %s AND idempotency_key = %s) FROM perdure_workflows WHERE id = %s"
+)
 EXECUTOR_COLUMNS = (
     "id, host, pid, app_version, started_at, heartbeat_at, lease_expires_at, stopped_at"
 )

@@ -34,7 +34,14 @@ from ._base import (
     WorkflowRecord,
 )
 from ._batch import GroupCommitter
-from ._queries import EXECUTOR_COLUMNS, STEP_COLUMNS, WF_COLUMNS, list_query, migrations
+from ._queries import (
+    EXECUTOR_COLUMNS,
+    STEP_COLUMNS,
+    WF_COLUMNS,
+    WHY_NOT_STORED,
+    list_query,
+    migrations,
+)
 
 _SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL", "extra": "EXTRA"}
 
@@ -127,7 +134,8 @@ def _deliver(
     cursor = conn.execute(
         "INSERT INTO perdure_messages (workflow_id, topic, payload, idempotency_key, "
         "created_at) SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM perdure_workflows "
-        "WHERE id = ?) ON CONFLICT (workflow_id, idempotency_key) DO NOTHING",
+        "WHERE id = ? AND status IN ('PENDING', 'RUNNING')) "
+        "ON CONFLICT (workflow_id, idempotency_key) DO NOTHING",
         (workflow_id, topic, payload, idempotency_key, now, workflow_id),
     )
     if cursor.rowcount != 1:
@@ -508,10 +516,12 @@ class SQLiteStore(Store):
         def send(conn: sqlite3.Connection) -> bool | None:
             if _deliver(conn, workflow_id, topic, payload, idempotency_key, now):
                 return True
-            exists = conn.execute(
-                "SELECT 1 FROM perdure_workflows WHERE id = ?", (workflow_id,)
+            # Not stored: a repeated key (also once the workflow finished), or no active
+            # workflow to receive it.
+            row = conn.execute(
+                WHY_NOT_STORED.replace("%s", "?"), (workflow_id, idempotency_key, workflow_id)
             ).fetchone()
-            return False if exists else None
+            return None if row is None or not (row[0] or row[1]) else False
 
         return self._writer.submit(send)
 
