@@ -332,3 +332,31 @@ def test_sqlite_settings(tmp_path) -> None:
         open_store(f"sqlite:///{tmp_path}/x.db?synchronous=sometimes")
     with pytest.raises(perdure.ConfigurationError, match="unsupported database URL"):
         open_store("mysql://x")
+
+
+def test_workflows_claimed_together_run_concurrently(make_app) -> None:
+    # Regression: a pool with one idle thread handed every workflow of a claim round to
+    # that thread, so they ran one after another. Five workflows that meet at a barrier
+    # can only finish if they run at the same time.
+    worker = make_app()
+    client = make_app()
+    barrier = threading.Barrier(5, timeout=10)
+    for app in (worker, client):
+
+        @app.step(name="meet")
+        def meet() -> None:
+            barrier.wait()
+
+        @app.workflow(name="warm_up")
+        def warm_up() -> None:
+            pass
+
+        @app.workflow(name="together")
+        def together() -> None:
+            meet()
+
+    with worker:
+        client.start("warm_up").result(timeout=10)  # type: ignore[arg-type]
+        handles = [client.start("together") for _ in range(5)]  # type: ignore[arg-type]
+        for handle in handles:
+            handle.result(timeout=20)

@@ -53,23 +53,31 @@ class _ThreadPool:
         self._lock = threading.Lock()
         self._threads = 0
         self._idle = 0
+        self._backlog = 0
 
     def submit(self, fn: Callable[[], None]) -> None:
-        self._queue.put(fn)
+        # Each item is matched with a thread at once: an idle thread is reserved for it (not
+        # merely seen idle, or several items submitted together would all count on the same
+        # thread and run one after another), else a new thread starts, else it waits in
+        # the backlog for the next thread that finishes.
         with self._lock:
-            if self._idle > 0 or self._threads >= self._max:
-                return
-            self._threads += 1
-            self._idle += 1
-        threading.Thread(
-            target=self._work, name=f"{self._name}-{self._threads}", daemon=True
-        ).start()
+            start = False
+            if self._idle > 0:
+                self._idle -= 1
+            elif self._threads < self._max:
+                self._threads += 1
+                start = True
+            else:
+                self._backlog += 1
+        self._queue.put(fn)
+        if start:
+            threading.Thread(
+                target=self._work, name=f"{self._name}-{self._threads}", daemon=True
+            ).start()
 
     def _work(self) -> None:
         while True:
             fn = self._queue.get()
-            with self._lock:
-                self._idle -= 1
             if fn is None:
                 return
             try:
@@ -77,7 +85,10 @@ class _ThreadPool:
             except BaseException:  # noqa: BLE001 - a pool thread must survive anything
                 log.exception("perdure executor thread failed")
             with self._lock:
-                self._idle += 1
+                if self._backlog > 0:
+                    self._backlog -= 1  # the next queued item is this thread's
+                else:
+                    self._idle += 1
 
     def stop(self) -> None:
         for _ in range(self._threads):

@@ -69,6 +69,7 @@ from ._queries import (
     STEP_COLUMNS,
     WF_COLUMNS,
     WHY_NOT_STORED,
+    claim_candidates,
     list_query,
     migrations,
 )
@@ -135,6 +136,13 @@ def _step_params(workflow_id: str, lease: Lease, step: StepRecord) -> tuple[Any,
         lease.owner,
         lease.epoch,
     )
+
+
+# The candidates' conditions are checked again by the claim itself once their rows are
+# locked: a row may have changed since the candidates were read.
+_CANDIDATES = claim_candidates(
+    "%%(%s)s", "(SELECT unnest(%(names)s::text[]))", "(SELECT unnest(%(dead)s::text[]))", False
+)
 
 
 def _redact(url: str) -> str:
@@ -558,9 +566,9 @@ class PostgresStore(Store):
                 "updated_at = %(now)s, "
                 "recoveries = recoveries + CASE WHEN status = 'RUNNING' AND wake_at IS NULL "
                 "THEN 1 ELSE 0 END, wake_at = NULL, wait_topic = NULL "
-                "WHERE id IN (SELECT id FROM perdure_workflows "
-                "WHERE status IN ('PENDING', 'RUNNING') AND app_version = %(version)s "
-                "AND name = ANY(%(names)s::text[]) "
+                "WHERE id IN (SELECT id FROM perdure_workflows WHERE id IN ("
+                + _CANDIDATES
+                + ") AND status IN ('PENDING', 'RUNNING') "
                 "AND (owner IS NULL OR lease_expires_at < %(now)s "
                 "OR owner = ANY(%(dead)s::text[])) "
                 "AND (wake_at IS NULL OR wake_at <= %(now)s) "

@@ -26,6 +26,36 @@ EXECUTOR_COLUMNS = (
 )
 
 
+def claim_candidates(param: str, names: str, dead: str, index_hints: bool) -> str:
+    """The IDs of claimable workflows, oldest first: a union of index range scans (new or
+    released; suspended and due; owned with an expired lease; owned by a dead executor),
+    each limited, so that suspended and running workflows cost a claim nothing.
+
+    ``param % name`` spells a named parameter (``:%s`` or ``%%(%s)s``); ``names`` and
+    ``dead`` are the SQL for the sets of workflow names and dead owners. With
+    ``index_hints`` each branch names its index (SQLite's planner, without statistics,
+    would otherwise pick the status index and walk every active workflow). The caller
+    takes its limit of them: each branch returns up to four times as many, so that
+    concurrent claims (which skip each other's locked rows) still find enough.
+    """
+    active = "status IN ('PENDING', 'RUNNING')"
+    mine = f"app_version = {param % 'version'} AND name IN {names}"
+    now, limit = param % "now", param % "limit"
+    branches = (
+        ("perdure_workflows_claimable", f"owner IS NULL AND wake_at IS NULL AND {active}"),
+        ("perdure_workflows_wake", f"wake_at <= {now} AND owner IS NULL AND {active}"),
+        ("perdure_workflows_lease", f"lease_expires_at < {now} AND owner IS NOT NULL AND {active}"),
+        ("perdure_workflows_owner", f"owner IN {dead} AND {active}"),
+    )
+    union = " UNION ALL ".join(
+        f"SELECT * FROM (SELECT id, created_at FROM perdure_workflows"
+        f"{f' INDEXED BY {index}' if index_hints else ''} WHERE {where} "
+        f"AND {mine} ORDER BY created_at LIMIT 4 * {limit}) AS b{n}"
+        for n, (index, where) in enumerate(branches)
+    )
+    return f"SELECT id FROM ({union}) AS candidates ORDER BY created_at LIMIT 4 * {limit}"
+
+
 def migrations(dialect: str) -> list[tuple[int, str]]:
     """The migrations of ``dialect`` ("sqlite" or "postgres") shipped with perdure, as
     (version, script), in order."""

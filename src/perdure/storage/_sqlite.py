@@ -39,6 +39,7 @@ from ._queries import (
     STEP_COLUMNS,
     WF_COLUMNS,
     WHY_NOT_STORED,
+    claim_candidates,
     list_query,
     migrations,
 )
@@ -152,6 +153,11 @@ def _deliver(
 _ACTIVE_TREE = (
     "WITH RECURSIVE tree (id) AS (SELECT ? UNION SELECT w.id FROM perdure_workflows w "
     "JOIN tree ON w.parent_id = tree.id) "
+)
+
+
+_CANDIDATES = claim_candidates(
+    ":%s", "(SELECT value FROM json_each(:names))", "(SELECT value FROM json_each(:dead))", True
 )
 
 
@@ -414,13 +420,9 @@ class SQLiteStore(Store):
                 "lease_expires_at = :lease, note = NULL, updated_at = :now, "
                 "recoveries = recoveries + (status = 'RUNNING' AND wake_at IS NULL), "
                 "wake_at = NULL, wait_topic = NULL "
-                "WHERE id IN (SELECT id FROM perdure_workflows "
-                "WHERE status IN ('PENDING', 'RUNNING') AND app_version = :version "
-                "AND name IN (SELECT value FROM json_each(:names)) "
-                "AND (owner IS NULL OR lease_expires_at < :now "
-                "OR owner IN (SELECT value FROM json_each(:dead))) "
-                "AND (wake_at IS NULL OR wake_at <= :now) "
-                "ORDER BY created_at LIMIT :limit) "
+                "WHERE id IN (SELECT id FROM perdure_workflows WHERE id IN ("
+                + _CANDIDATES
+                + ") ORDER BY created_at LIMIT :limit) "
                 f"RETURNING {WF_COLUMNS}",
                 {
                     "me": executor_id,

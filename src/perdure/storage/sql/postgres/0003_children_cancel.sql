@@ -17,3 +17,10 @@ CREATE INDEX perdure_workflows_parent ON perdure_workflows (parent_id)
 -- Executors look up the cancel requests of the workflows they own.
 CREATE INDEX perdure_workflows_cancel ON perdure_workflows (owner)
     WHERE cancel_requested_at IS NOT NULL AND owner IS NOT NULL;
+-- Claiming looks only at what is claimable: new or released workflows (this index),
+-- suspended ones whose wake time came (perdure_workflows_wake), and owned ones whose lease
+-- expired (below), so that thousands of suspended workflows cost a claim nothing.
+CREATE INDEX perdure_workflows_claimable ON perdure_workflows (created_at)
+    WHERE status IN ('PENDING', 'RUNNING') AND owner IS NULL AND wake_at IS NULL;
+CREATE INDEX perdure_workflows_lease ON perdure_workflows (lease_expires_at)
+    WHERE owner IS NOT NULL;
