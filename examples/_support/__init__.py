@@ -21,6 +21,7 @@ from .processes import Worker, Workers
 from .servers import LocalServer
 
 __all__ = [
+    "JsonlTail",
     "LocalServer",
     "Worker",
     "Workers",
@@ -61,6 +62,20 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
         return []
     text = path.read_text(encoding="utf-8")
     return [json.loads(line) for line in text[: text.rfind("\n") + 1].splitlines() if line]
+
+
+class JsonlTail:
+    """Follows a JSON-lines file that others append to: ``new()`` returns the lines
+    added since the last call."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.seen = 0
+
+    def new(self) -> list[dict[str, Any]]:
+        entries = read_jsonl(self.path)
+        fresh, self.seen = entries[self.seen :], len(entries)
+        return fresh
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:

@@ -11,11 +11,12 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # examples/, for _support
 
 import pipeline
-from _support import Worker, Workers, read_jsonl, say, scratch_folder, wait_for
+from _support import JsonlTail, Worker, Workers, say, scratch_folder, wait_for
 
 HERE = Path(__file__).resolve().parent
 
@@ -43,18 +44,18 @@ class LedgerNarrator:
     """Prints the ledger's new lines as they appear: which worker starts or ends which step."""
 
     def __init__(self, ledger: Path, names: dict[int, str]) -> None:
-        self.ledger = ledger
+        self.tail = JsonlTail(ledger)
         self.names = names
-        self.seen = 0
+        self.entries: list[dict[str, Any]] = []
 
-    def __call__(self) -> list[dict[str, object]]:
-        entries = read_jsonl(self.ledger)
-        for entry in entries[self.seen :]:
-            who = self.names.get(int(str(entry["pid"])), f"pid {entry['pid']}")
+    def __call__(self) -> list[dict[str, Any]]:
+        """Every ledger line so far, after printing the new ones."""
+        for entry in self.tail.new():
+            who = self.names.get(entry["pid"], f"pid {entry['pid']}")
             verb = "starts" if entry["phase"] == "start" else "ends  "
             say(f"  {who} {verb} {entry['step']}")
-        self.seen = len(entries)
-        return entries
+            self.entries.append(entry)
+        return self.entries
 
 
 def run(workdir: Path) -> Outcome:
@@ -103,7 +104,7 @@ def run(workdir: Path) -> Outcome:
     runs: dict[str, list[int]] = {step: [] for step in pipeline.STEPS}
     for entry in narrator():
         if entry["phase"] == "start":
-            runs[str(entry["step"])].append(int(str(entry["pid"])))
+            runs[entry["step"]].append(entry["pid"])
     for step, pids in runs.items():
         where = " then ".join(names.get(pid, str(pid)).split(" (")[0] for pid in pids)
         again = "  <- in flight at the kill, so it ran again" if len(pids) > 1 else ""
