@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -15,10 +16,12 @@ from types import TracebackType
 class Worker:
     """One ``perdure worker`` subprocess; its output goes to ``worker-N.log``."""
 
-    def __init__(self, number: int, spec: str, code_dir: Path, workdir: Path) -> None:
+    def __init__(
+        self, number: int, spec: str, code_dir: Path, workdir: Path, env: Mapping[str, str]
+    ) -> None:
         self.number = number
         self.log_path = workdir / f"worker-{number}.log"
-        env = dict(os.environ)
+        env = {**os.environ, **env}
         # The worker imports the example's module by name, and the perdure this process
         # uses (PYTHONPATH may point at a source tree).
         env["PYTHONPATH"] = os.pathsep.join(
@@ -73,16 +76,23 @@ class Worker:
 
 class Workers:
     """Starts workers for one app; as a context manager, kills every one still running on
-    exit (also on error or Ctrl-C), so that no process outlives the example."""
+    exit (also on error or Ctrl-C), so that no process outlives the example.
 
-    def __init__(self, spec: str, code_dir: Path, workdir: Path) -> None:
+    ``spec`` is the app's ``module:attribute``, importable from ``code_dir``; the workers
+    run in ``workdir``, with this process's environment updated with ``env``.
+    """
+
+    def __init__(
+        self, spec: str, code_dir: Path, workdir: Path, env: Mapping[str, str] | None = None
+    ) -> None:
         self.spec = spec
         self.code_dir = code_dir
         self.workdir = workdir
+        self.env = dict(env or {})
         self.started: list[Worker] = []
 
     def start(self) -> Worker:
-        worker = Worker(len(self.started) + 1, self.spec, self.code_dir, self.workdir)
+        worker = Worker(len(self.started) + 1, self.spec, self.code_dir, self.workdir, self.env)
         self.started.append(worker)
         return worker
 
