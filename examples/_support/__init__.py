@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -28,6 +29,7 @@ __all__ = [
     "read_jsonl",
     "say",
     "scratch_folder",
+    "show_logs",
     "wait_for",
 ]
 
@@ -37,6 +39,19 @@ _started = time.monotonic()
 def say(text: str) -> None:
     """Print one line of narration, stamped with the seconds since the example started."""
     print(f"[{time.monotonic() - _started:5.1f}s] {text}", flush=True)
+
+
+class _Narrated(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        say(f"  [{record.name}] {record.getMessage()}")
+
+
+def show_logs(logger: str = "perdure", level: int = logging.WARNING) -> None:
+    """Narrate the log records of ``logger`` (perdure's retries, recoveries) in line with
+    the rest of the story."""
+    log = logging.getLogger(logger)
+    log.setLevel(level)
+    log.addHandler(_Narrated())
 
 
 @contextlib.contextmanager
