@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import os
+import re
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,3 +42,30 @@ def load_example(name: str) -> Iterator[ModuleType]:
             path = getattr(sys.modules[loaded], "__file__", None) or ""
             if path.startswith(str(EXAMPLES)):
                 del sys.modules[loaded]
+
+
+def run_script(name: str, timeout: float = 60) -> str:
+    """Run ``python examples/<name>/main.py`` as a user would, from the repository root, on
+    the default database (a scratch folder); returns its output, after checking that it
+    succeeded and left none of the processes it names ("pid N") running."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PERDURE_")}
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / name / "main.py")],
+        cwd=EXAMPLES.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, f"{name} failed:\n{done.stdout}\n{done.stderr}"
+    for pid in {int(pid) for pid in re.findall(r"\(pid (\d+)\)", done.stdout)}:
+        assert not _running(pid), f"{name} left process {pid} running"
+    return done.stdout
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):  # gone, or reused by another user
+        return False
+    return True

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from example_loader import load_example
+from example_loader import load_example, run_script
 
 pytestmark = pytest.mark.slow
 
@@ -31,3 +31,9 @@ def test_agent_resumes_mid_conversation_without_repeating_completed_calls(
         ("get_weather", outcome.killed_pid),
         ("convert_temperature", outcome.killed_pid),
     ]
+
+
+def test_script_runs() -> None:
+    out = run_script("agent")
+    assert "The agent answers: 'Tomorrow in Paris: rain" in out
+    assert "agent-1/turn-3: 2 call(s)" in out

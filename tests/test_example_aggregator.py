@@ -9,7 +9,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from example_loader import load_example
+from example_loader import load_example, run_script
 
 
 @pytest.fixture
@@ -50,3 +50,10 @@ def test_a_suspended_aggregator_wakes_for_more_events_also_after_a_restart(
     final = main.follow("store-lyon", before.count + 7)
     assert final == totals.Totals(before.total + sum(range(100, 107)), before.count + 7)
     assert totals.read("store-paris") == main.expected()["store-paris"]
+
+
+@pytest.mark.slow
+def test_script_runs() -> None:
+    out = run_script("aggregator")
+    assert "store-paris: 8 sales, 128 EUR" in out
+    assert "store-lyon: 4 sales, 70 EUR" in out

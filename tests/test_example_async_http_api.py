@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from example_loader import load_example
+from example_loader import load_example, run_script
 
 
 def test_post_returns_202_and_the_status_url_shows_progress_then_the_result(
@@ -53,3 +53,11 @@ def test_post_returns_202_and_the_status_url_shows_progress_then_the_result(
         assert client.get(location).json()["result"]["total"] == 310
 
         assert client.get("/reports/report-nope").status_code == 404
+
+
+@pytest.mark.slow
+def test_script_runs() -> None:
+    out = run_script("async_http_api")
+    assert "POST /reports -> 202 Accepted, Location: /reports/report-sales-2026-q1" in out
+    assert "'total': 875" in out
+    assert "(the same job, not a new one)" in out

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from example_loader import load_example
+from example_loader import load_example, run_script
 
 pytestmark = pytest.mark.slow
 
@@ -37,3 +37,10 @@ def test_chain_resumes_after_sigkill_without_rerunning_checkpointed_steps(
             assert outcome.runs[step] in ([killed, resumed], [killed]), step
         else:
             assert outcome.runs[step] == [resumed], step
+
+
+def test_script_runs() -> None:
+    out = run_script("chaining")
+    assert "SIGKILL worker 1" in out
+    assert "Workflow SUCCEEDED (recovered 1x)" in out
+    assert "Report: the: 5, runs: 3, workflow: 3" in out

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
-from example_loader import load_example
+from example_loader import load_example, run_script
 
 
 def test_every_reading_reaches_the_collector_exactly_once(
@@ -29,3 +29,9 @@ def test_every_reading_reaches_the_collector_exactly_once(
     assert {r["key"]: r["received"] for r in outcome.stored if r["received"] != 1} == {lost_ack: 2}
     # At least three uploads failed while the link was down, and were retried.
     assert len(outcome.retried) >= 3
+
+
+@pytest.mark.slow
+def test_script_runs() -> None:
+    out = run_script("edge_device")
+    assert "Collector: 12 readings for 12 taken" in out

@@ -10,7 +10,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from example_loader import load_example
+from example_loader import load_example, run_script
 
 
 @pytest.fixture
@@ -51,3 +51,10 @@ def test_nobody_answers_and_it_expires(main: ModuleType) -> None:
     assert decision == main.approval.Decision(approved=False, by=None, escalated=True)
     assert recipients(main) == ["ada", "grace", "sam"]
     assert outbox(main)[-1]["text"] == "expense-3 expired: nobody decided in time"
+
+
+@pytest.mark.slow
+def test_script_runs() -> None:
+    out = run_script("human_interaction")
+    assert "expense-1: Decision(approved=True, by='ada', escalated=False)" in out
+    assert "expense-2: Decision(approved=True, by='grace', escalated=True)" in out
