@@ -69,9 +69,9 @@ def run(workdir: Path) -> Outcome:
 
         def start_worker() -> Worker:
             worker = workers.start()
-            names[worker.pid] = f"worker {worker.number} (pid {worker.pid})"
+            names[worker.pid] = f"worker {worker.number}"
             worker.wait_ready()
-            say(f"{names[worker.pid]} is running: python -m perdure worker pipeline:app")
+            say(f"{names[worker.pid]} (pid {worker.pid}): python -m perdure worker pipeline:app")
             return worker
 
         first = start_worker()
@@ -90,23 +90,29 @@ def run(workdir: Path) -> Outcome:
 
         wait_for(in_flight, 30, f"worker 1 to start {KILL_DURING}")
         code = first.kill()
-        say(f"SIGKILL {names[first.pid]} in the middle of {KILL_DURING}: exit code {code}")
-        checkpointed = [s.name for s in handle.status().steps if s.status == "SUCCEEDED"]
-        say(f"Checkpointed so far: {', '.join(checkpointed)}; the workflow is still RUNNING")
+        say(f"SIGKILL worker 1 (pid {first.pid}) while it runs {KILL_DURING}: exit code {code}")
+        status = handle.status()
+        checkpointed = [step.name for step in status.steps if step.status == "SUCCEEDED"]
+        say(f"The workflow is {status.status}, checkpointed: {', '.join(checkpointed)}")
 
         second = start_worker()
-        wait_for(lambda: (narrator(), handle.status().done)[1], 30, "the workflow to finish")
+
+        def finished() -> bool:
+            narrator()
+            return handle.status().done
+
+        wait_for(finished, 30, "the workflow to finish")
         result = handle.result(timeout=10)
         status = handle.status()
         say(f"Workflow {status.status} (recovered {status.recoveries}x), wrote {result}")
-        say(f"{names[second.pid]} stopped with SIGTERM: exit code {second.stop()}")
+        say(f"worker 2 stopped with SIGTERM: exit code {second.stop()}")
 
     runs: dict[str, list[int]] = {step: [] for step in pipeline.STEPS}
     for entry in narrator():
         if entry["phase"] == "start":
             runs[entry["step"]].append(entry["pid"])
     for step, pids in runs.items():
-        where = " then ".join(names.get(pid, str(pid)).split(" (")[0] for pid in pids)
+        where = " then ".join(names.get(pid, f"pid {pid}") for pid in pids)
         again = "  <- in flight at the kill, so it ran again" if len(pids) > 1 else ""
         say(f"  {step:<9} ran {len(pids)}x: {where}{again}")
     report = Path(result).read_text(encoding="utf-8")

@@ -86,3 +86,9 @@ def answer(expense_id: str, by: str, approved: bool, click_id: str) -> None:
     app.send(
         expense_id, {"approved": approved, "by": by}, topic="approval", idempotency_key=click_id
     )
+
+
+def stage(expense_id: str) -> str | None:
+    """Where the approval stands, as the workflow last published it (``set_event``)."""
+    current: str | None = app.get_event(expense_id, "stage")
+    return current

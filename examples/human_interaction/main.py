@@ -20,8 +20,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # examples/, fo
 import approval
 from _support import JsonlTail, say, scratch_folder, wait_for
 
-from perdure import WorkflowHandle
-
 app = approval.app
 
 
@@ -34,33 +32,28 @@ class Outbox:
 
     def __init__(self) -> None:
         self.tail = JsonlTail(approval.OUTBOX)
-        self.delivered: list[dict[str, str]] = []
 
     def show(self) -> None:
         for message in self.tail.new():
             say(f"  [outbox] to {message['to']}: {message['text']}")
-            self.delivered.append(message)
 
 
-def stage(handle: WorkflowHandle[approval.Decision]) -> str | None:
-    stage: str | None = app.get_event(handle.workflow_id, "stage")
-    return stage
+def wait_for_stage(expense_id: str, prefix: str, outbox: Outbox) -> None:
+    """Wait until the workflow says it reached the stage starting with ``prefix``."""
 
-
-def wait_for_stage(handle: WorkflowHandle[approval.Decision], prefix: str, outbox: Outbox) -> None:
     def reached() -> bool:
         outbox.show()
-        return (stage(handle) or "").startswith(prefix)
+        return (approval.stage(expense_id) or "").startswith(prefix)
 
-    wait_for(reached, 30, f"{handle.workflow_id} to be {prefix}")
-    say(f"{handle.workflow_id} is {stage(handle)}")
+    wait_for(reached, 30, f"{expense_id} to be {prefix}")
+    say(f"{expense_id} is {approval.stage(expense_id)}")
 
 
 def approved_in_time(claim: approval.Expense, outbox: Outbox) -> approval.Decision:
     """The approver answers well within the time."""
     say(f"{claim.id}: sam asks for {claim.amount} EUR; ada has 60 s to answer")
     handle = app.start(approval.expense_approval, claim, 60.0, 60.0, workflow_id=claim.id)
-    wait_for_stage(handle, "waiting", outbox)
+    wait_for_stage(claim.id, "waiting", outbox)
     approval.answer(claim.id, "ada", True, click_id="ada-click-1")
     approval.answer(claim.id, "ada", True, click_id="ada-click-1")  # a double click
     say("ada clicks Approve (twice: the same click ID, so it counts once)")
@@ -76,9 +69,9 @@ def escalated_then_approved(
     """The approver doesn't answer in time; the manager, notified, approves."""
     say(f"{claim.id}: sam asks for {claim.amount} EUR; ada has {answer_within:g} s to answer")
     handle = app.start(approval.expense_approval, claim, answer_within, 60.0, workflow_id=claim.id)
-    wait_for_stage(handle, "waiting", outbox)
+    wait_for_stage(claim.id, "waiting", outbox)
     say("ada is away...")
-    wait_for_stage(handle, "escalated", outbox)
+    wait_for_stage(claim.id, "escalated", outbox)
     # Nothing runs while it waits: the workflow is suspended in the database.
     wait_for(lambda: handle.status().suspended, 30, f"{claim.id} to be suspended")
     say(f"{claim.id} is suspended, waiting for {handle.status().waiting_for}")
