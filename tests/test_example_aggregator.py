@@ -1,0 +1,59 @@
+"""examples/aggregator: one workflow per key adds up the events sent to it, each once
+(duplicates carry the same idempotency key), across batches and restarts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from example_loader import load_example, run_script
+
+
+@pytest.fixture
+def main(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The example's main module, its app launched on the test's database."""
+    monkeypatch.setenv("PERDURE_DATABASE_URL", database_url)
+    monkeypatch.chdir(tmp_path)
+    with load_example("aggregator") as module:
+        try:
+            module.app.launch()
+            yield module
+        finally:
+            module.app.shutdown()
+
+
+def test_totals_count_each_event_once(main: ModuleType) -> None:
+    result = main.run()
+    assert result == main.expected()
+    assert result["store-lyon"] == main.totals.Totals(total=70, count=4)
+    assert result["store-paris"] == main.totals.Totals(total=128, count=8)
+
+
+def test_a_suspended_aggregator_wakes_for_more_events_also_after_a_restart(
+    main: ModuleType,
+) -> None:
+    totals = main.totals
+    main.run()
+    before = totals.read("store-lyon")
+
+    # Its process restarts: the aggregator waits in the database, nothing is lost.
+    main.app.shutdown()
+    main.app.launch()
+    # More than a batch of new events, and old ones delivered again.
+    for n in range(100, 107):
+        totals.record("store-lyon", n, f"sale-{n}")
+        totals.record("store-lyon", 1000, "sale-3")
+        totals.record("store-lyon", n, f"sale-{n}")
+    final = main.follow("store-lyon", before.count + 7)
+    assert final == totals.Totals(before.total + sum(range(100, 107)), before.count + 7)
+    assert totals.read("store-paris") == main.expected()["store-paris"]
+
+
+@pytest.mark.slow
+def test_script_runs() -> None:
+    out = run_script("aggregator")
+    assert "store-paris: 8 sales, 128 EUR" in out
+    assert "store-lyon: 4 sales, 70 EUR" in out
