@@ -75,6 +75,8 @@ class Child:
         self.on_line = on_line
         self.process: subprocess.Popen[str] | None = None
         self._readers: list[threading.Thread] = []
+        self._output: list[str] = []
+        self._new_output = threading.Condition()
 
     def start(self) -> None:
         self.process = subprocess.Popen(
@@ -102,8 +104,27 @@ class Child:
                 self.line(line.rstrip("\n"))
 
     def line(self, line: str) -> None:
-        """One line of output; subclasses watch for theirs."""
+        with self._new_output:
+            self._output.append(line)
+            self._new_output.notify_all()
         self.on_line(self.name, line)
+
+    def wait_for_output(self, text: str, timeout: float = 30.0) -> str:
+        """The first line of output that contains ``text``, as soon as it is printed.
+
+        Raises ``ClusterError`` if the process exits or ``timeout`` seconds pass first.
+        """
+        deadline = time.monotonic() + timeout
+        with self._new_output:
+            while True:
+                found = next((line for line in self._output if text in line), None)
+                if found is not None:
+                    return found
+                if not self.alive:
+                    raise ClusterError(f"{self.name} exited before printing {text!r}")
+                if time.monotonic() > deadline:
+                    raise ClusterError(f"{self.name} did not print {text!r} in {timeout:.0f} s")
+                self._new_output.wait(0.05)
 
     @property
     def pid(self) -> int:
@@ -212,20 +233,10 @@ class Worker(Child):
     def __init__(self, number: int, env: dict[str, str], on_line: LineHandler):
         argv = [sys.executable, "-m", "perdure", "worker", "shop:app"]
         super().__init__(f"worker {number}", argv, env, on_line)
-        self.ready = threading.Event()
-
-    def line(self, line: str) -> None:
-        if line.startswith("perdure worker running"):
-            self.ready.set()
-        super().line(line)
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not self.ready.wait(0.05):
-            if not self.alive:
-                raise ClusterError(f"{self.name} exited at start")
-            if time.monotonic() > deadline:
-                raise ClusterError(f"{self.name} was not running after {timeout:.0f} s")
+        """Return once the worker runs (it has recovered what it found to recover)."""
+        self.wait_for_output("perdure worker running", timeout)
 
 
 class Cluster:
