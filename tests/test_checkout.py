@@ -124,7 +124,9 @@ def test_orders_complete_through_an_outage_and_a_worker_crash(
 ) -> None:
     client = shop.app
     order_ids = [f"order-{n}" for n in range(1, ORDERS + 1)]
-    items = {oid: [{"sku": "mug", "quantity": n}] for n, oid in enumerate(order_ids, start=1)}
+    items: dict[str, list[dict[str, Any]]] = {
+        oid: [{"sku": "mug", "quantity": n}] for n, oid in enumerate(order_ids, start=1)
+    }
     # The warehouse's second of latency keeps any reservation from getting through before
     # the outage, which begins at the first charge.
     with cluster(tmp_path, database_url, show, {"inventory": 1.0}) as running:

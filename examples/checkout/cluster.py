@@ -55,20 +55,12 @@ def refuses_connections(port: int) -> bool:
         return False
 
 
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``condition`` until it holds; raise ``ClusterError`` naming ``what`` if it
-    doesn't within ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise ClusterError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.02)
-
-
 class Child:
     """One child process in its own session, its stdout and stderr read by threads."""
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], on_line: LineHandler):
+    def __init__(
+        self, name: str, argv: list[str], env: dict[str, str], on_line: LineHandler
+    ) -> None:
         self.name = name
         self.argv = argv
         self.env = env
@@ -180,7 +172,7 @@ class Service(Child):
         env: dict[str, str],
         on_line: LineHandler,
         latency: float = 0.0,
-    ):
+    ) -> None:
         super().__init__(name, [], env, on_line)
         self.state_dir = state_dir
         self.latency = latency
@@ -230,7 +222,7 @@ class Service(Child):
 class Worker(Child):
     """A ``python -m perdure worker shop:app`` process."""
 
-    def __init__(self, number: int, env: dict[str, str], on_line: LineHandler):
+    def __init__(self, number: int, env: dict[str, str], on_line: LineHandler) -> None:
         argv = [sys.executable, "-m", "perdure", "worker", "shop:app"]
         super().__init__(f"worker {number}", argv, env, on_line)
 
@@ -252,7 +244,7 @@ class Cluster:
         database_url: str,
         on_line: LineHandler,
         latency: dict[str, float] | None = None,
-    ):
+    ) -> None:
         self.workdir = workdir
         self.database_url = database_url
         self.on_line = on_line
@@ -295,8 +287,14 @@ class Cluster:
         threads = [threading.Thread(target=start, args=(s,)) for s in self.services.values()]
         for thread in threads:
             thread.start()
-        for thread in threads:
-            thread.join()
+        try:
+            for thread in threads:
+                thread.join()
+        finally:
+            # Interrupted (Ctrl-C): still wait for the starts, so that close() finds and
+            # kills every process they started.
+            for thread in threads:
+                thread.join()
         if errors:
             raise errors[0]
 
@@ -335,19 +333,15 @@ class Cluster:
         """The PIDs of every process this cluster started."""
         return [child.pid for child in self._children if child.process is not None]
 
-    def close(self, timeout: float = 10.0) -> None:
-        """Stop every process still running: SIGTERM, then SIGKILL to its group."""
-        running = [child for child in self._children if child.process is not None]
-        for child in running:
-            if child.alive:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(child.pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for child in running:
-            assert child.process is not None
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                child.process.wait(max(deadline - time.monotonic(), 0.01))
-            child.kill()
+    def close(self) -> None:
+        """Kill every process still running, with its process group, and reap it.
+
+        No graceful stop here: this is the way out after a failure or an interruption,
+        and a worker asked to drain could take its whole grace period.
+        """
+        for child in self._children:
+            if child.process is not None:
+                child.kill()
 
 
 @contextlib.contextmanager

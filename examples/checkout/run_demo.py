@@ -34,6 +34,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
@@ -102,6 +103,9 @@ _RETRY = re.compile(
 )
 
 
+QUOTES = "'\""
+
+
 class Output:
     """Prints the children's lines, indented and tagged with the process they come from.
 
@@ -129,7 +133,7 @@ class Output:
                 self._shown_failures.add((name, order_id))
                 line = (
                     f"{order_id} {step} attempt {attempt} failed: {error}: "
-                    f"{message.strip(chr(39) + chr(34))}; next attempt in {wait}"
+                    f"{message.strip(QUOTES)}; next attempt in {wait}"
                 )
             elif level != "INFO":
                 line = f"{level} {line}"
@@ -161,24 +165,6 @@ def order_state(client: Any, order_id: str) -> OrderState:
     return OrderState(status.status, done, attempts, next_in)
 
 
-def states(client: Any, order_ids: list[str]) -> dict[str, OrderState]:
-    return {oid: order_state(client, oid) for oid in order_ids}
-
-
-def wait_for(
-    condition: Callable[[], bool], timeout: float, what: str, cluster: Cluster | None = None
-) -> None:
-    """Poll until ``condition`` holds; fail the demo after ``timeout`` seconds, or as soon
-    as a worker that should be running has exited."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if cluster is not None and cluster.workers and not cluster.workers[-1].alive:
-            raise DemoFailed(f"{cluster.workers[-1].name} exited while waiting for {what}")
-        if time.monotonic() > deadline:
-            raise DemoFailed(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.02)
-
-
 def make_order(n: int) -> dict[str, Any]:
     """A small, varied order."""
     items = [
@@ -194,58 +180,74 @@ def make_order(n: int) -> dict[str, Any]:
 # -- the demo ------------------------------------------------------------------------------
 
 
-def run(workdir: Path, output: Output) -> None:
-    database_url = f"sqlite:///{workdir / 'perdure.db'}"
-    # The client reads its database from the environment when shop is imported.
-    os.environ["PERDURE_DATABASE_URL"] = database_url
-    import shop
+class Demo:
+    """The acts of the demo, in order, on one cluster of processes."""
 
-    client = shop.app  # never launched: this process only starts workflows and reads them
-    order_ids = [f"order-{n}" for n in range(1, ORDER_COUNT + 1)]
-    orders = {oid: make_order(n) for n, oid in enumerate(order_ids, start=1)}
+    def __init__(self, running: Cluster, shop: ModuleType, output: Output) -> None:
+        self.running = running
+        self.shop = shop
+        self.client = shop.app  # never launched: it only starts workflows and reads them
+        self.output = output
+        self.order_ids = [f"order-{n}" for n in range(1, ORDER_COUNT + 1)]
+        self.orders = {oid: make_order(n) for n, oid in enumerate(self.order_ids, start=1)}
+        self.handles: dict[str, Any] = {}
+        self.stock_before: dict[str, int] = {}
 
-    say("perdure demo: a checkout across four services, through a network outage and a crash")
-    say("=" * 84)
-    paragraph(
-        "The checkout workflow (examples/checkout/shop.py) calls four services over HTTP, in "
-        "order: " + ", ".join(TITLES.values()) + ". Each call is a step, checkpointed when it "
-        f"returns, here in a fresh SQLite file ({database_url}). Lines starting with | are "
-        "the processes' own output.",
-        "",
-        "",
-    )
-    say()
-    with cluster(workdir, database_url, output, LATENCY) as running:
-        # 1. the services and a worker
-        running.start_services()
+    def states(self) -> dict[str, OrderState]:
+        return {oid: order_state(self.client, oid) for oid in self.order_ids}
+
+    def wait_for(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
+        """Poll until ``condition`` holds; fail after ``timeout`` seconds, or as soon as
+        the worker that should be running has exited."""
+        deadline = time.monotonic() + timeout
+        while not condition():
+            worker = self.running.workers[-1]
+            if not worker.alive:
+                raise DemoFailed(f"{worker.name} exited while waiting for {what}")
+            if time.monotonic() > deadline:
+                raise DemoFailed(f"timed out after {timeout:.0f} s waiting for {what}")
+            time.sleep(0.02)
+
+    def run(self) -> None:
+        self.start()
+        self.place_orders()
+        self.cut_inventory_off()
+        self.show_the_customers()
+        at_kill = self.kill_the_worker()
+        self.take_over(at_kill)
+        receipts = self.bring_inventory_back()
+        self.prove(receipts)
+        self.stop()
+
+    def start(self) -> None:
+        self.running.start_services()
         narrate("Started the four services, each a FastAPI app in its own uvicorn process:", "1. ")
-        for name, service in running.services.items():
+        for name, service in self.running.services.items():
             title = TITLES[name]
             say(f"       {title:<22} {service.url:<23} pid {service.pid:<7} state {name}.db")
-        worker1 = running.start_worker()
-        narrate(f"Started worker 1 (pid {worker1.pid}): python -m perdure worker shop:app", "   ")
-        worker1.wait_ready()
+        self.stock_before = self.running.services["inventory"].get("/stock")
+        worker = self.running.start_worker()
+        narrate(f"Started worker 1 (pid {worker.pid}): python -m perdure worker shop:app", "   ")
+        worker.wait_ready()
 
-        # 2. orders
+    def place_orders(self) -> None:
         narrate(
             f"A client places {ORDER_COUNT} orders. Placing an order records a checkout "
             "workflow in the database; the worker picks it up and runs it.",
             "2. ",
         )
-        handles = {}
-        for oid in order_ids:
-            handles[oid] = client.start(shop.checkout, orders[oid], workflow_id=oid)
-        inventory = running.services["inventory"]
-        stock_before = inventory.get("/stock")
+        for oid in self.order_ids:
+            self.handles[oid] = self.client.start(
+                self.shop.checkout, self.orders[oid], workflow_id=oid
+            )
 
-        # 3. the outage, as soon as the first card is charged: from then on no reservation
-        # can get through (each takes the warehouse a second), and every order meets it.
-        charged = running.services["payment"].wait_for_output("charged ", timeout=30)
+    def cut_inventory_off(self) -> None:
+        # At the first charge: from then on no reservation can get through before the
+        # outage (each takes the warehouse a second), so every order meets it.
+        charged = self.running.services["payment"].wait_for_output("charged ", timeout=30)
+        inventory = self.running.services["inventory"]
         inventory.kill()
-        check(
-            refuses_connections(inventory.port),
-            f"port {inventory.port} still accepts connections",
-        )
+        check(refuses_connections(inventory.port), f"port {inventory.port} still accepts")
         narrate(
             f"Payment Authorization has charged {charged.split()[1]}, and Inventory Update "
             "comes next, when the network to that service fails: its process "
@@ -253,72 +255,74 @@ def run(workdir: Path, output: Output) -> None:
             "3. ",
         )
 
-        # 4. every payment goes through, every inventory update fails and is retried
-        def all_waiting_for_inventory() -> bool:
+    def show_the_customers(self) -> None:
+        def all_retrying() -> bool:
             return all(
                 "authorize_payment" in s.done and s.inventory_attempts >= 1
-                for s in states(client, order_ids).values()
+                for s in self.states().values()
             )
 
-        wait_for(all_waiting_for_inventory, 20, "every order to reach the outage", running)
+        self.wait_for(all_retrying, 20, "every order to reach the outage")
+        retry = self.shop.INVENTORY_RETRY
         narrate(
             "Every payment is authorized, and every inventory update fails; perdure records "
-            f"each failure and retries with a backoff (shop.INVENTORY_RETRY: up to "
-            f"{shop.INVENTORY_RETRY.max_attempts} attempts, waits growing from "
-            f"{shop.INVENTORY_RETRY.initial_interval} s to {shop.INVENTORY_RETRY.max_interval} "
-            "s). Meanwhile the shop's front end shows each customer the status the workflow "
-            'published (app.get_event(order_id, "status")):',
+            "each failure and retries with a backoff (shop.INVENTORY_RETRY: up to "
+            f"{retry.max_attempts} attempts, waits growing from {retry.initial_interval} s to "
+            f"{retry.max_interval} s). Meanwhile the shop's front end shows each customer "
+            'the status the workflow published (app.get_event(order_id, "status")):',
             "4. ",
         )
-        for oid in order_ids:
-            status = client.get_event(oid, "status")
-            say(f"       {oid} ({orders[oid]['customer']}): {status!r}")
-            check(
-                status == shop.PAYMENT_RECEIVED,
-                f"{oid}'s status during the outage is {status!r}, expected "
-                f"{shop.PAYMENT_RECEIVED!r}",
-            )
+        for oid in self.order_ids:
+            status = self.client.get_event(oid, "status")
+            say(f"       {oid} ({self.orders[oid]['customer']}): {status!r}")
+            expected = self.shop.PAYMENT_RECEIVED
+            check(status == expected, f"{oid}'s status is {status!r}, expected {expected!r}")
 
-        # 5. the worker dies during the outage
+    def kill_the_worker(self) -> dict[str, OrderState]:
+        worker = self.running.workers[-1]
         narrate(
-            f"Killing worker 1 (pid {worker1.pid}) with SIGKILL in the middle of the outage: "
+            f"Killing worker 1 (pid {worker.pid}) with SIGKILL in the middle of the outage: "
             "no cleanup, no goodbye, like a crash or a pulled plug.",
             "5. ",
         )
-        code = worker1.kill()
+        code = worker.kill()
         check(code == -signal.SIGKILL, f"worker 1 exited with {code}, expected -9")
-        at_kill = states(client, order_ids)
+        # Nothing changes in the database until the next worker starts: this is exact.
+        at_kill = self.states()
         narrate(f"Worker 1 killed (exit code {code}). What perdure's database says now:", "   ")
         say(f"       {'order':<9} {'workflow':<10} {'completed steps':<34} update_inventory")
         for oid, s in at_kill.items():
             check(s.status == "RUNNING", f"{oid} is {s.status} at the kill, expected RUNNING")
-            wait = f", next in {max(s.next_attempt_in or 0.0, 0.0):.1f} s"
-            retrying = f"{s.inventory_attempts} failed attempt(s){wait}"
+            retrying = (
+                f"{s.inventory_attempts} failed attempt(s), "
+                f"next in {max(s.next_attempt_in or 0.0, 0.0):.1f} s"
+            )
             say(f"       {oid:<9} {s.status:<10} {', '.join(s.done):<34} {retrying}")
+        return at_kill
 
-        # 6. a new worker takes over and keeps retrying
-        worker2 = running.start_worker()
+    def take_over(self, at_kill: dict[str, OrderState]) -> None:
+        worker = self.running.start_worker()
         narrate(
-            f"Started worker 2 (pid {worker2.pid}). It sees that worker 1's process is gone and "
+            f"Started worker 2 (pid {worker.pid}). It sees that worker 1's process is gone and "
             f"takes its {ORDER_COUNT} workflows over at once. Each resumes from its checkpoints: "
             "intake and payment return their recorded results without calling the services "
             "again, and the inventory update goes on with its recorded attempt count and "
             "backoff.",
             "6. ",
         )
-        worker2.wait_ready()
+        worker.wait_ready()
 
-        def worker2_retried() -> bool:
-            now = states(client, order_ids)
+        def all_retried() -> bool:
+            now = self.states()
             return all(now[oid].inventory_attempts > at_kill[oid].inventory_attempts for oid in now)
 
-        wait_for(worker2_retried, 20, "worker 2 to retry every inventory update", running)
+        self.wait_for(all_retried, 20, "worker 2 to retry every inventory update")
         narrate("Worker 2's attempts are refused too: the outage is not over.", "   ")
 
-        # 7. the service comes back
-        inventory = running.restart("inventory")
-        stock_after = inventory.get("/stock")
-        check(stock_after == stock_before, f"stock changed across the restart: {stock_after}")
+    def bring_inventory_back(self) -> dict[str, Any]:
+        inventory = self.running.restart("inventory")
+        stock = inventory.get("/stock")
+        check(stock == self.stock_before, f"the stock changed across the restart: {stock}")
         narrate(
             f"Inventory Update is back: restarted (pid {inventory.pid}) on the same port, "
             f"{inventory.port}, with its state file; the stock is as it was before the outage. "
@@ -326,37 +330,39 @@ def run(workdir: Path, output: Output) -> None:
             "7. ",
         )
         receipts = {}
-        for oid in order_ids:
+        for oid, handle in self.handles.items():
             try:
-                receipts[oid] = handles[oid].result(timeout=30)
+                receipts[oid] = handle.result(timeout=30)
             except Exception as exc:
                 raise DemoFailed(f"{oid} did not complete: {type(exc).__name__}: {exc}") from exc
         narrate("Every order completed:", "   ")
         for oid, receipt in receipts.items():
-            status = client.get_event(oid, "status")
+            status = self.client.get_event(oid, "status")
             say(
                 f"       {oid}: {receipt.confirmation}, {dollars(receipt.amount_cents)} charged "
                 f"as {receipt.charge_id}, stock reserved as {receipt.reservation_id}; "
                 f"status {status!r}"
             )
-            check(status == shop.CONFIRMED, f"{oid}'s final status is {status!r}")
+            check(status == self.shop.CONFIRMED, f"{oid}'s final status is {status!r}")
+        return receipts
 
-        # 8. the proof, from the services' own records
+    def prove(self, receipts: dict[str, Any]) -> None:
+        """Check the outcome against the services' own records, and sum it up."""
+        services = self.running.services
         say()
         say("Summary")
         say("-------")
-        final = states(client, order_ids)
+        final = self.states()
         check(
             all(s.status == "SUCCEEDED" for s in final.values()),
             f"not every workflow SUCCEEDED: { {oid: s.status for oid, s in final.items()} }",
         )
-        charges = running.services["payment"].get("/charges")
+        charges = services["payment"].get("/charges")
         per_order = Counter(c["order_id"] for c in charges)
         say("Payment Authorization's record of charges:")
-        for oid in order_ids:
-            mine = [c for c in charges if c["order_id"] == oid]
+        for oid in self.order_ids:
             check(per_order[oid] == 1, f"{oid} was charged {per_order[oid]} times")
-            charge = mine[0]
+            charge = next(c for c in charges if c["order_id"] == oid)
             check(
                 charge["charge_id"] == receipts[oid].charge_id,
                 f"{oid}: the service's charge {charge['charge_id']} is not the workflow's",
@@ -372,32 +378,26 @@ def run(workdir: Path, output: Output) -> None:
             "    ",
             "       ",
         )
-        taken = running.services["intake"].get("/orders")
+
+        taken = sorted((o["order_id"], o["requests"]) for o in services["intake"].get("/orders"))
         check(
-            sorted((o["order_id"], o["requests"]) for o in taken)
-            == [(oid, 1) for oid in sorted(order_ids)],
-            f"Order Intake was asked {[(o['order_id'], o['requests']) for o in taken]}, "
-            "expected once per order: a checkpointed step ran again",
+            taken == [(oid, 1) for oid in sorted(self.order_ids)],
+            f"Order Intake was asked {taken}, expected once per order",
         )
-        reservations = running.services["inventory"].get("/reservations")
-        reserved = Counter(r["order_id"] for r in reservations)
+        reserved = Counter(r["order_id"] for r in services["inventory"].get("/reservations"))
         check(
-            all(reserved[oid] == 1 for oid in order_ids) and len(reservations) == ORDER_COUNT,
+            reserved == dict.fromkeys(self.order_ids, 1),
             f"reservations per order: {dict(reserved)}, expected one each",
         )
         ordered: Counter[str] = Counter()
-        for order in orders.values():
+        for order in self.orders.values():
             for item in order["items"]:
                 ordered[item["sku"]] += item["quantity"]
-        stock_final = running.services["inventory"].get("/stock")
-        expected = {sku: count - ordered[sku] for sku, count in stock_before.items()}
-        check(stock_final == expected, f"stock is {stock_final}, expected {expected}")
-        emails = running.services["confirmation"].get("/confirmations")
-        check(
-            sorted(e["order_id"] for e in emails) == sorted(order_ids),
-            f"confirmation e-mails: {[e['order_id'] for e in emails]}, expected one per order",
-        )
-        attempts = {oid: s.inventory_attempts for oid, s in final.items()}
+        stock = services["inventory"].get("/stock")
+        expected = {sku: count - ordered[sku] for sku, count in self.stock_before.items()}
+        check(stock == expected, f"the stock is {stock}, expected {expected}")
+        emails = sorted(e["order_id"] for e in services["confirmation"].get("/confirmations"))
+        check(emails == sorted(self.order_ids), f"e-mails sent for {emails}, expected one each")
         paragraph(
             "Order Intake: asked once per order (worker 2 did not take the orders again). "
             "Inventory Update: one reservation per order; the stock went down by exactly the "
@@ -405,27 +405,48 @@ def run(workdir: Path, output: Output) -> None:
         )
         paragraph(
             "Attempts of each inventory update until it got through: "
-            + ", ".join(f"{oid} {n}" for oid, n in attempts.items())
-            + f" ({output.hidden_failures} failed attempts not shown above). No customer saw "
-            'an error: they were told "payment received, your order will be confirmed '
+            + ", ".join(f"{oid} {s.inventory_attempts}" for oid, s in final.items())
+            + f" ({self.output.hidden_failures} failed attempts not shown above). No customer "
+            'saw an error: they were told "payment received, your order will be confirmed '
             'shortly", then "confirmed".'
         )
         paragraph(f"Total time: {time.monotonic() - _started:.1f} s.")
         say()
 
-        # 9. stop everything
-        code = worker2.terminate(timeout=20)
+    def stop(self) -> None:
+        code = self.running.workers[-1].terminate(timeout=20)
         check(code == 0, f"worker 2 exited with code {code} after SIGTERM, expected 0")
-        for service in running.services.values():
+        for service in self.running.services.values():
             service.terminate(timeout=10)
-        pids = running.pids()
-        gone = [pid for pid in pids if not _running(pid)]
-        check(gone == pids, f"processes still running: {sorted(set(pids) - set(gone))}")
+        pids = self.running.pids()
+        left = [pid for pid in pids if _running(pid)]
+        check(not left, f"processes still running: {left}")
         narrate(
             f"Stopped worker 2 with SIGTERM (exit code 0) and the services. All {len(pids)} "
             f"processes the demo started have exited (pids {', '.join(map(str, pids))}).",
             "8. ",
         )
+
+
+def run(workdir: Path, output: Output) -> None:
+    database_url = f"sqlite:///{workdir / 'perdure.db'}"
+    # The client app reads its database from the environment when shop is imported.
+    os.environ["PERDURE_DATABASE_URL"] = database_url
+    import shop
+
+    say("perdure demo: a checkout across four services, through a network outage and a crash")
+    say("=" * 84)
+    paragraph(
+        "The checkout workflow (examples/checkout/shop.py) calls four services over HTTP, in "
+        "order: " + ", ".join(TITLES.values()) + ". Each call is a step, checkpointed when it "
+        f"returns, here in a fresh SQLite file ({database_url}). Lines starting with | are "
+        "the processes' own output.",
+        "",
+        "",
+    )
+    say()
+    with cluster(workdir, database_url, output, LATENCY) as running:
+        Demo(running, shop, output).run()
 
 
 def _running(pid: int) -> bool:

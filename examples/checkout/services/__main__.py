@@ -20,6 +20,7 @@ def main() -> None:
         "--latency", type=float, default=0.0, help="seconds each request takes (the work behind it)"
     )
     args = parser.parse_args()
+    args.state_dir.mkdir(parents=True, exist_ok=True)
     module = importlib.import_module(f"{__package__}.{args.name}")
     app = module.create_app(args.state_dir, args.latency)
     # Quiet uvicorn: the services narrate what they do themselves, and the demo prints it.
