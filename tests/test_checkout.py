@@ -32,9 +32,21 @@ CHECKOUT_DIR = Path(__file__).resolve().parent.parent / "examples" / "checkout"
 DEMO = CHECKOUT_DIR / "run_demo.py"
 ORDERS = 5
 
-# The example's own modules (cluster, services) import each other by these names.
-sys.path.insert(0, str(CHECKOUT_DIR))
-from cluster import cluster, refuses_connections  # noqa: E402
+
+def load_example(module: str) -> ModuleType:
+    """Import examples/checkout/MODULE.py afresh under a name of its own: another example's
+    module of the same name can't shadow it, nor it another."""
+    name = f"checkout_{module}_{uuid.uuid4().hex}"
+    spec = importlib.util.spec_from_file_location(name, CHECKOUT_DIR / f"{module}.py")
+    assert spec is not None and spec.loader is not None
+    loaded = importlib.util.module_from_spec(spec)
+    sys.modules[name] = loaded  # dataclasses look their module up there
+    spec.loader.exec_module(loaded)
+    return loaded
+
+
+_cluster = load_example("cluster")
+cluster, refuses_connections = _cluster.cluster, _cluster.refuses_connections
 
 
 def _gone(pid: int) -> bool:
@@ -92,17 +104,10 @@ def shop(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleT
     """examples/checkout/shop.py, imported afresh with its app on the test's database: a
     client that starts and reads workflows (it is never launched)."""
     monkeypatch.setenv("PERDURE_DATABASE_URL", database_url)
-    name = f"checkout_shop_{uuid.uuid4().hex}"
-    spec = importlib.util.spec_from_file_location(name, CHECKOUT_DIR / "shop.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        module.app.shutdown()
-        del sys.modules[name]
+    module = load_example("shop")
+    yield module
+    module.app.shutdown()
+    del sys.modules[module.__name__]
 
 
 def inventory_step(client: Any, order_id: str) -> tuple[set[str], int]:

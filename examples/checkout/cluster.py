@@ -22,9 +22,12 @@ from pathlib import Path
 from typing import IO, Any
 
 import httpx
-from services import NAMES
 
 HERE = Path(__file__).resolve().parent
+
+#: The services (``python -m services NAME``), in the order a checkout calls them. This
+#: module imports nothing from the example, so that a test can load it by its path.
+SERVICES = ("intake", "payment", "inventory", "confirmation")
 
 #: Receives every line that a child process prints: (the child's name, the line).
 LineHandler = Callable[[str, str], None]
@@ -272,7 +275,7 @@ class Cluster:
         state_dir = self.workdir / "services"
         state_dir.mkdir(exist_ok=True)
         env = self._base_env()
-        for name in NAMES:
+        for name in SERVICES:
             latency = self.latency.get(name, 0.0)
             self.services[name] = Service(name, state_dir, env, self.on_line, latency)
         errors: list[BaseException] = []
