@@ -79,6 +79,8 @@ def test_demo_runs_to_the_end_and_leaves_no_process_behind() -> None:
     assert "Worker 1 killed (exit code -9)" in flat
     assert "recovering workflow order-1" in flat
     assert re.search(r"Inventory Update is back: restarted \(pid \d+\) on the same port", flat)
+    # The reservation whose answer the outage cut off is answered from the kept state.
+    assert re.search(r"key (order-\d):inventory again \(request #\d\): nothing taken", flat), out
     assert flat.count("status 'confirmed'") == ORDERS
     for n in range(1, ORDERS + 1):
         assert re.search(rf"order-{n}: 1 charge, \$[\d.,]+ \(key order-{n}:authorize", flat), out
@@ -132,8 +134,8 @@ def test_orders_complete_through_an_outage_and_a_worker_crash(
     items: dict[str, list[dict[str, Any]]] = {
         oid: [{"sku": "mug", "quantity": n}] for n, oid in enumerate(order_ids, start=1)
     }
-    # The warehouse's second of latency keeps any reservation from getting through before
-    # the outage, which begins at the first charge.
+    # The outage begins at the first reservation, before the warehouse answers (it takes
+    # a second to): no order gets through Inventory Update before it.
     with cluster(tmp_path, database_url, show, {"inventory": 1.0}) as running:
         running.start_services()
         worker1 = running.start_worker()
@@ -148,9 +150,13 @@ def test_orders_complete_through_an_outage_and_a_worker_crash(
         }
         inventory = running.services["inventory"]
         stock_before = inventory.get("/stock")
-        running.services["payment"].wait_for_output("charged ", timeout=30)
+        reserved = inventory.wait_for_output("reserved ", timeout=30)
         inventory.kill()
         assert refuses_connections(inventory.port)
+        # That reservation was made, but its answer is lost.
+        found = re.search(r" for (\S+) \((\w+)\)$", reserved)
+        assert found, reserved
+        lost_order, lost_reservation = found.groups()
 
         def reached_the_outage(oid: str) -> bool:
             done, attempts = inventory_step(client, oid)
@@ -177,7 +183,8 @@ def test_orders_complete_through_an_outage_and_a_worker_crash(
         assert all(not handle.status().done for handle in handles.values())
 
         inventory = running.restart("inventory")
-        assert inventory.get("/stock") == stock_before, "the restarted service lost its state"
+        kept = {r["reservation_id"] for r in inventory.get("/reservations")}
+        assert lost_reservation in kept, "the restarted service lost its state"
         receipts = {oid: handle.result(timeout=30) for oid, handle in handles.items()}
 
         for oid in order_ids:
@@ -198,6 +205,9 @@ def test_orders_complete_through_an_outage_and_a_worker_crash(
         assert sorted(r["reservation_id"] for r in reservations) == sorted(
             r.reservation_id for r in receipts.values()
         )
+        # The lost answer's retry, with the same key, got the first reservation back.
+        assert receipts[lost_order].reservation_id == lost_reservation
+        assert next(r for r in reservations if r["order_id"] == lost_order)["requests"] >= 2
         mugs = sum(item["quantity"] for oid in order_ids for item in items[oid])
         assert running.services["inventory"].get("/stock")["mug"] == stock_before["mug"] - mugs
         emails = running.services["confirmation"].get("/confirmations")

@@ -3,15 +3,15 @@
 1. Start the four services (each its own uvicorn process, port and SQLite file) and a
    worker process (``python -m perdure worker shop:app``).
 2. A client places five orders: each starts a ``checkout`` workflow.
-3. Once the first payment is authorized, the Inventory Update service goes down: its
-   process is killed, and its port refuses connections.
+3. At the first stock reservation, before its answer is sent, the Inventory Update
+   service goes down: its process is killed, and its port refuses connections.
 4. Every payment is authorized, every inventory update fails and is retried; the
    customers are told "payment received, your order will be confirmed shortly".
-5. The worker is killed with SIGKILL during the outage; a new worker takes over and
-   keeps retrying.
-6. Inventory Update comes back on the same port with its state; every order completes.
-7. Check the services' own records: one charge, one reservation and one e-mail per
-   order, and the stock down by exactly what was ordered. Stop everything.
+5. The worker is killed with SIGKILL during the outage.
+6. A new worker takes the orders over and keeps retrying.
+7. Inventory Update comes back on the same port with its state; every order completes.
+8. Check the services' own records (one charge, one reservation and one e-mail per
+   order; the stock down by exactly what was ordered), and stop everything.
 
 Everything lives in a fresh temporary folder (perdure's SQLite database and the
 services' files), removed at the end. Every process the demo starts is stopped on
@@ -46,8 +46,8 @@ from services import TITLES  # noqa: E402
 CUSTOMERS = ("ada", "grace", "alan", "edsger", "barbara")
 SKUS = ("mug", "t-shirt", "stickers", "hoodie", "cap")
 ORDER_COUNT = 5
-#: Seconds each service takes to answer. The warehouse's second keeps any reservation
-#: from getting through before the outage, which begins at the first charge.
+#: Seconds each service takes to answer once it has done its work. The warehouse's
+#: second lets the outage, which begins at the first reservation, catch every order.
 LATENCY = {"intake": 0.1, "payment": 0.3, "inventory": 1.0, "confirmation": 0.2}
 STEPS = ("take_order", "authorize_payment", "update_inventory", "confirm_order")
 WIDTH = 100
@@ -192,6 +192,8 @@ class Demo:
         self.orders = {oid: make_order(n) for n, oid in enumerate(self.order_ids, start=1)}
         self.handles: dict[str, Any] = {}
         self.stock_before: dict[str, int] = {}
+        # The reservation made just before the outage, whose answer never came back.
+        self.lost_order = self.lost_reservation = ""
 
     def states(self) -> dict[str, OrderState]:
         return {oid: order_state(self.client, oid) for oid in self.order_ids}
@@ -242,16 +244,22 @@ class Demo:
             )
 
     def cut_inventory_off(self) -> None:
-        # At the first charge: from then on no reservation can get through before the
-        # outage (each takes the warehouse a second), so every order meets it.
-        charged = self.running.services["payment"].wait_for_output("charged ", timeout=30)
+        # At the first reservation: its answer takes the warehouse a second, so no order
+        # gets an answer from Inventory Update before the outage, and every one meets it.
         inventory = self.running.services["inventory"]
+        reserved = inventory.wait_for_output("reserved ", timeout=30)
         inventory.kill()
         check(refuses_connections(inventory.port), f"port {inventory.port} still accepts")
+        found = re.search(r" for (\S+) \((\w+)\)$", reserved)
+        check(found is not None, f"unexpected line of the inventory service: {reserved!r}")
+        assert found is not None
+        self.lost_order, self.lost_reservation = found.groups()
         narrate(
-            f"Payment Authorization has charged {charged.split()[1]}, and Inventory Update "
-            "comes next, when the network to that service fails: its process "
-            f"(pid {inventory.pid}) is killed. Port {inventory.port} now refuses connections.",
+            f"Payments go through. Inventory Update has just reserved {self.lost_order}'s "
+            f"items ({self.lost_reservation}) when, before it can answer, the network to it "
+            f"fails: its process (pid {inventory.pid}) is killed. Port {inventory.port} now "
+            f"refuses connections. {self.lost_order}'s answer is lost; the requests that "
+            "follow are refused.",
             "3. ",
         )
 
@@ -304,10 +312,10 @@ class Demo:
         worker = self.running.start_worker()
         narrate(
             f"Started worker 2 (pid {worker.pid}). It sees that worker 1's process is gone and "
-            f"takes its {ORDER_COUNT} workflows over at once. Each resumes from its checkpoints: "
-            "intake and payment return their recorded results without calling the services "
-            "again, and the inventory update goes on with its recorded attempt count and "
-            "backoff.",
+            f"takes its {ORDER_COUNT} workflows over at once. Each resumes from its "
+            "checkpoints: intake and payment return their recorded results without calling "
+            "the services again, and the inventory update goes on with its recorded attempt "
+            "count and backoff.",
             "6. ",
         )
         worker.wait_ready()
@@ -321,12 +329,15 @@ class Demo:
 
     def bring_inventory_back(self) -> dict[str, Any]:
         inventory = self.running.restart("inventory")
-        stock = inventory.get("/stock")
-        check(stock == self.stock_before, f"the stock changed across the restart: {stock}")
+        kept = {r["reservation_id"] for r in inventory.get("/reservations")}
+        check(
+            self.lost_reservation in kept,
+            f"the restarted service lost {self.lost_order}'s reservation {self.lost_reservation}",
+        )
         narrate(
             f"Inventory Update is back: restarted (pid {inventory.pid}) on the same port, "
-            f"{inventory.port}, with its state file; the stock is as it was before the outage. "
-            "The next attempt of each inventory update gets through.",
+            f"{inventory.port}, with its state file, which still holds {self.lost_order}'s "
+            "reservation. The next attempt of each inventory update gets through.",
             "7. ",
         )
         receipts = {}
@@ -384,10 +395,18 @@ class Demo:
             taken == [(oid, 1) for oid in sorted(self.order_ids)],
             f"Order Intake was asked {taken}, expected once per order",
         )
-        reserved = Counter(r["order_id"] for r in services["inventory"].get("/reservations"))
+        reservations = services["inventory"].get("/reservations")
+        reserved = Counter(r["order_id"] for r in reservations)
         check(
             reserved == dict.fromkeys(self.order_ids, 1),
             f"reservations per order: {dict(reserved)}, expected one each",
+        )
+        lost = next(r for r in reservations if r["order_id"] == self.lost_order)
+        check(
+            lost["reservation_id"] == receipts[self.lost_order].reservation_id
+            and lost["reservation_id"] == self.lost_reservation
+            and lost["requests"] >= 2,
+            f"{self.lost_order}'s retry did not get its first reservation back: {lost}",
         )
         ordered: Counter[str] = Counter()
         for order in self.orders.values():
@@ -400,7 +419,9 @@ class Demo:
         check(emails == sorted(self.order_ids), f"e-mails sent for {emails}, expected one each")
         paragraph(
             "Order Intake: asked once per order (worker 2 did not take the orders again). "
-            "Inventory Update: one reservation per order; the stock went down by exactly the "
+            f"Inventory Update: one reservation per order; {self.lost_order}'s, made just "
+            f"before the outage, was requested {lost['requests']} times with the same key and "
+            "taken once. The stock went down by exactly the "
             f"{sum(ordered.values())} items ordered. Order Confirmation: one e-mail per order."
         )
         paragraph(
@@ -428,6 +449,16 @@ class Demo:
         )
 
 
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # the PID now belongs to another user's process
+        return False
+    return True
+
+
 def run(workdir: Path, output: Output) -> None:
     database_url = f"sqlite:///{workdir / 'perdure.db'}"
     # The client app reads its database from the environment when shop is imported.
@@ -447,16 +478,6 @@ def run(workdir: Path, output: Output) -> None:
     say()
     with cluster(workdir, database_url, output, LATENCY) as running:
         Demo(running, shop, output).run()
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # the PID now belongs to another user's process
-        return False
-    return True
 
 
 def main() -> int:

@@ -17,7 +17,10 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--state-dir", type=Path, required=True)
     parser.add_argument(
-        "--latency", type=float, default=0.0, help="seconds each request takes (the work behind it)"
+        "--latency",
+        type=float,
+        default=0.0,
+        help="seconds each answer takes to come back, after the work is done",
     )
     args = parser.parse_args()
     args.state_dir.mkdir(parents=True, exist_ok=True)

@@ -54,7 +54,6 @@ def create_app(state_dir: Path, latency: float = 0.0) -> FastAPI:
 
     @app.post("/confirmations")
     def confirm(request: ConfirmationRequest) -> Confirmation:
-        time.sleep(latency)
         with transaction(db, SCHEMA) as conn:
             (count,) = conn.execute("SELECT count(*) FROM confirmations").fetchone()
             row = conn.execute(
@@ -76,6 +75,7 @@ def create_app(state_dir: Path, latency: float = 0.0) -> FastAPI:
                 f"{result.order_id} confirmed ({result.confirmation}): "
                 f"e-mail sent to {request.customer}"
             )
+        time.sleep(latency)  # the answer takes its time to come back
         return result
 
     @app.get("/confirmations")

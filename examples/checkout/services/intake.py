@@ -61,7 +61,6 @@ def create_app(state_dir: Path, latency: float = 0.0) -> FastAPI:
 
     @app.post("/orders")
     def take(request: OrderRequest) -> Order:
-        time.sleep(latency)
         unknown = sorted({item.sku for item in request.items} - CATALOG.keys())
         if unknown or not request.items or any(item.quantity < 1 for item in request.items):
             raise HTTPException(422, f"{request.order_id}: bad items (unknown: {unknown})")
@@ -80,6 +79,7 @@ def create_app(state_dir: Path, latency: float = 0.0) -> FastAPI:
                 f"order {request.order_id} from {request.customer}: {count} item(s), "
                 f"${amount / 100:,.2f}"
             )
+        time.sleep(latency)  # the answer takes its time to come back
         return Order(
             order_id=request.order_id,
             customer=request.customer,

@@ -72,9 +72,6 @@ def create_app(state_dir: Path, latency: float = 0.0) -> FastAPI:
 
     @app.post("/reservations")
     def reserve(request: ReservationRequest) -> Reservation:
-        # The warehouse system takes its time; nothing is committed before it answers,
-        # so a service killed meanwhile has reserved nothing.
-        time.sleep(latency)
         with transaction(db, SCHEMA) as conn:
             row = conn.execute(
                 "UPDATE reservations SET requests = requests + 1 WHERE idempotency_key = ? "
@@ -110,6 +107,10 @@ def create_app(state_dir: Path, latency: float = 0.0) -> FastAPI:
                 f"key {request.idempotency_key} again (request #{result.requests}): "
                 f"nothing taken, answered with {result.reservation_id}"
             )
+        # Recorded first, answered later: a service killed in between has reserved the
+        # items but never said so. The caller's retry, with the same key, gets this
+        # reservation back and takes nothing more.
+        time.sleep(latency)
         return result
 
     @app.get("/stock")

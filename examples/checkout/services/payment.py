@@ -55,7 +55,6 @@ def create_app(state_dir: Path, latency: float = 0.0) -> FastAPI:
 
     @app.post("/charges")
     def charge(request: ChargeRequest) -> Charge:
-        time.sleep(latency)  # the card network takes its time
         with transaction(db, SCHEMA) as conn:
             conn.execute(
                 "INSERT INTO charges VALUES (?, ?, ?, ?, 1, ?) "
@@ -87,6 +86,7 @@ def create_app(state_dir: Path, latency: float = 0.0) -> FastAPI:
                 f"key {request.idempotency_key} again (request #{result.requests}): "
                 f"no new charge, answered with {result.charge_id}"
             )
+        time.sleep(latency)  # the answer takes its time to come back
         return result
 
     @app.get("/charges")
