@@ -104,21 +104,15 @@ class Child:
             self._new_output.notify_all()
         self.on_line(self.name, line)
 
-    def lines_printed(self) -> int:
-        """How many lines the process printed so far (see ``wait_for_output``)."""
-        with self._new_output:
-            return len(self._output)
-
-    def wait_for_output(self, text: str, timeout: float = 30.0, after: int = 0) -> str:
-        """The first line of output that contains ``text``, as soon as it is printed,
-        among the lines after the first ``after``.
+    def wait_for_output(self, text: str, timeout: float = 30.0) -> str:
+        """The first line of output that contains ``text``, as soon as it is printed.
 
         Raises ``ClusterError`` if the process exits or ``timeout`` seconds pass first.
         """
         deadline = time.monotonic() + timeout
         with self._new_output:
             while True:
-                found = next((line for line in self._output[after:] if text in line), None)
+                found = next((line for line in self._output if text in line), None)
                 if found is not None:
                     return found
                 if not self.alive:
