@@ -13,8 +13,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-demo: $(STAMP)  ## the checkout workflow, killed mid-way and resumed, narrated
-	$(BIN)/python examples/demo/run_demo.py
+demo: $(STAMP)  ## a checkout across four HTTP services, through an outage and a SIGKILL, narrated
+	$(BIN)/python examples/checkout/run_demo.py
 
 test: $(STAMP)  ## the whole test suite
 	$(BIN)/python -m pytest

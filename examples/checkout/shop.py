@@ -1,0 +1,172 @@
+"""The checkout workflow: four steps, each a call to one of the services over HTTP.
+
+Order Intake prices the order, Payment Authorization charges the card, Inventory
+Update reserves the items, Order Confirmation e-mails the customer. Each step's
+result is checkpointed when it returns; after a crash the workflow resumes from its
+last completed step on any worker. The customer-facing status is published with
+``perdure.set_event("status", ...)``, for the shop's front end to read with
+``app.get_event(order_id, "status")``.
+
+The services' addresses come from ``CHECKOUT_INTAKE_URL``, ``CHECKOUT_PAYMENT_URL``,
+``CHECKOUT_INVENTORY_URL`` and ``CHECKOUT_CONFIRMATION_URL``; the database from
+``PERDURE_DATABASE_URL`` (default ``./perdure.db``). Run the workflows with
+``perdure worker shop:app`` from this folder.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+import perdure
+
+app = perdure.App()
+
+#: What the customer sees once the payment is authorized, until the order is confirmed.
+PAYMENT_RECEIVED = "payment received, your order will be confirmed shortly"
+CONFIRMED = "confirmed"
+
+
+class ServiceUnavailable(Exception):
+    """A service answered 5xx: it is there but can't serve now (worth retrying)."""
+
+
+#: Intake, payment and confirmation ride out a brief network hiccup.
+SERVICE_RETRY = perdure.Retry(
+    max_attempts=3, initial_interval=0.5, retry_on=(httpx.TransportError, ServiceUnavailable)
+)
+
+#: Inventory Update is retried for as long as an outage plausibly lasts: with these
+#: numbers about a minute and a half (0.25 s, 0.5 s, 1 s, then every 2 s), each wait
+#: recorded so that a crash during the outage neither resets the count nor skips a wait.
+#: One named policy, so that it can become a condition-based retry in one place.
+INVENTORY_RETRY = perdure.Retry(
+    max_attempts=45,
+    initial_interval=0.25,
+    backoff=2.0,
+    max_interval=2.0,
+    retry_on=(httpx.TransportError, ServiceUnavailable),
+)
+
+#: Seconds to wait for a service's answer. The warehouse is the slowest.
+TIMEOUT = 10.0
+
+
+@dataclass
+class Order:
+    """The order as Order Intake recorded and priced it."""
+
+    order_id: str
+    customer: str
+    items: list[dict[str, Any]]
+    amount_cents: int
+
+
+@dataclass
+class Charge:
+    charge_id: str
+    amount_cents: int
+
+
+@dataclass
+class Reservation:
+    reservation_id: str
+
+
+@dataclass
+class Receipt:
+    """What a completed checkout returns."""
+
+    order_id: str
+    charge_id: str
+    amount_cents: int
+    reservation_id: str
+    confirmation: str
+
+
+def call(service: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    """POST ``body`` to a service and return its JSON answer.
+
+    A refused connection or a broken one raises ``httpx.TransportError``, a 5xx answer
+    ``ServiceUnavailable``: both are retried by the step's policy. A 4xx answer (a bad
+    request, out of stock) raises ``httpx.HTTPStatusError``, which no retry would fix.
+    """
+    variable = f"CHECKOUT_{service.upper()}_URL"
+    base = os.environ.get(variable)
+    if not base:
+        raise RuntimeError(f"{variable} is not set: where does the {service} service run?")
+    response = httpx.post(f"{base}{path}", json=body, timeout=TIMEOUT)
+    if response.status_code >= 500:
+        raise ServiceUnavailable(f"{service} answered {response.status_code}: {response.text}")
+    response.raise_for_status()
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+@app.step(retry=SERVICE_RETRY)
+def take_order(order: dict[str, Any]) -> Order:
+    """Order Intake records the order (idempotent on the order ID) and prices it."""
+    answer = call("intake", "/orders", order)
+    return Order(answer["order_id"], answer["customer"], answer["items"], answer["amount_cents"])
+
+
+@app.step(retry=SERVICE_RETRY)
+def authorize_payment(order: Order, idempotency_key: str) -> Charge:
+    """Payment Authorization charges the card, once per key however often it is asked."""
+    body = {
+        "idempotency_key": idempotency_key,
+        "order_id": order.order_id,
+        "amount_cents": order.amount_cents,
+    }
+    answer = call("payment", "/charges", body)
+    return Charge(answer["charge_id"], answer["amount_cents"])
+
+
+@app.step(retry=INVENTORY_RETRY)
+def update_inventory(order: Order, idempotency_key: str) -> Reservation:
+    """Inventory Update reserves the items, once per key."""
+    body = {"idempotency_key": idempotency_key, "order_id": order.order_id, "items": order.items}
+    answer = call("inventory", "/reservations", body)
+    return Reservation(answer["reservation_id"])
+
+
+@app.step(retry=SERVICE_RETRY)
+def confirm_order(order: Order, charge: Charge, reservation: Reservation) -> str:
+    """Order Confirmation e-mails the customer (once per order) and returns the number."""
+    body = {
+        "order_id": order.order_id,
+        "customer": order.customer,
+        "charge_id": charge.charge_id,
+        "reservation_id": reservation.reservation_id,
+    }
+    confirmation: str = call("confirmation", "/confirmations", body)["confirmation"]
+    return confirmation
+
+
+@app.workflow
+def checkout(order: dict[str, Any]) -> Receipt:
+    """Take an order through intake, payment, inventory and confirmation.
+
+    The idempotency keys derive from the workflow ID, which is the same on every run of
+    this workflow: a step run again after a crash asks with the same key, and the
+    service answers with what it did the first time instead of doing it again.
+    """
+    workflow_id = perdure.workflow_id()
+    taken = take_order(order)
+    charge = authorize_payment(taken, idempotency_key=f"{workflow_id}:authorize")
+    # From here on the customer has paid: whatever happens to the rest, they are told
+    # their order is on its way rather than shown an error.
+    perdure.set_event("status", PAYMENT_RECEIVED)
+    reservation = update_inventory(taken, idempotency_key=f"{workflow_id}:inventory")
+    confirmation = confirm_order(taken, charge, reservation)
+    perdure.set_event("status", CONFIRMED)
+    return Receipt(
+        order_id=taken.order_id,
+        charge_id=charge.charge_id,
+        amount_cents=charge.amount_cents,
+        reservation_id=reservation.reservation_id,
+        confirmation=confirmation,
+    )
