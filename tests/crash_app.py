@@ -184,6 +184,7 @@ def build_app(database_url: str | None = None) -> perdure.App:
 
     @app.workflow(name="inbox")
     def inbox() -> Any:
+        perdure.set_event("stage", "waiting for go")
         message = perdure.recv("go", timeout=300)
         fired(perdure.workflow_id())
         return message

@@ -376,8 +376,9 @@ def test_waiting_workflows_survive_sigkill_and_wake_on_time(
     tmp_path: Path, workers: Callable[[], Worker], client: Any
 ) -> None:
     """Workflows sleeping and waiting on recv are suspended in the store; their worker is
-    killed; messages are sent while no worker runs; a new worker delivers each message
-    exactly once and fires every timer within a second of its deadline."""
+    killed; their events keep their value; messages are sent while no worker runs; a new
+    worker delivers each message exactly once and fires every timer within a second of its
+    deadline."""
     db = tmp_path / "perdure.db"
     ledger = tmp_path / "ledger.jsonl"
     worker = workers()
@@ -397,6 +398,8 @@ def test_waiting_workflows_survive_sigkill_and_wake_on_time(
 
     wait_for(all_suspended, timeout=10, what="every workflow to be suspended")
     worker.kill()
+    # Events keep their value with no worker running.
+    assert [client.get_event(f"inbox-{i}", "stage") for i in range(10)] == ["waiting for go"] * 10
     # Nobody runs: the messages wait in the store (a repeated send is a no-op).
     for i in range(10):
         for _ in range(2):
