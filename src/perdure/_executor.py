@@ -515,7 +515,9 @@ class Executor:
         for record in claimed:
             if record.recoveries:
                 log.info("recovering workflow %s (%s)", record.id, record.name)
-            self.dispatch(record, self.store.load_steps(record.id))
+            # Epoch 1 after a claim: it was never owned before, so it has no steps to load.
+            steps = [] if record.epoch == 1 else self.store.load_steps(record.id)
+            self.dispatch(record, steps)
 
     def _dead_owners(self) -> list[str]:
         dead = [

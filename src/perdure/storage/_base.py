@@ -259,10 +259,11 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def heartbeat(self, executor_id: str, now: float, lease_expires_at: float) -> set[str]:
-        """Renew the executor's row and the lease of every active workflow it owns, in one
-        transaction; returns the IDs of the workflows renewed. A workflow missing from them
-        is no longer confirmed as this executor's (taken over, finished, or locked by a
-        concurrent write at that moment): the caller must stop starting work for it."""
+        """Renew the executor's row and the lease of every active workflow it owns; returns
+        the IDs of the active workflows the store says it owns. A workflow missing from
+        them is no longer this executor's (taken over or finished): the caller must stop
+        starting work for it. A row another write holds locked at that moment may be
+        renewed a moment later, but is still returned as owned."""
 
     @abc.abstractmethod
     def list_executors(self) -> list[ExecutorRecord]:

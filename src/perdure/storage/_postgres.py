@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from typing import Any, TypeVar
@@ -88,6 +89,8 @@ DEFAULT_POOL_MIN = 1
 DEFAULT_POOL_MAX = 10
 #: Seconds to wait for a server that does not answer, when the URL does not say.
 DEFAULT_CONNECT_TIMEOUT = 10
+#: How many more times a heartbeat tries to renew rows that other writes held locked.
+_RENEW_RETRIES = 5
 #: Seconds a read or a pooled write waits for a connection before giving up.
 POOL_TIMEOUT = 15.0
 #: A process frozen inside a transaction (SIGSTOP, a VM pause) would hold its row locks,
@@ -516,28 +519,47 @@ class PostgresStore(Store):
         )
 
     def heartbeat(self, executor_id: str, now: float, lease_expires_at: float) -> set[str]:
-        def renew(conn: Connection) -> set[str]:
-            conn.execute(
-                "UPDATE perdure_executors SET heartbeat_at = %s, lease_expires_at = %s "
-                "WHERE id = %s",
-                (now, lease_expires_at, executor_id),
-            )
-            # SKIP LOCKED: a row locked by a write of its own (a completion in the writer's
-            # open batch) or by a claim is left alone, instead of waiting for it while holding
-            # the rows renewed so far, which deadlocks with a batch that completes two
-            # workflows in the other order. A completed row needs no lease, a claimed one is
-            # no longer ours, any other is renewed by the next heartbeat. Step writes take a
-            # KEY SHARE lock, which does not conflict: busy workflows are always renewed.
+        def renew(conn: Connection, pending: list[str] | None) -> tuple[set[str], set[str]]:
+            if pending is None:
+                conn.execute(
+                    "UPDATE perdure_executors SET heartbeat_at = %s, lease_expires_at = %s "
+                    "WHERE id = %s",
+                    (now, lease_expires_at, executor_id),
+                )
+            # SKIP LOCKED: a row locked by another write (a completion in the writer's open
+            # batch, a message or a child's outcome waking it, a claim) is left alone,
+            # instead of waiting for it while holding the rows renewed so far, which
+            # deadlocks with a batch that locks two of them in the other order. Step writes
+            # take a KEY SHARE lock, which does not conflict: busy workflows are renewed.
             rows = conn.execute(
                 "UPDATE perdure_workflows SET lease_expires_at = %s "
                 "WHERE id IN (SELECT id FROM perdure_workflows "
                 "WHERE owner = %s AND status IN ('PENDING', 'RUNNING') "
+                "AND (%s::text[] IS NULL OR id = ANY(%s::text[])) "
                 "FOR NO KEY UPDATE SKIP LOCKED) RETURNING id",
-                (lease_expires_at, executor_id),
+                (lease_expires_at, executor_id, pending, pending),
             ).fetchall()
-            return {row[0] for row in rows}
+            # What the store says we own, as committed: a skipped row is still ours (its
+            # write will commit or fail on its own); one taken over is not.
+            owned = conn.execute(
+                "SELECT id FROM perdure_workflows WHERE owner = %s "
+                "AND status IN ('PENDING', 'RUNNING')",
+                (executor_id,),
+            ).fetchall()
+            return {row[0] for row in rows}, {row[0] for row in owned}
 
-        return self._write(renew)
+        renewed, owned = self._write(lambda conn: renew(conn, None))
+        # Rows skipped because a write held them at that instant: try them again shortly,
+        # so that a workflow whose row is often locked (a parent whose many children keep
+        # delivering outcomes) does not let its lease lapse.
+        for _ in range(_RENEW_RETRIES):
+            skipped = sorted(owned - renewed)
+            if not skipped:
+                break
+            time.sleep(0.01)
+            more, owned = self._write(lambda conn, ids=skipped: renew(conn, ids))  # type: ignore[misc]
+            renewed |= more
+        return owned
 
     def list_executors(self) -> list[ExecutorRecord]:
         rows = self._read(
