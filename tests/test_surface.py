@@ -16,7 +16,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 EXPORTED = {
     "App",
+    "BreakerStatus",
     "CheckpointFailed",
+    "CircuitBreaker",
     "Clock",
     "ConfigurationError",
     "JSONSerializer",
@@ -41,6 +43,7 @@ EXPORTED = {
     "WorkflowTimeoutError",
     "__version__",
     "now",
+    "probes",
     "random",
     "recv",
     "recv_async",

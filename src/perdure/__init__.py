@@ -5,7 +5,9 @@ is checkpointed, and an interrupted workflow resumes from its last completed ste
 on any executor. See README.md and docs/guarantees.md.
 """
 
+from . import probes
 from ._app import App, Settings
+from ._breaker import BreakerStatus, CircuitBreaker
 from ._clock import Clock, SystemClock
 from ._errors import (
     CheckpointFailed,
@@ -40,7 +42,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "App",
+    "BreakerStatus",
     "CheckpointFailed",
+    "CircuitBreaker",
     "Clock",
     "ConfigurationError",
     "JSONSerializer",
@@ -65,6 +69,7 @@ __all__ = [
     "WorkflowTimeoutError",
     "__version__",
     "now",
+    "probes",
     "random",
     "recv",
     "recv_async",

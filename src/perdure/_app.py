@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
+from ._breaker import Breakers, CircuitBreaker
 from ._clock import Clock, SystemClock
 from ._context import current_run
 from ._errors import ConfigurationError
@@ -68,7 +69,7 @@ class Settings:
     suspend_after: float = 1.0
 
 
-class App(Starting, Talking):
+class App(Starting, Talking, Breakers):
     """A set of durable workflows and steps, bound to one database.
 
     ``App()`` uses ``PERDURE_DATABASE_URL``, or the SQLite file ``./perdure.db``.
@@ -206,7 +207,11 @@ class App(Starting, Talking):
 
     @overload
     def step(
-        self, *, name: str | None = None, retry: Retry | None = None
+        self,
+        *,
+        name: str | None = None,
+        retry: Retry | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 
     def step(  # type: ignore[misc]
@@ -216,16 +221,19 @@ class App(Starting, Talking):
         *,
         name: str | None = None,
         retry: Retry | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> Any:
         """Register a step: ``@app.step`` or ``@app.step(retry=Retry(...))``.
 
         Inside a workflow, a step's result is recorded when it completes and returned
         from the record on replay; a failed attempt is retried by ``retry`` (default:
-        no retry). Outside a workflow, calling a step just runs the function.
+        no retry). With ``breaker``, the step is behind that circuit breaker: while it
+        is open, the workflow parks instead of calling. Outside a workflow, calling a
+        step just runs the function.
         """
 
         def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
-            definition = self.registry.add_step(fn, name, retry)
+            definition = self.registry.add_step(fn, name, retry, breaker)
             if definition.is_async:
 
                 @functools.wraps(fn)

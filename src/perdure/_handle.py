@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from ._conditions import describe_step, describe_wait
 from ._errors import WorkflowFailedError, WorkflowNotFoundError, WorkflowTimeoutError
 from ._serialization import decode_error
 from .storage import (
@@ -89,6 +90,9 @@ def _waiting(record: WorkflowRecord) -> tuple[datetime | None, str | None]:
     until = f"until {wake_at.isoformat()}" if wake_at else "with no timeout"
     if record.wait_topic is None:
         return wake_at, f"sleep {until}"
+    condition = describe_wait(record.wait_topic, wake_at.isoformat() if wake_at else "no time")
+    if condition is not None:
+        return wake_at, condition
     topic = "the default topic" if record.wait_topic == "" else f"topic {record.wait_topic!r}"
     return wake_at, f"message on {topic} {until}"
 
@@ -115,6 +119,10 @@ class StepStatus:
     error: str | None
     next_attempt_at: datetime | None
     updated_at: datetime | None
+    #: While a RETRYING step's probe fails: what it waits for, such as
+    #: "probe tcp db:5432 to pass (failed 3 time(s))"; the next probe is at
+    #: ``next_attempt_at``.
+    waiting_for: str | None = None
 
     @classmethod
     def from_record(cls, step: StepRecord) -> StepStatus:
@@ -127,6 +135,7 @@ class StepStatus:
             _error_summary(step.error),
             _time(step.next_attempt_at),
             _time(step.updated_at),
+            describe_step(step),
         )
 
 

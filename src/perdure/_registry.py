@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ._breaker import CircuitBreaker
 from ._errors import ConfigurationError, UnknownWorkflowError
 from ._retry import NO_RETRY, Retry
 from ._serialization import return_hint
@@ -20,6 +21,7 @@ class StepDef:
     fn: Callable[..., Any]
     is_async: bool
     retry: Retry
+    breaker: CircuitBreaker | None = None
 
     @property
     def return_hint(self) -> Any:
@@ -77,9 +79,17 @@ class Registry:
         self.workflows[definition.name] = definition
         return definition
 
-    def add_step(self, fn: Callable[..., Any], name: str | None, retry: Retry | None) -> StepDef:
+    def add_step(
+        self,
+        fn: Callable[..., Any],
+        name: str | None,
+        retry: Retry | None,
+        breaker: CircuitBreaker | None = None,
+    ) -> StepDef:
         """Register ``fn`` as a step."""
-        definition = StepDef(name or default_name(fn), fn, is_async_function(fn), retry or NO_RETRY)
+        definition = StepDef(
+            name or default_name(fn), fn, is_async_function(fn), retry or NO_RETRY, breaker
+        )
         self.steps[definition.name] = definition
         return definition
 

@@ -19,6 +19,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from . import _conditions as conditions
 from ._bridge import FutureBridge
 from ._clock import Clock
 from ._context import Scope, current_run, current_scope, current_workflow_id
@@ -29,6 +30,7 @@ from ._errors import (
     SerializationError,
     StepFailedError,
     StoreError,
+    Suspended,
 )
 from ._registry import StepDef, WorkflowDef
 from ._serialization import Serializer, decode_call, decode_error, encode_error
@@ -58,12 +60,24 @@ class _Attempt:
     value: Any = None
     error: BaseException | None = None
     retry: bool = False
+    #: What the step function raised (None when it returned), for its circuit breaker.
+    raised: BaseException | None = None
 
 
 class _StepCall:
     """One call of a step at its position."""
 
-    __slots__ = ("attempts", "definition", "next_attempt_at", "position", "run")
+    __slots__ = (
+        "attempts",
+        "definition",
+        "last_error",
+        "next_attempt_at",
+        "position",
+        "probe_failures",
+        "prober",
+        "run",
+        "wait_topic",
+    )
 
     def __init__(self, run: WorkflowRun, definition: StepDef, position: str) -> None:
         self.run = run
@@ -71,6 +85,13 @@ class _StepCall:
         self.position = position
         self.attempts = 0
         self.next_attempt_at: float | None = None
+        # What the wait until next_attempt_at is for (a retry, a probe, a breaker), the
+        # wait topic of a suspension; see _conditions.
+        self.wait_topic: str | None = None
+        self.last_error: str | None = None
+        self.probe_failures = 0
+        #: The breaker probe this call holds ("<workflow>#<position>"), if it runs one.
+        self.prober: str | None = None
 
     def replay(self) -> tuple[bool, Any]:
         """``(True, value)`` when the position holds a final record (raising a recorded
@@ -91,6 +112,7 @@ class _StepCall:
         # RETRYING: go on counting from the recorded attempts, after the recorded wait.
         self.attempts = recorded.attempts
         self.next_attempt_at = recorded.next_attempt_at
+        conditions.restore(self, recorded)
         return False, None
 
     def wait_seconds(self) -> float:
@@ -110,6 +132,7 @@ class _StepCall:
         """The record and consequence of the attempt that returned ``result`` or raised."""
         now = self.run.clock.time()
         name, position = self.definition.name, self.position
+        raised = exc
         if exc is None:
             try:
                 output = self.run.serializer.dumps(result, self.definition.return_hint)
@@ -149,9 +172,10 @@ class _StepCall:
                 self.next_attempt_at,
                 now,
             )
-            return _Attempt(record, retry=True)
+            conditions.retrying(self, record)
+            return _Attempt(record, retry=True, raised=raised)
         record = StepRecord(position, name, STEP_FAILED, None, error_text, self.attempts, None, now)
-        return _Attempt(record, error=exc)
+        return _Attempt(record, error=exc, raised=raised)
 
 
 class WorkflowRun:
@@ -219,10 +243,8 @@ class WorkflowRun:
         if done:
             return value
         while True:
-            wait = call.wait_seconds()
-            if wait > 0:
-                # Wait on the release event, so that shutdown does not wait out a backoff.
-                self._released.wait(wait)
+            if not self._ready(call):
+                continue
             call.start_attempt()
             # A step called inside a step is a plain call: only the outer one is recorded.
             token = current_run.set(None)
@@ -232,6 +254,8 @@ class WorkflowRun:
                 attempt = call.after(None, exc)
             finally:
                 current_run.reset(token)
+            if conditions.reports(call, attempt.raised):
+                conditions.report(call, attempt.raised)
             self.write(attempt.record)
             if attempt.retry:
                 continue
@@ -253,7 +277,8 @@ class WorkflowRun:
         if done:
             return value
         while True:
-            await self.clock.sleep_async(call.wait_seconds())
+            if not await self._ready_async(call):
+                continue
             call.start_attempt()
             token = current_run.set(None)
             try:
@@ -262,12 +287,64 @@ class WorkflowRun:
                 attempt = call.after(None, exc)
             finally:
                 current_run.reset(token)
+            if conditions.reports(call, attempt.raised):
+                await self._off_loop(conditions.report, call, attempt.raised)
             await self.write_async(attempt.record)
             if attempt.retry:
                 continue
             if attempt.error is not None:
                 raise attempt.error
             return attempt.value
+
+    def _wait(self, call: _StepCall) -> float:
+        """Seconds to wait in place before the step's next attempt (or its next look at a
+        condition); raises ``Suspended`` for a wait longer than ``suspend_after``."""
+        wait = call.wait_seconds()
+        if wait > self.suspend_after:
+            assert call.next_attempt_at is not None
+            raise Suspended(self.workflow_id, call.next_attempt_at, call.wait_topic)
+        return wait
+
+    def _ready(self, call: _StepCall) -> bool:
+        """Wait for the step's next attempt, then check its conditions (a probe, a circuit
+        breaker); False when it must wait again."""
+        wait = self._wait(call)
+        if wait > 0:
+            # Wait on the release event, so that shutdown does not wait out a backoff.
+            self._released.wait(wait)
+        if not conditions.gated(call):
+            return True
+        self.check_lease()
+        go, record = conditions.gate(call)
+        if record is not None:
+            self.write(record)
+        return go
+
+    async def _ready_async(self, call: _StepCall) -> bool:
+        """``_ready`` for async steps: probes and breaker checks run off the event loop."""
+        await self.clock.sleep_async(self._wait(call))
+        if not conditions.gated(call):
+            return True
+        self.check_lease()
+        go, record = await self._off_loop(conditions.gate, call)
+        if record is not None:
+            await self.write_async(record)
+        return go
+
+    async def _off_loop(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run blocking ``fn`` (a probe, a store call) in a daemon thread of its own: the
+        event loop goes on meanwhile, and a probe that hangs cannot keep the process from
+        exiting."""
+        future: Future[T] = Future()
+
+        def work() -> None:
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting workflow
+                future.set_exception(exc)
+
+        threading.Thread(target=work, name="perdure-condition", daemon=True).start()
+        return await (self.bridge.wait(future) if self.bridge else asyncio.wrap_future(future))
 
     def write(self, record: StepRecord) -> None:
         """Record ``record`` (fenced); raises LeaseLost if the store refused it."""

@@ -8,6 +8,10 @@ from __future__ import annotations
 from .._errors import ConfigurationError
 from ._base import (
     ACTIVE_STATUSES,
+    BREAKER_CLOSED,
+    BREAKER_HALF_OPEN,
+    BREAKER_OPEN,
+    BREAKER_TOPIC,
     CANCELLED,
     EVENT_DONE,
     EVENT_EVENT,
@@ -24,6 +28,7 @@ from ._base import (
     STEP_WAITING,
     SUCCEEDED,
     TERMINAL_STATUSES,
+    BreakerRecord,
     ExecutorRecord,
     Lease,
     NewWorkflow,
@@ -34,6 +39,10 @@ from ._base import (
 
 __all__ = [
     "ACTIVE_STATUSES",
+    "BREAKER_CLOSED",
+    "BREAKER_HALF_OPEN",
+    "BREAKER_OPEN",
+    "BREAKER_TOPIC",
     "CANCELLED",
     "EVENT_DONE",
     "EVENT_EVENT",
@@ -50,6 +59,7 @@ __all__ = [
     "STEP_WAITING",
     "SUCCEEDED",
     "TERMINAL_STATUSES",
+    "BreakerRecord",
     "ExecutorRecord",
     "Lease",
     "NewWorkflow",
