@@ -183,9 +183,14 @@ def _admit(call: _StepCall) -> bool:
     record = _store(run, store.get_breaker, breaker.name)
     if record is None or record.state == BREAKER_CLOSED:
         return True
-    until = record.retry_at if record.state == BREAKER_OPEN else record.probe_expires_at
+    if record.state == BREAKER_OPEN:
+        until = record.retry_at or now
+    else:
+        # A probe runs: its success wakes us at once; its failure opens the breaker for a
+        # cool-down, after which someone must probe again, so look by then at the latest.
+        until = min(record.probe_expires_at or now, now + breaker.cooldown)
     # Never a wait in the past: the state may move under us, and then we look again soon.
-    return _park(call, max(until or now, now + run.poll_interval), record.state)
+    return _park(call, max(until, now + run.poll_interval), record.state)
 
 
 def _park(call: _StepCall, until: float, state: str) -> bool:
