@@ -120,6 +120,8 @@ def test_probes_tell_up_from_down(service: Service) -> None:
     assert not passed and why.startswith("ConnectionRefusedError")
     assert not run_probe(probes.http(f"http://127.0.0.1:{closed}/health", timeout=1))[0]
     assert str(probes.tcp("db", 5432)) == "tcp db:5432"
+    with pytest.raises(ValueError, match="http:// or https://"):
+        probes.http("db:5432")
     # Any callable: truthy is up; falsy or raising is down; async ones are awaited.
 
     def raises() -> bool:

@@ -64,8 +64,9 @@ class Settings:
     report_interval: float = 30.0
     #: Seconds that shutdown waits for running workflows before releasing them.
     shutdown_grace: float = 10.0
-    #: A workflow that waits (sleep, recv) longer than this is suspended: it holds no
-    #: thread or memory until it wakes. Shorter waits wait in place.
+    #: A workflow that waits (sleep, recv, a retry's backoff, a failing probe, an open
+    #: circuit breaker) longer than this is suspended: it holds no thread or memory until
+    #: it wakes. Shorter waits wait in place.
     suspend_after: float = 1.0
 
 

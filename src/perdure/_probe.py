@@ -44,6 +44,8 @@ def http(url: str, *, timeout: float = 5.0, method: str = "GET") -> Probe:
     """A probe that passes when ``url`` answers a ``method`` request with a 2xx or 3xx
     status within ``timeout`` seconds (redirects are not followed). Proxies come from
     the environment, as for ``urllib``."""
+    if not url.lower().startswith(("http://", "https://")):
+        raise ValueError(f"probes.http needs an http:// or https:// URL, not {url!r}")
     opener = urllib.request.build_opener(_NoRedirect)
 
     def check() -> bool:
