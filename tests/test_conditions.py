@@ -9,6 +9,7 @@ injected clock past cool-downs instead of sleeping through them, so that each ph
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.server
 import logging
 import socket
@@ -596,3 +597,77 @@ def test_parking_on_a_breaker_that_closed_meanwhile_wakes_at_once(store: Store) 
     suspend_on(store, "waiting", "perdure.breaker:c", wake_at=130.0)
     record = store.get_workflow("waiting")
     assert record is not None and record.wake_at == 130.0
+
+
+def test_async_steps_park_on_a_breaker_and_resume_when_it_closes(make_app) -> None:
+    clock = OffsetClock()
+    app = make_app(clock=clock, suspend_after=0.2)
+    payments = Payments(lambda: app.store)
+    breaker = perdure.CircuitBreaker("payments", failure_threshold=1, cooldown=600)
+
+    @app.step(
+        name="charge",
+        breaker=breaker,
+        retry=perdure.Retry(max_attempts=3, initial_interval=600, jitter=0),
+    )
+    async def charge(order: int) -> str:
+        return await asyncio.to_thread(payments.charge, order)
+
+    @app.workflow(name="checkout")
+    async def checkout(order: int) -> str:
+        return await charge(order)
+
+    with app:
+        app.start("checkout", 0, workflow_id="opener")  # type: ignore[arg-type]
+        wait_for(lambda: app.breaker("payments").state == "OPEN", what="the breaker to open")
+        app.start("checkout", 1, workflow_id="parked")  # type: ignore[arg-type]
+        wait_for(lambda: all_suspended(app, clock, ["opener", "parked"]), what="parking")
+        assert app.breaker("payments").parked == 1
+        payments.up = True
+        advance(clock, 601, app)
+        assert app.retrieve("opener").result(timeout=20) == "charged-0"
+        assert app.retrieve("parked").result(timeout=20) == "charged-1"
+    assert payments.calls.count("HALF_OPEN") == 1 and "OPEN" not in payments.calls
+    assert app.breaker("payments").state == "CLOSED"
+
+
+# -- migration 0004 --------------------------------------------------------------------------
+
+
+def test_a_migration_numbered_below_the_newest_applied_still_applies(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """0004 (breakers) and 0003 (developed beside it) may reach a database in either
+    order: a database at versions 1, 2 and 4 gets 3 when it ships."""
+    from perdure.storage import _postgres, _queries, _sqlite
+
+    dialect = "sqlite" if database_url.startswith("sqlite") else "postgres"
+    shipped = [m for m in _queries.migrations(dialect) if m[0] != 3]
+    module = _sqlite if dialect == "sqlite" else _postgres
+    monkeypatch.setattr(module, "migrations", lambda _: shipped)
+    store = open_store(database_url)
+    store.migrate()
+    store.close()
+    sibling = (3, "CREATE TABLE perdure_sibling (id INTEGER PRIMARY KEY);")
+    monkeypatch.setattr(module, "migrations", lambda _: sorted([*shipped, sibling]))
+    store = open_store(database_url)
+    try:
+        store.migrate()
+        store.migrate()  # idempotent
+        assert store.get_breaker("none") is None  # 0004 is there
+        if dialect == "sqlite":
+            import sqlite3
+
+            path = database_url.removeprefix("sqlite:///")
+            with contextlib.closing(sqlite3.connect(path)) as conn:
+                versions = [v for (v,) in conn.execute("SELECT version FROM perdure_schema")]
+                assert conn.execute("SELECT count(*) FROM perdure_sibling").fetchone() == (0,)
+        else:
+            from conftest import admin_connection, schema_of
+
+            with admin_connection(database_url, schema_of(database_url)) as conn:
+                versions = [v for (v,) in conn.execute("SELECT version FROM perdure_schema")]
+                assert conn.execute("SELECT count(*) FROM perdure_sibling").fetchone() == (0,)
+        assert sorted(versions) == [1, 2, 3, 4]
+    finally:
+        store.close()
