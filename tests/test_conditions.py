@@ -671,3 +671,69 @@ def test_a_migration_numbered_below_the_newest_applied_still_applies(
         assert sorted(versions) == [1, 2, 3, 4]
     finally:
         store.close()
+
+
+# -- with cancellation and deadlines ---------------------------------------------------------
+
+
+def test_a_cancel_reaches_workflows_suspended_on_a_retry_a_probe_or_a_breaker(make_app) -> None:
+    """A workflow waiting for its next attempt, its probe or a breaker is woken by a
+    cancel and gets ``Cancelled`` there, instead of suspending again."""
+    clock = OffsetClock()
+    app = make_app(clock=clock, suspend_after=0.2)
+    payments = Payments(lambda: app.store)
+    breaker = perdure.CircuitBreaker("payments", failure_threshold=1, cooldown=6000)
+    undone: list[str] = []
+
+    @app.step(name="refund")
+    def refund(order: int) -> None:
+        undone.append(f"refund-{order}")
+
+    @app.step(
+        name="charge",
+        breaker=breaker,
+        retry=perdure.Retry(
+            max_attempts=5,
+            initial_interval=600,
+            max_interval=600,
+            jitter=0,
+            wait_for=lambda: False,
+            probe_interval=600,
+            probe_max_interval=600,
+        ),
+    )
+    def charge(order: int) -> str:
+        return payments.charge(order)
+
+    @app.workflow(name="checkout")
+    def checkout(order: int) -> str:
+        try:
+            return charge(order)
+        except perdure.Cancelled:
+            refund(order)
+            raise
+
+    with app:
+        app.start("checkout", 0, workflow_id="retrying")  # type: ignore[arg-type]
+        wait_for(lambda: app.breaker("payments").state == "OPEN", what="the breaker to open")
+        app.start("checkout", 1, workflow_id="parked")  # type: ignore[arg-type]
+        wait_for(lambda: all_suspended(app, clock, ["retrying", "parked"]), what="suspension")
+        # The first one's backoff ends (the breaker's cool-down does not): its probe fails,
+        # and it waits for the next probe.
+        advance(clock, 601, app)
+        wait_for(
+            lambda: bool(app.retrieve("retrying").status().steps[0].waiting_for),
+            what="a failed probe",
+        )
+        wait_for(lambda: all_suspended(app, clock, ["retrying", "parked"]), what="suspension")
+        waits = {
+            wid: app.retrieve(wid).status().waiting_for or "" for wid in ("retrying", "parked")
+        }
+        assert waits["retrying"].startswith("probe ")
+        assert waits["parked"].startswith("circuit breaker 'payments' to close")
+        for workflow_id in ("retrying", "parked"):
+            assert app.cancel(workflow_id) is True
+            with pytest.raises(perdure.WorkflowCancelledError):
+                app.retrieve(workflow_id).result(timeout=20)
+    assert sorted(undone) == ["refund-0", "refund-1"]
+    assert payments.calls == ["CLOSED"]

@@ -259,6 +259,9 @@ def test_send_is_idempotent_and_wakes_a_workflow_waiting_on_its_topic(store: Sto
     assert record is not None and record.wake_at == 104.0
     claimed = store.claim_workflows("me", ["checkout"], "1", 105.0, 115.0)
     assert sorted(r.id for r in claimed) == ["a", "c"]
+    # A finished workflow takes no message: nothing would ever receive it.
+    assert store.complete_workflow("b", Lease("exec-1", 1), "SUCCEEDED", "1", None, 106.0).result()
+    assert store.send_message("b", "", "4", None, 107.0).result() is None
 
 
 def test_events_are_set_with_their_record(store: Store) -> None:

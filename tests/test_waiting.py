@@ -170,6 +170,8 @@ def test_send_is_idempotent_per_key_and_needs_the_workflow(app: perdure.App) -> 
         app.send("nobody", "hello")
     with app:
         assert app.retrieve("once-1").result(timeout=10) == ["pay", None]
+    with pytest.raises(perdure.WorkflowFinishedError, match="already finished"):
+        app.send("once-1", "too late")
 
 
 def test_events_are_visible_while_the_workflow_runs_and_not_duplicated_on_replay(

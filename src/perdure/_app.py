@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
@@ -16,16 +17,17 @@ from typing import Any, ParamSpec, TypeVar, overload
 from ._breaker import Breakers, CircuitBreaker
 from ._clock import Clock, SystemClock
 from ._context import current_run
-from ._errors import ConfigurationError
+from ._errors import ConfigurationError, WorkflowNotFoundError
 from ._executor import Executor
 from ._handle import Notifier, WorkflowHandle, WorkflowStatus
-from ._registry import WORKFLOW_ATTR, WorkflowDef
+from ._registry import WORKFLOW_ATTR, StepDef, WorkflowDef
 from ._registry import Registry as _Registry
-from ._retry import Retry
+from ._retry import NO_RETRY, Retry
 from ._serialization import JSONSerializer, Serializer, encode_call
 from ._starting import Starting
 from ._talking import Talking
 from .storage import (
+    EVENT_CANCEL,
     EVENT_DONE,
     EVENT_EVENT,
     EVENT_READY,
@@ -36,6 +38,18 @@ from .storage import (
     WorkflowRecord,
     open_store,
 )
+
+
+def _cancel_step(app: App, workflow_id: str) -> bool:
+    return app._cancel(workflow_id)
+
+
+async def _cancel_step_async(app: App, workflow_id: str) -> bool:
+    return await asyncio.to_thread(app._cancel, workflow_id)
+
+
+_CANCEL = StepDef("perdure.cancel", _cancel_step, False, NO_RETRY)
+_CANCEL_ASYNC = StepDef("perdure.cancel", _cancel_step_async, True, NO_RETRY)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -146,6 +160,8 @@ class App(Starting, Talking, Breakers):
             self.notifier.poke(event)  # get_event waiters subscribe under the event's name
         elif event == EVENT_RESYNC:
             self.notifier.poke_all()
+        if executor is not None and event in (EVENT_CANCEL, EVENT_RESYNC):
+            executor.cancel_pushed()
         if executor is not None and event in (EVENT_READY, EVENT_RESYNC, EVENT_WAKE):
             executor.wake()
 
@@ -165,7 +181,7 @@ class App(Starting, Talking, Breakers):
         The function runs from the top whenever it (re)starts, so it must be
         deterministic given its arguments and the results of its steps; do side effects
         in steps. Calling the decorated function starts it and waits for its result
-        (``app.run``).
+        (``app.run``); inside another workflow, that runs it as a child.
         """
 
         def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -177,18 +193,10 @@ class App(Starting, Talking, Breakers):
     def _workflow_wrapper(self, definition: WorkflowDef) -> Callable[..., Any]:
         fn = definition.fn
 
-        def refuse_nesting() -> None:
-            if current_run.get() is not None:
-                raise ConfigurationError(
-                    f"workflow {definition.name!r} was called inside a workflow; starting child "
-                    "workflows is not supported yet: call it from a step with app.start()"
-                )
-
         if definition.is_async:
 
             @functools.wraps(fn)
             async def run_async(*args: Any, **kwargs: Any) -> Any:
-                refuse_nesting()
                 return await self.run_async(definition.name, *args, **kwargs)
 
             wrapper: Callable[..., Any] = run_async
@@ -196,7 +204,6 @@ class App(Starting, Talking, Breakers):
 
             @functools.wraps(fn)
             def run_sync(*args: Any, **kwargs: Any) -> Any:
-                refuse_nesting()
                 return self.run(definition.name, *args, **kwargs)
 
             wrapper = run_sync
@@ -212,6 +219,7 @@ class App(Starting, Talking, Breakers):
         *,
         name: str | None = None,
         retry: Retry | None = None,
+        timeout: float | None = None,
         breaker: CircuitBreaker | None = None,
     ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 
@@ -222,19 +230,22 @@ class App(Starting, Talking, Breakers):
         *,
         name: str | None = None,
         retry: Retry | None = None,
+        timeout: float | None = None,
         breaker: CircuitBreaker | None = None,
     ) -> Any:
-        """Register a step: ``@app.step`` or ``@app.step(retry=Retry(...))``.
+        """Register a step: ``@app.step`` or ``@app.step(retry=Retry(...), timeout=30)``.
 
         Inside a workflow, a step's result is recorded when it completes and returned
         from the record on replay; a failed attempt is retried by ``retry`` (default:
-        no retry). With ``breaker``, the step is behind that circuit breaker: while it
-        is open, the workflow parks instead of calling. Outside a workflow, calling a
-        step just runs the function.
+        no retry). An attempt that runs longer than ``timeout`` seconds fails with
+        ``StepTimeoutError`` (an async step is cancelled; a sync one runs in a thread of
+        its own, which is abandoned). With ``breaker``, the step is behind that circuit
+        breaker: while it is open, the workflow parks instead of calling. Outside a
+        workflow, calling a step just runs the function.
         """
 
         def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
-            definition = self.registry.add_step(fn, name, retry, breaker)
+            definition = self.registry.add_step(fn, name, retry, timeout, breaker)
             if definition.is_async:
 
                 @functools.wraps(fn)
@@ -304,18 +315,25 @@ class App(Starting, Talking, Breakers):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         workflow_id: str | None,
+        timeout: float | None = None,
     ) -> tuple[NewWorkflow, str | None, float | None]:
         definition = self.registry.workflow(fn)
         inputs = encode_call(
             self.serializer, definition.fn, args, kwargs, f"workflow {definition.name!r}"
         )
+        if timeout is not None and timeout <= 0:
+            raise ConfigurationError(
+                f"a workflow timeout must be positive seconds, not {timeout!r}"
+            )
+        now = self.clock.time()
         new = NewWorkflow(
             id=workflow_id or str(uuid.uuid4()),
             name=definition.name,
             inputs=inputs,
             serializer=self.serializer.name,
             app_version=self.settings.app_version,
-            created_at=self.clock.time(),
+            created_at=now,
+            deadline_at=None if timeout is None else now + timeout,
         )
         executor = self._executor
         if executor is None:
@@ -345,6 +363,40 @@ class App(Starting, Talking, Breakers):
             # Ours but not created now: an earlier start committed although its caller saw
             # an error (the connection died at COMMIT). Run it unless it already runs.
             executor.adopt(record.id)
+
+    def cancel(self, workflow_id: str) -> bool:
+        """Ask a workflow and its active descendants to cancel; durable when this returns.
+
+        ``perdure.Cancelled`` is raised inside each at its next step or wait (a running
+        async step is interrupted; a running sync step finishes first); ``finally``
+        blocks and compensation steps run, and a workflow that lets it propagate ends
+        CANCELLED. Returns False when the workflow had already finished or was asked
+        before. Raises ``WorkflowNotFoundError`` for an unknown ID. Inside a workflow,
+        the request is recorded like a step.
+        """
+        run = current_run.get()
+        if run is not None:
+            asked: bool = run.call_step(_CANCEL, (self, workflow_id), {})
+            return asked
+        return self._cancel(workflow_id)
+
+    def _cancel(self, workflow_id: str) -> bool:
+        asked = self.store.cancel_workflow(workflow_id, self.clock.time())
+        if asked is None:
+            raise WorkflowNotFoundError(workflow_id)
+        executor = self._executor
+        if executor is not None and asked:
+            executor.cancel_local(asked)
+            executor.wake()  # suspended ones were woken: claim them now
+        return bool(asked)
+
+    async def cancel_async(self, workflow_id: str) -> bool:
+        """``cancel`` for coroutines."""
+        run = current_run.get()
+        if run is not None:
+            asked: bool = await run.call_step_async(_CANCEL_ASYNC, (self, workflow_id), {})
+            return asked
+        return await asyncio.to_thread(self._cancel, workflow_id)
 
     def retrieve(self, workflow_id: str) -> WorkflowHandle[Any]:
         """A handle to an existing workflow; raises ``WorkflowNotFoundError`` if none."""

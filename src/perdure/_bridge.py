@@ -21,6 +21,8 @@ class FutureBridge:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
+        #: The loop the awaitables belong to.
+        self.loop = loop
         self._arrived: collections.deque[tuple[asyncio.Future[Any], Future[Any]]] = (
             collections.deque()
         )

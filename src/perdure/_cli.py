@@ -61,6 +61,12 @@ def _print_status(status: WorkflowStatus) -> None:
     click.echo(f"  created {status.created_at.isoformat()}, version {status.app_version}")
     if status.owner:
         click.echo(f"  running on {status.owner}")
+    if status.parent_id:
+        click.echo(f"  child of {status.parent_id}")
+    if status.deadline:
+        click.echo(f"  deadline {status.deadline.isoformat()}")
+    if status.cancel_requested_at and not status.done:
+        click.echo(f"  cancel requested at {status.cancel_requested_at.isoformat()}")
     if status.recoveries:
         click.echo(f"  recovered {status.recoveries} time(s)")
     if status.waiting_for:
@@ -147,6 +153,25 @@ def status(workflow_id: str, app_spec: str | None, database_url: str | None, as_
         click.echo(json.dumps(_jsonable(asdict(current)), indent=2))
     else:
         _print_status(current)
+
+
+@cli.command()
+@click.argument("workflow_id")
+@app_option
+@url_option
+def cancel(workflow_id: str, app_spec: str | None, database_url: str | None) -> None:
+    """Ask a workflow and its children to cancel."""
+    app = _app_from_options(app_spec, database_url)
+    try:
+        asked = app.cancel(workflow_id)
+    except PerdureError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        app.shutdown()
+    if asked:
+        click.echo(f"workflow {workflow_id}: cancel requested (it stops at its next step or wait)")
+    else:
+        click.echo(f"workflow {workflow_id}: already finished or already asked to cancel")
 
 
 @cli.command(name="list")

@@ -59,7 +59,8 @@ def _store(run: WorkflowRun, operation: Callable[..., T], *args: object) -> T:
     try:
         return operation(*args)
     except StoreError as exc:
-        raise CheckpointFailed(run.workflow_id, str(exc)) from exc
+        run.unwinding = CheckpointFailed(run.workflow_id, str(exc))
+        raise run.unwinding from exc
 
 
 def _short_error(exc: BaseException) -> str:

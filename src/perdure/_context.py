@@ -35,6 +35,10 @@ class Scope:
         self.next_step += 1
         return position
 
+    def peek(self) -> str:
+        """The position the next step called in this scope will take."""
+        return f"{self.prefix}{self.next_step}"
+
     def child(self) -> Scope:
         """The scope of the next task created in this scope."""
         child = Scope(f"{self.prefix}t{self.next_task}.")
@@ -63,12 +67,15 @@ def task_factory(
     """The executor loop's task factory: a task created inside a workflow gets the next
     child scope, so the steps it calls get replay-stable positions."""
     parent = current_scope.get()
-    if parent is None or "context" in kwargs:
+    run = current_run.get()
+    if parent is None or run is None or "context" in kwargs:
         return asyncio.Task(coro, loop=loop, **kwargs)
     # The task copies the current context when it is created, so setting the child
     # scope around its creation hands the child, and only the child, its own scope.
     token = current_scope.set(parent.child())
     try:
-        return asyncio.Task(coro, loop=loop, **kwargs)
+        task = asyncio.Task(coro, loop=loop, **kwargs)
     finally:
         current_scope.reset(token)
+    run.track(task)
+    return task

@@ -13,10 +13,17 @@ signals, which derive from ``BaseException`` so that a workflow's
     ├── WorkflowFailedError       a failed workflow whose error type cannot be rebuilt
     ├── StepFailedError           a failed step whose error type cannot be rebuilt
     ├── WorkflowTimeoutError      waiting for a result took longer than asked (also TimeoutError)
+    ├── WorkflowFinishedError     a message was sent to a workflow that has finished
+    ├── WorkflowCancelledError    the workflow was cancelled (what its result raises)
+    ├── DeadlineExceededError     the workflow ran past its deadline (recorded; also TimeoutError)
+    ├── StepTimeoutError          a step attempt ran past the step's timeout (also TimeoutError)
     └── StoreError                the database refused or failed an operation
         └── StoreUnavailableError the database cannot be reached (yet)
 
     BaseException
+    ├── Cancelled                 raised inside a workflow asked to cancel, at its next
+    │   │                         step or wait; ``finally`` blocks and compensation run
+    │   └── DeadlineExceeded      the same, when the workflow's deadline passed
     ├── LeaseLost                 this executor no longer owns the workflow (fenced out)
     └── CheckpointFailed          a checkpoint could not be written; the executor retries
 
@@ -131,6 +138,61 @@ class WorkflowTimeoutError(PerdureError, TimeoutError):
         )
 
 
+class WorkflowFinishedError(PerdureError):
+    """The workflow has already finished: a message sent to it would never be received."""
+
+    def __init__(self, workflow_id: str, status: str) -> None:
+        super().__init__(workflow_id, status)
+        self.workflow_id = workflow_id
+        self.status = status
+
+    def __str__(self) -> str:
+        return (
+            f"workflow {self.workflow_id!r} has already finished ({self.status}); the message "
+            "was not stored, since nothing would ever receive it"
+        )
+
+
+class WorkflowCancelledError(PerdureError):
+    """The workflow was cancelled (``app.cancel``) and ended without a result."""
+
+    def __init__(self, workflow_id: str) -> None:
+        super().__init__(workflow_id)
+        self.workflow_id = workflow_id
+
+    def __str__(self) -> str:
+        return f"workflow {self.workflow_id!r} was cancelled"
+
+
+class DeadlineExceededError(PerdureError, TimeoutError):
+    """The workflow was still running at its deadline (``app.start(..., timeout=)``); its
+    outcome records this error."""
+
+    def __init__(self, workflow_id: str, timeout: float) -> None:
+        super().__init__(workflow_id, timeout)
+        self.workflow_id = workflow_id
+        self.timeout = timeout
+
+    def __str__(self) -> str:
+        return (
+            f"workflow {self.workflow_id!r} did not finish within its deadline of "
+            f"{self.timeout:g}s after it was started"
+        )
+
+
+class StepTimeoutError(PerdureError, TimeoutError):
+    """One attempt of a step ran longer than the step's ``timeout``; the attempt counts as
+    failed and the step's retry policy decides what comes next."""
+
+    def __init__(self, step: str, timeout: float) -> None:
+        super().__init__(step, timeout)
+        self.step = step
+        self.timeout = timeout
+
+    def __str__(self) -> str:
+        return f"step {self.step!r} did not finish within its timeout of {self.timeout:g}s"
+
+
 class StoreError(PerdureError):
     """The database refused or failed an operation; the message names it."""
 
@@ -192,3 +254,42 @@ class Suspended(BaseException):  # noqa: N818 - an internal signal, like LeaseLo
 
     def __str__(self) -> str:
         return f"workflow {self.workflow_id!r} suspended until {self.wake_at}"
+
+
+class Cancelled(BaseException):  # noqa: N818 - a signal, like asyncio.CancelledError
+    """Raised inside a workflow that was asked to cancel (``app.cancel``), at its next step
+    or wait (a running async step is interrupted).
+
+    It derives from ``BaseException`` so that ``except Exception:`` does not swallow it.
+    Cleanup in ``finally`` blocks or in ``except perdure.Cancelled:`` runs normally, steps
+    included (they are recorded); re-raise it to end the workflow CANCELLED.
+    """
+
+    def __init__(self, workflow_id: str, reason: str = "cancelled by request") -> None:
+        super().__init__(workflow_id, reason)
+        self.workflow_id = workflow_id
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"workflow {self.workflow_id!r}: {self.reason}"
+
+
+class DeadlineExceeded(Cancelled):
+    """Raised inside a workflow whose deadline passed, like ``Cancelled``; if it propagates
+    the workflow fails with ``DeadlineExceededError``."""
+
+    def __init__(self, workflow_id: str, timeout: float) -> None:
+        BaseException.__init__(self, workflow_id, timeout)
+        self.workflow_id = workflow_id
+        self.reason = f"deadline of {timeout:g}s exceeded"
+        self.timeout = timeout
+
+
+class ContinueAsNew(BaseException):  # noqa: N818 - an internal signal
+    """``perdure.continue_as_new``: end this run and start the workflow afresh with these
+    (encoded) inputs."""
+
+    def __init__(self, workflow_id: str, inputs: str) -> None:
+        super().__init__(workflow_id, inputs)
+        self.workflow_id = workflow_id
+        self.inputs = inputs

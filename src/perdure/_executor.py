@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._bridge import FutureBridge
 from ._context import task_factory
-from ._errors import CheckpointFailed, LeaseLost, PerdureError, Suspended
+from ._errors import CheckpointFailed, ContinueAsNew, LeaseLost, PerdureError, Suspended
 from ._runtime import WorkflowRun
 from .storage import ACTIVE_STATUSES, ExecutorRecord, Lease, StepRecord, WorkflowRecord
 
@@ -130,6 +130,8 @@ class Executor:
             target=self._maintain, name="perdure-maintenance", daemon=True
         )
         self._reported: set[str] = set()
+        # Set when the store pushed that workflows were asked to cancel.
+        self._cancels_pushed = False
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -231,11 +233,14 @@ class Executor:
             lease_holds=self._lease_holds,
             suspend_after=self.settings.suspend_after,
             poll_interval=self.settings.poll_interval,
+            notifier=self.app.notifier,
         )
         with self._lock:
             if record.id in self._runs:
                 return
             self._runs[record.id] = run
+        if run.deadline is not None and definition.is_async:
+            self._loop.call_soon_threadsafe(self._arm_deadline, run)
         if definition.is_async:
             self._loop.call_soon_threadsafe(self._spawn, run, context=contextvars.Context())
         else:
@@ -243,35 +248,56 @@ class Executor:
             # workflow's context variables into the next.
             self._pool.submit(lambda: contextvars.Context().run(self._run_sync, run))
 
+    def _arm_deadline(self, run: WorkflowRun) -> None:
+        # A running async step is interrupted at the deadline (waits end there anyway).
+        assert run.deadline is not None
+        delay = max(run.deadline - self.clock.time(), 0.0)
+        run.deadline_timer = self._loop.call_later(delay, run.interrupt)
+
     def _spawn(self, run: WorkflowRun) -> None:
         task = self._loop.create_task(self._run_async(run))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def _complete(
+        self, run: WorkflowRun, outcome: tuple[str, str | None, str | None]
+    ) -> Future[bool]:
+        status, output, error = outcome
+        return self.store.complete_workflow(
+            run.workflow_id,
+            run.lease,
+            status,
+            output,
+            error,
+            self.clock.time(),
+            parent_id=run.record.parent_id,
+        )
+
     def _run_sync(self, run: WorkflowRun) -> None:
         try:
-            status, output, error = run.execute()
-            accepted = self.store.complete_workflow(
-                run.workflow_id, run.lease, status, output, error, self.clock.time()
-            ).result()
+            outcome = run.execute()
+            accepted = self._complete(run, outcome).result()
         except Suspended as signal:
             self._suspend(run, signal, lambda future: future.result())
+            return
+        except ContinueAsNew as signal:
+            self._continue(run, signal, self._continue_future(run, signal).result())
             return
         except BaseException as exc:  # noqa: BLE001 - every way out must be accounted for
             self._finish(run, None, exc)
             if not isinstance(exc, Exception | LeaseLost | CheckpointFailed):
                 raise
             return
-        self._finish(run, (status, output, error) if accepted else None, None)
+        self._finish(run, outcome if accepted else None, None)
 
     async def _run_async(self, run: WorkflowRun) -> None:
         try:
-            status, output, error = await run.execute_async()
-            accepted = await self._bridge.wait(
-                self.store.complete_workflow(
-                    run.workflow_id, run.lease, status, output, error, self.clock.time()
-                )
-            )
+            try:
+                outcome = await run.execute_async()
+            finally:
+                # Tasks the workflow created and left running end with it.
+                run.cancel_tasks()
+            accepted = await self._bridge.wait(self._complete(run, outcome))
         except Suspended as signal:
             future = self._suspend_future(run, signal)
             if future is not None:
@@ -282,17 +308,48 @@ class Executor:
                     return
                 self._suspended(run, signal, accepted)
             return
+        except ContinueAsNew as signal:
+            try:
+                record = await self._bridge.wait(self._continue_future(run, signal))
+            except PerdureError as exc:
+                self._finish(run, None, exc)
+                return
+            self._continue(run, signal, record)
+            return
         except BaseException as exc:  # noqa: BLE001
             self._finish(run, None, exc)
             if not isinstance(exc, Exception | LeaseLost | CheckpointFailed):
                 raise
             return
-        self._finish(run, (status, output, error) if accepted else None, None)
+        self._finish(run, outcome if accepted else None, None)
+
+    def _continue_future(
+        self, run: WorkflowRun, signal: ContinueAsNew
+    ) -> Future[WorkflowRecord | None]:
+        return self.store.continue_workflow(
+            run.workflow_id, run.lease, signal.inputs, self.clock.time()
+        )
+
+    def _continue(
+        self, run: WorkflowRun, signal: ContinueAsNew, record: WorkflowRecord | None
+    ) -> None:
+        """Run the workflow again from the top with its new inputs and no history."""
+        if record is None:
+            self._finish(run, None, None)  # logs the lost lease
+            return
+        log.debug(
+            "workflow %s continues as new (generation %d)", run.workflow_id, record.generation
+        )
+        self._forget(run)
+        self.dispatch(record, [])
 
     def _suspend_future(self, run: WorkflowRun, signal: Suspended) -> Future[bool] | None:
+        wake_at = signal.wake_at
+        if run.deadline is not None and not run.deadline_delivered:
+            wake_at = min(wake_at, run.deadline)  # it must wake to meet its deadline
         try:
             return self.store.suspend_workflow(
-                run.workflow_id, run.lease, signal.wake_at, signal.topic, self.clock.time()
+                run.workflow_id, run.lease, wake_at, signal.topic, self.clock.time()
             )
         except PerdureError as exc:
             self._finish(run, None, exc)
@@ -326,6 +383,11 @@ class Executor:
         self._wake.set()
 
     def _forget(self, run: WorkflowRun) -> None:
+        timer = run.deadline_timer
+        if timer is not None:
+            self._loop.call_soon_threadsafe(timer.cancel)
+        if run.record.parent_id is not None:
+            self.wake()  # its parent may wait for it here: claim the parent now
         with self._idle:
             was_full = len(self._runs) >= self.settings.max_workflows
             if self._runs.get(run.workflow_id) is run:
@@ -361,6 +423,22 @@ class Executor:
         """Make the maintenance thread look for work now."""
         self._wake.set()
 
+    def cancel_pushed(self) -> None:
+        """The store pushed that workflows were asked to cancel: look up ours now."""
+        self._cancels_pushed = True
+        self._wake.set()
+
+    def cancel_local(self, workflow_ids: list[str]) -> None:
+        """Tell the runs of these workflows in this process that they were asked to cancel."""
+        with self._lock:
+            runs = [self._runs[wid] for wid in workflow_ids if wid in self._runs]
+        for run in runs:
+            run.request_cancel()
+
+    def _check_cancels(self) -> None:
+        self._cancels_pushed = False
+        self.cancel_local(self.store.cancel_requests(self.id))
+
     def _maintain(self) -> None:
         settings = self.settings
         next_heartbeat = 0.0
@@ -373,6 +451,9 @@ class Executor:
                     self._heartbeat()
                     next_heartbeat = now + settings.lease_seconds / 3
                     self._adopt_orphans()
+                    self._check_cancels()
+                elif self._cancels_pushed:
+                    self._check_cancels()
                 self._retry_stranded(now)
                 self._claim(now)
                 if now >= next_report:

@@ -12,10 +12,18 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ._conditions import describe_step, describe_wait
-from ._errors import WorkflowFailedError, WorkflowNotFoundError, WorkflowTimeoutError
+from ._context import current_run
+from ._errors import (
+    WorkflowCancelledError,
+    WorkflowFailedError,
+    WorkflowNotFoundError,
+    WorkflowTimeoutError,
+)
 from ._serialization import decode_error
 from .storage import (
     ACTIVE_STATUSES,
+    CANCELLED,
+    CHILD_TOPIC,
     FOREVER,
     SUCCEEDED,
     TERMINAL_STATUSES,
@@ -90,6 +98,9 @@ def _waiting(record: WorkflowRecord) -> tuple[datetime | None, str | None]:
     until = f"until {wake_at.isoformat()}" if wake_at else "with no timeout"
     if record.wait_topic is None:
         return wake_at, f"sleep {until}"
+    if record.wait_topic.startswith(CHILD_TOPIC):
+        child = record.wait_topic[len(CHILD_TOPIC) :]
+        return wake_at, f"child workflow {child!r} to finish {until}"
     condition = describe_wait(record.wait_topic, wake_at.isoformat() if wake_at else "no time")
     if condition is not None:
         return wake_at, condition
@@ -165,6 +176,12 @@ class WorkflowStatus:
     #: While the workflow is suspended: what it waits for, such as "sleep until
     #: 2026-01-01T00:00:00+00:00" or "message on topic 'approval' until ...".
     waiting_for: str | None = None
+    #: The workflow that started this one as its child.
+    parent_id: str | None = None
+    #: When it was asked to cancel (it is told at its next step or wait).
+    cancel_requested_at: datetime | None = None
+    #: When it must have finished (started with a timeout).
+    deadline: datetime | None = None
 
     @classmethod
     def from_records(cls, record: WorkflowRecord, steps: list[StepRecord]) -> WorkflowStatus:
@@ -183,6 +200,9 @@ class WorkflowStatus:
             _error_summary(record.error),
             tuple(StepStatus.from_record(s) for s in steps),
             *_waiting(record),
+            record.parent_id,
+            _time(record.cancel_requested_at),
+            _time(record.deadline_at),
         )
 
     @property
@@ -199,9 +219,11 @@ class WorkflowStatus:
 class WorkflowHandle(Generic[R]):
     """A reference to one workflow by ID; cheap, and valid in any process."""
 
-    def __init__(self, app: App, workflow_id: str) -> None:
+    def __init__(self, app: App, workflow_id: str, name: str | None = None) -> None:
         self._app = app
         self.workflow_id = workflow_id
+        # The workflow's registered name when known (it types the result).
+        self._name = name
 
     def __repr__(self) -> str:
         return f"WorkflowHandle({self.workflow_id!r})"
@@ -212,13 +234,20 @@ class WorkflowHandle(Generic[R]):
             raise WorkflowNotFoundError(self.workflow_id)
         return record
 
+    def return_hint(self) -> Any:
+        """The type the workflow's result decodes to (its annotated return type)."""
+        name = self._name or self._record().name
+        definition = self._app.registry.workflows.get(name)
+        return definition.return_hint if definition else Any
+
     def _decode(self, name: str, outcome: Outcome) -> R:
         status, output, error = outcome
         if status == SUCCEEDED:
-            definition = self._app.registry.workflows.get(name)
-            hint = definition.return_hint if definition else Any
-            value: R = self._app.serializer.loads(output or "null", hint)
+            self._name = name
+            value: R = self._app.serializer.loads(output or "null", self.return_hint())
             return value
+        if status == CANCELLED:
+            raise WorkflowCancelledError(self.workflow_id)
         raise decode_error(error or "{}", WorkflowFailedError)
 
     def status(self) -> WorkflowStatus:
@@ -230,9 +259,17 @@ class WorkflowHandle(Generic[R]):
         """Wait for the workflow's outcome: its return value, or raise its error.
 
         Raises ``WorkflowTimeoutError`` after ``timeout`` seconds (the workflow goes
-        on). A workflow that finishes in this process wakes the wait at once, one that
-        finishes elsewhere through the store's pushed events (PostgreSQL) or polling.
+        on), ``WorkflowCancelledError`` if it was cancelled. A workflow that finishes in
+        this process wakes the wait at once, one that finishes elsewhere through the
+        store's pushed events (PostgreSQL) or polling. Inside a workflow, waiting for a
+        child is durable: recorded, and a long wait suspends the parent.
         """
+        run = current_run.get()
+        if run is not None:
+            from ._children import child_result
+
+            child: R = child_result(run, self, timeout)
+            return child
         deadline = None if timeout is None else self._app.clock.time() + timeout
         notifier = self._app.notifier
         while True:
@@ -254,6 +291,12 @@ class WorkflowHandle(Generic[R]):
 
     async def result_async(self, timeout: float | None = None) -> R:
         """``result()`` for coroutines: waits without holding a thread."""
+        run = current_run.get()
+        if run is not None:
+            from ._children import child_result_async
+
+            child: R = await child_result_async(run, self, timeout)
+            return child
         deadline = None if timeout is None else self._app.clock.time() + timeout
         notifier = self._app.notifier
         while True:

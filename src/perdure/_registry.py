@@ -21,6 +21,8 @@ class StepDef:
     fn: Callable[..., Any]
     is_async: bool
     retry: Retry
+    #: Seconds one attempt may take (``StepTimeoutError`` past it), or None.
+    timeout: float | None = None
     breaker: CircuitBreaker | None = None
 
     @property
@@ -84,11 +86,19 @@ class Registry:
         fn: Callable[..., Any],
         name: str | None,
         retry: Retry | None,
+        timeout: float | None = None,
         breaker: CircuitBreaker | None = None,
     ) -> StepDef:
         """Register ``fn`` as a step."""
+        if timeout is not None and timeout <= 0:
+            raise ConfigurationError(f"step timeout must be positive seconds, not {timeout!r}")
         definition = StepDef(
-            name or default_name(fn), fn, is_async_function(fn), retry or NO_RETRY, breaker
+            name or default_name(fn),
+            fn,
+            is_async_function(fn),
+            retry or NO_RETRY,
+            timeout,
+            breaker,
         )
         self.steps[definition.name] = definition
         return definition

@@ -11,31 +11,42 @@ how they wait.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
 import logging
 import threading
 import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from . import _conditions as conditions
 from ._bridge import FutureBridge
 from ._clock import Clock
 from ._context import Scope, current_run, current_scope, current_workflow_id
 from ._errors import (
+    Cancelled,
     CheckpointFailed,
+    DeadlineExceeded,
+    DeadlineExceededError,
     LeaseLost,
     NonDeterminismError,
     SerializationError,
     StepFailedError,
+    StepTimeoutError,
     StoreError,
     Suspended,
+    WorkflowCancelledError,
 )
+from ._handle import Notifier
+from ._interrupts import Interrupts
 from ._registry import StepDef, WorkflowDef
 from ._serialization import Serializer, decode_call, decode_error, encode_error
 from .storage import (
+    CANCELLED,
     FAILED,
+    STEP_CANCELLED,
     STEP_FAILED,
     STEP_RETRYING,
     STEP_SUCCEEDED,
@@ -99,6 +110,8 @@ class _StepCall:
         recorded = self.run.recorded.get(self.position)
         if recorded is None:
             return False, None
+        if recorded.status == STEP_CANCELLED:
+            raise self.run.replayed_signal(recorded)
         if recorded.name != self.definition.name:
             raise NonDeterminismError(
                 self.run.workflow_id, self.position, recorded.name, self.definition.name
@@ -178,7 +191,7 @@ class _StepCall:
         return _Attempt(record, error=exc, raised=raised)
 
 
-class WorkflowRun:
+class WorkflowRun(Interrupts):
     """The state of one execution of one workflow, under one lease."""
 
     def __init__(
@@ -195,8 +208,12 @@ class WorkflowRun:
         lease_holds: Callable[[], bool] = lambda: True,
         suspend_after: float = 1.0,
         poll_interval: float = 0.2,
+        notifier: Notifier | None = None,
     ) -> None:
         self.record = record
+        #: Tells waits in place that a workflow (a child) finished in this process.
+        self.notifier = notifier or Notifier()
+        self.loop = bridge.loop if bridge is not None else None
         #: A wait longer than this suspends the workflow instead of waiting in place.
         self.suspend_after = suspend_after
         #: How often a wait in place looks at the store (for a message).
@@ -210,30 +227,15 @@ class WorkflowRun:
         self.store = store
         self.serializer = serializer
         self.clock = clock
-        # Set when the executor gives the workflow up (shutdown): a retry wait ends at once
-        # and no new attempt starts.
-        self._released = threading.Event()
-        self.released_why = ""
+        self._init_interrupts()
         #: When the executor dispatched it (monotonic): a heartbeat that began earlier
         #: cannot have seen it.
         self.dispatched_at = time.monotonic()
 
-    @property
-    def released(self) -> bool:
-        """Whether the executor gave this execution up; nothing new may start."""
-        return self._released.is_set()
-
-    def release(self, why: str = "the executor released it") -> None:
-        """Give this execution up: waits end, and the next step attempt raises LeaseLost."""
-        self.released_why = why
-        self._released.set()
-
     # -- steps ---------------------------------------------------------------------------
 
     def _begin(self, definition: StepDef) -> tuple[_StepCall, bool, Any]:
-        scope = current_scope.get()
-        assert scope is not None, "a workflow run always has a scope"
-        call = _StepCall(self, definition, scope.take_position())
+        call = _StepCall(self, definition, self.take_position())
         done, value = call.replay()
         return call, done, value
 
@@ -249,7 +251,11 @@ class WorkflowRun:
             # A step called inside a step is a plain call: only the outer one is recorded.
             token = current_run.set(None)
             try:
-                attempt = call.after(definition.fn(*args, **kwargs), None)
+                if definition.timeout is None:
+                    result = definition.fn(*args, **kwargs)
+                else:
+                    result = _call_with_timeout(definition, args, kwargs)
+                attempt = call.after(result, None)
             except Exception as exc:
                 attempt = call.after(None, exc)
             finally:
@@ -276,17 +282,35 @@ class WorkflowRun:
     ) -> Any:
         if done:
             return value
+        definition = call.definition
         while True:
             if not await self._ready_async(call):
                 continue
             call.start_attempt()
             token = current_run.set(None)
+            attempt: _Attempt | None = None
             try:
-                attempt = call.after(await call.definition.fn(*args, **kwargs), None)
+                body = definition.fn(*args, **kwargs)
+                if definition.timeout is not None:
+                    body = asyncio.wait_for(body, definition.timeout)
+                # A cancel or the deadline interrupts the body (it sees CancelledError).
+                completed, result = await self.interruptible(body)
+                if completed:
+                    attempt = call.after(result, None)
+            except asyncio.TimeoutError as timed_out:
+                failure: Exception = timed_out
+                if definition.timeout is not None:
+                    failure = StepTimeoutError(definition.name, definition.timeout)
+                attempt = call.after(None, failure)
             except Exception as exc:
                 attempt = call.after(None, exc)
             finally:
                 current_run.reset(token)
+            if attempt is None:
+                # Interrupted: record and raise what is due (if nothing is any more, the
+                # attempt runs again).
+                await self.deliver_async(call.position, definition.name)
+                continue
             if conditions.reports(call, attempt.raised):
                 await self._off_loop(conditions.report, call, attempt.raised)
             await self.write_async(attempt.record)
@@ -296,22 +320,24 @@ class WorkflowRun:
                 raise attempt.error
             return attempt.value
 
-    def _wait(self, call: _StepCall) -> float:
-        """Seconds to wait in place before the step's next attempt (or its next look at a
-        condition); raises ``Suspended`` for a wait longer than ``suspend_after``."""
-        wait = call.wait_seconds()
-        if wait > self.suspend_after:
-            assert call.next_attempt_at is not None
-            raise Suspended(self.workflow_id, call.next_attempt_at, call.wait_topic)
-        return wait
+    def _suspend_for(self, call: _StepCall) -> NoReturn:
+        """Suspend the workflow until the step's next attempt (or its next look at a
+        condition): the wait is longer than ``suspend_after``."""
+        assert call.next_attempt_at is not None
+        self.unwind(Suspended(self.workflow_id, call.next_attempt_at, call.wait_topic))
 
     def _ready(self, call: _StepCall) -> bool:
-        """Wait for the step's next attempt, then check its conditions (a probe, a circuit
-        breaker); False when it must wait again."""
-        wait = self._wait(call)
-        if wait > 0:
-            # Wait on the release event, so that shutdown does not wait out a backoff.
-            self._released.wait(wait)
+        """Wait for the step's next attempt (suspending the workflow for a long wait),
+        deliver a due cancel or deadline, then check the attempt's conditions (a probe, a
+        circuit breaker); False when it must wait again."""
+        # Release, a cancel or the deadline ends the wait early (and is not suspended).
+        while (wait := call.wait_seconds()) > 0 and not self.released:
+            if self.due_signal() is not None:
+                break
+            if wait > self.suspend_after:
+                self._suspend_for(call)
+            self.wait_sync(wait)
+        self.deliver(call.position, call.definition.name)
         if not conditions.gated(call):
             return True
         self.check_lease()
@@ -322,7 +348,12 @@ class WorkflowRun:
 
     async def _ready_async(self, call: _StepCall) -> bool:
         """``_ready`` for async steps: probes and breaker checks run off the event loop."""
-        await self.clock.sleep_async(self._wait(call))
+        # A cancel or the deadline interrupts the wait (then a signal is due).
+        while (wait := call.wait_seconds()) > 0 and self.due_signal() is None:
+            if wait > self.suspend_after:
+                self._suspend_for(call)
+            await self.wait_async(wait)
+        await self.deliver_async(call.position, call.definition.name)
         if not conditions.gated(call):
             return True
         self.check_lease()
@@ -349,13 +380,13 @@ class WorkflowRun:
     def write(self, record: StepRecord) -> None:
         """Record ``record`` (fenced); raises LeaseLost if the store refused it."""
         if not self.settle(self.store.record_step(self.workflow_id, self.lease, record)):
-            raise LeaseLost(self.workflow_id, self.lease.epoch)
+            self.unwind(LeaseLost(self.workflow_id, self.lease.epoch))
 
     async def write_async(self, record: StepRecord) -> None:
         """``write`` for async workflows."""
         future = self.store.record_step(self.workflow_id, self.lease, record)
         if not await self.settle_async(future):
-            raise LeaseLost(self.workflow_id, self.lease.epoch)
+            self.unwind(LeaseLost(self.workflow_id, self.lease.epoch))
 
     # -- helpers of the other recorded operations (timers, messages, events) -------------
 
@@ -364,37 +395,29 @@ class WorkflowRun:
         try:
             return future.result()
         except StoreError as exc:
-            raise CheckpointFailed(self.workflow_id, str(exc)) from exc
+            self.unwinding = CheckpointFailed(self.workflow_id, str(exc))
+            raise self.unwinding from exc
 
     async def settle_async(self, future: Future[T]) -> T:
         """``settle`` for async workflows."""
         try:
             return await (self.bridge.wait(future) if self.bridge else asyncio.wrap_future(future))
         except StoreError as exc:
-            raise CheckpointFailed(self.workflow_id, str(exc)) from exc
+            self.unwinding = CheckpointFailed(self.workflow_id, str(exc))
+            raise self.unwinding from exc
 
     def check_lease(self) -> None:
         """Raise LeaseLost if this execution may no longer write (see ``start_attempt``)."""
-        if self.released:
-            raise LeaseLost(self.workflow_id, self.lease.epoch, self.released_why)
+        self.check_released()
         if not self.lease_holds():
-            raise LeaseLost(
-                self.workflow_id,
-                self.lease.epoch,
-                "this executor could not renew its leases in time (paused, or the database "
-                "was unreachable); another executor may own it now",
+            self.unwind(
+                LeaseLost(
+                    self.workflow_id,
+                    self.lease.epoch,
+                    "this executor could not renew its leases in time (paused, or the database "
+                    "was unreachable); another executor may own it now",
+                )
             )
-
-    def pause(self, seconds: float) -> None:
-        """Wait in place (a short wait); shutdown ends it with LeaseLost."""
-        if seconds > 0:
-            self._released.wait(seconds)
-        self.check_lease()
-
-    async def pause_async(self, seconds: float) -> None:
-        """``pause`` for async workflows (shutdown cancels their tasks)."""
-        await self.clock.sleep_async(seconds)
-        self.check_lease()
 
     # -- the workflow function -------------------------------------------------------------
 
@@ -414,7 +437,7 @@ class WorkflowRun:
         try:
             args, kwargs = self._enter()
             return self.outcome(self.definition.fn(*args, **kwargs), None)
-        except Exception as exc:
+        except (Exception, Cancelled) as exc:
             return self.outcome(None, exc)
 
     async def execute_async(self) -> tuple[str, str | None, str | None]:
@@ -422,7 +445,7 @@ class WorkflowRun:
         try:
             args, kwargs = self._enter()
             return self.outcome(await self.definition.fn(*args, **kwargs), None)
-        except Exception as exc:
+        except (Exception, Cancelled) as exc:
             return self.outcome(None, exc)
 
     def outcome(self, result: Any, exc: BaseException | None) -> tuple[str, str | None, str | None]:
@@ -435,6 +458,33 @@ class WorkflowRun:
                     f"workflow {self.workflow_id!r} ({self.definition.name}) returned a value "
                     f"that can't be recorded: {error}"
                 )
+        if isinstance(exc, DeadlineExceeded):
+            exc = DeadlineExceededError(self.workflow_id, exc.timeout)
+            log.warning("%s", exc)
+        elif isinstance(exc, Cancelled):
+            log.info("workflow %s cancelled", self.workflow_id)
+            return CANCELLED, None, encode_error(WorkflowCancelledError(self.workflow_id))
         if isinstance(exc, NonDeterminismError):
             log.error("%s", exc)
         return FAILED, None, encode_error(exc)
+
+
+def _call_with_timeout(definition: StepDef, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Run a synchronous step with a timeout: in a thread of its own, so that the workflow
+    can stop waiting for it. A thread cannot be stopped: one that overruns goes on in the
+    background, and its result is discarded."""
+    timeout = definition.timeout or 0.0
+    box: Future[Any] = Future()
+    context = contextvars.copy_context()
+
+    def body() -> None:
+        try:
+            box.set_result(context.run(definition.fn, *args, **kwargs))
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting workflow
+            box.set_exception(exc)
+
+    threading.Thread(target=body, name=f"perdure-step-{definition.name}", daemon=True).start()
+    done, _ = concurrent.futures.wait([box], timeout=timeout)
+    if not done:
+        raise StepTimeoutError(definition.name, timeout)
+    return box.result()

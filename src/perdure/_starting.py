@@ -16,6 +16,7 @@ import contextlib
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast, overload
 
+from ._context import current_run
 from ._handle import WorkflowHandle
 from .storage import NewWorkflow, Store, WorkflowRecord
 
@@ -42,6 +43,7 @@ class Starting:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         workflow_id: str | None,
+        timeout: float | None = None,
     ) -> tuple[NewWorkflow, str | None, float | None]:
         raise NotImplementedError
 
@@ -55,12 +57,22 @@ class Starting:
 
     @overload
     def start(
-        self, fn: Callable[[], Coroutine[Any, Any, R]], /, *, workflow_id: str | None = None
+        self,
+        fn: Callable[[], Coroutine[Any, Any, R]],
+        /,
+        *,
+        workflow_id: str | None = None,
+        timeout: float | None = None,
     ) -> WorkflowHandle[R]: ...
 
     @overload
     def start(
-        self, fn: Callable[[], R], /, *, workflow_id: str | None = None
+        self,
+        fn: Callable[[], R],
+        /,
+        *,
+        workflow_id: str | None = None,
+        timeout: float | None = None,
     ) -> WorkflowHandle[R]: ...
 
     @overload
@@ -71,11 +83,18 @@ class Starting:
         a1: A1,
         *,
         workflow_id: str | None = None,
+        timeout: float | None = None,
     ) -> WorkflowHandle[R]: ...
 
     @overload
     def start(
-        self, fn: Callable[[A1], R], /, a1: A1, *, workflow_id: str | None = None
+        self,
+        fn: Callable[[A1], R],
+        /,
+        a1: A1,
+        *,
+        workflow_id: str | None = None,
+        timeout: float | None = None,
     ) -> WorkflowHandle[R]: ...
 
     @overload
@@ -87,11 +106,19 @@ class Starting:
         a2: A2,
         *,
         workflow_id: str | None = None,
+        timeout: float | None = None,
     ) -> WorkflowHandle[R]: ...
 
     @overload
     def start(
-        self, fn: Callable[[A1, A2], R], /, a1: A1, a2: A2, *, workflow_id: str | None = None
+        self,
+        fn: Callable[[A1, A2], R],
+        /,
+        a1: A1,
+        a2: A2,
+        *,
+        workflow_id: str | None = None,
+        timeout: float | None = None,
     ) -> WorkflowHandle[R]: ...
 
     @overload
@@ -104,6 +131,7 @@ class Starting:
         a3: A3,
         *,
         workflow_id: str | None = None,
+        timeout: float | None = None,
     ) -> WorkflowHandle[R]: ...
 
     @overload
@@ -116,6 +144,7 @@ class Starting:
         a3: A3,
         *,
         workflow_id: str | None = None,
+        timeout: float | None = None,
     ) -> WorkflowHandle[R]: ...
 
     @overload
@@ -130,7 +159,13 @@ class Starting:
 
     @overload
     def start(
-        self, fn: str, /, *args: Any, workflow_id: str | None = None, **kwargs: Any
+        self,
+        fn: str,
+        /,
+        *args: Any,
+        workflow_id: str | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
     ) -> WorkflowHandle[Any]: ...
 
     def start(
@@ -145,10 +180,23 @@ class Starting:
         Idempotent on ``workflow_id``: if a workflow with that ID exists, nothing runs
         again and the handle refers to it. Arguments are serialized before anything is
         recorded; one that can't be raises ``SerializationError`` and records nothing.
-        ``fn`` may also be a registered workflow's name.
+        ``fn`` may also be a registered workflow's name. With ``timeout`` (seconds), the
+        workflow has a durable deadline measured from now: past it, ``DeadlineExceeded``
+        is raised inside it at its next step or wait, and it fails with
+        ``DeadlineExceededError``.
+
+        Inside a workflow this starts a *child*: recorded, with an ID derived from the
+        parent's (``parent/position``) unless given; its handle's ``result()`` is a
+        durable wait, and cancelling the parent cancels it.
         """
         workflow_id = kwargs.pop("workflow_id", None)
-        new, owner, lease = self._prepare(fn, args, kwargs, workflow_id)
+        timeout = kwargs.pop("timeout", None)
+        run = current_run.get()
+        if run is not None:
+            from ._children import start_child
+
+            return start_child(cast("App", self), run, fn, args, kwargs, workflow_id, timeout)
+        new, owner, lease = self._prepare(fn, args, kwargs, workflow_id, timeout)
         with self._starting(new.id, owner):
             record, created = self.store.create_workflow(new, owner, lease).result()
             self._started(new, record, created)
@@ -156,12 +204,22 @@ class Starting:
 
     @overload
     async def start_async(
-        self, fn: Callable[[], Coroutine[Any, Any, R]], /, *, workflow_id: str | None = None
+        self,
+        fn: Callable[[], Coroutine[Any, Any, R]],
+        /,
+        *,
+        workflow_id: str | None = None,
+        timeout: float | None = None,
     ) -> WorkflowHandle[R]: ...
 
     @overload
     async def start_async(
-        self, fn: Callable[[], R], /, *, workflow_id: str | None = None
+        self,
+        fn: Callable[[], R],
+        /,
+        *,
+        workflow_id: str | None = None,
+        timeout: float | None = None,
     ) -> WorkflowHandle[R]: ...
 
     @overload
@@ -172,11 +230,18 @@ class Starting:
         a1: A1,
         *,
         workflow_id: str | None = None,
+        timeout: float | None = None,
     ) -> WorkflowHandle[R]: ...
 
     @overload
     async def start_async(
-        self, fn: Callable[[A1], R], /, a1: A1, *, workflow_id: str | None = None
+        self,
+        fn: Callable[[A1], R],
+        /,
+        a1: A1,
+        *,
+        workflow_id: str | None = None,
+        timeout: float | None = None,
     ) -> WorkflowHandle[R]: ...
 
     @overload
@@ -188,11 +253,19 @@ class Starting:
         a2: A2,
         *,
         workflow_id: str | None = None,
+        timeout: float | None = None,
     ) -> WorkflowHandle[R]: ...
 
     @overload
     async def start_async(
-        self, fn: Callable[[A1, A2], R], /, a1: A1, a2: A2, *, workflow_id: str | None = None
+        self,
+        fn: Callable[[A1, A2], R],
+        /,
+        a1: A1,
+        a2: A2,
+        *,
+        workflow_id: str | None = None,
+        timeout: float | None = None,
     ) -> WorkflowHandle[R]: ...
 
     @overload
@@ -205,6 +278,7 @@ class Starting:
         a3: A3,
         *,
         workflow_id: str | None = None,
+        timeout: float | None = None,
     ) -> WorkflowHandle[R]: ...
 
     @overload
@@ -217,6 +291,7 @@ class Starting:
         a3: A3,
         *,
         workflow_id: str | None = None,
+        timeout: float | None = None,
     ) -> WorkflowHandle[R]: ...
 
     @overload
@@ -231,7 +306,13 @@ class Starting:
 
     @overload
     async def start_async(
-        self, fn: str, /, *args: Any, workflow_id: str | None = None, **kwargs: Any
+        self,
+        fn: str,
+        /,
+        *args: Any,
+        workflow_id: str | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
     ) -> WorkflowHandle[Any]: ...
 
     async def start_async(
@@ -243,7 +324,14 @@ class Starting:
     ) -> WorkflowHandle[Any]:
         """``start()`` for coroutines: waits for the durable start without a thread."""
         workflow_id = kwargs.pop("workflow_id", None)
-        new, owner, lease = self._prepare(fn, args, kwargs, workflow_id)
+        timeout = kwargs.pop("timeout", None)
+        run = current_run.get()
+        if run is not None:
+            from ._children import start_child_async
+
+            app = cast("App", self)
+            return await start_child_async(app, run, fn, args, kwargs, workflow_id, timeout)
+        new, owner, lease = self._prepare(fn, args, kwargs, workflow_id, timeout)
         with self._starting(new.id, owner):
             future = self.store.create_workflow(new, owner, lease)
             record, created = await asyncio.wrap_future(future)
@@ -252,11 +340,23 @@ class Starting:
 
     @overload
     def run(
-        self, fn: Callable[[], Coroutine[Any, Any, R]], /, *, workflow_id: str | None = None
+        self,
+        fn: Callable[[], Coroutine[Any, Any, R]],
+        /,
+        *,
+        workflow_id: str | None = None,
+        timeout: float | None = None,
     ) -> R: ...
 
     @overload
-    def run(self, fn: Callable[[], R], /, *, workflow_id: str | None = None) -> R: ...
+    def run(
+        self,
+        fn: Callable[[], R],
+        /,
+        *,
+        workflow_id: str | None = None,
+        timeout: float | None = None,
+    ) -> R: ...
 
     @overload
     def run(
@@ -266,10 +366,19 @@ class Starting:
         a1: A1,
         *,
         workflow_id: str | None = None,
+        timeout: float | None = None,
     ) -> R: ...
 
     @overload
-    def run(self, fn: Callable[[A1], R], /, a1: A1, *, workflow_id: str | None = None) -> R: ...
+    def run(
+        self,
+        fn: Callable[[A1], R],
+        /,
+        a1: A1,
+        *,
+        workflow_id: str | None = None,
+        timeout: float | None = None,
+    ) -> R: ...
 
     @overload
     def run(
@@ -280,11 +389,19 @@ class Starting:
         a2: A2,
         *,
         workflow_id: str | None = None,
+        timeout: float | None = None,
     ) -> R: ...
 
     @overload
     def run(
-        self, fn: Callable[[A1, A2], R], /, a1: A1, a2: A2, *, workflow_id: str | None = None
+        self,
+        fn: Callable[[A1, A2], R],
+        /,
+        a1: A1,
+        a2: A2,
+        *,
+        workflow_id: str | None = None,
+        timeout: float | None = None,
     ) -> R: ...
 
     @overload
@@ -297,6 +414,7 @@ class Starting:
         a3: A3,
         *,
         workflow_id: str | None = None,
+        timeout: float | None = None,
     ) -> R: ...
 
     @overload
@@ -309,6 +427,7 @@ class Starting:
         a3: A3,
         *,
         workflow_id: str | None = None,
+        timeout: float | None = None,
     ) -> R: ...
 
     @overload
@@ -320,7 +439,15 @@ class Starting:
     def run(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
 
     @overload
-    def run(self, fn: str, /, *args: Any, workflow_id: str | None = None, **kwargs: Any) -> Any: ...
+    def run(
+        self,
+        fn: str,
+        /,
+        *args: Any,
+        workflow_id: str | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> Any: ...
 
     def run(
         self,
@@ -334,11 +461,23 @@ class Starting:
 
     @overload
     async def run_async(
-        self, fn: Callable[[], Coroutine[Any, Any, R]], /, *, workflow_id: str | None = None
+        self,
+        fn: Callable[[], Coroutine[Any, Any, R]],
+        /,
+        *,
+        workflow_id: str | None = None,
+        timeout: float | None = None,
     ) -> R: ...
 
     @overload
-    async def run_async(self, fn: Callable[[], R], /, *, workflow_id: str | None = None) -> R: ...
+    async def run_async(
+        self,
+        fn: Callable[[], R],
+        /,
+        *,
+        workflow_id: str | None = None,
+        timeout: float | None = None,
+    ) -> R: ...
 
     @overload
     async def run_async(
@@ -348,11 +487,18 @@ class Starting:
         a1: A1,
         *,
         workflow_id: str | None = None,
+        timeout: float | None = None,
     ) -> R: ...
 
     @overload
     async def run_async(
-        self, fn: Callable[[A1], R], /, a1: A1, *, workflow_id: str | None = None
+        self,
+        fn: Callable[[A1], R],
+        /,
+        a1: A1,
+        *,
+        workflow_id: str | None = None,
+        timeout: float | None = None,
     ) -> R: ...
 
     @overload
@@ -364,11 +510,19 @@ class Starting:
         a2: A2,
         *,
         workflow_id: str | None = None,
+        timeout: float | None = None,
     ) -> R: ...
 
     @overload
     async def run_async(
-        self, fn: Callable[[A1, A2], R], /, a1: A1, a2: A2, *, workflow_id: str | None = None
+        self,
+        fn: Callable[[A1, A2], R],
+        /,
+        a1: A1,
+        a2: A2,
+        *,
+        workflow_id: str | None = None,
+        timeout: float | None = None,
     ) -> R: ...
 
     @overload
@@ -381,6 +535,7 @@ class Starting:
         a3: A3,
         *,
         workflow_id: str | None = None,
+        timeout: float | None = None,
     ) -> R: ...
 
     @overload
@@ -393,6 +548,7 @@ class Starting:
         a3: A3,
         *,
         workflow_id: str | None = None,
+        timeout: float | None = None,
     ) -> R: ...
 
     @overload
@@ -405,7 +561,13 @@ class Starting:
 
     @overload
     async def run_async(
-        self, fn: str, /, *args: Any, workflow_id: str | None = None, **kwargs: Any
+        self,
+        fn: str,
+        /,
+        *args: Any,
+        workflow_id: str | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
     ) -> Any: ...
 
     async def run_async(

@@ -13,11 +13,39 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Any
 
-from ._errors import WorkflowNotFoundError
+from ._context import current_run, current_scope
+from ._errors import WorkflowFinishedError, WorkflowNotFoundError
+from ._registry import StepDef
+from ._retry import NO_RETRY
 from .storage import EVENT_EVENT
 
 if TYPE_CHECKING:
     from ._app import App
+    from ._runtime import WorkflowRun
+
+
+def _sender_key(run: WorkflowRun) -> str:
+    # The position the send's record takes: the same on every replay.
+    scope = current_scope.get()
+    assert scope is not None, "a workflow run always has a scope"
+    return f"perdure.send:{run.workflow_id}:{scope.peek()}"
+
+
+def _send_step(
+    talking: Talking, workflow_id: str, message: Any, topic: str | None, key: str
+) -> None:
+    talking._sent(workflow_id, talking._send(workflow_id, message, topic, key).result())
+
+
+async def _send_step_async(
+    talking: Talking, workflow_id: str, message: Any, topic: str | None, key: str
+) -> None:
+    future = talking._send(workflow_id, message, topic, key)
+    talking._sent(workflow_id, await asyncio.wrap_future(future))
+
+
+_SEND = StepDef("perdure.send", _send_step, False, NO_RETRY)
+_SEND_ASYNC = StepDef("perdure.send", _send_step_async, True, NO_RETRY)
 
 
 class Talking:
@@ -34,7 +62,11 @@ class Talking:
 
     def _sent(self, workflow_id: str, stored: bool | None) -> None:
         if stored is None:
-            raise WorkflowNotFoundError(workflow_id)
+            app: App = self  # type: ignore[assignment]
+            record = app.store.get_workflow(workflow_id)
+            if record is None:
+                raise WorkflowNotFoundError(workflow_id)
+            raise WorkflowFinishedError(workflow_id, record.status)
         executor = self.executor  # type: ignore[attr-defined]
         if stored and executor is not None:
             executor.wake()  # the message may have made a workflow claimable now
@@ -52,9 +84,18 @@ class Talking:
         Messages of one topic are received in the order they were sent, each exactly
         once; a message sent before the workflow waits for it is kept. A repeated send
         with the same ``idempotency_key`` (per workflow) stores nothing. Raises
-        ``WorkflowNotFoundError`` when no workflow has this ID. Inside a workflow, send
-        from a step (a send is not recorded).
+        ``WorkflowNotFoundError`` when no workflow has this ID, ``WorkflowFinishedError``
+        when it has finished (nothing would ever receive the message).
+
+        Inside a workflow the send is recorded like a step, and its idempotency key
+        defaults to the sender's ID and position: it is delivered exactly once, also
+        when the sender crashes and replays.
         """
+        run = current_run.get()
+        if run is not None:
+            key = idempotency_key or _sender_key(run)
+            run.call_step(_SEND, (self, workflow_id, message, topic, key), {})
+            return
         self._sent(workflow_id, self._send(workflow_id, message, topic, idempotency_key).result())
 
     async def send_async(
@@ -65,6 +106,11 @@ class Talking:
         idempotency_key: str | None = None,
     ) -> None:
         """``send`` for coroutines."""
+        run = current_run.get()
+        if run is not None:
+            key = idempotency_key or _sender_key(run)
+            await run.call_step_async(_SEND_ASYNC, (self, workflow_id, message, topic, key), {})
+            return
         future = self._send(workflow_id, message, topic, idempotency_key)
         self._sent(workflow_id, await asyncio.wrap_future(future))
 

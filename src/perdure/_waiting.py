@@ -16,7 +16,10 @@ serves both.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import Iterator
+from concurrent.futures import Future
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -26,7 +29,7 @@ from ._errors import ConfigurationError, LeaseLost, NonDeterminismError, Suspend
 from ._registry import StepDef
 from ._retry import NO_RETRY
 from ._runtime import WorkflowRun
-from .storage import FOREVER, STEP_SUCCEEDED, STEP_WAITING, StepRecord
+from .storage import FOREVER, STEP_CANCELLED, STEP_SUCCEEDED, STEP_WAITING, StepRecord
 
 _SLEEP = "perdure.sleep"
 _RECV = "perdure.recv"
@@ -73,13 +76,50 @@ def _sync_run(function: str) -> WorkflowRun | None:
     return run
 
 
-def _wait_or_suspend(run: WorkflowRun, wake_at: float, topic: str | None) -> float:
-    """How long to wait in place for ``wake_at`` (0: it passed); raises ``Suspended`` when
-    that is longer than ``suspend_after``."""
-    remaining = wake_at - run.clock.time()
-    if remaining > run.suspend_after:
-        raise Suspended(run.workflow_id, wake_at, topic)
-    return max(remaining, 0.0)
+def _after_wait(run: WorkflowRun) -> None:
+    """Where a timer's wait ends: replay a cancellation recorded right after it (the first
+    run was interrupted here), or deliver one that is due now at that free position."""
+    scope = current_scope.get()
+    assert scope is not None, "a workflow run always has a scope"
+    recorded = run.recorded.get(scope.peek())
+    if recorded is not None and recorded.status == STEP_CANCELLED:
+        run.take_position()
+        raise run.replayed_signal(recorded)
+    if recorded is None and run.due_signal() is not None:
+        run.deliver(run.take_position(), _SLEEP)
+
+
+def _wait_until(run: WorkflowRun, wake_at: float) -> None:
+    """Wait in place for ``wake_at``, or suspend the workflow if that is far."""
+    while True:
+        _after_wait(run)
+        remaining = wake_at - run.clock.time()
+        if remaining <= 0:
+            return
+        if remaining > run.suspend_after:
+            run.unwind(Suspended(run.workflow_id, wake_at, None))
+        run.check_lease()
+        run.wait_sync(remaining)
+
+
+async def _wait_until_async(run: WorkflowRun, wake_at: float) -> None:
+    """``_wait_until`` for async workflows."""
+    while True:
+        scope = current_scope.get()
+        assert scope is not None
+        recorded = run.recorded.get(scope.peek())
+        if recorded is not None and recorded.status == STEP_CANCELLED:
+            run.take_position()
+            raise run.replayed_signal(recorded)
+        if recorded is None and run.due_signal() is not None:
+            await run.deliver_async(run.take_position(), _SLEEP)
+        remaining = wake_at - run.clock.time()
+        if remaining <= 0:
+            return
+        if remaining > run.suspend_after:
+            run.unwind(Suspended(run.workflow_id, wake_at, None))
+        run.check_lease()
+        await run.wait_async(remaining)
 
 
 # -- timers -------------------------------------------------------------------------------
@@ -99,7 +139,7 @@ def sleep(duration: float | timedelta) -> None:
         time.sleep(max(seconds, 0.0))
         return
     wake_at: float = run.call_step(_AFTER, (run.clock, seconds), {})
-    run.pause(_wait_or_suspend(run, wake_at, None))
+    _wait_until(run, wake_at)
 
 
 def sleep_until(when: datetime) -> None:
@@ -109,7 +149,7 @@ def sleep_until(when: datetime) -> None:
         time.sleep(max(_timestamp(when) - time.time(), 0.0))
         return
     wake_at: float = run.call_step(_AT, (_timestamp(when),), {})
-    run.pause(_wait_or_suspend(run, wake_at, None))
+    _wait_until(run, wake_at)
 
 
 async def sleep_async(duration: float | timedelta) -> None:
@@ -120,7 +160,7 @@ async def sleep_async(duration: float | timedelta) -> None:
         await asyncio.sleep(max(seconds, 0.0))
         return
     wake_at: float = await run.call_step_async(_AFTER_ASYNC, (run.clock, seconds), {})
-    await run.pause_async(_wait_or_suspend(run, wake_at, None))
+    await _wait_until_async(run, wake_at)
 
 
 async def sleep_until_async(when: datetime) -> None:
@@ -130,53 +170,69 @@ async def sleep_until_async(when: datetime) -> None:
         await asyncio.sleep(max(_timestamp(when) - time.time(), 0.0))
         return
     wake_at: float = await run.call_step_async(_AT_ASYNC, (_timestamp(when),), {})
-    await run.pause_async(_wait_or_suspend(run, wake_at, None))
+    await _wait_until_async(run, wake_at)
 
 
 # -- messages -------------------------------------------------------------------------------
 
 
-class _Receive:
-    """One ``recv`` at its position: what the sync and async drivers share."""
+class Receive:
+    """One wait for a message at its position: what ``recv`` and a child's result share,
+    sync and async.
 
-    def __init__(self, run: WorkflowRun, topic: str | None, timeout: float | timedelta | None):
+    ``in_place`` is how long it may wait in place before it suspends the workflow even
+    though its deadline is far (``recv`` suspends at once; a child's result, which
+    usually comes soon, waits ``suspend_after`` first).
+    """
+
+    def __init__(
+        self,
+        run: WorkflowRun,
+        topic: str,
+        timeout: float | timedelta | None,
+        name: str = _RECV,
+        in_place: float = 0.0,
+    ):
         self.run = run
-        scope = current_scope.get()
-        assert scope is not None, "a workflow run always has a scope"
-        self.position = scope.take_position()
-        self.topic = "" if topic is None else topic
+        self.name = name
+        self.position = run.take_position()
+        self.topic = topic
         self.timeout = None if timeout is None else _seconds(timeout)
         self.deadline: float | None = None
+        self.in_place_until = run.clock.time() + in_place
         self.done = False
-        self.value: Any = None
+        #: The message's payload as stored, or None when the wait timed out.
+        self.payload: str | None = None
         recorded = run.recorded.get(self.position)
         if recorded is None:
             return
-        if recorded.name != _RECV:
-            raise NonDeterminismError(run.workflow_id, self.position, recorded.name, _RECV)
+        if recorded.status == STEP_CANCELLED:
+            raise run.replayed_signal(recorded)
+        if recorded.name != name:
+            raise NonDeterminismError(run.workflow_id, self.position, recorded.name, name)
         if recorded.status == STEP_WAITING:
             self.deadline = recorded.next_attempt_at
         else:
             self.done = True
-            self.value = run.serializer.loads(recorded.output or "null", Any)
+            self.payload = recorded.output
 
     def consume(self) -> Any:
         """The future of one attempt to take a message (fenced, with its record)."""
         self.run.check_lease()
         now = self.run.clock.time()
-        record = StepRecord(self.position, _RECV, STEP_SUCCEEDED, None, None, 1, None, now)
+        record = StepRecord(self.position, self.name, STEP_SUCCEEDED, None, None, 1, None, now)
         run = self.run
         return run.store.consume_message(run.workflow_id, run.lease, self.topic, record, now)
 
     def consumed(self, result: tuple[bool, str | None]) -> bool:
-        """Whether the attempt got a message (then in ``value``)."""
+        """Whether the attempt got a message (then in ``payload``)."""
         accepted, payload = result
         if not accepted:
-            raise LeaseLost(self.run.workflow_id, self.run.lease.epoch)
+            self.run.unwind(LeaseLost(self.run.workflow_id, self.run.lease.epoch))
         if payload is None:
             return False
         self.done = True
-        self.value = self.run.serializer.loads(payload, Any)
+        self.payload = payload
         return True
 
     def start_waiting(self) -> StepRecord | None:
@@ -187,21 +243,78 @@ class _Receive:
         self.deadline = FOREVER if self.timeout is None else now + self.timeout
         if self.deadline <= now:
             return None
-        return StepRecord(self.position, _RECV, STEP_WAITING, None, None, 1, self.deadline, now)
+        return StepRecord(self.position, self.name, STEP_WAITING, None, None, 1, self.deadline, now)
 
-    def wait(self) -> float:
-        """How long to wait in place before looking again; 0 when the timeout passed;
-        raises ``Suspended`` for a long wait."""
+    def wait(self, poll: float) -> float:
+        """How long to wait in place before looking again (at most ``poll``); 0 when the
+        timeout passed; raises ``Suspended`` for a long wait."""
         assert self.deadline is not None
-        remaining = _wait_or_suspend(self.run, self.deadline, self.topic)
-        return min(remaining, self.run.poll_interval) if remaining > 0 else 0.0
+        now = self.run.clock.time()
+        remaining = self.deadline - now
+        if remaining <= 0:
+            return 0.0
+        if remaining > self.run.suspend_after and now >= self.in_place_until:
+            self.run.unwind(Suspended(self.run.workflow_id, self.deadline, self.topic))
+        return min(remaining, poll, max(self.in_place_until - now, self.run.poll_interval))
 
     def timed_out(self) -> StepRecord:
-        """The record of a recv that got no message in time."""
+        """The record of a wait that got no message in time."""
         self.done = True
-        output = self.run.serializer.dumps(None, Any)
         now = self.run.clock.time()
-        return StepRecord(self.position, _RECV, STEP_SUCCEEDED, output, None, 1, None, now)
+        return StepRecord(self.position, self.name, STEP_SUCCEEDED, None, None, 1, None, now)
+
+    def run_sync(self, watch: str | None = None, poll: float | None = None) -> None:
+        """Wait (in this thread, or suspended) until a message comes or the timeout passes;
+        the end of workflow ``watch`` in this process makes it look again at once."""
+        run = self.run
+        poll = run.poll_interval if poll is None else poll
+        while not self.done:
+            run.deliver(self.position, self.name)
+            with _watching(run, watch) as wake:
+                if self.consumed(run.settle(self.consume())):
+                    return
+                waiting = self.start_waiting()
+                if waiting is not None:
+                    run.write(waiting)
+                pause = self.wait(poll)
+                if pause <= 0:
+                    run.write(self.timed_out())
+                    return
+                run.check_lease()
+                run.wait_sync(pause, wake)
+
+    async def run_async(self, watch: str | None = None, poll: float | None = None) -> None:
+        """``run_sync`` for async workflows."""
+        run = self.run
+        poll = run.poll_interval if poll is None else poll
+        while not self.done:
+            await run.deliver_async(self.position, self.name)
+            with _watching(run, watch) as wake:
+                if self.consumed(await run.settle_async(self.consume())):
+                    return
+                waiting = self.start_waiting()
+                if waiting is not None:
+                    await run.write_async(waiting)
+                pause = self.wait(poll)
+                if pause <= 0:
+                    await run.write_async(self.timed_out())
+                    return
+                run.check_lease()
+                await run.wait_async(pause, wake)
+
+
+@contextlib.contextmanager
+def _watching(run: WorkflowRun, workflow_id: str | None) -> Iterator[Future[Any] | None]:
+    """A future resolved when workflow ``workflow_id`` ends in this process, subscribed
+    before looking at the store so that an end in between is not missed."""
+    if workflow_id is None:
+        yield None
+        return
+    waiter = run.notifier.subscribe(workflow_id)
+    try:
+        yield waiter
+    finally:
+        run.notifier.unsubscribe(workflow_id, waiter)
 
 
 def _recv_run(function: str) -> WorkflowRun:
@@ -211,6 +324,10 @@ def _recv_run(function: str) -> WorkflowRun:
             f"perdure.{function}() was called outside a workflow; send with app.send()"
         )
     return run
+
+
+def _message(run: WorkflowRun, receive: Receive) -> Any:
+    return None if receive.payload is None else run.serializer.loads(receive.payload, Any)
 
 
 def recv(topic: str | None = None, timeout: float | timedelta | None = None) -> Any:
@@ -223,37 +340,17 @@ def recv(topic: str | None = None, timeout: float | timedelta | None = None) -> 
     ``await perdure.recv_async(...)``.
     """
     run = _sync_run("recv") or _recv_run("recv")
-    receive = _Receive(run, topic, timeout)
-    while not receive.done:
-        if receive.consumed(run.settle(receive.consume())):
-            break
-        waiting = receive.start_waiting()
-        if waiting is not None:
-            run.write(waiting)
-        pause = receive.wait()
-        if pause <= 0:
-            run.write(receive.timed_out())
-            break
-        run.pause(pause)
-    return receive.value
+    receive = Receive(run, "" if topic is None else topic, timeout)
+    receive.run_sync()
+    return _message(run, receive)
 
 
 async def recv_async(topic: str | None = None, timeout: float | timedelta | None = None) -> Any:
     """``recv`` for async workflows."""
     run = _recv_run("recv_async")
-    receive = _Receive(run, topic, timeout)
-    while not receive.done:
-        if receive.consumed(await run.settle_async(receive.consume())):
-            break
-        waiting = receive.start_waiting()
-        if waiting is not None:
-            await run.write_async(waiting)
-        pause = receive.wait()
-        if pause <= 0:
-            await run.write_async(receive.timed_out())
-            break
-        await run.pause_async(pause)
-    return receive.value
+    receive = Receive(run, "" if topic is None else topic, timeout)
+    await receive.run_async()
+    return _message(run, receive)
 
 
 # -- events -------------------------------------------------------------------------------
@@ -266,11 +363,11 @@ def set_event(key: str, value: Any) -> None:
     run = current_run.get()
     if run is None:
         raise ConfigurationError("perdure.set_event() was called outside a workflow")
-    scope = current_scope.get()
-    assert scope is not None, "a workflow run always has a scope"
-    position = scope.take_position()
+    position = run.take_position()
     recorded = run.recorded.get(position)
     if recorded is not None:
+        if recorded.status == STEP_CANCELLED:
+            raise run.replayed_signal(recorded)
         if recorded.name != _SET_EVENT:
             raise NonDeterminismError(run.workflow_id, position, recorded.name, _SET_EVENT)
         return
@@ -280,4 +377,4 @@ def set_event(key: str, value: Any) -> None:
         position, _SET_EVENT, STEP_SUCCEEDED, output, None, 1, None, run.clock.time()
     )
     if not run.settle(run.store.set_event(run.workflow_id, run.lease, record, key)):
-        raise LeaseLost(run.workflow_id, run.lease.epoch)
+        run.unwind(LeaseLost(run.workflow_id, run.lease.epoch))

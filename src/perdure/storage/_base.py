@@ -35,6 +35,12 @@ STEP_SUCCEEDED = "SUCCEEDED"
 STEP_FAILED = "FAILED"
 STEP_RETRYING = "RETRYING"
 STEP_WAITING = "WAITING"
+#: Where a cancellation (or a deadline) reached the workflow: replay raises it again here.
+STEP_CANCELLED = "CANCELLED"
+
+#: The message topic (+ the child's ID) on which a child workflow's outcome reaches its
+#: parent, as JSON ``[status, output, error]``.
+CHILD_TOPIC = "perdure.child:"
 
 #: The wake time of a workflow that waits with no timeout (9999-12-31): it wakes only
 #: when a message arrives.
@@ -51,6 +57,8 @@ EVENT_DONE = "done:"
 EVENT_RESYNC = "resync"
 EVENT_EVENT = "event:"
 EVENT_WAKE = "wake"
+#: Workflows were asked to cancel: executors look up those they own.
+EVENT_CANCEL = "cancel"
 
 
 @dataclass(frozen=True)
@@ -63,6 +71,10 @@ class NewWorkflow:
     serializer: str
     app_version: str
     created_at: float
+    #: The workflow that starts this one as its child.
+    parent_id: str | None = None
+    #: When it must have finished (``app.start(..., timeout=)``).
+    deadline_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +102,14 @@ class WorkflowRecord:
     #: The message topic a suspended ``recv`` waits on ("" is the default topic); None
     #: for a sleep.
     wait_topic: str | None = None
+    #: The workflow that started this one as its child.
+    parent_id: str | None = None
+    #: When ``app.cancel`` asked it (or an ancestor) to cancel.
+    cancel_requested_at: float | None = None
+    #: When it must have finished, if started with a timeout.
+    deadline_at: float | None = None
+    #: How many times it continued as new.
+    generation: int = 0
 
 
 @dataclass(frozen=True)
@@ -199,11 +219,16 @@ class Store(abc.ABC):
         output: str | None,
         error: str | None,
         now: float,
+        parent_id: str | None = None,
     ) -> Future[bool]:
         """Record a workflow's outcome (a terminal status) and drop its lease; atomic.
 
-        Resolves to False, recording nothing, when the lease is no longer current
-        or the workflow already has an outcome: an outcome is recorded exactly once.
+        With ``parent_id`` (the workflow is a child), the same transaction delivers the
+        outcome to the parent as a message on ``CHILD_TOPIC + workflow_id`` (payload
+        JSON ``[status, output, error]``, at most once) and wakes the parent if it is
+        suspended waiting for it. Resolves to False, recording nothing, when the lease
+        is no longer current or the workflow already has an outcome: an outcome is
+        recorded exactly once.
         """
 
     @abc.abstractmethod
@@ -321,7 +346,8 @@ class Store(abc.ABC):
         With an ``idempotency_key`` already used for this workflow nothing is stored.
         A workflow suspended on ``recv`` of this topic gets ``wake_at = now`` (it is
         claimable at once). Resolves to True when stored, False for a repeated key,
-        None when no workflow has this ID (nothing is stored).
+        None when no active workflow has this ID (none, or it has finished: nothing is
+        stored, since nobody would receive it).
         """
 
     @abc.abstractmethod
@@ -346,6 +372,30 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def get_event(self, workflow_id: str, key: str) -> str | None:
         """The value of the workflow's event ``key``, or None if it is not set."""
+
+    # -- cancellation and continue_as_new ---------------------------------------------
+
+    @abc.abstractmethod
+    def cancel_workflow(self, workflow_id: str, now: float) -> list[str] | None:
+        """Ask the workflow and all its active descendants (children, their children...)
+        to cancel, in one transaction: set ``cancel_requested_at`` where it is not set
+        yet and wake those that are suspended (``wake_at = now``). Returns the IDs newly
+        asked (empty when the workflow has finished or was asked before), None when no
+        workflow has this ID."""
+
+    @abc.abstractmethod
+    def cancel_requests(self, executor_id: str) -> list[str]:
+        """IDs of the active workflows this executor owns that were asked to cancel."""
+
+    @abc.abstractmethod
+    def continue_workflow(
+        self, workflow_id: str, lease: Lease, inputs: str, now: float
+    ) -> Future[WorkflowRecord | None]:
+        """Continue a running workflow as new, fenced by the lease, in one transaction:
+        delete its recorded steps, replace its inputs and count a generation; it keeps
+        its ID, lease, events, pending messages, parent, cancel request and deadline.
+        Resolves to the updated record, or None (nothing changes) when the lease is not
+        current."""
 
     # -- circuit breakers ------------------------------------------------------------------
 

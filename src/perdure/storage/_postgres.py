@@ -40,6 +40,8 @@ from psycopg_pool import ConnectionPool
 from .._errors import ConfigurationError, StoreError, StoreUnavailableError
 from ._base import (
     BREAKER_TOPIC,
+    CHILD_TOPIC,
+    EVENT_CANCEL,
     EVENT_DONE,
     EVENT_EVENT,
     EVENT_READY,
@@ -69,6 +71,7 @@ from ._queries import (
     EXECUTOR_COLUMNS,
     STEP_COLUMNS,
     WF_COLUMNS,
+    WHY_NOT_STORED,
     list_query,
     migrations,
     parked_on,
@@ -350,9 +353,10 @@ class PostgresStore(Store):
         def insert(conn: Connection) -> tuple[WorkflowRecord, bool]:
             row = conn.execute(
                 "INSERT INTO perdure_workflows (id, name, status, inputs, serializer, "
-                "app_version, owner, epoch, lease_expires_at, created_at, updated_at) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING "
-                "RETURNING " + WF_COLUMNS,
+                "app_version, owner, epoch, lease_expires_at, created_at, updated_at, "
+                "parent_id, deadline_at) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (id) DO NOTHING RETURNING " + WF_COLUMNS,
                 (
                     new.id,
                     new.name,
@@ -365,6 +369,8 @@ class PostgresStore(Store):
                     lease_expires_at,
                     new.created_at,
                     new.created_at,
+                    new.parent_id,
+                    new.deadline_at,
                 ),
             ).fetchone()
             if row is not None:
@@ -411,6 +417,7 @@ class PostgresStore(Store):
         output: str | None,
         error: str | None,
         now: float,
+        parent_id: str | None = None,
     ) -> Future[bool]:
         def update(conn: Connection) -> Callable[[], bool]:
             cursor = conn.execute(
@@ -420,10 +427,39 @@ class PostgresStore(Store):
                 "AND status IN ('PENDING', 'RUNNING')",
                 (status, output, error, now, now, workflow_id, lease.owner, lease.epoch),
             )
+            if parent_id is not None:
+                self._deliver_outcome(conn, workflow_id, parent_id, now)
             self._notify(conn, EVENT_DONE + workflow_id)
             return lambda: cursor.rowcount == 1
 
         return self._writer.submit_deferred(update)
+
+    def _deliver_outcome(self, conn: Connection, child_id: str, parent_id: str, now: float) -> None:
+        # Pipelined behind the completion, so it cannot branch on it: the message is built
+        # from the child's row as this transaction sees it, only once the child has its
+        # outcome; the key makes it at most once (a completion that lost the race found an
+        # outcome whose own transaction delivered it).
+        topic = CHILD_TOPIC + child_id
+        conn.execute(
+            "INSERT INTO perdure_messages (workflow_id, topic, payload, idempotency_key, "
+            "created_at) SELECT %s, %s, json_build_array(status, output, error)::text, %s, %s "
+            "FROM perdure_workflows WHERE id = %s AND status IN ('SUCCEEDED', 'FAILED', "
+            "'CANCELLED') ON CONFLICT (workflow_id, idempotency_key) DO NOTHING",
+            (parent_id, topic, topic, now, child_id),
+        )
+        self._wake_for_message(conn, parent_id, topic, now)
+        self._notify(conn, EVENT_READY)
+
+    @staticmethod
+    def _wake_for_message(conn: Connection, workflow_id: str, topic: str, now: float) -> Any:
+        # Always lock the workflow's row (see suspend_workflow): it wakes the workflow if it
+        # is suspended on this topic, now or once a suspension in flight commits.
+        return conn.execute(
+            "UPDATE perdure_workflows SET wake_at = CASE WHEN owner IS NULL "
+            "AND wait_topic = %s AND wake_at > %s THEN %s ELSE wake_at END "
+            "WHERE id = %s RETURNING owner IS NULL AND wake_at = %s",
+            (topic, now, now, workflow_id, now),
+        )
 
     def set_note(self, workflow_id: str, note: str | None, now: float) -> None:
         self._write(
@@ -659,23 +695,18 @@ class PostgresStore(Store):
             inserted = conn.execute(
                 "INSERT INTO perdure_messages (workflow_id, topic, payload, idempotency_key, "
                 "created_at) SELECT %s, %s, %s, %s, %s WHERE EXISTS (SELECT 1 FROM "
-                "perdure_workflows WHERE id = %s) "
+                "perdure_workflows WHERE id = %s AND status IN ('PENDING', 'RUNNING')) "
                 "ON CONFLICT (workflow_id, idempotency_key) DO NOTHING RETURNING seq",
                 (workflow_id, topic, payload, idempotency_key, now, workflow_id),
             ).fetchone()
             if inserted is None:
-                exists = conn.execute(
-                    "SELECT 1 FROM perdure_workflows WHERE id = %s", (workflow_id,)
+                # Not stored: a repeated key (also once the workflow finished), or no
+                # active workflow to receive it.
+                row = conn.execute(
+                    WHY_NOT_STORED, (workflow_id, idempotency_key, workflow_id)
                 ).fetchone()
-                return False if exists else None
-            # Always lock the workflow's row (see suspend_workflow): it wakes the workflow if
-            # it is suspended on this topic, now or once a suspension in flight commits.
-            woken = conn.execute(
-                "UPDATE perdure_workflows SET wake_at = CASE WHEN owner IS NULL "
-                "AND wait_topic = %s AND wake_at > %s THEN %s ELSE wake_at END "
-                "WHERE id = %s RETURNING owner IS NULL AND wake_at = %s",
-                (topic, now, now, workflow_id, now),
-            ).fetchone()
+                return None if row is None or not (row[0] or row[1]) else False
+            woken = self._wake_for_message(conn, workflow_id, topic, now).fetchone()
             if woken is not None and woken[0]:
                 self._notify(conn, EVENT_READY)
             return True
@@ -751,6 +782,56 @@ class PostgresStore(Store):
             (workflow_id, key),
         )
         return rows[0][0] if rows else None
+
+    # -- cancellation and continue_as_new ---------------------------------------------------
+
+    def cancel_workflow(self, workflow_id: str, now: float) -> list[str] | None:
+        def cancel(conn: Connection) -> list[str] | None:
+            if not conn.execute(
+                "SELECT 1 FROM perdure_workflows WHERE id = %s", (workflow_id,)
+            ).fetchall():
+                return None
+            rows = conn.execute(
+                "WITH RECURSIVE tree (id) AS (SELECT %s::text UNION SELECT w.id "
+                "FROM perdure_workflows w JOIN tree ON w.parent_id = tree.id) "
+                "UPDATE perdure_workflows SET cancel_requested_at = %s, updated_at = %s, "
+                "wake_at = CASE WHEN owner IS NULL AND wake_at IS NOT NULL THEN %s "
+                "ELSE wake_at END "
+                "WHERE id IN (SELECT id FROM tree) AND status IN ('PENDING', 'RUNNING') "
+                "AND cancel_requested_at IS NULL RETURNING id",
+                (workflow_id, now, now, now),
+            ).fetchall()
+            if rows:
+                self._notify(conn, EVENT_CANCEL)
+                self._notify(conn, EVENT_READY)
+            return [row[0] for row in rows]
+
+        return self._write(cancel)
+
+    def cancel_requests(self, executor_id: str) -> list[str]:
+        rows = self._read(
+            "SELECT id FROM perdure_workflows WHERE owner = %s "
+            "AND cancel_requested_at IS NOT NULL AND status IN ('PENDING', 'RUNNING')",
+            (executor_id,),
+        )
+        return [row[0] for row in rows]
+
+    def continue_workflow(
+        self, workflow_id: str, lease: Lease, inputs: str, now: float
+    ) -> Future[WorkflowRecord | None]:
+        def restart(conn: Connection) -> WorkflowRecord | None:
+            row = conn.execute(
+                "UPDATE perdure_workflows SET inputs = %s, generation = generation + 1, "
+                "updated_at = %s WHERE id = %s AND owner = %s AND epoch = %s "
+                "AND status = 'RUNNING' RETURNING " + WF_COLUMNS,
+                (inputs, now, workflow_id, lease.owner, lease.epoch),
+            ).fetchone()
+            if row is None:
+                return None
+            conn.execute("DELETE FROM perdure_steps WHERE workflow_id = %s", (workflow_id,))
+            return WorkflowRecord(*row)
+
+        return self._writer.submit(restart)
 
     # -- circuit breakers ------------------------------------------------------------------
     # Each runs in its own short transaction on a pooled connection, not in the writer's

@@ -14,9 +14,15 @@ from ._base import BREAKER_TOPIC
 WF_COLUMNS = (
     "id, name, status, inputs, output, error, serializer, app_version, owner, epoch, "
     "lease_expires_at, note, recoveries, created_at, updated_at, finished_at, wake_at, "
-    "wait_topic"
+    "wait_topic, parent_id, cancel_requested_at, deadline_at, generation"
 )
 STEP_COLUMNS = "position, name, status, output, error, attempts, next_attempt_at, updated_at"
+#: Why a message was not stored: (the workflow is active, its key was used before); no
+#: row when the workflow does not exist. Placeholders are "%s" (SQLite swaps in "?").
+WHY_NOT_STORED = (
+    "SELECT status IN ('PENDING', 'RUNNING'), EXISTS (SELECT 1 FROM perdure_messages "
+    "WHERE workflow_id = %s AND idempotency_key = %s) FROM perdure_workflows WHERE id = %s"
+)
 EXECUTOR_COLUMNS = (
     "id, host, pid, app_version, started_at, heartbeat_at, lease_expires_at, stopped_at"
 )

@@ -26,6 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 from .._errors import ConfigurationError, StoreError, StoreUnavailableError
 from ._base import (
     BREAKER_TOPIC,
+    CHILD_TOPIC,
     BreakerRecord,
     ExecutorRecord,
     Lease,
@@ -40,6 +41,7 @@ from ._queries import (
     EXECUTOR_COLUMNS,
     STEP_COLUMNS,
     WF_COLUMNS,
+    WHY_NOT_STORED,
     list_query,
     migrations,
     parked_on,
@@ -121,6 +123,40 @@ def _insert_step(
         ),
     )
     return cursor.rowcount == 1
+
+
+def _deliver(
+    conn: sqlite3.Connection,
+    workflow_id: str,
+    topic: str,
+    payload: str,
+    idempotency_key: str | None,
+    now: float,
+) -> bool:
+    """Store a message for the workflow (unless its key was used) and wake the workflow
+    if it is suspended waiting on this topic; whether it was stored."""
+    cursor = conn.execute(
+        "INSERT INTO perdure_messages (workflow_id, topic, payload, idempotency_key, "
+        "created_at) SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM perdure_workflows "
+        "WHERE id = ? AND status IN ('PENDING', 'RUNNING')) "
+        "ON CONFLICT (workflow_id, idempotency_key) DO NOTHING",
+        (workflow_id, topic, payload, idempotency_key, now, workflow_id),
+    )
+    if cursor.rowcount != 1:
+        return False
+    conn.execute(
+        "UPDATE perdure_workflows SET wake_at = ? WHERE id = ? AND owner IS NULL "
+        "AND wait_topic = ? AND wake_at > ?",
+        (now, workflow_id, topic, now),
+    )
+    return True
+
+
+# The workflow and its descendants that are still active.
+_ACTIVE_TREE = (
+    "WITH RECURSIVE tree (id) AS (SELECT ? UNION SELECT w.id FROM perdure_workflows w "
+    "JOIN tree ON w.parent_id = tree.id) "
+)
 
 
 class SQLiteStore(Store):
@@ -226,9 +262,9 @@ class SQLiteStore(Store):
         def insert(conn: sqlite3.Connection) -> tuple[WorkflowRecord, bool]:
             row = conn.execute(
                 "INSERT INTO perdure_workflows (id, name, status, inputs, serializer, "
-                "app_version, owner, epoch, lease_expires_at, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING "
-                f"RETURNING {WF_COLUMNS}",
+                "app_version, owner, epoch, lease_expires_at, created_at, updated_at, "
+                "parent_id, deadline_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                f"ON CONFLICT (id) DO NOTHING RETURNING {WF_COLUMNS}",
                 (
                     new.id,
                     new.name,
@@ -241,6 +277,8 @@ class SQLiteStore(Store):
                     lease_expires_at,
                     new.created_at,
                     new.created_at,
+                    new.parent_id,
+                    new.deadline_at,
                 ),
             ).fetchone()
             if row is not None:
@@ -282,6 +320,7 @@ class SQLiteStore(Store):
         output: str | None,
         error: str | None,
         now: float,
+        parent_id: str | None = None,
     ) -> Future[bool]:
         def update(conn: sqlite3.Connection) -> bool:
             cursor = conn.execute(
@@ -290,7 +329,13 @@ class SQLiteStore(Store):
                 "WHERE id = ? AND owner = ? AND epoch = ? AND status IN ('PENDING', 'RUNNING')",
                 (status, output, error, now, now, workflow_id, lease.owner, lease.epoch),
             )
-            return cursor.rowcount == 1
+            if cursor.rowcount != 1:
+                return False
+            if parent_id is not None:
+                topic = CHILD_TOPIC + workflow_id
+                payload = json.dumps([status, output, error])
+                _deliver(conn, parent_id, topic, payload, topic, now)
+            return True
 
         return self._writer.submit(update)
 
@@ -478,23 +523,14 @@ class SQLiteStore(Store):
         now: float,
     ) -> Future[bool | None]:
         def send(conn: sqlite3.Connection) -> bool | None:
-            cursor = conn.execute(
-                "INSERT INTO perdure_messages (workflow_id, topic, payload, idempotency_key, "
-                "created_at) SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM perdure_workflows "
-                "WHERE id = ?) ON CONFLICT (workflow_id, idempotency_key) DO NOTHING",
-                (workflow_id, topic, payload, idempotency_key, now, workflow_id),
-            )
-            if cursor.rowcount == 1:
-                conn.execute(
-                    "UPDATE perdure_workflows SET wake_at = ? WHERE id = ? AND owner IS NULL "
-                    "AND wait_topic = ? AND wake_at > ?",
-                    (now, workflow_id, topic, now),
-                )
+            if _deliver(conn, workflow_id, topic, payload, idempotency_key, now):
                 return True
-            exists = conn.execute(
-                "SELECT 1 FROM perdure_workflows WHERE id = ?", (workflow_id,)
+            # Not stored: a repeated key (also once the workflow finished), or no active
+            # workflow to receive it.
+            row = conn.execute(
+                WHY_NOT_STORED.replace("%s", "?"), (workflow_id, idempotency_key, workflow_id)
             ).fetchone()
-            return False if exists else None
+            return None if row is None or not (row[0] or row[1]) else False
 
         return self._writer.submit(send)
 
@@ -550,6 +586,56 @@ class SQLiteStore(Store):
             (workflow_id, key),
         )
         return rows[0][0] if rows else None
+
+    # -- cancellation and continue_as_new ---------------------------------------------------
+
+    def cancel_workflow(self, workflow_id: str, now: float) -> list[str] | None:
+        def cancel(conn: sqlite3.Connection) -> list[str] | None:
+            if (
+                conn.execute(
+                    "SELECT 1 FROM perdure_workflows WHERE id = ?", (workflow_id,)
+                ).fetchone()
+                is None
+            ):
+                return None
+            rows = conn.execute(
+                "UPDATE perdure_workflows SET cancel_requested_at = ?, updated_at = ?, "
+                "wake_at = CASE WHEN owner IS NULL AND wake_at IS NOT NULL THEN ? "
+                "ELSE wake_at END "
+                f"WHERE id IN ({_ACTIVE_TREE}SELECT id FROM tree) "
+                "AND status IN ('PENDING', 'RUNNING') AND cancel_requested_at IS NULL "
+                "RETURNING id",
+                (now, now, now, workflow_id),
+            ).fetchall()
+            return [row[0] for row in rows]
+
+        result: list[str] | None = self._write(cancel)
+        return result
+
+    def cancel_requests(self, executor_id: str) -> list[str]:
+        rows = self._read(
+            "SELECT id FROM perdure_workflows WHERE owner = ? AND cancel_requested_at IS NOT NULL "
+            "AND status IN ('PENDING', 'RUNNING')",
+            (executor_id,),
+        )
+        return [row[0] for row in rows]
+
+    def continue_workflow(
+        self, workflow_id: str, lease: Lease, inputs: str, now: float
+    ) -> Future[WorkflowRecord | None]:
+        def restart(conn: sqlite3.Connection) -> WorkflowRecord | None:
+            row = conn.execute(
+                "UPDATE perdure_workflows SET inputs = ?, generation = generation + 1, "
+                "updated_at = ? WHERE id = ? AND owner = ? AND epoch = ? AND status = 'RUNNING' "
+                f"RETURNING {WF_COLUMNS}",
+                (inputs, now, workflow_id, lease.owner, lease.epoch),
+            ).fetchone()
+            if row is None:
+                return None
+            conn.execute("DELETE FROM perdure_steps WHERE workflow_id = ?", (workflow_id,))
+            return WorkflowRecord(*row)
+
+        return self._writer.submit(restart)
 
     # -- circuit breakers ------------------------------------------------------------------
 
