@@ -341,18 +341,17 @@ def test_sigkill_during_retry_backoff_keeps_attempt_count_and_wait(
     assert query(db, step_sql) == [("RETRYING", 1, next_attempt_at)]
 
     second = workers()
-    # The new worker does not take the workflow before the next attempt is due ...
+    # The new worker takes the workflow when the next attempt is due (not before: the
+    # ledger's times below), and runs attempt 2, not attempt 1 again.
     epoch_before = query(db, "SELECT epoch FROM perdure_workflows WHERE id = 'flaky-7'")[0][0]
 
     def taken_over() -> bool:
         second.assert_alive()
-        rows = query(db, "SELECT epoch, owner FROM perdure_workflows WHERE id = 'flaky-7'")
-        return rows[0][0] > epoch_before and rows[0][1] is not None
+        rows = query(db, "SELECT epoch FROM perdure_workflows WHERE id = 'flaky-7'")
+        return bool(rows[0][0] > epoch_before)
 
     wait_for(taken_over, 10, "the second worker to take the workflow over")
-    assert time.time() >= next_attempt_at - 0.01, "the workflow was claimed before its wake time"
 
-    # ... and then runs attempt 2 (not attempt 1 again).
     assert handle.result(timeout=30) == {"order_id": "order-7", "charge": "charged-order-7"}
     charges = [e for e in read_ledger(ledger) if e["step"] == "flaky_charge"]
     assert [(e["phase"], e["pid"]) for e in charges] == [
