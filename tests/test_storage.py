@@ -298,7 +298,9 @@ def test_fresh_schema_equals_the_migrated_one(tmp_path) -> None:
     store.migrate()  # idempotent
     store.close()
     versions = [version for version, _ in migrations("sqlite")]
-    assert versions == list(range(1, len(versions) + 1)), "migrations are numbered 1, 2, 3 ..."
+    # Distinct and increasing from 1; a number may be missing on a branch whose sibling
+    # (developed beside it) holds it: each migration depends only on those below it.
+    assert versions[0] == 1 and versions == sorted(set(versions)), versions
     for old_version in range(0, len(versions)):
         old = tmp_path / f"v{old_version}.db"
         with sqlite3.connect(old) as conn:
@@ -481,7 +483,7 @@ def test_postgres_migrations_apply_once_when_many_start_together(postgres_url: s
         for store in stores:
             store.close()
     versions = [version for version, _ in migrations("postgres")]
-    assert versions == list(range(1, len(versions) + 1)), "migrations are numbered 1, 2, 3 ..."
+    assert versions[0] == 1 and versions == sorted(set(versions)), versions
     schema = schema_of(postgres_url)
     with admin_connection(postgres_url, schema) as conn:
         applied = conn.execute("SELECT version FROM perdure_schema ORDER BY version").fetchall()
@@ -490,6 +492,7 @@ def test_postgres_migrations_apply_once_when_many_start_together(postgres_url: s
         ).fetchall()
     assert applied == [(v,) for v in versions]
     assert [t for (t,) in tables] == [
+        "perdure_breakers",
         "perdure_events",
         "perdure_executors",
         "perdure_messages",

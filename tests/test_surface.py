@@ -16,8 +16,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 EXPORTED = {
     "App",
+    "BreakerStatus",
     "Cancelled",
     "CheckpointFailed",
+    "CircuitBreaker",
     "Clock",
     "ConfigurationError",
     "DeadlineExceeded",
@@ -51,6 +53,7 @@ EXPORTED = {
     "first_async",
     "gather",
     "now",
+    "probes",
     "random",
     "recv",
     "recv_async",

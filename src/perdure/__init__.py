@@ -5,7 +5,9 @@ is checkpointed, and an interrupted workflow resumes from its last completed ste
 on any executor. See README.md and docs/guarantees.md.
 """
 
+from . import probes
 from ._app import App, Settings
+from ._breaker import BreakerStatus, CircuitBreaker
 from ._children import first, first_async, gather
 from ._clock import Clock, SystemClock
 from ._continue import continue_as_new
@@ -48,8 +50,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "App",
+    "BreakerStatus",
     "Cancelled",
     "CheckpointFailed",
+    "CircuitBreaker",
     "Clock",
     "ConfigurationError",
     "DeadlineExceeded",
@@ -83,6 +87,7 @@ __all__ = [
     "first_async",
     "gather",
     "now",
+    "probes",
     "random",
     "recv",
     "recv_async",

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
+from ._breaker import Breakers, CircuitBreaker
 from ._clock import Clock, SystemClock
 from ._context import current_run
 from ._errors import ConfigurationError, WorkflowNotFoundError
@@ -77,12 +78,13 @@ class Settings:
     report_interval: float = 30.0
     #: Seconds that shutdown waits for running workflows before releasing them.
     shutdown_grace: float = 10.0
-    #: A workflow that waits (sleep, recv) longer than this is suspended: it holds no
-    #: thread or memory until it wakes. Shorter waits wait in place.
+    #: A workflow that waits (sleep, recv, a retry's backoff, a failing probe, an open
+    #: circuit breaker) longer than this is suspended: it holds no thread or memory until
+    #: it wakes. Shorter waits wait in place.
     suspend_after: float = 1.0
 
 
-class App(Starting, Talking):
+class App(Starting, Talking, Breakers):
     """A set of durable workflows and steps, bound to one database.
 
     ``App()`` uses ``PERDURE_DATABASE_URL``, or the SQLite file ``./perdure.db``.
@@ -213,7 +215,12 @@ class App(Starting, Talking):
 
     @overload
     def step(
-        self, *, name: str | None = None, retry: Retry | None = None, timeout: float | None = None
+        self,
+        *,
+        name: str | None = None,
+        retry: Retry | None = None,
+        timeout: float | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 
     def step(  # type: ignore[misc]
@@ -224,6 +231,7 @@ class App(Starting, Talking):
         name: str | None = None,
         retry: Retry | None = None,
         timeout: float | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> Any:
         """Register a step: ``@app.step`` or ``@app.step(retry=Retry(...), timeout=30)``.
 
@@ -231,12 +239,13 @@ class App(Starting, Talking):
         from the record on replay; a failed attempt is retried by ``retry`` (default:
         no retry). An attempt that runs longer than ``timeout`` seconds fails with
         ``StepTimeoutError`` (an async step is cancelled; a sync one runs in a thread of
-        its own, which is abandoned). Outside a workflow, calling a step just runs the
-        function.
+        its own, which is abandoned). With ``breaker``, the step is behind that circuit
+        breaker: while it is open, the workflow parks instead of calling. Outside a
+        workflow, calling a step just runs the function.
         """
 
         def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
-            definition = self.registry.add_step(fn, name, retry, timeout)
+            definition = self.registry.add_step(fn, name, retry, timeout, breaker)
             if definition.is_async:
 
                 @functools.wraps(fn)

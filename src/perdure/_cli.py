@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from ._app import App
+from ._breaker import BreakerStatus
 from ._errors import PerdureError
 from ._handle import WorkflowStatus
 
@@ -78,6 +79,8 @@ def _print_status(status: WorkflowStatus) -> None:
         line = f"  [{step.position}] {step.name}: {step.status}"
         if step.attempts > 1 or step.status == "RETRYING":
             line += f" after {step.attempts} attempt(s)"
+        if step.waiting_for:
+            line += f", waiting for {step.waiting_for}"
         if step.next_attempt_at:
             line += f", next attempt at {step.next_attempt_at.isoformat()}"
         if step.error:
@@ -195,6 +198,43 @@ def list_(
         if item.waiting_for:
             line += f"  waiting for {item.waiting_for}"
         click.echo(line + (f"  note: {item.note}" if item.note else ""))
+
+
+@cli.command()
+@app_option
+@url_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def breakers(app_spec: str | None, database_url: str | None, as_json: bool) -> None:
+    """List circuit breakers: state, failures, cool-down, probe and parked workflows."""
+    app = _app_from_options(app_spec, database_url)
+    try:
+        found = app.breakers()
+    except PerdureError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        app.shutdown()
+    if as_json:
+        click.echo(json.dumps([_jsonable(asdict(item)) for item in found], indent=2))
+        return
+    for item in found:
+        click.echo(_breaker_line(item))
+
+
+def _breaker_line(item: BreakerStatus) -> str:
+    line = f"{item.name}  {item.state}"
+    if item.state == "CLOSED" and item.failures:
+        since = item.window_started_at.isoformat() if item.window_started_at else "?"
+        line += f"  {item.failures} failure(s) since {since}"
+    if item.state == "OPEN" and item.retry_at:
+        line += f"  probe attempt from {item.retry_at.isoformat()}"
+    if item.state == "HALF_OPEN" and item.probe_holder:
+        until = item.probe_expires_at.isoformat() if item.probe_expires_at else "?"
+        line += f"  probe attempt by {item.probe_holder} (until {until})"
+    if item.parked:
+        line += f"  {item.parked} workflow(s) parked"
+    if item.last_error and item.state != "CLOSED":
+        line += f"  last error: {item.last_error}"
+    return line
 
 
 def main() -> None:

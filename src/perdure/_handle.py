@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from ._conditions import describe_step, describe_wait
 from ._context import current_run
 from ._errors import (
     WorkflowCancelledError,
@@ -100,6 +101,9 @@ def _waiting(record: WorkflowRecord) -> tuple[datetime | None, str | None]:
     if record.wait_topic.startswith(CHILD_TOPIC):
         child = record.wait_topic[len(CHILD_TOPIC) :]
         return wake_at, f"child workflow {child!r} to finish {until}"
+    condition = describe_wait(record.wait_topic, wake_at.isoformat() if wake_at else "no time")
+    if condition is not None:
+        return wake_at, condition
     topic = "the default topic" if record.wait_topic == "" else f"topic {record.wait_topic!r}"
     return wake_at, f"message on {topic} {until}"
 
@@ -126,6 +130,10 @@ class StepStatus:
     error: str | None
     next_attempt_at: datetime | None
     updated_at: datetime | None
+    #: While a RETRYING step's probe fails: what it waits for, such as
+    #: "probe tcp db:5432 to pass (failed 3 time(s))"; the next probe is at
+    #: ``next_attempt_at``.
+    waiting_for: str | None = None
 
     @classmethod
     def from_record(cls, step: StepRecord) -> StepStatus:
@@ -138,6 +146,7 @@ class StepStatus:
             _error_summary(step.error),
             _time(step.next_attempt_at),
             _time(step.updated_at),
+            describe_step(step),
         )
 
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ._breaker import CircuitBreaker
 from ._errors import ConfigurationError, UnknownWorkflowError
 from ._retry import NO_RETRY, Retry
 from ._serialization import return_hint
@@ -22,6 +23,7 @@ class StepDef:
     retry: Retry
     #: Seconds one attempt may take (``StepTimeoutError`` past it), or None.
     timeout: float | None = None
+    breaker: CircuitBreaker | None = None
 
     @property
     def return_hint(self) -> Any:
@@ -85,12 +87,18 @@ class Registry:
         name: str | None,
         retry: Retry | None,
         timeout: float | None = None,
+        breaker: CircuitBreaker | None = None,
     ) -> StepDef:
         """Register ``fn`` as a step."""
         if timeout is not None and timeout <= 0:
             raise ConfigurationError(f"step timeout must be positive seconds, not {timeout!r}")
         definition = StepDef(
-            name or default_name(fn), fn, is_async_function(fn), retry or NO_RETRY, timeout
+            name or default_name(fn),
+            fn,
+            is_async_function(fn),
+            retry or NO_RETRY,
+            timeout,
+            breaker,
         )
         self.steps[definition.name] = definition
         return definition

@@ -19,8 +19,9 @@ import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
+from . import _conditions as conditions
 from ._bridge import FutureBridge
 from ._clock import Clock
 from ._context import Scope, current_run, current_scope, current_workflow_id
@@ -35,6 +36,7 @@ from ._errors import (
     StepFailedError,
     StepTimeoutError,
     StoreError,
+    Suspended,
     WorkflowCancelledError,
 )
 from ._handle import Notifier
@@ -69,12 +71,24 @@ class _Attempt:
     value: Any = None
     error: BaseException | None = None
     retry: bool = False
+    #: What the step function raised (None when it returned), for its circuit breaker.
+    raised: BaseException | None = None
 
 
 class _StepCall:
     """One call of a step at its position."""
 
-    __slots__ = ("attempts", "definition", "next_attempt_at", "position", "run")
+    __slots__ = (
+        "attempts",
+        "definition",
+        "last_error",
+        "next_attempt_at",
+        "position",
+        "probe_failures",
+        "prober",
+        "run",
+        "wait_topic",
+    )
 
     def __init__(self, run: WorkflowRun, definition: StepDef, position: str) -> None:
         self.run = run
@@ -82,6 +96,13 @@ class _StepCall:
         self.position = position
         self.attempts = 0
         self.next_attempt_at: float | None = None
+        # What the wait until next_attempt_at is for (a retry, a probe, a breaker), the
+        # wait topic of a suspension; see _conditions.
+        self.wait_topic: str | None = None
+        self.last_error: str | None = None
+        self.probe_failures = 0
+        #: The breaker probe this call holds ("<workflow>#<position>"), if it runs one.
+        self.prober: str | None = None
 
     def replay(self) -> tuple[bool, Any]:
         """``(True, value)`` when the position holds a final record (raising a recorded
@@ -104,6 +125,7 @@ class _StepCall:
         # RETRYING: go on counting from the recorded attempts, after the recorded wait.
         self.attempts = recorded.attempts
         self.next_attempt_at = recorded.next_attempt_at
+        conditions.restore(self, recorded)
         return False, None
 
     def wait_seconds(self) -> float:
@@ -123,6 +145,7 @@ class _StepCall:
         """The record and consequence of the attempt that returned ``result`` or raised."""
         now = self.run.clock.time()
         name, position = self.definition.name, self.position
+        raised = exc
         if exc is None:
             try:
                 output = self.run.serializer.dumps(result, self.definition.return_hint)
@@ -162,9 +185,10 @@ class _StepCall:
                 self.next_attempt_at,
                 now,
             )
-            return _Attempt(record, retry=True)
+            conditions.retrying(self, record)
+            return _Attempt(record, retry=True, raised=raised)
         record = StepRecord(position, name, STEP_FAILED, None, error_text, self.attempts, None, now)
-        return _Attempt(record, error=exc)
+        return _Attempt(record, error=exc, raised=raised)
 
 
 class WorkflowRun(Interrupts):
@@ -221,12 +245,8 @@ class WorkflowRun(Interrupts):
         if done:
             return value
         while True:
-            # Wait out a retry's backoff; release, a cancel or the deadline ends it early.
-            while (wait := call.wait_seconds()) > 0 and not self.released:
-                if self.due_signal() is not None:
-                    break
-                self.wait_sync(wait)
-            self.deliver(call.position, definition.name)
+            if not self._ready(call):
+                continue
             call.start_attempt()
             # A step called inside a step is a plain call: only the outer one is recorded.
             token = current_run.set(None)
@@ -240,6 +260,8 @@ class WorkflowRun(Interrupts):
                 attempt = call.after(None, exc)
             finally:
                 current_run.reset(token)
+            if conditions.reports(call, attempt.raised):
+                conditions.report(call, attempt.raised)
             self.write(attempt.record)
             if attempt.retry:
                 continue
@@ -262,10 +284,8 @@ class WorkflowRun(Interrupts):
             return value
         definition = call.definition
         while True:
-            wait = call.wait_seconds()
-            if wait > 0:
-                await self.wait_async(wait)
-            await self.deliver_async(call.position, definition.name)
+            if not await self._ready_async(call):
+                continue
             call.start_attempt()
             token = current_run.set(None)
             attempt: _Attempt | None = None
@@ -291,12 +311,71 @@ class WorkflowRun(Interrupts):
                 # attempt runs again).
                 await self.deliver_async(call.position, definition.name)
                 continue
+            if conditions.reports(call, attempt.raised):
+                await self._off_loop(conditions.report, call, attempt.raised)
             await self.write_async(attempt.record)
             if attempt.retry:
                 continue
             if attempt.error is not None:
                 raise attempt.error
             return attempt.value
+
+    def _suspend_for(self, call: _StepCall) -> NoReturn:
+        """Suspend the workflow until the step's next attempt (or its next look at a
+        condition): the wait is longer than ``suspend_after``."""
+        assert call.next_attempt_at is not None
+        self.unwind(Suspended(self.workflow_id, call.next_attempt_at, call.wait_topic))
+
+    def _ready(self, call: _StepCall) -> bool:
+        """Wait for the step's next attempt (suspending the workflow for a long wait),
+        deliver a due cancel or deadline, then check the attempt's conditions (a probe, a
+        circuit breaker); False when it must wait again."""
+        # Release, a cancel or the deadline ends the wait early (and is not suspended).
+        while (wait := call.wait_seconds()) > 0 and not self.released:
+            if self.due_signal() is not None:
+                break
+            if wait > self.suspend_after:
+                self._suspend_for(call)
+            self.wait_sync(wait)
+        self.deliver(call.position, call.definition.name)
+        if not conditions.gated(call):
+            return True
+        self.check_lease()
+        go, record = conditions.gate(call)
+        if record is not None:
+            self.write(record)
+        return go
+
+    async def _ready_async(self, call: _StepCall) -> bool:
+        """``_ready`` for async steps: probes and breaker checks run off the event loop."""
+        # A cancel or the deadline interrupts the wait (then a signal is due).
+        while (wait := call.wait_seconds()) > 0 and self.due_signal() is None:
+            if wait > self.suspend_after:
+                self._suspend_for(call)
+            await self.wait_async(wait)
+        await self.deliver_async(call.position, call.definition.name)
+        if not conditions.gated(call):
+            return True
+        self.check_lease()
+        go, record = await self._off_loop(conditions.gate, call)
+        if record is not None:
+            await self.write_async(record)
+        return go
+
+    async def _off_loop(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run blocking ``fn`` (a probe, a store call) in a daemon thread of its own: the
+        event loop goes on meanwhile, and a probe that hangs cannot keep the process from
+        exiting."""
+        future: Future[T] = Future()
+
+        def work() -> None:
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting workflow
+                future.set_exception(exc)
+
+        threading.Thread(target=work, name="perdure-condition", daemon=True).start()
+        return await (self.bridge.wait(future) if self.bridge else asyncio.wrap_future(future))
 
     def write(self, record: StepRecord) -> None:
         """Record ``record`` (fenced); raises LeaseLost if the store refused it."""

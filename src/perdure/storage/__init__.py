@@ -8,6 +8,10 @@ from __future__ import annotations
 from .._errors import ConfigurationError
 from ._base import (
     ACTIVE_STATUSES,
+    BREAKER_CLOSED,
+    BREAKER_HALF_OPEN,
+    BREAKER_OPEN,
+    BREAKER_TOPIC,
     CANCELLED,
     CHILD_TOPIC,
     EVENT_CANCEL,
@@ -27,6 +31,7 @@ from ._base import (
     STEP_WAITING,
     SUCCEEDED,
     TERMINAL_STATUSES,
+    BreakerRecord,
     ExecutorRecord,
     Lease,
     NewWorkflow,
@@ -37,6 +42,10 @@ from ._base import (
 
 __all__ = [
     "ACTIVE_STATUSES",
+    "BREAKER_CLOSED",
+    "BREAKER_HALF_OPEN",
+    "BREAKER_OPEN",
+    "BREAKER_TOPIC",
     "CANCELLED",
     "CHILD_TOPIC",
     "EVENT_CANCEL",
@@ -56,6 +65,7 @@ __all__ = [
     "STEP_WAITING",
     "SUCCEEDED",
     "TERMINAL_STATUSES",
+    "BreakerRecord",
     "ExecutorRecord",
     "Lease",
     "NewWorkflow",

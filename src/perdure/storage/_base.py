@@ -320,8 +320,11 @@ class Store(abc.ABC):
         ``wait_topic`` are set, so that no executor claims it before ``wake_at``. When
         ``wait_topic`` is given and a message on that topic is already pending (sent
         after the waiting ``recv`` last looked), ``wake_at`` becomes ``now`` instead: a
-        message is never left waiting for the timeout. Resolves to False, changing
-        nothing, when the lease is not current.
+        message is never left waiting for the timeout. Likewise when ``wait_topic`` is
+        ``BREAKER_TOPIC + name`` (a workflow parked on a circuit breaker) and that breaker
+        is CLOSED: a breaker that closes while a workflow is being parked on it wakes it,
+        whichever commits first. Resolves to False, changing nothing, when the lease is
+        not current.
         """
 
     @abc.abstractmethod
@@ -394,3 +397,78 @@ class Store(abc.ABC):
         its ID, lease, events, pending messages, parent, cancel request and deadline.
         Resolves to the updated record, or None (nothing changes) when the lease is not
         current."""
+
+    # -- circuit breakers ------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def get_breaker(self, name: str) -> BreakerRecord | None:
+        """The breaker's stored state, or None when it never counted a failure (then it is
+        CLOSED); one primary-key read. ``parked`` is not counted (0)."""
+
+    @abc.abstractmethod
+    def list_breakers(self) -> list[BreakerRecord]:
+        """Every stored breaker, by name, each with the number of workflows parked on it
+        (suspended with ``wait_topic = BREAKER_TOPIC + name``)."""
+
+    @abc.abstractmethod
+    def count_breaker_failure(
+        self, name: str, now: float, threshold: int, window: float, retry_at: float, error: str
+    ) -> bool:
+        """Count a failure of a step behind the breaker, creating its row (CLOSED) if
+        needed; one transaction.
+
+        Only a CLOSED breaker counts: the count restarts at 1 when ``window`` seconds
+        passed since the first failure of the current window. When the count reaches
+        ``threshold`` the breaker opens: OPEN, ``opened_at = now``, ``retry_at`` (the end
+        of its cool-down). Returns whether this failure opened it. Concurrent failures from
+        any number of executors are each counted once, and only one of them opens it.
+        """
+
+    @abc.abstractmethod
+    def claim_breaker_probe(self, name: str, holder: str, now: float, expires_at: float) -> bool:
+        """Make ``holder`` the one probe of the breaker, atomically: succeeds when the
+        breaker is OPEN and its cool-down ended (``retry_at <= now``), or HALF_OPEN with
+        a probe that expired or is already ``holder``'s. The breaker becomes HALF_OPEN,
+        its probe held by ``holder`` until ``expires_at``. Returns whether ``holder``
+        holds the probe; at most one holder does at any time, across every executor."""
+
+    @abc.abstractmethod
+    def close_breaker(self, name: str, now: float) -> int | None:
+        """Close a breaker that is not CLOSED (its probe succeeded) and, in the same
+        transaction, wake every workflow parked on it (``wake_at = now``: claimable at
+        once; other executors are told). Returns how many were woken, or None when the
+        breaker was CLOSED already (or has no row)."""
+
+    @abc.abstractmethod
+    def reopen_breaker(
+        self, name: str, holder: str, now: float, retry_at: float, error: str
+    ) -> bool:
+        """Open the breaker again for another cool-down (until ``retry_at``) after its probe
+        failed, if ``holder`` still holds the probe; returns whether it did."""
+
+
+#: Breaker states.
+BREAKER_CLOSED = "CLOSED"
+BREAKER_OPEN = "OPEN"
+BREAKER_HALF_OPEN = "HALF_OPEN"
+
+#: The ``wait_topic`` of a workflow parked on the breaker ``name``: ``BREAKER_TOPIC + name``.
+BREAKER_TOPIC = "perdure.breaker:"
+
+
+@dataclass(frozen=True)
+class BreakerRecord:
+    """A circuit breaker as stored (see ``Store.count_breaker_failure``)."""
+
+    name: str
+    state: str
+    failures: int
+    window_start: float | None
+    opened_at: float | None
+    retry_at: float | None
+    probe_holder: str | None
+    probe_expires_at: float | None
+    last_error: str | None
+    updated_at: float
+    #: Workflows parked on it (``list_breakers`` only).
+    parked: int = 0

@@ -40,12 +40,14 @@ from psycopg_pool import ConnectionPool
 
 from .._errors import ConfigurationError, StoreError, StoreUnavailableError
 from ._base import (
+    BREAKER_TOPIC,
     CHILD_TOPIC,
     EVENT_CANCEL,
     EVENT_DONE,
     EVENT_EVENT,
     EVENT_READY,
     EVENT_WAKE,
+    BreakerRecord,
     ExecutorRecord,
     Lease,
     NewWorkflow,
@@ -66,6 +68,7 @@ from ._pg_session import (
     translate,
 )
 from ._queries import (
+    BREAKER_COLUMNS,
     EXECUTOR_COLUMNS,
     STEP_COLUMNS,
     WF_COLUMNS,
@@ -73,6 +76,7 @@ from ._queries import (
     claim_candidates,
     list_query,
     migrations,
+    parked_on,
 )
 
 T = TypeVar("T")
@@ -321,10 +325,12 @@ class PostgresStore(Store):
             ).fetchall():
                 conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(self.schema)))
             conn.execute("CREATE TABLE IF NOT EXISTS perdure_schema (version INTEGER NOT NULL)")
-            row = conn.execute("SELECT max(version) FROM perdure_schema").fetchone()
-            current = (row[0] if row else None) or 0
+            # Every migration not applied yet, also one numbered below the newest applied
+            # (migrations developed side by side may land in either order).
+            rows = conn.execute("SELECT version FROM perdure_schema").fetchall()
+            applied = {row[0] for row in rows}
             for version, script in migrations("postgres"):
-                if version > current:
+                if version not in applied:
                     # Without parameters, psycopg sends the script as one simple query:
                     # every statement runs, inside this transaction.
                     conn.execute(script.encode("utf-8"))
@@ -684,6 +690,19 @@ class PostgresStore(Store):
                     "AND topic = %s AND consumed_at IS NULL)",
                     (now, workflow_id, workflow_id, wait_topic),
                 )
+            breaker = parked_on(wait_topic)
+            if breaker is not None:
+                # Parked on a breaker: lock its row (whatever its state), so that a close
+                # either commits before this read (we see CLOSED and wake at once) or waits
+                # for our commit (and its wake-all then sees this workflow suspended).
+                state = conn.execute(
+                    "SELECT state FROM perdure_breakers WHERE name = %s FOR SHARE", (breaker,)
+                ).fetchone()
+                if state is not None and state[0] == "CLOSED":
+                    conn.execute(
+                        "UPDATE perdure_workflows SET wake_at = %s WHERE id = %s",
+                        (now, workflow_id),
+                    )
             self._notify(conn, EVENT_WAKE)
             return True
 
@@ -843,3 +862,107 @@ class PostgresStore(Store):
             return WorkflowRecord(*row)
 
         return self._writer.submit(restart)
+
+    # -- circuit breakers ------------------------------------------------------------------
+    # Each runs in its own short transaction on a pooled connection, not in the writer's
+    # batch: a close then holds the breaker's row lock only for its own two statements.
+
+    def get_breaker(self, name: str) -> BreakerRecord | None:
+        rows = self._read(
+            "SELECT " + BREAKER_COLUMNS + " FROM perdure_breakers WHERE name = %s", (name,)
+        )
+        return BreakerRecord(*rows[0]) if rows else None
+
+    def list_breakers(self) -> list[BreakerRecord]:
+        rows = self._read(
+            "SELECT " + BREAKER_COLUMNS + ", (SELECT count(*) FROM perdure_workflows "
+            "WHERE wait_topic = %s || perdure_breakers.name AND owner IS NULL "
+            "AND status IN ('PENDING', 'RUNNING')) FROM perdure_breakers ORDER BY name",
+            (BREAKER_TOPIC,),
+        )
+        return [BreakerRecord(*row) for row in rows]
+
+    def count_breaker_failure(
+        self, name: str, now: float, threshold: int, window: float, retry_at: float, error: str
+    ) -> bool:
+        def count(conn: Connection) -> bool:
+            conn.execute(
+                "INSERT INTO perdure_breakers (name, state, updated_at) "
+                "VALUES (%s, 'CLOSED', %s) ON CONFLICT (name) DO NOTHING",
+                (name, now),
+            )
+            # The update locks the row until commit: concurrent failures are counted one
+            # after the other, and only the one that reaches the threshold opens it.
+            row = conn.execute(
+                "UPDATE perdure_breakers SET "
+                "failures = CASE WHEN window_start IS NULL OR window_start + %(window)s <= %(now)s "
+                "THEN 1 ELSE failures + 1 END, "
+                "window_start = CASE WHEN window_start IS NULL "
+                "OR window_start + %(window)s <= %(now)s THEN %(now)s ELSE window_start END, "
+                "last_error = %(error)s, updated_at = %(now)s "
+                "WHERE name = %(name)s AND state = 'CLOSED' RETURNING failures",
+                {"name": name, "now": now, "window": window, "error": error},
+            ).fetchone()
+            if row is None or row[0] < threshold:
+                return False
+            conn.execute(
+                "UPDATE perdure_breakers SET state = 'OPEN', opened_at = %s, retry_at = %s "
+                "WHERE name = %s",
+                (now, retry_at, name),
+            )
+            return True
+
+        return self._write(count)
+
+    def claim_breaker_probe(self, name: str, holder: str, now: float, expires_at: float) -> bool:
+        def claim(conn: Connection) -> bool:
+            row = conn.execute(
+                "UPDATE perdure_breakers SET state = 'HALF_OPEN', probe_holder = %(holder)s, "
+                "probe_expires_at = %(expires)s, updated_at = %(now)s WHERE name = %(name)s "
+                "AND ((state = 'OPEN' AND retry_at <= %(now)s) OR (state = 'HALF_OPEN' "
+                "AND (probe_expires_at <= %(now)s OR probe_holder = %(holder)s))) RETURNING 1",
+                {"name": name, "holder": holder, "now": now, "expires": expires_at},
+            ).fetchone()
+            return row is not None
+
+        return self._write(claim)
+
+    def close_breaker(self, name: str, now: float) -> int | None:
+        def close(conn: Connection) -> int | None:
+            row = conn.execute(
+                "UPDATE perdure_breakers SET state = 'CLOSED', failures = 0, window_start = NULL, "
+                "retry_at = NULL, probe_holder = NULL, probe_expires_at = NULL, updated_at = %s "
+                "WHERE name = %s AND state <> 'CLOSED' RETURNING 1",
+                (now, name),
+            ).fetchone()
+            if row is None:
+                return None
+            # SKIP LOCKED: a parked row locked by someone else now is being claimed (it is
+            # due) or sent a message; waiting for it while holding the breaker's row could
+            # deadlock with a batch that parks another workflow. A skipped row still wakes
+            # by its own wake_at, and re-checks the breaker then.
+            woken = conn.execute(
+                "UPDATE perdure_workflows SET wake_at = %(now)s WHERE id IN (SELECT id "
+                "FROM perdure_workflows WHERE wait_topic = %(topic)s AND owner IS NULL "
+                "AND status = 'RUNNING' AND wake_at > %(now)s FOR UPDATE SKIP LOCKED)",
+                {"now": now, "topic": BREAKER_TOPIC + name},
+            )
+            if woken.rowcount:
+                self._notify(conn, EVENT_READY)
+            return woken.rowcount
+
+        return self._write(close)
+
+    def reopen_breaker(
+        self, name: str, holder: str, now: float, retry_at: float, error: str
+    ) -> bool:
+        def reopen(conn: Connection) -> bool:
+            row = conn.execute(
+                "UPDATE perdure_breakers SET state = 'OPEN', opened_at = %s, retry_at = %s, "
+                "probe_holder = NULL, probe_expires_at = NULL, last_error = %s, updated_at = %s "
+                "WHERE name = %s AND state = 'HALF_OPEN' AND probe_holder = %s RETURNING 1",
+                (now, retry_at, error, now, name, holder),
+            ).fetchone()
+            return row is not None
+
+        return self._write(reopen)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from importlib import resources
 from typing import Any
 
+from ._base import BREAKER_TOPIC
+
 WF_COLUMNS = (
     "id, name, status, inputs, output, error, serializer, app_version, owner, epoch, "
     "lease_expires_at, note, recoveries, created_at, updated_at, finished_at, wake_at, "
@@ -24,6 +26,17 @@ WHY_NOT_STORED = (
 EXECUTOR_COLUMNS = (
     "id, host, pid, app_version, started_at, heartbeat_at, lease_expires_at, stopped_at"
 )
+BREAKER_COLUMNS = (
+    "name, state, failures, window_start, opened_at, retry_at, probe_holder, "
+    "probe_expires_at, last_error, updated_at"
+)
+
+
+def parked_on(wait_topic: str | None) -> str | None:
+    """The name of the breaker a workflow suspended with ``wait_topic`` is parked on."""
+    if wait_topic is None or not wait_topic.startswith(BREAKER_TOPIC):
+        return None
+    return wait_topic[len(BREAKER_TOPIC) :]
 
 
 def claim_candidates(param: str, names: str, dead: str, index_hints: bool) -> str:

@@ -25,7 +25,9 @@ from urllib.parse import parse_qs, urlsplit
 
 from .._errors import ConfigurationError, StoreError, StoreUnavailableError
 from ._base import (
+    BREAKER_TOPIC,
     CHILD_TOPIC,
+    BreakerRecord,
     ExecutorRecord,
     Lease,
     NewWorkflow,
@@ -35,6 +37,7 @@ from ._base import (
 )
 from ._batch import GroupCommitter
 from ._queries import (
+    BREAKER_COLUMNS,
     EXECUTOR_COLUMNS,
     STEP_COLUMNS,
     WF_COLUMNS,
@@ -42,6 +45,7 @@ from ._queries import (
     claim_candidates,
     list_query,
     migrations,
+    parked_on,
 )
 
 _SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL", "extra": "EXTRA"}
@@ -234,10 +238,11 @@ class SQLiteStore(Store):
     def migrate(self) -> None:
         def apply(conn: sqlite3.Connection) -> None:
             conn.execute("CREATE TABLE IF NOT EXISTS perdure_schema (version INTEGER NOT NULL)")
-            row = conn.execute("SELECT max(version) FROM perdure_schema").fetchone()
-            current = row[0] or 0
+            # Every migration not applied yet, also one numbered below the newest applied
+            # (migrations developed side by side may land in either order).
+            applied = {row[0] for row in conn.execute("SELECT version FROM perdure_schema")}
             for version, script in migrations("sqlite"):
-                if version > current:
+                if version not in applied:
                     for statement in split_statements(script):
                         conn.execute(statement)
                     conn.execute("INSERT INTO perdure_schema (version) VALUES (?)", (version,))
@@ -480,14 +485,17 @@ class SQLiteStore(Store):
         self, workflow_id: str, lease: Lease, wake_at: float, wait_topic: str | None, now: float
     ) -> Future[bool]:
         def suspend(conn: sqlite3.Connection) -> bool:
-            # One writer at a time: a message sent before this statement is seen by it,
-            # one sent after it finds the workflow suspended and wakes it.
+            # One writer at a time: a message sent (or a breaker closed) before this
+            # statement is seen by it, one sent after it finds the workflow suspended and
+            # wakes it.
             cursor = conn.execute(
                 "UPDATE perdure_workflows SET owner = NULL, lease_expires_at = NULL, "
                 "wait_topic = :topic, updated_at = :now, "
                 "wake_at = CASE WHEN :topic IS NOT NULL AND EXISTS (SELECT 1 FROM "
                 "perdure_messages WHERE workflow_id = :id AND topic = :topic "
-                "AND consumed_at IS NULL) THEN :now ELSE :wake END "
+                "AND consumed_at IS NULL) THEN :now "
+                "WHEN EXISTS (SELECT 1 FROM perdure_breakers WHERE name = :breaker "
+                "AND state = 'CLOSED') THEN :now ELSE :wake END "
                 "WHERE id = :id AND owner = :owner AND epoch = :epoch AND status = 'RUNNING'",
                 {
                     "id": workflow_id,
@@ -496,6 +504,7 @@ class SQLiteStore(Store):
                     "topic": wait_topic,
                     "wake": wake_at,
                     "now": now,
+                    "breaker": parked_on(wait_topic),
                 },
             )
             return cursor.rowcount == 1
@@ -629,3 +638,98 @@ class SQLiteStore(Store):
             return WorkflowRecord(*row)
 
         return self._writer.submit(restart)
+
+    # -- circuit breakers ------------------------------------------------------------------
+
+    def get_breaker(self, name: str) -> BreakerRecord | None:
+        rows = self._read(f"SELECT {BREAKER_COLUMNS} FROM perdure_breakers WHERE name = ?", (name,))
+        return BreakerRecord(*rows[0]) if rows else None
+
+    def list_breakers(self) -> list[BreakerRecord]:
+        rows = self._read(
+            f"SELECT {BREAKER_COLUMNS}, (SELECT count(*) FROM perdure_workflows "
+            "WHERE wait_topic = ? || perdure_breakers.name AND owner IS NULL "
+            "AND status IN ('PENDING', 'RUNNING')) FROM perdure_breakers ORDER BY name",
+            (BREAKER_TOPIC,),
+        )
+        return [BreakerRecord(*row) for row in rows]
+
+    def count_breaker_failure(
+        self, name: str, now: float, threshold: int, window: float, retry_at: float, error: str
+    ) -> bool:
+        def count(conn: sqlite3.Connection) -> bool:
+            # The writer holds SQLite's write lock: the count and the opening are atomic.
+            conn.execute(
+                "INSERT INTO perdure_breakers (name, state, updated_at) VALUES (?, 'CLOSED', ?) "
+                "ON CONFLICT (name) DO NOTHING",
+                (name, now),
+            )
+            row = conn.execute(
+                "UPDATE perdure_breakers SET "
+                "failures = CASE WHEN window_start IS NULL OR window_start + :window <= :now "
+                "THEN 1 ELSE failures + 1 END, "
+                "window_start = CASE WHEN window_start IS NULL OR window_start + :window <= :now "
+                "THEN :now ELSE window_start END, last_error = :error, updated_at = :now "
+                "WHERE name = :name AND state = 'CLOSED' RETURNING failures",
+                {"name": name, "now": now, "window": window, "error": error},
+            ).fetchone()
+            if row is None or row[0] < threshold:
+                return False
+            conn.execute(
+                "UPDATE perdure_breakers SET state = 'OPEN', opened_at = ?, retry_at = ? "
+                "WHERE name = ?",
+                (now, retry_at, name),
+            )
+            return True
+
+        result: bool = self._write(count)
+        return result
+
+    def claim_breaker_probe(self, name: str, holder: str, now: float, expires_at: float) -> bool:
+        def claim(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
+                "UPDATE perdure_breakers SET state = 'HALF_OPEN', probe_holder = :holder, "
+                "probe_expires_at = :expires, updated_at = :now WHERE name = :name "
+                "AND ((state = 'OPEN' AND retry_at <= :now) OR (state = 'HALF_OPEN' "
+                "AND (probe_expires_at <= :now OR probe_holder = :holder)))",
+                {"name": name, "holder": holder, "now": now, "expires": expires_at},
+            )
+            return cursor.rowcount == 1
+
+        result: bool = self._write(claim)
+        return result
+
+    def close_breaker(self, name: str, now: float) -> int | None:
+        def close(conn: sqlite3.Connection) -> int | None:
+            cursor = conn.execute(
+                "UPDATE perdure_breakers SET state = 'CLOSED', failures = 0, window_start = NULL, "
+                "retry_at = NULL, probe_holder = NULL, probe_expires_at = NULL, updated_at = ? "
+                "WHERE name = ? AND state <> 'CLOSED'",
+                (now, name),
+            )
+            if cursor.rowcount != 1:
+                return None
+            woken = conn.execute(
+                "UPDATE perdure_workflows SET wake_at = ? WHERE wait_topic = ? "
+                "AND owner IS NULL AND status = 'RUNNING' AND wake_at > ?",
+                (now, BREAKER_TOPIC + name, now),
+            )
+            return woken.rowcount
+
+        result: int | None = self._write(close)
+        return result
+
+    def reopen_breaker(
+        self, name: str, holder: str, now: float, retry_at: float, error: str
+    ) -> bool:
+        def reopen(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
+                "UPDATE perdure_breakers SET state = 'OPEN', opened_at = ?, retry_at = ?, "
+                "probe_holder = NULL, probe_expires_at = NULL, last_error = ?, updated_at = ? "
+                "WHERE name = ? AND state = 'HALF_OPEN' AND probe_holder = ?",
+                (now, retry_at, error, now, name, holder),
+            )
+            return cursor.rowcount == 1
+
+        result: bool = self._write(reopen)
+        return result
