@@ -17,8 +17,10 @@ import click
 
 from ._app import App
 from ._breaker import BreakerStatus
-from ._errors import PerdureError
+from ._errors import PerdureError, StoreUnavailableError
 from ._handle import WorkflowStatus
+
+log = logging.getLogger("perdure")
 
 
 def load_app(spec: str) -> App:
@@ -126,13 +128,31 @@ def worker(app_spec: str, grace: float | None, log_level: str) -> None:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    app.launch()
+    if not _launch(app, stop):
+        return
     click.echo(f"perdure worker running {app_spec} on {app.database_url}", err=True)
     while not stop.wait(1.0):
         pass
     click.echo("perdure worker stopping: draining running workflows", err=True)
     app.shutdown(grace)
     click.echo("perdure worker stopped", err=True)
+
+
+def _launch(app: App, stop: threading.Event) -> bool:
+    """Start the app's executor, waiting for a database that cannot be reached yet (a
+    worker started before its server, or during a restart) instead of exiting; False if
+    asked to stop meanwhile."""
+    delay = 0.5
+    while True:
+        try:
+            app.launch()
+            return True
+        except StoreUnavailableError as exc:
+            app.shutdown(0)  # drop what the failed attempt opened
+            log.warning("database unavailable (%s); trying again in %.1f s", exc, delay)
+        if stop.wait(delay):
+            return False
+        delay = min(delay * 2, 15.0)
 
 
 @cli.command()
