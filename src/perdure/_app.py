@@ -404,6 +404,10 @@ class App(Starting, Talking, Breakers):
         handle._record()
         return handle
 
+    async def retrieve_async(self, workflow_id: str) -> WorkflowHandle[Any]:
+        """``retrieve`` for coroutines."""
+        return await asyncio.to_thread(self.retrieve, workflow_id)
+
     def list_workflows(
         self, *, status: str | None = None, name: str | None = None, limit: int = 100
     ) -> list[WorkflowStatus]:
