@@ -1,5 +1,6 @@
 """examples/aggregator: one workflow per key adds up the events sent to it, each once
-(duplicates carry the same idempotency key), across batches and restarts."""
+(duplicates carry the same idempotency key), across batches (each run continues as
+new after one), restarts of the process, and redeliveries in a later generation."""
 
 from __future__ import annotations
 
@@ -30,6 +31,12 @@ def test_totals_count_each_event_once(main: ModuleType) -> None:
     assert result == main.expected()
     assert result["store-lyon"] == main.totals.Totals(total=70, count=4)
     assert result["store-paris"] == main.totals.Totals(total=128, count=8)
+    # Eight events, a batch of five: Paris's aggregator continued as new once, and its
+    # history holds the second run's records only; Lyon's four events fit in one run.
+    assert main.totals.generation("store-paris") == 1
+    assert main.totals.generation("store-lyon") == 0
+    for store in result:
+        assert len(main.app.store.load_steps(store)) <= 2 * main.totals.BATCH
 
 
 def test_a_suspended_aggregator_wakes_for_more_events_also_after_a_restart(
@@ -42,7 +49,8 @@ def test_a_suspended_aggregator_wakes_for_more_events_also_after_a_restart(
     # Its process restarts: the aggregator waits in the database, nothing is lost.
     main.app.shutdown()
     main.app.launch()
-    # More than a batch of new events, and old ones delivered again.
+    # More than a batch of new events, and old ones delivered again: the aggregator
+    # continues as new in between, and the idempotency keys carry over.
     for n in range(100, 107):
         totals.record("store-lyon", n, f"sale-{n}")
         totals.record("store-lyon", 1000, "sale-3")
@@ -50,6 +58,24 @@ def test_a_suspended_aggregator_wakes_for_more_events_also_after_a_restart(
     final = main.follow("store-lyon", before.count + 7)
     assert final == totals.Totals(before.total + sum(range(100, 107)), before.count + 7)
     assert totals.read("store-paris") == main.expected()["store-paris"]
+    assert totals.generation("store-lyon") == 2  # eleven events, batches of five
+    assert len(main.app.store.load_steps("store-lyon")) <= 2 * totals.BATCH
+
+
+def test_events_redelivered_after_continue_as_new_count_once(main: ModuleType) -> None:
+    totals = main.totals
+    main.run()
+    assert totals.generation("store-paris") == 1
+    # Every sale again, as a sender replaying its outbox would: all of them were sent to
+    # an earlier generation of their aggregator, and none counts again. Events are
+    # handled in order, so once a new sale is counted, the redeliveries before it were
+    # seen (and stored nothing).
+    for store, amount, event_id in main.SALES:
+        totals.record(store, amount, event_id)
+    totals.record("store-paris", 5, "sale-new")
+    final = main.follow("store-paris", 9)
+    assert final == totals.Totals(128 + 5, 9)
+    assert totals.read("store-lyon") == main.expected()["store-lyon"]
 
 
 @pytest.mark.slow

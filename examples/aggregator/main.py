@@ -63,8 +63,8 @@ def follow(store: str, count: int) -> totals.Totals:
     status = handle.status()
     say(f"  its aggregator is {status.status}, suspended, waiting for a {status.waiting_for}")
     say(
-        f"  its history holds {len(status.steps)} records after {count} events; "
-        f"continue_as_new every {totals.BATCH} events would keep it to one batch"
+        f"  its history holds {len(status.steps)} records after {count} events; it "
+        f"continued as new {totals.generation(store)}x so far (every {totals.BATCH} events)"
     )
     return result
 

@@ -8,8 +8,11 @@ twice counts once. The workflow publishes its running totals with
 
 Its history grows with every message it handles (a recorded ``recv`` and a recorded
 ``set_event``), and a workflow replays its history when it wakes. So it handles
-messages in batches, and after each batch it would start afresh with its state as
-its argument (``continue_as_new``), keeping the history to one batch.
+messages in batches, and after each batch starts afresh with its state as its
+argument (``perdure.continue_as_new``), keeping the history to one batch. What is
+kept outside the history carries over: the published totals, the messages not
+handled yet, and the idempotency keys of the messages sent to it (they belong to the
+workflow ID), so an event delivered again after a restart still counts once.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import perdure
 
 app = perdure.App()  # PERDURE_DATABASE_URL, or ./perdure.db
 
-#: Messages one run handles before it would start afresh.
+#: Messages one run handles before it starts afresh.
 BATCH = 5
 
 
@@ -32,19 +35,17 @@ class Totals:
 
 @app.workflow
 def aggregate(totals: Totals) -> Totals:
-    """Add up the amounts sent to this key, forever."""
-    while True:
-        for _ in range(BATCH):
-            # Waits as long as it takes: the workflow is suspended, holding nothing,
-            # until a message arrives. Each message is delivered once, in order.
-            event = perdure.recv("event")
-            totals = Totals(totals.total + event["amount"], totals.count + 1)
-            perdure.set_event("totals", totals)
-        # continue_as_new: once perdure has it, the next line becomes
-        # `return perdure.continue_as_new(totals)`: this run ends and a fresh one starts
-        # under the same ID from `totals`, with an empty history. Until then this run
-        # loops on, and its history keeps growing.
-        continue
+    """Add up the amounts sent to this key, forever: one batch per run."""
+    for _ in range(BATCH):
+        # Waits as long as it takes: the workflow is suspended, holding nothing,
+        # until a message arrives. Each message is delivered once, in order.
+        event = perdure.recv("event")
+        totals = Totals(totals.total + event["amount"], totals.count + 1)
+        perdure.set_event("totals", totals)
+    # continue_as_new: this run ends, and a fresh one starts under the same ID from
+    # `totals`, with an empty history. It never returns: the aggregator runs until
+    # cancelled (app.cancel).
+    perdure.continue_as_new(totals)
 
 
 def record(key: str, amount: int, event_id: str) -> None:
@@ -55,6 +56,13 @@ def record(key: str, amount: int, event_id: str) -> None:
     """
     app.start(aggregate, Totals(), workflow_id=key)
     app.send(key, {"amount": amount}, topic="event", idempotency_key=event_id)
+
+
+def generation(key: str) -> int:
+    """How many times ``key``'s aggregator has started afresh. (The workflow's record
+    counts it; ``WorkflowStatus`` does not show it yet, so this reads the store.)"""
+    record = app.store.get_workflow(key)
+    return 0 if record is None else record.generation
 
 
 def read(key: str, timeout: float = 0.0) -> Totals | None:
