@@ -58,6 +58,7 @@ EXPORTED = {
     "recv",
     "recv_async",
     "set_event",
+    "set_event_async",
     "sleep",
     "sleep_async",
     "sleep_until",

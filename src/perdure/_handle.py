@@ -182,6 +182,8 @@ class WorkflowStatus:
     cancel_requested_at: datetime | None = None
     #: When it must have finished (started with a timeout).
     deadline: datetime | None = None
+    #: How many times it continued as new (``perdure.continue_as_new``).
+    generation: int = 0
 
     @classmethod
     def from_records(cls, record: WorkflowRecord, steps: list[StepRecord]) -> WorkflowStatus:
@@ -203,6 +205,7 @@ class WorkflowStatus:
             record.parent_id,
             _time(record.cancel_requested_at),
             _time(record.deadline_at),
+            record.generation,
         )
 
     @property

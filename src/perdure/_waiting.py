@@ -356,13 +356,8 @@ async def recv_async(topic: str | None = None, timeout: float | timedelta | None
 # -- events -------------------------------------------------------------------------------
 
 
-def set_event(key: str, value: Any) -> None:
-    """Publish ``value`` as this workflow's event ``key``; ``app.get_event`` reads it from
-    outside. Recorded at its position: a replay does not set it again. The value is
-    written in the same transaction as its record, replacing any earlier value."""
-    run = current_run.get()
-    if run is None:
-        raise ConfigurationError("perdure.set_event() was called outside a workflow")
+def _event_record(run: WorkflowRun, key: str, value: Any) -> StepRecord | None:
+    """The record of a new ``set_event`` at its position, or None on replay."""
     position = run.take_position()
     recorded = run.recorded.get(position)
     if recorded is not None:
@@ -370,11 +365,38 @@ def set_event(key: str, value: Any) -> None:
             raise run.replayed_signal(recorded)
         if recorded.name != _SET_EVENT:
             raise NonDeterminismError(run.workflow_id, position, recorded.name, _SET_EVENT)
-        return
+        return None
     output = run.serializer.dumps(value, Any)
     run.check_lease()
-    record = StepRecord(
-        position, _SET_EVENT, STEP_SUCCEEDED, output, None, 1, None, run.clock.time()
-    )
-    if not run.settle(run.store.set_event(run.workflow_id, run.lease, record, key)):
+    return StepRecord(position, _SET_EVENT, STEP_SUCCEEDED, output, None, 1, None, run.clock.time())
+
+
+def _event_run(function: str) -> WorkflowRun:
+    run = current_run.get()
+    if run is None:
+        raise ConfigurationError(f"perdure.{function}() was called outside a workflow")
+    return run
+
+
+def set_event(key: str, value: Any) -> None:
+    """Publish ``value`` as this workflow's event ``key``; ``app.get_event`` reads it from
+    outside. Recorded at its position: a replay does not set it again. The value is
+    written in the same transaction as its record, replacing any earlier value. In an
+    async workflow, ``await perdure.set_event_async(...)`` does not block the event loop
+    while the value is written."""
+    run = _event_run("set_event")
+    record = _event_record(run, key, value)
+    if record is not None and not run.settle(
+        run.store.set_event(run.workflow_id, run.lease, record, key)
+    ):
+        run.unwind(LeaseLost(run.workflow_id, run.lease.epoch))
+
+
+async def set_event_async(key: str, value: Any) -> None:
+    """``set_event`` for async workflows."""
+    run = _event_run("set_event_async")
+    record = _event_record(run, key, value)
+    if record is not None and not await run.settle_async(
+        run.store.set_event(run.workflow_id, run.lease, record, key)
+    ):
         run.unwind(LeaseLost(run.workflow_id, run.lease.epoch))
