@@ -2,10 +2,12 @@
 processes, an outage and a SIGKILL.
 
 ``make demo`` runs to the end and leaves no process behind; and the scenario it
-narrates holds on both stores: with Inventory Update unreachable (its process killed)
-and the worker SIGKILLed during the outage, a new worker finishes every order once the
-service is back, each customer charged exactly once and told "payment received, your
-order will be confirmed shortly" meanwhile.
+narrates holds on both stores: with Inventory Update unreachable (its process killed),
+each order's inventory update fails once and then waits for the service's health probe,
+suspended and using no further attempt, also across a SIGKILL of the worker and a new
+worker; once the service is back the probe passes, the next attempt gets through, and
+every order completes, each customer charged exactly once and told "payment received,
+your order will be confirmed shortly" meanwhile.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from ledger import wait_for
@@ -76,9 +78,18 @@ def test_demo_runs_to_the_end_and_leaves_no_process_behind() -> None:
     flat = " ".join(out.split())
     assert re.search(r"Port \d+ now refuses connections", flat), out
     assert flat.count("'payment received, your order will be confirmed shortly'") == ORDERS
+    # Each inventory update failed once; the workflows then wait for the probe, suspended,
+    # with one attempt used, before the kill, after it, and under worker 2.
+    assert re.search(
+        r"status\(\)\.waiting_for: 'probe http GET http://127\.0\.0\.1:\d+/health to pass", flat
+    ), out
+    assert flat.count(" 1 attempt, probe failed ") == 3 * ORDERS, out
     assert "Worker 1 killed (exit code -9)" in flat
-    assert "recovering workflow order-1" in flat
+    assert "Worker 2's probes are refused too" in flat
     assert re.search(r"Inventory Update is back: restarted \(pid \d+\) on the same port", flat)
+    passed = re.findall(r"\[worker 2\] order-\d update_inventory: probe passed after", out)
+    assert len(passed) == ORDERS, out
+    assert "Attempts of each inventory update: 2 per order" in flat
     # The reservation whose answer the outage cut off is answered from the kept state.
     assert re.search(r"key (order-\d):inventory again \(request #\d\): nothing taken", flat), out
     assert flat.count("status 'confirmed'") == ORDERS
@@ -112,12 +123,28 @@ def shop(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleT
     del sys.modules[module.__name__]
 
 
-def inventory_step(client: Any, order_id: str) -> tuple[set[str], int]:
-    """The completed steps of an order's workflow, and the attempts of update_inventory."""
-    steps = client.retrieve(order_id).status().steps
-    done = {s.name for s in steps if s.status == "SUCCEEDED"}
-    attempts = next((s.attempts for s in steps if s.name == "update_inventory"), 0)
-    return done, attempts
+class InventoryState(NamedTuple):
+    """Where an order's workflow stands, as its status says."""
+
+    done: set[str]  # the completed steps
+    attempts: int  # the attempts of update_inventory
+    probe_failures: int  # the failed probes its retry has waited on so far
+    waiting_for: str | None  # the workflow's, while it is suspended
+    step_waiting_for: str | None  # update_inventory's, while its probe fails
+    owner: str | None  # the executor that runs it now
+
+
+def inventory_state(client: Any, order_id: str) -> InventoryState:
+    status = client.retrieve(order_id).status()
+    done = {s.name for s in status.steps if s.status == "SUCCEEDED"}
+    step = next((s for s in status.steps if s.name == "update_inventory"), None)
+    attempts = step.attempts if step else 0
+    step_waiting_for = step.waiting_for if step else None
+    counted = re.search(r"\(failed (\d+) time\(s\)\)$", step_waiting_for or "")
+    failures = int(counted.group(1)) if counted else 0
+    return InventoryState(
+        done, attempts, failures, status.waiting_for, step_waiting_for, status.owner
+    )
 
 
 def show(name: str, line: str) -> None:
@@ -134,6 +161,14 @@ def test_orders_complete_through_an_outage_and_a_worker_crash(
     items: dict[str, list[dict[str, Any]]] = {
         oid: [{"sku": "mug", "quantity": n}] for n, oid in enumerate(order_ids, start=1)
     }
+
+    def outage_states() -> dict[str, InventoryState]:
+        # Read during the outage: the probe holds back every attempt after the first.
+        states = {oid: inventory_state(client, oid) for oid in order_ids}
+        for oid, state in states.items():
+            assert state.attempts <= 1, (oid, state)
+        return states
+
     # The outage begins at the first reservation, before the warehouse answers (it takes
     # a second to): no order gets through Inventory Update before it.
     with cluster(tmp_path, database_url, show, {"inventory": 1.0}) as running:
@@ -149,6 +184,7 @@ def test_orders_complete_through_an_outage_and_a_worker_crash(
             for oid in order_ids
         }
         inventory = running.services["inventory"]
+        probe = f"probe http GET {inventory.url}/health to pass"
         stock_before = inventory.get("/stock")
         reserved = inventory.wait_for_output("reserved ", timeout=30)
         inventory.kill()
@@ -158,28 +194,47 @@ def test_orders_complete_through_an_outage_and_a_worker_crash(
         assert found, reserved
         lost_order, lost_reservation = found.groups()
 
-        def reached_the_outage(oid: str) -> bool:
-            done, attempts = inventory_step(client, oid)
-            return "authorize_payment" in done and attempts >= 1
+        # Each order's inventory update fails once, then waits for the probe: suspended
+        # (no executor holds it), its step naming the probe, no further attempt.
+        suspended: set[str] = set()
 
-        wait_for(
-            lambda: all(reached_the_outage(oid) for oid in order_ids),
-            30,
-            "every order to fail its inventory update",
-        )
+        def waits_for_the_probe(oid: str, state: InventoryState) -> bool:
+            return (
+                "authorize_payment" in state.done
+                and state.attempts == 1
+                and state.owner is None
+                and (state.waiting_for or "").startswith(f"{probe} (next probe at ")
+                and (state.step_waiting_for or "").startswith(f"{probe} (failed ")
+            )
+
+        def all_suspended() -> bool:
+            suspended.update(
+                oid for oid, s in outage_states().items() if waits_for_the_probe(oid, s)
+            )
+            return suspended == set(order_ids)
+
+        wait_for(all_suspended, 30, "every order to wait for the probe, suspended", interval=0.05)
         for oid in order_ids:
             assert client.get_event(oid, "status") == shop.PAYMENT_RECEIVED
             assert client.retrieve(oid).status().status == "RUNNING"
 
         assert worker1.kill() == -signal.SIGKILL
-        at_kill = {oid: inventory_step(client, oid)[1] for oid in order_ids}
+        at_kill = outage_states()
+        assert all(state.attempts == 1 for state in at_kill.values()), at_kill
         worker2 = running.start_worker()
         worker2.wait_ready()
+        # Worker 2 goes on probing on the recorded backoff (twice per order here), and
+        # still uses no attempt.
         wait_for(
-            lambda: all(inventory_step(client, oid)[1] > at_kill[oid] for oid in order_ids),
+            lambda: all(
+                state.probe_failures >= at_kill[oid].probe_failures + 2
+                for oid, state in outage_states().items()
+            ),
             30,
-            "worker 2 to retry every inventory update during the outage",
+            "worker 2 to probe every order twice during the outage",
+            interval=0.05,
         )
+        assert all(state.attempts == 1 for state in outage_states().values())
         assert all(not handle.status().done for handle in handles.values())
 
         inventory = running.restart("inventory")
@@ -190,6 +245,8 @@ def test_orders_complete_through_an_outage_and_a_worker_crash(
         for oid in order_ids:
             assert client.retrieve(oid).status().status == "SUCCEEDED"
             assert client.get_event(oid, "status") == shop.CONFIRMED
+            # One attempt failed at the outage; the one after the probe passed got through.
+            assert inventory_state(client, oid).attempts == 2
         charges = running.services["payment"].get("/charges")
         assert Counter(c["order_id"] for c in charges) == dict.fromkeys(order_ids, 1), charges
         for charge in charges:
@@ -205,9 +262,10 @@ def test_orders_complete_through_an_outage_and_a_worker_crash(
         assert sorted(r["reservation_id"] for r in reservations) == sorted(
             r.reservation_id for r in receipts.values()
         )
-        # The lost answer's retry, with the same key, got the first reservation back.
+        # The lost answer's retry, attempt 2 with the same key, got the first reservation
+        # back: asked twice in all, once per attempt.
         assert receipts[lost_order].reservation_id == lost_reservation
-        assert next(r for r in reservations if r["order_id"] == lost_order)["requests"] >= 2
+        assert next(r for r in reservations if r["order_id"] == lost_order)["requests"] == 2
         mugs = sum(item["quantity"] for oid in order_ids for item in items[oid])
         assert running.services["inventory"].get("/stock")["mug"] == stock_before["mug"] - mugs
         emails = running.services["confirmation"].get("/confirmations")

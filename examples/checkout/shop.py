@@ -3,7 +3,9 @@
 Order Intake prices the order, Payment Authorization charges the card, Inventory
 Update reserves the items, Order Confirmation e-mails the customer. Each step's
 result is checkpointed when it returns; after a crash the workflow resumes from its
-last completed step on any worker. The customer-facing status is published with
+last completed step on any worker. A failed inventory update is retried only once
+the service's health probe passes (``INVENTORY_RETRY``), the workflow suspended while
+it waits. The customer-facing status is published with
 ``perdure.set_event("status", ...)``, for the shop's front end to read with
 ``app.get_event(order_id, "status")``.
 
@@ -39,16 +41,49 @@ SERVICE_RETRY = perdure.Retry(
     max_attempts=3, initial_interval=0.5, retry_on=(httpx.TransportError, ServiceUnavailable)
 )
 
-#: Inventory Update is retried for as long as an outage plausibly lasts: with these
-#: numbers about a minute and a half (0.25 s, 0.5 s, 1 s, then every 2 s), each wait
-#: recorded so that a crash during the outage neither resets the count nor skips a wait.
-#: One named policy, so that it can become a condition-based retry in one place.
+
+def service_url(service: str) -> str:
+    """The base URL of a service, from ``CHECKOUT_<SERVICE>_URL`` (read on every call, so
+    that a client importing this module before the services run needs none of them)."""
+    variable = f"CHECKOUT_{service.upper()}_URL"
+    base = os.environ.get(variable)
+    if not base:
+        raise RuntimeError(f"{variable} is not set: where does the {service} service run?")
+    return base
+
+
+def health_probe(service: str) -> perdure.probes.Probe:
+    """A probe of the service's ``GET /health``: it passes when the service answers
+    (``perdure.probes.http``: a 2xx or 3xx status within 2 s).
+
+    The URL is looked up when the probe runs (in the worker, whose environment names the
+    services). The probe's name, which logs and ``status().waiting_for`` show, is the URL
+    when this module is imported with the address set, as in a worker.
+    """
+    variable = f"CHECKOUT_{service.upper()}_URL"
+    where = os.environ.get(variable) or f"${variable}"
+
+    def check() -> bool:
+        return perdure.probes.http(f"{service_url(service)}/health", timeout=2.0)()
+
+    return perdure.probes.Probe(check, f"http GET {where}/health")
+
+
+#: Inventory Update is retried once the service is back, not on a clock: after a failed
+#: attempt (and a short backoff) the next attempt waits for the service's health probe.
+#: While the probe fails no attempt runs and none is counted, however long the outage
+#: lasts, so five attempts are plenty; the workflow is suspended meanwhile (no thread
+#: held in any worker) and probed again after 1.25 s, then every 2 s. Each probe wait is
+#: longer than the worker's ``suspend_after`` (1 s) so that it suspends rather than
+#: waits in place; a real shop would probe less often (``probe_max_interval`` of a
+#: minute, say). Each failed probe is recorded, so a crash keeps the wait.
 INVENTORY_RETRY = perdure.Retry(
-    max_attempts=45,
+    max_attempts=5,
     initial_interval=0.25,
-    backoff=2.0,
-    max_interval=2.0,
     retry_on=(httpx.TransportError, ServiceUnavailable),
+    wait_for=health_probe("inventory"),
+    probe_interval=1.25,
+    probe_max_interval=2.0,
 )
 
 #: Seconds to wait for a service's answer. The warehouse is the slowest.
@@ -94,11 +129,7 @@ def call(service: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
     ``ServiceUnavailable``: both are retried by the step's policy. A 4xx answer (a bad
     request, out of stock) raises ``httpx.HTTPStatusError``, which no retry would fix.
     """
-    variable = f"CHECKOUT_{service.upper()}_URL"
-    base = os.environ.get(variable)
-    if not base:
-        raise RuntimeError(f"{variable} is not set: where does the {service} service run?")
-    response = httpx.post(f"{base}{path}", json=body, timeout=TIMEOUT)
+    response = httpx.post(f"{service_url(service)}{path}", json=body, timeout=TIMEOUT)
     if response.status_code >= 500:
         raise ServiceUnavailable(f"{service} answered {response.status_code}: {response.text}")
     response.raise_for_status()
