@@ -208,15 +208,22 @@ class Interrupts:
         try:
             return True, await awaitable
         except asyncio.CancelledError:
-            if task not in self._interrupted:
+            if not self.was_interrupted(task):
                 raise  # a real cancellation: the executor's shutdown
-            self._interrupted.discard(task)
-            uncancel = getattr(task, "uncancel", None)  # Python 3.11+
-            if uncancel is not None:
-                uncancel()
             return False, None
         finally:
             self._interruptible.discard(task)
+
+    def was_interrupted(self, task: asyncio.Task[Any]) -> bool:
+        """Whether the CancelledError that ``task`` caught came from a cancel or the
+        deadline (then it is forgotten, and the task may await again)."""
+        if task not in self._interrupted:
+            return False
+        self._interrupted.discard(task)
+        uncancel = getattr(task, "uncancel", None)  # Python 3.11+
+        if uncancel is not None:
+            uncancel()
+        return True
 
     async def wait_async(self, seconds: float, future: Future[Any] | None = None) -> None:
         """``wait_sync`` for async workflows."""

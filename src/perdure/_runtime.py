@@ -284,19 +284,27 @@ class WorkflowRun(Interrupts):
             return value
         definition = call.definition
         while True:
-            if not await self._ready_async(call):
+            # The common case (no wait, nothing due, no condition) costs no await here.
+            if (
+                call.wait_seconds() > 0 or self.due_signal() is not None or conditions.gated(call)
+            ) and not await self._ready_async(call):
                 continue
             call.start_attempt()
             token = current_run.set(None)
             attempt: _Attempt | None = None
+            # A cancel or the deadline interrupts the body (it sees CancelledError); this is
+            # ``interruptible`` inlined, as it runs for every async step.
+            task = asyncio.current_task()
+            assert task is not None
+            self._interruptible.add(task)
             try:
                 body = definition.fn(*args, **kwargs)
                 if definition.timeout is not None:
                     body = asyncio.wait_for(body, definition.timeout)
-                # A cancel or the deadline interrupts the body (it sees CancelledError).
-                completed, result = await self.interruptible(body)
-                if completed:
-                    attempt = call.after(result, None)
+                attempt = call.after(await body, None)
+            except asyncio.CancelledError:
+                if not self.was_interrupted(task):
+                    raise  # a real cancellation: the executor's shutdown
             except asyncio.TimeoutError as timed_out:
                 failure: Exception = timed_out
                 if definition.timeout is not None:
@@ -305,6 +313,7 @@ class WorkflowRun(Interrupts):
             except Exception as exc:
                 attempt = call.after(None, exc)
             finally:
+                self._interruptible.discard(task)
                 current_run.reset(token)
             if attempt is None:
                 # Interrupted: record and raise what is due (if nothing is any more, the
