@@ -155,26 +155,34 @@ async def start_child_async(
 # -- waiting for a child --------------------------------------------------------------------
 
 
-def _wait_for(run: WorkflowRun, handle: WorkflowHandle[Any], timeout: float | None) -> Receive:
-    receive = Receive(
+def _wait_for(
+    run: WorkflowRun, handle: WorkflowHandle[Any], timeout: float | timedelta | None
+) -> Receive:
+    return Receive(
         run,
         CHILD_TOPIC + handle.workflow_id,
         timeout,
         name=_CHILD_RESULT,
         in_place=run.suspend_after,
     )
-    if not receive.done and receive.deadline is None:
-        # The first wait here: only a child's outcome is delivered to this workflow.
-        record = run.store.get_workflow(handle.workflow_id)
-        if record is None:
-            raise WorkflowNotFoundError(handle.workflow_id)
-        if record.parent_id != run.workflow_id:
-            raise ConfigurationError(
-                f"workflow {run.workflow_id!r} waits for workflow {handle.workflow_id!r}, "
-                "which is not its child: inside a workflow, wait only for children it "
-                "started with app.start(); wait for other workflows from a step"
-            )
-    return receive
+
+
+def _first_wait(receive: Receive) -> bool:
+    """Whether nothing is recorded for this wait yet (then check that it waits for a
+    child: only a child's outcome is delivered to a workflow)."""
+    return not receive.done and receive.deadline is None
+
+
+def _check_child(run: WorkflowRun, handle: WorkflowHandle[Any]) -> None:
+    record = run.store.get_workflow(handle.workflow_id)
+    if record is None:
+        raise WorkflowNotFoundError(handle.workflow_id)
+    if record.parent_id != run.workflow_id:
+        raise ConfigurationError(
+            f"workflow {run.workflow_id!r} waits for workflow {handle.workflow_id!r}, "
+            "which is not its child: inside a workflow, wait only for children it "
+            "started with app.start(); wait for other workflows from a step"
+        )
 
 
 def _outcome(run: WorkflowRun, handle: WorkflowHandle[Any], receive: Receive) -> Any:
@@ -192,7 +200,9 @@ def child_result(
     run: WorkflowRun, handle: WorkflowHandle[Any], timeout: float | timedelta | None
 ) -> Any:
     """``handle.result()`` inside a synchronous workflow: a durable wait for a child."""
-    receive = _wait_for(run, handle, None if timeout is None else _seconds(timeout))
+    receive = _wait_for(run, handle, timeout)
+    if _first_wait(receive):
+        _check_child(run, handle)
     receive.run_sync(watch=handle.workflow_id, poll=run.suspend_after)
     return _outcome(run, handle, receive)
 
@@ -201,13 +211,11 @@ async def child_result_async(
     run: WorkflowRun, handle: WorkflowHandle[Any], timeout: float | timedelta | None
 ) -> Any:
     """``handle.result_async()`` inside an async workflow."""
-    receive = _wait_for(run, handle, None if timeout is None else _seconds(timeout))
+    receive = _wait_for(run, handle, timeout)
+    if _first_wait(receive):
+        await asyncio.to_thread(_check_child, run, handle)  # a read: not on the loop
     await receive.run_async(watch=handle.workflow_id, poll=run.suspend_after)
     return _outcome(run, handle, receive)
-
-
-def _seconds(value: float | timedelta) -> float:
-    return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
 def gather(*handles: WorkflowHandle[Any]) -> list[Any]:

@@ -76,9 +76,10 @@ def _sync_run(function: str) -> WorkflowRun | None:
     return run
 
 
-def _after_wait(run: WorkflowRun) -> None:
-    """Where a timer's wait ends: replay a cancellation recorded right after it (the first
-    run was interrupted here), or deliver one that is due now at that free position."""
+def _after_wait(run: WorkflowRun) -> str | None:
+    """Where a timer's wait ends: raise a cancellation recorded right after it (the first
+    run was interrupted here); else the free position at which to deliver one that is due
+    now, if any."""
     scope = current_scope.get()
     assert scope is not None, "a workflow run always has a scope"
     recorded = run.recorded.get(scope.peek())
@@ -86,39 +87,41 @@ def _after_wait(run: WorkflowRun) -> None:
         run.take_position()
         raise run.replayed_signal(recorded)
     if recorded is None and run.due_signal() is not None:
-        run.deliver(run.take_position(), _SLEEP)
+        return run.take_position()
+    return None
+
+
+def _remaining(run: WorkflowRun, wake_at: float) -> float:
+    """Seconds to wait in place for ``wake_at``; suspends the workflow if that is far."""
+    remaining = wake_at - run.clock.time()
+    if remaining > run.suspend_after:
+        run.unwind(Suspended(run.workflow_id, wake_at, None))
+    if remaining > 0:
+        run.check_lease()
+    return remaining
 
 
 def _wait_until(run: WorkflowRun, wake_at: float) -> None:
     """Wait in place for ``wake_at``, or suspend the workflow if that is far."""
     while True:
-        _after_wait(run)
-        remaining = wake_at - run.clock.time()
+        position = _after_wait(run)
+        if position is not None:
+            run.deliver(position, _SLEEP)
+        remaining = _remaining(run, wake_at)
         if remaining <= 0:
             return
-        if remaining > run.suspend_after:
-            run.unwind(Suspended(run.workflow_id, wake_at, None))
-        run.check_lease()
         run.wait_sync(remaining)
 
 
 async def _wait_until_async(run: WorkflowRun, wake_at: float) -> None:
     """``_wait_until`` for async workflows."""
     while True:
-        scope = current_scope.get()
-        assert scope is not None
-        recorded = run.recorded.get(scope.peek())
-        if recorded is not None and recorded.status == STEP_CANCELLED:
-            run.take_position()
-            raise run.replayed_signal(recorded)
-        if recorded is None and run.due_signal() is not None:
-            await run.deliver_async(run.take_position(), _SLEEP)
-        remaining = wake_at - run.clock.time()
+        position = _after_wait(run)
+        if position is not None:
+            await run.deliver_async(position, _SLEEP)
+        remaining = _remaining(run, wake_at)
         if remaining <= 0:
             return
-        if remaining > run.suspend_after:
-            run.unwind(Suspended(run.workflow_id, wake_at, None))
-        run.check_lease()
         await run.wait_async(remaining)
 
 
