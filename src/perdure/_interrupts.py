@@ -18,7 +18,7 @@ import json
 import threading
 from collections.abc import Awaitable
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ._context import current_scope
 from ._errors import Cancelled, DeadlineExceeded, LeaseLost
@@ -28,8 +28,6 @@ from .storage import STEP_CANCELLED, StepRecord
 if TYPE_CHECKING:
     from ._clock import Clock
     from .storage import Lease, WorkflowRecord
-
-T = TypeVar("T")
 
 
 class Interrupts:
@@ -199,18 +197,17 @@ class Interrupts:
             return
         self._wakeup.wait(self._cap(seconds))
 
-    async def interruptible(self, awaitable: Awaitable[T]) -> tuple[bool, T | None]:
-        """Await ``awaitable`` unless a cancel or the deadline interrupts it: ``(True,
-        value)``, or ``(False, None)`` when interrupted (a signal is then due)."""
+    async def _interruptible_wait(self, awaitable: Awaitable[Any]) -> None:
+        """Await a wait, which a cancel or the deadline may end early (a signal is then
+        due). The step driver guards a step's body the same way, inline."""
         task = asyncio.current_task()
         assert task is not None
         self._interruptible.add(task)
         try:
-            return True, await awaitable
+            await awaitable
         except asyncio.CancelledError:
             if not self.was_interrupted(task):
                 raise  # a real cancellation: the executor's shutdown
-            return False, None
         finally:
             self._interruptible.discard(task)
 
@@ -231,11 +228,11 @@ class Interrupts:
             return
         seconds = self._cap(seconds)
         if future is None:
-            await self.interruptible(asyncio.sleep(seconds))
+            await self._interruptible_wait(asyncio.sleep(seconds))
             return
         wrapped = asyncio.wrap_future(future)
         try:
-            await self.interruptible(asyncio.wait({wrapped}, timeout=seconds))
+            await self._interruptible_wait(asyncio.wait({wrapped}, timeout=seconds))
         finally:
             wrapped.cancel()
 

@@ -293,7 +293,7 @@ class WorkflowRun(Interrupts):
             token = current_run.set(None)
             attempt: _Attempt | None = None
             # A cancel or the deadline interrupts the body (it sees CancelledError); this is
-            # ``interruptible`` inlined, as it runs for every async step.
+            # ``_interruptible_wait`` inlined, as it runs for every async step.
             task = asyncio.current_task()
             assert task is not None
             self._interruptible.add(task)
