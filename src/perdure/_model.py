@@ -1,0 +1,172 @@
+"""The domain model: the states, outcomes, wait reasons and records that every layer shares.
+
+This module imports nothing from perdure, so that storage, the engine, the worker and
+the client can all build on it without an import cycle. States are ``str`` enums: a
+member *is* its stored text (``WorkflowState.PENDING == "PENDING"``), so records read
+back from either database compare equal to members, and SQL receives them as plain
+parameters, never spliced into statement text.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass
+
+
+class _TextEnum(str, enum.Enum):
+    """A ``str`` enum that prints as its value on every Python version (3.12 changed
+    ``format()`` of mixed-in enums)."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+
+class WorkflowState(_TextEnum):
+    """Where a workflow stands. It is *active* while PENDING or RUNNING; the other three
+    are outcomes, recorded once."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def active(self) -> bool:
+        """Whether a workflow in this state still runs (or waits to)."""
+        return self in ACTIVE_STATES
+
+    @property
+    def terminal(self) -> bool:
+        """Whether this state is an outcome."""
+        return self in TERMINAL_STATES
+
+    @classmethod
+    def parse(cls, text: str) -> WorkflowState:
+        """The state named by ``text`` in any case (``"succeeded"``); ``ValueError`` that
+        lists the valid names otherwise."""
+        try:
+            return cls(text.strip().upper())
+        except ValueError:
+            names = ", ".join(member.value for member in cls)
+            raise ValueError(f"unknown workflow status {text!r}: use one of {names}") from None
+
+
+ACTIVE_STATES = (WorkflowState.PENDING, WorkflowState.RUNNING)
+TERMINAL_STATES = (WorkflowState.SUCCEEDED, WorkflowState.FAILED, WorkflowState.CANCELLED)
+
+
+class StepState(_TextEnum):
+    """What a step's record at its position says.
+
+    RETRYING is an attempt that failed with another attempt due; WAITING is a wait
+    (``recv``, a child's result, ``first``) still waiting, its deadline in
+    ``next_attempt_at``; both are replaced by the final record at the same position.
+    CANCELLED is where a cancellation (or a deadline) reached the workflow: replay
+    raises it again there.
+    """
+
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    RETRYING = "RETRYING"
+    WAITING = "WAITING"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def final(self) -> bool:
+        """Whether replay returns (or raises) this record instead of running anything."""
+        return self in (StepState.SUCCEEDED, StepState.FAILED, StepState.CANCELLED)
+
+
+class BreakerState(_TextEnum):
+    """A circuit breaker's state (see ``perdure.CircuitBreaker``)."""
+
+    CLOSED = "CLOSED"
+    OPEN = "OPEN"
+    HALF_OPEN = "HALF_OPEN"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a workflow ended: its terminal state, and its encoded output or error.
+
+    The same value is recorded on the workflow, handed to whoever waits in this
+    process, and delivered to a parent as the payload of a message
+    (``to_json``/``from_json``), whichever store holds it.
+    """
+
+    state: WorkflowState
+    output: str | None = None
+    error: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.state.terminal:
+            raise ValueError(f"an outcome is a terminal state, not {self.state}")
+
+    def to_json(self) -> str:
+        """The outcome as the JSON array ``[state, output, error]``."""
+        return json.dumps([self.state.value, self.output, self.error])
+
+    @classmethod
+    def from_json(cls, text: str) -> Outcome:
+        """The outcome that ``to_json`` wrote."""
+        state, output, error = json.loads(text)
+        return cls(WorkflowState(state), output, error)
+
+
+class WaitKind(_TextEnum):
+    """What a suspended workflow waits for; the prefix of its stored ``wait_topic``."""
+
+    #: A message on a topic (``perdure.recv``); stored as the bare topic.
+    MESSAGE = ""
+    #: A child workflow's outcome.
+    CHILD = "perdure.child:"
+    #: A step's next attempt after a failed one.
+    RETRY = "perdure.retry:"
+    #: A probe that must pass before a step's next attempt.
+    PROBE = "perdure.probe:"
+    #: A circuit breaker that must close.
+    BREAKER = "perdure.breaker:"
+
+
+_PREFIXED = (WaitKind.CHILD, WaitKind.RETRY, WaitKind.PROBE, WaitKind.BREAKER)
+
+
+@dataclass(frozen=True)
+class WaitReason:
+    """Why a workflow waits: a kind and what it is about (a topic, a child's ID, a step,
+    a probe or a breaker's name). A sleep has no reason (``wait_topic`` NULL)."""
+
+    kind: WaitKind
+    subject: str
+
+    @property
+    def topic(self) -> str:
+        """The text stored as the workflow's ``wait_topic``; a message wait is woken by a
+        message on exactly this topic."""
+        return self.kind.value + self.subject
+
+    @classmethod
+    def parse(cls, topic: str) -> WaitReason:
+        """The reason a stored ``wait_topic`` holds."""
+        for kind in _PREFIXED:
+            if topic.startswith(kind.value):
+                return cls(kind, topic[len(kind.value) :])
+        return cls(WaitKind.MESSAGE, topic)
+
+    def describe(self, at: str) -> str:
+        """What the workflow waits for, for people; ``at`` is when it looks again."""
+        if self.kind is WaitKind.RETRY:
+            return f"the next attempt of step {self.subject!r} at {at}"
+        if self.kind is WaitKind.PROBE:
+            return f"probe {self.subject} to pass (next probe at {at})"
+        if self.kind is WaitKind.BREAKER:
+            return f"circuit breaker {self.subject!r} to close (next look at {at} at the latest)"
+        if self.kind is WaitKind.CHILD:
+            return f"child workflow {self.subject!r} to finish (until {at} at the latest)"
+        topic = f"topic {self.subject!r}" if self.subject else "the default topic"
+        return f"a message on {topic} (until {at} at the latest)"
