@@ -19,7 +19,8 @@ from ._clock import Clock, SystemClock
 from ._context import current_run
 from ._errors import ConfigurationError, WorkflowNotFoundError
 from ._executor import Executor
-from ._handle import Notifier, WorkflowHandle, WorkflowStatus
+from ._handle import WorkflowHandle, WorkflowStatus
+from ._notifier import Notifier
 from ._registry import WORKFLOW_ATTR, StepDef, WorkflowDef
 from ._registry import Registry as _Registry
 from ._retry import NO_RETRY, Retry

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from ._bridge import FutureBridge
 from ._context import task_factory
 from ._errors import CheckpointFailed, ContinueAsNew, LeaseLost, PerdureError, Suspended
+from ._model import Outcome
 from ._runtime import WorkflowRun
 from .storage import ACTIVE_STATUSES, ExecutorRecord, Lease, StepRecord, WorkflowRecord
 
@@ -270,16 +271,13 @@ class Executor:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _complete(
-        self, run: WorkflowRun, outcome: tuple[str, str | None, str | None]
-    ) -> Future[bool]:
-        status, output, error = outcome
+    def _complete(self, run: WorkflowRun, outcome: Outcome) -> Future[bool]:
         return self.store.complete_workflow(
             run.workflow_id,
             run.lease,
-            status,
-            output,
-            error,
+            outcome.state,
+            outcome.output,
+            outcome.error,
             self.clock.time(),
             parent_id=run.record.parent_id,
         )
@@ -411,7 +409,7 @@ class Executor:
     def _finish(
         self,
         run: WorkflowRun,
-        outcome: tuple[str, str | None, str | None] | None,
+        outcome: Outcome | None,
         exc: BaseException | None,
     ) -> None:
         if outcome is not None:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
-from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -19,6 +17,8 @@ from ._errors import (
     WorkflowNotFoundError,
     WorkflowTimeoutError,
 )
+from ._model import Outcome
+from ._notifier import Notifier as Notifier  # re-exported for older imports
 from ._serialization import decode_error
 from .storage import (
     ACTIVE_STATUSES,
@@ -35,55 +35,6 @@ if TYPE_CHECKING:
     from ._app import App
 
 R = TypeVar("R")
-
-#: (status, output, error) of a finished workflow.
-Outcome = tuple[str, "str | None", "str | None"]
-
-
-class Notifier:
-    """Tells waiters in this process the moment a workflow finishes here, so that a local
-    ``result()`` needs no polling."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._waiters: dict[str, list[Future[Outcome | None]]] = {}
-
-    def subscribe(self, workflow_id: str) -> Future[Outcome | None]:
-        """A future that resolves with the outcome if the workflow finishes in this process,
-        or with None when it may have finished elsewhere."""
-        future: Future[Outcome | None] = Future()
-        with self._lock:
-            self._waiters.setdefault(workflow_id, []).append(future)
-        return future
-
-    def unsubscribe(self, workflow_id: str, future: Future[Outcome | None]) -> None:
-        """Forget a waiter that stopped waiting."""
-        with self._lock:
-            waiters = self._waiters.get(workflow_id)
-            if waiters and future in waiters:
-                waiters.remove(future)
-                if not waiters:
-                    del self._waiters[workflow_id]
-
-    def notify(self, workflow_id: str, outcome: Outcome | None) -> None:
-        """Resolve every waiter of the workflow with its outcome, or with None to make
-        them look at the store (the workflow finished in another process)."""
-        with self._lock:
-            waiters = self._waiters.pop(workflow_id, [])
-        for future in waiters:
-            if not future.done():
-                future.set_result(outcome)
-
-    def poke(self, workflow_id: str) -> None:
-        """Make the workflow's waiters look at the store now."""
-        self.notify(workflow_id, None)
-
-    def poke_all(self) -> None:
-        """Make every waiter look at the store now (events may have been missed)."""
-        with self._lock:
-            workflow_ids = list(self._waiters)
-        for workflow_id in workflow_ids:
-            self.poke(workflow_id)
 
 
 def _time(value: float | None) -> datetime | None:
@@ -244,14 +195,13 @@ class WorkflowHandle(Generic[R]):
         return definition.return_hint if definition else Any
 
     def _decode(self, name: str, outcome: Outcome) -> R:
-        status, output, error = outcome
-        if status == SUCCEEDED:
+        if outcome.state == SUCCEEDED:
             self._name = name
-            value: R = self._app.serializer.loads(output or "null", self.return_hint())
+            value: R = self._app.serializer.loads(outcome.output or "null", self.return_hint())
             return value
-        if status == CANCELLED:
+        if outcome.state == CANCELLED:
             raise WorkflowCancelledError(self.workflow_id)
-        raise decode_error(error or "{}", WorkflowFailedError)
+        raise decode_error(outcome.error or "{}", WorkflowFailedError)
 
     def status(self) -> WorkflowStatus:
         """The workflow's status and recorded steps, read from the store now."""
@@ -281,7 +231,7 @@ class WorkflowHandle(Generic[R]):
             try:
                 record = self._record()
                 if record.status in TERMINAL_STATUSES:
-                    return self._decode(record.name, (record.status, record.output, record.error))
+                    return self._decode(record.name, Outcome.of(record))
                 wait = self._wait(record, deadline, timeout)
                 try:
                     outcome = waiter.result(timeout=wait)
@@ -308,7 +258,7 @@ class WorkflowHandle(Generic[R]):
             try:
                 record = await asyncio.to_thread(self._record)
                 if record.status in TERMINAL_STATUSES:
-                    return self._decode(record.name, (record.status, record.output, record.error))
+                    return self._decode(record.name, Outcome.of(record))
                 wait = self._wait(record, deadline, timeout)
                 done, _ = await asyncio.wait({wrapped}, timeout=wait)
                 if done and (outcome := wrapped.result()) is not None:

@@ -107,6 +107,11 @@ class Outcome:
         if not self.state.terminal:
             raise ValueError(f"an outcome is a terminal state, not {self.state}")
 
+    @classmethod
+    def of(cls, record: WorkflowRecord) -> Outcome:
+        """The outcome a finished workflow's record holds."""
+        return cls(WorkflowState(record.status), record.output, record.error)
+
     def to_json(self) -> str:
         """The outcome as the JSON array ``[state, output, error]``."""
         return json.dumps([self.state.value, self.output, self.error])
@@ -170,3 +175,117 @@ class WaitReason:
             return f"child workflow {self.subject!r} to finish (until {at} at the latest)"
         topic = f"topic {self.subject!r}" if self.subject else "the default topic"
         return f"a message on {topic} (until {at} at the latest)"
+
+
+# -- records: what the stores hold ------------------------------------------------------
+@dataclass(frozen=True)
+class NewWorkflow:
+    """What ``create_workflow`` inserts."""
+
+    id: str
+    name: str
+    inputs: str
+    serializer: str
+    app_version: str
+    created_at: float
+    #: The workflow that starts this one as its child.
+    parent_id: str | None = None
+    #: When it must have finished (``app.start(..., timeout=)``).
+    deadline_at: float | None = None
+
+
+@dataclass(frozen=True)
+class WorkflowRecord:
+    """One workflow as stored."""
+
+    id: str
+    name: str
+    status: str
+    inputs: str
+    output: str | None
+    error: str | None
+    serializer: str
+    app_version: str
+    owner: str | None
+    epoch: int
+    lease_expires_at: float | None
+    note: str | None
+    recoveries: int
+    created_at: float
+    updated_at: float
+    finished_at: float | None
+    #: Set while the workflow is suspended: no executor claims it before this time.
+    wake_at: float | None = None
+    #: The message topic a suspended ``recv`` waits on ("" is the default topic); None
+    #: for a sleep.
+    wait_topic: str | None = None
+    #: The workflow that started this one as its child.
+    parent_id: str | None = None
+    #: When ``app.cancel`` asked it (or an ancestor) to cancel.
+    cancel_requested_at: float | None = None
+    #: When it must have finished, if started with a timeout.
+    deadline_at: float | None = None
+    #: How many times it continued as new.
+    generation: int = 0
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One recorded step (or recorded value such as ``perdure.now()``) of a workflow.
+
+    ``position`` is the step's deterministic place in the workflow ("0", "1",
+    "3.0" for the first step of a task the workflow created at its place 3).
+    """
+
+    position: str
+    name: str
+    status: str
+    output: str | None
+    error: str | None
+    attempts: int
+    next_attempt_at: float | None
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class ExecutorRecord:
+    """A process that runs workflows, as it registered itself."""
+
+    id: str
+    host: str
+    pid: int
+    app_version: str
+    started_at: float
+    heartbeat_at: float
+    lease_expires_at: float
+    stopped_at: float | None
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Proof of ownership that every fenced write carries.
+
+    A write succeeds only while the workflow's stored owner and epoch are still
+    these; an executor that took the workflow over has bumped the epoch.
+    """
+
+    owner: str
+    epoch: int
+
+
+@dataclass(frozen=True)
+class BreakerRecord:
+    """A circuit breaker as stored (see ``Store.count_breaker_failure``)."""
+
+    name: str
+    state: str
+    failures: int
+    window_start: float | None
+    opened_at: float | None
+    retry_at: float | None
+    probe_holder: str | None
+    probe_expires_at: float | None
+    last_error: str | None
+    updated_at: float
+    #: Workflows parked on it (``list_breakers`` only).
+    parked: int = 0

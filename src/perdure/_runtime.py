@@ -39,18 +39,16 @@ from ._errors import (
     Suspended,
     WorkflowCancelledError,
 )
-from ._handle import Notifier
 from ._interrupts import Interrupts
+from ._model import Outcome, WorkflowState
+from ._notifier import Notifier
 from ._registry import StepDef, WorkflowDef
 from ._serialization import Serializer, decode_call, decode_error, encode_error
 from .storage import (
-    CANCELLED,
-    FAILED,
     STEP_CANCELLED,
     STEP_FAILED,
     STEP_RETRYING,
     STEP_SUCCEEDED,
-    SUCCEEDED,
     Lease,
     StepRecord,
     Store,
@@ -441,7 +439,7 @@ class WorkflowRun(Interrupts):
             f"workflow {self.definition.name!r}",
         )
 
-    def execute(self) -> tuple[str, str | None, str | None]:
+    def execute(self) -> Outcome:
         """Run a synchronous workflow function to its outcome (in a fresh context)."""
         try:
             args, kwargs = self._enter()
@@ -449,7 +447,7 @@ class WorkflowRun(Interrupts):
         except (Exception, Cancelled) as exc:
             return self.outcome(None, exc)
 
-    async def execute_async(self) -> tuple[str, str | None, str | None]:
+    async def execute_async(self) -> Outcome:
         """Run an async workflow function to its outcome (inside its own task)."""
         try:
             args, kwargs = self._enter()
@@ -457,11 +455,12 @@ class WorkflowRun(Interrupts):
         except (Exception, Cancelled) as exc:
             return self.outcome(None, exc)
 
-    def outcome(self, result: Any, exc: BaseException | None) -> tuple[str, str | None, str | None]:
+    def outcome(self, result: Any, exc: BaseException | None) -> Outcome:
         """``(status, output, error)`` to record for a workflow that returned or raised."""
         if exc is None:
             try:
-                return SUCCEEDED, self.serializer.dumps(result, self.definition.return_hint), None
+                output = self.serializer.dumps(result, self.definition.return_hint)
+                return Outcome(WorkflowState.SUCCEEDED, output)
             except SerializationError as error:
                 exc = SerializationError(
                     f"workflow {self.workflow_id!r} ({self.definition.name}) returned a value "
@@ -472,10 +471,11 @@ class WorkflowRun(Interrupts):
             log.warning("%s", exc)
         elif isinstance(exc, Cancelled):
             log.info("workflow %s cancelled", self.workflow_id)
-            return CANCELLED, None, encode_error(WorkflowCancelledError(self.workflow_id))
+            cancelled = encode_error(WorkflowCancelledError(self.workflow_id))
+            return Outcome(WorkflowState.CANCELLED, None, cancelled)
         if isinstance(exc, NonDeterminismError):
             log.error("%s", exc)
-        return FAILED, None, encode_error(exc)
+        return Outcome(WorkflowState.FAILED, None, encode_error(exc))
 
 
 def _call_with_timeout(definition: StepDef, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
