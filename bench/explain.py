@@ -33,20 +33,22 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench import run as R  # noqa: E402
+from bench.cpu import proc_stat  # noqa: E402
+from bench.settings import DEFAULT_POSTGRES_URL, STORES  # noqa: E402
 from bench.workloads import build  # noqa: E402
+from bench.workspace import PostgresWorkspace, SQLiteWorkspace, Workspace  # noqa: E402
 
 
-def workspace(store: str, url: str) -> R.Workspace:
+def workspace(store: str, url: str) -> Workspace:
     if store == "postgresql":
-        return R.PostgresWorkspace(url, keep=False)
-    return R.SQLiteWorkspace(None, "full", keep=False)
+        return PostgresWorkspace(url, keep=False)
+    return SQLiteWorkspace(None, "full", keep=False)
 
 
 def thread_cpu() -> dict[int, float]:
     out = {}
     for tid in os.listdir("/proc/self/task"):
-        stat = R._proc_stat(f"self/task/{tid}")
+        stat = proc_stat(f"self/task/{tid}")
         if stat is not None:
             out[int(tid)] = stat[1]
     return out
@@ -165,7 +167,7 @@ def _pg_tables(url: str, workflows: int) -> tuple[Any, Any, str, list[str]]:
 
     import psycopg
 
-    ws = R.PostgresWorkspace(url, keep=False)
+    ws = PostgresWorkspace(url, keep=False)
     schema = f"bench_{uuid.uuid4().hex[:12]}"
     conn = psycopg.connect(ws.conninfo, autocommit=True)
     conn.execute(f"CREATE SCHEMA {schema}")
@@ -301,10 +303,10 @@ def batch_write(url: str, n: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("what", choices=("threads", "sequential", "lone-write", "batch-write"))
-    parser.add_argument("store", nargs="?", choices=R.STORES, default="postgresql")
+    parser.add_argument("store", nargs="?", choices=STORES, default="postgresql")
     parser.add_argument("kind", nargs="?", choices=("async", "gather", "loop"), default="async")
     parser.add_argument("-n", type=int, default=None)
-    parser.add_argument("--postgres-url", default=R.DEFAULT_POSTGRES_URL)
+    parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
     args = parser.parse_args()
     url = args.postgres_url
     if args.what == "threads":

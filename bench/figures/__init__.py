@@ -1,0 +1,1 @@
+"""The figures of ../shared/BENCHMARK.md, one module each."""
