@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint typecheck clean
+.PHONY: demo test bench bench-compare lint typecheck clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ test: $(STAMP)  ## the whole test suite
 
 bench: $(STAMP)  ## the benchmark of ../shared/BENCHMARK.md; numbers go to docs/performance.md
 	$(BIN)/python bench/run.py
+
+# make bench-compare OLD=main NEW=HEAD [ARGS="--quick --store sqlite"]; NEW=. is src/ as is
+bench-compare: $(STAMP)  ## the benchmark of two revisions in turns: a before/after table
+	@test -n "$(OLD)" -a -n "$(NEW)" || { echo "usage: make bench-compare OLD=rev NEW=rev [ARGS=...]"; exit 2; }
+	$(BIN)/python bench/compare.py $(OLD) $(NEW) $(ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench examples

@@ -42,6 +42,15 @@ def src_modified() -> bool:
         return False
 
 
+def _exported(head: str) -> str:
+    """What to call a perdure that is not this checkout's src/: the revision bench/compare.py
+    exported it from (it says so in ``PERDURE_BENCH_REVISION``), else unknown."""
+    revision = os.environ.get("PERDURE_BENCH_REVISION")
+    if revision:
+        return f"{revision} (exported; this checkout's HEAD is {head})"
+    return f"? (not this checkout's src/; HEAD is {head})"
+
+
 def machine() -> dict[str, Any]:
     cpu = "?"
     try:
@@ -84,7 +93,7 @@ def machine() -> dict[str, Any]:
         "psycopg": psycopg_version,
         "platform": platform.platform(),
         "perdure_path": str(path),
-        "perdure_commit": commit if local else f"? (not this checkout's src/; HEAD is {commit})",
+        "perdure_commit": commit if local else _exported(commit),
         "src_modified": src_modified() if local else None,
         "loadavg_at_start": loadavg,
     }

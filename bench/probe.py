@@ -22,6 +22,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import perdure as perdure_module
+
 
 class CommitCounter:
     """The size of every transaction perdure's group committer runs (one ``_run`` call =
@@ -113,6 +115,9 @@ def serve_worker_probe(directory: str) -> None:
         recent, seen = sizes[seen:], len(sizes)
         return {
             "pid": pid,
+            # Which perdure the worker imported: the benchmark checks it is the one it
+            # measures itself (an exported revision, for bench/compare.py).
+            "perdure_path": str(Path(perdure_module.__file__).resolve().parent),
             "cpu_s": times.user + times.system,
             "completed": completions.snapshot(),
             "transactions": len(sizes),

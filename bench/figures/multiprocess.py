@@ -14,7 +14,7 @@ from typing import Any
 from bench.common import log
 from bench.cpu import Load
 from bench.probe import summarize
-from bench.workers import spawn_worker, stop_worker, submit
+from bench.workers import perdure_root, spawn_worker, stop_worker, submit
 from bench.workloads import build
 from bench.workspace import Workspace
 
@@ -36,6 +36,16 @@ def _probe_snapshot(
                 raise RuntimeError(f"workers {set(pids) - set(answers)} did not answer the probe")
             time.sleep(0.002)
     return answers
+
+
+def _check_imports(answers: dict[int, dict[str, Any]]) -> None:
+    """The workers must measure the perdure this process imported (e.g. an exported
+    revision), not another copy found on their path."""
+    mine = str(perdure_root() / "perdure")
+    for pid, answer in answers.items():
+        theirs = answer.get("perdure_path", mine)
+        if theirs != mine:
+            raise RuntimeError(f"worker {pid} imported perdure from {theirs}, not {mine}")
 
 
 def _multiprocess_once(
@@ -69,6 +79,7 @@ def _multiprocess_once(
             time.sleep(0.01)
         pids = [p.pid for p in procs]
         before = _probe_snapshot(probe_dir, 1, pids)
+        _check_imports(before)
         load = Load(ws.server_cpu)
         own0 = time.process_time()
         t0 = time.perf_counter()
