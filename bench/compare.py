@@ -47,6 +47,7 @@ elif str(ROOT) not in sys.path:
 
 from bench import compare_table  # noqa: E402
 from bench.common import log  # noqa: E402
+from bench.cpu import settle  # noqa: E402
 from bench.settings import DEFAULT_POSTGRES_URL, RESULTS, SECTIONS, STORE_SECTIONS, STORES  # noqa: E402
 
 #: The revision name that means this checkout's src/ as it is (uncommitted edits too).
@@ -193,6 +194,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--rounds", type=int, default=1, help="repeat the interleaved sequence; medians"
     )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=0.0,
+        help="before each figure, wait up to this many seconds for other processes to go "
+        "quiet (default 0)",
+    )
     parser.add_argument("--synchronous", choices=("full", "normal"), default="full")
     parser.add_argument(
         "--postgres-url",
@@ -247,6 +255,10 @@ def main(argv: list[str] | None = None) -> int:
                     order = (old, new) if turn % 2 == 0 else (new, old)
                     turn += 1
                     log(f"[{store}] {section} (round {round_ + 1} of {args.rounds})")
+                    if args.settle > 0:
+                        quiet = settle(args.settle)
+                        if not quiet["quiet"]:
+                            log(f"    busy: others use {quiet['foreign_cores']:.2f} cores")
                     for revision in order:
                         got = run_figure(revision, store, section, passthrough, out_dir)
                         if "failed" in got:
@@ -304,7 +316,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{store}: skipped ({why})\n")
     print(
         "new/old in floors: each side divided by (latency) or multiplied by (throughput) the "
-        "floor commit measured around it.\n"
+        "floor commit measured around it; change: judged on new/old.\nother cores: CPU "
+        "that other processes used during the figure (a side measured on a busier machine "
+        "is pessimistic; see --settle, --rounds).\n"
         f"{failures} failed run(s); {report['elapsed_s']:.0f} s in all"
     )
     output = Path(args.output or RESULTS / f"compare-{old.commit}-{new.commit}.json")

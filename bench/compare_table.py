@@ -127,6 +127,8 @@ def rows(
             continue
         o_sections, n_sections = old.get(metric.section, []), new.get(metric.section, [])
         o, n = _median(_values(metric, o_sections)), _median(_values(metric, n_sections))
+        o_load = _median([s["foreign_cores"] for s in o_sections if "foreign_cores" in s])
+        n_load = _median([s["foreign_cores"] for s in n_sections if "foreign_cores" in s])
         o_floor = _median([s["floor_us"] for s in o_sections])
         n_floor = _median([s["floor_us"] for s in n_sections])
         ratio = n / o if o and n is not None else None
@@ -148,6 +150,9 @@ def rows(
                 "higher_is_better": metric.higher_is_better,
                 "old_floor_us": o_floor,
                 "new_floor_us": n_floor,
+                # Cores other processes used during the figure, on each side.
+                "old_other_cores": o_load,
+                "new_other_cores": n_load,
             }
         )
     return out
@@ -178,6 +183,10 @@ def _change(row: dict[str, Any]) -> str:
     return f"{abs(ratio - 1) * 100:.0f} % {'better' if better else 'worse'}"
 
 
+def _cores(old: float | None, new: float | None) -> str:
+    return "/".join("?" if c is None else f"{c:.2f}" for c in (old, new))
+
+
 def markdown(
     store_rows: list[dict[str, Any]], title: str, old_label: str, new_label: str
 ) -> list[str]:
@@ -191,12 +200,13 @@ def markdown(
         "change",
         "old floor µs",
         "new floor µs",
+        "other cores old/new",
     ]
     lines = [
         f"### {title}",
         "",
         "| " + " | ".join(header) + " |",
-        "|" + "|".join(["---"] + ["---:"] * 4 + ["---"] + ["---:"] * 2) + "|",
+        "|" + "|".join(["---"] + ["---:"] * 4 + ["---"] + ["---:"] * 3) + "|",
     ]
     for row in store_rows:
         cells = [
@@ -208,6 +218,7 @@ def markdown(
             _change(row),
             _number(row["old_floor_us"]) if row["old_floor_us"] is not None else "",
             _number(row["new_floor_us"]) if row["new_floor_us"] is not None else "",
+            _cores(row["old_other_cores"], row["new_other_cores"]),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
