@@ -36,3 +36,8 @@ typecheck: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+.PHONY: example
+example: $(STAMP)  ## one example of examples/, e.g. make example NAME=chaining (checkout: make demo)
+	@test -f "examples/$(NAME)/main.py" || { echo "usage: make example NAME=<$$(cd examples && ls */main.py | cut -d/ -f1 | paste -sd'|' -)>" >&2; exit 2; }
+	$(BIN)/python examples/$(NAME)/main.py

@@ -44,11 +44,14 @@ def load_example(name: str) -> Iterator[ModuleType]:
                 del sys.modules[loaded]
 
 
-def run_script(name: str, timeout: float = 60) -> str:
+def run_script(name: str, timeout: float = 60, database_url: str | None = None) -> str:
     """Run ``python examples/<name>/main.py`` as a user would, from the repository root, on
-    the default database (a scratch folder); returns its output, after checking that it
-    succeeded and left none of the processes it names ("pid N") running."""
+    the default database (a scratch folder) or on ``database_url`` (as
+    ``PERDURE_DATABASE_URL``); returns its output, after checking that it succeeded and
+    left none of the processes it names ("pid N") running."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PERDURE_")}
+    if database_url is not None:
+        env["PERDURE_DATABASE_URL"] = database_url
     done = subprocess.run(
         [sys.executable, str(EXAMPLES / name / "main.py")],
         cwd=EXAMPLES.parent,

@@ -4,6 +4,7 @@ escalated to the manager and approved; one that nobody gives."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -50,11 +51,25 @@ def test_nobody_answers_and_it_expires(main: ModuleType) -> None:
     decision = handle.result(timeout=30)
     assert decision == main.approval.Decision(approved=False, by=None, escalated=True)
     assert recipients(main) == ["ada", "grace", "sam"]
-    assert outbox(main)[-1]["text"] == "expense-3 expired: nobody decided in time"
+    assert outbox(main)[-1]["text"] == f"{claim.id} expired: nobody decided in time"
 
 
 @pytest.mark.slow
 def test_script_runs() -> None:
     out = run_script("human_interaction")
-    assert "expense-1: Decision(approved=True, by='ada', escalated=False)" in out
-    assert "expense-2: Decision(approved=True, by='grace', escalated=True)" in out
+    assert re.search(r"expense-1-\w{6}: Decision\(approved=True, by='ada', escalated=False\)", out)
+    assert re.search(r"expense-2-\w{6}: Decision\(approved=True, by='grace', escalated=True\)", out)
+
+
+@pytest.mark.slow
+def test_script_runs_again_on_the_same_database(database_url: str) -> None:
+    # A workflow ID names one workflow for good: a second run that reused the first run's
+    # IDs found those workflows finished, and waited in vain for them to start waiting.
+    first = run_script("human_interaction", database_url=database_url)
+    second = run_script("human_interaction", database_url=database_url)
+    runs = [re.search(r"workflow IDs end in -(\w{6})", out) for out in (first, second)]
+    assert runs[0] and runs[1] and runs[0].group(1) != runs[1].group(1), (first, second)
+    for out, run in zip((first, second), runs, strict=True):
+        assert (
+            f"expense-2-{run.group(1)}: Decision(approved=True, by='grace', escalated=True)" in out
+        )

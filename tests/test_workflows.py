@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 import uuid
@@ -326,8 +327,8 @@ def test_sqlite_settings(tmp_path) -> None:
         assert store.synchronous == "NORMAL"  # type: ignore[attr-defined]
     finally:
         store.close()
-    conn = sqlite3.connect(tmp_path / "n.db")
-    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    with contextlib.closing(sqlite3.connect(tmp_path / "n.db")) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     with pytest.raises(perdure.ConfigurationError, match="synchronous"):
         open_store(f"sqlite:///{tmp_path}/x.db?synchronous=sometimes")
     with pytest.raises(perdure.ConfigurationError, match="unsupported database URL"):

@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,11 +23,13 @@ from .processes import Worker, Workers
 from .servers import LocalServer
 
 __all__ = [
+    "RUN",
     "JsonlTail",
     "LocalServer",
     "Worker",
     "Workers",
     "read_jsonl",
+    "run_id",
     "say",
     "scratch_folder",
     "show_logs",
@@ -34,6 +37,17 @@ __all__ = [
 ]
 
 _started = time.monotonic()
+
+#: This run's tag, at the end of the ID of every workflow the example starts. A workflow
+#: ID names one workflow for good (starting it again finds the one already recorded), so
+#: an example run a second time on the same database (``PERDURE_DATABASE_URL``) would
+#: find its workflows of the first run, finished, instead of starting new ones.
+RUN = uuid.uuid4().hex[:6]
+
+
+def run_id(name: str) -> str:
+    """``name`` made this run's own: ``word-report`` -> ``word-report-3f9a2c``."""
+    return f"{name}-{RUN}"
 
 
 def say(text: str) -> None:
@@ -64,6 +78,15 @@ def scratch_folder(prefix: str) -> Iterator[Path]:
     folder = Path(tempfile.mkdtemp(prefix=f"perdure-{prefix}-"))
     previous = Path.cwd()
     os.chdir(folder)
+    where = (
+        "the database named by PERDURE_DATABASE_URL"
+        if os.environ.get("PERDURE_DATABASE_URL")
+        else "./perdure.db there"
+    )
+    say(
+        f"Working in {folder}, on {where}; this run's workflow IDs end in -{RUN}, so that "
+        "it can run again on the same database"
+    )
     try:
         yield folder
     finally:

@@ -16,13 +16,24 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # examples/, for _support
 
 import agent
-from _support import JsonlTail, LocalServer, Workers, read_jsonl, say, scratch_folder, wait_for
+from _support import (
+    JsonlTail,
+    LocalServer,
+    Workers,
+    read_jsonl,
+    run_id,
+    say,
+    scratch_folder,
+    wait_for,
+)
 from fake_llm import FakeLLM
 
 HERE = Path(__file__).resolve().parent
 QUESTION = "Should I take an umbrella in Paris tomorrow?"
 #: The LLM call in progress when worker 1 is killed.
 KILL_AT_TURN = 3
+#: The conversation's workflow ID; the LLM request IDs derive from it.
+AGENT_ID = run_id("agent")
 
 
 @dataclass
@@ -68,7 +79,7 @@ def run(workdir: Path) -> Outcome:
         first.wait_ready()
         say(f"Worker 1 (pid {first.pid}) is running: python -m perdure worker agent:app")
         # This process is only a client: it records the workflow, a worker runs it.
-        handle = agent.app.start(agent.agent, QUESTION, workflow_id="agent-1")
+        handle = agent.app.start(agent.agent, QUESTION, workflow_id=AGENT_ID)
         say(f"Asked the agent: {QUESTION!r}")
 
         def holding() -> bool:

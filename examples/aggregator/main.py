@@ -14,12 +14,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # examples/, for _support
 
 import totals
-from _support import say, scratch_folder, wait_for
+from _support import run_id, say, scratch_folder, wait_for
 
 app = totals.app
 
+#: The stores of this run: each store's name is its aggregator's workflow ID.
+PARIS, LYON = run_id("store-paris"), run_id("store-lyon")
 #: (store, amount, event ID) of each sale, in the order they happen.
-SALES = [("store-paris" if n % 3 else "store-lyon", 10 + n, f"sale-{n}") for n in range(1, 13)]
+SALES = [(PARIS if n % 3 else LYON, 10 + n, f"sale-{n}") for n in range(1, 13)]
 #: A sale delivered a second time (its sender timed out waiting for the ack, and retried).
 REDELIVERED = SALES[2]
 

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # examples/, fo
 
 import httpx
 import service
-from _support import LocalServer, say, scratch_folder
+from _support import LocalServer, run_id, say, scratch_folder
 
 REGIONS = ["north", "south", "east", "west"]
 
@@ -42,8 +42,9 @@ def describe(progress: dict[str, Any] | None) -> str:
     return f": {progress['done']} of {progress['of']} regions done{now}"
 
 
-def run(base_url: str, key: str = "sales-2026-q1") -> Outcome:
-    """Be the API's client: start a report, follow it to its result."""
+def run(base_url: str, key: str = run_id("sales-2026-q1")) -> Outcome:
+    """Be the API's client: start a report, follow it to its result. The
+    Idempotency-Key names this request (of this run): a retry of it finds its job."""
     with httpx.Client(base_url=base_url, timeout=10) as client:
         created = client.post(
             "/reports", json={"regions": REGIONS}, headers={"Idempotency-Key": key}

@@ -16,7 +16,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # examples/, for _support
 
 import pipeline
-from _support import JsonlTail, Worker, Workers, say, scratch_folder, wait_for
+from _support import JsonlTail, Worker, Workers, run_id, say, scratch_folder, wait_for
 
 HERE = Path(__file__).resolve().parent
 
@@ -78,7 +78,7 @@ def run(workdir: Path) -> Outcome:
         # This process never launches the app: it is a client that records the workflow,
         # and a worker picks it up.
         handle = pipeline.app.start(
-            pipeline.word_report, str(source), str(destination), workflow_id="word-report"
+            pipeline.word_report, str(source), str(destination), workflow_id=run_id("word-report")
         )
         say(f"Started workflow {handle.workflow_id}: {' -> '.join(pipeline.STEPS)}")
 

@@ -5,12 +5,14 @@
 2. A client places five orders: each starts a ``checkout`` workflow.
 3. At the first stock reservation, before its answer is sent, the Inventory Update
    service goes down: its process is killed, and its port refuses connections.
-4. Every payment is authorized; every inventory update fails once (attempt 1), and
-   from then on waits for the service's health probe (``shop.INVENTORY_RETRY``): the
-   workflows are suspended, no attempt is used, and the customers are told "payment
-   received, your order will be confirmed shortly".
-5. The worker is killed with SIGKILL during the outage: it held none of them.
-6. A new worker goes on probing, on the recorded probe backoff; still no attempt used.
+4. Every payment is authorized; every inventory update fails once (attempt 1) and
+   waits out its short backoff in place, its workflow held by the worker. Seen so in
+   the database, the worker is killed with SIGKILL: the kill interrupts them.
+5. Once the dead worker's leases run out, a new worker takes the workflows over and
+   replays them: each waits for the service's health probe (``shop.INVENTORY_RETRY``),
+   suspended, no further attempt used, and the customers are told "payment received,
+   your order will be confirmed shortly".
+6. The new worker goes on probing, on the recorded probe backoff; still no attempt used.
 7. Inventory Update comes back on the same port with its state; each order's probe
    passes and its attempt 2 gets through; every order completes.
 8. Check the services' own records (one charge, one reservation and one e-mail per
@@ -30,12 +32,9 @@ import shutil
 import signal
 import sys
 import tempfile
-import textwrap
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -44,6 +43,16 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from cluster import Cluster, ClusterError, cluster, refuses_connections  # noqa: E402
+from narration import (  # noqa: E402
+    OrderState,
+    Output,
+    dollars,
+    elapsed,
+    narrate,
+    order_state,
+    paragraph,
+    say,
+)
 from services import TITLES  # noqa: E402
 
 CUSTOMERS = ("ada", "grace", "alan", "edsger", "barbara")
@@ -52,11 +61,6 @@ ORDER_COUNT = 5
 #: Seconds each service takes to answer once it has done its work. The warehouse's
 #: second lets the outage, which begins at the first reservation, catch every order.
 LATENCY = {"intake": 0.1, "payment": 0.3, "inventory": 1.0, "confirmation": 0.2}
-STEPS = ("take_order", "authorize_payment", "update_inventory", "confirm_order")
-WIDTH = 100
-
-_print_lock = threading.Lock()
-_started = time.monotonic()
 
 
 class DemoFailed(Exception):
@@ -66,177 +70,6 @@ class DemoFailed(Exception):
 def check(condition: bool, message: str) -> None:
     if not condition:
         raise DemoFailed(message)
-
-
-# -- printing ------------------------------------------------------------------------------
-
-
-def say(text: str = "") -> None:
-    """Print one line (the reader threads print the processes' lines too)."""
-    with _print_lock:
-        print(text, flush=True)
-
-
-def paragraph(text: str, first: str = "", rest: str = "    ") -> None:
-    say(
-        textwrap.fill(
-            text,
-            WIDTH,
-            initial_indent=first,
-            subsequent_indent=rest,
-            break_long_words=False,
-            break_on_hyphens=False,
-        )
-    )
-
-
-def narrate(text: str, label: str = "") -> None:
-    """A paragraph stamped with the time since the demo started."""
-    head = f"[{time.monotonic() - _started:4.1f}s] {label}"
-    paragraph(text, head, " " * len(head))
-
-
-def dollars(cents: int) -> str:
-    return f"${cents / 100:,.2f}"
-
-
-_LOG = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (\w+) ([\w.]+): (.*)$")
-_RETRY = re.compile(
-    r"workflow (\S+) step \S+ \((\w+)\) attempt (\d+) failed: (\w+)\((.*)\); next attempt in (.*)$"
-)
-_PROBE_FAILED = re.compile(
-    r"workflow (\S+) step \S+ \((\w+)\): probe (.+?) failed \((.*)\); "
-    r"attempt (\d+) waits for it to pass, next probe in (.*)$"
-)
-_PROBE_PASSED = re.compile(
-    r"workflow (\S+) step \S+ \((\w+)\): probe (.+?) passed after (\d+) failure\(s\); "
-    r"attempt (\d+) runs$"
-)
-#: How a step's ``waiting_for`` counts its failed probes.
-_PROBE_FAILURES = re.compile(r"\(failed (\d+) time\(s\)\)$")
-
-
-QUOTES = "'\""
-
-
-class Output:
-    """Prints the children's lines, indented and tagged with the process they come from,
-    and counts what the workers log about the inventory updates.
-
-    During the outage a worker logs a failed probe per order every two seconds, so only
-    each worker's first one for each order is shown. The workers' httpx logs a line per
-    request, which the services' own lines already say.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._shown_probes: set[tuple[str, str]] = set()
-        self.hidden_probes = 0
-        #: (worker, order) -> failed attempts of update_inventory it logged
-        self.failed_attempts: Counter[tuple[str, str]] = Counter()
-        #: (worker, order) -> failed probes it logged
-        self.failed_probes: Counter[tuple[str, str]] = Counter()
-        #: order -> (worker, failed probes in all, the attempt that then ran)
-        self.passed: dict[str, tuple[str, int, int]] = {}
-
-    def __call__(self, name: str, line: str) -> None:
-        match = _LOG.match(line)
-        if match:
-            level, logger, line = match.groups()
-            if logger.startswith(("httpx", "httpcore")) and level == "INFO":
-                return
-            shown = self._worker_line(name, line)
-            if shown is None:
-                return
-            if shown:
-                line = shown
-            elif level != "INFO":
-                line = f"{level} {line}"
-        say(f"    | [{name}] {line}")
-
-    def _worker_line(self, name: str, line: str) -> str | None:
-        """The line to show for a perdure log line about a step ("" for: as it is), or
-        None to hide it."""
-        retry = _RETRY.match(line)
-        if retry:
-            order_id, step, attempt, error, message, wait = retry.groups()
-            with self._lock:
-                self.failed_attempts[name, order_id] += 1
-            return (
-                f"{order_id} {step} attempt {attempt} failed: {error}: "
-                f"{message.strip(QUOTES)}; next attempt in {wait}"
-            )
-        failed = _PROBE_FAILED.match(line)
-        if failed:
-            order_id, step, probe, why, attempt, wait = failed.groups()
-            with self._lock:
-                self.failed_probes[name, order_id] += 1
-                if (name, order_id) in self._shown_probes:
-                    self.hidden_probes += 1
-                    return None
-                self._shown_probes.add((name, order_id))
-            return (
-                f"{order_id} {step}: probe failed ({why}); attempt {attempt} waits for it, "
-                f"next probe in {wait}"
-            )
-        passed = _PROBE_PASSED.match(line)
-        if passed:
-            order_id, step, probe, failures, attempt = passed.groups()
-            with self._lock:
-                self.passed[order_id] = (name, int(failures), int(attempt))
-            return (
-                f"{order_id} {step}: probe passed after {failures} failure(s); "
-                f"attempt {attempt} runs"
-            )
-        return ""
-
-    def probes_by(self, worker: str, order_id: str) -> int:
-        with self._lock:
-            return self.failed_probes[worker, order_id]
-
-
-# -- reading the state ---------------------------------------------------------------------
-
-
-@dataclass
-class OrderState:
-    """Where one order's workflow stands, as perdure's database says."""
-
-    status: str
-    owner: str | None  # the executor that runs it now; None while suspended
-    waiting_for: str | None  # what the suspended workflow waits for (status().waiting_for)
-    done: tuple[str, ...]  # the steps that completed, in order
-    inventory_attempts: int  # attempts of update_inventory so far
-    probe_failures: int  # failed probes of its retry so far (while it waits for the probe)
-    next_probe_in: float | None  # seconds until its next probe
-
-    @property
-    def on_the_probe(self) -> bool:
-        """Suspended (no executor holds it) until its next probe of the inventory service."""
-        return (
-            self.owner is None
-            and self.waiting_for is not None
-            and self.waiting_for.startswith("probe ")
-            and self.probe_failures > 0
-        )
-
-
-def order_state(client: Any, order_id: str) -> OrderState:
-    status = client.retrieve(order_id).status()
-    steps = {s.name: s for s in status.steps if s.name in STEPS}
-    done = tuple(name for name in STEPS if name in steps and steps[name].status == "SUCCEEDED")
-    inventory = steps.get("update_inventory")
-    attempts = failures = 0
-    next_in = None
-    if inventory is not None:
-        attempts = inventory.attempts
-        counted = _PROBE_FAILURES.search(inventory.waiting_for or "")
-        failures = int(counted.group(1)) if counted else 0
-        if counted and inventory.next_attempt_at is not None:
-            next_in = inventory.next_attempt_at.timestamp() - time.time()
-    return OrderState(
-        status.status, status.owner, status.waiting_for, done, attempts, failures, next_in
-    )
 
 
 def make_order(n: int) -> dict[str, Any]:
@@ -337,9 +170,9 @@ class Demo:
         self.start()
         self.place_orders()
         self.cut_inventory_off()
-        self.wait_for_the_probe()
         at_kill = self.kill_the_worker()
-        self.take_over(at_kill)
+        suspended = self.take_over(at_kill)
+        self.keep_probing(suspended)
         receipts = self.bring_inventory_back()
         self.prove(receipts)
         self.stop()
@@ -386,15 +219,96 @@ class Demo:
             "3. ",
         )
 
-    def wait_for_the_probe(self) -> None:
-        def on_the_probe(s: OrderState) -> bool:
-            return "authorize_payment" in s.done and s.inventory_attempts == 1 and s.on_the_probe
+    def kill_the_worker(self) -> dict[str, OrderState]:
+        worker = self.running.workers[-1]
+        retry = self.shop.INVENTORY_RETRY
+        # Each inventory update fails its attempt 1 at the outage, then waits out its
+        # backoff in place, in a thread of worker 1: observed in the database (its attempt
+        # recorded, the workflow owned), that is when worker 1 dies.
+        states = self.wait_for_states(
+            lambda s: s.inventory_attempts == 1, 30, "every order's attempt 1 to fail"
+        )
+        code = worker.kill()
+        check(code == -signal.SIGKILL, f"worker 1 exited with {code}, expected -9")
+        held_before = [oid for oid, s in states.items() if s.owner is not None]
+        narrate(
+            "Every inventory update fails: attempt 1, refused or cut off. shop.INVENTORY_RETRY "
+            f"waits {retry.initial_interval} s before the next attempt, in place (shorter than "
+            "the worker's suspend_after of 1 s), so worker 1 holds each workflow meanwhile. "
+            f"Seeing worker 1 own {len(held_before)} of them in perdure's database, the demo "
+            f"kills it (pid {worker.pid}) with SIGKILL: no cleanup, no goodbye, like a crash "
+            "or a pulled plug.",
+            "4. ",
+        )
+        # Nothing changes in the database until the next worker starts: this is exact.
+        at_kill = self.outage_states()
+        narrate(f"Worker 1 killed (exit code {code}). What perdure's database says now:", "   ")
+        self.table(at_kill)
+        for oid, s in at_kill.items():
+            check(s.status == "RUNNING", f"{oid} is {s.status} at the kill, expected RUNNING")
+            check("authorize_payment" in s.done, f"{oid}'s payment is not recorded: {s.done}")
+            check(s.inventory_attempts == 1, f"{oid} has {s.inventory_attempts} attempts, not 1")
+        held = [oid for oid, s in at_kill.items() if s.owner is not None]
+        if held:
+            others = len(at_kill) - len(held)
+            rest = (
+                f" The other {others} had already suspended, waiting for their next probe."
+                if others
+                else ""
+            )
+            paragraph(
+                f"Worker 1 held {len(held)} of the {ORDER_COUNT} workflows when it died "
+                f"({', '.join(held)}), in the middle of their retry: the kill interrupted them. "
+                "The database still names worker 1 as their owner: a worker on another machine "
+                "would take them over once worker 1's lease on them ran out (lease_seconds after "
+                "its last heartbeat); one on this machine sees at once that worker 1's process "
+                f"is gone.{rest}",
+                "       ",
+                "       ",
+            )
+        else:
+            paragraph(
+                f"Worker 1 held none of the {ORDER_COUNT} workflows when it died: all had "
+                "suspended already, waiting for their next probe, so the kill interrupted "
+                "nothing (this machine was slow to look).",
+                "       ",
+                "       ",
+            )
+        return at_kill
 
-        states = self.wait_for_states(on_the_probe, 30, "every order to wait for the probe")
+    def take_over(self, at_kill: dict[str, OrderState]) -> dict[str, OrderState]:
+        worker = self.running.start_worker()
+        narrate(
+            f"Started worker 2 (pid {worker.pid}). It finds worker 1's process gone, releases "
+            "the workflows worker 1 held, claims them and replays them from their checkpoints: "
+            "intake and payment return their recorded results without calling the services "
+            "again, and the inventory update, its attempt 1 recorded as failed, goes on to "
+            "wait for the probe.",
+            "5. ",
+        )
+        worker.wait_ready()
+
+        def on_the_probe(oid: str, s: OrderState) -> bool:
+            return (
+                "authorize_payment" in s.done
+                and s.inventory_attempts == 1
+                and s.on_the_probe
+                and self.output.probes_by(worker.name, oid) >= 1
+            )
+
+        seen: dict[str, OrderState] = {}
+
+        def all_on_the_probe() -> bool:
+            seen.update(self.outage_states())
+            return all(on_the_probe(oid, s) for oid, s in seen.items())
+
+        # A lease runs out at the latest lease_seconds after worker 1's last heartbeat.
+        lease = self.shop.app.settings.lease_seconds
+        self.wait_for(all_on_the_probe, lease + 30, "worker 2 to take over every order")
         retry = self.shop.INVENTORY_RETRY
         narrate(
-            "Every payment is authorized, and every inventory update has failed once "
-            "(attempt 1). Since then perdure has not tried again: shop.INVENTORY_RETRY is "
+            "Every inventory update has failed once (attempt 1), and perdure has not tried "
+            "again: shop.INVENTORY_RETRY is "
             f'Retry(max_attempts={retry.max_attempts}, wait_for=health_probe("inventory"), '
             "...), so the next attempt waits for a probe of Inventory Update's GET /health "
             "to pass, and while it fails no attempt runs and none is counted. Between probes "
@@ -402,9 +316,9 @@ class Demo:
             "is probed again "
             f"after {retry.probe_interval} s, then every {retry.probe_max_interval} s. "
             "What perdure's database says:",
-            "4. ",
+            "   ",
         )
-        self.table(states)
+        self.table(seen)
         status = self.client.retrieve(self.order_ids[0]).status()
         step = next(s for s in status.steps if s.name == "update_inventory")
         first = self.order_ids[0]
@@ -421,60 +335,17 @@ class Demo:
             say(f"       {oid} ({self.orders[oid]['customer']}): {event!r}")
             expected = self.shop.PAYMENT_RECEIVED
             check(event == expected, f"{oid}'s status is {event!r}, expected {expected!r}")
+        return dict(seen)
 
-    def kill_the_worker(self) -> dict[str, OrderState]:
+    def keep_probing(self, before: dict[str, OrderState]) -> None:
         worker = self.running.workers[-1]
-        narrate(
-            f"Killing worker 1 (pid {worker.pid}) with SIGKILL in the middle of the outage: "
-            "no cleanup, no goodbye, like a crash or a pulled plug.",
-            "5. ",
-        )
-        # At a moment when every workflow is suspended, as they are nearly all the time.
-        self.wait_for_states(lambda s: s.on_the_probe, 20, "every order to be suspended")
-        code = worker.kill()
-        check(code == -signal.SIGKILL, f"worker 1 exited with {code}, expected -9")
-        # Nothing changes in the database until the next worker starts: this is exact.
-        at_kill = self.outage_states()
-        narrate(f"Worker 1 killed (exit code {code}). What perdure's database says now:", "   ")
-        self.table(at_kill)
-        for oid, s in at_kill.items():
-            check(s.status == "RUNNING", f"{oid} is {s.status} at the kill, expected RUNNING")
-            check("authorize_payment" in s.done, f"{oid}'s payment is not recorded: {s.done}")
-            check(s.inventory_attempts == 1, f"{oid} has {s.inventory_attempts} attempts, not 1")
-        held = [oid for oid, s in at_kill.items() if s.owner is not None]
-        if not held:
-            paragraph(
-                f"Worker 1 held none of the {ORDER_COUNT} workflows when it died: all were "
-                "suspended, waiting for their next probe, so the kill interrupted nothing.",
-                "       ",
-                "       ",
-            )
-        else:
-            paragraph(
-                f"Worker 1 was probing {', '.join(held)} at that instant; the next worker "
-                "takes it over. The others were suspended: the kill interrupted nothing of theirs.",
-                "       ",
-                "       ",
-            )
-        return at_kill
-
-    def take_over(self, at_kill: dict[str, OrderState]) -> None:
-        worker = self.running.start_worker()
-        narrate(
-            f"Started worker 2 (pid {worker.pid}). It claims each workflow when its next probe "
-            "is due and replays it from its checkpoints: intake and payment return their "
-            "recorded results without calling the services again, and the inventory update "
-            "goes on waiting for the probe, with its recorded attempt count and probe backoff.",
-            "6. ",
-        )
-        worker.wait_ready()
 
         # Twice each, so that worker 2 is seen to go on probing on the recorded backoff.
         def probed_again(oid: str, s: OrderState) -> bool:
             return (
                 self.output.probes_by(worker.name, oid) >= 2
                 and s.on_the_probe
-                and s.probe_failures > at_kill[oid].probe_failures
+                and s.probe_failures > before[oid].probe_failures
             )
 
         seen: dict[str, OrderState] = {}
@@ -483,12 +354,12 @@ class Demo:
             seen.update(self.outage_states())
             return all(probed_again(oid, s) for oid, s in seen.items())
 
-        self.wait_for(all_probed_again, 20, "worker 2 to probe every order during the outage")
+        self.wait_for(all_probed_again, 20, "worker 2 to probe every order again")
         narrate(
-            "Worker 2's probes are refused too, twice for each order by now: the outage is not "
-            "over. Still one attempt per order; each workflow is suspended again until its next "
-            "probe:",
-            "   ",
+            "Worker 2 goes on probing on the recorded backoff; its probes are refused, twice "
+            "for each order by now: the outage is not over. Still one attempt per order; each "
+            "workflow is suspended again until its next probe:",
+            "6. ",
         )
         self.table(seen)
         for oid, s in seen.items():
@@ -624,7 +495,7 @@ class Demo:
             f"which used no attempt: {probes}{hidden}. No customer saw an error: they were "
             'told "payment received, your order will be confirmed shortly", then "confirmed".'
         )
-        paragraph(f"Total time: {time.monotonic() - _started:.1f} s.")
+        paragraph(f"Total time: {elapsed():.1f} s.")
         say()
 
     def stop(self) -> None:

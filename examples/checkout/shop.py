@@ -70,7 +70,8 @@ def health_probe(service: str) -> perdure.probes.Probe:
 
 
 #: Inventory Update is retried once the service is back, not on a clock: after a failed
-#: attempt (and a short backoff) the next attempt waits for the service's health probe.
+#: attempt (and a short backoff, waited in place: the worker holds the workflow meanwhile,
+#: and the demo kills it then) the next attempt waits for the service's health probe.
 #: While the probe fails no attempt runs and none is counted, however long the outage
 #: lasts, so five attempts are plenty; the workflow is suspended meanwhile (no thread
 #: held in any worker) and probed again after 1.25 s, then every 2 s. Each probe wait is
@@ -79,7 +80,7 @@ def health_probe(service: str) -> perdure.probes.Probe:
 #: minute, say). Each failed probe is recorded, so a crash keeps the wait.
 INVENTORY_RETRY = perdure.Retry(
     max_attempts=5,
-    initial_interval=0.25,
+    initial_interval=0.75,
     retry_on=(httpx.TransportError, ServiceUnavailable),
     wait_for=health_probe("inventory"),
     probe_interval=1.25,

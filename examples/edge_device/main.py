@@ -19,7 +19,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # examples/, for _support
 
 import device
-from _support import LocalServer, say, scratch_folder, show_logs, wait_for
+from _support import LocalServer, run_id, say, scratch_folder, show_logs, wait_for
 from collector import Collector
 
 from perdure import WorkflowHandle
@@ -73,9 +73,12 @@ def run(workdir: Path) -> Outcome:
         os.environ["COLLECTOR_URL"] = link.url
         say(f"Collector up on {link.url}")
         handle = device.app.start(
-            device.edge_device, DEVICE, READINGS, INTERVAL, workflow_id=DEVICE
+            device.edge_device, DEVICE, READINGS, INTERVAL, workflow_id=run_id(DEVICE)
         )
-        say(f"{DEVICE} starts: {READINGS} readings, one every {INTERVAL} s, each uploaded")
+        say(
+            f"{DEVICE} starts ({handle.workflow_id}): {READINGS} readings, one every "
+            f"{INTERVAL} s, each uploaded"
+        )
 
         def synced(count: int) -> bool:
             narrate()

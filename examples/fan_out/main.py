@@ -20,7 +20,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # examples/, for _support
 
 import thumbnails
-from _support import JsonlTail, Worker, Workers, say, scratch_folder, wait_for
+from _support import JsonlTail, Worker, Workers, run_id, say, scratch_folder, wait_for
 
 HERE = Path(__file__).resolve().parent
 app = thumbnails.app
@@ -89,7 +89,7 @@ def mirror_statuses(job_id: str) -> dict[str, str]:
 def run(workdir: Path, variant: str) -> Outcome:
     """Run the scenario for the ``sync`` or ``async`` job in ``workdir`` (the current
     folder), narrating it."""
-    job_id = f"{ALBUM}-{variant}"
+    job_id = run_id(f"{ALBUM}-{variant}")
     make_album(workdir)
     out = workdir / f"thumbnails-{variant}"
     out.mkdir()

@@ -18,13 +18,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # examples/, for _support
 
 import approval
-from _support import JsonlTail, say, scratch_folder, wait_for
+from _support import JsonlTail, run_id, say, scratch_folder, wait_for
 
 app = approval.app
 
 
 def expense(number: int) -> approval.Expense:
-    return approval.Expense(f"expense-{number}", "sam", 40 * number, "ada", "grace")
+    """Claim ``number`` of this run: its ID is the workflow's (``expense-1-3f9a2c``)."""
+    return approval.Expense(run_id(f"expense-{number}"), "sam", 40 * number, "ada", "grace")
 
 
 class Outbox:

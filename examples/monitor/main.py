@@ -18,14 +18,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # examples/, for _support
 
 import watcher
-from _support import LocalServer, say, scratch_folder, wait_for
+from _support import LocalServer, run_id, say, scratch_folder, wait_for
 from deployment import Deployment
 
 from perdure import WorkflowHandle
 
 app = watcher.app
 
-MONITOR_ID = "rollout-v2"
+MONITOR_ID = run_id("rollout-v2")
 REPLICAS = 4
 #: Seconds between two checks (minutes, in real life).
 INTERVAL = 0.2
