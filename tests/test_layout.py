@@ -32,13 +32,35 @@ CLIENT_MODULES = (
     "perdure._client",
     "perdure._options",
     "perdure._settings",
-    "perdure._starting",
+    "perdure._display",
     "perdure._handle",
-    "perdure._status",
     "perdure._notifier",
     "perdure._breaker",
     "perdure._registry",
 )
+
+
+#: The engine's modules, rewritten in parallel: their imports of the client modules
+#: (``App`` under TYPE_CHECKING, ``WorkflowHandle`` lazily) go when the engine takes a
+#: host ``Protocol``; until then the client's own check leaves those edges out.
+ENGINE_MODULES = (
+    "perdure._runtime",
+    "perdure._interrupts",
+    "perdure._waiting",
+    "perdure._children",
+    "perdure._recorded",
+    "perdure._conditions",
+    "perdure._continue",
+    "perdure._context",
+)
+
+
+def _is_engine(name: str) -> bool:
+    return name in ENGINE_MODULES or name.startswith("perdure._engine")
+
+
+def _is_client(name: str) -> bool:
+    return name in CLIENT_MODULES or name.startswith("perdure._worker")
 
 
 def _module_name(path: Path) -> str:
@@ -177,10 +199,14 @@ def test_no_import_cycles() -> None:
 
 def test_no_cycle_through_the_client_modules() -> None:
     graph, _ = _graph()
-    mine = set(CLIENT_MODULES) | {name for name in graph if name.startswith("perdure._worker")}
-    for component in _cycles(_package_edges(graph)):
-        # A cycle among engine modules is theirs; one that the client modules close is ours.
-        closing = [name for name in component if name in mine and name != PACKAGE]
+    # Without the engine's edges back up into the client modules, no cycle may pass
+    # through a client module: the client and worker only call down into the engine.
+    edges = {
+        name: {t for t in targets if not (_is_engine(name) and _is_client(t))}
+        for name, targets in _package_edges(graph).items()
+    }
+    for component in _cycles(edges):
+        closing = [name for name in component if _is_client(name) and name != PACKAGE]
         assert not closing, f"import cycle through {closing}: {component}"
 
 
@@ -196,12 +222,8 @@ def test_no_imports_inside_functions() -> None:
 
 def test_the_client_modules_import_nothing_inside_functions() -> None:
     _, lazy = _graph()
-    mine = set(CLIENT_MODULES)
     offending = [
-        edge
-        for edge in lazy
-        if (edge[0] in mine or edge[0].startswith("perdure._worker"))
-        and edge not in ALLOWED_FUNCTION_IMPORTS
+        edge for edge in lazy if _is_client(edge[0]) and edge not in ALLOWED_FUNCTION_IMPORTS
     ]
     assert offending == []
 
@@ -225,7 +247,6 @@ def test_no_client_module_is_over_600_lines() -> None:
     long = {
         name: lines
         for name, path in modules.items()
-        if (name in CLIENT_MODULES or name.startswith("perdure._worker"))
-        and (lines := len(path.read_text().splitlines())) > MAX_LINES
+        if _is_client(name) and (lines := len(path.read_text().splitlines())) > MAX_LINES
     }
     assert long == {}
