@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import threading
 import time
 from typing import Any
@@ -114,10 +115,11 @@ def test_the_run_table_strands_and_retries_under_its_lock() -> None:
     stop = threading.Event()
     errors: list[BaseException] = []
 
-    def strand() -> None:
+    def strand(name: str) -> None:
         i = 0
         while not stop.is_set():
-            table.strand(f"w-{i}", 0.0)
+            # Most are not due: the stranded set grows, and each look iterates it all.
+            table.strand(f"{name}-{i}", 0.0 if i % 10 == 0 else 9.0)
             i += 1
 
     def take() -> None:
@@ -127,15 +129,21 @@ def test_the_run_table_strands_and_retries_under_its_lock() -> None:
         except BaseException as exc:  # noqa: BLE001 - the test reports it
             errors.append(exc)
 
-    threads = [threading.Thread(target=strand) for _ in range(3)] + [threading.Thread(target=take)]
-    for thread in threads:
-        thread.start()
-    time.sleep(0.5)
-    stop.set()
-    for thread in threads:
-        thread.join()
+    threads = [threading.Thread(target=strand, args=(str(n),)) for n in range(3)]
+    threads.append(threading.Thread(target=take))
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        for thread in threads:
+            thread.start()
+        time.sleep(0.5)
+        stop.set()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(switch)
     assert errors == []
-    assert table.take_stranded(1.0)  # what the writers stranded after the taker stopped
+    table.take_stranded(10.0)  # what the writers stranded, due or not
     table.strand("late", 5.0)
     assert table.take_stranded(1.0) == [] and table.take_stranded(5.0) == ["late"]
 
