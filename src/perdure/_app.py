@@ -102,9 +102,9 @@ class App:
         """Make this process's executor look for work now (nothing when not launched)."""
         self.client.wake()
 
-    def runs_here(self, owner: str | None) -> bool:
+    def owned_here(self, owner: str | None) -> bool:
         """Whether ``owner`` (a workflow's lease holder) is this process's executor."""
-        return self.client.runs_here(owner)
+        return self.client.owned_here(owner)
 
     def _started(self, new: NewWorkflow, record: WorkflowRecord, created: bool) -> None:
         # Today's child starts (``_children``) report a created child through this.

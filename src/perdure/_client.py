@@ -74,6 +74,7 @@ class Client:
         self._pushed = False
         self._worker: Executor | None = None
         self._warned_no_executor = False
+        self._executors_checked_at = float("-inf")
 
     # -- the store -------------------------------------------------------------------------
 
@@ -136,9 +137,6 @@ class Client:
         """This process's worker, while one is attached (the app is launched)."""
         return self._worker
 
-    #: The older name of ``worker`` (the engine's child starts still read it).
-    executor = worker
-
     def attach(self, worker: Executor | None) -> None:
         """Run what this client starts on ``worker`` (None: on no worker in this process)."""
         self._worker = worker
@@ -149,7 +147,7 @@ class Client:
         if worker is not None:
             worker.wake()
 
-    def runs_here(self, owner: str | None) -> bool:
+    def owned_here(self, owner: str | None) -> bool:
         """Whether ``owner`` (a workflow's lease holder) is this process's worker."""
         worker = self._worker
         return worker is not None and owner is not None and owner == worker.id
@@ -160,6 +158,9 @@ class Client:
         if self._warned_no_executor or self._worker is not None:
             return
         now = self.clock.time()
+        if now - self._executors_checked_at < self.settings.report_interval:
+            return  # looked lately: one query per run would be too many for a client
+        self._executors_checked_at = now
         version = self.settings.app_version
         live = any(
             executor.app_version == version
@@ -222,7 +223,13 @@ class Client:
                 f"it was not started again as {new.name!r}: choose another ID"
             )
         worker = self._worker
-        if worker is not None:
+        if worker is None:
+            return
+        if record.owner is None:
+            # No slot was free (or one was only reserved by a claim round under way): let
+            # the next claim round look now rather than at its next tick.
+            worker.wake()
+        else:
             worker.started(record, created)
 
     def start_with(

@@ -64,7 +64,7 @@ class HandleHost(Protocol):
     @property
     def wait_interval(self) -> float: ...
 
-    def runs_here(self, owner: str | None) -> bool:
+    def owned_here(self, owner: str | None) -> bool:
         """Whether ``owner`` (a workflow's lease holder) is this process's executor."""
         ...
 
@@ -283,7 +283,7 @@ class WorkflowHandle(Generic[R]):
 
     def _wait(self, record: WorkflowRecord, deadline: float | None, timeout: float | None) -> float:
         wait = self._app.wait_interval
-        if self._app.runs_here(record.owner):
+        if self._app.owned_here(record.owner):
             # It runs here, and its end wakes us at once: look at the store only rarely
             # (it could still be taken over by another executor).
             wait = max(wait, self._app.settings.lease_seconds / 3)
