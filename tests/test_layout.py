@@ -33,6 +33,7 @@ CLIENT_MODULES = (
     "perdure._options",
     "perdure._settings",
     "perdure._display",
+    "perdure._executor",
     "perdure._handle",
     "perdure._notifier",
     "perdure._breaker",
