@@ -35,28 +35,39 @@ class Gauge:
 
 
 def test_max_workflows_bounds_workflows_started_in_this_process(make_app) -> None:
+    # Regression: with max_workflows=2, ten workflows started in the same process ran at
+    # once (only claims were bounded).
     app = make_app(max_workflows=2)
     gauge = Gauge()
+    go = threading.Event()
 
     @app.workflow
     def busy(i: int) -> int:
         gauge.enter()
-        time.sleep(0.1)
+        go.wait(10)
+        time.sleep(0.05)
         gauge.leave()
         return i
 
     @app.workflow
     async def busy_async(i: int) -> int:
         gauge.enter()
-        await asyncio.sleep(0.1)
+        while not go.is_set():
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
         gauge.leave()
         return i
 
     with app:
         handles = [app.start(busy, i) for i in range(5)]
         handles += [app.start(busy_async, i) for i in range(5, 10)]
-        # Beyond the bound, a start records its workflow unowned, for a later claim.
-        assert [h.status().owner is None for h in handles].count(True) >= 8
+        # The first two run here; beyond the bound, a start records its workflow unowned
+        # (PENDING), for a claim when there is room.
+        owners = [h.status().owner for h in handles]
+        executor = app.executor
+        assert executor is not None and owners[:2] == [executor.id] * 2
+        assert owners[2:] == [None] * 8
+        go.set()
         assert [h.result(timeout=30) for h in handles] == list(range(10))
         assert app.executor is not None and app.executor.running == 0
     assert gauge.most == 2
