@@ -128,3 +128,13 @@ def test_run_without_any_executor_warns_once(make_app, caplog: pytest.LogCapture
         worker.launch()
         waiting.join(10)
     assert caplog.text.count("no executor of app version") == 1
+
+
+def test_the_app_holds_a_client_and_a_worker_instead_of_inheriting_mixins(
+    app: perdure.App,
+) -> None:
+    assert perdure.App.__mro__ == (perdure.App, object)
+    assert app.worker is None and app.client.worker is None
+    with app:
+        assert app.worker is app.executor is app.client.worker is not None
+    assert app.worker is None and app.client.worker is None
