@@ -47,6 +47,7 @@ SAMPLE = textwrap.dedent(
     app.options(timeout=3).run(ship, {"a": "b"})
     app.start(checkout)
     app.options(workflow_id=1)
+    reveal_type(app.start(checkout, {"a": 1}, timeout=3))
     """
 )
 
@@ -83,6 +84,7 @@ def test_start_and_run_are_checked_against_the_workflow(tmp_path: Path) -> None:
         '"def (amount: int) -> float"',
         '"perdure._handle.WorkflowHandle[int]"',
         # The older form, options as keywords: accepted, its arguments unchecked.
+        '"perdure._handle.WorkflowHandle[Any]"',
         '"perdure._handle.WorkflowHandle[Any]"',
         '"perdure._handle.WorkflowHandle[Any]"',
     ], result.stdout
