@@ -48,6 +48,26 @@ SAMPLE = textwrap.dedent(
     app.start(checkout)
     app.options(workflow_id=1)
     reveal_type(app.start(checkout, {"a": 1}, timeout=3))
+
+    # What the engine calls back into (its host): the app and its client both are one.
+    from typing import Any, Protocol
+
+    class Host(Protocol):
+        @property
+        def store(self) -> perdure.storage.Store: ...
+        @property
+        def serializer(self) -> perdure.Serializer: ...
+        @property
+        def clock(self) -> perdure.Clock: ...
+        @property
+        def registry(self) -> Any: ...
+        @property
+        def settings(self) -> perdure.Settings: ...
+        @property
+        def notifier(self) -> Any: ...
+        def wake(self) -> None: ...
+
+    hosts: list[Host] = [app, app.client]
     """
 )
 
