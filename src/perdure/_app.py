@@ -1,91 +1,49 @@
-"""The ``App``: registers workflows and steps, starts them, and runs an executor."""
+"""The ``App``: registers workflows and steps, and holds a client and a worker.
+
+The client (``perdure._client``) starts, finds and talks to workflows through the
+store; the worker (``perdure._worker``) runs them in this process once the app is
+launched. ``App`` keeps the public methods of both, delegating.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
-import logging
 import os
-import threading
-import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
-from ._breaker import Breakers, CircuitBreaker
+from ._breaker import BreakerStatus, CircuitBreaker
+from ._children import start_child, start_child_async
+from ._client import (
+    Client,
+    cancel_from_workflow,
+    cancel_from_workflow_async,
+    send_from_workflow,
+    send_from_workflow_async,
+)
 from ._clock import Clock, SystemClock
 from ._context import current_run
-from ._errors import ConfigurationError, WorkflowNotFoundError
-from ._executor import Executor
+from ._errors import ConfigurationError
 from ._handle import WorkflowHandle, WorkflowStatus
 from ._notifier import Notifier
-from ._registry import WORKFLOW_ATTR, StepDef, WorkflowDef
+from ._options import Starter, StartOptions
+from ._registry import WORKFLOW_ATTR, WorkflowDef
 from ._registry import Registry as _Registry
-from ._retry import NO_RETRY, Retry
-from ._serialization import JSONSerializer, Serializer, encode_call
-from ._starting import Starting
-from ._talking import Talking
-from .storage import (
-    EVENT_CANCEL,
-    EVENT_DONE,
-    EVENT_EVENT,
-    EVENT_READY,
-    EVENT_RESYNC,
-    EVENT_WAKE,
-    NewWorkflow,
-    Store,
-    WorkflowRecord,
-    open_store,
-)
-
-
-def _cancel_step(app: App, workflow_id: str) -> bool:
-    return app._cancel(workflow_id)
-
-
-async def _cancel_step_async(app: App, workflow_id: str) -> bool:
-    return await asyncio.to_thread(app._cancel, workflow_id)
-
-
-_CANCEL = StepDef("perdure.cancel", _cancel_step, False, NO_RETRY)
-_CANCEL_ASYNC = StepDef("perdure.cancel", _cancel_step_async, True, NO_RETRY)
+from ._retry import Retry
+from ._serialization import JSONSerializer, Serializer
+from ._settings import DEFAULT_DATABASE_URL, Settings
+from ._worker import Executor
+from .storage import NewWorkflow, Store, WorkflowRecord
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-log = logging.getLogger("perdure")
-
-#: The database used when neither ``App(url)`` nor ``PERDURE_DATABASE_URL`` names one.
-DEFAULT_DATABASE_URL = "sqlite:///perdure.db"
+__all__ = ["DEFAULT_DATABASE_URL", "App", "Settings"]
 
 
-@dataclass(frozen=True)
-class Settings:
-    """How an app's executor behaves; every field has a keyword of the same name on ``App``."""
-
-    #: Recorded on every workflow this app starts; an executor only runs its own version.
-    app_version: str = field(default_factory=lambda: os.environ.get("PERDURE_APP_VERSION", "1"))
-    #: How long a lease lasts without a heartbeat (heartbeats come every third of it).
-    lease_seconds: float = 15.0
-    #: How often the executor looks for work that others started, and waiters poll.
-    poll_interval: float = 0.2
-    #: Threads for synchronous workflows (each running one holds one).
-    max_threads: int = 64
-    #: Workflows one executor runs at once; it claims no more.
-    max_workflows: int = 1000
-    #: How often workflows that no executor can run are reported.
-    report_interval: float = 30.0
-    #: Seconds that shutdown waits for running workflows before releasing them.
-    shutdown_grace: float = 10.0
-    #: A workflow that waits (sleep, recv, a retry's backoff, a failing probe, an open
-    #: circuit breaker) longer than this is suspended: it holds no thread or memory until
-    #: it wakes. Shorter waits wait in place.
-    suspend_after: float = 1.0
-
-
-class App(Starting, Talking, Breakers):
+class App:
     """A set of durable workflows and steps, bound to one database.
 
     ``App()`` uses ``PERDURE_DATABASE_URL``, or the SQLite file ``./perdure.db``.
@@ -112,11 +70,15 @@ class App(Starting, Talking, Breakers):
         except TypeError as exc:
             raise ConfigurationError(f"unknown App setting: {exc}") from exc
         self.registry = _Registry()
-        self.notifier = Notifier()
-        self._store: Store | None = None
-        self._store_lock = threading.Lock()
-        self._executor: Executor | None = None
-        self._pushed = False
+        #: Starts, finds and talks to workflows (the app's public methods delegate to it).
+        self.client = Client(
+            self.database_url,
+            serializer=self.serializer,
+            clock=self.clock,
+            settings=self.settings,
+            registry=self.registry,
+        )
+        self._worker: Executor | None = None
 
     def __repr__(self) -> str:
         return f"App({self.database_url!r})"
@@ -124,47 +86,29 @@ class App(Starting, Talking, Breakers):
     @property
     def store(self) -> Store:
         """The store, opened and migrated on first use."""
-        store = self._store
-        if store is None:
-            with self._store_lock:
-                if self._store is None:
-                    opened = open_store(self.database_url)
-                    try:
-                        opened.migrate()
-                        # Pushed events (PostgreSQL) wake waiters and the executor at once;
-                        # without them both poll.
-                        self._pushed = opened.listen(self._on_store_event)
-                    except BaseException:
-                        opened.close()
-                        raise
-                    self._store = opened
-                store = self._store
-        return store
+        return self.client.store
+
+    @property
+    def notifier(self) -> Notifier:
+        """Tells waiters in this process when a workflow finishes here."""
+        return self.client.notifier
 
     @property
     def wait_interval(self) -> float:
-        """How long waiters and the executor sleep between looks at the store: the poll
-        interval, or a slow fallback poll when the store pushes events."""
-        return (
-            max(self.settings.poll_interval, 2.0) if self._pushed else self.settings.poll_interval
-        )
+        """How long waiters and the executor sleep between looks at the store."""
+        return self.client.wait_interval
 
-    def _on_store_event(self, event: str) -> None:
-        executor = self._executor
-        if event.startswith(EVENT_DONE):
-            workflow_id = event[len(EVENT_DONE) :]
-            # One that runs here tells its waiters itself, with its outcome: a poke would
-            # only make them read the store again.
-            if executor is None or not executor.runs_here(workflow_id):
-                self.notifier.poke(workflow_id)
-        elif event.startswith(EVENT_EVENT):
-            self.notifier.poke(event)  # get_event waiters subscribe under the event's name
-        elif event == EVENT_RESYNC:
-            self.notifier.poke_all()
-        if executor is not None and event in (EVENT_CANCEL, EVENT_RESYNC):
-            executor.cancel_pushed()
-        if executor is not None and event in (EVENT_READY, EVENT_RESYNC, EVENT_WAKE):
-            executor.wake()
+    def wake(self) -> None:
+        """Make this process's executor look for work now (nothing when not launched)."""
+        self.client.wake()
+
+    def owned_here(self, owner: str | None) -> bool:
+        """Whether ``owner`` (a workflow's lease holder) is this process's executor."""
+        return self.client.owned_here(owner)
+
+    def _started(self, new: NewWorkflow, record: WorkflowRecord, created: bool) -> None:
+        # Today's child starts (``_children``) report a created child through this.
+        self.client._started(new, record, created)
 
     # -- registration ------------------------------------------------------------------------
 
@@ -198,6 +142,7 @@ class App(Starting, Talking, Breakers):
 
             @functools.wraps(fn)
             async def run_async(*args: Any, **kwargs: Any) -> Any:
+                self._check_direct_call(definition)
                 return await self.run_async(definition.name, *args, **kwargs)
 
             wrapper: Callable[..., Any] = run_async
@@ -205,11 +150,23 @@ class App(Starting, Talking, Breakers):
 
             @functools.wraps(fn)
             def run_sync(*args: Any, **kwargs: Any) -> Any:
+                self._check_direct_call(definition)
                 return self.run(definition.name, *args, **kwargs)
 
             wrapper = run_sync
         setattr(wrapper, WORKFLOW_ATTR, definition.name)
         return wrapper
+
+    def _check_direct_call(self, definition: WorkflowDef) -> None:
+        # Called as a plain function outside any workflow, with no executor here, the
+        # call would record a workflow under a random ID and wait for it forever.
+        if current_run.get() is None and self._worker is None:
+            raise ConfigurationError(
+                f"workflow {definition.name!r} was called directly, but {self!r} is not "
+                "launched, so nothing in this process would run it (nothing was recorded): "
+                "launch the app first (`with app:` or `app.launch()`), or start it with "
+                "`app.start(...)` while a worker runs (`perdure worker module:app`)"
+            )
 
     @overload
     def step(self, fn: Callable[P, R], /) -> Callable[P, R]: ...
@@ -275,21 +232,20 @@ class App(Starting, Talking, Breakers):
     def launch(self) -> None:
         """Start this process's executor: it runs the workflows this app starts and
         recovers interrupted ones. Idempotent."""
-        if self._executor is None:
-            executor = Executor(self)
-            executor.start()
-            self._executor = executor
+        if self._worker is None:
+            worker = Executor(self.client)
+            worker.start()
+            self._worker = worker
+            self.client.attach(worker)
 
     def shutdown(self, grace: float | None = None) -> None:
         """Stop the executor: no new claims, running workflows get ``grace`` seconds to
         finish, the rest are released to other executors; then close the database."""
-        executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(self.settings.shutdown_grace if grace is None else grace)
-        with self._store_lock:
-            store, self._store = self._store, None
-        if store is not None:
-            store.close()
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.shutdown(self.settings.shutdown_grace if grace is None else grace)
+            self.client.attach(None)
+        self.client.close()
 
     def __enter__(self) -> App:
         self.launch()
@@ -306,64 +262,271 @@ class App(Starting, Talking, Breakers):
     @property
     def executor(self) -> Executor | None:
         """This process's executor while launched."""
-        return self._executor
+        return self._worker
 
-    # -- starting and finding workflows -----------------------------------------------------------
+    @property
+    def worker(self) -> Executor | None:
+        """This process's executor while launched (another name for ``executor``)."""
+        return self._worker
 
-    def _prepare(
+    # -- starting workflows ----------------------------------------------------------------
+    # Typed by the workflow's ParamSpec. The options ride on ``app.options(...)``; the
+    # older ``workflow_id=``/``timeout=`` keywords are still taken (last two overloads,
+    # which do not check the arguments).
+
+    def options(self, *, workflow_id: str | None = None, timeout: float | None = None) -> Starter:
+        """Start options as a value: ``app.options(workflow_id="order-42", timeout=60)
+        .start(checkout, order)``. The returned starter's ``start``, ``run``,
+        ``start_async`` and ``run_async`` check the arguments against the workflow.
+
+        ``workflow_id`` makes the start idempotent (a workflow with that ID is not
+        started again); ``timeout`` (seconds) gives the workflow a durable deadline.
+        """
+        return Starter(self, StartOptions(workflow_id=workflow_id, timeout=timeout))
+
+    def start_with(
         self,
+        options: StartOptions,
         fn: Callable[..., Any] | str,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
+    ) -> WorkflowHandle[Any]:
+        """Start ``fn(*args, **kwargs)`` with ``options`` (what ``start`` and the
+        starters of ``options`` call); inside a workflow, a child."""
+        run = current_run.get()
+        if run is not None:
+            return start_child(self, run, fn, args, kwargs, options.workflow_id, options.timeout)
+        return self.client.start_with(options, fn, args, kwargs)
+
+    async def start_with_async(
+        self,
+        options: StartOptions,
+        fn: Callable[..., Any] | str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> WorkflowHandle[Any]:
+        """``start_with`` for coroutines."""
+        run = current_run.get()
+        if run is not None:
+            o = options
+            return await start_child_async(self, run, fn, args, kwargs, o.workflow_id, o.timeout)
+        return await self.client.start_with_async(options, fn, args, kwargs)
+
+    @overload
+    def start(self, fn: str, /, *args: Any, **kwargs: Any) -> WorkflowHandle[Any]: ...
+
+    @overload
+    def start(
+        self, fn: Callable[P, Coroutine[Any, Any, R]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> WorkflowHandle[R]: ...
+
+    @overload
+    def start(
+        self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> WorkflowHandle[R]: ...
+
+    @overload
+    def start(
+        self,
+        fn: Callable[..., Any],
+        /,
+        *args: Any,
         workflow_id: str | None,
         timeout: float | None = None,
-    ) -> tuple[NewWorkflow, str | None, float | None]:
-        definition = self.registry.workflow(fn)
-        inputs = encode_call(
-            self.serializer, definition.fn, args, kwargs, f"workflow {definition.name!r}"
-        )
-        if timeout is not None and timeout <= 0:
-            raise ConfigurationError(
-                f"a workflow timeout must be positive seconds, not {timeout!r}"
-            )
-        now = self.clock.time()
-        new = NewWorkflow(
-            id=workflow_id or str(uuid.uuid4()),
-            name=definition.name,
-            inputs=inputs,
-            serializer=self.serializer.name,
-            app_version=self.settings.app_version,
-            created_at=now,
-            deadline_at=None if timeout is None else now + timeout,
-        )
-        executor = self._executor
-        if executor is None:
-            return new, None, None
-        return new, executor.id, executor.lease_expiry()
+        **kwargs: Any,
+    ) -> WorkflowHandle[Any]: ...
 
-    def _starting(
-        self, workflow_id: str, owner: str | None
-    ) -> contextlib.AbstractContextManager[None]:
-        executor = self._executor
-        if owner is None or executor is None:
-            return contextlib.nullcontext()
-        return executor.starting(workflow_id)
+    @overload
+    def start(
+        self, fn: Callable[..., Any], /, *args: Any, timeout: float | None, **kwargs: Any
+    ) -> WorkflowHandle[Any]: ...
 
-    def _started(self, new: NewWorkflow, record: WorkflowRecord, created: bool) -> None:
-        if not created and record.name != new.name:
-            raise ConfigurationError(
-                f"workflow ID {new.id!r} already belongs to a {record.name!r} workflow; "
-                f"it was not started again as {new.name!r}: choose another ID"
-            )
-        executor = self._executor
-        if executor is None or record.owner != executor.id:
-            return
-        if created:
-            executor.dispatch(record, [])
-        else:
-            # Ours but not created now: an earlier start committed although its caller saw
-            # an error (the connection died at COMMIT). Run it unless it already runs.
-            executor.adopt(record.id)
+    def start(
+        self, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any
+    ) -> WorkflowHandle[Any]:
+        """Start a workflow and return its handle at once (once the start is durable).
+
+        ``fn`` is a workflow (or a registered workflow's name), called with ``args`` and
+        ``kwargs``; options go through ``app.options(workflow_id=..., timeout=...)``
+        (``workflow_id=`` and ``timeout=`` keywords here are still taken). Idempotent
+        on ``workflow_id``: if a workflow with that ID exists, nothing runs again and
+        the handle refers to it. Arguments are serialized before anything is recorded;
+        one that can't be raises ``SerializationError`` and records nothing. With
+        ``timeout`` (seconds), the workflow has a durable deadline measured from now:
+        past it, ``DeadlineExceeded`` is raised inside it at its next step or wait, and
+        it fails with ``DeadlineExceededError``.
+
+        It runs on this process's executor at once if the app is launched and has room
+        (``max_workflows``); else it is recorded PENDING for an executor to claim.
+        Inside a workflow this starts a *child*: recorded, with an ID derived from the
+        parent's (``parent/position``) unless given; its handle's ``result()`` is a
+        durable wait, and cancelling the parent cancels it.
+        """
+        return self.start_with(StartOptions.pop_legacy(kwargs), fn, args, kwargs)
+
+    @overload
+    async def start_async(self, fn: str, /, *args: Any, **kwargs: Any) -> WorkflowHandle[Any]: ...
+
+    @overload
+    async def start_async(
+        self, fn: Callable[P, Coroutine[Any, Any, R]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> WorkflowHandle[R]: ...
+
+    @overload
+    async def start_async(
+        self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> WorkflowHandle[R]: ...
+
+    @overload
+    async def start_async(
+        self,
+        fn: Callable[..., Any],
+        /,
+        *args: Any,
+        workflow_id: str | None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> WorkflowHandle[Any]: ...
+
+    @overload
+    async def start_async(
+        self, fn: Callable[..., Any], /, *args: Any, timeout: float | None, **kwargs: Any
+    ) -> WorkflowHandle[Any]: ...
+
+    async def start_async(
+        self, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any
+    ) -> WorkflowHandle[Any]:
+        """``start()`` for coroutines: waits for the durable start without a thread."""
+        options = StartOptions.pop_legacy(kwargs)
+        return await self.start_with_async(options, fn, args, kwargs)
+
+    @overload
+    def run(self, fn: str, /, *args: Any, **kwargs: Any) -> Any: ...
+
+    @overload
+    def run(
+        self, fn: Callable[P, Coroutine[Any, Any, R]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> R: ...
+
+    @overload
+    def run(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+    @overload
+    def run(
+        self,
+        fn: Callable[..., Any],
+        /,
+        *args: Any,
+        workflow_id: str | None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> Any: ...
+
+    @overload
+    def run(
+        self, fn: Callable[..., Any], /, *args: Any, timeout: float | None, **kwargs: Any
+    ) -> Any: ...
+
+    def run(self, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Any:
+        """Start a workflow and wait for its result (see ``start`` and ``result``).
+
+        Without a launched app, another process's executor must run it: a warning is
+        logged (once) when none of this app version is running.
+        """
+        self._warn_without_executor()
+        return self.start(fn, *args, **kwargs).result()
+
+    @overload
+    async def run_async(self, fn: str, /, *args: Any, **kwargs: Any) -> Any: ...
+
+    @overload
+    async def run_async(
+        self, fn: Callable[P, Coroutine[Any, Any, R]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> R: ...
+
+    @overload
+    async def run_async(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+    @overload
+    async def run_async(
+        self,
+        fn: Callable[..., Any],
+        /,
+        *args: Any,
+        workflow_id: str | None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> Any: ...
+
+    @overload
+    async def run_async(
+        self, fn: Callable[..., Any], /, *args: Any, timeout: float | None, **kwargs: Any
+    ) -> Any: ...
+
+    async def run_async(self, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Any:
+        """``run()`` for coroutines."""
+        if current_run.get() is None and self._worker is None:
+            await asyncio.to_thread(self.client.warn_without_executor)
+        handle = await self.start_async(fn, *args, **kwargs)
+        return await handle.result_async()
+
+    def _warn_without_executor(self) -> None:
+        if current_run.get() is None and self._worker is None:
+            self.client.warn_without_executor()
+
+    # -- talking to workflows --------------------------------------------------------------
+
+    def send(
+        self,
+        workflow_id: str,
+        message: Any,
+        topic: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> None:
+        """Send ``message`` (encoded by the app's serializer) to the workflow's
+        ``perdure.recv(topic)``; durable when this returns.
+
+        Messages of one topic are received in the order they were sent, each exactly
+        once; a message sent before the workflow waits for it is kept. A repeated send
+        with the same ``idempotency_key`` (per workflow) stores nothing. Raises
+        ``WorkflowNotFoundError`` when no workflow has this ID, ``WorkflowFinishedError``
+        when it has finished (nothing would ever receive the message).
+
+        Inside a workflow the send is recorded like a step, and its idempotency key
+        defaults to the sender's ID and position: it is delivered exactly once, also
+        when the sender crashes and replays.
+        """
+        run, key = current_run.get(), idempotency_key
+        if run is not None:
+            return send_from_workflow(self.client, run, workflow_id, message, topic, key)
+        self.client.send(workflow_id, message, topic, idempotency_key)
+
+    async def send_async(
+        self,
+        workflow_id: str,
+        message: Any,
+        topic: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> None:
+        """``send`` for coroutines."""
+        run, key = current_run.get(), idempotency_key
+        if run is not None:
+            to = workflow_id
+            return await send_from_workflow_async(self.client, run, to, message, topic, key)
+        await self.client.send_async(workflow_id, message, topic, idempotency_key)
+
+    def get_event(self, workflow_id: str, key: str, timeout: float = 0.0) -> Any:
+        """The value the workflow published as event ``key`` (``perdure.set_event``), or
+        None if it has not within ``timeout`` seconds (0: look once).
+
+        Looks at the store every ``poll_interval``; on PostgreSQL a set event wakes the
+        wait at once. Raises ``WorkflowNotFoundError`` when no workflow has this ID.
+        """
+        return self.client.get_event(workflow_id, key, timeout)
+
+    async def get_event_async(self, workflow_id: str, key: str, timeout: float = 0.0) -> Any:
+        """``get_event`` for coroutines: waits without holding a thread."""
+        return await self.client.get_event_async(workflow_id, key, timeout)
 
     def cancel(self, workflow_id: str) -> bool:
         """Ask a workflow and its active descendants to cancel; durable when this returns.
@@ -377,41 +540,39 @@ class App(Starting, Talking, Breakers):
         """
         run = current_run.get()
         if run is not None:
-            asked: bool = run.call_step(_CANCEL, (self, workflow_id), {})
-            return asked
-        return self._cancel(workflow_id)
-
-    def _cancel(self, workflow_id: str) -> bool:
-        asked = self.store.cancel_workflow(workflow_id, self.clock.time())
-        if asked is None:
-            raise WorkflowNotFoundError(workflow_id)
-        executor = self._executor
-        if executor is not None and asked:
-            executor.cancel_local(asked)
-            executor.wake()  # suspended ones were woken: claim them now
-        return bool(asked)
+            return cancel_from_workflow(self.client, run, workflow_id)
+        return self.client.cancel(workflow_id)
 
     async def cancel_async(self, workflow_id: str) -> bool:
         """``cancel`` for coroutines."""
         run = current_run.get()
         if run is not None:
-            asked: bool = await run.call_step_async(_CANCEL_ASYNC, (self, workflow_id), {})
-            return asked
-        return await asyncio.to_thread(self._cancel, workflow_id)
+            return await cancel_from_workflow_async(self.client, run, workflow_id)
+        return await self.client.cancel_async(workflow_id)
+
+    # -- finding workflows and breakers -----------------------------------------------------
 
     def retrieve(self, workflow_id: str) -> WorkflowHandle[Any]:
         """A handle to an existing workflow; raises ``WorkflowNotFoundError`` if none."""
-        handle: WorkflowHandle[Any] = WorkflowHandle(self, workflow_id)
-        handle._record()
-        return handle
+        return self.client.retrieve(workflow_id)
 
     async def retrieve_async(self, workflow_id: str) -> WorkflowHandle[Any]:
         """``retrieve`` for coroutines."""
-        return await asyncio.to_thread(self.retrieve, workflow_id)
+        return await self.client.retrieve_async(workflow_id)
 
     def list_workflows(
         self, *, status: str | None = None, name: str | None = None, limit: int = 100
     ) -> list[WorkflowStatus]:
         """The newest workflows matching the filters (their steps are not loaded)."""
-        records = self.store.list_workflows(status=status, name=name, limit=limit)
-        return [WorkflowStatus.from_records(record, []) for record in records]
+        return self.client.list_workflows(status=status, name=name, limit=limit)
+
+    def breakers(self) -> list[BreakerStatus]:
+        """Every circuit breaker, by name: those in the store (each with how many workflows
+        are parked on it) and those that this app's steps use, CLOSED until they count a
+        failure."""
+        return self.client.breakers()
+
+    def breaker(self, name: str | CircuitBreaker) -> BreakerStatus:
+        """The state of one circuit breaker (by name, or the breaker itself); CLOSED when
+        it never counted a failure."""
+        return self.client.breaker(name)

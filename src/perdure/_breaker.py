@@ -15,14 +15,10 @@ another cool-down. ``app.breaker(name)``, ``app.breakers()`` and
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING
+from datetime import datetime
 
-from ._handle import _error_summary
+from ._display import error_summary, utc
 from .storage import BREAKER_CLOSED, BreakerRecord
-
-if TYPE_CHECKING:
-    from ._app import App
 
 
 @dataclass(frozen=True)
@@ -61,10 +57,6 @@ class CircuitBreaker:
         return isinstance(exc, self.failure_on)
 
 
-def _time(value: float | None) -> datetime | None:
-    return None if value is None else datetime.fromtimestamp(value, tz=timezone.utc)
-
-
 @dataclass(frozen=True)
 class BreakerStatus:
     """Where a circuit breaker stands, as ``app.breaker(name)`` reads it from the store.
@@ -95,42 +87,17 @@ class BreakerStatus:
             record.name,
             record.state,
             record.failures,
-            _time(record.window_start),
-            _time(record.opened_at),
-            _time(record.retry_at),
+            utc(record.window_start),
+            utc(record.opened_at),
+            utc(record.retry_at),
             record.probe_holder,
-            _time(record.probe_expires_at),
-            _error_summary(record.last_error),
+            utc(record.probe_expires_at),
+            error_summary(record.last_error),
             record.parked,
-            _time(record.updated_at),
+            utc(record.updated_at),
         )
 
     @classmethod
     def closed(cls, name: str) -> BreakerStatus:
         """A breaker that never counted a failure."""
         return cls(name, BREAKER_CLOSED, 0, None, None, None, None, None, None, 0, None)
-
-
-class Breakers:
-    """The ``breaker`` and ``breakers`` methods of ``App`` (a mixin)."""
-
-    def breakers(self) -> list[BreakerStatus]:
-        """Every circuit breaker, by name: those in the store (each with how many workflows
-        are parked on it) and those that this app's steps use, CLOSED until they count a
-        failure."""
-        app: App = self  # type: ignore[assignment]
-        stored = app.store.list_breakers()
-        found = {record.name: BreakerStatus.from_record(record) for record in stored}
-        for step in app.registry.steps.values():
-            if step.breaker is not None and step.breaker.name not in found:
-                found[step.breaker.name] = BreakerStatus.closed(step.breaker.name)
-        return [found[name] for name in sorted(found)]
-
-    def breaker(self, name: str | CircuitBreaker) -> BreakerStatus:
-        """The state of one circuit breaker (by name, or the breaker itself); CLOSED when
-        it never counted a failure."""
-        key = name.name if isinstance(name, CircuitBreaker) else name
-        for status in self.breakers():
-            if status.name == key:
-                return status
-        return BreakerStatus.closed(key)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
+from ._children import child_result, child_result_async
+from ._clock import Clock
 from ._conditions import describe_step, describe_wait
 from ._context import current_run
+from ._display import error_summary, utc
 from ._errors import (
     WorkflowCancelledError,
     WorkflowFailedError,
@@ -19,7 +21,9 @@ from ._errors import (
 )
 from ._model import Outcome
 from ._notifier import Notifier as Notifier  # re-exported for older imports
-from ._serialization import decode_error
+from ._registry import Registry
+from ._serialization import Serializer, decode_error
+from ._settings import Settings
 from .storage import (
     ACTIVE_STATUSES,
     CANCELLED,
@@ -28,24 +32,48 @@ from .storage import (
     SUCCEEDED,
     TERMINAL_STATUSES,
     StepRecord,
+    Store,
     WorkflowRecord,
 )
-
-if TYPE_CHECKING:
-    from ._app import App
 
 R = TypeVar("R")
 
 
-def _time(value: float | None) -> datetime | None:
-    return None if value is None else datetime.fromtimestamp(value, tz=timezone.utc)
+class HandleHost(Protocol):
+    """What a handle needs of the client that made it (a ``Protocol``, so that this module
+    does not import the client)."""
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def serializer(self) -> Serializer: ...
+
+    @property
+    def registry(self) -> Registry: ...
+
+    @property
+    def notifier(self) -> Notifier: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def wait_interval(self) -> float: ...
+
+    def owned_here(self, owner: str | None) -> bool:
+        """Whether ``owner`` (a workflow's lease holder) is this process's executor."""
+        ...
 
 
 def _waiting(record: WorkflowRecord) -> tuple[datetime | None, str | None]:
     """``(wake_at, waiting_for)`` of a suspended workflow, else ``(None, None)``."""
     if record.wake_at is None or record.status not in ACTIVE_STATUSES or record.owner:
         return None, None
-    wake_at = None if record.wake_at >= FOREVER else _time(record.wake_at)
+    wake_at = None if record.wake_at >= FOREVER else utc(record.wake_at)
     until = f"until {wake_at.isoformat()}" if wake_at else "with no timeout"
     if record.wait_topic is None:
         return wake_at, f"sleep {until}"
@@ -57,17 +85,6 @@ def _waiting(record: WorkflowRecord) -> tuple[datetime | None, str | None]:
         return wake_at, condition
     topic = "the default topic" if record.wait_topic == "" else f"topic {record.wait_topic!r}"
     return wake_at, f"message on {topic} {until}"
-
-
-def _error_summary(error: str | None) -> str | None:
-    if error is None:
-        return None
-    try:
-        data = json.loads(error)
-        type_name = str(data.get("type", "?")).removeprefix("builtins:").replace(":", ".")
-        return f"{type_name}: {data.get('message', '')}"
-    except (ValueError, AttributeError):
-        return error
 
 
 @dataclass(frozen=True)
@@ -94,9 +111,9 @@ class StepStatus:
             step.name,
             step.status,
             step.attempts,
-            _error_summary(step.error),
-            _time(step.next_attempt_at),
-            _time(step.updated_at),
+            error_summary(step.error),
+            utc(step.next_attempt_at),
+            utc(step.updated_at),
             describe_step(step),
         )
 
@@ -144,18 +161,18 @@ class WorkflowStatus:
             record.name,
             record.status,
             record.app_version,
-            _time(record.created_at) or datetime.now(timezone.utc),
-            _time(record.updated_at) or datetime.now(timezone.utc),
-            _time(record.finished_at),
+            utc(record.created_at) or datetime.now(timezone.utc),
+            utc(record.updated_at) or datetime.now(timezone.utc),
+            utc(record.finished_at),
             record.owner,
             record.recoveries,
             record.note,
-            _error_summary(record.error),
+            error_summary(record.error),
             tuple(StepStatus.from_record(s) for s in steps),
             *_waiting(record),
             record.parent_id,
-            _time(record.cancel_requested_at),
-            _time(record.deadline_at),
+            utc(record.cancel_requested_at),
+            utc(record.deadline_at),
             record.generation,
         )
 
@@ -173,7 +190,7 @@ class WorkflowStatus:
 class WorkflowHandle(Generic[R]):
     """A reference to one workflow by ID; cheap, and valid in any process."""
 
-    def __init__(self, app: App, workflow_id: str, name: str | None = None) -> None:
+    def __init__(self, app: HandleHost, workflow_id: str, name: str | None = None) -> None:
         self._app = app
         self.workflow_id = workflow_id
         # The workflow's registered name when known (it types the result).
@@ -219,8 +236,7 @@ class WorkflowHandle(Generic[R]):
         """
         run = current_run.get()
         if run is not None:
-            from ._children import child_result
-
+            # Inside a workflow: a durable wait for a child (the engine's).
             child: R = child_result(run, self, timeout)
             return child
         deadline = None if timeout is None else self._app.clock.time() + timeout
@@ -246,8 +262,6 @@ class WorkflowHandle(Generic[R]):
         """``result()`` for coroutines: waits without holding a thread."""
         run = current_run.get()
         if run is not None:
-            from ._children import child_result_async
-
             child: R = await child_result_async(run, self, timeout)
             return child
         deadline = None if timeout is None else self._app.clock.time() + timeout
@@ -269,8 +283,7 @@ class WorkflowHandle(Generic[R]):
 
     def _wait(self, record: WorkflowRecord, deadline: float | None, timeout: float | None) -> float:
         wait = self._app.wait_interval
-        executor = self._app.executor
-        if executor is not None and record.owner == executor.id:
+        if self._app.owned_here(record.owner):
             # It runs here, and its end wakes us at once: look at the store only rarely
             # (it could still be taken over by another executor).
             wait = max(wait, self._app.settings.lease_seconds / 3)

@@ -1,0 +1,489 @@
+"""The client: talks to workflows through the store. It starts them, sends them
+messages, cancels them, finds them, reads their events and the circuit breakers.
+
+Every method works with or without a worker in this process. With one attached, a
+workflow started here runs here at once when the worker has room, and the worker is
+woken when a call made work claimable. Its methods act outside workflows: inside one,
+``start``, ``send`` and ``cancel`` are recorded operations of the engine, which the
+``App`` hands them to before it calls the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
+
+from ._breaker import BreakerStatus, CircuitBreaker
+from ._clock import Clock
+from ._context import current_scope
+from ._errors import ConfigurationError, WorkflowFinishedError, WorkflowNotFoundError
+from ._handle import WorkflowHandle, WorkflowStatus
+from ._notifier import Notifier
+from ._options import StartOptions
+from ._registry import Registry, StepDef
+from ._retry import NO_RETRY
+from ._runtime import WorkflowRun
+from ._serialization import Serializer, encode_call
+from ._settings import Settings
+from ._worker import Executor
+from .storage import (
+    EVENT_CANCEL,
+    EVENT_DONE,
+    EVENT_EVENT,
+    EVENT_READY,
+    EVENT_RESYNC,
+    EVENT_WAKE,
+    NewWorkflow,
+    Store,
+    WorkflowRecord,
+    open_store,
+)
+
+log = logging.getLogger("perdure")
+
+
+class Client:
+    """Starts, finds and talks to the workflows of one database; see the module
+    docstring. It is also the *host* the engine and handles call back into: ``store``,
+    ``serializer``, ``clock``, ``registry``, ``settings``, ``notifier`` and ``wake()``."""
+
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        serializer: Serializer,
+        clock: Clock,
+        settings: Settings,
+        registry: Registry,
+    ) -> None:
+        self.database_url = database_url
+        self.serializer = serializer
+        self.clock = clock
+        self.settings = settings
+        self.registry = registry
+        self.notifier = Notifier()
+        self._store: Store | None = None
+        self._store_lock = threading.Lock()
+        self._pushed = False
+        self._worker: Executor | None = None
+        self._warned_no_executor = False
+        self._executors_checked_at = float("-inf")
+
+    # -- the store -------------------------------------------------------------------------
+
+    @property
+    def store(self) -> Store:
+        """The store, opened and migrated on first use."""
+        store = self._store
+        if store is None:
+            with self._store_lock:
+                if self._store is None:
+                    opened = open_store(self.database_url)
+                    try:
+                        opened.migrate()
+                        # Pushed events (PostgreSQL) wake waiters and the worker at once;
+                        # without them both poll.
+                        self._pushed = opened.listen(self._on_store_event)
+                    except BaseException:
+                        opened.close()
+                        raise
+                    self._store = opened
+                store = self._store
+        return store
+
+    def close(self) -> None:
+        """Close the store (it opens again on next use)."""
+        with self._store_lock:
+            store, self._store = self._store, None
+        if store is not None:
+            store.close()
+
+    @property
+    def wait_interval(self) -> float:
+        """How long waiters and the worker sleep between looks at the store: the poll
+        interval, or a slow fallback poll when the store pushes events."""
+        return (
+            max(self.settings.poll_interval, 2.0) if self._pushed else self.settings.poll_interval
+        )
+
+    def _on_store_event(self, event: str) -> None:
+        worker = self._worker
+        if event.startswith(EVENT_DONE):
+            workflow_id = event[len(EVENT_DONE) :]
+            # One that runs here tells its waiters itself, with its outcome: a poke would
+            # only make them read the store again.
+            if worker is None or not worker.runs_here(workflow_id):
+                self.notifier.poke(workflow_id)
+        elif event.startswith(EVENT_EVENT):
+            self.notifier.poke(event)  # get_event waiters subscribe under the event's name
+        elif event == EVENT_RESYNC:
+            self.notifier.poke_all()
+        if worker is not None and event in (EVENT_CANCEL, EVENT_RESYNC):
+            worker.cancel_pushed()
+        if worker is not None and event in (EVENT_READY, EVENT_RESYNC, EVENT_WAKE):
+            worker.wake()
+
+    # -- the worker in this process --------------------------------------------------------
+
+    @property
+    def worker(self) -> Executor | None:
+        """This process's worker, while one is attached (the app is launched)."""
+        return self._worker
+
+    def attach(self, worker: Executor | None) -> None:
+        """Run what this client starts on ``worker`` (None: on no worker in this process)."""
+        self._worker = worker
+
+    def wake(self) -> None:
+        """Make this process's worker look for work now; nothing without one."""
+        worker = self._worker
+        if worker is not None:
+            worker.wake()
+
+    def owned_here(self, owner: str | None) -> bool:
+        """Whether ``owner`` (a workflow's lease holder) is this process's worker."""
+        worker = self._worker
+        return worker is not None and owner is not None and owner == worker.id
+
+    def warn_without_executor(self) -> None:
+        """Log once when no live executor of this app version is registered: a workflow
+        ``run`` from here would wait for one forever."""
+        if self._warned_no_executor or self._worker is not None:
+            return
+        now = self.clock.time()
+        if now - self._executors_checked_at < self.settings.report_interval:
+            return  # looked lately: one query per run would be too many for a client
+        self._executors_checked_at = now
+        version = self.settings.app_version
+        live = any(
+            executor.app_version == version
+            and executor.stopped_at is None
+            and executor.lease_expires_at > now
+            for executor in self.store.list_executors()
+        )
+        if not live:
+            self._warned_no_executor = True
+            log.warning(
+                "no executor of app version %r is running on %s: the workflow waits until "
+                "one starts (launch the app with `with app:` or app.launch(), or run "
+                "`perdure worker module:app`)",
+                version,
+                self.database_url,
+            )
+
+    # -- starting --------------------------------------------------------------------------
+
+    def prepare(
+        self,
+        fn: Callable[..., Any] | str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: StartOptions,
+    ) -> NewWorkflow:
+        """The record of a new workflow, its arguments encoded (``SerializationError``
+        before anything is recorded)."""
+        definition = self.registry.workflow(fn)
+        inputs = encode_call(
+            self.serializer, definition.fn, args, kwargs, f"workflow {definition.name!r}"
+        )
+        now = self.clock.time()
+        timeout = options.timeout
+        return NewWorkflow(
+            id=options.workflow_id or str(uuid.uuid4()),
+            name=definition.name,
+            inputs=inputs,
+            serializer=self.serializer.name,
+            app_version=self.settings.app_version,
+            created_at=now,
+            deadline_at=None if timeout is None else now + timeout,
+        )
+
+    @contextlib.contextmanager
+    def _slot(self, workflow_id: str) -> Iterator[tuple[str | None, float | None]]:
+        # (owner, lease expiry) to record a new workflow with: the worker's when it has
+        # room (the workflow runs here at once), else none (claimed when there is room).
+        worker = self._worker
+        if worker is None:
+            yield None, None
+            return
+        with worker.starting(workflow_id) as owner:
+            yield owner, None if owner is None else worker.lease_expiry()
+
+    def _started(self, new: NewWorkflow, record: WorkflowRecord, created: bool) -> None:
+        if not created and record.name != new.name:
+            raise ConfigurationError(
+                f"workflow ID {new.id!r} already belongs to a {record.name!r} workflow; "
+                f"it was not started again as {new.name!r}: choose another ID"
+            )
+        worker = self._worker
+        if worker is None:
+            return
+        if record.owner is None:
+            # No slot was free (or one was only reserved by a claim round under way): let
+            # the next claim round look now rather than at its next tick.
+            worker.wake()
+        else:
+            worker.started(record, created)
+
+    def start_with(
+        self,
+        options: StartOptions,
+        fn: Callable[..., Any] | str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> WorkflowHandle[Any]:
+        """Start ``fn(*args, **kwargs)`` with ``options`` (outside a workflow); see
+        ``App.start``."""
+        new = self.prepare(fn, args, kwargs, options)
+        with self._slot(new.id) as (owner, lease):
+            record, created = self.store.create_workflow(new, owner, lease).result()
+            self._started(new, record, created)
+        return WorkflowHandle(self, new.id)
+
+    async def start_with_async(
+        self,
+        options: StartOptions,
+        fn: Callable[..., Any] | str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> WorkflowHandle[Any]:
+        """``start_with`` for coroutines: waits for the durable start without a thread."""
+        new = self.prepare(fn, args, kwargs, options)
+        with self._slot(new.id) as (owner, lease):
+            future = self.store.create_workflow(new, owner, lease)
+            record, created = await asyncio.wrap_future(future)
+            self._started(new, record, created)
+        return WorkflowHandle(self, new.id)
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def _send(
+        self, workflow_id: str, message: Any, topic: str | None, idempotency_key: str | None
+    ) -> Future[bool | None]:
+        payload = self.serializer.dumps(message, Any)
+        return self.store.send_message(
+            workflow_id, "" if topic is None else topic, payload, idempotency_key, self.clock.time()
+        )
+
+    def _sent(self, workflow_id: str, stored: bool | None) -> None:
+        if stored is None:
+            record = self.store.get_workflow(workflow_id)
+            if record is None:
+                raise WorkflowNotFoundError(workflow_id)
+            raise WorkflowFinishedError(workflow_id, record.status)
+        if stored:
+            self.wake()  # the message may have made a workflow claimable now
+
+    def send(
+        self,
+        workflow_id: str,
+        message: Any,
+        topic: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> None:
+        """``App.send`` outside a workflow: durable when this returns."""
+        self._sent(workflow_id, self._send(workflow_id, message, topic, idempotency_key).result())
+
+    async def send_async(
+        self,
+        workflow_id: str,
+        message: Any,
+        topic: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> None:
+        """``send`` for coroutines."""
+        future = self._send(workflow_id, message, topic, idempotency_key)
+        self._sent(workflow_id, await asyncio.wrap_future(future))
+
+    # -- cancelling ------------------------------------------------------------------------
+
+    def cancel(self, workflow_id: str) -> bool:
+        """``App.cancel`` outside a workflow: durable when this returns."""
+        return self._cancel(workflow_id)
+
+    async def cancel_async(self, workflow_id: str) -> bool:
+        """``cancel`` for coroutines."""
+        return await asyncio.to_thread(self._cancel, workflow_id)
+
+    def _cancel(self, workflow_id: str) -> bool:
+        asked = self.store.cancel_workflow(workflow_id, self.clock.time())
+        if asked is None:
+            raise WorkflowNotFoundError(workflow_id)
+        worker = self._worker
+        if worker is not None and asked:
+            worker.cancel_local(asked)
+            worker.wake()  # suspended ones were woken: claim them now
+        return bool(asked)
+
+    # -- finding ---------------------------------------------------------------------------
+
+    def retrieve(self, workflow_id: str) -> WorkflowHandle[Any]:
+        """A handle to an existing workflow; raises ``WorkflowNotFoundError`` if none."""
+        handle: WorkflowHandle[Any] = WorkflowHandle(self, workflow_id)
+        handle._record()
+        return handle
+
+    async def retrieve_async(self, workflow_id: str) -> WorkflowHandle[Any]:
+        """``retrieve`` for coroutines."""
+        return await asyncio.to_thread(self.retrieve, workflow_id)
+
+    def list_workflows(
+        self, *, status: str | None = None, name: str | None = None, limit: int = 100
+    ) -> list[WorkflowStatus]:
+        """The newest workflows matching the filters (their steps are not loaded)."""
+        records = self.store.list_workflows(status=status, name=name, limit=limit)
+        return [WorkflowStatus.from_records(record, []) for record in records]
+
+    # -- events ----------------------------------------------------------------------------
+
+    def _event(self, workflow_id: str, key: str, first: bool) -> tuple[bool, Any]:
+        value = self.store.get_event(workflow_id, key)
+        if value is not None:
+            return True, self.serializer.loads(value, Any)
+        if first and self.store.get_workflow(workflow_id) is None:
+            raise WorkflowNotFoundError(workflow_id)
+        return False, None
+
+    def _event_wait(self, deadline: float) -> float:
+        return min(self.wait_interval, deadline - self.clock.time())
+
+    def get_event(self, workflow_id: str, key: str, timeout: float = 0.0) -> Any:
+        """``App.get_event``."""
+        deadline = self.clock.time() + timeout
+        first = True
+        while True:
+            waiter = self.notifier.subscribe(EVENT_EVENT + workflow_id)
+            try:
+                found, value = self._event(workflow_id, key, first)
+                first = False
+                if found:
+                    return value
+                wait = self._event_wait(deadline)
+                if wait <= 0:
+                    return None
+                with contextlib.suppress(FutureTimeout):
+                    waiter.result(timeout=wait)
+            finally:
+                self.notifier.unsubscribe(EVENT_EVENT + workflow_id, waiter)
+
+    async def get_event_async(self, workflow_id: str, key: str, timeout: float = 0.0) -> Any:
+        """``get_event`` for coroutines: waits without holding a thread."""
+        deadline = self.clock.time() + timeout
+        first = True
+        while True:
+            waiter = self.notifier.subscribe(EVENT_EVENT + workflow_id)
+            wrapped = asyncio.wrap_future(waiter)
+            try:
+                found, value = await asyncio.to_thread(self._event, workflow_id, key, first)
+                first = False
+                if found:
+                    return value
+                wait = self._event_wait(deadline)
+                if wait <= 0:
+                    return None
+                await asyncio.wait({wrapped}, timeout=wait)
+            finally:
+                self.notifier.unsubscribe(EVENT_EVENT + workflow_id, waiter)
+                wrapped.cancel()
+
+    # -- circuit breakers ------------------------------------------------------------------
+
+    def breakers(self) -> list[BreakerStatus]:
+        """``App.breakers``."""
+        stored = self.store.list_breakers()
+        found = {record.name: BreakerStatus.from_record(record) for record in stored}
+        for step in self.registry.steps.values():
+            if step.breaker is not None and step.breaker.name not in found:
+                found[step.breaker.name] = BreakerStatus.closed(step.breaker.name)
+        return [found[name] for name in sorted(found)]
+
+    def breaker(self, name: str | CircuitBreaker) -> BreakerStatus:
+        """``App.breaker``."""
+        key = name.name if isinstance(name, CircuitBreaker) else name
+        for status in self.breakers():
+            if status.name == key:
+                return status
+        return BreakerStatus.closed(key)
+
+
+# -- inside a workflow: send and cancel are recorded like steps ------------------------------
+# These are today's forms of the engine's ``send_from_workflow`` / ``cancel_from_workflow``;
+# the ``App`` calls them only through one-line dispatches (``if run is not None: ...``).
+
+
+def _sender_key(run: WorkflowRun) -> str:
+    # The position the send's record takes: the same on every replay.
+    scope = current_scope.get()
+    assert scope is not None, "a workflow run always has a scope"
+    return f"perdure.send:{run.workflow_id}:{scope.peek()}"
+
+
+def _send_step(client: Client, workflow_id: str, message: Any, topic: str | None, key: str) -> None:
+    client._sent(workflow_id, client._send(workflow_id, message, topic, key).result())
+
+
+async def _send_step_async(
+    client: Client, workflow_id: str, message: Any, topic: str | None, key: str
+) -> None:
+    future = client._send(workflow_id, message, topic, key)
+    client._sent(workflow_id, await asyncio.wrap_future(future))
+
+
+def _cancel_step(client: Client, workflow_id: str) -> bool:
+    return client._cancel(workflow_id)
+
+
+async def _cancel_step_async(client: Client, workflow_id: str) -> bool:
+    return await asyncio.to_thread(client._cancel, workflow_id)
+
+
+_SEND = StepDef("perdure.send", _send_step, False, NO_RETRY)
+_SEND_ASYNC = StepDef("perdure.send", _send_step_async, True, NO_RETRY)
+_CANCEL = StepDef("perdure.cancel", _cancel_step, False, NO_RETRY)
+_CANCEL_ASYNC = StepDef("perdure.cancel", _cancel_step_async, True, NO_RETRY)
+
+
+def send_from_workflow(
+    host: Client,
+    run: WorkflowRun,
+    workflow_id: str,
+    message: Any,
+    topic: str | None,
+    key: str | None,
+) -> None:
+    """``send`` inside a workflow: recorded, keyed by the sender's position by default
+    (delivered exactly once, also when the sender replays)."""
+    key = key or _sender_key(run)
+    run.call_step(_SEND, (host, workflow_id, message, topic, key), {})
+
+
+async def send_from_workflow_async(
+    host: Client,
+    run: WorkflowRun,
+    workflow_id: str,
+    message: Any,
+    topic: str | None,
+    key: str | None,
+) -> None:
+    """``send_from_workflow`` for async workflows."""
+    key = key or _sender_key(run)
+    await run.call_step_async(_SEND_ASYNC, (host, workflow_id, message, topic, key), {})
+
+
+def cancel_from_workflow(host: Client, run: WorkflowRun, workflow_id: str) -> bool:
+    """``cancel`` inside a workflow: the request is recorded like a step."""
+    asked: bool = run.call_step(_CANCEL, (host, workflow_id), {})
+    return asked
+
+
+async def cancel_from_workflow_async(host: Client, run: WorkflowRun, workflow_id: str) -> bool:
+    """``cancel_from_workflow`` for async workflows."""
+    asked: bool = await run.call_step_async(_CANCEL_ASYNC, (host, workflow_id), {})
+    return asked

@@ -1,0 +1,26 @@
+"""How stored values are shown to people: timestamps as UTC datetimes, errors as
+"Type: message". Shared by the workflow and breaker status views; imports nothing of
+perdure, so that any view can use it without an import cycle."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+
+def utc(value: float | None) -> datetime | None:
+    """A stored timestamp (seconds since the epoch) as an aware UTC datetime."""
+    return None if value is None else datetime.fromtimestamp(value, tz=timezone.utc)
+
+
+def error_summary(error: str | None) -> str | None:
+    """ "Type: message" of a stored (JSON-encoded) error; the text as is when it is not
+    JSON."""
+    if error is None:
+        return None
+    try:
+        data = json.loads(error)
+        type_name = str(data.get("type", "?")).removeprefix("builtins:").replace(":", ".")
+        return f"{type_name}: {data.get('message', '')}"
+    except (ValueError, AttributeError):
+        return error

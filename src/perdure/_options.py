@@ -1,0 +1,172 @@
+"""Start options as a value: ``app.options(workflow_id=..., timeout=...)``.
+
+``StartOptions`` is a frozen dataclass: how to start a workflow, apart from its
+arguments. ``app.options(...)`` returns a ``Starter`` bound to the app, whose
+``start``/``run``/``start_async``/``run_async`` are typed by the workflow's
+signature (a ParamSpec): options can't ride next to ``*args: P.args`` in one
+signature (PEP 612), so they ride on the starter instead. A coroutine function's
+result type is unwrapped: an ``async def`` workflow returning ``T`` gives a
+``WorkflowHandle[T]``.
+
+To add an option (queue, key, priority, delay, deduplication): add a field here,
+validate it in ``__post_init__``, give ``App.options`` its keyword, and read it where
+the client builds the new workflow (``Client.prepare``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, ParamSpec, Protocol, TypeVar, overload
+
+from ._errors import ConfigurationError
+from ._handle import WorkflowHandle
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: The options that ``app.start(fn, ..., workflow_id=..., timeout=...)`` still takes as
+#: keywords (taken out of the workflow's keyword arguments). New options are only
+#: given through ``app.options``: a keyword such as ``key=`` may be the workflow's own.
+LEGACY_KEYWORDS = ("workflow_id", "timeout")
+
+
+@dataclass(frozen=True)
+class StartOptions:
+    """How to start a workflow (apart from its arguments); every field defaults to "not
+    given"."""
+
+    #: The workflow's ID (idempotent: a second start with it starts nothing); a random
+    #: UUID when None, or ``parent/position`` for a child started in a workflow.
+    workflow_id: str | None = None
+    #: Seconds from the start until the workflow's durable deadline, or None for none.
+    timeout: float | None = None
+
+    def __post_init__(self) -> None:
+        timeout = self.timeout
+        if timeout is not None and (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not math.isfinite(timeout)
+            or timeout <= 0
+        ):
+            raise ConfigurationError(
+                f"a workflow timeout must be positive seconds, not {timeout!r}"
+            )
+
+    @classmethod
+    def pop_legacy(cls, kwargs: dict[str, Any]) -> StartOptions:
+        """The options given as keywords next to a workflow's arguments (the older form
+        ``app.start(fn, x, workflow_id=...)``), removed from ``kwargs``."""
+        return cls(**{name: kwargs.pop(name) for name in LEGACY_KEYWORDS if name in kwargs})
+
+
+class StartBackend(Protocol):
+    """What starts workflows with options (the client; a ``Protocol``, so that this module
+    does not import it)."""
+
+    def start_with(
+        self,
+        options: StartOptions,
+        fn: Callable[..., Any] | str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> WorkflowHandle[Any]:
+        """Start ``fn(*args, **kwargs)`` with these options; see ``App.start``."""
+        ...
+
+    async def start_with_async(
+        self,
+        options: StartOptions,
+        fn: Callable[..., Any] | str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> WorkflowHandle[Any]:
+        """``start_with`` for coroutines."""
+        ...
+
+
+class Starter:
+    """Starts workflows with a fixed set of options; made by ``app.options(...)``.
+
+    ``app.options(workflow_id="order-42", timeout=60).start(checkout, order)`` is
+    ``app.start(checkout, order)`` with those options; the arguments are checked
+    against the workflow's signature.
+    """
+
+    def __init__(self, backend: StartBackend, options: StartOptions) -> None:
+        self._backend = backend
+        self.options = options
+
+    def __repr__(self) -> str:
+        return f"Starter({self.options!r})"
+
+    @overload
+    def start(self, fn: str, /, *args: Any, **kwargs: Any) -> WorkflowHandle[Any]: ...
+
+    @overload
+    def start(
+        self, fn: Callable[P, Coroutine[Any, Any, R]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> WorkflowHandle[R]: ...
+
+    @overload
+    def start(
+        self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> WorkflowHandle[R]: ...
+
+    def start(
+        self, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any
+    ) -> WorkflowHandle[Any]:
+        """Start a workflow with these options; see ``App.start``."""
+        return self._backend.start_with(self.options, fn, args, kwargs)
+
+    @overload
+    async def start_async(self, fn: str, /, *args: Any, **kwargs: Any) -> WorkflowHandle[Any]: ...
+
+    @overload
+    async def start_async(
+        self, fn: Callable[P, Coroutine[Any, Any, R]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> WorkflowHandle[R]: ...
+
+    @overload
+    async def start_async(
+        self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
+    ) -> WorkflowHandle[R]: ...
+
+    async def start_async(
+        self, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any
+    ) -> WorkflowHandle[Any]:
+        """``start`` for coroutines."""
+        return await self._backend.start_with_async(self.options, fn, args, kwargs)
+
+    @overload
+    def run(self, fn: str, /, *args: Any, **kwargs: Any) -> Any: ...
+
+    @overload
+    def run(
+        self, fn: Callable[P, Coroutine[Any, Any, R]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> R: ...
+
+    @overload
+    def run(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+    def run(self, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Any:
+        """Start a workflow with these options and wait for its result."""
+        return self._backend.start_with(self.options, fn, args, kwargs).result()
+
+    @overload
+    async def run_async(self, fn: str, /, *args: Any, **kwargs: Any) -> Any: ...
+
+    @overload
+    async def run_async(
+        self, fn: Callable[P, Coroutine[Any, Any, R]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> R: ...
+
+    @overload
+    async def run_async(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
+
+    async def run_async(self, fn: Callable[..., Any] | str, /, *args: Any, **kwargs: Any) -> Any:
+        """``run`` for coroutines."""
+        handle = await self._backend.start_with_async(self.options, fn, args, kwargs)
+        return await handle.result_async()

@@ -1,0 +1,262 @@
+"""The worker's maintenance thread: heartbeats, claims, wake-ups, recoveries, reports.
+
+It renews the leases of the workflows this worker runs, claims workflows that nobody
+runs (new ones started unowned, those of executors that died, suspended ones that
+woke) as far as the run table has room, runs again the workflows that a store failure
+interrupted, and reports workflows that no executor can run. A failure of any kind
+in one round is logged and retried with backoff: the thread never ends before the
+worker stops, or heartbeats, claims and wake-ups would stop with it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Protocol
+
+from .._errors import PerdureError
+from ..storage import StepRecord, WorkflowRecord
+from ._host import WorkerHost
+from ._table import RunTable, Slot
+
+log = logging.getLogger("perdure")
+
+#: Seconds the maintenance thread sleeps past a wake time before claiming.
+_WAKE_MARGIN = 0.005
+
+
+def process_gone(pid: int) -> bool:
+    """Whether no live process has this PID on this host (a zombie counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state in ("Z", "X")
+
+
+class Runner(Protocol):
+    """What maintenance needs of the executor it maintains."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def host_name(self) -> str: ...
+
+    @property
+    def pid(self) -> int: ...
+
+    def lease_expiry(self) -> float:
+        """When a lease taken or renewed now expires."""
+        ...
+
+    def renewed(self, valid_until: float) -> None:
+        """The store confirmed our leases until ``valid_until``."""
+        ...
+
+    def dispatch(self, record: WorkflowRecord, steps: list[StepRecord], slot: Slot) -> bool:
+        """Run a workflow we own; False when it runs here already or has no slot."""
+        ...
+
+    def adopt(self, workflow_id: str) -> bool:
+        """Run a workflow the store says we own, if still ours and active."""
+        ...
+
+    def cancel_local(self, workflow_ids: list[str]) -> None:
+        """Tell the runs of these workflows here that they were asked to cancel."""
+        ...
+
+
+class Maintenance:
+    """The maintenance thread of one worker; see the module docstring."""
+
+    def __init__(self, host: WorkerHost, runner: Runner, table: RunTable) -> None:
+        self.host = host
+        self.runner = runner
+        self.table = table
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="perdure-maintenance", daemon=True)
+        self._reported: set[str] = set()
+        # Set when the store pushed that workflows were asked to cancel.
+        self._cancels_pushed = False
+
+    def start(self) -> None:
+        """Start the thread."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread and wait for its round to end."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    @property
+    def stopping(self) -> bool:
+        """Whether the worker is shutting down."""
+        return self._stop.is_set()
+
+    def wake(self) -> None:
+        """Look for work now."""
+        self._wake.set()
+
+    def cancel_pushed(self) -> None:
+        """The store pushed that workflows were asked to cancel: look up ours now."""
+        self._cancels_pushed = True
+        self._wake.set()
+
+    def _loop(self) -> None:
+        settings = self.host.settings
+        next_heartbeat = 0.0
+        next_report = 0.0
+        failures = 0
+        while not self._stop.is_set():
+            now = self.host.clock.time()
+            next_wake: float | None = None
+            try:
+                if now >= next_heartbeat:
+                    self.heartbeat()
+                    next_heartbeat = now + settings.lease_seconds / 3
+                    self.adopt_orphans()
+                    self.check_cancels()
+                elif self._cancels_pushed:
+                    self.check_cancels()
+                self.retry_stranded(now)
+                self.claim(now)
+                if now >= next_report:
+                    self.report_unclaimable(now)
+                    next_report = now + settings.report_interval
+                failures = 0
+                next_wake = self.host.store.next_wake_at(after=now)
+            except PerdureError as exc:
+                failures += 1
+                log.warning("executor %s maintenance failed (%s); retrying", self.runner.id, exc)
+            except Exception:  # noqa: BLE001 - a bug must not end heartbeats and claims
+                failures += 1
+                log.exception(
+                    "executor %s maintenance failed unexpectedly; retrying", self.runner.id
+                )
+            delay = min(self.host.wait_interval * 2**failures, settings.lease_seconds / 3)
+            if next_wake is not None:
+                # Wake when the next suspended workflow does (a hair after, so that the
+                # claim finds it due).
+                delay = min(delay, max(next_wake - self.host.clock.time(), 0.0) + _WAKE_MARGIN)
+            self._wake.wait(delay)
+            self._wake.clear()
+
+    def check_cancels(self) -> None:
+        """Tell our runs that were asked to cancel."""
+        self._cancels_pushed = False
+        self.runner.cancel_local(self.host.store.cancel_requests(self.runner.id))
+
+    def heartbeat(self) -> None:
+        """Renew our leases; release the runs the store no longer confirms as ours."""
+        began = time.monotonic()
+        expires = self.runner.lease_expiry()
+        renewed = self.host.store.heartbeat(self.runner.id, self.host.clock.time(), expires)
+        # Runs the store no longer confirms as ours (taken over while we were paused or cut
+        # off) start nothing more; only then may the renewed ones go on.
+        for run in self.table.runs():
+            if run.workflow_id not in renewed and run.dispatched_at < began:
+                run.release("its lease was not renewed: another executor may own it now")
+        self.runner.renewed(expires)
+
+    def claim(self, now: float) -> None:
+        """Claim as many runnable workflows as the run table has room for (at most a
+        thread pool's worth per round, leaving the rest to other executors)."""
+        settings = self.host.settings
+        reserved = self.table.reserve(settings.max_threads)
+        if reserved <= 0:
+            return
+        used = 0
+        try:
+            claimed = self.host.store.claim_workflows(
+                self.runner.id,
+                list(self.host.registry.workflows),
+                settings.app_version,
+                now,
+                self.runner.lease_expiry(),
+                dead_owners=self.dead_owners(),
+                limit=reserved,
+            )
+            if len(claimed) == settings.max_threads and self.table.free() > 0:
+                self.wake()  # there may be more: go on claiming after this round
+            for record in claimed:
+                if record.recoveries:
+                    log.info("recovering workflow %s (%s)", record.id, record.name)
+                # Epoch 1 after a claim: it was never owned before, so it has no steps.
+                steps = [] if record.epoch == 1 else self.host.store.load_steps(record.id)
+                if self.runner.dispatch(record, steps, Slot.CLAIM):
+                    used += 1
+        finally:
+            self.table.unreserve(reserved - used)
+
+    def dead_owners(self) -> list[str]:
+        """Executors of this host whose process is gone, their workflows released."""
+        dead = [
+            executor.id
+            for executor in self.host.store.list_executors()
+            if executor.host == self.runner.host_name
+            and executor.id != self.runner.id
+            and executor.pid != self.runner.pid
+            and process_gone(executor.pid)
+        ]
+        for executor_id in dead:
+            # Hand its workflows to whoever claims next and mark it stopped, so the list of
+            # executors to check does not grow with every crash.
+            count = self.host.store.release_workflows(executor_id, self.host.clock.time())
+            log.info(
+                "executor %s is gone (its process died); released %d workflow(s)",
+                executor_id,
+                count,
+            )
+        return dead
+
+    def retry_stranded(self, now: float) -> None:
+        """Run again the workflows a store failure interrupted, once due; those that find
+        no room wait another second."""
+        for workflow_id in self.table.take_stranded(now):
+            if not self.runner.adopt(workflow_id) and not self.table.free():
+                self.table.strand(workflow_id, now + 1.0)
+
+    def adopt_orphans(self) -> None:
+        """Run the workflows the store says we own but that do not run here."""
+        # A claim or a start can commit while its caller sees an error (the connection
+        # died at COMMIT): the store then says we own a workflow that we do not run.
+        # Without this, our heartbeats would keep its lease alive and nobody would run it.
+        for workflow_id in self.host.store.owned_workflows(self.runner.id):
+            if not self.table.busy(workflow_id) and self.runner.adopt(workflow_id):
+                log.warning("workflow %s was ours but not running; resumed it", workflow_id)
+
+    def report_unclaimable(self, now: float) -> None:
+        """Note, once each, the workflows that no executor like this one can run."""
+        known = list(self.host.registry.workflows)
+        version = self.host.settings.app_version
+        for record in self.host.store.unclaimable_workflows(known, version, now):
+            if record.id in self._reported:
+                continue
+            self._reported.add(record.id)
+            if record.app_version != version:
+                note = (
+                    f"waiting for an executor of version {record.app_version!r} "
+                    f"(executor {self.runner.id} runs version {version!r})"
+                )
+            else:
+                note = (
+                    f"workflow {record.name!r} is not registered in executor "
+                    f"{self.runner.id}; it stays recoverable: deploy code that registers it "
+                    "under this name"
+                )
+            log.warning("workflow %s: %s", record.id, note)
+            if record.note != note:
+                self.host.store.set_note(record.id, note, now)

@@ -1,0 +1,205 @@
+"""The worker: ``max_workflows`` bounds every workflow running in the process, however it
+was started; the run table keeps its stranded workflows behind its one lock; the
+maintenance thread survives any failure."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from perdure._worker import RunTable
+
+
+class Gauge:
+    """Counts the workflows inside a section at once, and the most ever."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.now = 0
+        self.most = 0
+
+    def enter(self) -> None:
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+
+    def leave(self) -> None:
+        with self.lock:
+            self.now -= 1
+
+
+def test_max_workflows_bounds_workflows_started_in_this_process(make_app) -> None:
+    # Regression: with max_workflows=2, ten workflows started in the same process ran at
+    # once (only claims were bounded).
+    app = make_app(max_workflows=2)
+    gauge = Gauge()
+    go = threading.Event()
+
+    @app.workflow
+    def busy(i: int) -> int:
+        gauge.enter()
+        go.wait(10)
+        time.sleep(0.05)
+        gauge.leave()
+        return i
+
+    @app.workflow
+    async def busy_async(i: int) -> int:
+        gauge.enter()
+        while not go.is_set():
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        gauge.leave()
+        return i
+
+    with app:
+        handles = [app.start(busy, i) for i in range(5)]
+        handles += [app.start(busy_async, i) for i in range(5, 10)]
+        # The first two run here; beyond the bound, a start records its workflow unowned
+        # (PENDING), for a claim when there is room.
+        owners = [h.status().owner for h in handles]
+        executor = app.executor
+        assert executor is not None and owners[:2] == [executor.id] * 2
+        assert owners[2:] == [None] * 8
+        go.set()
+        assert [h.result(timeout=30) for h in handles] == list(range(10))
+        assert app.executor is not None and app.executor.running == 0
+    assert gauge.most == 2
+
+
+def test_a_start_beyond_the_bound_waits_pending_and_runs_when_there_is_room(make_app) -> None:
+    app = make_app(max_workflows=1)
+    release = threading.Event()
+
+    @app.workflow
+    def hold() -> None:
+        release.wait(10)
+
+    @app.workflow
+    def quick() -> str:
+        return "done"
+
+    with app:
+        held = app.start(hold)
+        waiting = app.start(quick)
+        time.sleep(0.3)  # several claim rounds: none may take it while the slot is full
+        status = waiting.status()
+        assert (status.status, status.owner) == ("PENDING", None)
+        release.set()
+        held.result(timeout=10)
+        assert waiting.result(timeout=10) == "done"
+
+
+def test_children_count_against_the_bound(make_app) -> None:
+    app = make_app(max_workflows=2, suspend_after=0.1)
+    gauge = Gauge()
+
+    @app.workflow
+    def child(i: int) -> int:
+        gauge.enter()
+        time.sleep(0.05)
+        gauge.leave()
+        return i
+
+    @app.workflow
+    def parent() -> int:
+        handles = [app.start(child, i) for i in range(4)]
+        return sum(h.result() for h in handles)
+
+    with app:
+        assert app.run(parent) == 6
+    # The parent holds a slot while it runs; its children share the other one (while the
+    # parent is suspended, two children may run).
+    assert gauge.most <= 2
+
+
+def test_the_run_table_strands_and_retries_under_its_lock() -> None:
+    # Regression: the maintenance thread iterated the stranded workflows without the lock
+    # while workflow threads added to them ("dictionary changed size during iteration").
+    table = RunTable(capacity=10)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def strand(name: str) -> None:
+        i = 0
+        while not stop.is_set():
+            # Most are not due: the stranded set grows, and each look iterates it all.
+            table.strand(f"{name}-{i}", 0.0 if i % 10 == 0 else 9.0)
+            i += 1
+
+    def take() -> None:
+        try:
+            while not stop.is_set():
+                table.take_stranded(1.0)
+        except BaseException as exc:  # noqa: BLE001 - the test reports it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=strand, args=(str(n),)) for n in range(3)]
+    threads.append(threading.Thread(target=take))
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        for thread in threads:
+            thread.start()
+        time.sleep(0.5)
+        stop.set()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(switch)
+    assert errors == []
+    table.take_stranded(10.0)  # what the writers stranded, due or not
+    table.strand("late", 5.0)
+    assert table.take_stranded(1.0) == [] and table.take_stranded(5.0) == ["late"]
+
+
+def test_the_run_table_bounds_reservations_starts_and_runs() -> None:
+    table = RunTable(capacity=3)
+    assert table.reserve(2) == 2
+    assert table.begin_start("a") is True
+    assert table.begin_start("b") is False  # full: recorded unowned
+    assert table.reserve(5) == 0
+    table.end_start("b")
+    table.end_start("a")  # its slot comes back
+    table.unreserve(2)
+    assert table.free() == 3
+
+
+def test_maintenance_survives_an_unexpected_error(
+    make_app, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    caplog.set_level(logging.WARNING, logger="perdure")
+    worker = make_app()
+    client = make_app()
+    for app in (worker, client):
+
+        @app.workflow(name="greet")
+        def greet(who: str) -> str:
+            return f"hello {who}"
+
+    store = worker.store
+    real_claim = store.claim_workflows
+    failed: list[bool] = []
+
+    def claim_once_broken(*args: Any, **kwargs: Any) -> Any:
+        if not failed:
+            failed.append(True)
+            raise RuntimeError("injected bug in a claim")
+        return real_claim(*args, **kwargs)
+
+    # One method of the real store raises once: a bug, not a store outage.
+    monkeypatch.setattr(store, "claim_workflows", claim_once_broken)
+    with worker:
+        # Started by a process with no executor: only the worker's claims can run it.
+        handle = client.start("greet", "ada")  # type: ignore[arg-type]
+        assert handle.result(timeout=20) == "hello ada"
+    assert failed == [True]
+    assert "maintenance failed unexpectedly" in caplog.text
+    assert "RuntimeError: injected bug in a claim" in caplog.text  # with its traceback
+    assert "Traceback" in caplog.text
