@@ -61,15 +61,20 @@ def test_max_workflows_bounds_workflows_started_in_this_process(make_app) -> Non
     with app:
         handles = [app.start(busy, i) for i in range(5)]
         handles += [app.start(busy_async, i) for i in range(5, 10)]
-        # The first two run here; beyond the bound, a start records its workflow unowned
-        # (PENDING), for a claim when there is room.
+        # At most two run here; beyond the bound, a start records its workflow unowned
+        # (PENDING), for a claim when there is room. (A claim round of the maintenance
+        # thread may take the second slot for one of those.)
         owners = [h.status().owner for h in handles]
         executor = app.executor
-        assert executor is not None and owners[:2] == [executor.id] * 2
-        assert owners[2:] == [None] * 8
+        assert executor is not None and owners[0] == executor.id
+        assert owners.count(executor.id) == 2 and owners.count(None) == 8
         go.set()
         assert [h.result(timeout=30) for h in handles] == list(range(10))
-        assert app.executor is not None and app.executor.running == 0
+        # A result is told to waiters just before its run leaves the run table.
+        deadline = time.monotonic() + 10
+        while executor.running and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert executor.running == 0
     assert gauge.most == 2
 
 
