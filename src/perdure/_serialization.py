@@ -30,6 +30,35 @@ _ADVICE = (
     "pass JSON-compatible values, dataclasses or pydantic models, "
     "or configure App(serializer=PickleSerializer())"
 )
+# What pydantic says when it gives up on depth (reading JSON, writing it), and what
+# perdure says: a SerializationError that already says so is not wrapped again.
+_DEPTH_MESSAGES = (
+    "recursion limit exceeded",
+    "Maximum serialization depth exceeded",
+    "nested too deeply to be",
+)
+
+
+def too_deep(exc: BaseException) -> bool:
+    """Whether ``exc`` says a value was nested more deeply than could be handled: a
+    ``RecursionError`` (Python's json, pickle) or pydantic's depth limits."""
+    if isinstance(exc, RecursionError):
+        return True
+    try:
+        text = str(exc)
+    except Exception:
+        return False
+    return any(message in text for message in _DEPTH_MESSAGES)
+
+
+def nested_too_deeply(what: str, verb: str = "read back") -> SerializationError:
+    """The error for a value nested too deeply; ``what`` names it (``"the result of step
+    'fetch' in workflow 'order-1'"``), ``verb`` is ``"read back"`` or ``"stored"``."""
+    return SerializationError(
+        f"{what}: nested too deeply to be {verb} (more levels of lists, dicts or objects "
+        "inside each other than the serializer handles; the JSON serializer reads back "
+        "about 200); store a flatter value"
+    )
 
 
 @runtime_checkable
@@ -92,6 +121,8 @@ def _dump_any(value: Any) -> str:
         raw = _ANY.serializer.to_json(value, by_alias=True, round_trip=True, serialize_as_any=True)
         return raw.decode()
     except Exception as exc:
+        if too_deep(exc):
+            raise nested_too_deeply(f"a value of type {_type_name(value)}", "stored") from None
         # A model's fields follow its own config, where bytes are UTF-8 by default.
         tip = "; for bytes in a pydantic model, set ser_json_bytes='base64' in its model_config"
         raise SerializationError(
@@ -150,6 +181,8 @@ class JSONSerializer:
             try:
                 _load(entry, text)
             except Exception as exc:
+                if too_deep(exc):
+                    raise nested_too_deeply(f"a value of type {_type_name(value)}") from None
                 raise SerializationError(
                     f"a value of type {_type_name(value)} does not match its annotation "
                     f"{type_hint!r} ({exc}); fix the annotation or the value"
@@ -163,6 +196,8 @@ class JSONSerializer:
         try:
             return _load(entry, data)
         except Exception as exc:
+            if too_deep(exc):
+                raise nested_too_deeply("a stored value") from None
             raise SerializationError(
                 f"cannot read a stored value as {type_hint!r} ({exc}); did the annotation "
                 "change while workflows were running?"
@@ -202,6 +237,8 @@ class PickleSerializer:
             # older workers during a rolling upgrade.
             raw = pickle.dumps(value, protocol=5)
         except Exception as exc:
+            if too_deep(exc):
+                raise nested_too_deeply(f"a value of type {_type_name(value)}", "stored") from None
             msg = f"a value of type {_type_name(value)} cannot be pickled ({exc})"
             raise SerializationError(msg) from exc
         return base64.b64encode(raw).decode("ascii")
@@ -211,7 +248,37 @@ class PickleSerializer:
         try:
             return pickle.loads(base64.b64decode(data, validate=True))
         except Exception as exc:
+            if too_deep(exc):
+                raise nested_too_deeply("a stored (pickled) value") from None
             raise SerializationError(f"cannot unpickle a stored value ({exc!r})") from exc
+
+
+def encode_value(serializer: Serializer, value: Any, type_hint: Any, what: str) -> str:
+    """``serializer.dumps(value, type_hint)``, with every failure a ``SerializationError``
+    that names ``what`` (``"the result of step 'fetch' in workflow 'order-1'"``): also a
+    ``RecursionError`` from a serializer of the user's, for a value nested too deeply."""
+    try:
+        return serializer.dumps(value, type_hint)
+    except SerializationError as exc:
+        raise SerializationError(f"cannot store {what}: {exc}") from exc
+    except Exception as exc:
+        if too_deep(exc):
+            raise nested_too_deeply(what, "stored") from None
+        raise SerializationError(f"cannot store {what}: {exc!r}") from exc
+
+
+def decode_value(serializer: Serializer, data: str, type_hint: Any, what: str) -> Any:
+    """``serializer.loads(data, type_hint)``, with every failure a ``SerializationError``
+    that names ``what``, and a value nested too deeply said to be so (not a bare
+    ``RecursionError``, which would fail the workflow without a word of why)."""
+    try:
+        return serializer.loads(data, type_hint)
+    except SerializationError as exc:
+        raise SerializationError(f"cannot read {what}: {exc}") from exc
+    except Exception as exc:
+        if too_deep(exc):
+            raise nested_too_deeply(what) from None
+        raise SerializationError(f"cannot read {what}: {exc!r}") from exc
 
 
 def _per_callable(build: Callable[[Any], _R]) -> Callable[[Any], _R]:
@@ -302,6 +369,8 @@ def encode_call(
         try:
             text = serializer.dumps(value, hint)
         except Exception as exc:
+            if too_deep(exc):
+                raise nested_too_deeply(f"argument {label!r} of {what}", "stored") from None
             raise SerializationError(
                 f"cannot serialize argument {label!r} of {what}: {exc}"
             ) from exc
@@ -326,6 +395,10 @@ def decode_call(
         args, kwargs = record["args"], record["kwargs"]
         if not isinstance(args, list) or not isinstance(kwargs, dict):
             raise TypeError("'args' must be a list and 'kwargs' an object")
+    except RecursionError:
+        # Python's json recurses once per level: a hostile or damaged record must fail
+        # the workflow with a SerializationError that says why, not a bare RecursionError.
+        raise nested_too_deeply(f"the recorded arguments of {what}") from None
     except (ValueError, TypeError, KeyError) as exc:
         raise SerializationError(f"the recorded arguments of {what} are invalid: {exc!r}") from exc
     try:
@@ -345,6 +418,8 @@ def decode_call(
             # base64 only from JSON, not from a Python str.
             return element if _is_plain(hint) else serializer.loads(_dump_any(element), hint)
         except Exception as exc:
+            if too_deep(exc):
+                raise nested_too_deeply(f"argument {label!r} of {what}") from None
             raise SerializationError(f"cannot decode argument {label!r} of {what}: {exc}") from exc
 
     return _convert_each(bound, fn, decode)
@@ -363,7 +438,10 @@ def encode_error(exc: BaseException) -> str:
     record: dict[str, Any] = {"type": f"{cls.__module__}:{cls.__qualname__}", "message": message}
     with contextlib.suppress(TypeError, ValueError, RecursionError):
         record["args"] = json.loads(json.dumps(list(exc.args)))
-    record["traceback"] = "".join(traceback.format_exception(exc))
+    try:
+        record["traceback"] = "".join(traceback.format_exception(exc))
+    except RecursionError:  # a chain of thousands of causes
+        record["traceback"] = f"<traceback too deeply nested to format>\n{cls.__qualname__}: {message}"
     return json.dumps(record)
 
 
@@ -392,6 +470,8 @@ def decode_error(data: str, fallback: type[_RecordedFailure]) -> BaseException:
         record = json.loads(data)
     except (ValueError, TypeError):
         record = None
+    except RecursionError:
+        record = {"message": "the recorded error is nested too deeply to read"}
     if not isinstance(record, dict):
         record = {"message": str(data)}
     type_name = str(record.get("type", "<unknown>"))
