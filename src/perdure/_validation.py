@@ -30,9 +30,7 @@ from ._text import shorten
 #: 2,700 bytes) even when every character takes four bytes in UTF-8.
 MAX_KEY_LENGTH: Final = 1000
 
-_RULE = (
-    "a str of at most {limit:,} characters, without NUL characters or lone surrogates"
-)
+_RULE = "str of at most {limit:,} characters, without NUL characters or lone surrogates"
 
 
 class InvalidValueError(ConfigurationError, ValueError):
@@ -53,7 +51,7 @@ def _kind(value: object) -> str:
 
 
 def _check_text(what: str, value: object, *, allow_empty: bool) -> str:
-    rule = ("a non-empty " if not allow_empty else "") + _RULE.format(limit=MAX_KEY_LENGTH)
+    rule = ("a " if allow_empty else "a non-empty ") + _RULE.format(limit=MAX_KEY_LENGTH)
     if not isinstance(value, str):
         raise InvalidValueError(f"{what} must be {rule}, not {_kind(value)} {_show(value)}")
     if not value and not allow_empty:
