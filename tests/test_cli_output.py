@@ -134,9 +134,7 @@ def test_unknown_status_is_refused_with_the_valid_ones(tmp_path: Path) -> None:
         ["breakers"],
     ],
 )
-def test_a_missing_sqlite_database_is_refused_not_created(
-    tmp_path: Path, args: list[str]
-) -> None:
+def test_a_missing_sqlite_database_is_refused_not_created(tmp_path: Path, args: list[str]) -> None:
     url = f"sqlite:///{tmp_path}/typo.db"
     result = perdure_cli(*args, "--database-url", url)
     assert_one_line_error(result, "no database at", "typo.db")
@@ -147,7 +145,9 @@ def test_a_missing_sqlite_database_is_refused_not_created(
     assert list(tmp_path.iterdir()) == []
 
 
-def test_an_unknown_workflow_is_one_line(make_app: Callable[..., perdure.App], database_url: str) -> None:
+def test_an_unknown_workflow_is_one_line(
+    make_app: Callable[..., perdure.App], database_url: str
+) -> None:
     app = make_app()
     app.list_workflows()  # creates the database
     app.shutdown()

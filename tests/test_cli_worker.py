@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from conftest import with_options
 
 TESTS_DIR = Path(__file__).resolve().parent

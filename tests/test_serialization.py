@@ -13,13 +13,13 @@ from enum import Enum, IntEnum
 from typing import Annotated, Any, Optional
 from uuid import UUID
 
-import perdure
 import pytest
-from perdure._model import NewWorkflow
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 from typing_extensions import TypedDict
 
+import perdure
 from perdure._errors import SerializationError, StepFailedError, WorkflowFailedError
+from perdure._model import NewWorkflow
 from perdure._serialization import (
     JSONSerializer,
     PickleSerializer,

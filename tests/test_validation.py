@@ -71,7 +71,9 @@ def test_step_timeouts_are_checked_at_decoration(value: float) -> None:
     def fetch() -> None:
         pass
 
-    with pytest.raises(perdure.ConfigurationError, match=r"^the timeout of step '.*fetch' must be") as info:
+    with pytest.raises(
+        perdure.ConfigurationError, match=r"^the timeout of step '.*fetch' must be"
+    ) as info:
         app.step(timeout=value)(fetch)
     assert repr(value) in str(info.value)
     app.step(timeout=0.5)(fetch)  # a positive one is fine
@@ -188,8 +190,10 @@ def test_empty_values() -> None:
         ("mysql://admin:S3cretPW@db/prod", "mysql://admin:***@db/prod"),
         ("postgresql://u:p%40ss@h/d?sslmode=require", "postgresql://u:***@h/d?sslmode=require"),
         ("postgresql://u:pa@ss/word@h/d", "postgresql://u:***@h/d"),
-        ("postgresql://u@h/d?password=hunter22&sslmode=require",
-         "postgresql://u@h/d?password=***&sslmode=require"),
+        (
+            "postgresql://u@h/d?password=hunter22&sslmode=require",
+            "postgresql://u@h/d?password=***&sslmode=require",
+        ),
         ("postgresql://h/d?user=u&sslpassword=k3y", "postgresql://h/d?user=u&sslpassword=***"),
         ("host=db user=u password='a b c' dbname=shop", "host=db user=u password=*** dbname=shop"),
         ("postgresql://u@h:5432/d", "postgresql://u@h:5432/d"),

@@ -56,8 +56,10 @@ _PERMANENT_CONNECT_FAILURES = (
     ("no pg_hba.conf entry", "the server refuses this user, host or database (pg_hba.conf)"),
     ("is not permitted to log in", "the role may not log in: use another user"),
     ("permission denied for database", "grant CONNECT on the database, or use another user"),
-    ("invalid sslmode value", "use sslmode=disable, allow, prefer, require, verify-ca or "
-     "verify-full"),
+    (
+        "invalid sslmode value",
+        "use sslmode=disable, allow, prefer, require, verify-ca or verify-full",
+    ),
     ("invalid connection option", "remove the unknown option from the database URL"),
     ("invalid integer value", "fix the option's value in the database URL"),
     ("server does not support SSL", "the server has no SSL: use another sslmode"),
@@ -473,9 +475,7 @@ def main() -> None:
     except Exception as exc:  # a bug: still one line, the traceback on request
         if os.environ.get(TRACEBACK_ENV) == "1":
             traceback.print_exc()
-        _exit(
-            f"unexpected {_one_line(exc)} (set {TRACEBACK_ENV}=1 to see the traceback)", 1
-        )
+        _exit(f"unexpected {_one_line(exc)} (set {TRACEBACK_ENV}=1 to see the traceback)", 1)
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -441,7 +441,9 @@ def encode_error(exc: BaseException) -> str:
     try:
         record["traceback"] = "".join(traceback.format_exception(exc))
     except RecursionError:  # a chain of thousands of causes
-        record["traceback"] = f"<traceback too deeply nested to format>\n{cls.__qualname__}: {message}"
+        record["traceback"] = (
+            f"<traceback too deeply nested to format>\n{cls.__qualname__}: {message}"
+        )
     return json.dumps(record)
 
 

@@ -37,8 +37,9 @@ def redact_url(url: str) -> str:
         start = scheme_end + 3
         # The user information ends at the last "@" before the query: a password may
         # hold an unencoded "@" or "/", which must not leave its tail in view.
-        query_at = min((i for i in (text.find("?", start), text.find("#", start)) if i >= 0),
-                       default=len(text))
+        query_at = min(
+            (i for i in (text.find("?", start), text.find("#", start)) if i >= 0), default=len(text)
+        )
         at = text.rfind("@", start, query_at)
         if at >= 0:
             colon = text.find(":", start, at)
@@ -50,8 +51,8 @@ def redact_url(url: str) -> str:
 def escape_for_terminal(text: object) -> str:
     """``text`` on one line, safe to print: control characters (newlines, escape
     sequences, C1 controls), lone surrogates and characters that reorder the text around
-    them (bidirectional overrides, line separators) are written as Python escapes (``\\n``, ``\\x1b``, ``\\u202e``); the rest is kept
-    as is, non-ASCII letters included."""
+    them (bidirectional overrides, line separators) are written as Python escapes
+    (``\\n``, ``\\x1b``, ``\\u202e``); the rest is kept as is, non-ASCII letters included."""
     value = str(text)
     if value.isprintable():
         return value  # the common case, checked in C

@@ -117,9 +117,12 @@ def _seconds(name: str, value: object, *, allow_zero: bool) -> float:
     rule = f"a finite number of seconds, {bound}"
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise InvalidValueError(f"{name} must be {rule}, not {_kind(value)} {_show(value)}")
-    seconds = float(value)  # an int too large for a float raises OverflowError: caught below
+    try:
+        seconds = float(value)
+    except OverflowError:  # an int too large for a float
+        seconds = math.inf
     if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
-        raise InvalidValueError(f"{name} must be {rule}, not {value!r}")
+        raise InvalidValueError(f"{name} must be {rule}, not {_show(value)}")
     return seconds
 
 
@@ -127,19 +130,13 @@ def positive_seconds(name: str, value: object) -> float:
     """``value`` as a float if it is a finite number of seconds above zero (a timeout);
     ``InvalidValueError`` naming ``name`` and the value otherwise (NaN, infinity, zero,
     a negative number, a bool, a str)."""
-    try:
-        return _seconds(name, value, allow_zero=False)
-    except OverflowError:
-        raise InvalidValueError(f"{name} must be a finite number of seconds, not {value!r}") from None
+    return _seconds(name, value, allow_zero=False)
 
 
 def non_negative_seconds(name: str, value: object) -> float:
     """``value`` as a float if it is a finite number of seconds, zero allowed (a retry
     interval, where zero means at once); ``InvalidValueError`` otherwise."""
-    try:
-        return _seconds(name, value, allow_zero=True)
-    except OverflowError:
-        raise InvalidValueError(f"{name} must be a finite number of seconds, not {value!r}") from None
+    return _seconds(name, value, allow_zero=True)
 
 
 def optional_positive_seconds(name: str, value: object) -> float | None:
