@@ -347,7 +347,9 @@ def _launch(app: App, stop: threading.Event) -> bool:
             app.shutdown(0)  # drop what the failed attempt opened
             advice = permanent_connect_failure(exc)
             if advice is not None:
-                fail(f"cannot start the worker on {where}: {exc}; {advice}")
+                # Not "unavailable": the server (or whatever answers) refused for good.
+                reason = str(exc).removeprefix("PostgreSQL is unavailable: ")
+                fail(f"cannot start the worker on {where}: {reason}; {advice}")
             log.warning("database unavailable (%s); trying again in %.1f s", exc, delay)
         except PerdureError as exc:  # a bad setting, a refused schema, a permanent error
             app.shutdown(0)
@@ -470,6 +472,9 @@ def main() -> None:
         _exit(exc.format_message(), exc.exit_code)
     except (click.Abort, KeyboardInterrupt):
         _exit("interrupted", 130)
+    except BrokenPipeError:  # perdure list | head: the reader has all it wants
+        sys.stderr.close()
+        sys.exit(1)
     except PerdureError as exc:
         _exit(str(exc), 1)
     except Exception as exc:  # a bug: still one line, the traceback on request
