@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -175,3 +176,17 @@ def test_app_loading_errors_are_one_line(tmp_path: Path) -> None:
     ]
     for args, expected in cases:
         assert_one_line_error(perdure_cli(*args, cwd=tmp_path), *expected)
+
+
+def test_breaker_lines_are_escaped(make_app: Callable[..., perdure.App], database_url: str) -> None:
+    app = make_app()
+    now = time.time()
+    error = json.dumps({"type": "x:E", "message": "boom\n\x1b[2Jforged"})
+    assert app.store.count_breaker_failure("pay\x1b[31m\nments", now, 1, 60, now + 30, error)
+    app.shutdown()
+    result = perdure_cli("breakers", "--database-url", database_url)
+    assert result.returncode == 0, result
+    assert_terminal_safe(result.stdout)
+    (line,) = result.stdout.splitlines()
+    assert line.startswith("pay\\x1b[31m\\nments  OPEN"), line
+    assert line.endswith("last error: x.E: boom\\n\\x1b[2Jforged"), line

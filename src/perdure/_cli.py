@@ -215,7 +215,9 @@ def _jsonable(value: Any) -> Any:
 
 
 def _print_status(status: WorkflowStatus) -> None:
-    click.echo(f"workflow {shown(status.workflow_id)} ({shown(status.name)}): {status.status}")
+    click.echo(
+        f"workflow {shown(status.workflow_id)} ({shown(status.name)}): {shown(status.status)}"
+    )
     click.echo(f"  created {status.created_at.isoformat()}, version {shown(status.app_version)}")
     if status.owner:
         click.echo(f"  running on {shown(status.owner)}")
@@ -234,7 +236,7 @@ def _print_status(status: WorkflowStatus) -> None:
     if status.error:
         click.echo(f"  error: {shown(status.error)}")
     for step in status.steps:
-        line = f"  [{shown(step.position)}] {shown(step.name)}: {step.status}"
+        line = f"  [{shown(step.position)}] {shown(step.name)}: {shown(step.status)}"
         if step.attempts > 1 or step.status == StepState.RETRYING:
             line += f" after {step.attempts} attempt(s)"
         if step.waiting_for:
@@ -419,7 +421,7 @@ def list_(
         found = app.list_workflows(status=status_filter, name=name, limit=limit)
     for item in found:
         line = (
-            f"{item.created_at.isoformat()}  {item.status:<9}  {shown(item.name)}  "
+            f"{item.created_at.isoformat()}  {shown(item.status):<9}  {shown(item.name)}  "
             f"{shown(item.workflow_id)}"
         )
         if item.waiting_for:
@@ -443,7 +445,7 @@ def breakers(app_spec: str | None, database_url: str | None, as_json: bool) -> N
 
 
 def _breaker_line(item: BreakerStatus) -> str:
-    line = f"{shown(item.name)}  {item.state}"
+    line = f"{shown(item.name)}  {shown(item.state)}"
     if item.state == BreakerState.CLOSED and item.failures:
         since = item.window_started_at.isoformat() if item.window_started_at else "?"
         line += f"  {item.failures} failure(s) since {since}"
