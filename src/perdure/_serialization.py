@@ -30,6 +30,9 @@ _ADVICE = (
     "pass JSON-compatible values, dataclasses or pydantic models, "
     "or configure App(serializer=PickleSerializer())"
 )
+# How many levels of nesting pydantic reads back from JSON (a text with fewer brackets
+# cannot be deeper).
+_READ_DEPTH = 200
 # What pydantic says when it gives up on depth (reading JSON, writing it), and what
 # perdure says: a SerializationError that already says so is not wrapped again.
 _DEPTH_MESSAGES = (
@@ -131,6 +134,20 @@ def _dump_any(value: Any) -> str:
         ) from exc
 
 
+def _readable(text: str, value: Any) -> str:
+    """``text``, unless it is nested more deeply than pydantic reads JSON back (about 200
+    levels; it writes a few hundred): such a value would be stored and then fail every
+    read, poisoning the workflow that recorded it. Checked only when the text holds
+    enough brackets to be that deep, so ordinary values cost two counts."""
+    if text.count("[") + text.count("{") > _READ_DEPTH:
+        try:
+            _ANY.validator.validate_json(text)
+        except Exception as exc:
+            if too_deep(exc):
+                raise nested_too_deeply(f"a value of type {_type_name(value)}", "stored") from None
+    return text
+
+
 def _wrong_class(value: Any, hint: Any) -> bool:
     # Under a model or dataclass hint pydantic picks the fields from any object with a
     # __dict__, without a warning: an unrelated object would be stored as {}.
@@ -162,6 +179,9 @@ class JSONSerializer:
 
     def dumps(self, value: Any, type_hint: Any = Any) -> str:
         """Encode ``value`` as JSON text, shaped by ``type_hint``."""
+        return _readable(self._dumps(value, type_hint), value)
+
+    def _dumps(self, value: Any, type_hint: Any) -> str:
         if _is_plain(type_hint):
             return _dump_any(value)
         entry = self._entry(type_hint)
