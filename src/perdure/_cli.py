@@ -73,6 +73,10 @@ _PERMANENT_CONNECT_FAILURES = (
 class CliError(click.ClickException):
     """An error the command reports in one line and exits with status 1."""
 
+    def format_message(self) -> str:
+        """The message, escaped and without passwords (also when click prints it)."""
+        return shown(self.message)
+
 
 def fail(message: str) -> NoReturn:
     """Stop the command with ``message`` (escaped and redacted when shown)."""
