@@ -17,15 +17,19 @@ import pytest
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 from typing_extensions import TypedDict
 
+import perdure
 from perdure._errors import SerializationError, StepFailedError, WorkflowFailedError
+from perdure._model import NewWorkflow
 from perdure._serialization import (
     JSONSerializer,
     PickleSerializer,
     Serializer,
     decode_call,
     decode_error,
+    decode_value,
     encode_call,
     encode_error,
+    encode_value,
     return_hint,
 )
 
@@ -531,3 +535,131 @@ def test_damaged_error_record_still_gives_an_error(data: str, type_name: str, me
     back = decode_error(data, StepFailedError)
     assert isinstance(back, StepFailedError)
     assert (back.type_name, back.message) == (type_name, message)
+
+
+# -- values nested too deeply -----------------------------------------------------------------
+
+DEPTH = 300_000
+DEEP_JSON = "[" * DEPTH + "]" * DEPTH
+
+
+def deep_list(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def assert_too_deep(exc: BaseException, *names: str) -> None:
+    assert isinstance(exc, SerializationError), repr(exc)
+    message = str(exc)
+    assert "nested too deeply" in message, message
+    assert "store a flatter value" in message, message
+    assert len(message) < 500, message  # not the payload echoed back
+    for name in names:
+        assert name in message, message
+
+
+def test_deep_call_arguments_read_back_give_a_serialization_error() -> None:
+    def fn(x: Any) -> None:
+        pass
+
+    data = '{"args":[' + DEEP_JSON + '],"kwargs":{}}'
+    for serializer in (JSON, PICKLE):
+        with pytest.raises(SerializationError) as info:
+            decode_call(serializer, fn, data, "workflow 'deep' (ID 'd-1')")
+        assert_too_deep(info.value, "the recorded arguments of workflow 'deep' (ID 'd-1')")
+
+
+@pytest.mark.parametrize("hint", [Any, list[Any], dict])
+def test_deep_values_read_back_give_a_serialization_error(hint: Any) -> None:
+    with pytest.raises(SerializationError) as info:
+        JSON.loads(DEEP_JSON, hint)
+    assert_too_deep(info.value)
+    with pytest.raises(SerializationError) as info:
+        decode_value(JSON, DEEP_JSON, hint, "the result of step 'fetch' in workflow 'w-1'")
+    assert_too_deep(info.value, "the result of step 'fetch' in workflow 'w-1'")
+
+
+def test_deep_values_are_refused_when_stored() -> None:
+    value = deep_list(DEPTH)
+    for serializer in (JSON, PICKLE):
+        with pytest.raises(SerializationError) as info:
+            serializer.dumps(value, Any)
+        assert_too_deep(info.value)
+        with pytest.raises(SerializationError) as info:
+            encode_value(serializer, value, Any, "the message to workflow 'w-1'")
+        assert_too_deep(info.value, "the message to workflow 'w-1'")
+    with pytest.raises(SerializationError) as info:
+        encode_call(JSON, lambda x: None, (value,), {}, "workflow 'deep'")
+    assert_too_deep(info.value, "argument 'x' of workflow 'deep'")
+
+
+def test_what_could_be_written_but_not_read_back_is_refused_when_written() -> None:
+    # pydantic writes a few hundred levels but reads back 200: such a value, stored,
+    # would fail every later read of the workflow that recorded it.
+    for hint in (Any, list[Any]):
+        with pytest.raises(SerializationError) as info:
+            JSON.dumps(deep_list(250), hint)
+        assert_too_deep(info.value, "list")
+    with pytest.raises(SerializationError) as info:
+        JSON.loads("[" * 250 + "]" * 250, Any)
+    assert_too_deep(info.value)
+    # As deep as can be read back, and wide, are fine.
+    for value in (deep_list(199), [{"a": [i], "b": {"c": i}} for i in range(500)]):
+        assert JSON.loads(JSON.dumps(value, Any), Any) == value
+
+
+class _RecursingSerializer:
+    """A serializer of the user's that lets RecursionError out."""
+
+    name = "recursing"
+
+    def dumps(self, value: Any, type_hint: Any = Any) -> str:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    def loads(self, data: str, type_hint: Any = Any) -> Any:
+        raise RecursionError("maximum recursion depth exceeded")
+
+
+def test_a_user_serializer_recursion_error_is_named() -> None:
+    serializer = _RecursingSerializer()
+    with pytest.raises(SerializationError) as info:
+        decode_value(serializer, "[]", Any, "the result of step 'fetch'")
+    assert_too_deep(info.value, "the result of step 'fetch'")
+    with pytest.raises(SerializationError) as info:
+        encode_value(serializer, [], Any, "the result of step 'fetch'")
+    assert_too_deep(info.value, "the result of step 'fetch'")
+
+
+def test_deep_error_records_still_give_an_error() -> None:
+    rebuilt = decode_error(DEEP_JSON, WorkflowFailedError)
+    assert isinstance(rebuilt, WorkflowFailedError)
+    assert "nested too deeply" in str(rebuilt)
+
+
+def test_a_workflow_whose_recorded_inputs_are_too_deep_fails_clearly(
+    make_app: Any,
+) -> None:
+    app: perdure.App = make_app()
+
+    @app.workflow(name="deep")
+    def deep(payload: Any) -> int:
+        return 1
+
+    with app:
+        # As a hostile or damaged record would be: written to the database directly.
+        new = NewWorkflow(
+            id="deep-1",
+            name="deep",
+            inputs='{"args":[' + DEEP_JSON + '],"kwargs":{}}',
+            serializer=app.serializer.name,
+            app_version=app.settings.app_version,
+            created_at=app.clock.time(),
+        )
+        app.store.create_workflow(new, None, None).result()
+        app.executor.wake()  # type: ignore[union-attr]
+        with pytest.raises(SerializationError) as info:
+            app.retrieve("deep-1").result(timeout=30)
+    assert_too_deep(info.value, "workflow 'deep'")
+    assert app.retrieve("deep-1").status().status == "FAILED"

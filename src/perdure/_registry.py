@@ -11,6 +11,7 @@ from ._breaker import CircuitBreaker
 from ._errors import ConfigurationError, UnknownWorkflowError
 from ._retry import NO_RETRY, Retry
 from ._serialization import return_hint
+from ._validation import optional_positive_seconds
 
 
 @dataclass(frozen=True)
@@ -90,10 +91,10 @@ class Registry:
         breaker: CircuitBreaker | None = None,
     ) -> StepDef:
         """Register ``fn`` as a step."""
-        if timeout is not None and timeout <= 0:
-            raise ConfigurationError(f"step timeout must be positive seconds, not {timeout!r}")
+        step_name = name or default_name(fn)
+        timeout = optional_positive_seconds(f"the timeout of step {step_name!r}", timeout)
         definition = StepDef(
-            name or default_name(fn),
+            step_name,
             fn,
             is_async_function(fn),
             retry or NO_RETRY,

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 import random as _random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from ._validation import InvalidValueError, non_negative_seconds, positive_seconds
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,11 @@ class Retry:
     ``probe_interval`` seconds, doubling up to ``probe_max_interval`` (spread by
     ``jitter``), the workflow suspended while it waits. Each failed probe is recorded
     with the step, so a crash keeps the wait.
+
+    Intervals are finite numbers of seconds (``initial_interval`` and ``max_interval`` may
+    be 0: retry at once; the probe intervals are above 0), ``backoff`` a finite factor of
+    at least 1: anything else raises ``InvalidValueError`` (a ``ConfigurationError`` and a
+    ``ValueError``) naming the field.
     """
 
     max_attempts: int = 3
@@ -44,16 +53,40 @@ class Retry:
     probe_max_interval: float = 60.0
 
     def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ValueError("Retry.max_attempts must be at least 1")
-        if self.initial_interval < 0 or self.max_interval < 0 or self.backoff < 1:
-            raise ValueError("Retry intervals must be >= 0 and backoff >= 1")
-        if not 0 <= self.jitter <= 1:
-            raise ValueError("Retry.jitter is a fraction between 0 and 1")
+        # Refused here, where the policy is written: a NaN or infinite interval would be
+        # accepted and only show as a strange wait on the first failure, in production.
+        if (
+            isinstance(self.max_attempts, bool)
+            or not isinstance(self.max_attempts, int)
+            or self.max_attempts < 1
+        ):
+            raise InvalidValueError(
+                f"Retry.max_attempts must be an int of at least 1, not {self.max_attempts!r}"
+            )
+        non_negative_seconds("Retry.initial_interval", self.initial_interval)
+        non_negative_seconds("Retry.max_interval", self.max_interval)
+        backoff = self.backoff
+        if isinstance(backoff, bool) or not isinstance(backoff, numbers.Real):
+            raise InvalidValueError(f"Retry.backoff must be a finite number >= 1, not {backoff!r}")
+        if not (math.isfinite(backoff) and backoff >= 1):
+            raise InvalidValueError(f"Retry.backoff must be a finite number >= 1, not {backoff!r}")
+        jitter = self.jitter
+        if isinstance(jitter, bool) or not isinstance(jitter, numbers.Real) or not 0 <= jitter <= 1:
+            raise InvalidValueError(
+                f"Retry.jitter is a fraction between 0 and 1 (0.1: +/-10%), not {jitter!r}"
+            )
         if self.wait_for is not None and not callable(self.wait_for):
-            raise ValueError("Retry.wait_for takes a probe: a callable, such as probes.tcp(...)")
-        if not 0 < self.probe_interval <= self.probe_max_interval:
-            raise ValueError("Retry needs 0 < probe_interval <= probe_max_interval")
+            raise InvalidValueError(
+                "Retry.wait_for takes a probe: a callable, such as probes.tcp(...), "
+                f"not {self.wait_for!r}"
+            )
+        positive_seconds("Retry.probe_interval", self.probe_interval)
+        positive_seconds("Retry.probe_max_interval", self.probe_max_interval)
+        if self.probe_interval > self.probe_max_interval:
+            raise InvalidValueError(
+                f"Retry needs probe_interval <= probe_max_interval, not {self.probe_interval!r} "
+                f"> {self.probe_max_interval!r}"
+            )
 
     def should_retry(self, exc: BaseException, attempts: int) -> bool:
         """Whether a failure of attempt number ``attempts`` with ``exc`` gets another attempt."""
@@ -65,7 +98,11 @@ class Retry:
 
     def delay(self, attempts: int, rng: _random.Random | None = None) -> float:
         """Seconds to wait after attempt number ``attempts`` failed."""
-        base = min(self.initial_interval * self.backoff ** (attempts - 1), self.max_interval)
+        try:
+            grown = self.initial_interval * self.backoff ** (attempts - 1)
+        except OverflowError:  # thousands of attempts: the cap has long been reached
+            grown = math.inf if self.initial_interval else 0.0
+        base = min(grown, self.max_interval)
         if self.jitter:
             spread = (rng or _random).uniform(-self.jitter, self.jitter)
             base *= 1 + spread

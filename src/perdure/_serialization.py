@@ -30,6 +30,38 @@ _ADVICE = (
     "pass JSON-compatible values, dataclasses or pydantic models, "
     "or configure App(serializer=PickleSerializer())"
 )
+# How many levels of nesting pydantic reads back from JSON (a text with fewer brackets
+# cannot be deeper).
+_READ_DEPTH = 200
+# What pydantic says when it gives up on depth (reading JSON, writing it), and what
+# perdure says: a SerializationError that already says so is not wrapped again.
+_DEPTH_MESSAGES = (
+    "recursion limit exceeded",
+    "Maximum serialization depth exceeded",
+    "nested too deeply to be",
+)
+
+
+def too_deep(exc: BaseException) -> bool:
+    """Whether ``exc`` says a value was nested more deeply than could be handled: a
+    ``RecursionError`` (Python's json, pickle) or pydantic's depth limits."""
+    if isinstance(exc, RecursionError):
+        return True
+    try:
+        text = str(exc)
+    except Exception:
+        return False
+    return any(message in text for message in _DEPTH_MESSAGES)
+
+
+def nested_too_deeply(what: str, verb: str = "read back") -> SerializationError:
+    """The error for a value nested too deeply; ``what`` names it (``"the result of step
+    'fetch' in workflow 'order-1'"``), ``verb`` is ``"read back"`` or ``"stored"``."""
+    return SerializationError(
+        f"{what}: nested too deeply to be {verb} (more levels of lists, dicts or objects "
+        "inside each other than the serializer handles; the JSON serializer reads back "
+        "about 200); store a flatter value"
+    )
 
 
 @runtime_checkable
@@ -92,12 +124,28 @@ def _dump_any(value: Any) -> str:
         raw = _ANY.serializer.to_json(value, by_alias=True, round_trip=True, serialize_as_any=True)
         return raw.decode()
     except Exception as exc:
+        if too_deep(exc):
+            raise nested_too_deeply(f"a value of type {_type_name(value)}", "stored") from None
         # A model's fields follow its own config, where bytes are UTF-8 by default.
         tip = "; for bytes in a pydantic model, set ser_json_bytes='base64' in its model_config"
         raise SerializationError(
             f"a value of type {_type_name(value)} cannot be stored as JSON ({exc}); {_ADVICE}"
             + (tip if "utf-8" in str(exc) else "")
         ) from exc
+
+
+def _readable(text: str, value: Any) -> str:
+    """``text``, unless it is nested more deeply than pydantic reads JSON back (about 200
+    levels; it writes a few hundred): such a value would be stored and then fail every
+    read, poisoning the workflow that recorded it. Checked only when the text holds
+    enough brackets to be that deep, so ordinary values cost two counts."""
+    if text.count("[") + text.count("{") > _READ_DEPTH:
+        try:
+            _ANY.validator.validate_json(text)
+        except Exception as exc:
+            if too_deep(exc):
+                raise nested_too_deeply(f"a value of type {_type_name(value)}", "stored") from None
+    return text
 
 
 def _wrong_class(value: Any, hint: Any) -> bool:
@@ -131,6 +179,9 @@ class JSONSerializer:
 
     def dumps(self, value: Any, type_hint: Any = Any) -> str:
         """Encode ``value`` as JSON text, shaped by ``type_hint``."""
+        return _readable(self._dumps(value, type_hint), value)
+
+    def _dumps(self, value: Any, type_hint: Any) -> str:
         if _is_plain(type_hint):
             return _dump_any(value)
         entry = self._entry(type_hint)
@@ -150,6 +201,8 @@ class JSONSerializer:
             try:
                 _load(entry, text)
             except Exception as exc:
+                if too_deep(exc):
+                    raise nested_too_deeply(f"a value of type {_type_name(value)}") from None
                 raise SerializationError(
                     f"a value of type {_type_name(value)} does not match its annotation "
                     f"{type_hint!r} ({exc}); fix the annotation or the value"
@@ -163,6 +216,8 @@ class JSONSerializer:
         try:
             return _load(entry, data)
         except Exception as exc:
+            if too_deep(exc):
+                raise nested_too_deeply("a stored value") from None
             raise SerializationError(
                 f"cannot read a stored value as {type_hint!r} ({exc}); did the annotation "
                 "change while workflows were running?"
@@ -202,6 +257,8 @@ class PickleSerializer:
             # older workers during a rolling upgrade.
             raw = pickle.dumps(value, protocol=5)
         except Exception as exc:
+            if too_deep(exc):
+                raise nested_too_deeply(f"a value of type {_type_name(value)}", "stored") from None
             msg = f"a value of type {_type_name(value)} cannot be pickled ({exc})"
             raise SerializationError(msg) from exc
         return base64.b64encode(raw).decode("ascii")
@@ -211,7 +268,37 @@ class PickleSerializer:
         try:
             return pickle.loads(base64.b64decode(data, validate=True))
         except Exception as exc:
+            if too_deep(exc):
+                raise nested_too_deeply("a stored (pickled) value") from None
             raise SerializationError(f"cannot unpickle a stored value ({exc!r})") from exc
+
+
+def encode_value(serializer: Serializer, value: Any, type_hint: Any, what: str) -> str:
+    """``serializer.dumps(value, type_hint)``, with every failure a ``SerializationError``
+    that names ``what`` (``"the result of step 'fetch' in workflow 'order-1'"``): also a
+    ``RecursionError`` from a serializer of the user's, for a value nested too deeply."""
+    try:
+        return serializer.dumps(value, type_hint)
+    except SerializationError as exc:
+        raise SerializationError(f"cannot store {what}: {exc}") from exc
+    except Exception as exc:
+        if too_deep(exc):
+            raise nested_too_deeply(what, "stored") from None
+        raise SerializationError(f"cannot store {what}: {exc!r}") from exc
+
+
+def decode_value(serializer: Serializer, data: str, type_hint: Any, what: str) -> Any:
+    """``serializer.loads(data, type_hint)``, with every failure a ``SerializationError``
+    that names ``what``, and a value nested too deeply said to be so (not a bare
+    ``RecursionError``, which would fail the workflow without a word of why)."""
+    try:
+        return serializer.loads(data, type_hint)
+    except SerializationError as exc:
+        raise SerializationError(f"cannot read {what}: {exc}") from exc
+    except Exception as exc:
+        if too_deep(exc):
+            raise nested_too_deeply(what) from None
+        raise SerializationError(f"cannot read {what}: {exc!r}") from exc
 
 
 def _per_callable(build: Callable[[Any], _R]) -> Callable[[Any], _R]:
@@ -302,6 +389,8 @@ def encode_call(
         try:
             text = serializer.dumps(value, hint)
         except Exception as exc:
+            if too_deep(exc):
+                raise nested_too_deeply(f"argument {label!r} of {what}", "stored") from None
             raise SerializationError(
                 f"cannot serialize argument {label!r} of {what}: {exc}"
             ) from exc
@@ -326,6 +415,10 @@ def decode_call(
         args, kwargs = record["args"], record["kwargs"]
         if not isinstance(args, list) or not isinstance(kwargs, dict):
             raise TypeError("'args' must be a list and 'kwargs' an object")
+    except RecursionError:
+        # Python's json recurses once per level: a hostile or damaged record must fail
+        # the workflow with a SerializationError that says why, not a bare RecursionError.
+        raise nested_too_deeply(f"the recorded arguments of {what}") from None
     except (ValueError, TypeError, KeyError) as exc:
         raise SerializationError(f"the recorded arguments of {what} are invalid: {exc!r}") from exc
     try:
@@ -345,6 +438,8 @@ def decode_call(
             # base64 only from JSON, not from a Python str.
             return element if _is_plain(hint) else serializer.loads(_dump_any(element), hint)
         except Exception as exc:
+            if too_deep(exc):
+                raise nested_too_deeply(f"argument {label!r} of {what}") from None
             raise SerializationError(f"cannot decode argument {label!r} of {what}: {exc}") from exc
 
     return _convert_each(bound, fn, decode)
@@ -363,7 +458,12 @@ def encode_error(exc: BaseException) -> str:
     record: dict[str, Any] = {"type": f"{cls.__module__}:{cls.__qualname__}", "message": message}
     with contextlib.suppress(TypeError, ValueError, RecursionError):
         record["args"] = json.loads(json.dumps(list(exc.args)))
-    record["traceback"] = "".join(traceback.format_exception(exc))
+    try:
+        record["traceback"] = "".join(traceback.format_exception(exc))
+    except RecursionError:  # a chain of thousands of causes
+        record["traceback"] = (
+            f"<traceback too deeply nested to format>\n{cls.__qualname__}: {message}"
+        )
     return json.dumps(record)
 
 
@@ -392,6 +492,8 @@ def decode_error(data: str, fallback: type[_RecordedFailure]) -> BaseException:
         record = json.loads(data)
     except (ValueError, TypeError):
         record = None
+    except RecursionError:
+        record = {"message": "the recorded error is nested too deeply to read"}
     if not isinstance(record, dict):
         record = {"message": str(data)}
     type_name = str(record.get("type", "<unknown>"))
