@@ -25,8 +25,18 @@ def test_options_are_a_frozen_value() -> None:
 
 @pytest.mark.parametrize("timeout", [0, -1, float("nan"), float("inf"), "5", True])
 def test_a_timeout_must_be_positive_finite_seconds(app: perdure.App, timeout: object) -> None:
-    with pytest.raises(perdure.ConfigurationError, match="positive seconds"):
+    with pytest.raises(perdure.InvalidValueError, match="^timeout must be a finite number"):
         app.options(timeout=timeout)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("workflow_id", ["", 42, "a\x00b", "x" * 1001])
+def test_a_workflow_id_must_follow_the_rule(app: perdure.App, workflow_id: object) -> None:
+    # An empty ID was silently replaced by a random one (a repeated start was then no
+    # longer idempotent); an int was accepted; a NUL failed only on PostgreSQL.
+    with pytest.raises(perdure.InvalidValueError, match="^workflow_id"):
+        app.options(workflow_id=workflow_id)  # type: ignore[arg-type]
+    with pytest.raises(perdure.InvalidValueError, match="^workflow_id"):
+        app.start("double", 1, workflow_id=workflow_id)
 
 
 def test_options_start_run_and_their_async_forms(app: perdure.App) -> None:

@@ -22,6 +22,7 @@ EXPORTED = {
     "CircuitBreaker",
     "Clock",
     "ConfigurationError",
+    "InvalidValueError",
     "DeadlineExceeded",
     "DeadlineExceededError",
     "JSONSerializer",

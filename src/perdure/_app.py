@@ -34,6 +34,7 @@ from ._registry import Registry as _Registry
 from ._retry import Retry
 from ._serialization import JSONSerializer, Serializer
 from ._settings import DEFAULT_DATABASE_URL, Settings
+from ._text import redact_url
 from ._worker import Executor
 from .storage import NewWorkflow, Store, WorkflowRecord
 
@@ -81,7 +82,7 @@ class App:
         self._worker: Executor | None = None
 
     def __repr__(self) -> str:
-        return f"App({self.database_url!r})"
+        return f"App({redact_url(self.database_url)!r})"
 
     @property
     def store(self) -> Store:

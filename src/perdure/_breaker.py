@@ -18,6 +18,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from ._display import error_summary, utc
+from ._errors import InvalidValueError
+from ._validation import (
+    check_name,
+    non_negative_seconds,
+    positive_seconds,
+)
 from .storage import BREAKER_CLOSED, BreakerRecord
 
 
@@ -45,12 +51,14 @@ class CircuitBreaker:
     failure_on: tuple[type[BaseException], ...] = field(default=(Exception,))
 
     def __post_init__(self) -> None:
-        if not self.name:
-            raise ValueError("a CircuitBreaker needs a name")
+        check_name("CircuitBreaker name", self.name)
+        if isinstance(self.failure_threshold, bool) or not isinstance(self.failure_threshold, int):
+            raise InvalidValueError("CircuitBreaker.failure_threshold must be an int")
         if self.failure_threshold < 1:
-            raise ValueError("CircuitBreaker.failure_threshold must be at least 1")
-        if self.window <= 0 or self.cooldown < 0 or self.probe_timeout <= 0:
-            raise ValueError("CircuitBreaker needs window > 0, cooldown >= 0, probe_timeout > 0")
+            raise InvalidValueError("CircuitBreaker.failure_threshold must be at least 1")
+        positive_seconds("CircuitBreaker.window", self.window)
+        non_negative_seconds("CircuitBreaker.cooldown", self.cooldown)
+        positive_seconds("CircuitBreaker.probe_timeout", self.probe_timeout)
 
     def counts(self, exc: BaseException) -> bool:
         """Whether a failure with ``exc`` counts against the service."""

@@ -32,6 +32,13 @@ from ._retry import NO_RETRY
 from ._runtime import WorkflowRun
 from ._serialization import Serializer, encode_call
 from ._settings import Settings
+from ._validation import (
+    check_idempotency_key,
+    check_key,
+    check_optional_key,
+    check_workflow_id,
+    non_negative_seconds,
+)
 from ._worker import Executor
 from .storage import (
     EVENT_CANCEL,
@@ -267,6 +274,9 @@ class Client:
     def _send(
         self, workflow_id: str, message: Any, topic: str | None, idempotency_key: str | None
     ) -> Future[bool | None]:
+        check_workflow_id(workflow_id)
+        check_optional_key("topic", topic)
+        check_idempotency_key(idempotency_key)
         payload = self.serializer.dumps(message, Any)
         return self.store.send_message(
             workflow_id, "" if topic is None else topic, payload, idempotency_key, self.clock.time()
@@ -313,6 +323,7 @@ class Client:
         return await asyncio.to_thread(self._cancel, workflow_id)
 
     def _cancel(self, workflow_id: str) -> bool:
+        check_workflow_id(workflow_id)
         asked = self.store.cancel_workflow(workflow_id, self.clock.time())
         if asked is None:
             raise WorkflowNotFoundError(workflow_id)
@@ -326,7 +337,7 @@ class Client:
 
     def retrieve(self, workflow_id: str) -> WorkflowHandle[Any]:
         """A handle to an existing workflow; raises ``WorkflowNotFoundError`` if none."""
-        handle: WorkflowHandle[Any] = WorkflowHandle(self, workflow_id)
+        handle: WorkflowHandle[Any] = WorkflowHandle(self, check_workflow_id(workflow_id))
         handle._record()
         return handle
 
@@ -351,12 +362,17 @@ class Client:
             raise WorkflowNotFoundError(workflow_id)
         return False, None
 
+    def _event_deadline(self, workflow_id: str, key: str, timeout: float) -> float:
+        check_workflow_id(workflow_id)
+        check_key("event key", key)
+        return self.clock.time() + non_negative_seconds("timeout", timeout)
+
     def _event_wait(self, deadline: float) -> float:
         return min(self.wait_interval, deadline - self.clock.time())
 
     def get_event(self, workflow_id: str, key: str, timeout: float = 0.0) -> Any:
         """``App.get_event``."""
-        deadline = self.clock.time() + timeout
+        deadline = self._event_deadline(workflow_id, key, timeout)
         first = True
         while True:
             waiter = self.notifier.subscribe(EVENT_EVENT + workflow_id)
@@ -375,7 +391,7 @@ class Client:
 
     async def get_event_async(self, workflow_id: str, key: str, timeout: float = 0.0) -> Any:
         """``get_event`` for coroutines: waits without holding a thread."""
-        deadline = self.clock.time() + timeout
+        deadline = self._event_deadline(workflow_id, key, timeout)
         first = True
         while True:
             waiter = self.notifier.subscribe(EVENT_EVENT + workflow_id)

@@ -6,6 +6,7 @@ signals, which derive from ``BaseException`` so that a workflow's
 
     PerdureError
     ├── ConfigurationError        bad URL, bad setting, app used in the wrong state
+    │   └── InvalidValueError     a value breaks its rule (empty ID, NaN timeout); a ValueError
     ├── SerializationError        a value that the serializer cannot encode or decode
     ├── UnknownWorkflowError      a workflow name that this app has not registered
     ├── WorkflowNotFoundError     a workflow ID that the store does not hold
@@ -40,6 +41,12 @@ class PerdureError(Exception):
 
 class ConfigurationError(PerdureError):
     """The app, its URL or one of its settings is wrong; the message says which."""
+
+
+class InvalidValueError(ConfigurationError, ValueError):
+    """A value handed to perdure breaks its rule (a non-finite timeout, an empty workflow
+    ID, a topic with a NUL character...); the message names the parameter, the value and
+    the rule. Also a ``ValueError``, as bad arguments are in Python."""
 
 
 class SerializationError(PerdureError):

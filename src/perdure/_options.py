@@ -15,13 +15,12 @@ the client builds the new workflow (``Client.prepare``).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
-from ._errors import ConfigurationError
 from ._handle import WorkflowHandle
+from ._validation import check_optional_workflow_id, optional_positive_seconds
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -44,16 +43,10 @@ class StartOptions:
     timeout: float | None = None
 
     def __post_init__(self) -> None:
-        timeout = self.timeout
-        if timeout is not None and (
-            isinstance(timeout, bool)
-            or not isinstance(timeout, int | float)
-            or not math.isfinite(timeout)
-            or timeout <= 0
-        ):
-            raise ConfigurationError(
-                f"a workflow timeout must be positive seconds, not {timeout!r}"
-            )
+        # Refused here, before anything is recorded: an empty ID is not taken for None (a
+        # repeated start would no longer be idempotent), a NaN timeout is not a deadline.
+        check_optional_workflow_id(self.workflow_id)
+        optional_positive_seconds("timeout", self.timeout)
 
     @classmethod
     def pop_legacy(cls, kwargs: dict[str, Any]) -> StartOptions:

@@ -11,7 +11,7 @@ from ._breaker import CircuitBreaker
 from ._errors import ConfigurationError, UnknownWorkflowError
 from ._retry import NO_RETRY, Retry
 from ._serialization import return_hint
-from ._validation import optional_positive_seconds
+from ._validation import check_name, optional_positive_seconds
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,8 @@ class Registry:
     def add_workflow(self, fn: Callable[..., Any], name: str | None) -> WorkflowDef:
         """Register ``fn`` as a workflow; a second, different function under the same name
         is an error (two workflows would share one history)."""
-        definition = WorkflowDef(name or default_name(fn), fn, is_async_function(fn))
+        name = default_name(fn) if name is None else check_name("workflow name", name)
+        definition = WorkflowDef(name, fn, is_async_function(fn))
         existing = self.workflows.get(definition.name)
         if existing is not None and existing.fn is not fn:
             raise ConfigurationError(
@@ -91,7 +92,7 @@ class Registry:
         breaker: CircuitBreaker | None = None,
     ) -> StepDef:
         """Register ``fn`` as a step."""
-        step_name = name or default_name(fn)
+        step_name = default_name(fn) if name is None else check_name("step name", name)
         timeout = optional_positive_seconds(f"the timeout of step {step_name!r}", timeout)
         definition = StepDef(
             step_name,

@@ -8,7 +8,8 @@ import random as _random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ._validation import InvalidValueError, non_negative_seconds, positive_seconds
+from ._errors import InvalidValueError
+from ._validation import non_negative_seconds, positive_seconds
 
 
 @dataclass(frozen=True)

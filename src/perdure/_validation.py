@@ -22,7 +22,7 @@ import math
 import numbers
 from typing import Final
 
-from ._errors import ConfigurationError
+from ._errors import InvalidValueError
 from ._text import shorten
 
 #: The most characters a workflow ID, name, topic, event key or idempotency key may have.
@@ -31,12 +31,6 @@ from ._text import shorten
 MAX_KEY_LENGTH: Final = 1000
 
 _RULE = "str of at most {limit:,} characters, without NUL characters or lone surrogates"
-
-
-class InvalidValueError(ConfigurationError, ValueError):
-    """A value handed to perdure breaks its rule (a non-finite timeout, an empty workflow
-    ID, a topic with a NUL character...); the message names the parameter, the value and
-    the rule. Also a ``ValueError``, as bad arguments are in Python."""
 
 
 def _show(value: object) -> str:
