@@ -6,6 +6,7 @@ signals, which derive from ``BaseException`` so that a workflow's
 
     PerdureError
     ├── ConfigurationError        bad URL, bad setting, app used in the wrong state
+    │   └── InvalidKeyError       an ID, name, key or topic no store accepts (also ValueError)
     ├── SerializationError        a value that the serializer cannot encode or decode
     ├── UnknownWorkflowError      a workflow name that this app has not registered
     ├── WorkflowNotFoundError     a workflow ID that the store does not hold
@@ -18,7 +19,9 @@ signals, which derive from ``BaseException`` so that a workflow's
     ├── DeadlineExceededError     the workflow ran past its deadline (recorded; also TimeoutError)
     ├── StepTimeoutError          a step attempt ran past the step's timeout (also TimeoutError)
     └── StoreError                the database refused or failed an operation
-        └── StoreUnavailableError the database cannot be reached (yet)
+        ├── StoreUnavailableError the database cannot be reached (yet): retried
+        └── StoreRejectedError    the database refused the data or the statement for
+                                  good (too large, a constraint): not retried
 
     BaseException
     ├── Cancelled                 raised inside a workflow asked to cancel, at its next
@@ -40,6 +43,12 @@ class PerdureError(Exception):
 
 class ConfigurationError(PerdureError):
     """The app, its URL or one of its settings is wrong; the message says which."""
+
+
+class InvalidKeyError(ConfigurationError, ValueError):
+    """A workflow ID, name, event key, message topic or idempotency key that no store
+    accepts: too long (over 1,000 bytes of UTF-8), or holding NUL or a lone surrogate.
+    The message names the field and the rule; nothing was written."""
 
 
 class SerializationError(PerdureError):
@@ -199,6 +208,12 @@ class StoreError(PerdureError):
 
 class StoreUnavailableError(StoreError):
     """The database cannot be reached; perdure retries, and so may the caller."""
+
+
+class StoreRejectedError(StoreError):
+    """The database refused an operation for a reason that retrying cannot heal (a value
+    too large for an index, a constraint, a statement it does not accept); the message
+    says which operation and what to do."""
 
 
 class LeaseLost(BaseException):  # noqa: N818 - a signal, named like KeyboardInterrupt
