@@ -229,3 +229,19 @@ def test_sqlite_errors_name_the_file_for_each_kind_of_failure(tmp_path: Path) ->
         assert type(error) is kind and needle in str(error) and str(path) in str(error), error
     rejected = translate(sqlite3.IntegrityError("UNIQUE constraint failed"), path, 5000)
     assert isinstance(rejected, StoreRejectedError)
+
+
+@pytest.mark.postgres
+def test_postgres_a_refused_write_names_the_operation_and_the_workflow(postgres_url: str) -> None:
+    """A payload PostgreSQL cannot store (a NUL byte: perdure's serializers never write
+    one, a hand-made call can) fails that write alone, naming it, and nothing else."""
+    store = open_store(postgres_url)
+    try:
+        store.migrate()
+        store.create_workflow(new("a"), "me", 500.0).result()
+        with pytest.raises(StoreRejectedError) as info:
+            store.send_message("a", "t", '"\x00"', None, 1.0).result(timeout=10)
+        assert "sending a message on topic 't' to workflow 'a'" in str(info.value)
+        assert store.send_message("a", "t", '"ok"', None, 2.0).result(timeout=10) is True
+    finally:
+        store.close()

@@ -288,17 +288,22 @@ class PostgresStore(SqlStore):
                 return
         raise StoreUnavailableError("no live connection to PostgreSQL in the pool")
 
-    def _read(self, query: sql.Composed | str, params: Sequence[Any] = ()) -> list[Any]:
-        for attempt in (1, 2):
+    def _read(self, query: sql.Composed | str, params: Any = ()) -> list[Any]:
+        # Every pooled connection may have died at once (a server restart): a read is
+        # safe to repeat, on a fresh connection, as long as the one that failed died
+        # under it; a failure on a live connection is the server's answer.
+        for _ in range(self.pool_max + 1):
+            used: Connection | None = None
             try:
                 with self._connection() as conn:
+                    used = conn
                     return conn.execute(query, params).fetchall()
             except psycopg.Error as exc:
-                # A connection that died just before (its farewell not read yet): a read
-                # is safe to repeat on a fresh one; a second failure is the server's.
-                if attempt == 2 or not transient(exc):
+                died = used is not None and (used.broken or used.closed)
+                if not (died and transient(exc)):
                     raise translate(exc) from exc
-        raise AssertionError("unreachable")
+                last = exc
+        raise translate(last) from last
 
     def _write(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn`` in one transaction on a pooled connection (not group-committed)."""
@@ -469,7 +474,7 @@ class PostgresStore(SqlStore):
             self._notify(conn, EVENT_WAKE)
             return True
 
-        return self._writer.submit(suspend)
+        return self._writer.submit(suspend, f"suspending workflow {workflow_id!r}")
 
     def set_event(self, workflow_id: str, lease: Lease, step: StepRecord, key: str) -> Future[bool]:
         check_key("event key", key)
@@ -492,4 +497,4 @@ class PostgresStore(SqlStore):
                 self._notify(conn, EVENT_EVENT + workflow_id)
             return recorded
 
-        return self._writer.submit(write)
+        return self._writer.submit(write, f"setting event {key!r} of workflow {workflow_id!r}")

@@ -106,7 +106,7 @@ class SqlStore(Store):
                 raise StoreError(f"workflow {new.id!r} conflicted on insert but is not stored")
             return WorkflowRecord(*row), False
 
-        return self._writer.submit(insert)
+        return self._writer.submit(insert, f"creating workflow {new.id!r}")
 
     def get_workflow(self, workflow_id: str) -> WorkflowRecord | None:
         rows = self._read(self._sql(q.GET_WORKFLOW), {"id": workflow_id})
@@ -173,7 +173,9 @@ class SqlStore(Store):
             self._notify(conn, EVENT_DONE + workflow_id)
             return lambda: bool(cursor.rowcount == 1)
 
-        return self._writer.submit_deferred(update)
+        return self._writer.submit_deferred(
+            update, f"recording the outcome of workflow {workflow_id!r}"
+        )
 
     def set_note(self, workflow_id: str, note: str | None, now: float) -> None:
         sql = self._sql(q.SET_NOTE)
@@ -270,7 +272,9 @@ class SqlStore(Store):
                 self._notify(conn, EVENT_READY)
             return True
 
-        return self._writer.submit(send)
+        return self._writer.submit(
+            send, f"sending a message on topic {topic!r} to workflow {workflow_id!r}"
+        )
 
     def consume_message(
         self, workflow_id: str, lease: Lease, topic: str, step: StepRecord, now: float
@@ -303,7 +307,9 @@ class SqlStore(Store):
                 return True, payload
             raise StoreError(f"could not record the message for workflow {workflow_id!r}")
 
-        return self._writer.submit(consume)
+        return self._writer.submit(
+            consume, f"receiving a message on topic {topic!r} in workflow {workflow_id!r}"
+        )
 
     def get_event(self, workflow_id: str, key: str) -> str | None:
         rows = self._read(self._sql(q.GET_EVENT), {"id": workflow_id, "key": key})
@@ -349,7 +355,7 @@ class SqlStore(Store):
             conn.execute(delete_sql, params)
             return WorkflowRecord(*row)
 
-        return self._writer.submit(restart)
+        return self._writer.submit(restart, f"continuing workflow {workflow_id!r} as new")
 
     # -- circuit breakers ------------------------------------------------------------------
     # Each runs in its own short transaction (``_write``), not in the writer's batch on

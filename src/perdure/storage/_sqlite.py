@@ -276,7 +276,10 @@ class SQLiteStore(SqlStore):
             "now": now,
             "breaker": parked_on(wait_topic),
         }
-        return self._writer.submit(lambda conn: conn.execute(_SUSPEND, params).rowcount == 1)
+        return self._writer.submit(
+            lambda conn: conn.execute(_SUSPEND, params).rowcount == 1,
+            f"suspending workflow {workflow_id!r}",
+        )
 
     def set_event(self, workflow_id: str, lease: Lease, step: StepRecord, key: str) -> Future[bool]:
         check_key("event key", key)
@@ -289,4 +292,4 @@ class SQLiteStore(SqlStore):
             conn.execute(_SET_EVENT, event)
             return True
 
-        return self._writer.submit(write)
+        return self._writer.submit(write, f"setting event {key!r} of workflow {workflow_id!r}")
