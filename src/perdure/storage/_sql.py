@@ -77,20 +77,21 @@ class SqlStore(Store):
         check_key("workflow name", new.name)
         check_key("parent workflow ID", new.parent_id)
         state, epoch = (WorkflowState.RUNNING, 1) if owner else (WorkflowState.PENDING, 0)
-        params = {
-            "id": new.id,
-            "name": new.name,
-            "status": state.value,
-            "inputs": new.inputs,
-            "serializer": new.serializer,
-            "app_version": new.app_version,
-            "owner": owner,
-            "epoch": epoch,
-            "lease": lease_expires_at,
-            "created_at": new.created_at,
-            "parent_id": new.parent_id,
-            "deadline_at": new.deadline_at,
-        }
+        params = (
+            new.id,
+            new.name,
+            state.value,
+            new.inputs,
+            new.serializer,
+            new.app_version,
+            owner,
+            epoch,
+            lease_expires_at,
+            new.created_at,
+            new.created_at,
+            new.parent_id,
+            new.deadline_at,
+        )
         insert_sql, select_sql = self._sql(q.CREATE_WORKFLOW), self._sql(q.GET_WORKFLOW)
 
         def insert(conn: Any) -> tuple[WorkflowRecord, bool]:
@@ -139,25 +140,18 @@ class SqlStore(Store):
         now: float,
         parent_id: str | None = None,
     ) -> Future[bool]:
-        state = WorkflowState(status)
-        params: dict[str, Any] = {
-            "id": workflow_id,
-            "owner": lease.owner,
-            "epoch": lease.epoch,
-            "status": state.value,
-            "output": output,
-            "error": error,
-            "now": now,
-        }
+        params = (status, output, error, now, now, workflow_id, lease.owner, lease.epoch)
         complete_sql = self._sql(q.COMPLETE_WORKFLOW)
         if parent_id is not None:
             topic = CHILD_TOPIC + workflow_id
             # Built here, not in SQL: the same bytes on every store.
             delivery = {
-                **params,
+                "id": workflow_id,
+                "status": status,
+                "now": now,
                 "parent": parent_id,
                 "topic": topic,
-                "payload": Outcome(state, output, error).to_json(),
+                "payload": Outcome(WorkflowState(status), output, error).to_json(),
             }
             wake = {"id": parent_id, "topic": topic, "now": now}
             deliver_sql, wake_sql = self._sql(q.DELIVER_OUTCOME), self._sql(q.WAKE_FOR_MESSAGE)
