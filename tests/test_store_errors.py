@@ -245,3 +245,23 @@ def test_postgres_a_refused_write_names_the_operation_and_the_workflow(postgres_
         assert store.send_message("a", "t", '"ok"', None, 2.0).result(timeout=10) is True
     finally:
         store.close()
+
+
+def test_text_no_database_can_store_is_rejected_not_leaked(store: Store) -> None:
+    """A lone surrogate in a value that is not a key (a payload built by hand; perdure's
+    serializers escape them) is refused as StoreRejectedError, not a raw
+    UnicodeEncodeError, and the writer goes on."""
+    store.create_workflow(new("a"), "me", 500.0).result()
+    with pytest.raises(StoreRejectedError, match="not valid Unicode") as info:
+        store.send_message("a", "t", '"\ud800"', None, 1.0).result(timeout=10)
+    assert isinstance(info.value.__cause__, UnicodeEncodeError)
+    assert "workflow 'a'" in str(info.value)
+    assert store.send_message("a", "t", '"ok"', None, 2.0).result(timeout=10) is True
+
+
+def test_a_read_with_text_no_database_can_store_is_rejected_not_leaked(store: Store) -> None:
+    with pytest.raises(StoreRejectedError, match="not valid Unicode"):
+        store.get_workflow("a\ud800")
+    with pytest.raises(StoreRejectedError, match="not valid Unicode"):
+        store.set_note("a\ud800", "x", 1.0)
+    assert store.get_workflow("a") is None

@@ -10,6 +10,18 @@ completing a workflow) return a ``concurrent.futures.Future``: the store may
 group concurrent writes into one transaction (group commit), and the future
 resolves only after that transaction is durable. Synchronous callers wait with
 ``future.result()``, coroutines with ``asyncio.wrap_future``.
+
+What an operation raises (or its future holds), on every store; nothing from a
+database driver ever escapes:
+
+- ``InvalidKeyError`` (a ``ConfigurationError`` and ``ValueError``), before anything is
+  written: a workflow ID, name, event key, topic or idempotency key that some store
+  could not index (over ``MAX_KEY_BYTES`` of UTF-8, a NUL, a lone surrogate);
+- ``StoreUnavailableError``: an outage or a lost race (the connection, the server, a
+  lock); the same call may succeed later;
+- ``StoreRejectedError``: the database refused the statement or its data for good;
+  retrying cannot help, and the message names the operation;
+- ``StoreError``: anything else (a SQLite file that cannot be used, say which and why).
 """
 
 from __future__ import annotations

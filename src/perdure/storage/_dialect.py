@@ -14,9 +14,9 @@ per statement (cached). Its slots:
   rows, SQLite has one writer at a time and needs none;
 - parameter types (``{text}``, ``{int}``, ``{real}``): PostgreSQL must know the type of
   a parameter in a select list (a None would otherwise be read as text);
-- ``{text_set:name}``-style sets: a list of text, as SQL's ``IN`` takes it (``json_each``
-  on SQLite, ``unnest`` of an array on PostgreSQL); ``{step_order}``: the column that
-  orders a workflow's steps.
+- ``{names_set}``: the list of text in the parameter ``names`` as SQL's ``IN`` takes it
+  (``json_each`` of a JSON array on SQLite, ``unnest`` of an array on PostgreSQL; see
+  ``Dialect.text_list``); ``{step_order}``: the column that orders a workflow's steps.
 """
 
 from __future__ import annotations

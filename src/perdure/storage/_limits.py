@@ -10,7 +10,7 @@ well under PostgreSQL's (an index may hold two of them: a workflow ID and a topi
 
 from __future__ import annotations
 
-from .._errors import InvalidKeyError
+from .._errors import InvalidKeyError, StoreRejectedError
 from .._model import WaitReason
 
 #: The most UTF-8 bytes of an ID, a name, an event key, a topic or an idempotency key.
@@ -51,6 +51,14 @@ def check_topic(field: str, topic: str | None) -> None:
     if not isinstance(topic, str):
         raise InvalidKeyError(f"the {field} must be a str, not {type(topic).__name__}")
     check_key(field, WaitReason.parse(topic).subject)
+
+
+def not_utf8(exc: UnicodeEncodeError) -> StoreRejectedError:
+    """The error for a value that no database can store as text (a lone surrogate)."""
+    return StoreRejectedError(
+        f"a value holds text that is not valid Unicode ({exc.reason} at character "
+        f"{exc.start}), which no database stores; retrying will not help: fix the value"
+    )
 
 
 def _preview(value: str) -> str:

@@ -14,6 +14,7 @@ from psycopg.pq import ConnStatus, TransactionStatus
 from psycopg.rows import TupleRow
 
 from .._errors import StoreRejectedError, StoreUnavailableError
+from ._limits import not_utf8
 
 Connection = psycopg.Connection[TupleRow]
 
@@ -45,6 +46,10 @@ def translate(exc: Exception) -> Exception:
     ``StoreUnavailableError`` for what heals (see ``transient``), ``StoreRejectedError``
     for a refusal that no retry heals."""
     error: Exception
+    if isinstance(exc, UnicodeEncodeError):
+        error = not_utf8(exc)
+        error.__cause__ = exc
+        return error
     if not isinstance(exc, psycopg.Error):
         return exc
     if transient(exc):

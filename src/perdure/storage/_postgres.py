@@ -298,6 +298,8 @@ class PostgresStore(SqlStore):
                 with self._connection() as conn:
                     used = conn
                     return conn.execute(query, params).fetchall()
+            except UnicodeEncodeError as exc:
+                raise translate(exc) from exc
             except psycopg.Error as exc:
                 died = used is not None and (used.broken or used.closed)
                 if not (died and transient(exc)):
@@ -310,7 +312,7 @@ class PostgresStore(SqlStore):
         try:
             with self._connection() as conn, conn.transaction():
                 return fn(conn)
-        except psycopg.Error as exc:
+        except (psycopg.Error, UnicodeEncodeError) as exc:
             raise translate(exc) from exc
 
     # -- lifecycle -------------------------------------------------------------------

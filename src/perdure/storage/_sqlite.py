@@ -187,7 +187,7 @@ class SQLiteStore(SqlStore):
     def _read(self, sql: str, params: Any = ()) -> list[Any]:
         try:
             return self._reader().execute(sql, params).fetchall()
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, UnicodeEncodeError) as exc:
             raise self._translate(exc) from exc
 
     def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:

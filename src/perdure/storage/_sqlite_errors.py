@@ -15,6 +15,7 @@ import sqlite3
 from pathlib import Path
 
 from .._errors import StoreError, StoreRejectedError, StoreUnavailableError
+from ._limits import not_utf8
 
 
 def _code(exc: sqlite3.Error) -> str:
@@ -42,6 +43,8 @@ def _code(exc: sqlite3.Error) -> str:
 def translate(exc: Exception, path: Path, busy_timeout_ms: int) -> Exception:
     """The store's error for ``exc`` met on the database file ``path`` (chained by the
     caller); an error that is not SQLite's is returned unchanged."""
+    if isinstance(exc, UnicodeEncodeError):
+        return not_utf8(exc)
     if not isinstance(exc, sqlite3.Error):
         return exc
     code = _code(exc)
