@@ -283,7 +283,7 @@ class SqlStore(Store):
             "now": now,
         }
         fence_sql, take_sql = self._sql(q.FENCE_FREE_POSITION), self._sql(q.TAKE_MESSAGE)
-        insert_sql = self._sql(q.INSERT_STEP + " RETURNING 1")
+        insert_sql = self._sql(q.INSERT_STEP_RETURNING)
 
         def consume(conn: Any) -> tuple[bool, str | None]:
             if conn.execute(fence_sql, params).fetchone() is None:
@@ -295,8 +295,6 @@ class SqlStore(Store):
             recorded = StepRecord(
                 step.position, step.name, step.status, payload, None, step.attempts, None, now
             )
-            # Read a returned row: in PostgreSQL's pipeline a row count is known only at
-            # the commit.
             if conn.execute(insert_sql, step_params(workflow_id, lease, recorded)).fetchone():
                 return True, payload
             raise StoreError(f"could not record the message for workflow {workflow_id!r}")

@@ -70,6 +70,9 @@ INSERT_STEP = (
     "next_attempt_at = excluded.next_attempt_at, updated_at = excluded.updated_at "
     "WHERE perdure_steps.status IN {REPLACEABLE}"
 )
+#: The same, saying whether it recorded (a row count is known only at the commit in
+#: PostgreSQL's pipeline: a returned row is read instead).
+INSERT_STEP_RETURNING = INSERT_STEP + " RETURNING 1"
 
 # -- executors and leases --------------------------------------------------------------------
 
