@@ -265,3 +265,44 @@ def test_a_read_with_text_no_database_can_store_is_rejected_not_leaked(store: St
     with pytest.raises(StoreRejectedError, match="not valid Unicode"):
         store.set_note("a\ud800", "x", 1.0)
     assert store.get_workflow("a") is None
+
+
+def test_a_workflow_with_a_key_no_store_accepts_fails_at_once_with_a_clear_error(
+    make_app,  # type: ignore[no-untyped-def]
+) -> None:
+    """Issue 10, item 1: an event key, a message topic or a child's ID over the limit
+    fails the workflow with an error that names the field (it used to retry forever on
+    PostgreSQL, and be accepted by SQLite)."""
+    app = make_app()
+
+    @app.workflow(name="child")
+    def child() -> int:
+        return 1
+
+    @app.workflow(name="publisher")
+    def publisher() -> int:
+        perdure.set_event("k" * 3000, 1)
+        return 1
+
+    @app.workflow(name="receiver")
+    def receiver() -> int:
+        value: int = perdure.recv(topic="t" * 3000, timeout=1)
+        return value
+
+    @app.workflow(name="parent")
+    def parent() -> int:
+        value: int = app.start(child, workflow_id="c" * 3000).result()
+        return value
+
+    with app:
+        for workflow, field in (
+            (publisher, "event key"),
+            (receiver, "message topic"),
+            (parent, "workflow ID"),
+        ):
+            handle = app.start(workflow)
+            started = time.monotonic()
+            with pytest.raises(InvalidKeyError, match=field):
+                handle.result(timeout=20)
+            assert time.monotonic() - started < 10
+            assert handle.status().status == "FAILED"
