@@ -283,7 +283,7 @@ def test_events_are_set_with_their_record(store: Store) -> None:
 
 
 def schema(path: str) -> list[tuple[str, str, str]]:
-    with sqlite3.connect(path) as conn:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
         rows = conn.execute(
             "SELECT type, name, sql FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY name"
         ).fetchall()
@@ -303,7 +303,7 @@ def test_fresh_schema_equals_the_migrated_one(tmp_path) -> None:
     assert versions[0] == 1 and versions == sorted(set(versions)), versions
     for old_version in range(0, len(versions)):
         old = tmp_path / f"v{old_version}.db"
-        with sqlite3.connect(old) as conn:
+        with contextlib.closing(sqlite3.connect(old)) as conn, conn:
             conn.execute("CREATE TABLE perdure_schema (version INTEGER NOT NULL)")
             for version, script in migrations("sqlite")[:old_version]:
                 for statement in split_statements(script):
@@ -353,7 +353,7 @@ def test_listing_is_an_index_scan(store: Store, database_url: str, filters: dict
         assert "Index" in plan and "Sort" not in plan and "Seq Scan" not in plan, plan
         return
     sql, params = list_query("?", *args)
-    with sqlite3.connect(database_url.removeprefix("sqlite:///")) as conn:
+    with contextlib.closing(sqlite3.connect(database_url.removeprefix("sqlite:///"))) as conn:
         plan = " | ".join(row[-1] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
     assert "INDEX" in plan and "TEMP B-TREE" not in plan, plan
 

@@ -38,6 +38,7 @@ EXPORTED = {
     "StepStatus",
     "StepTimeoutError",
     "StoreError",
+    "StoreRejectedError",
     "StoreUnavailableError",
     "SystemClock",
     "UnknownWorkflowError",

@@ -15,7 +15,7 @@ import perdure
 from perdure._model import WorkflowState
 from perdure._text import escape_for_terminal, redact_url, shorten
 from perdure._validation import (
-    MAX_KEY_LENGTH,
+    MAX_KEY_BYTES,
     InvalidValueError,
     check_idempotency_key,
     check_key,
@@ -137,7 +137,7 @@ IDENTIFIER_CHECKS: list[tuple[str, Callable[[Any], Any]]] = [
     [
         (42, "not int 42"),
         (b"order-1", "not bytes b'order-1'"),
-        ("x" * (MAX_KEY_LENGTH + 1), "is 1,001 characters long"),
+        ("x" * (MAX_KEY_BYTES + 1), "is 1,001 bytes long in UTF-8"),
         ("order\x00-1", "contains a NUL character (at 5)"),
         ("order-\ud800", "contains a lone surrogate (at 6)"),
     ],
@@ -149,7 +149,7 @@ def test_identifiers_refuse(field: str, check: Callable[[Any], Any], value: Any,
     message = str(info.value)
     assert message.startswith(field), message
     assert why in message, message
-    assert "at most 1,000 characters, without NUL characters or lone surrogates" in message
+    assert "at most 1,000 bytes in UTF-8, without NUL characters or lone surrogates" in message
     assert len(message) < 300, message  # a long value is shortened
     # The message itself is safe to print and to store.
     message.encode("utf-8")
@@ -158,7 +158,7 @@ def test_identifiers_refuse(field: str, check: Callable[[Any], Any], value: Any,
 
 @pytest.mark.parametrize(("field", "check"), IDENTIFIER_CHECKS)
 def test_identifiers_accept(field: str, check: Callable[[Any], Any]) -> None:
-    for value in ("order-1", "x" * MAX_KEY_LENGTH, "commande-é-😀", "line\nbreak"):
+    for value in ("order-1", "x" * MAX_KEY_BYTES, "commande-é-😀", "line\nbreak"):
         assert check(value) == value
     assert type(check(WorkflowState.FAILED)) is str  # a str subclass is stored as plain text
 

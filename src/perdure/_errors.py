@@ -19,7 +19,9 @@ signals, which derive from ``BaseException`` so that a workflow's
     ├── DeadlineExceededError     the workflow ran past its deadline (recorded; also TimeoutError)
     ├── StepTimeoutError          a step attempt ran past the step's timeout (also TimeoutError)
     └── StoreError                the database refused or failed an operation
-        └── StoreUnavailableError the database cannot be reached (yet)
+        ├── StoreUnavailableError the database cannot be reached (yet): retried
+        └── StoreRejectedError    the database refused the data or the statement for
+                                  good (too large, a constraint): not retried
 
     BaseException
     ├── Cancelled                 raised inside a workflow asked to cancel, at its next
@@ -206,6 +208,12 @@ class StoreError(PerdureError):
 
 class StoreUnavailableError(StoreError):
     """The database cannot be reached; perdure retries, and so may the caller."""
+
+
+class StoreRejectedError(StoreError):
+    """The database refused an operation for a reason that retrying cannot heal (a value
+    too large for an index, a constraint, a statement it does not accept); the message
+    says which operation and what to do."""
 
 
 class LeaseLost(BaseException):  # noqa: N818 - a signal, named like KeyboardInterrupt

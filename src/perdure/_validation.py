@@ -5,8 +5,9 @@ refused at once with a message that names it, instead of failing later in one st
 and not the other (PostgreSQL refuses a NUL and an index entry over ~2.7 KB, SQLite
 accepts both) or being silently replaced (an empty workflow ID by a random one):
 
-- workflow IDs, workflow names and step names: a ``str`` of 1 to 1,000 characters;
-- message topics and event keys: a ``str`` of 0 to 1,000 characters (``""`` is the
+- workflow IDs, workflow names and step names: a non-empty ``str`` of at most 1,000
+  bytes in UTF-8 (1,000 ASCII characters);
+- message topics and event keys: the same, and they may be empty (``""`` is the
   default topic);
 - idempotency keys: like workflow IDs, or ``None``;
 - none may contain a NUL character or a lone surrogate (text that is not valid
@@ -25,12 +26,13 @@ from typing import Final
 from ._errors import InvalidValueError
 from ._text import shorten
 
-#: The most characters a workflow ID, name, topic, event key or idempotency key may have.
-#: The same on both stores; well below what a PostgreSQL index entry can hold (about
-#: 2,700 bytes) even when every character takes four bytes in UTF-8.
-MAX_KEY_LENGTH: Final = 1000
+#: The most bytes (in UTF-8) a workflow ID, name, topic, event key or idempotency key may
+#: have. The same on both stores (the stores check it again before writing); well below
+#: what a PostgreSQL index entry can hold (about 2,700 bytes), also where one index entry
+#: holds two of them (a workflow ID and a topic).
+MAX_KEY_BYTES: Final = 1000
 
-_RULE = "str of at most {limit:,} characters, without NUL characters or lone surrogates"
+_RULE = "str of at most {limit:,} bytes in UTF-8, without NUL characters or lone surrogates"
 
 
 def _show(value: object) -> str:
@@ -45,27 +47,28 @@ def _kind(value: object) -> str:
 
 
 def _check_text(what: str, value: object, *, allow_empty: bool) -> str:
-    rule = ("a " if allow_empty else "a non-empty ") + _RULE.format(limit=MAX_KEY_LENGTH)
+    rule = ("a " if allow_empty else "a non-empty ") + _RULE.format(limit=MAX_KEY_BYTES)
     if not isinstance(value, str):
         raise InvalidValueError(f"{what} must be {rule}, not {_kind(value)} {_show(value)}")
     if not value and not allow_empty:
         raise InvalidValueError(f"{what} must be {rule}, not an empty str")
-    if len(value) > MAX_KEY_LENGTH:
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError as exc:
         raise InvalidValueError(
-            f"{what} {_show(value)} is {len(value):,} characters long; it must be {rule}"
+            f"{what} {_show(value)} contains a lone surrogate (at {exc.start}), which is not "
+            f"valid Unicode; it must be {rule}"
+        ) from None
+    if size > MAX_KEY_BYTES:
+        raise InvalidValueError(
+            f"{what} {_show(value)} is {size:,} bytes long in UTF-8; it must be {rule} "
+            "(use a shorter one: a hash of a long one, say)"
         )
     if "\x00" in value:
         raise InvalidValueError(
             f"{what} {_show(value)} contains a NUL character (at {value.index(chr(0))}); "
             f"it must be {rule}"
         )
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InvalidValueError(
-            f"{what} {_show(value)} contains a lone surrogate (at {exc.start}), which is not "
-            f"valid Unicode; it must be {rule}"
-        ) from None
     # A str subclass (an enum member, say) is stored as the plain text it holds.
     return value if type(value) is str else str.__str__(value)
 

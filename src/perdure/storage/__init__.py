@@ -39,6 +39,7 @@ from ._base import (
     Store,
     WorkflowRecord,
 )
+from ._limits import MAX_KEY_BYTES, check_key
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -56,6 +57,7 @@ __all__ = [
     "EVENT_WAKE",
     "FAILED",
     "FOREVER",
+    "MAX_KEY_BYTES",
     "PENDING",
     "RUNNING",
     "STEP_CANCELLED",
@@ -72,6 +74,7 @@ __all__ = [
     "StepRecord",
     "Store",
     "WorkflowRecord",
+    "check_key",
     "open_store",
 ]
 

@@ -10,6 +10,18 @@ completing a workflow) return a ``concurrent.futures.Future``: the store may
 group concurrent writes into one transaction (group commit), and the future
 resolves only after that transaction is durable. Synchronous callers wait with
 ``future.result()``, coroutines with ``asyncio.wrap_future``.
+
+What an operation raises (or its future holds), on every store; nothing from a
+database driver ever escapes:
+
+- ``InvalidValueError`` (a ``ConfigurationError`` and ``ValueError``), before anything is
+  written: a workflow ID, name, event key, topic or idempotency key that some store
+  could not index (over ``MAX_KEY_BYTES`` of UTF-8, a NUL, a lone surrogate);
+- ``StoreUnavailableError``: an outage or a lost race (the connection, the server, a
+  lock); the same call may succeed later;
+- ``StoreRejectedError``: the database refused the statement or its data for good;
+  retrying cannot help, and the message names the operation;
+- ``StoreError``: anything else (a SQLite file that cannot be used, say which and why).
 """
 
 from __future__ import annotations
@@ -18,6 +30,14 @@ import abc
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 
+from .._model import (
+    ACTIVE_STATES,
+    TERMINAL_STATES,
+    BreakerState,
+    StepState,
+    WaitKind,
+    WorkflowState,
+)
 from .._model import BreakerRecord as BreakerRecord
 from .._model import ExecutorRecord as ExecutorRecord
 from .._model import Lease as Lease
@@ -25,28 +45,26 @@ from .._model import NewWorkflow as NewWorkflow
 from .._model import StepRecord as StepRecord
 from .._model import WorkflowRecord as WorkflowRecord
 
-#: Workflow statuses. A workflow is *active* while PENDING or RUNNING.
-PENDING = "PENDING"
-RUNNING = "RUNNING"
-SUCCEEDED = "SUCCEEDED"
-FAILED = "FAILED"
-CANCELLED = "CANCELLED"
-ACTIVE_STATUSES = (PENDING, RUNNING)
-TERMINAL_STATUSES = (SUCCEEDED, FAILED, CANCELLED)
+#: Workflow statuses (aliases of ``WorkflowState``). A workflow is *active* while
+#: PENDING or RUNNING.
+PENDING = WorkflowState.PENDING
+RUNNING = WorkflowState.RUNNING
+SUCCEEDED = WorkflowState.SUCCEEDED
+FAILED = WorkflowState.FAILED
+CANCELLED = WorkflowState.CANCELLED
+ACTIVE_STATUSES = ACTIVE_STATES
+TERMINAL_STATUSES = TERMINAL_STATES
 
-#: Step statuses. RETRYING is an attempt that failed with another attempt due; WAITING
-#: is a ``perdure.recv`` still waiting, its deadline in ``next_attempt_at``. Both are
-#: replaced by the final record at the same position.
-STEP_SUCCEEDED = "SUCCEEDED"
-STEP_FAILED = "FAILED"
-STEP_RETRYING = "RETRYING"
-STEP_WAITING = "WAITING"
-#: Where a cancellation (or a deadline) reached the workflow: replay raises it again here.
-STEP_CANCELLED = "CANCELLED"
+#: Step statuses (aliases of ``StepState``, which says what each means).
+STEP_SUCCEEDED = StepState.SUCCEEDED
+STEP_FAILED = StepState.FAILED
+STEP_RETRYING = StepState.RETRYING
+STEP_WAITING = StepState.WAITING
+STEP_CANCELLED = StepState.CANCELLED
 
 #: The message topic (+ the child's ID) on which a child workflow's outcome reaches its
-#: parent, as JSON ``[status, output, error]``.
-CHILD_TOPIC = "perdure.child:"
+#: parent, as ``Outcome.to_json()``.
+CHILD_TOPIC = WaitKind.CHILD.value
 
 #: The wake time of a workflow that waits with no timeout (9999-12-31): it wakes only
 #: when a message arrives.
@@ -136,7 +154,8 @@ class Store(abc.ABC):
 
         With ``parent_id`` (the workflow is a child), the same transaction delivers the
         outcome to the parent as a message on ``CHILD_TOPIC + workflow_id`` (payload
-        JSON ``[status, output, error]``, at most once) and wakes the parent if it is
+        ``Outcome(status, output, error).to_json()``, the same bytes on every store, at
+        most once) and wakes the parent if it is
         suspended waiting for it. Resolves to False, recording nothing, when the lease
         is no longer current or the workflow already has an outcome: an outcome is
         recorded exactly once.
@@ -358,10 +377,10 @@ class Store(abc.ABC):
         failed, if ``holder`` still holds the probe; returns whether it did."""
 
 
-#: Breaker states.
-BREAKER_CLOSED = "CLOSED"
-BREAKER_OPEN = "OPEN"
-BREAKER_HALF_OPEN = "HALF_OPEN"
+#: Breaker states (aliases of ``BreakerState``).
+BREAKER_CLOSED = BreakerState.CLOSED
+BREAKER_OPEN = BreakerState.OPEN
+BREAKER_HALF_OPEN = BreakerState.HALF_OPEN
 
 #: The ``wait_topic`` of a workflow parked on the breaker ``name``: ``BREAKER_TOPIC + name``.
-BREAKER_TOPIC = "perdure.breaker:"
+BREAKER_TOPIC = WaitKind.BREAKER.value

@@ -30,6 +30,8 @@ from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from typing import Any, Generic, TypeVar
 
+from .._errors import StoreRejectedError
+
 C = TypeVar("C")
 T = TypeVar("T")
 
@@ -50,11 +52,14 @@ _BACKOFF_MAX = 2.0
 
 
 class _Op:
-    __slots__ = ("deferred", "fn", "future")
+    __slots__ = ("deferred", "fn", "future", "what")
 
-    def __init__(self, fn: Callable[[Any], Any], deferred: bool = False) -> None:
+    def __init__(
+        self, fn: Callable[[Any], Any], deferred: bool = False, what: str | None = None
+    ) -> None:
         self.fn = fn
         self.deferred = deferred
+        self.what = what
         self.future: Future[Any] = Future()
 
 
@@ -67,6 +72,11 @@ def _succeed(op: _Op, result: Any) -> None:
 
 
 def _fail(op: _Op, exc: BaseException) -> None:
+    if op.what is not None and isinstance(exc, StoreRejectedError):
+        # A refusal is about this write: say which one (an outage is about them all).
+        named = StoreRejectedError(f"{op.what}: {exc}")
+        named.__cause__ = exc.__cause__
+        exc = named
     if not op.future.cancelled():
         with contextlib.suppress(InvalidStateError):
             op.future.set_exception(exc)
@@ -114,17 +124,20 @@ class GroupCommitter(Generic[C]):
         # Surface a connection failure to whoever created the store, not to the first write.
         self._ready.result()
 
-    def submit(self, fn: Callable[[C], T]) -> Future[T]:
+    def submit(self, fn: Callable[[C], T], what: str | None = None) -> Future[T]:
         """Queue ``fn(conn)`` to run inside the next transaction; the future holds its
-        return value once that transaction committed."""
-        return self._enqueue(_Op(fn))
+        return value once that transaction committed. ``what`` names the write in the
+        error of a write the database refused."""
+        return self._enqueue(_Op(fn, what=what))
 
-    def submit_deferred(self, fn: Callable[[C], Callable[[], T]]) -> Future[T]:
+    def submit_deferred(
+        self, fn: Callable[[C], Callable[[], T]], what: str | None = None
+    ) -> Future[T]:
         """Like ``submit``, for a write whose result is read only after the transaction:
         ``fn(conn)`` sends its statement and returns how to read its result, which is
         called once the transaction committed. The statements of such writes need not
         wait for each other (a driver may pipeline them into one round trip)."""
-        return self._enqueue(_Op(fn, deferred=True))
+        return self._enqueue(_Op(fn, deferred=True, what=what))
 
     def _enqueue(self, op: _Op) -> Future[Any]:
         if self._closed:

@@ -13,20 +13,54 @@ import psycopg
 from psycopg.pq import ConnStatus, TransactionStatus
 from psycopg.rows import TupleRow
 
-from .._errors import StoreError, StoreUnavailableError
+from .._errors import StoreRejectedError, StoreUnavailableError
+from ._limits import not_utf8
 
 Connection = psycopg.Connection[TupleRow]
 
 
+#: SQLSTATE classes and codes of errors that heal by themselves: the connection or the
+#: server (08 connection exception, 53 insufficient resources such as too many
+#: connections or a full disk, 57 operator intervention such as a shutdown, 58 system
+#: error), and a transaction that lost a race (40001 serialization failure, 40P01
+#: deadlock, 55P03 lock not available, 25P03 idle-in-transaction timeout).
+_TRANSIENT_CLASSES = ("08", "53", "57", "58")
+_TRANSIENT_CODES = ("40001", "40P01", "55P03", "25P03")
+
+
+def transient(exc: psycopg.Error) -> bool:
+    """Whether ``exc`` is an outage or a lost race, which a retry may heal, rather than a
+    refusal of the statement or its data (a value too large for an index, a constraint,
+    an invalid value), which no retry heals. psycopg files some refusals under
+    ``OperationalError`` (an index row too large is "program limit exceeded", class 54),
+    so the SQLSTATE decides; an error without one is the connection's (or the driver's:
+    a dead connection, a timeout)."""
+    code = exc.sqlstate
+    if code is None:
+        return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))
+    return code[:2] in _TRANSIENT_CLASSES or code in _TRANSIENT_CODES
+
+
 def translate(exc: Exception) -> Exception:
-    """The store's error for a psycopg error (chained to it); any other error unchanged."""
+    """The store's error for a psycopg error (chained to it); any other error unchanged:
+    ``StoreUnavailableError`` for what heals (see ``transient``), ``StoreRejectedError``
+    for a refusal that no retry heals."""
     error: Exception
-    if isinstance(exc, psycopg.OperationalError):
-        error = StoreUnavailableError(f"PostgreSQL is unavailable: {first_line(exc)}")
-    elif isinstance(exc, psycopg.Error):
-        error = StoreError(f"PostgreSQL failed: {first_line(exc)}")
-    else:
+    if isinstance(exc, UnicodeEncodeError):
+        error = not_utf8(exc)
+        error.__cause__ = exc
+        return error
+    if not isinstance(exc, psycopg.Error):
         return exc
+    if transient(exc):
+        error = StoreUnavailableError(f"PostgreSQL is unavailable: {first_line(exc)}")
+    else:
+        error = StoreRejectedError(
+            f"PostgreSQL refused the operation ({exc.sqlstate or type(exc).__name__}: "
+            f"{first_line(exc)}); this is not an outage and a retry cannot succeed: the "
+            "value or the statement is at fault (a value perdure should have refused first, "
+            "or a schema changed by hand; please report it)"
+        )
     error.__cause__ = exc
     return error
 

@@ -38,24 +38,12 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 
-from .._errors import ConfigurationError, StoreError, StoreUnavailableError
-from ._base import (
-    BREAKER_TOPIC,
-    CHILD_TOPIC,
-    EVENT_CANCEL,
-    EVENT_DONE,
-    EVENT_EVENT,
-    EVENT_READY,
-    EVENT_WAKE,
-    BreakerRecord,
-    ExecutorRecord,
-    Lease,
-    NewWorkflow,
-    StepRecord,
-    Store,
-    WorkflowRecord,
-)
+from .._errors import ConfigurationError, StoreUnavailableError
+from .._model import BreakerState
+from ._base import EVENT_EVENT, EVENT_WAKE, ExecutorRecord, Lease, StepRecord, WorkflowRecord
 from ._batch import GroupCommitter
+from ._dialect import POSTGRES
+from ._limits import check_key, check_topic
 from ._pg_listener import Listener, channel_name
 from ._pg_session import (
     Connection,
@@ -65,19 +53,12 @@ from ._pg_session import (
     end_expired_sessions,
     first_line,
     session_tag,
+    transient,
     translate,
 )
-from ._queries import (
-    BREAKER_COLUMNS,
-    EXECUTOR_COLUMNS,
-    STEP_COLUMNS,
-    WF_COLUMNS,
-    WHY_NOT_STORED,
-    claim_candidates,
-    list_query,
-    migrations,
-    parked_on,
-)
+from ._queries import WF_COLUMNS, check_versions, claim_candidates, migrations, parked_on
+from ._sql import SqlStore, step_params
+from ._statements import INSERT_STEP, OWNED, RENEW_EXECUTOR
 
 T = TypeVar("T")
 log = logging.getLogger("perdure")
@@ -105,50 +86,67 @@ APPLICATION_NAME = "perdure"
 WRITER_APPLICATION_NAME = "perdure-writer"
 
 
-# Record a step. The fencing check and the write are one statement: no read before it. The
-# check locks the workflow's row FOR KEY SHARE: a claim holds it FOR UPDATE, so a step
-# racing a takeover waits for the claim to commit and is then checked against the new
-# owner and epoch (a plain read would check the row as it was when the statement began,
-# and record a stale step after the claim). Heartbeats and completions take weaker locks
-# that do not conflict with it. The casts type the parameters (a None would otherwise be
-# read as text).
-_INSERT_STEP = (
-    "INSERT INTO perdure_steps (workflow_id, position, name, status, output, "
-    "error, attempts, next_attempt_at, updated_at) "
-    "SELECT %s::text, %s::text, %s::text, %s::text, %s::text, %s::text, "
-    "%s::integer, %s::double precision, %s::double precision "
-    "WHERE EXISTS (SELECT 1 FROM perdure_workflows "
-    "WHERE id = %s AND owner = %s AND epoch = %s AND status = 'RUNNING' "
-    "FOR KEY SHARE) "
-    "ON CONFLICT (workflow_id, position) DO UPDATE SET status = excluded.status, "
-    "output = excluded.output, error = excluded.error, "
-    "attempts = excluded.attempts, next_attempt_at = excluded.next_attempt_at, "
-    "updated_at = excluded.updated_at "
-    "WHERE perdure_steps.status IN ('RETRYING', 'WAITING')"
+_INSERT_STEP = POSTGRES.sql(INSERT_STEP)
+_RENEW_EXECUTOR = POSTGRES.sql(RENEW_EXECUTOR)
+_OWNED = POSTGRES.sql(OWNED)
+# SKIP LOCKED: a row locked by another write (a completion in the writer's open batch, a
+# message or a child's outcome waking it, a claim) is left alone, instead of waiting for
+# it while holding the rows renewed so far, which deadlocks with a batch that locks two
+# of them in the other order. Step writes take a KEY SHARE lock, which does not
+# conflict: busy workflows are renewed.
+_RENEW_LEASES = POSTGRES.sql(
+    "UPDATE perdure_workflows SET lease_expires_at = :lease "
+    "WHERE id IN (SELECT id FROM perdure_workflows "
+    "WHERE owner = :owner AND status IN {ACTIVE} "
+    "AND (:pending::text[] IS NULL OR id = ANY(:pending::text[])) "
+    "FOR NO KEY UPDATE SKIP LOCKED) RETURNING id"
+)
+_SUSPEND = POSTGRES.sql(
+    "UPDATE perdure_workflows SET owner = NULL, lease_expires_at = NULL, "
+    "wake_at = :wake, wait_topic = :topic, updated_at = :now "
+    "WHERE id = :id AND owner = :owner AND epoch = :epoch AND status = {RUNNING} "
+    "RETURNING id"
+)
+_WAKE_IF_PENDING = POSTGRES.sql(
+    "UPDATE perdure_workflows SET wake_at = :now WHERE id = :id "
+    "AND EXISTS (SELECT 1 FROM perdure_messages WHERE workflow_id = :id "
+    "AND topic = :topic AND consumed_at IS NULL)"
+)
+# Parked on a breaker: lock its row (whatever its state), so that a close either commits
+# before this read (we see CLOSED and wake at once) or waits for our commit (and its
+# wake-all then sees this workflow suspended).
+_LOCK_BREAKER = "SELECT state FROM perdure_breakers WHERE name = %s FOR SHARE"
+_WAKE = "UPDATE perdure_workflows SET wake_at = %s WHERE id = %s"
+# One statement: the event is written only if the step was (a data-modifying CTE runs
+# whether or not it is read).
+_SET_EVENT = POSTGRES.sql(
+    "WITH step AS (" + INSERT_STEP + " RETURNING 1), "
+    "event AS (INSERT INTO perdure_events (workflow_id, key, value, updated_at) "
+    "SELECT ?::text, ?::text, ?::text, ?::double precision FROM step "
+    "ON CONFLICT (workflow_id, key) DO UPDATE "
+    "SET value = excluded.value, updated_at = excluded.updated_at) "
+    "SELECT count(*) FROM step"
 )
 
 
-def _step_params(workflow_id: str, lease: Lease, step: StepRecord) -> tuple[Any, ...]:
-    return (
-        workflow_id,
-        step.position,
-        step.name,
-        step.status,
-        step.output,
-        step.error,
-        step.attempts,
-        step.next_attempt_at,
-        step.updated_at,
-        workflow_id,
-        lease.owner,
-        lease.epoch,
+# SKIP LOCKED: rows another executor is claiming (or a writer is completing) right now
+# are left to it, so concurrent claims never overlap or wait. The candidates' conditions
+# are checked again by the claim itself once their rows are locked: a row may have
+# changed since the candidates were read.
+_CLAIM = POSTGRES.sql(
+    "UPDATE perdure_workflows SET owner = :me, epoch = epoch + 1, "
+    "status = {RUNNING}, lease_expires_at = :lease, note = NULL, updated_at = :now, "
+    "recoveries = recoveries + CASE WHEN status = {RUNNING} AND wake_at IS NULL "
+    "THEN 1 ELSE 0 END, wake_at = NULL, wait_topic = NULL "
+    "WHERE id IN (SELECT id FROM perdure_workflows WHERE id IN ("
+    + claim_candidates(
+        ":%s", "(SELECT unnest(:names::text[]))", "(SELECT unnest(:dead::text[]))", False
     )
-
-
-# The candidates' conditions are checked again by the claim itself once their rows are
-# locked: a row may have changed since the candidates were read.
-_CANDIDATES = claim_candidates(
-    "%%(%s)s", "(SELECT unnest(%(names)s::text[]))", "(SELECT unnest(%(dead)s::text[]))", False
+    + ") AND status IN {ACTIVE} "
+    "AND (owner IS NULL OR lease_expires_at < :now OR owner = ANY(:dead::text[])) "
+    "AND (wake_at IS NULL OR wake_at <= :now) "
+    "ORDER BY created_at LIMIT :limit FOR UPDATE SKIP LOCKED) "
+    f"RETURNING {WF_COLUMNS}"
 )
 
 
@@ -160,13 +158,14 @@ def _redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-class PostgresStore(Store):
+class PostgresStore(SqlStore):
     """A ``Store`` in a PostgreSQL database. URL: ``postgresql://user:password@host:port/db``
     (or ``postgres://``), options ``?schema=<name>`` (default ``perdure``), ``&pool_min=``
     and ``&pool_max=`` (the read pool's size); any other option goes to libpq (such as
     ``sslmode``, ``connect_timeout``, ``application_name``)."""
 
     kind = "postgresql"
+    _dialect = POSTGRES
 
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
@@ -289,31 +288,38 @@ class PostgresStore(Store):
                 return
         raise StoreUnavailableError("no live connection to PostgreSQL in the pool")
 
-    def _read(self, query: sql.Composed | str, params: Sequence[Any] = ()) -> list[Any]:
-        for attempt in (1, 2):
+    def _read(self, query: sql.Composed | str, params: Any = ()) -> list[Any]:
+        # Every pooled connection may have died at once (a server restart): a read is
+        # safe to repeat, on a fresh connection, as long as the one that failed died
+        # under it; a failure on a live connection is the server's answer.
+        for _ in range(self.pool_max + 1):
+            used: Connection | None = None
             try:
                 with self._connection() as conn:
+                    used = conn
                     return conn.execute(query, params).fetchall()
-            except psycopg.OperationalError as exc:
-                # A connection that died just before (its farewell not read yet): a read
-                # is safe to repeat on a fresh one; a second failure is the server's.
-                if attempt == 2:
-                    raise translate(exc) from exc
-            except psycopg.Error as exc:
+            except UnicodeEncodeError as exc:
                 raise translate(exc) from exc
-        raise AssertionError("unreachable")
+            except psycopg.Error as exc:
+                died = used is not None and (used.broken or used.closed)
+                if not (died and transient(exc)):
+                    raise translate(exc) from exc
+                last = exc
+        raise translate(last) from last
 
     def _write(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn`` in one transaction on a pooled connection (not group-committed)."""
         try:
             with self._connection() as conn, conn.transaction():
                 return fn(conn)
-        except psycopg.Error as exc:
+        except (psycopg.Error, UnicodeEncodeError) as exc:
             raise translate(exc) from exc
 
     # -- lifecycle -------------------------------------------------------------------
 
     def migrate(self) -> None:
+        shipped = migrations("postgres")
+
         def apply(conn: Connection) -> None:
             # Many workers may start at once: the first to take the lock migrates, the
             # others then find the schema at the newest version. It is released at commit.
@@ -329,7 +335,8 @@ class PostgresStore(Store):
             # (migrations developed side by side may land in either order).
             rows = conn.execute("SELECT version FROM perdure_schema").fetchall()
             applied = {row[0] for row in rows}
-            for version, script in migrations("postgres"):
+            check_versions(applied, shipped, f"schema {self.schema!r}")
+            for version, script in shipped:
                 if version not in applied:
                     # Without parameters, psycopg sends the script as one simple query:
                     # every statement runs, inside this transaction.
@@ -354,144 +361,11 @@ class PostgresStore(Store):
         # Delivered at commit, to listeners on every host; pipelined with the write.
         conn.execute("SELECT pg_notify(%s, %s)", (self._channel, event))
 
-    # -- workflows -------------------------------------------------------------------
-
-    def create_workflow(
-        self, new: NewWorkflow, owner: str | None, lease_expires_at: float | None
-    ) -> Future[tuple[WorkflowRecord, bool]]:
-        status, epoch = ("RUNNING", 1) if owner else ("PENDING", 0)
-
-        def insert(conn: Connection) -> tuple[WorkflowRecord, bool]:
-            row = conn.execute(
-                "INSERT INTO perdure_workflows (id, name, status, inputs, serializer, "
-                "app_version, owner, epoch, lease_expires_at, created_at, updated_at, "
-                "parent_id, deadline_at) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-                "ON CONFLICT (id) DO NOTHING RETURNING " + WF_COLUMNS,
-                (
-                    new.id,
-                    new.name,
-                    status,
-                    new.inputs,
-                    new.serializer,
-                    new.app_version,
-                    owner,
-                    epoch,
-                    lease_expires_at,
-                    new.created_at,
-                    new.created_at,
-                    new.parent_id,
-                    new.deadline_at,
-                ),
-            ).fetchone()
-            if row is not None:
-                if owner is None:
-                    self._notify(conn, EVENT_READY)
-                return WorkflowRecord(*row), True
-            # A new statement sees the conflicting row, which ON CONFLICT waited for.
-            row = conn.execute(
-                "SELECT " + WF_COLUMNS + " FROM perdure_workflows WHERE id = %s", (new.id,)
-            ).fetchone()
-            if row is None:
-                raise StoreError(f"workflow {new.id!r} conflicted on insert but is not stored")
-            return WorkflowRecord(*row), False
-
-        return self._writer.submit(insert)
-
-    def get_workflow(self, workflow_id: str) -> WorkflowRecord | None:
-        rows = self._read(
-            "SELECT " + WF_COLUMNS + " FROM perdure_workflows WHERE id = %s", (workflow_id,)
-        )
-        return WorkflowRecord(*rows[0]) if rows else None
-
-    def list_workflows(
-        self,
-        *,
-        status: str | None = None,
-        name: str | None = None,
-        created_after: float | None = None,
-        created_before: float | None = None,
-        limit: int = 100,
-        newest_first: bool = True,
-    ) -> list[WorkflowRecord]:
-        query, params = list_query(
-            "%s", status, name, created_after, created_before, limit, newest_first
-        )
-        rows = self._read(query, params)
-        return [WorkflowRecord(*row) for row in rows]
-
-    def complete_workflow(
-        self,
-        workflow_id: str,
-        lease: Lease,
-        status: str,
-        output: str | None,
-        error: str | None,
-        now: float,
-        parent_id: str | None = None,
-    ) -> Future[bool]:
-        def update(conn: Connection) -> Callable[[], bool]:
-            cursor = conn.execute(
-                "UPDATE perdure_workflows SET status = %s, output = %s, error = %s, "
-                "owner = NULL, lease_expires_at = NULL, note = NULL, updated_at = %s, "
-                "finished_at = %s WHERE id = %s AND owner = %s AND epoch = %s "
-                "AND status IN ('PENDING', 'RUNNING')",
-                (status, output, error, now, now, workflow_id, lease.owner, lease.epoch),
-            )
-            if parent_id is not None:
-                self._deliver_outcome(conn, workflow_id, parent_id, now)
-            self._notify(conn, EVENT_DONE + workflow_id)
-            return lambda: cursor.rowcount == 1
-
-        return self._writer.submit_deferred(update)
-
-    def _deliver_outcome(self, conn: Connection, child_id: str, parent_id: str, now: float) -> None:
-        # Pipelined behind the completion, so it cannot branch on it: the message is built
-        # from the child's row as this transaction sees it, only once the child has its
-        # outcome; the key makes it at most once (a completion that lost the race found an
-        # outcome whose own transaction delivered it).
-        topic = CHILD_TOPIC + child_id
-        conn.execute(
-            "INSERT INTO perdure_messages (workflow_id, topic, payload, idempotency_key, "
-            "created_at) SELECT %s, %s, json_build_array(status, output, error)::text, %s, %s "
-            "FROM perdure_workflows WHERE id = %s AND status IN ('SUCCEEDED', 'FAILED', "
-            "'CANCELLED') ON CONFLICT (workflow_id, idempotency_key) DO NOTHING",
-            (parent_id, topic, topic, now, child_id),
-        )
-        self._wake_for_message(conn, parent_id, topic, now)
-        self._notify(conn, EVENT_READY)
-
-    @staticmethod
-    def _wake_for_message(conn: Connection, workflow_id: str, topic: str, now: float) -> Any:
-        # Always lock the workflow's row (see suspend_workflow): it wakes the workflow if it
-        # is suspended on this topic, now or once a suspension in flight commits.
-        return conn.execute(
-            "UPDATE perdure_workflows SET wake_at = CASE WHEN owner IS NULL "
-            "AND wait_topic = %s AND wake_at > %s THEN %s ELSE wake_at END "
-            "WHERE id = %s RETURNING owner IS NULL AND wake_at = %s",
-            (topic, now, now, workflow_id, now),
-        )
-
-    def set_note(self, workflow_id: str, note: str | None, now: float) -> None:
-        self._write(
-            lambda conn: conn.execute(
-                "UPDATE perdure_workflows SET note = %s, updated_at = %s WHERE id = %s",
-                (note, now, workflow_id),
-            )
-        )
-
-    # -- steps -----------------------------------------------------------------------
-
-    def load_steps(self, workflow_id: str) -> list[StepRecord]:
-        rows = self._read(
-            "SELECT " + STEP_COLUMNS + " FROM perdure_steps WHERE workflow_id = %s ORDER BY seq",
-            (workflow_id,),
-        )
-        return [StepRecord(*row) for row in rows]
+    # -- what locks rows differently from SQLite ---------------------------------------
 
     def record_step(self, workflow_id: str, lease: Lease, step: StepRecord) -> Future[bool]:
         def upsert(conn: Connection) -> Callable[[], bool]:
-            cursor = conn.execute(_INSERT_STEP, _step_params(workflow_id, lease, step))
+            cursor = conn.execute(_INSERT_STEP, step_params(workflow_id, lease, step))
             return lambda: cursor.rowcount == 1
 
         return self._writer.submit_deferred(upsert)
@@ -504,54 +378,18 @@ class PostgresStore(Store):
         self._tag = session_tag(executor.id)
         self._writer.submit(lambda conn: conn.execute(_SET_APPLICATION_NAME, (self._tag,))).result()
         self._pool.drain()
-        self._write(
-            lambda conn: conn.execute(
-                "INSERT INTO perdure_executors (" + EXECUTOR_COLUMNS + ") "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET "
-                "host = excluded.host, pid = excluded.pid, app_version = excluded.app_version, "
-                "started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at, "
-                "lease_expires_at = excluded.lease_expires_at, stopped_at = excluded.stopped_at",
-                (
-                    executor.id,
-                    executor.host,
-                    executor.pid,
-                    executor.app_version,
-                    executor.started_at,
-                    executor.heartbeat_at,
-                    executor.lease_expires_at,
-                    executor.stopped_at,
-                ),
-            )
-        )
+        super().register_executor(executor)
 
     def heartbeat(self, executor_id: str, now: float, lease_expires_at: float) -> set[str]:
+        params = {"id": executor_id, "owner": executor_id, "now": now, "lease": lease_expires_at}
+
         def renew(conn: Connection, pending: list[str] | None) -> tuple[set[str], set[str]]:
             if pending is None:
-                conn.execute(
-                    "UPDATE perdure_executors SET heartbeat_at = %s, lease_expires_at = %s "
-                    "WHERE id = %s",
-                    (now, lease_expires_at, executor_id),
-                )
-            # SKIP LOCKED: a row locked by another write (a completion in the writer's open
-            # batch, a message or a child's outcome waking it, a claim) is left alone,
-            # instead of waiting for it while holding the rows renewed so far, which
-            # deadlocks with a batch that locks two of them in the other order. Step writes
-            # take a KEY SHARE lock, which does not conflict: busy workflows are renewed.
-            rows = conn.execute(
-                "UPDATE perdure_workflows SET lease_expires_at = %s "
-                "WHERE id IN (SELECT id FROM perdure_workflows "
-                "WHERE owner = %s AND status IN ('PENDING', 'RUNNING') "
-                "AND (%s::text[] IS NULL OR id = ANY(%s::text[])) "
-                "FOR NO KEY UPDATE SKIP LOCKED) RETURNING id",
-                (lease_expires_at, executor_id, pending, pending),
-            ).fetchall()
+                conn.execute(_RENEW_EXECUTOR, params)
+            rows = conn.execute(_RENEW_LEASES, {**params, "pending": pending}).fetchall()
             # What the store says we own, as committed: a skipped row is still ours (its
             # write will commit or fail on its own); one taken over is not.
-            owned = conn.execute(
-                "SELECT id FROM perdure_workflows WHERE owner = %s "
-                "AND status IN ('PENDING', 'RUNNING')",
-                (executor_id,),
-            ).fetchall()
+            owned = conn.execute(_OWNED, params).fetchall()
             return {row[0] for row in rows}, {row[0] for row in owned}
 
         renewed, owned = self._write(lambda conn: renew(conn, None))
@@ -567,12 +405,6 @@ class PostgresStore(Store):
             renewed |= more
         return owned
 
-    def list_executors(self) -> list[ExecutorRecord]:
-        rows = self._read(
-            "SELECT " + EXECUTOR_COLUMNS + " FROM perdure_executors WHERE stopped_at IS NULL"
-        )
-        return [ExecutorRecord(*row) for row in rows]
-
     def claim_workflows(
         self,
         executor_id: str,
@@ -585,23 +417,8 @@ class PostgresStore(Store):
     ) -> list[WorkflowRecord]:
         def claim(conn: Connection) -> list[WorkflowRecord]:
             self._reap(conn, executor_id, now)
-            # SKIP LOCKED: rows another executor is claiming (or a writer is completing)
-            # right now are left to it, so concurrent claims never overlap or wait. A row
-            # updated since the snapshot is re-checked against the conditions when locked.
             rows = conn.execute(
-                "UPDATE perdure_workflows SET owner = %(me)s, epoch = epoch + 1, "
-                "status = 'RUNNING', lease_expires_at = %(lease)s, note = NULL, "
-                "updated_at = %(now)s, "
-                "recoveries = recoveries + CASE WHEN status = 'RUNNING' AND wake_at IS NULL "
-                "THEN 1 ELSE 0 END, wake_at = NULL, wait_topic = NULL "
-                "WHERE id IN (SELECT id FROM perdure_workflows WHERE id IN ("
-                + _CANDIDATES
-                + ") AND status IN ('PENDING', 'RUNNING') "
-                "AND (owner IS NULL OR lease_expires_at < %(now)s "
-                "OR owner = ANY(%(dead)s::text[])) "
-                "AND (wake_at IS NULL OR wake_at <= %(now)s) "
-                "ORDER BY created_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED) "
-                "RETURNING " + WF_COLUMNS,
+                _CLAIM,
                 {
                     "me": executor_id,
                     "lease": lease_expires_at,
@@ -627,172 +444,50 @@ class PostgresStore(Store):
             self._reap_denied = True
             log.warning("cannot end sessions of expired executors (%s)", first_line(exc))
 
-    def unclaimable_workflows(
-        self, names: Sequence[str], app_version: str, now: float, limit: int = 100
-    ) -> list[WorkflowRecord]:
-        rows = self._read(
-            "SELECT " + WF_COLUMNS + " FROM perdure_workflows "
-            "WHERE status IN ('PENDING', 'RUNNING') AND (owner IS NULL OR lease_expires_at < %s) "
-            "AND (wake_at IS NULL OR wake_at <= %s) "
-            "AND (app_version <> %s OR NOT (name = ANY(%s::text[]))) "
-            "ORDER BY created_at LIMIT %s",
-            (now, now, app_version, list(names), limit),
-        )
-        return [WorkflowRecord(*row) for row in rows]
-
-    def owned_workflows(self, executor_id: str) -> list[str]:
-        rows = self._read(
-            "SELECT id FROM perdure_workflows "
-            "WHERE owner = %s AND status IN ('PENDING', 'RUNNING')",
-            (executor_id,),
-        )
-        return [row[0] for row in rows]
-
-    def release_workflows(self, executor_id: str, now: float) -> int:
-        def release(conn: Connection) -> int:
-            cursor = conn.execute(
-                "UPDATE perdure_workflows SET owner = NULL, lease_expires_at = NULL, "
-                "updated_at = %s WHERE owner = %s AND status IN ('PENDING', 'RUNNING')",
-                (now, executor_id),
-            )
-            conn.execute(
-                "UPDATE perdure_executors SET stopped_at = %s WHERE id = %s", (now, executor_id)
-            )
-            if cursor.rowcount:
-                self._notify(conn, EVENT_READY)
-            return cursor.rowcount
-
-        return self._write(release)
-
     # -- waiting: timers, suspension, messages, events -----------------------------------
 
     def suspend_workflow(
         self, workflow_id: str, lease: Lease, wake_at: float, wait_topic: str | None, now: float
     ) -> Future[bool]:
+        check_topic("wait topic", wait_topic)
+        params = {
+            "id": workflow_id,
+            "owner": lease.owner,
+            "epoch": lease.epoch,
+            "topic": wait_topic,
+            "wake": wake_at,
+            "now": now,
+        }
+
         def suspend(conn: Connection) -> bool:
-            row = conn.execute(
-                "UPDATE perdure_workflows SET owner = NULL, lease_expires_at = NULL, "
-                "wake_at = %s, wait_topic = %s, updated_at = %s "
-                "WHERE id = %s AND owner = %s AND epoch = %s AND status = 'RUNNING' "
-                "RETURNING id",
-                (wake_at, wait_topic, now, workflow_id, lease.owner, lease.epoch),
-            ).fetchone()
-            if row is None:
+            if conn.execute(_SUSPEND, params).fetchone() is None:
                 return False
             if wait_topic is not None:
                 # A new statement, so a new snapshot: it sees every message whose sender
                 # updated the workflow's row before our update locked it (the sender waited
                 # for nothing and committed first). A sender that comes after our lock waits
                 # for our commit and then wakes the suspended workflow itself.
-                conn.execute(
-                    "UPDATE perdure_workflows SET wake_at = %s WHERE id = %s "
-                    "AND EXISTS (SELECT 1 FROM perdure_messages WHERE workflow_id = %s "
-                    "AND topic = %s AND consumed_at IS NULL)",
-                    (now, workflow_id, workflow_id, wait_topic),
-                )
+                conn.execute(_WAKE_IF_PENDING, params)
             breaker = parked_on(wait_topic)
             if breaker is not None:
-                # Parked on a breaker: lock its row (whatever its state), so that a close
-                # either commits before this read (we see CLOSED and wake at once) or waits
-                # for our commit (and its wake-all then sees this workflow suspended).
-                state = conn.execute(
-                    "SELECT state FROM perdure_breakers WHERE name = %s FOR SHARE", (breaker,)
-                ).fetchone()
-                if state is not None and state[0] == "CLOSED":
-                    conn.execute(
-                        "UPDATE perdure_workflows SET wake_at = %s WHERE id = %s",
-                        (now, workflow_id),
-                    )
+                state = conn.execute(_LOCK_BREAKER, (breaker,)).fetchone()
+                if state is not None and state[0] == BreakerState.CLOSED:
+                    conn.execute(_WAKE, (now, workflow_id))
             self._notify(conn, EVENT_WAKE)
             return True
 
-        return self._writer.submit(suspend)
-
-    def next_wake_at(self, after: float) -> float | None:
-        rows = self._read("SELECT min(wake_at) FROM perdure_workflows WHERE wake_at > %s", (after,))
-        value: float | None = rows[0][0] if rows else None
-        return value
-
-    def send_message(
-        self,
-        workflow_id: str,
-        topic: str,
-        payload: str,
-        idempotency_key: str | None,
-        now: float,
-    ) -> Future[bool | None]:
-        def send(conn: Connection) -> bool | None:
-            inserted = conn.execute(
-                "INSERT INTO perdure_messages (workflow_id, topic, payload, idempotency_key, "
-                "created_at) SELECT %s, %s, %s, %s, %s WHERE EXISTS (SELECT 1 FROM "
-                "perdure_workflows WHERE id = %s AND status IN ('PENDING', 'RUNNING')) "
-                "ON CONFLICT (workflow_id, idempotency_key) DO NOTHING RETURNING seq",
-                (workflow_id, topic, payload, idempotency_key, now, workflow_id),
-            ).fetchone()
-            if inserted is None:
-                # Not stored: a repeated key (also once the workflow finished), or no
-                # active workflow to receive it.
-                row = conn.execute(
-                    WHY_NOT_STORED, (workflow_id, idempotency_key, workflow_id)
-                ).fetchone()
-                return None if row is None or not (row[0] or row[1]) else False
-            woken = self._wake_for_message(conn, workflow_id, topic, now).fetchone()
-            if woken is not None and woken[0]:
-                self._notify(conn, EVENT_READY)
-            return True
-
-        return self._writer.submit(send)
-
-    def consume_message(
-        self, workflow_id: str, lease: Lease, topic: str, step: StepRecord, now: float
-    ) -> Future[tuple[bool, str | None]]:
-        def consume(conn: Connection) -> tuple[bool, str | None]:
-            # The lock on the workflow's row (KEY SHARE, like a step record) holds until
-            # commit: no claim can take the workflow over between the check and the writes.
-            fenced = conn.execute(
-                "SELECT 1 FROM perdure_workflows WHERE id = %s AND owner = %s AND epoch = %s "
-                "AND status = 'RUNNING' AND NOT EXISTS (SELECT 1 FROM perdure_steps "
-                "WHERE workflow_id = %s AND position = %s "
-                "AND status NOT IN ('RETRYING', 'WAITING')) FOR KEY SHARE",
-                (workflow_id, lease.owner, lease.epoch, workflow_id, step.position),
-            ).fetchone()
-            if fenced is None:
-                return False, None
-            row = conn.execute(
-                "UPDATE perdure_messages SET consumed_at = %s WHERE seq = (SELECT seq FROM "
-                "perdure_messages WHERE workflow_id = %s AND topic = %s "
-                "AND consumed_at IS NULL ORDER BY seq LIMIT 1 FOR UPDATE) RETURNING payload",
-                (now, workflow_id, topic),
-            ).fetchone()
-            if row is None:
-                return True, None
-            payload: str = row[0]
-            recorded = StepRecord(
-                step.position, step.name, step.status, payload, None, step.attempts, None, now
-            )
-            # In pipeline mode a row count is known only at the commit: read a returned row.
-            inserted = conn.execute(
-                _INSERT_STEP + " RETURNING 1", _step_params(workflow_id, lease, recorded)
-            ).fetchone()
-            if inserted is None:
-                raise StoreError(f"could not record the message for workflow {workflow_id!r}")
-            return True, payload
-
-        return self._writer.submit(consume)
+        return self._writer.submit(suspend, f"suspending workflow {workflow_id!r}")
 
     def set_event(self, workflow_id: str, lease: Lease, step: StepRecord, key: str) -> Future[bool]:
+        check_key("event key", key)
+
         def write(conn: Connection) -> bool:
             # One statement: the event is written only if the step was (a data-modifying
             # CTE runs whether or not it is read).
             row = conn.execute(
-                "WITH step AS (" + _INSERT_STEP + " RETURNING 1), "
-                "event AS (INSERT INTO perdure_events (workflow_id, key, value, updated_at) "
-                "SELECT %s::text, %s::text, %s::text, %s::double precision FROM step "
-                "ON CONFLICT (workflow_id, key) DO UPDATE "
-                "SET value = excluded.value, updated_at = excluded.updated_at) "
-                "SELECT count(*) FROM step",
+                _SET_EVENT,
                 (
-                    *_step_params(workflow_id, lease, step),
+                    *step_params(workflow_id, lease, step),
                     workflow_id,
                     key,
                     step.output,
@@ -804,165 +499,4 @@ class PostgresStore(Store):
                 self._notify(conn, EVENT_EVENT + workflow_id)
             return recorded
 
-        return self._writer.submit(write)
-
-    def get_event(self, workflow_id: str, key: str) -> str | None:
-        rows = self._read(
-            "SELECT value FROM perdure_events WHERE workflow_id = %s AND key = %s",
-            (workflow_id, key),
-        )
-        return rows[0][0] if rows else None
-
-    # -- cancellation and continue_as_new ---------------------------------------------------
-
-    def cancel_workflow(self, workflow_id: str, now: float) -> list[str] | None:
-        def cancel(conn: Connection) -> list[str] | None:
-            if not conn.execute(
-                "SELECT 1 FROM perdure_workflows WHERE id = %s", (workflow_id,)
-            ).fetchall():
-                return None
-            rows = conn.execute(
-                "WITH RECURSIVE tree (id) AS (SELECT %s::text UNION SELECT w.id "
-                "FROM perdure_workflows w JOIN tree ON w.parent_id = tree.id) "
-                "UPDATE perdure_workflows SET cancel_requested_at = %s, updated_at = %s, "
-                "wake_at = CASE WHEN owner IS NULL AND wake_at IS NOT NULL THEN %s "
-                "ELSE wake_at END "
-                "WHERE id IN (SELECT id FROM tree) AND status IN ('PENDING', 'RUNNING') "
-                "AND cancel_requested_at IS NULL RETURNING id",
-                (workflow_id, now, now, now),
-            ).fetchall()
-            if rows:
-                self._notify(conn, EVENT_CANCEL)
-                self._notify(conn, EVENT_READY)
-            return [row[0] for row in rows]
-
-        return self._write(cancel)
-
-    def cancel_requests(self, executor_id: str) -> list[str]:
-        rows = self._read(
-            "SELECT id FROM perdure_workflows WHERE owner = %s "
-            "AND cancel_requested_at IS NOT NULL AND status IN ('PENDING', 'RUNNING')",
-            (executor_id,),
-        )
-        return [row[0] for row in rows]
-
-    def continue_workflow(
-        self, workflow_id: str, lease: Lease, inputs: str, now: float
-    ) -> Future[WorkflowRecord | None]:
-        def restart(conn: Connection) -> WorkflowRecord | None:
-            row = conn.execute(
-                "UPDATE perdure_workflows SET inputs = %s, generation = generation + 1, "
-                "updated_at = %s WHERE id = %s AND owner = %s AND epoch = %s "
-                "AND status = 'RUNNING' RETURNING " + WF_COLUMNS,
-                (inputs, now, workflow_id, lease.owner, lease.epoch),
-            ).fetchone()
-            if row is None:
-                return None
-            conn.execute("DELETE FROM perdure_steps WHERE workflow_id = %s", (workflow_id,))
-            return WorkflowRecord(*row)
-
-        return self._writer.submit(restart)
-
-    # -- circuit breakers ------------------------------------------------------------------
-    # Each runs in its own short transaction on a pooled connection, not in the writer's
-    # batch: a close then holds the breaker's row lock only for its own two statements.
-
-    def get_breaker(self, name: str) -> BreakerRecord | None:
-        rows = self._read(
-            "SELECT " + BREAKER_COLUMNS + " FROM perdure_breakers WHERE name = %s", (name,)
-        )
-        return BreakerRecord(*rows[0]) if rows else None
-
-    def list_breakers(self) -> list[BreakerRecord]:
-        rows = self._read(
-            "SELECT " + BREAKER_COLUMNS + ", (SELECT count(*) FROM perdure_workflows "
-            "WHERE wait_topic = %s || perdure_breakers.name AND owner IS NULL "
-            "AND status IN ('PENDING', 'RUNNING')) FROM perdure_breakers ORDER BY name",
-            (BREAKER_TOPIC,),
-        )
-        return [BreakerRecord(*row) for row in rows]
-
-    def count_breaker_failure(
-        self, name: str, now: float, threshold: int, window: float, retry_at: float, error: str
-    ) -> bool:
-        def count(conn: Connection) -> bool:
-            conn.execute(
-                "INSERT INTO perdure_breakers (name, state, updated_at) "
-                "VALUES (%s, 'CLOSED', %s) ON CONFLICT (name) DO NOTHING",
-                (name, now),
-            )
-            # The update locks the row until commit: concurrent failures are counted one
-            # after the other, and only the one that reaches the threshold opens it.
-            row = conn.execute(
-                "UPDATE perdure_breakers SET "
-                "failures = CASE WHEN window_start IS NULL OR window_start + %(window)s <= %(now)s "
-                "THEN 1 ELSE failures + 1 END, "
-                "window_start = CASE WHEN window_start IS NULL "
-                "OR window_start + %(window)s <= %(now)s THEN %(now)s ELSE window_start END, "
-                "last_error = %(error)s, updated_at = %(now)s "
-                "WHERE name = %(name)s AND state = 'CLOSED' RETURNING failures",
-                {"name": name, "now": now, "window": window, "error": error},
-            ).fetchone()
-            if row is None or row[0] < threshold:
-                return False
-            conn.execute(
-                "UPDATE perdure_breakers SET state = 'OPEN', opened_at = %s, retry_at = %s "
-                "WHERE name = %s",
-                (now, retry_at, name),
-            )
-            return True
-
-        return self._write(count)
-
-    def claim_breaker_probe(self, name: str, holder: str, now: float, expires_at: float) -> bool:
-        def claim(conn: Connection) -> bool:
-            row = conn.execute(
-                "UPDATE perdure_breakers SET state = 'HALF_OPEN', probe_holder = %(holder)s, "
-                "probe_expires_at = %(expires)s, updated_at = %(now)s WHERE name = %(name)s "
-                "AND ((state = 'OPEN' AND retry_at <= %(now)s) OR (state = 'HALF_OPEN' "
-                "AND (probe_expires_at <= %(now)s OR probe_holder = %(holder)s))) RETURNING 1",
-                {"name": name, "holder": holder, "now": now, "expires": expires_at},
-            ).fetchone()
-            return row is not None
-
-        return self._write(claim)
-
-    def close_breaker(self, name: str, now: float) -> int | None:
-        def close(conn: Connection) -> int | None:
-            row = conn.execute(
-                "UPDATE perdure_breakers SET state = 'CLOSED', failures = 0, window_start = NULL, "
-                "retry_at = NULL, probe_holder = NULL, probe_expires_at = NULL, updated_at = %s "
-                "WHERE name = %s AND state <> 'CLOSED' RETURNING 1",
-                (now, name),
-            ).fetchone()
-            if row is None:
-                return None
-            # SKIP LOCKED: a parked row locked by someone else now is being claimed (it is
-            # due) or sent a message; waiting for it while holding the breaker's row could
-            # deadlock with a batch that parks another workflow. A skipped row still wakes
-            # by its own wake_at, and re-checks the breaker then.
-            woken = conn.execute(
-                "UPDATE perdure_workflows SET wake_at = %(now)s WHERE id IN (SELECT id "
-                "FROM perdure_workflows WHERE wait_topic = %(topic)s AND owner IS NULL "
-                "AND status = 'RUNNING' AND wake_at > %(now)s FOR UPDATE SKIP LOCKED)",
-                {"now": now, "topic": BREAKER_TOPIC + name},
-            )
-            if woken.rowcount:
-                self._notify(conn, EVENT_READY)
-            return woken.rowcount
-
-        return self._write(close)
-
-    def reopen_breaker(
-        self, name: str, holder: str, now: float, retry_at: float, error: str
-    ) -> bool:
-        def reopen(conn: Connection) -> bool:
-            row = conn.execute(
-                "UPDATE perdure_breakers SET state = 'OPEN', opened_at = %s, retry_at = %s, "
-                "probe_holder = NULL, probe_expires_at = NULL, last_error = %s, updated_at = %s "
-                "WHERE name = %s AND state = 'HALF_OPEN' AND probe_holder = %s RETURNING 1",
-                (now, retry_at, error, now, name, holder),
-            ).fetchone()
-            return row is not None
-
-        return self._write(reopen)
+        return self._writer.submit(write, f"setting event {key!r} of workflow {workflow_id!r}")

@@ -1,4 +1,4 @@
-"""SQL shared by both stores: column lists, the listing statement, migration files.
+"""SQL shared by both stores: column lists, the claim and listing statements, migrations.
 
 Nothing here is built from user input: statements are assembled from fixed
 fragments chosen by code, and every value travels as a parameter.
@@ -9,6 +9,8 @@ from __future__ import annotations
 from importlib import resources
 from typing import Any
 
+from .._errors import ConfigurationError
+from .._model import ACTIVE_STATES
 from ._base import BREAKER_TOPIC
 
 WF_COLUMNS = (
@@ -17,12 +19,6 @@ WF_COLUMNS = (
     "wait_topic, parent_id, cancel_requested_at, deadline_at, generation"
 )
 STEP_COLUMNS = "position, name, status, output, error, attempts, next_attempt_at, updated_at"
-#: Why a message was not stored: (the workflow is active, its key was used before); no
-#: row when the workflow does not exist. Placeholders are "%s" (SQLite swaps in "?").
-WHY_NOT_STORED = (
-    "SELECT status IN ('PENDING', 'RUNNING'), EXISTS (SELECT 1 FROM perdure_messages "
-    "WHERE workflow_id = %s AND idempotency_key = %s) FROM perdure_workflows WHERE id = %s"
-)
 EXECUTOR_COLUMNS = (
     "id, host, pid, app_version, started_at, heartbeat_at, lease_expires_at, stopped_at"
 )
@@ -51,7 +47,8 @@ def claim_candidates(param: str, names: str, dead: str, index_hints: bool) -> st
     takes its limit of them: each branch returns up to four times as many, so that
     concurrent claims (which skip each other's locked rows) still find enough.
     """
-    active = "status IN ('PENDING', 'RUNNING')"
+    # A literal, not a parameter: the partial index perdure_workflows_claimable states it.
+    active = "status IN ({})".format(", ".join(f"'{state}'" for state in ACTIVE_STATES))
     mine = f"app_version = {param % 'version'} AND name IN {names}"
     now, limit = param % "now", param % "limit"
     branches = (
@@ -78,6 +75,22 @@ def migrations(dialect: str) -> list[tuple[int, str]]:
         if entry.name.endswith(".sql"):
             found.append((int(entry.name.split("_", 1)[0]), entry.read_text(encoding="utf-8")))
     return sorted(found)
+
+
+def check_versions(applied: set[int], shipped: list[tuple[int, str]], where: str) -> None:
+    """Refuse a database that holds a schema version this perdure does not ship: a newer
+    perdure migrated it (and this one, an older release or a rollback, would run against
+    a schema it does not know). ``where`` names the database in the message."""
+    known = {version for version, _ in shipped}
+    unknown = sorted(applied - known)
+    if unknown:
+        newest = max(known, default=0)
+        raise ConfigurationError(
+            f"the database {where} has schema version(s) {', '.join(map(str, unknown))}, "
+            f"which this perdure does not know (it knows up to version {newest}): a newer "
+            "perdure migrated it. Upgrade perdure to the version that did (or restore the "
+            "database from before that upgrade); perdure will not run against it."
+        )
 
 
 def list_query(

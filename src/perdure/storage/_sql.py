@@ -1,0 +1,424 @@
+"""The operations whose SQL both stores share, written once.
+
+``SqlStore`` implements every ``Store`` operation that runs the same statements on
+SQLite and PostgreSQL (rendered by the store's ``Dialect``); each store adds how it
+connects, migrates, and the few operations whose locking differs (recording a step,
+heartbeats, claims, suspending, setting an event). A store supplies:
+
+- ``_dialect``: how its SQL is spelled;
+- ``_writer``: the group committer of its hot-path writes (``_batch``);
+- ``_read(sql, params)``: rows of one query;
+- ``_write(fn)``: ``fn(conn)`` in one transaction, waited for;
+- ``_notify(conn, event)``: tell listeners in other processes, at commit (or nothing).
+
+Keys (IDs, names, topics, event and idempotency keys) are checked before any write
+(``_limits``): the same values are refused on every store, with a message that names
+them, instead of failing deep inside a workflow on one store only.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+from .._errors import StoreError
+from .._model import Outcome, WorkflowState
+from . import _statements as q
+from ._base import (
+    BREAKER_TOPIC,
+    CHILD_TOPIC,
+    EVENT_CANCEL,
+    EVENT_DONE,
+    EVENT_READY,
+    BreakerRecord,
+    ExecutorRecord,
+    Lease,
+    NewWorkflow,
+    StepRecord,
+    Store,
+    WorkflowRecord,
+)
+from ._batch import GroupCommitter
+from ._dialect import Dialect
+from ._limits import check_key, check_topic
+from ._queries import list_query
+
+T = TypeVar("T")
+
+
+class SqlStore(Store):
+    """A ``Store`` on a SQL database; subclasses say how to reach it (see the module)."""
+
+    _dialect: Dialect
+    _writer: GroupCommitter[Any]
+
+    @abc.abstractmethod
+    def _read(self, sql: str, params: Any = ()) -> list[Any]:
+        """The rows of one query."""
+
+    @abc.abstractmethod
+    def _write(self, fn: Callable[[Any], T]) -> T:
+        """``fn(conn)`` in one transaction, committed before this returns."""
+
+    def _notify(self, conn: Any, event: str) -> None:
+        """Push ``event`` to listeners at commit; stores that cannot push do nothing."""
+
+    def _sql(self, template: str) -> str:
+        return self._dialect.sql(template)
+
+    # -- workflows -----------------------------------------------------------------
+
+    def create_workflow(
+        self, new: NewWorkflow, owner: str | None, lease_expires_at: float | None
+    ) -> Future[tuple[WorkflowRecord, bool]]:
+        check_key("workflow ID", new.id)
+        check_key("workflow name", new.name)
+        check_key("parent workflow ID", new.parent_id)
+        state, epoch = (WorkflowState.RUNNING, 1) if owner else (WorkflowState.PENDING, 0)
+        params = (
+            new.id,
+            new.name,
+            state.value,
+            new.inputs,
+            new.serializer,
+            new.app_version,
+            owner,
+            epoch,
+            lease_expires_at,
+            new.created_at,
+            new.created_at,
+            new.parent_id,
+            new.deadline_at,
+        )
+        insert_sql, select_sql = self._sql(q.CREATE_WORKFLOW), self._sql(q.GET_WORKFLOW)
+
+        def insert(conn: Any) -> tuple[WorkflowRecord, bool]:
+            row = conn.execute(insert_sql, params).fetchone()
+            if row is not None:
+                if owner is None:
+                    self._notify(conn, EVENT_READY)
+                return WorkflowRecord(*row), True
+            # A new statement sees the conflicting row (which PostgreSQL's ON CONFLICT
+            # waited for).
+            row = conn.execute(select_sql, {"id": new.id}).fetchone()
+            if row is None:
+                raise StoreError(f"workflow {new.id!r} conflicted on insert but is not stored")
+            return WorkflowRecord(*row), False
+
+        return self._writer.submit(insert, f"creating workflow {new.id!r}")
+
+    def get_workflow(self, workflow_id: str) -> WorkflowRecord | None:
+        rows = self._read(self._sql(q.GET_WORKFLOW), {"id": workflow_id})
+        return WorkflowRecord(*rows[0]) if rows else None
+
+    def list_workflows(
+        self,
+        *,
+        status: str | None = None,
+        name: str | None = None,
+        created_after: float | None = None,
+        created_before: float | None = None,
+        limit: int = 100,
+        newest_first: bool = True,
+    ) -> list[WorkflowRecord]:
+        placeholder = "%s" if self._dialect.pyformat else "?"
+        status_text = None if status is None else str(status)
+        query, params = list_query(
+            placeholder, status_text, name, created_after, created_before, limit, newest_first
+        )
+        return [WorkflowRecord(*row) for row in self._read(query, params)]
+
+    def complete_workflow(
+        self,
+        workflow_id: str,
+        lease: Lease,
+        status: str,
+        output: str | None,
+        error: str | None,
+        now: float,
+        parent_id: str | None = None,
+    ) -> Future[bool]:
+        params = (status, output, error, now, now, workflow_id, lease.owner, lease.epoch)
+        complete_sql = self._sql(q.COMPLETE_WORKFLOW)
+        if parent_id is not None:
+            topic = CHILD_TOPIC + workflow_id
+            # Built here, not in SQL: the same bytes on every store.
+            delivery = {
+                "id": workflow_id,
+                "status": status,
+                "now": now,
+                "parent": parent_id,
+                "topic": topic,
+                "payload": Outcome(WorkflowState(status), output, error).to_json(),
+            }
+            wake = {"id": parent_id, "topic": topic, "now": now}
+            deliver_sql, wake_sql = self._sql(q.DELIVER_OUTCOME), self._sql(q.WAKE_FOR_MESSAGE)
+
+        def update(conn: Any) -> Callable[[], bool]:
+            # Sent without reading a result in between (PostgreSQL pipelines them); the
+            # row count is read once the transaction committed.
+            cursor = conn.execute(complete_sql, params)
+            if parent_id is not None:
+                conn.execute(deliver_sql, delivery)
+                conn.execute(wake_sql, wake)
+                self._notify(conn, EVENT_READY)
+            self._notify(conn, EVENT_DONE + workflow_id)
+            return lambda: bool(cursor.rowcount == 1)
+
+        return self._writer.submit_deferred(
+            update, f"recording the outcome of workflow {workflow_id!r}"
+        )
+
+    def set_note(self, workflow_id: str, note: str | None, now: float) -> None:
+        sql = self._sql(q.SET_NOTE)
+        self._write(lambda conn: conn.execute(sql, {"note": note, "now": now, "id": workflow_id}))
+
+    # -- steps -----------------------------------------------------------------------
+
+    def load_steps(self, workflow_id: str) -> list[StepRecord]:
+        rows = self._read(self._sql(q.LOAD_STEPS), {"id": workflow_id})
+        return [StepRecord(*row) for row in rows]
+
+    # -- executors and leases ----------------------------------------------------------
+
+    def register_executor(self, executor: ExecutorRecord) -> None:
+        sql = self._sql(q.REGISTER_EXECUTOR)
+        params = {
+            "id": executor.id,
+            "host": executor.host,
+            "pid": executor.pid,
+            "app_version": executor.app_version,
+            "started_at": executor.started_at,
+            "heartbeat_at": executor.heartbeat_at,
+            "lease": executor.lease_expires_at,
+            "stopped_at": executor.stopped_at,
+        }
+        self._write(lambda conn: conn.execute(sql, params))
+
+    def list_executors(self) -> list[ExecutorRecord]:
+        return [ExecutorRecord(*row) for row in self._read(self._sql(q.LIST_EXECUTORS))]
+
+    def unclaimable_workflows(
+        self, names: Sequence[str], app_version: str, now: float, limit: int = 100
+    ) -> list[WorkflowRecord]:
+        params = {
+            "now": now,
+            "version": app_version,
+            "names": self._dialect.text_list(names),
+            "limit": limit,
+        }
+        return [WorkflowRecord(*row) for row in self._read(self._sql(q.UNCLAIMABLE), params)]
+
+    def owned_workflows(self, executor_id: str) -> list[str]:
+        return [row[0] for row in self._read(self._sql(q.OWNED), {"owner": executor_id})]
+
+    def release_workflows(self, executor_id: str, now: float) -> int:
+        release_sql, stop_sql = self._sql(q.RELEASE), self._sql(q.STOP_EXECUTOR)
+        params = {"owner": executor_id, "now": now}
+
+        def release(conn: Any) -> int:
+            released: int = conn.execute(release_sql, params).rowcount
+            conn.execute(stop_sql, params)
+            if released:
+                self._notify(conn, EVENT_READY)
+            return released
+
+        return self._write(release)
+
+    # -- waiting: timers, messages, events -------------------------------------------------
+
+    def next_wake_at(self, after: float) -> float | None:
+        rows = self._read(self._sql(q.NEXT_WAKE_AT), {"after": after})
+        value: float | None = rows[0][0] if rows else None
+        return value
+
+    def send_message(
+        self,
+        workflow_id: str,
+        topic: str,
+        payload: str,
+        idempotency_key: str | None,
+        now: float,
+    ) -> Future[bool | None]:
+        check_key("workflow ID", workflow_id)
+        check_topic("message topic", topic)
+        check_key("idempotency key", idempotency_key)
+        params = {
+            "id": workflow_id,
+            "topic": topic,
+            "payload": payload,
+            "key": idempotency_key,
+            "now": now,
+        }
+        send_sql, why_sql = self._sql(q.SEND_MESSAGE), self._sql(q.WHY_NOT_STORED)
+        wake_sql = self._sql(q.WAKE_FOR_MESSAGE)
+
+        def send(conn: Any) -> bool | None:
+            if conn.execute(send_sql, params).fetchone() is None:
+                # Not stored: a repeated key (also once the workflow finished), or no
+                # active workflow to receive it.
+                row = conn.execute(why_sql, params).fetchone()
+                return None if row is None or not (row[0] or row[1]) else False
+            woken = conn.execute(wake_sql, params).fetchone()
+            if woken is not None and woken[0]:
+                self._notify(conn, EVENT_READY)
+            return True
+
+        return self._writer.submit(
+            send, f"sending a message on topic {topic!r} to workflow {workflow_id!r}"
+        )
+
+    def consume_message(
+        self, workflow_id: str, lease: Lease, topic: str, step: StepRecord, now: float
+    ) -> Future[tuple[bool, str | None]]:
+        check_topic("message topic", topic)
+        params = {
+            "id": workflow_id,
+            "owner": lease.owner,
+            "epoch": lease.epoch,
+            "position": step.position,
+            "topic": topic,
+            "now": now,
+        }
+        fence_sql, take_sql = self._sql(q.FENCE_FREE_POSITION), self._sql(q.TAKE_MESSAGE)
+        insert_sql = self._sql(q.INSERT_STEP_RETURNING)
+
+        def consume(conn: Any) -> tuple[bool, str | None]:
+            if conn.execute(fence_sql, params).fetchone() is None:
+                return False, None
+            row = conn.execute(take_sql, params).fetchone()
+            if row is None:
+                return True, None
+            payload: str = row[0]
+            recorded = StepRecord(
+                step.position, step.name, step.status, payload, None, step.attempts, None, now
+            )
+            if conn.execute(insert_sql, step_params(workflow_id, lease, recorded)).fetchone():
+                return True, payload
+            raise StoreError(f"could not record the message for workflow {workflow_id!r}")
+
+        return self._writer.submit(
+            consume, f"receiving a message on topic {topic!r} in workflow {workflow_id!r}"
+        )
+
+    def get_event(self, workflow_id: str, key: str) -> str | None:
+        rows = self._read(self._sql(q.GET_EVENT), {"id": workflow_id, "key": key})
+        return rows[0][0] if rows else None
+
+    # -- cancellation and continue_as_new ---------------------------------------------------
+
+    def cancel_workflow(self, workflow_id: str, now: float) -> list[str] | None:
+        exists_sql, cancel_sql = self._sql(q.EXISTS), self._sql(q.CANCEL_TREE)
+        params = {"id": workflow_id, "now": now}
+
+        def cancel(conn: Any) -> list[str] | None:
+            if conn.execute(exists_sql, params).fetchone() is None:
+                return None
+            rows = conn.execute(cancel_sql, params).fetchall()
+            if rows:
+                self._notify(conn, EVENT_CANCEL)
+                self._notify(conn, EVENT_READY)
+            return [row[0] for row in rows]
+
+        return self._write(cancel)
+
+    def cancel_requests(self, executor_id: str) -> list[str]:
+        rows = self._read(self._sql(q.CANCEL_REQUESTS), {"owner": executor_id})
+        return [row[0] for row in rows]
+
+    def continue_workflow(
+        self, workflow_id: str, lease: Lease, inputs: str, now: float
+    ) -> Future[WorkflowRecord | None]:
+        continue_sql, delete_sql = self._sql(q.CONTINUE_WORKFLOW), self._sql(q.DELETE_STEPS)
+        params = {
+            "id": workflow_id,
+            "owner": lease.owner,
+            "epoch": lease.epoch,
+            "inputs": inputs,
+            "now": now,
+        }
+
+        def restart(conn: Any) -> WorkflowRecord | None:
+            row = conn.execute(continue_sql, params).fetchone()
+            if row is None:
+                return None
+            conn.execute(delete_sql, params)
+            return WorkflowRecord(*row)
+
+        return self._writer.submit(restart, f"continuing workflow {workflow_id!r} as new")
+
+    # -- circuit breakers ------------------------------------------------------------------
+    # Each runs in its own short transaction (``_write``), not in the writer's batch on
+    # PostgreSQL: a close then holds the breaker's row lock only for its own statements.
+
+    def get_breaker(self, name: str) -> BreakerRecord | None:
+        rows = self._read(self._sql(q.GET_BREAKER), {"name": name})
+        return BreakerRecord(*rows[0]) if rows else None
+
+    def list_breakers(self) -> list[BreakerRecord]:
+        rows = self._read(self._sql(q.LIST_BREAKERS), {"prefix": BREAKER_TOPIC})
+        return [BreakerRecord(*row) for row in rows]
+
+    def count_breaker_failure(
+        self, name: str, now: float, threshold: int, window: float, retry_at: float, error: str
+    ) -> bool:
+        check_key("circuit breaker name", name)
+        create_sql, count_sql = self._sql(q.CREATE_BREAKER), self._sql(q.COUNT_FAILURE)
+        open_sql = self._sql(q.OPEN_BREAKER)
+        params = {"name": name, "now": now, "window": window, "error": error, "retry_at": retry_at}
+
+        def count(conn: Any) -> bool:
+            conn.execute(create_sql, params)
+            row = conn.execute(count_sql, params).fetchone()
+            if row is None or row[0] < threshold:
+                return False
+            conn.execute(open_sql, params)
+            return True
+
+        return self._write(count)
+
+    def claim_breaker_probe(self, name: str, holder: str, now: float, expires_at: float) -> bool:
+        sql = self._sql(q.CLAIM_PROBE)
+        params = {"name": name, "holder": holder, "now": now, "expires": expires_at}
+        return self._write(lambda conn: conn.execute(sql, params).fetchone() is not None)
+
+    def close_breaker(self, name: str, now: float) -> int | None:
+        close_sql, wake_sql = self._sql(q.CLOSE_BREAKER), self._sql(q.WAKE_PARKED)
+        params = {"name": name, "now": now, "topic": BREAKER_TOPIC + name}
+
+        def close(conn: Any) -> int | None:
+            if conn.execute(close_sql, params).fetchone() is None:
+                return None
+            woken: int = conn.execute(wake_sql, params).rowcount
+            if woken:
+                self._notify(conn, EVENT_READY)
+            return woken
+
+        return self._write(close)
+
+    def reopen_breaker(
+        self, name: str, holder: str, now: float, retry_at: float, error: str
+    ) -> bool:
+        sql = self._sql(q.REOPEN_BREAKER)
+        params = {"name": name, "holder": holder, "now": now, "retry_at": retry_at, "error": error}
+        return self._write(lambda conn: conn.execute(sql, params).fetchone() is not None)
+
+
+def step_params(workflow_id: str, lease: Lease, step: StepRecord) -> tuple[Any, ...]:
+    """The parameters of ``INSERT_STEP``, in order."""
+    return (
+        workflow_id,
+        step.position,
+        step.name,
+        step.status,
+        step.output,
+        step.error,
+        step.attempts,
+        step.next_attempt_at,
+        step.updated_at,
+        workflow_id,
+        lease.owner,
+        lease.epoch,
+    )

@@ -1,0 +1,209 @@
+"""The statements both stores run, written once (rendered per database by ``Dialect.sql``).
+
+Each is a template: named parameters ``:name`` (positional ``?`` for the hot path's
+step record, whose parameters stay a plain tuple), and ``{slots}`` that a dialect
+fills (see ``_dialect``). Nothing here is built from user input: every value
+travels as a parameter.
+"""
+
+from __future__ import annotations
+
+from ._queries import BREAKER_COLUMNS, EXECUTOR_COLUMNS, STEP_COLUMNS, WF_COLUMNS
+
+# -- workflows ---------------------------------------------------------------------------
+
+# The hot path's statements take positional parameters: binding by name costs SQLite
+# a lookup per parameter.
+CREATE_WORKFLOW = (
+    "INSERT INTO perdure_workflows (id, name, status, inputs, serializer, app_version, "
+    "owner, epoch, lease_expires_at, created_at, updated_at, parent_id, deadline_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    f"ON CONFLICT (id) DO NOTHING RETURNING {WF_COLUMNS}"
+)
+GET_WORKFLOW = f"SELECT {WF_COLUMNS} FROM perdure_workflows WHERE id = :id"
+
+COMPLETE_WORKFLOW = (
+    "UPDATE perdure_workflows SET status = ?, output = ?, error = ?, "
+    "owner = NULL, lease_expires_at = NULL, note = NULL, updated_at = ?, "
+    "finished_at = ? WHERE id = ? AND owner = ? AND epoch = ? AND status IN {ACTIVE}"
+)
+# A child's outcome to its parent: sent behind the completion in the same transaction
+# without reading its result (PostgreSQL pipelines them), so it is conditioned on the
+# child's row holding this very outcome; the key makes it at most once (a completion
+# that lost a race found an outcome whose own transaction delivered it).
+DELIVER_OUTCOME = (
+    "INSERT INTO perdure_messages (workflow_id, topic, payload, idempotency_key, "
+    "created_at) SELECT :parent{text}, :topic{text}, :payload{text}, :topic{text}, "
+    ":now{real} FROM perdure_workflows WHERE id = :id AND status = :status "
+    "AND finished_at = :now "
+    "ON CONFLICT (workflow_id, idempotency_key) DO NOTHING"
+)
+# Wake the workflow if it is suspended waiting on this topic. It always updates (so
+# locks, on PostgreSQL) the workflow's row: a suspension in flight then either
+# committed before (and is woken here) or waits for this commit (and sees the message).
+WAKE_FOR_MESSAGE = (
+    "UPDATE perdure_workflows SET wake_at = CASE WHEN owner IS NULL "
+    "AND wait_topic = :topic AND wake_at > :now THEN :now ELSE wake_at END "
+    "WHERE id = :id RETURNING owner IS NULL AND wake_at = :now"
+)
+SET_NOTE = "UPDATE perdure_workflows SET note = :note, updated_at = :now WHERE id = :id"
+
+# -- steps ---------------------------------------------------------------------------------
+
+LOAD_STEPS = (
+    f"SELECT {STEP_COLUMNS} FROM perdure_steps WHERE workflow_id = :id ORDER BY {{step_order}}"
+)
+# Record a step. The fencing check and the write are one statement: no read before it.
+# On PostgreSQL the check locks the workflow's row FOR KEY SHARE: a claim holds it FOR
+# UPDATE, so a step racing a takeover waits for the claim to commit and is then checked
+# against the new owner and epoch (a plain read would check the row as it was when the
+# statement began, and record a stale step after the claim). Heartbeats and completions
+# take weaker locks that do not conflict with it.
+INSERT_STEP = (
+    "INSERT INTO perdure_steps (workflow_id, position, name, status, output, error, "
+    "attempts, next_attempt_at, updated_at) "
+    "SELECT ?{text}, ?{text}, ?{text}, ?{text}, ?{text}, ?{text}, ?{int}, ?{real}, ?{real} "
+    "WHERE EXISTS (SELECT 1 FROM perdure_workflows "
+    "WHERE id = ? AND owner = ? AND epoch = ? AND status = {RUNNING}{key_share}) "
+    "ON CONFLICT (workflow_id, position) DO UPDATE SET status = excluded.status, "
+    "output = excluded.output, error = excluded.error, attempts = excluded.attempts, "
+    "next_attempt_at = excluded.next_attempt_at, updated_at = excluded.updated_at "
+    "WHERE perdure_steps.status IN {REPLACEABLE}"
+)
+#: The same, saying whether it recorded (a row count is known only at the commit in
+#: PostgreSQL's pipeline: a returned row is read instead).
+INSERT_STEP_RETURNING = INSERT_STEP + " RETURNING 1"
+
+# -- executors and leases --------------------------------------------------------------------
+
+REGISTER_EXECUTOR = (
+    f"INSERT INTO perdure_executors ({EXECUTOR_COLUMNS}) VALUES (:id, :host, :pid, "
+    ":app_version, :started_at, :heartbeat_at, :lease, :stopped_at) "
+    "ON CONFLICT (id) DO UPDATE SET host = excluded.host, pid = excluded.pid, "
+    "app_version = excluded.app_version, started_at = excluded.started_at, "
+    "heartbeat_at = excluded.heartbeat_at, lease_expires_at = excluded.lease_expires_at, "
+    "stopped_at = excluded.stopped_at"
+)
+RENEW_EXECUTOR = (
+    "UPDATE perdure_executors SET heartbeat_at = :now, lease_expires_at = :lease WHERE id = :id"
+)
+LIST_EXECUTORS = f"SELECT {EXECUTOR_COLUMNS} FROM perdure_executors WHERE stopped_at IS NULL"
+UNCLAIMABLE = (
+    f"SELECT {WF_COLUMNS} FROM perdure_workflows "
+    "WHERE status IN {ACTIVE} AND (owner IS NULL OR lease_expires_at < :now) "
+    "AND (wake_at IS NULL OR wake_at <= :now) "
+    "AND (app_version <> :version OR NOT (name IN {names_set})) "
+    "ORDER BY created_at LIMIT :limit"
+)
+OWNED = "SELECT id FROM perdure_workflows WHERE owner = :owner AND status IN {ACTIVE}"
+RELEASE = (
+    "UPDATE perdure_workflows SET owner = NULL, lease_expires_at = NULL, updated_at = :now "
+    "WHERE owner = :owner AND status IN {ACTIVE}"
+)
+STOP_EXECUTOR = "UPDATE perdure_executors SET stopped_at = :now WHERE id = :owner"
+
+# -- waiting -------------------------------------------------------------------------------
+
+NEXT_WAKE_AT = "SELECT min(wake_at) FROM perdure_workflows WHERE wake_at > :after"
+SEND_MESSAGE = (
+    "INSERT INTO perdure_messages (workflow_id, topic, payload, idempotency_key, created_at) "
+    "SELECT :id{text}, :topic{text}, :payload{text}, :key{text}, :now{real} "
+    "WHERE EXISTS (SELECT 1 FROM perdure_workflows WHERE id = :id AND status IN {ACTIVE}) "
+    "ON CONFLICT (workflow_id, idempotency_key) DO NOTHING RETURNING seq"
+)
+#: Why a message was not stored: (the workflow is active, its key was used before); no
+#: row when the workflow does not exist.
+WHY_NOT_STORED = (
+    "SELECT status IN {ACTIVE}, EXISTS (SELECT 1 FROM perdure_messages "
+    "WHERE workflow_id = :id AND idempotency_key = :key) FROM perdure_workflows WHERE id = :id"
+)
+# The lock on the workflow's row (PostgreSQL's KEY SHARE, like a step record) holds until
+# commit: no claim can take the workflow over between the check and the writes.
+FENCE_FREE_POSITION = (
+    "SELECT 1 FROM perdure_workflows WHERE id = :id AND owner = :owner AND epoch = :epoch "
+    "AND status = {RUNNING} AND NOT EXISTS (SELECT 1 FROM perdure_steps "
+    "WHERE workflow_id = :id AND position = :position "
+    "AND status NOT IN {REPLACEABLE}){key_share}"
+)
+TAKE_MESSAGE = (
+    "UPDATE perdure_messages SET consumed_at = :now WHERE seq = (SELECT seq FROM "
+    "perdure_messages WHERE workflow_id = :id AND topic = :topic AND consumed_at IS NULL "
+    "ORDER BY seq LIMIT 1{for_update}) RETURNING payload"
+)
+GET_EVENT = "SELECT value FROM perdure_events WHERE workflow_id = :id AND key = :key"
+
+# -- cancellation and continue_as_new --------------------------------------------------------
+
+EXISTS = "SELECT 1 FROM perdure_workflows WHERE id = :id"
+# The workflow and its active descendants not asked before; suspended ones wake now.
+CANCEL_TREE = (
+    "WITH RECURSIVE tree (id) AS (SELECT :id{text} UNION SELECT w.id "
+    "FROM perdure_workflows w JOIN tree ON w.parent_id = tree.id) "
+    "UPDATE perdure_workflows SET cancel_requested_at = :now, updated_at = :now, "
+    "wake_at = CASE WHEN owner IS NULL AND wake_at IS NOT NULL THEN :now ELSE wake_at END "
+    "WHERE id IN (SELECT id FROM tree) AND status IN {ACTIVE} "
+    "AND cancel_requested_at IS NULL RETURNING id"
+)
+CANCEL_REQUESTS = (
+    "SELECT id FROM perdure_workflows WHERE owner = :owner "
+    "AND cancel_requested_at IS NOT NULL AND status IN {ACTIVE}"
+)
+CONTINUE_WORKFLOW = (
+    "UPDATE perdure_workflows SET inputs = :inputs, generation = generation + 1, "
+    "updated_at = :now WHERE id = :id AND owner = :owner AND epoch = :epoch "
+    f"AND status = {{RUNNING}} RETURNING {WF_COLUMNS}"
+)
+DELETE_STEPS = "DELETE FROM perdure_steps WHERE workflow_id = :id"
+
+# -- circuit breakers --------------------------------------------------------------------------
+
+GET_BREAKER = f"SELECT {BREAKER_COLUMNS} FROM perdure_breakers WHERE name = :name"
+LIST_BREAKERS = (
+    f"SELECT {BREAKER_COLUMNS}, (SELECT count(*) FROM perdure_workflows "
+    "WHERE wait_topic = :prefix || perdure_breakers.name AND owner IS NULL "
+    "AND status IN {ACTIVE}) FROM perdure_breakers ORDER BY name"
+)
+CREATE_BREAKER = (
+    "INSERT INTO perdure_breakers (name, state, updated_at) VALUES (:name, {CLOSED}, :now) "
+    "ON CONFLICT (name) DO NOTHING"
+)
+# Locks the row until commit on PostgreSQL (SQLite's one writer does as much): concurrent
+# failures are counted one after the other, and only the one that reaches the threshold
+# opens it.
+COUNT_FAILURE = (
+    "UPDATE perdure_breakers SET "
+    "failures = CASE WHEN window_start IS NULL OR window_start + :window <= :now "
+    "THEN 1 ELSE failures + 1 END, "
+    "window_start = CASE WHEN window_start IS NULL OR window_start + :window <= :now "
+    "THEN :now ELSE window_start END, last_error = :error, updated_at = :now "
+    "WHERE name = :name AND state = {CLOSED} RETURNING failures"
+)
+OPEN_BREAKER = (
+    "UPDATE perdure_breakers SET state = {OPEN}, opened_at = :now, retry_at = :retry_at "
+    "WHERE name = :name"
+)
+CLAIM_PROBE = (
+    "UPDATE perdure_breakers SET state = {HALF_OPEN}, probe_holder = :holder, "
+    "probe_expires_at = :expires, updated_at = :now WHERE name = :name "
+    "AND ((state = {OPEN} AND retry_at <= :now) OR (state = {HALF_OPEN} "
+    "AND (probe_expires_at <= :now OR probe_holder = :holder))) RETURNING 1"
+)
+CLOSE_BREAKER = (
+    "UPDATE perdure_breakers SET state = {CLOSED}, failures = 0, window_start = NULL, "
+    "retry_at = NULL, probe_holder = NULL, probe_expires_at = NULL, updated_at = :now "
+    "WHERE name = :name AND state <> {CLOSED} RETURNING 1"
+)
+# SKIP LOCKED (PostgreSQL): a parked row locked by someone else now is being claimed (it
+# is due) or sent a message; waiting for it while holding the breaker's row could
+# deadlock with a batch that parks another workflow. A skipped row still wakes by its
+# own wake_at, and re-checks the breaker then.
+WAKE_PARKED = (
+    "UPDATE perdure_workflows SET wake_at = :now WHERE id IN (SELECT id "
+    "FROM perdure_workflows WHERE wait_topic = :topic AND owner IS NULL "
+    "AND status = {RUNNING} AND wake_at > :now{skip_locked})"
+)
+REOPEN_BREAKER = (
+    "UPDATE perdure_breakers SET state = {OPEN}, opened_at = :now, retry_at = :retry_at, "
+    "probe_holder = NULL, probe_expires_at = NULL, last_error = :error, updated_at = :now "
+    "WHERE name = :name AND state = {HALF_OPEN} AND probe_holder = :holder RETURNING 1"
+)
