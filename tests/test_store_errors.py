@@ -112,7 +112,7 @@ def test_a_key_too_long_is_refused_at_once_by_the_app(make_app) -> None:  # type
         return 1
 
     started = time.monotonic()
-    with app, pytest.raises(InvalidValueError, match="workflow ID") as info:
+    with app, pytest.raises(InvalidValueError, match="workflow_id") as info:
         app.start(checkout, workflow_id="x" * 3000)
     assert time.monotonic() - started < 5
     assert "1,000 bytes" in str(info.value) and "3,000" in str(info.value)
@@ -298,7 +298,7 @@ def test_a_workflow_with_a_key_no_store_accepts_fails_at_once_with_a_clear_error
         for workflow, field in (
             (publisher, "event key"),
             (receiver, "message topic"),
-            (parent, "workflow ID"),
+            (parent, "workflow_id"),
         ):
             handle = app.start(workflow)
             started = time.monotonic()
