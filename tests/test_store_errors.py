@@ -101,6 +101,42 @@ def test_postgres_errors_are_sorted_by_whether_a_retry_can_heal_them() -> None:
         assert not isinstance(error, StoreUnavailableError)
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({"path": "/perdure_no_such_db"}, 'database "perdure_no_such_db" does not exist'),
+        ({"user": "perdure_no_such_role"}, 'role "perdure_no_such_role" does not exist'),
+        ({"query": "sslmode=bogus"}, "sslmode"),
+    ],
+)
+def test_postgres_a_connection_refused_for_good_is_not_an_outage(
+    postgres_url: str, change: dict[str, str], says: str
+) -> None:
+    """Issue 10, item 15: an unknown database or role, or a bad sslmode, was reported as
+    "unavailable", so a worker waited for it for ever. libpq gives these no SQLSTATE; the
+    store tells them apart and says what to do."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(postgres_url)
+    if "user" in change:
+        parts = parts._replace(netloc=f"{change['user']}@{parts.hostname}:{parts.port or 5432}")
+    if "path" in change:
+        parts = parts._replace(path=change["path"])
+    if "query" in change:
+        parts = parts._replace(query=change["query"])
+    started = time.monotonic()
+    with pytest.raises(StoreError) as info:
+        store = open_store(urlunsplit(parts))
+        try:
+            store.migrate()
+        finally:
+            store.close()
+    assert time.monotonic() - started < 10
+    assert not isinstance(info.value, StoreUnavailableError), info.value
+    assert says in str(info.value) and "waiting will not help" in str(info.value)
+
+
 def test_a_key_too_long_is_refused_at_once_by_the_app(make_app) -> None:  # type: ignore[no-untyped-def]
     """``app.start`` with a 3,000-character ID fails at once with an error that names the
     ID and the limit, on both stores (it used to say "unavailable" on PostgreSQL and be

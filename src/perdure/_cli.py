@@ -45,30 +45,6 @@ TRACEBACK_ENV = "PERDURE_TRACEBACK"
 _secrets: set[str] = set()
 _MIN_SECRET = 4
 
-# What a PostgreSQL connection attempt says when waiting cannot help: the server answered
-# and refused, or something else answers at that address. The store still reports these
-# as "unavailable" (psycopg gives them no SQLSTATE): told apart here by their text.
-_PERMANENT_CONNECT_FAILURES = (
-    ("does not exist", "create it, or fix the name in the database URL"),
-    ("password authentication failed", "fix the user or password in the database URL"),
-    ("authentication failed", "fix the user or password in the database URL"),
-    ("no password supplied", "add the password to the database URL (or a .pgpass file)"),
-    ("no pg_hba.conf entry", "the server refuses this user, host or database (pg_hba.conf)"),
-    ("is not permitted to log in", "the role may not log in: use another user"),
-    ("permission denied for database", "grant CONNECT on the database, or use another user"),
-    (
-        "invalid sslmode value",
-        "use sslmode=disable, allow, prefer, require, verify-ca or verify-full",
-    ),
-    ("invalid connection option", "remove the unknown option from the database URL"),
-    ("invalid integer value", "fix the option's value in the database URL"),
-    ("server does not support SSL", "the server has no SSL: use another sslmode"),
-    ("certificate verify failed", "fix the server's certificate or the sslrootcert option"),
-    ("invalid response to SSL negotiation", "is it a PostgreSQL server at that host and port?"),
-    ("expected authentication request", "is it a PostgreSQL server at that host and port?"),
-    ("unsupported frontend protocol", "the server is too old or not PostgreSQL"),
-)
-
 
 class CliError(click.ClickException):
     """An error the command reports in one line and exits with status 1."""
@@ -108,17 +84,6 @@ def shown(text: object) -> str:
     """Text from the database or a caller, ready to print: one line, no control
     characters, no password."""
     return scrub(escape_for_terminal(text))
-
-
-def permanent_connect_failure(exc: StoreUnavailableError) -> str | None:
-    """What to do, if ``exc`` reports a failure that waiting cannot heal (an unknown
-    database or role, a bad sslmode, something other than PostgreSQL at the address);
-    None for one that can (refused, lost, timed out, a server starting up)."""
-    text = str(exc)
-    for pattern, advice in _PERMANENT_CONNECT_FAILURES:
-        if pattern in text:
-            return advice
-    return None
 
 
 # -- loading the app ----------------------------------------------------------------------------
@@ -350,12 +315,10 @@ def _launch(app: App, stop: threading.Event) -> bool:
             app.launch()
             return True
         except StoreUnavailableError as exc:
+            # Only an outage heals by waiting: the store reports a refusal for good (an
+            # unknown database or role, a bad sslmode, not PostgreSQL at the address) as
+            # another StoreError, handled below.
             app.shutdown(0)  # drop what the failed attempt opened
-            advice = permanent_connect_failure(exc)
-            if advice is not None:
-                # Not "unavailable": the server (or whatever answers) refused for good.
-                reason = str(exc).removeprefix("PostgreSQL is unavailable: ")
-                fail(f"cannot start the worker on {where}: {reason}; {advice}")
             log.warning("database unavailable (%s); trying again in %.1f s", exc, delay)
         except PerdureError as exc:  # a bad setting, a refused schema, a permanent error
             app.shutdown(0)

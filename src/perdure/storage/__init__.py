@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from .._errors import ConfigurationError
+from .._text import redact_url
 from ._base import (
     ACTIVE_STATUSES,
     BREAKER_CLOSED,
@@ -96,5 +97,6 @@ def open_store(url: str) -> Store:
 
         return PostgresStore(url)
     raise ConfigurationError(
-        f"unsupported database URL {url!r}: use sqlite:///path/to/file.db or postgresql://..."
+        f"unsupported database URL {redact_url(url)!r}: use sqlite:///path/to/file.db or "
+        "postgresql://..."
     )

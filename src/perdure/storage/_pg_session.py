@@ -28,6 +28,44 @@ _TRANSIENT_CLASSES = ("08", "53", "57", "58")
 _TRANSIENT_CODES = ("40001", "40P01", "55P03", "25P03")
 
 
+#: What a PostgreSQL connection attempt says when waiting cannot help (the server answered
+#: and refused, or something else answers at that address), with what to do. libpq gives
+#: these no SQLSTATE, so its message is the only place that tells them from an outage.
+_PERMANENT_CONNECT_FAILURES = (
+    ("does not exist", "create it, or fix the name in the database URL"),
+    ("password authentication failed", "fix the user or password in the database URL"),
+    ("authentication failed", "fix the user or password in the database URL"),
+    ("no password supplied", "add the password to the database URL (or a .pgpass file)"),
+    ("no pg_hba.conf entry", "the server refuses this user, host or database (pg_hba.conf)"),
+    ("is not permitted to log in", "the role may not log in: use another user"),
+    ("permission denied for database", "grant CONNECT on the database, or use another user"),
+    (
+        "invalid sslmode value",
+        "use sslmode=disable, allow, prefer, require, verify-ca or verify-full",
+    ),
+    ("invalid connection option", "remove the unknown option from the database URL"),
+    ("invalid integer value", "fix the option's value in the database URL"),
+    ("server does not support SSL", "the server has no SSL: use another sslmode"),
+    ("certificate verify failed", "fix the server's certificate or the sslrootcert option"),
+    ("invalid response to SSL negotiation", "is it a PostgreSQL server at that host and port?"),
+    ("expected authentication request", "is it a PostgreSQL server at that host and port?"),
+    ("unsupported frontend protocol", "the server is too old or not PostgreSQL"),
+)
+
+
+def connect_advice(exc: psycopg.Error) -> str | None:
+    """What to do about a connection failure that waiting cannot heal (an unknown database
+    or role, a bad sslmode, something other than PostgreSQL at the address); None for one
+    that can (refused, lost, timed out, a server starting up)."""
+    if exc.sqlstate is not None:
+        return None
+    text = str(exc)
+    for pattern, advice in _PERMANENT_CONNECT_FAILURES:
+        if pattern in text:
+            return advice
+    return None
+
+
 def transient(exc: psycopg.Error) -> bool:
     """Whether ``exc`` is an outage or a lost race, which a retry may heal, rather than a
     refusal of the statement or its data (a value too large for an index, a constraint,
@@ -37,6 +75,8 @@ def transient(exc: psycopg.Error) -> bool:
     a dead connection, a timeout)."""
     code = exc.sqlstate
     if code is None:
+        if connect_advice(exc) is not None:
+            return False
         return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))
     return code[:2] in _TRANSIENT_CLASSES or code in _TRANSIENT_CODES
 
@@ -52,7 +92,13 @@ def translate(exc: Exception) -> Exception:
         return error
     if not isinstance(exc, psycopg.Error):
         return exc
-    if transient(exc):
+    advice = connect_advice(exc)
+    if advice is not None:
+        error = StoreRejectedError(
+            f"PostgreSQL refused the connection ({first_line(exc)}): {advice}; waiting "
+            "will not help"
+        )
+    elif transient(exc):
         error = StoreUnavailableError(f"PostgreSQL is unavailable: {first_line(exc)}")
     else:
         error = StoreRejectedError(

@@ -40,6 +40,7 @@ from psycopg_pool import ConnectionPool
 
 from .._errors import ConfigurationError, StoreUnavailableError
 from .._model import BreakerState
+from .._text import redact_url
 from ._base import EVENT_EVENT, EVENT_WAKE, ExecutorRecord, Lease, StepRecord, WorkflowRecord
 from ._batch import GroupCommitter
 from ._dialect import POSTGRES
@@ -150,14 +151,6 @@ _CLAIM = POSTGRES.sql(
 )
 
 
-def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 class PostgresStore(SqlStore):
     """A ``Store`` in a PostgreSQL database. URL: ``postgresql://user:password@host:port/db``
     (or ``postgres://``), options ``?schema=<name>`` (default ``perdure``), ``&pool_min=``
@@ -171,7 +164,7 @@ class PostgresStore(SqlStore):
         parts = urlsplit(url)
         if parts.scheme not in ("postgresql", "postgres"):
             raise ConfigurationError(
-                f"not a PostgreSQL URL: {_redact(url)!r} (expected postgresql://user@host/db)"
+                f"not a PostgreSQL URL: {redact_url(url)!r} (expected postgresql://user@host/db)"
             )
         options: dict[str, str] = {}
         libpq: list[tuple[str, str]] = []
@@ -183,14 +176,14 @@ class PostgresStore(SqlStore):
         schema = options.get("schema", DEFAULT_SCHEMA)
         if not SCHEMA_NAME.fullmatch(schema):
             raise ConfigurationError(
-                f"schema={schema!r} in {_redact(url)!r}: use a lower-case identifier "
+                f"schema={schema!r} in {redact_url(url)!r}: use a lower-case identifier "
                 "(letters, digits and _, not starting with a digit, at most 63 characters)"
             )
         pool_min = self._size(options, "pool_min", DEFAULT_POOL_MIN, url)
         pool_max = self._size(options, "pool_max", DEFAULT_POOL_MAX, url)
         if pool_max < 1 or pool_min > pool_max:
             raise ConfigurationError(
-                f"pool_min={pool_min} and pool_max={pool_max} in {_redact(url)!r}: "
+                f"pool_min={pool_min} and pool_max={pool_max} in {redact_url(url)!r}: "
                 "need 0 <= pool_min <= pool_max and pool_max >= 1"
             )
         base = urlunsplit(parts._replace(query=urlencode(libpq)))
@@ -198,7 +191,7 @@ class PostgresStore(SqlStore):
             given = conninfo_to_dict(base)
         except psycopg.Error as exc:
             raise ConfigurationError(
-                f"bad PostgreSQL URL {_redact(url)!r}: {first_line(exc)}"
+                f"bad PostgreSQL URL {redact_url(url)!r}: {first_line(exc)}"
             ) from exc
         defaults: dict[str, Any] = {}
         if "connect_timeout" not in given:
@@ -251,7 +244,7 @@ class PostgresStore(SqlStore):
         try:
             return int(options.get(key, default))
         except ValueError as exc:
-            raise ConfigurationError(f"{key} in {_redact(url)!r} must be an integer") from exc
+            raise ConfigurationError(f"{key} in {redact_url(url)!r} must be an integer") from exc
 
     # -- connections -------------------------------------------------------------------
 
