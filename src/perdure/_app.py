@@ -16,14 +16,16 @@ from typing import Any, ParamSpec, TypeVar, overload
 
 from ._breaker import Breakers, CircuitBreaker
 from ._clock import Clock, SystemClock
-from ._context import current_run
+from ._engine.cancelling import cancel_from_workflow, cancel_from_workflow_async
+from ._engine.state import current_run
+from ._engine.steps import call_step, call_step_async
 from ._errors import ConfigurationError, WorkflowNotFoundError
 from ._executor import Executor
 from ._handle import WorkflowHandle, WorkflowStatus
 from ._notifier import Notifier
-from ._registry import WORKFLOW_ATTR, StepDef, WorkflowDef
+from ._registry import WORKFLOW_ATTR, WorkflowDef
 from ._registry import Registry as _Registry
-from ._retry import NO_RETRY, Retry
+from ._retry import Retry
 from ._serialization import JSONSerializer, Serializer, encode_call
 from ._starting import Starting
 from ._talking import Talking
@@ -39,18 +41,6 @@ from .storage import (
     WorkflowRecord,
     open_store,
 )
-
-
-def _cancel_step(app: App, workflow_id: str) -> bool:
-    return app._cancel(workflow_id)
-
-
-async def _cancel_step_async(app: App, workflow_id: str) -> bool:
-    return await asyncio.to_thread(app._cancel, workflow_id)
-
-
-_CANCEL = StepDef("perdure.cancel", _cancel_step, False, NO_RETRY)
-_CANCEL_ASYNC = StepDef("perdure.cancel", _cancel_step_async, True, NO_RETRY)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -255,7 +245,7 @@ class App(Starting, Talking, Breakers):
                     if run is None:
                         result: Awaitable[Any] = fn(*args, **kwargs)
                         return result
-                    return run.call_step_async(definition, args, kwargs)
+                    return call_step_async(run, definition, args, kwargs)
 
                 return call_async
 
@@ -264,7 +254,7 @@ class App(Starting, Talking, Breakers):
                 run = current_run.get()
                 if run is None:
                     return fn(*args, **kwargs)
-                return run.call_step(definition, args, kwargs)
+                return call_step(run, definition, args, kwargs)
 
             return call
 
@@ -302,6 +292,18 @@ class App(Starting, Talking, Breakers):
         tb: TracebackType | None,
     ) -> None:
         self.shutdown()
+
+    def wake(self) -> None:
+        """Make this process's executor look for work now (the engine's ``Host``)."""
+        executor = self._executor
+        if executor is not None:
+            executor.wake()
+
+    def cancel_local(self, workflow_ids: list[str]) -> None:
+        """Tell this process's runs of these workflows that they were asked to cancel."""
+        executor = self._executor
+        if executor is not None:
+            executor.cancel_local(workflow_ids)
 
     @property
     def executor(self) -> Executor | None:
@@ -377,8 +379,7 @@ class App(Starting, Talking, Breakers):
         """
         run = current_run.get()
         if run is not None:
-            asked: bool = run.call_step(_CANCEL, (self, workflow_id), {})
-            return asked
+            return cancel_from_workflow(self, run, workflow_id)
         return self._cancel(workflow_id)
 
     def _cancel(self, workflow_id: str) -> bool:
@@ -395,8 +396,7 @@ class App(Starting, Talking, Breakers):
         """``cancel`` for coroutines."""
         run = current_run.get()
         if run is not None:
-            asked: bool = await run.call_step_async(_CANCEL_ASYNC, (self, workflow_id), {})
-            return asked
+            return await cancel_from_workflow_async(self, run, workflow_id)
         return await asyncio.to_thread(self._cancel, workflow_id)
 
     def retrieve(self, workflow_id: str) -> WorkflowHandle[Any]:

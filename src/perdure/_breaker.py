@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from ._handle import _error_summary
+from ._engine.describe import error_summary as _error_summary
 from .storage import BREAKER_CLOSED, BreakerRecord
 
 if TYPE_CHECKING:

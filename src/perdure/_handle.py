@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from ._conditions import describe_step, describe_wait
 from ._context import current_run
+from ._engine.describe import describe_step, describe_wait
+from ._engine.describe import error_summary as _error_summary
 from ._errors import (
     WorkflowCancelledError,
     WorkflowFailedError,
@@ -57,17 +57,6 @@ def _waiting(record: WorkflowRecord) -> tuple[datetime | None, str | None]:
         return wake_at, condition
     topic = "the default topic" if record.wait_topic == "" else f"topic {record.wait_topic!r}"
     return wake_at, f"message on {topic} {until}"
-
-
-def _error_summary(error: str | None) -> str | None:
-    if error is None:
-        return None
-    try:
-        data = json.loads(error)
-        type_name = str(data.get("type", "?")).removeprefix("builtins:").replace(":", ".")
-        return f"{type_name}: {data.get('message', '')}"
-    except (ValueError, AttributeError):
-        return error
 
 
 @dataclass(frozen=True)
@@ -219,9 +208,9 @@ class WorkflowHandle(Generic[R]):
         """
         run = current_run.get()
         if run is not None:
-            from ._children import child_result
+            from ._engine.children import child_result  # lazy, as before: see the report
 
-            child: R = child_result(run, self, timeout)
+            child: R = child_result(run, self.workflow_id, self.return_hint(), timeout)
             return child
         deadline = None if timeout is None else self._app.clock.time() + timeout
         notifier = self._app.notifier
@@ -246,9 +235,10 @@ class WorkflowHandle(Generic[R]):
         """``result()`` for coroutines: waits without holding a thread."""
         run = current_run.get()
         if run is not None:
-            from ._children import child_result_async
+            from ._engine.children import child_result_async
 
-            child: R = await child_result_async(run, self, timeout)
+            hint = self.return_hint() if self._name else Any
+            child: R = await child_result_async(run, self.workflow_id, hint, timeout)
             return child
         deadline = None if timeout is None else self._app.clock.time() + timeout
         notifier = self._app.notifier

@@ -16,7 +16,8 @@ import contextlib
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast, overload
 
-from ._context import current_run
+from ._engine.children import start_child, start_child_async
+from ._engine.state import current_run
 from ._handle import WorkflowHandle
 from .storage import NewWorkflow, Store, WorkflowRecord
 
@@ -193,9 +194,9 @@ class Starting:
         timeout = kwargs.pop("timeout", None)
         run = current_run.get()
         if run is not None:
-            from ._children import start_child
-
-            return start_child(cast("App", self), run, fn, args, kwargs, workflow_id, timeout)
+            app = cast("App", self)
+            child_id = start_child(app, run, fn, args, kwargs, workflow_id, timeout)
+            return WorkflowHandle(app, child_id, name=app.registry.workflow(fn).name)
         new, owner, lease = self._prepare(fn, args, kwargs, workflow_id, timeout)
         with self._starting(new.id, owner):
             record, created = self.store.create_workflow(new, owner, lease).result()
@@ -327,10 +328,9 @@ class Starting:
         timeout = kwargs.pop("timeout", None)
         run = current_run.get()
         if run is not None:
-            from ._children import start_child_async
-
             app = cast("App", self)
-            return await start_child_async(app, run, fn, args, kwargs, workflow_id, timeout)
+            child_id = await start_child_async(app, run, fn, args, kwargs, workflow_id, timeout)
+            return WorkflowHandle(app, child_id, name=app.registry.workflow(fn).name)
         new, owner, lease = self._prepare(fn, args, kwargs, workflow_id, timeout)
         with self._starting(new.id, owner):
             future = self.store.create_workflow(new, owner, lease)

@@ -13,39 +13,13 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import TYPE_CHECKING, Any
 
-from ._context import current_run, current_scope
+from ._engine.messages import send_from_workflow, send_from_workflow_async
+from ._engine.state import current_run
 from ._errors import WorkflowFinishedError, WorkflowNotFoundError
-from ._registry import StepDef
-from ._retry import NO_RETRY
 from .storage import EVENT_EVENT
 
 if TYPE_CHECKING:
     from ._app import App
-    from ._runtime import WorkflowRun
-
-
-def _sender_key(run: WorkflowRun) -> str:
-    # The position the send's record takes: the same on every replay.
-    scope = current_scope.get()
-    assert scope is not None, "a workflow run always has a scope"
-    return f"perdure.send:{run.workflow_id}:{scope.peek()}"
-
-
-def _send_step(
-    talking: Talking, workflow_id: str, message: Any, topic: str | None, key: str
-) -> None:
-    talking._sent(workflow_id, talking._send(workflow_id, message, topic, key).result())
-
-
-async def _send_step_async(
-    talking: Talking, workflow_id: str, message: Any, topic: str | None, key: str
-) -> None:
-    future = talking._send(workflow_id, message, topic, key)
-    talking._sent(workflow_id, await asyncio.wrap_future(future))
-
-
-_SEND = StepDef("perdure.send", _send_step, False, NO_RETRY)
-_SEND_ASYNC = StepDef("perdure.send", _send_step_async, True, NO_RETRY)
 
 
 class Talking:
@@ -93,8 +67,8 @@ class Talking:
         """
         run = current_run.get()
         if run is not None:
-            key = idempotency_key or _sender_key(run)
-            run.call_step(_SEND, (self, workflow_id, message, topic, key), {})
+            app: App = self  # type: ignore[assignment]
+            send_from_workflow(app, run, workflow_id, message, topic, idempotency_key)
             return
         self._sent(workflow_id, self._send(workflow_id, message, topic, idempotency_key).result())
 
@@ -108,8 +82,8 @@ class Talking:
         """``send`` for coroutines."""
         run = current_run.get()
         if run is not None:
-            key = idempotency_key or _sender_key(run)
-            await run.call_step_async(_SEND_ASYNC, (self, workflow_id, message, topic, key), {})
+            app: App = self  # type: ignore[assignment]
+            await send_from_workflow_async(app, run, workflow_id, message, topic, idempotency_key)
             return
         future = self._send(workflow_id, message, topic, idempotency_key)
         self._sent(workflow_id, await asyncio.wrap_future(future))

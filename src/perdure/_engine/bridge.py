@@ -1,0 +1,58 @@
+"""Awaiting many thread-side futures on one event loop with few wake-ups.
+
+``asyncio.wrap_future`` wakes the loop once per future (one ``call_soon_threadsafe``,
+one syscall, each). When the writer thread commits a batch of hundreds of step
+records for async workflows, the bridge wakes the loop once and resolves them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import threading
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class FutureBridge:
+    """Turns ``concurrent.futures.Future`` objects into awaitables of one loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        #: The loop the awaitables belong to.
+        self.loop = loop
+        self._arrived: collections.deque[tuple[asyncio.Future[Any], Future[Any]]] = (
+            collections.deque()
+        )
+        self._lock = threading.Lock()
+        self._scheduled = False
+
+    def wait(self, future: Future[T]) -> asyncio.Future[T]:
+        """An awaitable of the loop (call from the loop's thread) for ``future``."""
+        waiter: asyncio.Future[T] = self._loop.create_future()
+        future.add_done_callback(lambda done: self._arrive(waiter, done))
+        return waiter
+
+    def _arrive(self, waiter: asyncio.Future[Any], done: Future[Any]) -> None:
+        self._arrived.append((waiter, done))
+        with self._lock:
+            if self._scheduled:
+                return
+            self._scheduled = True
+        self._loop.call_soon_threadsafe(self._resolve)
+
+    def _resolve(self) -> None:
+        with self._lock:
+            # Reset before draining: what arrives from now on schedules another round.
+            self._scheduled = False
+        while self._arrived:
+            waiter, done = self._arrived.popleft()
+            if waiter.cancelled():
+                continue
+            error = done.exception()
+            if error is not None:
+                waiter.set_exception(error)
+            else:
+                waiter.set_result(done.result())
