@@ -39,8 +39,8 @@ class Writes:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._tail: Future[None] | None = None
-        # Writes whose failure nobody has seen yet.
-        self._unseen: list[Future[None]] = []
+        # Failures of writes that nobody has seen yet.
+        self._failures: list[BaseException] = []
 
     def submit(
         self,
@@ -54,7 +54,7 @@ class Writes:
         out: Future[None] = Future()
         with self._lock:
             before, self._tail = self._tail, out
-            self._unseen.append(out)
+        out.add_done_callback(self._ended)
 
         def committed(done: Future[Any]) -> None:
             try:
@@ -87,13 +87,16 @@ class Writes:
         tail = self._tail
         return None if tail is None or tail.done() else tail
 
+    def _ended(self, future: Future[None]) -> None:
+        error = future.exception()
+        if error is not None:
+            with self._lock:
+                self._failures.append(error)
+
     def seen(self) -> BaseException | None:
-        """Forget the writes that ended; the first failure among them, if any."""
+        """The first failure of the writes that ended since the last call, if any."""
+        if not self._failures:
+            return None
         with self._lock:
-            ended = [future for future in self._unseen if future.done()]
-            self._unseen = [future for future in self._unseen if not future.done()]
-        for future in ended:
-            error = future.exception()
-            if error is not None:
-                return error
-        return None
+            failures, self._failures = self._failures, []
+        return failures[0]
