@@ -25,7 +25,7 @@ import perdure
 def test_sync_forms_in_async_workflows_do_not_block_the_loop_on_commits(tmp_path: Any) -> None:
     path = tmp_path / "lag.db"
     app = perdure.App(f"sqlite:///{path}?synchronous=full", poll_interval=0.05)
-    rounds = 40
+    rounds = 100
     probe: dict[str, Any] = {"worst": 0.0, "ticks": 0}
     stop = threading.Event()
 
@@ -94,7 +94,7 @@ def test_sync_forms_in_async_workflows_do_not_block_the_loop_on_commits(tmp_path
     assert children == list(range(rounds))
     # now, uuid4, random, the start and the send of each round, recorded.
     assert len(steps) == 5 * rounds
-    assert worst < commits / 4, (worst, commits, probe)
+    assert worst < commits / 3, (worst, commits, probe)
 
 
 def test_a_timed_out_sync_attempt_is_waited_for_before_the_next(

@@ -106,7 +106,7 @@ def start(
 
     # Starting a child is a side effect: what its arguments may rest on comes first.
     yield Flush()
-    yield Commit(lambda: host.store.create_workflow(new, None, None), created)
+    yield Commit(lambda: host.store.create_workflow(new, None, None), created, barrier=True)
     output = run.serializer.dumps(new.id, str)
     record = StepRecord(position, START_CHILD, StepState.SUCCEEDED, output, None, 1, None, now)
     yield Commit(run.write(record).submit, run.accepted, only_after_success=True)

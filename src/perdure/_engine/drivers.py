@@ -79,12 +79,12 @@ def _sync(run: RunState, effect: Effect) -> Any:
     if isinstance(effect, Attempt):
         return attempt_sync(run, effect)
     if isinstance(effect, Commit):
-        _wait(run.writes.submit(effect.submit, effect.check, effect.only_after_success))
+        concurrent.futures.wait([_submit(run, effect)])
         return _seen(run)
     if isinstance(effect, Flush):
-        tail = run.writes.tail()
-        if tail is not None:
-            _wait(tail)
+        pending = run.writes.pending()
+        if pending:
+            concurrent.futures.wait(pending)
         return _seen(run)
     if isinstance(effect, Await):
         try:
@@ -97,8 +97,13 @@ def _sync(run: RunState, effect: Effect) -> Any:
     return effect.fn(*effect.args)
 
 
-def _wait(future: Future[Any]) -> None:
-    concurrent.futures.wait([future])
+def _submit(run: RunState, effect: Commit) -> Future[None]:
+    return run.writes.submit(
+        effect.submit,
+        effect.check,
+        barrier=effect.barrier,
+        only_after_success=effect.only_after_success,
+    )
 
 
 def _seen(run: RunState) -> None:
@@ -109,12 +114,12 @@ def _seen(run: RunState) -> None:
 
 def _on_loop(run: RunState, effect: Effect) -> Any:
     if isinstance(effect, Commit):
-        run.writes.submit(effect.submit, effect.check, effect.only_after_success)
+        _submit(run, effect)
         # A failure seen already is raised now; the others at the next flush.
         return _seen(run)
     if isinstance(effect, Flush):
-        # Nothing to wait for: the writes this operation makes are chained after the
-        # pending ones anyway.
+        # Nothing to wait for: a side effect this operation makes is a barrier (it goes
+        # out after the pending writes) anyway.
         return _seen(run)
     raise ConfigurationError(
         f"workflow {run.workflow_id!r} is async: this call would block its event loop; "
@@ -129,14 +134,12 @@ async def _async(run: RunState, effect: Effect) -> Any:
     if isinstance(effect, Attempt):
         return await attempt_async(run, effect)
     if isinstance(effect, Commit):
-        await _settle(
-            run, run.writes.submit(effect.submit, effect.check, effect.only_after_success)
-        )
+        await _settle(run, [_submit(run, effect)])
         return _seen(run)
     if isinstance(effect, Flush):
-        tail = run.writes.tail()
-        if tail is not None:
-            await _settle(run, tail)
+        pending = run.writes.pending()
+        if pending:
+            await _settle(run, pending)
         return _seen(run)
     if isinstance(effect, Await):
         try:
@@ -152,9 +155,9 @@ def _bridged(run: RunState, future: Future[T]) -> asyncio.Future[T]:
     return run.bridge.wait(future) if run.bridge is not None else asyncio.wrap_future(future)
 
 
-async def _settle(run: RunState, future: Future[Any]) -> None:
-    # Its failure is reported by ``_seen``, once.
-    await asyncio.wait({_bridged(run, future)})
+async def _settle(run: RunState, futures: list[Future[None]]) -> None:
+    # Their failures are reported by ``_seen``, once.
+    await asyncio.wait({_bridged(run, future) for future in futures})
 
 
 async def _pause(run: RunState, effect: Pause) -> None:

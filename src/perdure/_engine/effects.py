@@ -32,12 +32,15 @@ class Flush:
 @dataclass(frozen=True, slots=True)
 class Commit:
     """Make a write durable: ``submit()`` returns the store's future, ``check`` judges
-    its result (raising what the workflow must see, e.g. ``LeaseLost``). The write is
-    submitted after the run's earlier writes; the drivers wait for it, except for a
-    sync form called on the event loop, which *defers* it (see ``Flush``)."""
+    its result (raising what the workflow must see, e.g. ``LeaseLost``). The drivers
+    wait for it, except for a sync form called on the event loop, which *defers* it
+    (see ``writes.py``)."""
 
     submit: Callable[[], Future[Any]]
     check: Callable[[Any], None]
+    #: A side effect (a child's start, a message, an event): submitted only once every
+    #: pending write of the run committed.
+    barrier: bool = False
     #: Submit it only if the write just before it succeeded (the record of a send or a
     #: child's start, after the send or the start itself).
     only_after_success: bool = False

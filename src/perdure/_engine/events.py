@@ -32,7 +32,11 @@ def publish(run: RunState, key: str, value: Any) -> Op[None]:
         position, SET_EVENT, StepState.SUCCEEDED, output, None, 1, None, run.clock.time()
     )
     yield Flush()
-    yield Commit(lambda: run.store.set_event(run.workflow_id, run.lease, record, key), run.accepted)
+    yield Commit(
+        lambda: run.store.set_event(run.workflow_id, run.lease, record, key),
+        run.accepted,
+        barrier=True,
+    )
 
 
 def _event_run(function: str) -> RunState:

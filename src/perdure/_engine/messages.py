@@ -241,7 +241,9 @@ def send(
     yield Flush()
     try:
         yield Commit(
-            lambda: host.store.send_message(workflow_id, topic or "", payload, key, now), stored
+            lambda: host.store.send_message(workflow_id, topic or "", payload, key, now),
+            stored,
+            barrier=True,
         )
     except UndeliveredError:
         # Waited for (not deferred): say which, as ``app.send`` outside a workflow does.

@@ -198,7 +198,7 @@ class RunState:
             None,
             self.clock.time(),
         )
-        self.writes.submit(self.write(record).submit, self.accepted)
+        self.writes.submit(self.write(record).submit, self.accepted)  # deferred
         raise signal
 
 
