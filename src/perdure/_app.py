@@ -229,10 +229,16 @@ class App(Starting, Talking, Breakers):
         Inside a workflow, a step's result is recorded when it completes and returned
         from the record on replay; a failed attempt is retried by ``retry`` (default:
         no retry). An attempt that runs longer than ``timeout`` seconds fails with
-        ``StepTimeoutError`` (an async step is cancelled; a sync one runs in a thread of
-        its own, which is abandoned). With ``breaker``, the step is behind that circuit
-        breaker: while it is open, the workflow parks instead of calling. Outside a
-        workflow, calling a step just runs the function.
+        ``StepTimeoutError`` and records nothing else: an async step is cancelled (one
+        that catches the cancellation and returns anyway still failed); a sync one runs
+        in a thread of its own, which is abandoned: its late result is discarded, and
+        the step's next attempt does not start until that thread has ended (no two
+        attempts of one step run at once in a process). Whatever the body raises is a
+        failed attempt, ``BaseException`` included (``KeyboardInterrupt``,
+        ``SystemExit``, your own): it is recorded and retried when ``retry.retry_on``
+        covers it, and the workflow then sees ``StepFailedError``. With ``breaker``, the
+        step is behind that circuit breaker: while it is open, the workflow parks
+        instead of calling. Outside a workflow, calling a step just runs the function.
         """
 
         def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
