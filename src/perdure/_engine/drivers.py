@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-from .._errors import ConfigurationError
+from .._errors import CheckpointFailed, ConfigurationError, LeaseLost
 from .attempts import attempt_async, attempt_sync
 from .effects import Attempt, Await, Commit, Effect, Flush, Op, Pause
 from .state import RunState
@@ -157,7 +158,11 @@ def _bridged(run: RunState, future: Future[T]) -> asyncio.Future[T]:
 
 async def _settle(run: RunState, futures: list[Future[None]]) -> None:
     # Their failures are reported by ``_seen``, once.
-    await asyncio.wait({_bridged(run, future) for future in futures})
+    if len(futures) > 1:
+        await asyncio.wait({_bridged(run, future) for future in futures})
+        return
+    with contextlib.suppress(Exception, LeaseLost, CheckpointFailed):
+        await _bridged(run, futures[0])
 
 
 async def _pause(run: RunState, effect: Pause) -> None:

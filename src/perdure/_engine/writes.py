@@ -111,10 +111,9 @@ class Writes:
         error = future.exception()
         with self._lock:
             self._pending.discard(future)
-            if error is None and future in self._since_barrier[:1]:
-                # Keep the list short: ended writes at its head need no waiting for.
-                while self._since_barrier and self._since_barrier[0].done():
-                    self._since_barrier.pop(0)
+            # Keep the list short: ended writes at its head need no waiting for.
+            while self._since_barrier and self._since_barrier[0].done():
+                self._since_barrier.pop(0)
             if error is not None:
                 self._failures.append(error)
 
