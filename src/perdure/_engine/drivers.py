@@ -80,7 +80,13 @@ def _sync(run: RunState, effect: Effect) -> Any:
     if isinstance(effect, Attempt):
         return attempt_sync(run, effect)
     if isinstance(effect, Commit):
-        concurrent.futures.wait([_submit(run, effect)])
+        if _direct(effect):
+            try:
+                effect.check(effect.submit().result())
+            except BaseException as exc:
+                raise run.failed(exc) from exc
+        else:
+            concurrent.futures.wait([_submit(run, effect)])
         return _seen(run)
     if isinstance(effect, Flush):
         pending = run.writes.pending()
@@ -96,6 +102,13 @@ def _sync(run: RunState, effect: Effect) -> Any:
         run.signals.wait_sync(effect.seconds, effect.wake)
         return None
     return effect.fn(*effect.args)
+
+
+def _direct(effect: Commit) -> bool:
+    """Whether a write the driver waits for may skip the run's pending writes: a plain
+    record can (the value it holds reaches the workflow only once it committed, so
+    nothing can rest on it before); a side effect goes after the deferred writes."""
+    return not (effect.barrier or effect.only_after_success)
 
 
 def _submit(run: RunState, effect: Commit) -> Future[None]:
@@ -135,7 +148,13 @@ async def _async(run: RunState, effect: Effect) -> Any:
     if isinstance(effect, Attempt):
         return await attempt_async(run, effect)
     if isinstance(effect, Commit):
-        await _settle(run, [_submit(run, effect)])
+        if _direct(effect):
+            try:
+                effect.check(await _bridged(run, effect.submit()))
+            except BaseException as exc:
+                raise run.failed(exc) from exc
+        else:
+            await _settle(run, [_submit(run, effect)])
         return _seen(run)
     if isinstance(effect, Flush):
         pending = run.writes.pending()
