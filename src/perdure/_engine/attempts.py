@@ -50,6 +50,8 @@ _abandoned: dict[tuple[str, str], Future[Any]] = {}
 
 def abandoned(key: tuple[str, str]) -> Future[Any] | None:
     """The still-running abandoned attempt of the step ``key``, if any."""
+    if not _abandoned:
+        return None  # the common case, without the lock
     with _abandoned_lock:
         future = _abandoned.get(key)
         if future is not None and future.done():
@@ -119,7 +121,8 @@ async def attempt_async(run: RunState, effect: Attempt) -> Attempted:
     timer = None
     if definition.timeout is not None:
         timer = asyncio.get_running_loop().call_later(definition.timeout, signals.time_out, task)
-    signals.guard(task)
+    interruptible = signals.interruptible
+    interruptible.add(task)
     try:
         attempted = Attempted(value=await definition.fn(*effect.args, **effect.kwargs))
     except asyncio.CancelledError:
@@ -134,11 +137,11 @@ async def attempt_async(run: RunState, effect: Attempt) -> Attempted:
     except BaseException as exc:  # noqa: BLE001 - a failed attempt, see the module
         attempted = Attempted(error=exc)
     finally:
-        signals.unguard(task)
+        interruptible.discard(task)
         if timer is not None:
             timer.cancel()
         current_run.reset(token)
-    if signals.ran_out(task):
+    if timer is not None and signals.ran_out(task):
         # It caught the cancellation and returned (or failed) past its timeout.
         attempted = _timed_out(effect)
     return attempted

@@ -34,6 +34,7 @@ class StepCall:
     __slots__ = (
         "attempts",
         "definition",
+        "key",
         "last_error",
         "next_attempt_at",
         "position",
@@ -47,6 +48,8 @@ class StepCall:
         self.run = run
         self.definition = definition
         self.position = position
+        #: The step's identity within the process: (workflow ID, position).
+        self.key = (run.workflow_id, position)
         self.attempts = 0
         self.next_attempt_at: float | None = None
         # What the wait until next_attempt_at is for (a retry, a probe, a breaker), the
@@ -56,11 +59,6 @@ class StepCall:
         self.probe_failures = 0
         #: The breaker probe this call holds ("<workflow>#<position>"), if it runs one.
         self.prober: str | None = None
-
-    @property
-    def key(self) -> tuple[str, str]:
-        """The step's identity within the process: (workflow ID, position)."""
-        return (self.run.workflow_id, self.position)
 
     def wait_seconds(self) -> float:
         """How long to wait before the next attempt."""

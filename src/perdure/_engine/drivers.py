@@ -68,6 +68,23 @@ async def drive_async(run: RunState, op: Op[T]) -> T:
             return result
         value, error = None, None
         try:
+            # The common cases first, inline: they run for every step.
+            kind = type(effect)
+            if kind is Attempt:
+                value = await attempt_async(run, effect)  # type: ignore[arg-type]
+                continue
+            if kind is Commit and _direct(effect) and run.writes.clear:  # type: ignore[arg-type]
+                future = effect.submit()  # type: ignore[union-attr]
+                bridge = run.bridge
+                try:
+                    effect.check(  # type: ignore[union-attr]
+                        await (bridge.wait(future) if bridge else asyncio.wrap_future(future))
+                    )
+                except BaseException as exc:
+                    raise run.failed(exc) from exc
+                continue
+            if kind is Flush and run.writes.clear:
+                continue  # nothing pending: nothing to await
             value = await _async(run, effect)
         except BaseException as exc:  # noqa: BLE001 - thrown into the operation
             error = exc

@@ -8,7 +8,9 @@ blocking the workflow's thread, the async driver by awaiting on the event loop
 whether its workflow is sync or async, and the two cannot drift apart.
 
 An error of an effect is thrown into the operation at its ``yield``, so that its
-``finally`` blocks and context managers run as in plain code.
+``finally`` blocks and context managers run as in plain code. (Effects are plain,
+not frozen, dataclasses: one or more is built per step, and frozen ones cost more
+to build.)
 """
 
 from __future__ import annotations
@@ -23,13 +25,13 @@ from .._registry import StepDef
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Flush:
     """Wait until every write the run deferred is durable (raising the first failure):
     no side effect and no outcome may rest on a value whose record is not."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Commit:
     """Make a write durable: ``submit()`` returns the store's future, ``check`` judges
     its result (raising what the workflow must see, e.g. ``LeaseLost``). The drivers
@@ -46,14 +48,14 @@ class Commit:
     only_after_success: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Await:
     """Wait for a store future and hand back its value (a consume, a read)."""
 
     future: Future[Any]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Pause:
     """Wait in place up to ``seconds``; a release, a cancel, the deadline or ``wake``
     resolving ends it early."""
@@ -62,7 +64,7 @@ class Pause:
     wake: Future[Any] | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Blocking:
     """Run a blocking callable (a probe, a store read, a breaker update): in place in a
     sync workflow, in a thread of its own in an async one."""
@@ -71,7 +73,7 @@ class Blocking:
     args: tuple[Any, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Attempt:
     """Run one attempt of a step's body; the driver answers with an ``Attempted``."""
 

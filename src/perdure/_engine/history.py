@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from .._errors import Cancelled, NonDeterminismError
 from .._model import StepRecord, StepState
-from .scope import scope
+from .scope import current_scope, scope
 
 
 class History:
@@ -40,7 +40,12 @@ class History:
         unwinding = self._unwinding()
         if unwinding is not None:
             raise unwinding
-        position = scope().take_position()
+        current = current_scope.get()
+        assert current is not None, "a workflow run always has a scope"
+        position = current.take_position()
+        recorded = self.recorded.get(position)
+        if recorded is None:
+            return position, None  # the common case: a new position
         return position, self.check(position, name)
 
     def check(self, position: str, name: str) -> StepRecord | None:

@@ -45,10 +45,11 @@ class Signals:
         #: When the workflow must have finished (``app.start(..., timeout=)``), or None.
         self.deadline = record.deadline_at
         self.deadline_delivered = False
-        # Tasks of an async workflow now awaiting something interruptible (a step's body,
-        # a wait), those of them that a cancel or the deadline interrupted, and those
-        # whose step attempt ran out of time.
-        self._interruptible: set[asyncio.Task[Any]] = set()
+        #: Tasks of an async workflow now awaiting something interruptible (a step's
+        #: body, a wait): a cancel or the deadline cancels them.
+        self.interruptible: set[asyncio.Task[Any]] = set()
+        # Those of them that a cancel or the deadline interrupted, and those whose step
+        # attempt ran out of time.
         self._interrupted: set[asyncio.Task[Any]] = set()
         self._timed_out: set[asyncio.Task[Any]] = set()
 
@@ -84,7 +85,7 @@ class Signals:
                 self.loop.call_soon_threadsafe(self._interrupt_tasks)
 
     def _interrupt_tasks(self) -> None:
-        for task in list(self._interruptible):
+        for task in list(self.interruptible):
             if not task.done():
                 self._interrupted.add(task)
                 task.cancel()
@@ -93,6 +94,8 @@ class Signals:
 
     def due(self) -> Cancelled | None:
         """The cancellation or deadline to deliver now, if any."""
+        if not self.cancel_requested and self.deadline is None:
+            return None  # the common case
         if self.cancel_requested and not self.cancel_delivered:
             return Cancelled(self.workflow_id)
         if (
@@ -143,11 +146,11 @@ class Signals:
 
     def guard(self, task: asyncio.Task[Any]) -> None:
         """Let a cancel or the deadline interrupt what ``task`` awaits from now on."""
-        self._interruptible.add(task)
+        self.interruptible.add(task)
 
     def unguard(self, task: asyncio.Task[Any]) -> None:
         """End ``guard``."""
-        self._interruptible.discard(task)
+        self.interruptible.discard(task)
 
     def time_out(self, task: asyncio.Task[Any]) -> None:
         """Interrupt ``task``'s step attempt: it ran out of time (on the loop's thread)."""

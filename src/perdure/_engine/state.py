@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import time
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any, NoReturn
@@ -177,7 +178,8 @@ class RunState:
     def write(self, record: StepRecord) -> Commit:
         """The effect that records ``record`` (fenced)."""
         return Commit(
-            lambda: self.store.record_step(self.workflow_id, self.lease, record), self.accepted
+            functools.partial(self.store.record_step, self.workflow_id, self.lease, record),
+            self.accepted,
         )
 
     def deliver(self, position: str, name: str) -> None:

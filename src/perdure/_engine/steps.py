@@ -60,11 +60,16 @@ def step(
         call.next_attempt_at = recorded.next_attempt_at
         conditions.restore(call, recorded)
     # An attempt is a side effect: what it may rest on must be durable first.
-    yield Flush()
+    if not run.writes.clear:
+        yield Flush()
     while True:
-        if not (yield from _ready(call)):
-            continue
-        yield from _abandoned_ended(call)
+        if call.next_attempt_at is not None or conditions.gated(call):
+            if not (yield from _ready(call)):
+                continue
+        else:
+            run.deliver(call.position, definition.name)  # what _ready comes down to
+        if abandoned(call.key) is not None:
+            yield from _abandoned_ended(call)
         call.start_attempt()
         attempted = yield Attempt(definition, args, kwargs, call.key)
         if attempted.interrupted:

@@ -102,8 +102,16 @@ class Writes:
         _after(waits, go)
         return out
 
+    @property
+    def clear(self) -> bool:
+        """Whether no write is pending and no failure unseen (then a flush has nothing
+        to do)."""
+        return not self._pending and not self._failures
+
     def pending(self) -> list[Future[None]]:
         """The writes not yet ended."""
+        if not self._pending:
+            return []
         with self._lock:
             return list(self._pending)
 
