@@ -12,8 +12,6 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 SRC = Path(__file__).resolve().parent.parent / "src"
 PACKAGE = "perdure"
 MAX_LINES = 600
@@ -24,44 +22,6 @@ ALLOWED_FUNCTION_IMPORTS = {
     ("perdure.storage", "perdure.storage._postgres"),
     ("perdure.storage", "perdure.storage._sqlite"),
 }
-
-#: The modules the client/worker redesign owns: these must be clean already.
-CLIENT_MODULES = (
-    "perdure",
-    "perdure._app",
-    "perdure._client",
-    "perdure._options",
-    "perdure._settings",
-    "perdure._display",
-    "perdure._executor",
-    "perdure._handle",
-    "perdure._notifier",
-    "perdure._breaker",
-    "perdure._registry",
-)
-
-
-#: The engine's modules, rewritten in parallel: their imports of the client modules
-#: (``App`` under TYPE_CHECKING, ``WorkflowHandle`` lazily) go when the engine takes a
-#: host ``Protocol``; until then the client's own check leaves those edges out.
-ENGINE_MODULES = (
-    "perdure._runtime",
-    "perdure._interrupts",
-    "perdure._waiting",
-    "perdure._children",
-    "perdure._recorded",
-    "perdure._conditions",
-    "perdure._continue",
-    "perdure._context",
-)
-
-
-def _is_engine(name: str) -> bool:
-    return name in ENGINE_MODULES or name.startswith("perdure._engine")
-
-
-def _is_client(name: str) -> bool:
-    return name in CLIENT_MODULES or name.startswith("perdure._worker")
 
 
 def _module_name(path: Path) -> str:
@@ -188,66 +148,20 @@ def test_the_graph_sees_every_kind_of_import() -> None:
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
-@pytest.mark.xfail(
-    reason="the engine modules (_runtime, _children, _waiting, ...) still import _app and "
-    "each other; the lead un-xfails this when the engine package lands",
-    strict=False,
-)
 def test_no_import_cycles() -> None:
     graph, _ = _graph()
     assert _cycles(_package_edges(graph)) == []
 
 
-def test_no_cycle_through_the_client_modules() -> None:
-    graph, _ = _graph()
-    # Without the engine's edges back up into the client modules, no cycle may pass
-    # through a client module: the client and worker only call down into the engine.
-    edges = {
-        name: {t for t in targets if not (_is_engine(name) and _is_client(t))}
-        for name, targets in _package_edges(graph).items()
-    }
-    for component in _cycles(edges):
-        closing = [name for name in component if _is_client(name) and name != PACKAGE]
-        assert not closing, f"import cycle through {closing}: {component}"
-
-
-@pytest.mark.xfail(
-    reason="the engine modules import lazily to dodge their cycles; the lead un-xfails "
-    "this when the engine package lands",
-    strict=False,
-)
 def test_no_imports_inside_functions() -> None:
     _, lazy = _graph()
     assert [edge for edge in lazy if edge not in ALLOWED_FUNCTION_IMPORTS] == []
 
 
-def test_the_client_modules_import_nothing_inside_functions() -> None:
-    _, lazy = _graph()
-    offending = [
-        edge for edge in lazy if _is_client(edge[0]) and edge not in ALLOWED_FUNCTION_IMPORTS
-    ]
-    assert offending == []
-
-
-@pytest.mark.xfail(
-    reason="storage/_postgres.py and storage/_sqlite.py are split by the storage work; "
-    "the lead un-xfails this when it lands",
-    strict=False,
-)
 def test_no_module_is_over_600_lines() -> None:
     long = {
         name: lines
         for name, path in _modules().items()
         if (lines := len(path.read_text().splitlines())) > MAX_LINES
-    }
-    assert long == {}
-
-
-def test_no_client_module_is_over_600_lines() -> None:
-    modules = _modules()
-    long = {
-        name: lines
-        for name, path in modules.items()
-        if _is_client(name) and (lines := len(path.read_text().splitlines())) > MAX_LINES
     }
     assert long == {}

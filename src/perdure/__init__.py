@@ -8,9 +8,13 @@ on any executor. See README.md and docs/guarantees.md.
 from . import probes
 from ._app import App, Settings
 from ._breaker import BreakerStatus, CircuitBreaker
-from ._children import first, first_async, gather
 from ._clock import Clock, SystemClock
-from ._continue import continue_as_new
+from ._engine.continuing import continue_as_new
+from ._engine.events import set_event, set_event_async
+from ._engine.fanin import first, first_async, gather
+from ._engine.messages import recv, recv_async
+from ._engine.timers import sleep, sleep_async, sleep_until, sleep_until_async
+from ._engine.values import now, random, uuid4, workflow_id
 from ._errors import (
     Cancelled,
     CheckpointFailed,
@@ -35,19 +39,8 @@ from ._errors import (
     WorkflowTimeoutError,
 )
 from ._handle import StepStatus, WorkflowHandle, WorkflowStatus
-from ._recorded import now, random, uuid4, workflow_id
 from ._retry import Retry
 from ._serialization import JSONSerializer, PickleSerializer, Serializer
-from ._waiting import (
-    recv,
-    recv_async,
-    set_event,
-    set_event_async,
-    sleep,
-    sleep_async,
-    sleep_until,
-    sleep_until_async,
-)
 
 __version__ = "0.1.0"
 

@@ -15,16 +15,13 @@ from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
 from ._breaker import BreakerStatus, CircuitBreaker
-from ._children import start_child, start_child_async
-from ._client import (
-    Client,
-    cancel_from_workflow,
-    cancel_from_workflow_async,
-    send_from_workflow,
-    send_from_workflow_async,
-)
+from ._client import Client
 from ._clock import Clock, SystemClock
-from ._context import current_run
+from ._engine.cancelling import cancel_from_workflow, cancel_from_workflow_async
+from ._engine.children import start_child, start_child_async
+from ._engine.messages import send_from_workflow, send_from_workflow_async
+from ._engine.state import current_run
+from ._engine.steps import call_step, call_step_async
 from ._errors import ConfigurationError
 from ._handle import WorkflowHandle, WorkflowStatus
 from ._notifier import Notifier
@@ -197,10 +194,16 @@ class App:
         Inside a workflow, a step's result is recorded when it completes and returned
         from the record on replay; a failed attempt is retried by ``retry`` (default:
         no retry). An attempt that runs longer than ``timeout`` seconds fails with
-        ``StepTimeoutError`` (an async step is cancelled; a sync one runs in a thread of
-        its own, which is abandoned). With ``breaker``, the step is behind that circuit
-        breaker: while it is open, the workflow parks instead of calling. Outside a
-        workflow, calling a step just runs the function.
+        ``StepTimeoutError`` and records nothing else: an async step is cancelled (one
+        that catches the cancellation and returns anyway still failed); a sync one runs
+        in a thread of its own, which is abandoned: its late result is discarded, and
+        the step's next attempt does not start until that thread has ended (no two
+        attempts of one step run at once in a process). Whatever the body raises is a
+        failed attempt, ``BaseException`` included (``KeyboardInterrupt``,
+        ``SystemExit``, your own): it is recorded and retried when ``retry.retry_on``
+        covers it, and the workflow then sees ``StepFailedError``. With ``breaker``, the
+        step is behind that circuit breaker: while it is open, the workflow parks
+        instead of calling. Outside a workflow, calling a step just runs the function.
         """
 
         def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -213,7 +216,7 @@ class App:
                     if run is None:
                         result: Awaitable[Any] = fn(*args, **kwargs)
                         return result
-                    return run.call_step_async(definition, args, kwargs)
+                    return call_step_async(run, definition, args, kwargs)
 
                 return call_async
 
@@ -222,7 +225,7 @@ class App:
                 run = current_run.get()
                 if run is None:
                     return fn(*args, **kwargs)
-                return run.call_step(definition, args, kwargs)
+                return call_step(run, definition, args, kwargs)
 
             return call
 
@@ -260,6 +263,13 @@ class App:
     ) -> None:
         self.shutdown()
 
+    def cancel_local(self, workflow_ids: list[str]) -> None:
+        """Tell this process's runs of these workflows that they were asked to cancel (the
+        engine's ``Host``: a parent's cancel reaches its local children at once)."""
+        worker = self._worker
+        if worker is not None:
+            worker.cancel_local(workflow_ids)
+
     @property
     def executor(self) -> Executor | None:
         """This process's executor while launched."""
@@ -296,7 +306,9 @@ class App:
         starters of ``options`` call); inside a workflow, a child."""
         run = current_run.get()
         if run is not None:
-            return start_child(self, run, fn, args, kwargs, options.workflow_id, options.timeout)
+            o = options
+            child_id = start_child(self, run, fn, args, kwargs, o.workflow_id, o.timeout)
+            return self._child_handle(fn, child_id)
         return self.client.start_with(options, fn, args, kwargs)
 
     async def start_with_async(
@@ -310,8 +322,15 @@ class App:
         run = current_run.get()
         if run is not None:
             o = options
-            return await start_child_async(self, run, fn, args, kwargs, o.workflow_id, o.timeout)
+            child_id = await start_child_async(
+                self, run, fn, args, kwargs, o.workflow_id, o.timeout
+            )
+            return self._child_handle(fn, child_id)
         return await self.client.start_with_async(options, fn, args, kwargs)
+
+    def _child_handle(self, fn: Callable[..., Any] | str, child_id: str) -> WorkflowHandle[Any]:
+        # The registered name types the child's result without a read of its record.
+        return WorkflowHandle(self.client, child_id, name=self.registry.workflow(fn).name)
 
     @overload
     def start(self, fn: str, /, *args: Any, **kwargs: Any) -> WorkflowHandle[Any]: ...
@@ -499,7 +518,7 @@ class App:
         """
         run, key = current_run.get(), idempotency_key
         if run is not None:
-            return send_from_workflow(self.client, run, workflow_id, message, topic, key)
+            return send_from_workflow(self, run, workflow_id, message, topic, key)
         self.client.send(workflow_id, message, topic, idempotency_key)
 
     async def send_async(
@@ -513,7 +532,7 @@ class App:
         run, key = current_run.get(), idempotency_key
         if run is not None:
             to = workflow_id
-            return await send_from_workflow_async(self.client, run, to, message, topic, key)
+            return await send_from_workflow_async(self, run, to, message, topic, key)
         await self.client.send_async(workflow_id, message, topic, idempotency_key)
 
     def get_event(self, workflow_id: str, key: str, timeout: float = 0.0) -> Any:
@@ -541,14 +560,14 @@ class App:
         """
         run = current_run.get()
         if run is not None:
-            return cancel_from_workflow(self.client, run, workflow_id)
+            return cancel_from_workflow(self, run, workflow_id)
         return self.client.cancel(workflow_id)
 
     async def cancel_async(self, workflow_id: str) -> bool:
         """``cancel`` for coroutines."""
         run = current_run.get()
         if run is not None:
-            return await cancel_from_workflow_async(self.client, run, workflow_id)
+            return await cancel_from_workflow_async(self, run, workflow_id)
         return await self.client.cancel_async(workflow_id)
 
     # -- finding workflows and breakers -----------------------------------------------------

@@ -22,14 +22,11 @@ from typing import Any
 
 from ._breaker import BreakerStatus, CircuitBreaker
 from ._clock import Clock
-from ._context import current_scope
 from ._errors import ConfigurationError, WorkflowFinishedError, WorkflowNotFoundError
 from ._handle import WorkflowHandle, WorkflowStatus
 from ._notifier import Notifier
 from ._options import StartOptions
-from ._registry import Registry, StepDef
-from ._retry import NO_RETRY
-from ._runtime import WorkflowRun
+from ._registry import Registry
 from ._serialization import Serializer, encode_call
 from ._settings import Settings
 from ._validation import (
@@ -427,79 +424,3 @@ class Client:
             if status.name == key:
                 return status
         return BreakerStatus.closed(key)
-
-
-# -- inside a workflow: send and cancel are recorded like steps ------------------------------
-# These are today's forms of the engine's ``send_from_workflow`` / ``cancel_from_workflow``;
-# the ``App`` calls them only through one-line dispatches (``if run is not None: ...``).
-
-
-def _sender_key(run: WorkflowRun) -> str:
-    # The position the send's record takes: the same on every replay.
-    scope = current_scope.get()
-    assert scope is not None, "a workflow run always has a scope"
-    return f"perdure.send:{run.workflow_id}:{scope.peek()}"
-
-
-def _send_step(client: Client, workflow_id: str, message: Any, topic: str | None, key: str) -> None:
-    client._sent(workflow_id, client._send(workflow_id, message, topic, key).result())
-
-
-async def _send_step_async(
-    client: Client, workflow_id: str, message: Any, topic: str | None, key: str
-) -> None:
-    future = client._send(workflow_id, message, topic, key)
-    client._sent(workflow_id, await asyncio.wrap_future(future))
-
-
-def _cancel_step(client: Client, workflow_id: str) -> bool:
-    return client._cancel(workflow_id)
-
-
-async def _cancel_step_async(client: Client, workflow_id: str) -> bool:
-    return await asyncio.to_thread(client._cancel, workflow_id)
-
-
-_SEND = StepDef("perdure.send", _send_step, False, NO_RETRY)
-_SEND_ASYNC = StepDef("perdure.send", _send_step_async, True, NO_RETRY)
-_CANCEL = StepDef("perdure.cancel", _cancel_step, False, NO_RETRY)
-_CANCEL_ASYNC = StepDef("perdure.cancel", _cancel_step_async, True, NO_RETRY)
-
-
-def send_from_workflow(
-    host: Client,
-    run: WorkflowRun,
-    workflow_id: str,
-    message: Any,
-    topic: str | None,
-    key: str | None,
-) -> None:
-    """``send`` inside a workflow: recorded, keyed by the sender's position by default
-    (delivered exactly once, also when the sender replays)."""
-    key = key or _sender_key(run)
-    run.call_step(_SEND, (host, workflow_id, message, topic, key), {})
-
-
-async def send_from_workflow_async(
-    host: Client,
-    run: WorkflowRun,
-    workflow_id: str,
-    message: Any,
-    topic: str | None,
-    key: str | None,
-) -> None:
-    """``send_from_workflow`` for async workflows."""
-    key = key or _sender_key(run)
-    await run.call_step_async(_SEND_ASYNC, (host, workflow_id, message, topic, key), {})
-
-
-def cancel_from_workflow(host: Client, run: WorkflowRun, workflow_id: str) -> bool:
-    """``cancel`` inside a workflow: the request is recorded like a step."""
-    asked: bool = run.call_step(_CANCEL, (host, workflow_id), {})
-    return asked
-
-
-async def cancel_from_workflow_async(host: Client, run: WorkflowRun, workflow_id: str) -> bool:
-    """``cancel_from_workflow`` for async workflows."""
-    asked: bool = await run.call_step_async(_CANCEL_ASYNC, (host, workflow_id), {})
-    return asked

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Generic, Protocol, TypeVar
 
-from ._children import child_result, child_result_async
 from ._clock import Clock
-from ._conditions import describe_step, describe_wait
-from ._context import current_run
 from ._display import error_summary, utc
+from ._engine.children import child_result, child_result_async
+from ._engine.describe import describe_step, describe_wait
+from ._engine.state import current_run
 from ._errors import (
     WorkflowCancelledError,
     WorkflowFailedError,
@@ -237,7 +237,7 @@ class WorkflowHandle(Generic[R]):
         run = current_run.get()
         if run is not None:
             # Inside a workflow: a durable wait for a child (the engine's).
-            child: R = child_result(run, self, timeout)
+            child: R = child_result(run, self.workflow_id, self.return_hint(), timeout)
             return child
         deadline = None if timeout is None else self._app.clock.time() + timeout
         notifier = self._app.notifier
@@ -262,7 +262,8 @@ class WorkflowHandle(Generic[R]):
         """``result()`` for coroutines: waits without holding a thread."""
         run = current_run.get()
         if run is not None:
-            child: R = await child_result_async(run, self, timeout)
+            hint = self.return_hint() if self._name else Any
+            child: R = await child_result_async(run, self.workflow_id, hint, timeout)
             return child
         deadline = None if timeout is None else self._app.clock.time() + timeout
         notifier = self._app.notifier

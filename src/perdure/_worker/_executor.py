@@ -24,11 +24,11 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from typing import Any
 
-from .._bridge import FutureBridge
-from .._context import task_factory
+from .._engine.bridge import FutureBridge
+from .._engine.run import WorkflowRun
+from .._engine.state import task_factory
 from .._errors import CheckpointFailed, ContinueAsNew, LeaseLost, PerdureError, Suspended
 from .._model import Outcome
-from .._runtime import WorkflowRun
 from ..storage import ACTIVE_STATUSES, ExecutorRecord, Lease, StepRecord, WorkflowRecord
 from ._host import WorkerHost
 from ._maintenance import Maintenance

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from enum import Enum
 
-from .._runtime import WorkflowRun
+from .._engine.run import WorkflowRun
 
 
 class Slot(Enum):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any, NoReturn
 
-from ._context import current_run
-from ._errors import ConfigurationError, ContinueAsNew
-from ._serialization import encode_call
+from .._errors import ConfigurationError, ContinueAsNew
+from .._serialization import encode_call
+from .state import current_run
 
 
 def continue_as_new(*args: Any, **kwargs: Any) -> NoReturn:
@@ -30,4 +30,6 @@ def continue_as_new(*args: Any, **kwargs: Any) -> NoReturn:
         f"workflow {run.definition.name!r} (continue_as_new)",
     )
     run.check_lease()
+    # The run's pending writes are made durable before the executor replaces its
+    # history (``WorkflowRun`` flushes on every way out).
     run.unwind(ContinueAsNew(run.workflow_id, inputs))

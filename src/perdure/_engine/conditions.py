@@ -25,42 +25,31 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
-from ._errors import CheckpointFailed, StoreError
-from ._probe import probe_name, run_probe
-from .storage import (
-    BREAKER_CLOSED,
-    BREAKER_OPEN,
-    BREAKER_TOPIC,
-    STEP_RETRYING,
-    StepRecord,
-)
-
-if TYPE_CHECKING:
-    from ._runtime import WorkflowRun, _StepCall
+from .._errors import StoreError
+from .._model import BreakerState, StepRecord, StepState, WaitKind, WaitReason
+from .._probe import probe_name, run_probe
+from .call import StepCall
+from .describe import probe_state
+from .state import RunState
 
 log = logging.getLogger("perdure")
 
 T = TypeVar("T")
 
-#: Wait topics (``WorkflowRecord.wait_topic``) of the waits a step's conditions set.
-RETRY_TOPIC = "perdure.retry:"
-PROBE_TOPIC = "perdure.probe:"
 
-
-def _step(call: _StepCall) -> str:
+def _step(call: StepCall) -> str:
     return f"workflow {call.run.workflow_id} step {call.position} ({call.definition.name})"
 
 
-def _store(run: WorkflowRun, operation: Callable[..., T], *args: object) -> T:
+def _store(run: RunState, operation: Callable[..., T], *args: object) -> T:
     # A store that fails under a workflow interrupts it, to be resumed from its record
     # (like a failed checkpoint), instead of raising into the workflow's own code.
     try:
         return operation(*args)
     except StoreError as exc:
-        run.unwinding = CheckpointFailed(run.workflow_id, str(exc))
-        raise run.unwinding from exc
+        raise run.failed(exc) from exc
 
 
 def _short_error(exc: BaseException) -> str:
@@ -71,38 +60,21 @@ def _short_error(exc: BaseException) -> str:
 # -- the step's state across replays ---------------------------------------------------------
 
 
-def restore(call: _StepCall, recorded: StepRecord) -> None:
+def restore(call: StepCall, recorded: StepRecord) -> None:
     """Take up a RETRYING record on replay: what its wait is for, the last error, and the
     probe's failures so far."""
     call.last_error = recorded.error
-    call.wait_topic = RETRY_TOPIC + call.definition.name
-    state = _probe_state(recorded.output)
+    call.wait_topic = WaitReason(WaitKind.RETRY, call.definition.name).topic
+    state = probe_state(recorded.output)
     if state is not None:
-        call.wait_topic = PROBE_TOPIC + state[0]
+        call.wait_topic = WaitReason(WaitKind.PROBE, state[0]).topic
         call.probe_failures = state[1]
-
-
-def retrying(call: _StepCall, record: StepRecord) -> None:
-    """Note a failed attempt that gets another one after its backoff."""
-    call.last_error = record.error
-    call.wait_topic = RETRY_TOPIC + call.definition.name
-    call.probe_failures = 0
-
-
-def _probe_state(output: str | None) -> tuple[str, int] | None:
-    if not output:
-        return None
-    try:
-        data = json.loads(output)
-        return str(data["probe"]), int(data["failures"])
-    except (ValueError, TypeError, KeyError):
-        return None
 
 
 # -- before an attempt -------------------------------------------------------------------------
 
 
-def gated(call: _StepCall) -> bool:
+def gated(call: StepCall) -> bool:
     """Whether the next attempt has conditions to check (else it just runs)."""
     definition = call.definition
     return definition.breaker is not None or (
@@ -110,7 +82,7 @@ def gated(call: _StepCall) -> bool:
     )
 
 
-def gate(call: _StepCall) -> tuple[bool, StepRecord | None]:
+def gate(call: StepCall) -> tuple[bool, StepRecord | None]:
     """Whether the next attempt may run now, and a record to write first (a failed probe).
     When it may not, ``call.next_attempt_at`` and ``call.wait_topic`` say until when and
     why to wait; then ask again."""
@@ -125,7 +97,7 @@ def gate(call: _StepCall) -> tuple[bool, StepRecord | None]:
     return True, None
 
 
-def _probe(call: _StepCall, probe: Callable[[], object]) -> tuple[bool, StepRecord | None]:
+def _probe(call: StepCall, probe: Callable[[], object]) -> tuple[bool, StepRecord | None]:
     run, retry, name = call.run, call.definition.retry, probe_name(probe)
     passed, why = run_probe(probe)
     now = run.clock.time()
@@ -142,7 +114,7 @@ def _probe(call: _StepCall, probe: Callable[[], object]) -> tuple[bool, StepReco
         return True, None
     call.probe_failures += 1
     call.next_attempt_at = now + retry.probe_delay(call.probe_failures)
-    call.wait_topic = PROBE_TOPIC + name
+    call.wait_topic = WaitReason(WaitKind.PROBE, name).topic
     log.info(
         "%s: probe %s failed (%s); attempt %d waits for it to pass, next probe in %.1fs",
         _step(call),
@@ -155,7 +127,7 @@ def _probe(call: _StepCall, probe: Callable[[], object]) -> tuple[bool, StepReco
     record = StepRecord(
         call.position,
         call.definition.name,
-        STEP_RETRYING,
+        StepState.RETRYING,
         output,
         call.last_error,
         call.attempts,
@@ -165,14 +137,14 @@ def _probe(call: _StepCall, probe: Callable[[], object]) -> tuple[bool, StepReco
     return False, record
 
 
-def _admit(call: _StepCall) -> bool:
+def _admit(call: StepCall) -> bool:
     run, breaker = call.run, call.definition.breaker
     assert breaker is not None
     store, now = run.store, run.clock.time()
     record = _store(run, store.get_breaker, breaker.name)
-    if record is None or record.state == BREAKER_CLOSED:
+    if record is None or record.state == BreakerState.CLOSED:
         return True
-    if record.state == BREAKER_OPEN and record.retry_at is not None and record.retry_at > now:
+    if record.state == BreakerState.OPEN and record.retry_at is not None and record.retry_at > now:
         return _park(call, record.retry_at, "OPEN")
     # The cool-down ended: one workflow, fleet-wide, gets to run a probe attempt.
     holder = f"{run.workflow_id}#{call.position}"
@@ -182,9 +154,9 @@ def _admit(call: _StepCall) -> bool:
         log.info("%s runs the probe attempt of circuit breaker %r", _step(call), breaker.name)
         return True
     record = _store(run, store.get_breaker, breaker.name)
-    if record is None or record.state == BREAKER_CLOSED:
+    if record is None or record.state == BreakerState.CLOSED:
         return True
-    if record.state == BREAKER_OPEN:
+    if record.state == BreakerState.OPEN:
         until = record.retry_at or now
     else:
         # A probe runs: its success wakes us at once; its failure opens the breaker for a
@@ -194,11 +166,11 @@ def _admit(call: _StepCall) -> bool:
     return _park(call, max(until, now + run.poll_interval), record.state)
 
 
-def _park(call: _StepCall, until: float, state: str) -> bool:
+def _park(call: StepCall, until: float, state: str) -> bool:
     breaker = call.definition.breaker
     assert breaker is not None
     call.next_attempt_at = until
-    call.wait_topic = BREAKER_TOPIC + breaker.name
+    call.wait_topic = WaitReason(WaitKind.BREAKER, breaker.name).topic
     log.debug(
         "%s parks: circuit breaker %r is %s (for %.1fs at most)",
         _step(call),
@@ -212,7 +184,7 @@ def _park(call: _StepCall, until: float, state: str) -> bool:
 # -- after an attempt --------------------------------------------------------------------------
 
 
-def reports(call: _StepCall, exc: BaseException | None) -> bool:
+def reports(call: StepCall, exc: BaseException | None) -> bool:
     """Whether the attempt's outcome must be told to a breaker (``report``)."""
     breaker = call.definition.breaker
     return breaker is not None and (
@@ -220,7 +192,7 @@ def reports(call: _StepCall, exc: BaseException | None) -> bool:
     )
 
 
-def report(call: _StepCall, exc: BaseException | None) -> None:
+def report(call: StepCall, exc: BaseException | None) -> None:
     """Tell the step's breaker how the attempt went: count a failure (which may open it),
     or, for its probe attempt, close it (waking every parked workflow) or open it again."""
     run, breaker = call.run, call.definition.breaker
@@ -274,29 +246,3 @@ def report(call: _StepCall, exc: BaseException | None) -> None:
             exc,
             breaker.cooldown,
         )
-
-
-# -- what status shows ---------------------------------------------------------------------------
-
-
-def describe_wait(topic: str, at: str) -> str | None:
-    """What a workflow suspended with ``topic`` until ``at`` (a time) waits for, or None
-    for a message topic."""
-    if topic.startswith(RETRY_TOPIC):
-        return f"the next attempt of step {topic[len(RETRY_TOPIC) :]!r} at {at}"
-    if topic.startswith(PROBE_TOPIC):
-        return f"probe {topic[len(PROBE_TOPIC) :]} to pass (next probe at {at})"
-    if topic.startswith(BREAKER_TOPIC):
-        name = topic[len(BREAKER_TOPIC) :]
-        return f"circuit breaker {name!r} to close (next look at {at} at the latest)"
-    return None
-
-
-def describe_step(record: StepRecord) -> str | None:
-    """What a RETRYING step waits for when its probe failed, else None."""
-    if record.status != STEP_RETRYING:
-        return None
-    state = _probe_state(record.output)
-    if state is None:
-        return None
-    return f"probe {state[0]} to pass (failed {state[1]} time(s))"

@@ -10,13 +10,7 @@ the order of the workflow's own code.
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
-from collections.abc import Coroutine, Generator
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from ._runtime import WorkflowRun
 
 
 class Scope:
@@ -46,11 +40,8 @@ class Scope:
         return child
 
 
-current_run: contextvars.ContextVar[WorkflowRun | None] = contextvars.ContextVar(
-    "perdure_run", default=None
-)
-# Stays set while a step runs (current_run is cleared there), so that a step can build an
-# idempotency key from its workflow's ID.
+# Stays set while a step runs (the current run is cleared there), so that a step can
+# build an idempotency key from its workflow's ID.
 current_workflow_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "perdure_workflow_id", default=None
 )
@@ -59,23 +50,8 @@ current_scope: contextvars.ContextVar[Scope | None] = contextvars.ContextVar(
 )
 
 
-def task_factory(
-    loop: asyncio.AbstractEventLoop,
-    coro: Coroutine[Any, Any, Any] | Generator[Any, None, Any],
-    **kwargs: Any,
-) -> asyncio.Task[Any]:
-    """The executor loop's task factory: a task created inside a workflow gets the next
-    child scope, so the steps it calls get replay-stable positions."""
-    parent = current_scope.get()
-    run = current_run.get()
-    if parent is None or run is None or "context" in kwargs:
-        return asyncio.Task(coro, loop=loop, **kwargs)
-    # The task copies the current context when it is created, so setting the child
-    # scope around its creation hands the child, and only the child, its own scope.
-    token = current_scope.set(parent.child())
-    try:
-        task = asyncio.Task(coro, loop=loop, **kwargs)
-    finally:
-        current_scope.reset(token)
-    run.track(task)
-    return task
+def scope() -> Scope:
+    """The scope of the running workflow code (a run always has one)."""
+    current = current_scope.get()
+    assert current is not None, "a workflow run always has a scope"
+    return current

@@ -1,0 +1,152 @@
+"""Running one attempt of a step's body: the part of a step that differs between
+sync and async, and what a step's code may raise.
+
+A failed attempt is anything the body raises, ``BaseException`` included: a
+``KeyboardInterrupt``, a ``SystemExit`` or a user's own ``BaseException`` raised by
+step code is recorded as a failed attempt and retried by the step's policy (a
+workflow thread never receives a real Ctrl-C: only the main thread does). What keeps
+its meaning: perdure's own signals (``Cancelled``, ``Suspended``, ``LeaseLost``,
+``CheckpointFailed``, ``ContinueAsNew``), ``GeneratorExit``, and an
+``asyncio.CancelledError`` that neither a cancel, the deadline nor the step's
+timeout caused (the executor shutting down).
+
+Timeouts. A sync step with ``timeout`` runs in a thread of its own; past its
+timeout the workflow records ``StepTimeoutError`` and the thread is *abandoned*
+(a thread cannot be stopped): whatever it returns later is discarded, and the
+step's next attempt does not start until that thread has ended, so no two attempts
+of one step ever run at once in this process. An async step is cancelled at its
+timeout; one that catches the cancellation and returns anyway is still recorded as
+a ``StepTimeoutError`` failure: an attempt past its timeout records nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import threading
+from concurrent.futures import Future
+from typing import Any
+
+from .._errors import (
+    Cancelled,
+    CheckpointFailed,
+    ContinueAsNew,
+    LeaseLost,
+    StepTimeoutError,
+    Suspended,
+)
+from .effects import Attempt, Attempted
+from .state import RunState, current_run
+
+#: What a step's body may raise that is not a failed attempt.
+KEEPS_MEANING = (Cancelled, Suspended, LeaseLost, CheckpointFailed, ContinueAsNew, GeneratorExit)
+
+_abandoned_lock = threading.Lock()
+# Threads of timed-out sync attempts still running, by (workflow ID, position): each
+# resolves its future when it ends.
+_abandoned: dict[tuple[str, str], Future[Any]] = {}
+
+
+def abandoned(key: tuple[str, str]) -> Future[Any] | None:
+    """The still-running abandoned attempt of the step ``key``, if any."""
+    if not _abandoned:
+        return None  # the common case, without the lock
+    with _abandoned_lock:
+        future = _abandoned.get(key)
+        if future is not None and future.done():
+            del _abandoned[key]
+            return None
+        return future
+
+
+def _abandon(key: tuple[str, str], future: Future[Any]) -> None:
+    with _abandoned_lock:
+        _abandoned[key] = future
+
+    def ended(_: Future[Any]) -> None:
+        with _abandoned_lock:
+            if _abandoned.get(key) is future:
+                del _abandoned[key]
+
+    future.add_done_callback(ended)
+
+
+def attempt_sync(run: RunState, effect: Attempt) -> Attempted:
+    """Run one attempt of a sync step in this thread (in its own with a timeout)."""
+    definition = effect.definition
+    # A step called inside a step is a plain call: only the outer one is recorded.
+    token = current_run.set(None)
+    try:
+        if definition.timeout is None:
+            return Attempted(value=definition.fn(*effect.args, **effect.kwargs))
+        return _with_timeout(effect)
+    except KEEPS_MEANING:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - a failed attempt, see the module
+        return Attempted(error=exc)
+    finally:
+        current_run.reset(token)
+
+
+def _with_timeout(effect: Attempt) -> Attempted:
+    definition = effect.definition
+    timeout = definition.timeout or 0.0
+    box: Future[Any] = Future()
+    context = contextvars.copy_context()
+
+    def body() -> None:
+        try:
+            box.set_result(context.run(definition.fn, *effect.args, **effect.kwargs))
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting workflow
+            box.set_exception(exc)
+
+    threading.Thread(target=body, name=f"perdure-step-{definition.name}", daemon=True).start()
+    try:
+        return Attempted(value=box.result(timeout=timeout))
+    except concurrent.futures.TimeoutError:
+        if not box.done():
+            _abandon(effect.key, box)
+            return Attempted(error=StepTimeoutError(definition.name, timeout))
+        return Attempted(value=box.result())  # it ended just now
+
+
+async def attempt_async(run: RunState, effect: Attempt) -> Attempted:
+    """Run one attempt of an async step in this task; a cancel or the deadline
+    interrupts it (it sees ``CancelledError``), and so does its timeout."""
+    definition, signals = effect.definition, run.signals
+    task = asyncio.current_task()
+    assert task is not None
+    token = current_run.set(None)
+    timer = None
+    if definition.timeout is not None:
+        timer = asyncio.get_running_loop().call_later(definition.timeout, signals.time_out, task)
+    interruptible = signals.interruptible
+    interruptible.add(task)
+    try:
+        attempted = Attempted(value=await definition.fn(*effect.args, **effect.kwargs))
+    except asyncio.CancelledError:
+        if signals.ran_out(task):
+            attempted = _timed_out(effect)
+        elif signals.was_interrupted(task):
+            attempted = Attempted(interrupted=True)
+        else:
+            raise  # a real cancellation: the executor's shutdown
+    except KEEPS_MEANING:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - a failed attempt, see the module
+        attempted = Attempted(error=exc)
+    finally:
+        interruptible.discard(task)
+        if timer is not None:
+            timer.cancel()
+        current_run.reset(token)
+    if timer is not None and signals.ran_out(task):
+        # It caught the cancellation and returned (or failed) past its timeout.
+        attempted = _timed_out(effect)
+    return attempted
+
+
+def _timed_out(effect: Attempt) -> Attempted:
+    timeout = effect.definition.timeout or 0.0
+    return Attempted(error=StepTimeoutError(effect.definition.name, timeout))

@@ -1,0 +1,135 @@
+"""One call of a step at its position: its attempts, its waits, and their records."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from .._errors import SerializationError, StepFailedError
+from .._model import StepRecord, StepState, WaitKind, WaitReason
+from .._registry import StepDef
+from .._serialization import decode_error, encode_error
+from .state import RunState
+
+log = logging.getLogger("perdure")
+
+
+@dataclass
+class Result:
+    """What one attempt of a step leads to: a record to write, then a value, an error
+    to raise, or another attempt."""
+
+    record: StepRecord
+    value: Any = None
+    error: BaseException | None = None
+    retry: bool = False
+    #: What the step function raised (None when it returned), for its circuit breaker.
+    raised: BaseException | None = None
+
+
+class StepCall:
+    """One call of a step at its position."""
+
+    __slots__ = (
+        "attempts",
+        "definition",
+        "key",
+        "last_error",
+        "next_attempt_at",
+        "position",
+        "probe_failures",
+        "prober",
+        "run",
+        "wait_topic",
+    )
+
+    def __init__(self, run: RunState, definition: StepDef, position: str) -> None:
+        self.run = run
+        self.definition = definition
+        self.position = position
+        #: The step's identity within the process: (workflow ID, position).
+        self.key = (run.workflow_id, position)
+        self.attempts = 0
+        self.next_attempt_at: float | None = None
+        # What the wait until next_attempt_at is for (a retry, a probe, a breaker), the
+        # wait topic of a suspension; see conditions.
+        self.wait_topic: str | None = None
+        self.last_error: str | None = None
+        self.probe_failures = 0
+        #: The breaker probe this call holds ("<workflow>#<position>"), if it runs one.
+        self.prober: str | None = None
+
+    def wait_seconds(self) -> float:
+        """How long to wait before the next attempt."""
+        if self.next_attempt_at is None:
+            return 0.0
+        return self.next_attempt_at - self.run.clock.time()
+
+    def start_attempt(self) -> None:
+        """Count an attempt; refuse to start it if this execution may no longer write."""
+        self.run.check_lease()
+        self.attempts += 1
+
+    def after(self, result: Any, exc: BaseException | None) -> Result:
+        """The record and consequence of the attempt that returned ``result`` or raised."""
+        run = self.run
+        now = run.clock.time()
+        name, position = self.definition.name, self.position
+        raised = exc
+        if exc is None:
+            try:
+                output = run.serializer.dumps(result, self.definition.return_hint)
+                # Hand the workflow the decoded value, so that it sees the same thing on
+                # the first run as on every replay.
+                value = run.serializer.loads(output, self.definition.return_hint)
+            except SerializationError as error:
+                exc = SerializationError(
+                    f"step {name!r} (position {position}) of workflow "
+                    f"{run.workflow_id!r} returned a value that can't be recorded: {error}"
+                )
+            else:
+                record = StepRecord(
+                    position, name, StepState.SUCCEEDED, output, None, self.attempts, None, now
+                )
+                return Result(record, value=value)
+        retry = self.definition.retry
+        error_text = encode_error(exc)
+        if not isinstance(exc, SerializationError) and retry.should_retry(exc, self.attempts):
+            self.next_attempt_at = now + retry.delay(self.attempts)
+            log.warning(
+                "workflow %s step %s (%s) attempt %d failed: %r; next attempt in %.1fs",
+                run.workflow_id,
+                position,
+                name,
+                self.attempts,
+                exc,
+                self.next_attempt_at - now,
+            )
+            record = StepRecord(
+                position,
+                name,
+                StepState.RETRYING,
+                None,
+                error_text,
+                self.attempts,
+                self.next_attempt_at,
+                now,
+            )
+            self.retrying(record)
+            return Result(record, retry=True, raised=raised)
+        record = StepRecord(
+            position, name, StepState.FAILED, None, error_text, self.attempts, None, now
+        )
+        if not isinstance(exc, Exception):
+            # A KeyboardInterrupt, SystemExit or a user's own BaseException from step
+            # code: the workflow sees what every replay will, a StepFailedError naming it
+            # (raising the original would stop the workflow's thread, not fail it).
+            exc = decode_error(error_text, StepFailedError)
+        return Result(record, error=exc, raised=raised)
+
+    def retrying(self, record: StepRecord) -> None:
+        """Note a failed attempt that gets another one after its backoff."""
+        self.last_error = record.error
+        self.wait_topic = WaitReason(WaitKind.RETRY, self.definition.name).topic
+        self.probe_failures = 0

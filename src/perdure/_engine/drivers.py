@@ -1,0 +1,240 @@
+"""The two thin drivers that run a durable operation, and the loop-safe third.
+
+An operation (a generator of effects, see ``effects.py``) is driven by:
+
+- ``drive_sync``: in a synchronous workflow's own thread, blocking it;
+- ``drive_async``: in an async workflow's task, awaiting on the event loop;
+- ``drive_on_loop``: a sync form (``perdure.now()``, ``app.start``, ``app.send``)
+  called inside an async workflow, on the event loop's thread: it must never wait
+  for a commit there, so it *defers* its writes (see ``writes.py``) and refuses any
+  effect that would block.
+
+The drivers only run effects; every decision is the operation's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+from .._errors import CheckpointFailed, ConfigurationError, LeaseLost
+from .attempts import attempt_async, attempt_sync
+from .effects import Attempt, Await, Commit, Effect, Flush, Op, Pause
+from .state import RunState
+
+T = TypeVar("T")
+
+
+def drive_sync(run: RunState, op: Op[T]) -> T:
+    """Run ``op`` to its end in this thread."""
+    return _drive(op, lambda effect: _sync(run, effect))
+
+
+def drive_on_loop(run: RunState, op: Op[T]) -> T:
+    """Run ``op``, which may only record, without waiting (on the event loop)."""
+    return _drive(op, lambda effect: _on_loop(run, effect))
+
+
+def _drive(op: Op[T], execute: Callable[[Effect], Any]) -> T:
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            effect = op.send(value) if error is None else op.throw(error)
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
+        value, error = None, None
+        try:
+            value = execute(effect)
+        except BaseException as exc:  # noqa: BLE001 - thrown into the operation
+            error = exc
+
+
+async def drive_async(run: RunState, op: Op[T]) -> T:
+    """Run ``op`` to its end in this task."""
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            effect = op.send(value) if error is None else op.throw(error)
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
+        value, error = None, None
+        try:
+            # The common cases first, inline: they run for every step.
+            kind = type(effect)
+            if kind is Attempt:
+                value = await attempt_async(run, effect)  # type: ignore[arg-type]
+                continue
+            if kind is Commit and _direct(effect) and run.writes.clear:  # type: ignore[arg-type]
+                future = effect.submit()  # type: ignore[union-attr]
+                bridge = run.bridge
+                try:
+                    effect.check(  # type: ignore[union-attr]
+                        await (bridge.wait(future) if bridge else asyncio.wrap_future(future))
+                    )
+                except BaseException as exc:
+                    raise run.failed(exc) from exc
+                continue
+            if kind is Flush and run.writes.clear:
+                continue  # nothing pending: nothing to await
+            value = await _async(run, effect)
+        except BaseException as exc:  # noqa: BLE001 - thrown into the operation
+            error = exc
+
+
+# -- the sync driver's effects ------------------------------------------------------------
+
+
+def _sync(run: RunState, effect: Effect) -> Any:
+    if isinstance(effect, Attempt):
+        return attempt_sync(run, effect)
+    if isinstance(effect, Commit):
+        if _direct(effect):
+            try:
+                effect.check(effect.submit().result())
+            except BaseException as exc:
+                raise run.failed(exc) from exc
+        else:
+            concurrent.futures.wait([_submit(run, effect)])
+        return _seen(run)
+    if isinstance(effect, Flush):
+        pending = run.writes.pending()
+        if pending:
+            concurrent.futures.wait(pending)
+        return _seen(run)
+    if isinstance(effect, Await):
+        try:
+            return effect.future.result()
+        except BaseException as exc:
+            raise run.failed(exc) from exc
+    if isinstance(effect, Pause):
+        run.signals.wait_sync(effect.seconds, effect.wake)
+        return None
+    return effect.fn(*effect.args)
+
+
+def _direct(effect: Commit) -> bool:
+    """Whether a write the driver waits for may skip the run's pending writes: a plain
+    record can (the value it holds reaches the workflow only once it committed, so
+    nothing can rest on it before); a side effect goes after the deferred writes."""
+    return not (effect.barrier or effect.only_after_success)
+
+
+def _submit(run: RunState, effect: Commit) -> Future[None]:
+    return run.writes.submit(
+        effect.submit,
+        effect.check,
+        barrier=effect.barrier,
+        only_after_success=effect.only_after_success,
+    )
+
+
+def _seen(run: RunState) -> None:
+    error = run.writes.seen()
+    if error is not None:
+        raise run.failed(error)
+
+
+def _on_loop(run: RunState, effect: Effect) -> Any:
+    if isinstance(effect, Commit):
+        _submit(run, effect)
+        # A failure seen already is raised now; the others at the next flush.
+        return _seen(run)
+    if isinstance(effect, Flush):
+        # Nothing to wait for: a side effect this operation makes is a barrier (it goes
+        # out after the pending writes) anyway.
+        return _seen(run)
+    raise ConfigurationError(
+        f"workflow {run.workflow_id!r} is async: this call would block its event loop; "
+        "use the call's async form (await ..._async())"
+    )
+
+
+# -- the async driver's effects -----------------------------------------------------------
+
+
+async def _async(run: RunState, effect: Effect) -> Any:
+    if isinstance(effect, Attempt):
+        return await attempt_async(run, effect)
+    if isinstance(effect, Commit):
+        if _direct(effect):
+            try:
+                effect.check(await _bridged(run, effect.submit()))
+            except BaseException as exc:
+                raise run.failed(exc) from exc
+        else:
+            await _settle(run, [_submit(run, effect)])
+        return _seen(run)
+    if isinstance(effect, Flush):
+        pending = run.writes.pending()
+        if pending:
+            await _settle(run, pending)
+        return _seen(run)
+    if isinstance(effect, Await):
+        try:
+            return await _bridged(run, effect.future)
+        except BaseException as exc:
+            raise run.failed(exc) from exc
+    if isinstance(effect, Pause):
+        return await _pause(run, effect)
+    return await _off_loop(run, effect.fn, *effect.args)
+
+
+def _bridged(run: RunState, future: Future[T]) -> asyncio.Future[T]:
+    return run.bridge.wait(future) if run.bridge is not None else asyncio.wrap_future(future)
+
+
+async def _settle(run: RunState, futures: list[Future[None]]) -> None:
+    # Their failures are reported by ``_seen``, once.
+    if len(futures) > 1:
+        await asyncio.wait({_bridged(run, future) for future in futures})
+        return
+    with contextlib.suppress(Exception, LeaseLost, CheckpointFailed):
+        await _bridged(run, futures[0])
+
+
+async def _pause(run: RunState, effect: Pause) -> None:
+    signals = run.signals
+    if signals.released or signals.due() is not None:
+        return
+    seconds = signals.cap(effect.seconds)
+    task = asyncio.current_task()
+    assert task is not None
+    wrapped = None if effect.wake is None else asyncio.wrap_future(effect.wake)
+    signals.guard(task)
+    try:
+        if wrapped is None:
+            await asyncio.sleep(seconds)
+        else:
+            await asyncio.wait({wrapped}, timeout=seconds)
+    except asyncio.CancelledError:
+        if not signals.was_interrupted(task):
+            raise  # a real cancellation: the executor's shutdown
+    finally:
+        signals.unguard(task)
+        if wrapped is not None:
+            wrapped.cancel()
+
+
+async def _off_loop(run: RunState, fn: Callable[..., T], *args: Any) -> T:
+    """Run blocking ``fn`` (a probe, a store call) in a daemon thread of its own: the
+    event loop goes on meanwhile, and a probe that hangs cannot keep the process from
+    exiting."""
+    future: Future[T] = Future()
+
+    def work() -> None:
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting workflow
+            future.set_exception(exc)
+
+    threading.Thread(target=work, name="perdure-blocking", daemon=True).start()
+    return await _bridged(run, future)

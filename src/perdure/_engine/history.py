@@ -1,0 +1,69 @@
+"""The one history cursor: where each step or wait lands, and what is recorded there.
+
+A workflow runs from the top every time it (re)starts. Its recorded steps are
+loaded once, up front; every durable operation takes the next position of its
+scope here, and the replay check is done once, here: a CANCELLED record raises
+the signal it holds again, a record of another name is a ``NonDeterminismError``
+(the code changed under a running workflow), and any other record is handed back:
+a final one (SUCCEEDED, FAILED) to return or raise without running, an in-flight
+one (RETRYING, WAITING) to go on from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .._errors import Cancelled, NonDeterminismError
+from .._model import StepRecord, StepState
+from .scope import current_scope, scope
+
+
+class History:
+    """The recorded steps of one workflow, and the cursor over them."""
+
+    def __init__(
+        self,
+        workflow_id: str,
+        steps: list[StepRecord],
+        replayed: Callable[[str | None], Cancelled],
+        unwinding: Callable[[], BaseException | None],
+    ) -> None:
+        self.workflow_id = workflow_id
+        self.recorded = {step.position: step for step in steps}
+        self._replayed = replayed
+        self._unwinding = unwinding
+
+    def take(self, name: str) -> tuple[str, StepRecord | None]:
+        """The next position of the current scope for operation ``name``, and what is
+        recorded there (None: nothing yet). Raises the unwinding signal instead while
+        the execution unwinds."""
+        unwinding = self._unwinding()
+        if unwinding is not None:
+            raise unwinding
+        current = current_scope.get()
+        assert current is not None, "a workflow run always has a scope"
+        position = current.take_position()
+        recorded = self.recorded.get(position)
+        if recorded is None:
+            return position, None  # the common case: a new position
+        return position, self.check(position, name)
+
+    def check(self, position: str, name: str) -> StepRecord | None:
+        """The replay check of ``position`` for operation ``name`` (see the module)."""
+        recorded = self.recorded.get(position)
+        if recorded is None:
+            return None
+        if recorded.status == StepState.CANCELLED:
+            raise self._replayed(recorded.error)
+        if recorded.name != name:
+            raise NonDeterminismError(self.workflow_id, position, recorded.name, name)
+        return recorded
+
+    def cancelled_next(self) -> bool:
+        """Whether the next position holds a CANCELLED record (then take it: it raises)."""
+        recorded = self.recorded.get(scope().peek())
+        return recorded is not None and recorded.status == StepState.CANCELLED
+
+    def free_next(self) -> bool:
+        """Whether nothing is recorded at the next position."""
+        return scope().peek() not in self.recorded

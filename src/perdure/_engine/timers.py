@@ -1,0 +1,112 @@
+"""Durable timers: ``sleep`` and ``sleep_until``.
+
+A timer's wake time is recorded at its position, like ``perdure.now()``, so that a
+replay keeps the first run's. A wait of at most ``suspend_after`` seconds waits in
+place. A longer one *suspends* the workflow: the execution unwinds with the
+internal ``Suspended`` signal and the executor records the workflow suspended
+until its wake time, holding no thread, task or memory for it; any executor claims
+it then and replays it to where it waited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime, timedelta, timezone
+
+from .._errors import ConfigurationError
+from .drivers import drive_async, drive_sync
+from .effects import Op, Pause
+from .state import RunState, current_run
+from .values import record_value
+
+SLEEP = "perdure.sleep"
+
+
+def seconds_of(duration: float | timedelta) -> float:
+    """Seconds in ``duration`` (seconds or a ``timedelta``)."""
+    return duration.total_seconds() if isinstance(duration, timedelta) else float(duration)
+
+
+def timestamp(when: datetime) -> float:
+    """``when`` as a timestamp; a naive datetime is taken as UTC, like ``now()`` returns."""
+    return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def sync_run(function: str) -> RunState | None:
+    """The current run, refusing a sync form called in an async workflow: it would block
+    the event loop."""
+    run = current_run.get()
+    if run is not None and run.definition.is_async:
+        raise ConfigurationError(
+            f"perdure.{function}() blocks: in an async workflow, await perdure.{function}_async()"
+        )
+    return run
+
+
+def wait_until(run: RunState, wake_at: float | None, after: float = 0.0) -> Op[None]:
+    """Record the wake time (``wake_at``, or now + ``after``) and wait for it."""
+    clock = run.clock
+    recorded: float = yield from record_value(
+        run, SLEEP, lambda: clock.time() + after if wake_at is None else wake_at, float
+    )
+    history = run.history
+    while True:
+        # A cancellation recorded right after the wait (the first run was interrupted
+        # here) raises again; one due now is delivered at the free position there.
+        if history.cancelled_next():
+            history.take(SLEEP)
+        elif history.free_next() and run.signals.due() is not None:
+            position, _ = history.take(SLEEP)
+            run.deliver(position, SLEEP)
+        remaining = recorded - clock.time()
+        if remaining > run.suspend_after:
+            run.suspend(recorded, None)
+        if remaining <= 0:
+            return
+        run.check_lease()
+        yield Pause(remaining)
+
+
+def sleep(duration: float | timedelta) -> None:
+    """Wait ``duration`` (seconds or a ``timedelta``) in a workflow, durably.
+
+    The wake time is recorded at this position, so a replay keeps it; a long wait
+    suspends the workflow (it holds nothing meanwhile) and it resumes on any executor
+    once the time comes. Outside a workflow, ``time.sleep``. In an async workflow,
+    ``await perdure.sleep_async(...)``.
+    """
+    run = sync_run("sleep")
+    seconds = seconds_of(duration)
+    if run is None:
+        time.sleep(max(seconds, 0.0))
+        return
+    drive_sync(run, wait_until(run, None, seconds))
+
+
+def sleep_until(when: datetime) -> None:
+    """Wait until ``when`` (naive means UTC) in a workflow, durably; see ``sleep``."""
+    run = sync_run("sleep_until")
+    if run is None:
+        time.sleep(max(timestamp(when) - time.time(), 0.0))
+        return
+    drive_sync(run, wait_until(run, timestamp(when)))
+
+
+async def sleep_async(duration: float | timedelta) -> None:
+    """``sleep`` for async workflows (outside a workflow, ``asyncio.sleep``)."""
+    run = current_run.get()
+    seconds = seconds_of(duration)
+    if run is None:
+        await asyncio.sleep(max(seconds, 0.0))
+        return
+    await drive_async(run, wait_until(run, None, seconds))
+
+
+async def sleep_until_async(when: datetime) -> None:
+    """``sleep_until`` for async workflows."""
+    run = current_run.get()
+    if run is None:
+        await asyncio.sleep(max(timestamp(when) - time.time(), 0.0))
+        return
+    await drive_async(run, wait_until(run, timestamp(when)))

@@ -1,0 +1,154 @@
+"""The run's writes, in order, and those not yet known durable.
+
+A value a workflow records (``perdure.now()``, a child's ID, a sent message's key)
+is known before its commit. A sync form called in an async workflow must not wait
+for that commit on the event loop's thread, so its write is *deferred*: submitted,
+not awaited. A side effect (a child's start, a message, an event) goes out only
+once every write before it committed (a *barrier*), and every later durable
+operation first waits for the pending writes (``Flush``), so that no side effect
+and no outcome rests on a value whose record is not durable. A crash before the
+commit just replays without the record. Plain records go out at once, so that
+many of them share a commit (the store's group commit).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, InvalidStateError
+from typing import Any
+
+from .._errors import CheckpointFailed, LeaseLost, StoreError
+
+#: Failures after which no later write of the run may be submitted: its history would
+#: have a hole (a store failure), or it is no longer the run's to write (a lost lease).
+_POISON = (StoreError, LeaseLost, CheckpointFailed)
+
+
+def _settle(out: Future[None], error: BaseException | None) -> None:
+    with contextlib.suppress(InvalidStateError):
+        if error is None:
+            out.set_result(None)
+        else:
+            out.set_exception(error)
+
+
+class Writes:
+    """The writes of one run not yet known durable, and how the next one may go out."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: set[Future[None]] = set()
+        self._last: Future[None] | None = None
+        # The last barrier, and the writes since: a barrier goes out once these ended
+        # (the last barrier ended only after everything before it had).
+        self._barrier: Future[None] | None = None
+        self._since_barrier: list[Future[None]] = []
+        # Failures of writes that nobody has seen yet.
+        self._failures: list[BaseException] = []
+
+    def submit(
+        self,
+        submit: Callable[[], Future[Any]],
+        check: Callable[[Any], None],
+        *,
+        barrier: bool = False,
+        only_after_success: bool = False,
+    ) -> Future[None]:
+        """Submit ``submit()``; the returned future resolves when it committed and
+        ``check`` accepted its result. With ``barrier`` (a side effect: a child's start,
+        a message, an event), it goes out only once every pending write committed; with
+        ``only_after_success``, only once the write just before it succeeded."""
+        out: Future[None] = Future()
+        with self._lock:
+            before: list[Future[None]] = []
+            if barrier:
+                before = [f for f in (self._barrier, *self._since_barrier) if f is not None]
+                self._barrier, self._since_barrier = out, []
+            else:
+                self._since_barrier.append(out)
+            previous, self._last = self._last, out
+            self._pending.add(out)
+        out.add_done_callback(self._ended)
+
+        def committed(done: Future[Any]) -> None:
+            try:
+                check(done.result())
+            except BaseException as exc:  # noqa: BLE001 - handed to whoever flushes
+                _settle(out, exc)
+            else:
+                _settle(out, None)
+
+        def go() -> None:
+            for earlier in before:
+                failed = earlier.exception()
+                if isinstance(failed, _POISON):
+                    _settle(out, failed)
+                    return
+            if only_after_success and previous is not None:
+                failed = previous.exception()
+                if failed is not None:
+                    _settle(out, failed)
+                    return
+            try:
+                future = submit()
+            except BaseException as exc:  # noqa: BLE001 - handed to whoever flushes
+                _settle(out, exc)
+                return
+            future.add_done_callback(committed)
+
+        waits = [*before, *([previous] if only_after_success and previous else [])]
+        _after(waits, go)
+        return out
+
+    @property
+    def clear(self) -> bool:
+        """Whether no write is pending and no failure unseen (then a flush has nothing
+        to do)."""
+        return not self._pending and not self._failures
+
+    def pending(self) -> list[Future[None]]:
+        """The writes not yet ended."""
+        if not self._pending:
+            return []
+        with self._lock:
+            return list(self._pending)
+
+    def _ended(self, future: Future[None]) -> None:
+        error = future.exception()
+        with self._lock:
+            self._pending.discard(future)
+            # Keep the list short: ended writes at its head need no waiting for.
+            while self._since_barrier and self._since_barrier[0].done():
+                self._since_barrier.pop(0)
+            if error is not None:
+                self._failures.append(error)
+
+    def seen(self) -> BaseException | None:
+        """The first failure of the writes that ended since the last call, if any."""
+        if not self._failures:
+            return None
+        with self._lock:
+            failures, self._failures = self._failures, []
+        return failures[0]
+
+
+def _after(futures: list[Future[None]], then: Callable[[], None]) -> None:
+    """Call ``then`` once every one of ``futures`` has ended (at once if they have)."""
+    waiting = [future for future in futures if not future.done()]
+    if not waiting:
+        then()
+        return
+    lock = threading.Lock()
+    left = [len(waiting)]
+
+    def one(_: Future[None]) -> None:
+        with lock:
+            left[0] -= 1
+            last = left[0] == 0
+        if last:
+            then()
+
+    for future in waiting:
+        future.add_done_callback(one)
