@@ -47,6 +47,16 @@ def _kind(value: object) -> str:
 
 
 def _check_text(what: str, value: object, *, allow_empty: bool) -> str:
+    # The common case, on every start and write: plain ASCII text, short enough (one byte
+    # per character, so no lone surrogate either) and without NUL: a few C calls.
+    if (
+        type(value) is str
+        and value.isascii()
+        and len(value) <= MAX_KEY_BYTES
+        and (value or allow_empty)
+        and "\x00" not in value
+    ):
+        return value
     rule = ("a " if allow_empty else "a non-empty ") + _RULE.format(limit=MAX_KEY_BYTES)
     if not isinstance(value, str):
         raise InvalidValueError(f"{what} must be {rule}, not {_kind(value)} {_show(value)}")
