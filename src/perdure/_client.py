@@ -27,7 +27,7 @@ from ._handle import WorkflowHandle, WorkflowStatus
 from ._notifier import Notifier
 from ._options import StartOptions
 from ._registry import Registry
-from ._serialization import Serializer, encode_call
+from ._serialization import Serializer, decode_value, encode_call, encode_value
 from ._settings import Settings
 from ._validation import (
     check_idempotency_key,
@@ -274,7 +274,9 @@ class Client:
         check_workflow_id(workflow_id)
         check_optional_key("topic", topic)
         check_idempotency_key(idempotency_key)
-        payload = self.serializer.dumps(message, Any)
+        where = "the default topic" if not topic else f"topic {topic!r}"
+        what = f"the message to workflow {workflow_id!r} on {where}"
+        payload = encode_value(self.serializer, message, Any, what)
         return self.store.send_message(
             workflow_id, "" if topic is None else topic, payload, idempotency_key, self.clock.time()
         )
@@ -354,7 +356,8 @@ class Client:
     def _event(self, workflow_id: str, key: str, first: bool) -> tuple[bool, Any]:
         value = self.store.get_event(workflow_id, key)
         if value is not None:
-            return True, self.serializer.loads(value, Any)
+            what = f"the value of event {key!r} of workflow {workflow_id!r}"
+            return True, decode_value(self.serializer, value, Any, what)
         if first and self.store.get_workflow(workflow_id) is None:
             raise WorkflowNotFoundError(workflow_id)
         return False, None
