@@ -22,7 +22,12 @@ from typing import Any
 
 from ._breaker import BreakerStatus, CircuitBreaker
 from ._clock import Clock
-from ._errors import ConfigurationError, WorkflowFinishedError, WorkflowNotFoundError
+from ._errors import (
+    ConfigurationError,
+    StoreInDoubtError,
+    WorkflowFinishedError,
+    WorkflowNotFoundError,
+)
 from ._handle import WorkflowHandle, WorkflowStatus
 from ._notifier import Notifier
 from ._options import StartOptions
@@ -51,6 +56,17 @@ from .storage import (
 )
 
 log = logging.getLogger("perdure")
+
+
+def _start_in_doubt(workflow_id: str, exc: StoreInDoubtError) -> StoreInDoubtError:
+    """The error of a start whose commit failed in a way that leaves its outcome unknown:
+    the workflow may have been recorded (and then runs), so say how to find out."""
+    return StoreInDoubtError(
+        f"workflow {workflow_id!r} may have been started or not: {exc}. Look it up with "
+        f"app.retrieve({workflow_id!r}), or start it again with workflow_id="
+        f"{workflow_id!r}: a start with the same ID is idempotent (it never starts the "
+        "workflow twice)"
+    )
 
 
 class Client:
@@ -247,7 +263,10 @@ class Client:
         ``App.start``."""
         new = self.prepare(fn, args, kwargs, options)
         with self._slot(new.id) as (owner, lease):
-            record, created = self.store.create_workflow(new, owner, lease).result()
+            try:
+                record, created = self.store.create_workflow(new, owner, lease).result()
+            except StoreInDoubtError as exc:
+                raise _start_in_doubt(new.id, exc) from exc
             self._started(new, record, created)
         return WorkflowHandle(self, new.id)
 
@@ -262,7 +281,10 @@ class Client:
         new = self.prepare(fn, args, kwargs, options)
         with self._slot(new.id) as (owner, lease):
             future = self.store.create_workflow(new, owner, lease)
-            record, created = await asyncio.wrap_future(future)
+            try:
+                record, created = await asyncio.wrap_future(future)
+            except StoreInDoubtError as exc:
+                raise _start_in_doubt(new.id, exc) from exc
             self._started(new, record, created)
         return WorkflowHandle(self, new.id)
 

@@ -178,7 +178,7 @@ def _topic_text(topic: str) -> str:
 def _receive(run: RunState, function: str, topic: object, timeout: object) -> Receive:
     """The wait of ``perdure.{function}()``, its arguments checked before anything is
     recorded (a NaN timeout would be recorded as a deadline that never passes)."""
-    checked = check_optional_key("topic", topic)
+    checked = check_optional_key("message topic", topic)
     seconds = timeout_seconds(f"the timeout of perdure.{function}()", timeout)
     return Receive(run, "" if checked is None else checked, seconds)
 

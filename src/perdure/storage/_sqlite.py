@@ -33,7 +33,7 @@ from ._dialect import SQLITE
 from ._limits import check_key, check_topic
 from ._queries import WF_COLUMNS, check_versions, claim_candidates, migrations, parked_on
 from ._sql import SqlStore, step_params
-from ._sqlite_errors import cannot_open, translate
+from ._sqlite_errors import CommitInDoubt, cannot_open, translate
 from ._statements import INSERT_STEP, RENEW_EXECUTOR
 
 T = TypeVar("T")
@@ -66,13 +66,21 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield
-        conn.execute("COMMIT")
     except BaseException:
-        # Also when COMMIT itself failed (a deferred constraint, a full disk): a writer
-        # connection left inside a transaction could never write again.
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+    try:
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        if conn.in_transaction:
+            # Still open (busy): nothing was committed. Roll back, since a writer
+            # connection left inside a transaction could never write again.
+            conn.execute("ROLLBACK")
+            raise
+        # SQLite ended the transaction itself (an I/O error while committing): the
+        # writes may be in the -wal file all the same, so the outcome is not known.
+        raise CommitInDoubt(exc) from exc
 
 
 _CANDIDATES = claim_candidates(
