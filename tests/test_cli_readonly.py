@@ -26,15 +26,21 @@ COMMANDS = [["list"], ["status", "order-1"], ["cancel", "order-1"], ["breakers"]
 def test_a_mistyped_postgres_schema_is_refused_not_created(
     postgres_server: str, args: list[str]
 ) -> None:
+    from psycopg import sql  # as in conftest: only where PostgreSQL is used
+
     schema = f"typo_{uuid.uuid4().hex[:12]}"
     url = with_options(postgres_server, schema=schema)
-    result = perdure_cli(*args, "--database-url", url)
-    assert_one_line_error(
-        result, f"no perdure schema '{schema}' in the database", "check --database-url"
-    )
-    with admin_connection(postgres_server) as conn:
-        found = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
-        assert found.fetchall() == [], "the mistyped schema was created"
+    try:
+        result = perdure_cli(*args, "--database-url", url)
+        assert_one_line_error(
+            result, f"no perdure schema '{schema}' in the database", "check --database-url"
+        )
+        with admin_connection(postgres_server) as conn:
+            found = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
+            assert found.fetchall() == [], "the mistyped schema was created"
+    finally:  # should the test fail, leave no schema behind
+        with admin_connection(postgres_server) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
 def test_an_existing_database_is_read_as_before(
