@@ -10,12 +10,16 @@ process of its own (the limit holds for every file of the process).
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import textwrap
+from contextlib import closing
 from pathlib import Path
 
 import pytest
+
+import perdure
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_FSIZE is POSIX")
 
@@ -78,3 +82,32 @@ def test_a_start_whose_commit_is_in_doubt_says_so_and_how_to_find_out(tmp_path: 
         assert "disk I/O error" in message and str(path) in message, line
         assert "at COMMIT" in message, line
     assert results == "results [300000, 300000]", done.stdout
+
+
+def test_a_start_that_found_sqlite_busy_says_nothing_was_recorded(tmp_path: Path) -> None:
+    """The other side: a start that met another process's write lock past the busy
+    timeout wrote nothing, and says so, naming the (here random) ID it would have had."""
+    path = tmp_path / "perdure.db"
+    app = perdure.App(f"sqlite:///{path}?busy_timeout=100")
+
+    @app.workflow(name="noop")
+    def noop() -> None:
+        pass
+
+    try:
+        app.list_workflows()  # migrated
+        with closing(sqlite3.connect(path, isolation_level=None)) as other:
+            other.execute("BEGIN IMMEDIATE")  # holds the write lock
+            with pytest.raises(perdure.StoreUnavailableError) as info:
+                app.start(noop)
+            other.execute("ROLLBACK")
+        message = str(info.value)
+        assert message.startswith("workflow '"), message
+        assert "was not started (nothing was recorded): " in message, message
+        assert "locked by another process for 100 ms" in message, message
+        workflow_id = message.split("'")[1]
+        assert app.list_workflows() == []
+        app.start(noop, workflow_id=workflow_id)
+        assert [w.workflow_id for w in app.list_workflows()] == [workflow_id]
+    finally:
+        app.shutdown()

@@ -24,7 +24,9 @@ from ._breaker import BreakerStatus, CircuitBreaker
 from ._clock import Clock
 from ._errors import (
     ConfigurationError,
+    StoreError,
     StoreInDoubtError,
+    StoreUnavailableError,
     WorkflowFinishedError,
     WorkflowNotFoundError,
 )
@@ -58,15 +60,28 @@ from .storage import (
 log = logging.getLogger("perdure")
 
 
-def _start_in_doubt(workflow_id: str, exc: StoreInDoubtError) -> StoreInDoubtError:
-    """The error of a start whose commit failed in a way that leaves its outcome unknown:
-    the workflow may have been recorded (and then runs), so say how to find out."""
-    return StoreInDoubtError(
-        f"workflow {workflow_id!r} may have been started or not: {exc}. Look it up with "
-        f"app.retrieve({workflow_id!r}), or start it again with workflow_id="
-        f"{workflow_id!r}: a start with the same ID is idempotent (it never starts the "
-        "workflow twice)"
-    )
+_DOUBTFUL = (StoreInDoubtError, StoreUnavailableError)
+
+
+def _start_failed(workflow_id: str, exc: StoreError, kind: str) -> StoreError:
+    """The error of a start that failed at the store, saying whether the workflow was
+    recorded: not when SQLite was busy (nothing was written, or the transaction was
+    still open and rolled back); perhaps when a commit failed in doubt, or PostgreSQL
+    went away (perhaps while committing). It names the ID (perhaps a random one the
+    caller has not seen) and keeps the error's type (an outage stays retryable)."""
+    if isinstance(exc, StoreUnavailableError) and kind == "sqlite":
+        message = f"workflow {workflow_id!r} was not started (nothing was recorded): {exc}"
+    else:
+        wait = " once the database answers" if isinstance(exc, StoreUnavailableError) else ""
+        message = (
+            f"workflow {workflow_id!r} may have been started or not: {exc}. Look it up with "
+            f"app.retrieve({workflow_id!r}){wait}, or start it again with workflow_id="
+            f"{workflow_id!r}: a start with the same ID is idempotent (it never starts the "
+            "workflow twice)"
+        )
+    error = type(exc)(message)
+    error.__cause__ = exc
+    return error
 
 
 class Client:
@@ -265,8 +280,8 @@ class Client:
         with self._slot(new.id) as (owner, lease):
             try:
                 record, created = self.store.create_workflow(new, owner, lease).result()
-            except StoreInDoubtError as exc:
-                raise _start_in_doubt(new.id, exc) from exc
+            except _DOUBTFUL as exc:
+                raise _start_failed(new.id, exc, self.store.kind) from exc
             self._started(new, record, created)
         return WorkflowHandle(self, new.id)
 
@@ -283,8 +298,8 @@ class Client:
             future = self.store.create_workflow(new, owner, lease)
             try:
                 record, created = await asyncio.wrap_future(future)
-            except StoreInDoubtError as exc:
-                raise _start_in_doubt(new.id, exc) from exc
+            except _DOUBTFUL as exc:
+                raise _start_failed(new.id, exc, self.store.kind) from exc
             self._started(new, record, created)
         return WorkflowHandle(self, new.id)
 
