@@ -18,6 +18,7 @@ from collections.abc import Iterator
 import pytest
 from store_contract import COVERED, covers, executor, new, running, step
 
+from perdure._errors import ConfigurationError
 from perdure._model import Outcome, WorkflowState
 from perdure.storage import (
     CHILD_TOPIC,
@@ -58,6 +59,29 @@ def test_migrate_is_idempotent_and_close_is_idempotent(database_url: str) -> Non
         assert record is not None and record.status == "PENDING"
     finally:
         second.close()
+
+
+@covers("exists")
+def test_exists_and_opening_without_creating(database_url: str) -> None:
+    # Nothing there yet: refused without creating it (no file, no schema).
+    with pytest.raises(ConfigurationError, match="no database at|no perdure schema"):
+        open_store(database_url, create=False)
+    opened = open_store(database_url)
+    try:
+        assert not opened.exists()  # opened (a SQLite file now exists), not migrated
+        with pytest.raises(ConfigurationError, match="no perdure schema"):
+            open_store(database_url, create=False)
+        opened.migrate()
+        assert opened.exists()
+    finally:
+        opened.close()
+    existing = open_store(database_url, create=False)
+    try:
+        assert existing.exists()
+        existing.create_workflow(new("a"), None, None).result()
+        assert existing.get_workflow("a") is not None
+    finally:
+        existing.close()
 
 
 @covers("close")

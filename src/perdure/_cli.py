@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from datetime import datetime
-from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -33,6 +32,7 @@ from ._handle import WorkflowStatus
 from ._model import BreakerState, StepState, WorkflowState
 from ._text import REDACTED, escape_for_terminal, redact_url
 from ._validation import check_name, check_workflow_id
+from .storage import open_store
 
 log = logging.getLogger("perdure")
 
@@ -149,16 +149,12 @@ def _existing(app_spec: str | None, database_url: str | None) -> App:
     database that does not exist is refused, not created empty (a mistyped file name
     would otherwise list nothing, silently)."""
     app = _app_from_options(app_spec, database_url)
-    url = app.database_url
-    parts = urlsplit(url)
-    if parts.scheme.lower() == "sqlite":
-        # The path as the SQLite store reads it: sqlite:///relative.db, sqlite:////abs.db.
-        path = Path(parts.path[1:] if parts.path.startswith("/") else parts.path)
-        if not path.is_file():
-            fail(
-                f"no database at {redact_url(url)} (no file {str(path.absolute())!r}); "
-                "check --database-url, PERDURE_DATABASE_URL or --app"
-            )
+    try:
+        # A missing SQLite file, or a PostgreSQL schema never set up (a mistyped
+        # ?schema=), is refused here; the app's own store would create it.
+        open_store(app.database_url, create=False).close()
+    except PerdureError as exc:
+        fail(f"{exc}; check --database-url, PERDURE_DATABASE_URL or --app")
     return app
 
 

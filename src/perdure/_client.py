@@ -22,12 +22,19 @@ from typing import Any
 
 from ._breaker import BreakerStatus, CircuitBreaker
 from ._clock import Clock
-from ._errors import ConfigurationError, WorkflowFinishedError, WorkflowNotFoundError
+from ._errors import (
+    ConfigurationError,
+    StoreError,
+    StoreInDoubtError,
+    StoreUnavailableError,
+    WorkflowFinishedError,
+    WorkflowNotFoundError,
+)
 from ._handle import WorkflowHandle, WorkflowStatus
 from ._notifier import Notifier
 from ._options import StartOptions
 from ._registry import Registry
-from ._serialization import Serializer, encode_call
+from ._serialization import Serializer, decode_value, encode_call, encode_value
 from ._settings import Settings
 from ._validation import (
     check_idempotency_key,
@@ -51,6 +58,30 @@ from .storage import (
 )
 
 log = logging.getLogger("perdure")
+
+
+_DOUBTFUL = (StoreInDoubtError, StoreUnavailableError)
+
+
+def _start_failed(workflow_id: str, exc: StoreError, kind: str) -> StoreError:
+    """The error of a start that failed at the store, saying whether the workflow was
+    recorded: not when SQLite was busy (nothing was written, or the transaction was
+    still open and rolled back); perhaps when a commit failed in doubt, or PostgreSQL
+    went away (perhaps while committing). It names the ID (perhaps a random one the
+    caller has not seen) and keeps the error's type (an outage stays retryable)."""
+    if isinstance(exc, StoreUnavailableError) and kind == "sqlite":
+        message = f"workflow {workflow_id!r} was not started (nothing was recorded): {exc}"
+    else:
+        wait = " once the database answers" if isinstance(exc, StoreUnavailableError) else ""
+        message = (
+            f"workflow {workflow_id!r} may have been started or not: {exc}. Look it up with "
+            f"app.retrieve({workflow_id!r}){wait}, or start it again with workflow_id="
+            f"{workflow_id!r}: a start with the same ID is idempotent (it never starts the "
+            "workflow twice)"
+        )
+    error = type(exc)(message)
+    error.__cause__ = exc
+    return error
 
 
 class Client:
@@ -247,7 +278,10 @@ class Client:
         ``App.start``."""
         new = self.prepare(fn, args, kwargs, options)
         with self._slot(new.id) as (owner, lease):
-            record, created = self.store.create_workflow(new, owner, lease).result()
+            try:
+                record, created = self.store.create_workflow(new, owner, lease).result()
+            except _DOUBTFUL as exc:
+                raise _start_failed(new.id, exc, self.store.kind) from exc
             self._started(new, record, created)
         return WorkflowHandle(self, new.id)
 
@@ -262,7 +296,10 @@ class Client:
         new = self.prepare(fn, args, kwargs, options)
         with self._slot(new.id) as (owner, lease):
             future = self.store.create_workflow(new, owner, lease)
-            record, created = await asyncio.wrap_future(future)
+            try:
+                record, created = await asyncio.wrap_future(future)
+            except _DOUBTFUL as exc:
+                raise _start_failed(new.id, exc, self.store.kind) from exc
             self._started(new, record, created)
         return WorkflowHandle(self, new.id)
 
@@ -274,7 +311,9 @@ class Client:
         check_workflow_id(workflow_id)
         check_optional_key("topic", topic)
         check_idempotency_key(idempotency_key)
-        payload = self.serializer.dumps(message, Any)
+        where = "the default topic" if not topic else f"topic {topic!r}"
+        what = f"the message to workflow {workflow_id!r} on {where}"
+        payload = encode_value(self.serializer, message, Any, what)
         return self.store.send_message(
             workflow_id, "" if topic is None else topic, payload, idempotency_key, self.clock.time()
         )
@@ -354,7 +393,8 @@ class Client:
     def _event(self, workflow_id: str, key: str, first: bool) -> tuple[bool, Any]:
         value = self.store.get_event(workflow_id, key)
         if value is not None:
-            return True, self.serializer.loads(value, Any)
+            what = f"the value of event {key!r} of workflow {workflow_id!r}"
+            return True, decode_value(self.serializer, value, Any, what)
         if first and self.store.get_workflow(workflow_id) is None:
             raise WorkflowNotFoundError(workflow_id)
         return False, None

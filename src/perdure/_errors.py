@@ -20,8 +20,9 @@ signals, which derive from ``BaseException`` so that a workflow's
     ├── StepTimeoutError          a step attempt ran past the step's timeout (also TimeoutError)
     └── StoreError                the database refused or failed an operation
         ├── StoreUnavailableError the database cannot be reached (yet): retried
-        └── StoreRejectedError    the database refused the data or the statement for
-                                  good (too large, a constraint): not retried
+        ├── StoreRejectedError    the database refused the data or the statement for
+        │                         good (too large, a constraint): not retried
+        └── StoreInDoubtError     a write failed at its commit: it may have taken effect
 
     BaseException
     ├── Cancelled                 raised inside a workflow asked to cancel, at its next
@@ -214,6 +215,12 @@ class StoreRejectedError(StoreError):
     """The database refused an operation for a reason that retrying cannot heal (a value
     too large for an index, a constraint, a statement it does not accept); the message
     says which operation and what to do."""
+
+
+class StoreInDoubtError(StoreError):
+    """A write failed at its commit, after the database had been sent it (an I/O error
+    while committing): it may have taken effect or not, and this process cannot tell.
+    Look before repeating it; a start with the same workflow ID is idempotent."""
 
 
 class LeaseLost(BaseException):  # noqa: N818 - a signal, named like KeyboardInterrupt

@@ -13,6 +13,7 @@ from ._display import error_summary, utc
 from ._engine.children import child_result, child_result_async
 from ._engine.describe import describe_step, describe_wait
 from ._engine.state import current_run
+from ._engine.timers import timeout_seconds
 from ._errors import (
     WorkflowCancelledError,
     WorkflowFailedError,
@@ -22,7 +23,7 @@ from ._errors import (
 from ._model import Outcome
 from ._notifier import Notifier as Notifier  # re-exported for older imports
 from ._registry import Registry
-from ._serialization import Serializer, decode_error
+from ._serialization import Serializer, decode_error, decode_value
 from ._settings import Settings
 from .storage import (
     ACTIVE_STATUSES,
@@ -214,7 +215,9 @@ class WorkflowHandle(Generic[R]):
     def _decode(self, name: str, outcome: Outcome) -> R:
         if outcome.state == SUCCEEDED:
             self._name = name
-            value: R = self._app.serializer.loads(outcome.output or "null", self.return_hint())
+            what = f"the result of workflow {self.workflow_id!r}"
+            output = outcome.output or "null"
+            value: R = decode_value(self._app.serializer, output, self.return_hint(), what)
             return value
         if outcome.state == CANCELLED:
             raise WorkflowCancelledError(self.workflow_id)
@@ -232,8 +235,11 @@ class WorkflowHandle(Generic[R]):
         on), ``WorkflowCancelledError`` if it was cancelled. A workflow that finishes in
         this process wakes the wait at once, one that finishes elsewhere through the
         store's pushed events (PostgreSQL) or polling. Inside a workflow, waiting for a
-        child is durable: recorded, and a long wait suspends the parent.
+        child is durable: recorded, and a long wait suspends the parent. ``timeout`` is
+        a finite number of seconds, 0 meaning "look once", or None (``InvalidValueError``
+        otherwise).
         """
+        timeout = timeout_seconds("the timeout of handle.result()", timeout)
         run = current_run.get()
         if run is not None:
             # Inside a workflow: a durable wait for a child (the engine's).
@@ -260,6 +266,7 @@ class WorkflowHandle(Generic[R]):
 
     async def result_async(self, timeout: float | None = None) -> R:
         """``result()`` for coroutines: waits without holding a thread."""
+        timeout = timeout_seconds("the timeout of handle.result_async()", timeout)
         run = current_run.get()
         if run is not None:
             hint = self.return_hint() if self._name else Any

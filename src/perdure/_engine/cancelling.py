@@ -12,6 +12,7 @@ import json
 from .._errors import ConfigurationError, StepFailedError, WorkflowNotFoundError
 from .._model import StepRecord, StepState
 from .._serialization import decode_error, encode_error
+from .._validation import check_workflow_id
 from .drivers import drive_async, drive_sync
 from .effects import Blocking, Flush, Op
 from .host import Host
@@ -49,6 +50,7 @@ def cancel(host: Host, run: RunState, workflow_id: str) -> Op[bool]:
 
 def cancel_from_workflow(host: Host, run: RunState, workflow_id: str) -> bool:
     """``app.cancel`` inside a synchronous workflow."""
+    check_workflow_id(workflow_id)
     if run.definition.is_async:
         raise ConfigurationError(
             f"app.cancel() waits for the database: in async workflow {run.workflow_id!r}, "
@@ -59,4 +61,5 @@ def cancel_from_workflow(host: Host, run: RunState, workflow_id: str) -> bool:
 
 async def cancel_from_workflow_async(host: Host, run: RunState, workflow_id: str) -> bool:
     """``app.cancel_async`` inside an async workflow."""
+    check_workflow_id(workflow_id)
     return await drive_async(run, cancel(host, run, workflow_id))

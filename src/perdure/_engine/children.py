@@ -40,7 +40,8 @@ from .._model import (
     WaitReason,
     WorkflowState,
 )
-from .._serialization import decode_error, encode_call
+from .._serialization import decode_error, decode_value, encode_call, encode_value
+from .._validation import check_optional_workflow_id, optional_positive_seconds
 from .drivers import drive_async, drive_on_loop, drive_sync
 from .effects import Commit, Flush, Op
 from .host import Host
@@ -65,16 +66,19 @@ def start(
 ) -> Op[str]:
     """Start a child of ``run``, recorded; its ID."""
     definition = host.registry.workflow(fn)
+    # The rules of app.start outside a workflow, before anything is recorded.
+    workflow_id = check_optional_workflow_id(workflow_id)
+    what = f"the timeout of child workflow {definition.name!r}"
+    timeout = optional_positive_seconds(what, timeout)
     inputs = encode_call(
         host.serializer, definition.fn, args, kwargs, f"child workflow {definition.name!r}"
     )
-    if timeout is not None and timeout <= 0:
-        raise ConfigurationError(f"a workflow timeout must be positive seconds, not {timeout!r}")
     position, recorded = run.history.take(START_CHILD)
+    what = f"the ID of the child started by workflow {run.workflow_id!r} at position {position}"
     if recorded is not None:
         if recorded.status == StepState.FAILED:
             raise decode_error(recorded.error or "{}", StepFailedError)
-        child_id: str = run.serializer.loads(recorded.output or '""', str)
+        child_id: str = decode_value(run.serializer, recorded.output or '""', str, what)
         return child_id
     run.deliver(position, START_CHILD)
     run.check_lease()
@@ -107,7 +111,7 @@ def start(
     # Starting a child is a side effect: what its arguments may rest on comes first.
     yield Flush()
     yield Commit(lambda: host.store.create_workflow(new, None, None), created, barrier=True)
-    output = run.serializer.dumps(new.id, str)
+    output = encode_value(run.serializer, new.id, str, what)
     record = StepRecord(position, START_CHILD, StepState.SUCCEEDED, output, None, 1, None, now)
     yield Commit(run.write(record).submit, run.accepted, only_after_success=True)
     return new.id
@@ -181,7 +185,11 @@ def result(
         raise WorkflowTimeoutError(child_id, wait.timeout or 0.0)
     outcome = Outcome.from_json(payload)
     if outcome.state == WorkflowState.SUCCEEDED:
-        return run.serializer.loads(outcome.output or "null", return_hint)
+        what = (
+            f"the result of child workflow {child_id!r} awaited by workflow "
+            f"{run.workflow_id!r} at position {wait.position}"
+        )
+        return decode_value(run.serializer, outcome.output or "null", return_hint, what)
     if outcome.state == WorkflowState.CANCELLED:
         raise WorkflowCancelledError(child_id)
     raise decode_error(outcome.error or "{}", WorkflowFailedError)

@@ -13,6 +13,8 @@ from typing import Any
 
 from .._errors import ConfigurationError
 from .._model import StepRecord, StepState
+from .._serialization import encode_value
+from .._validation import check_key
 from .drivers import drive_async, drive_on_loop, drive_sync
 from .effects import Commit, Flush, Op
 from .scope import current_workflow_id
@@ -26,7 +28,8 @@ def publish(run: RunState, key: str, value: Any) -> Op[None]:
     position, recorded = run.history.take(SET_EVENT)
     if recorded is not None:
         return
-    output = run.serializer.dumps(value, Any)
+    what = f"the value of event {key!r} of workflow {run.workflow_id!r} at position {position}"
+    output = encode_value(run.serializer, value, Any, what)
     run.check_lease()
     record = StepRecord(
         position, SET_EVENT, StepState.SUCCEEDED, output, None, 1, None, run.clock.time()
@@ -59,7 +62,10 @@ def set_event(key: str, value: Any) -> None:
     async workflow it does not wait for that commit (the event loop must not block):
     the workflow's next durable operation does; ``await perdure.set_event_async(...)``
     waits for it. Steps can't publish events (``ConfigurationError``): publish what the
-    step returns from the workflow."""
+    step returns from the workflow. A key that breaks the rule of ``perdure._validation``
+    (not a ``str``, over 1,000 bytes, a NUL) raises ``InvalidValueError`` and records
+    nothing."""
+    key = check_key("event key", key)
     run = _event_run("set_event")
     drive = drive_on_loop if run.definition.is_async else drive_sync
     drive(run, publish(run, key, value))
@@ -67,5 +73,6 @@ def set_event(key: str, value: Any) -> None:
 
 async def set_event_async(key: str, value: Any) -> None:
     """``set_event`` for async workflows."""
+    key = check_key("event key", key)
     run = _event_run("set_event_async")
     await drive_async(run, publish(run, key, value))

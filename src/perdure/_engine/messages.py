@@ -24,13 +24,14 @@ from .._errors import (
     WorkflowNotFoundError,
 )
 from .._model import StepRecord, StepState
-from .._serialization import decode_error
+from .._serialization import decode_error, decode_value, encode_value
+from .._validation import check_idempotency_key, check_optional_key, check_workflow_id
 from ..storage import FOREVER
 from .drivers import drive_async, drive_on_loop, drive_sync
 from .effects import Await, Blocking, Commit, Flush, Op, Pause
 from .host import Host
 from .state import RunState, current_run
-from .timers import seconds_of, sync_run
+from .timers import seconds_of, sync_run, timeout_seconds
 
 RECV = "perdure.recv"
 SEND = "perdure.send"
@@ -170,13 +171,34 @@ def _recv_run(function: str) -> RunState:
     return run
 
 
-def _message(run: RunState, payload: str | None) -> Any:
-    return None if payload is None else run.serializer.loads(payload, Any)
+def _topic_text(topic: str) -> str:
+    return "the default topic" if topic == "" else f"topic {topic!r}"
+
+
+def _receive(run: RunState, function: str, topic: object, timeout: object) -> Receive:
+    """The wait of ``perdure.{function}()``, its arguments checked before anything is
+    recorded (a NaN timeout would be recorded as a deadline that never passes)."""
+    checked = check_optional_key("message topic", topic)
+    seconds = timeout_seconds(f"the timeout of perdure.{function}()", timeout)
+    return Receive(run, "" if checked is None else checked, seconds)
+
+
+def _message(run: RunState, wait: Receive, payload: str | None) -> Any:
+    if payload is None:
+        return None
+    what = (
+        f"the message on {_topic_text(wait.topic)} received by workflow "
+        f"{run.workflow_id!r} at position {wait.position}"
+    )
+    return decode_value(run.serializer, payload, Any, what)
 
 
 def recv(topic: str | None = None, timeout: float | timedelta | None = None) -> Any:
     """The next message sent to this workflow on ``topic`` (``app.send``), or None when
-    none came within ``timeout`` seconds (None: wait as long as it takes).
+    none came within ``timeout`` seconds (None: wait as long as it takes; 0: look once).
+    A topic or timeout that breaks the rules of ``perdure._validation`` (NaN, a
+    negative number, a topic over 1,000 bytes) raises ``InvalidValueError`` and records
+    nothing.
 
     Messages are delivered in the order they were sent, each exactly once: taking a
     message and recording it at this position are one transaction. A long wait
@@ -184,15 +206,15 @@ def recv(topic: str | None = None, timeout: float | timedelta | None = None) -> 
     ``await perdure.recv_async(...)``.
     """
     run = sync_run("recv") or _recv_run("recv")
-    wait = Receive(run, "" if topic is None else topic, timeout)
-    return _message(run, drive_sync(run, wait.wait()))
+    wait = _receive(run, "recv", topic, timeout)
+    return _message(run, wait, drive_sync(run, wait.wait()))
 
 
 async def recv_async(topic: str | None = None, timeout: float | timedelta | None = None) -> Any:
     """``recv`` for async workflows."""
     run = _recv_run("recv_async")
-    wait = Receive(run, "" if topic is None else topic, timeout)
-    return _message(run, await drive_async(run, wait.wait()))
+    wait = _receive(run, "recv_async", topic, timeout)
+    return _message(run, wait, await drive_async(run, wait.wait()))
 
 
 # -- sending from a workflow --------------------------------------------------------------
@@ -229,7 +251,11 @@ def send(
     run.deliver(position, SEND)
     run.check_lease()
     key = idempotency_key or f"perdure.send:{run.workflow_id}:{position}"
-    payload = host.serializer.dumps(message, Any)
+    what = (
+        f"the message to workflow {workflow_id!r} on {_topic_text(topic or '')} sent by "
+        f"workflow {run.workflow_id!r} at position {position}"
+    )
+    payload = encode_value(host.serializer, message, Any, what)
     now = host.clock.time()
 
     def stored(result: bool | None) -> None:
@@ -255,6 +281,13 @@ def send(
     yield Commit(run.write(record).submit, run.accepted, only_after_success=True)
 
 
+def _check_send(workflow_id: object, topic: object, idempotency_key: object) -> None:
+    # The rules app.send applies outside a workflow, before anything is recorded.
+    check_workflow_id(workflow_id)
+    check_optional_key("topic", topic)
+    check_idempotency_key(idempotency_key)
+
+
 def send_from_workflow(
     host: Host,
     run: RunState,
@@ -267,6 +300,7 @@ def send_from_workflow(
     the commit (the loop must not block): the message is sent once the run's earlier
     writes are durable, and an undeliverable message raises ``UndeliveredError`` at the
     workflow's next durable operation."""
+    _check_send(workflow_id, topic, idempotency_key)
     drive = drive_on_loop if run.definition.is_async else drive_sync
     drive(run, send(host, run, workflow_id, message, topic, idempotency_key))
 
@@ -280,4 +314,5 @@ async def send_from_workflow_async(
     idempotency_key: str | None = None,
 ) -> None:
     """``app.send_async`` called inside a workflow."""
+    _check_send(workflow_id, topic, idempotency_key)
     await drive_async(run, send(host, run, workflow_id, message, topic, idempotency_key))

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from .._errors import ConfigurationError
 from .._model import StepRecord, StepState
+from .._serialization import decode_value, encode_value
 from .drivers import drive_on_loop, drive_sync
 from .effects import Op
 from .scope import current_workflow_id
@@ -33,15 +34,16 @@ RANDOM = "perdure.random"
 def record_value(run: RunState, name: str, make: Callable[[], T], hint: Any) -> Op[T]:
     """The value ``make()`` gave the first time at this position, recorded."""
     position, recorded = run.history.take(name)
+    what = f"the value of {name}() in workflow {run.workflow_id!r} at position {position}"
     if recorded is not None:
         assert recorded.output is not None
-        replayed: T = run.serializer.loads(recorded.output, hint)
+        replayed: T = decode_value(run.serializer, recorded.output, hint, what)
         return replayed
     run.deliver(position, name)
     run.check_lease()
-    output = run.serializer.dumps(make(), hint)
+    output = encode_value(run.serializer, make(), hint, what)
     # Hand the workflow the decoded value: the same thing as on every replay.
-    value: T = run.serializer.loads(output, hint)
+    value: T = decode_value(run.serializer, output, hint, what)
     now = run.clock.time()
     yield run.write(StepRecord(position, name, StepState.SUCCEEDED, output, None, 1, None, now))
     return value

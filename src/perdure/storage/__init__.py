@@ -80,13 +80,19 @@ __all__ = [
 ]
 
 
-def open_store(url: str) -> Store:
-    """Open (but do not migrate) the store that ``url`` names."""
+def open_store(url: str, *, create: bool = True) -> Store:
+    """Open (but do not migrate) the store that ``url`` names.
+
+    With ``create=False`` the database must already hold perdure's schema (``exists``):
+    a missing SQLite file, or a PostgreSQL schema that ``migrate`` never set up (a
+    mistyped ``?schema=``), is refused with a ``ConfigurationError`` that names it, and
+    nothing is created. For what only reads, such as the CLI's ``list`` and ``status``.
+    """
     scheme = url.split(":", 1)[0].lower()
     if scheme == "sqlite":
         from ._sqlite import SQLiteStore
 
-        return SQLiteStore(url)
+        return SQLiteStore(url, create=create)
     if scheme in ("postgresql", "postgres"):
         try:
             from ._postgres import PostgresStore
@@ -95,7 +101,7 @@ def open_store(url: str) -> Store:
                 f"a PostgreSQL URL needs psycopg 3 ({exc}): pip install 'perdure[postgres]'"
             ) from exc
 
-        return PostgresStore(url)
+        return PostgresStore(url, create=create)
     raise ConfigurationError(
         f"unsupported database URL {redact_url(url)!r}: use sqlite:///path/to/file.db or "
         "postgresql://..."

@@ -102,6 +102,12 @@ class Store(abc.ABC):
     def close(self) -> None:
         """Finish pending writes and release every connection. Idempotent."""
 
+    @abc.abstractmethod
+    def exists(self) -> bool:
+        """Whether this database holds perdure's schema (at any version), found without
+        creating or changing anything: False on a database ``migrate`` has not set up.
+        A store opened with ``open_store(url, create=False)`` has already checked it."""
+
     def listen(self, on_event: Callable[[str], None]) -> bool:
         """Push events (``EVENT_*``) from any process to ``on_event``, called from a
         background thread, until the store closes. Returns False when this store cannot

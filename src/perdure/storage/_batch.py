@@ -30,7 +30,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from typing import Any, Generic, TypeVar
 
-from .._errors import StoreRejectedError
+from .._errors import StoreInDoubtError, StoreRejectedError
 
 C = TypeVar("C")
 T = TypeVar("T")
@@ -72,9 +72,10 @@ def _succeed(op: _Op, result: Any) -> None:
 
 
 def _fail(op: _Op, exc: BaseException) -> None:
-    if op.what is not None and isinstance(exc, StoreRejectedError):
-        # A refusal is about this write: say which one (an outage is about them all).
-        named = StoreRejectedError(f"{op.what}: {exc}")
+    if op.what is not None and isinstance(exc, (StoreRejectedError, StoreInDoubtError)):
+        # A refusal, or a write whose commit is in doubt, is about this write: say which
+        # one (an outage is about them all).
+        named = type(exc)(f"{op.what}: {exc}")
         named.__cause__ = exc.__cause__
         exc = named
     if not op.future.cancelled():

@@ -151,6 +151,10 @@ _CLAIM = POSTGRES.sql(
 )
 
 
+# Whether migrate() has set the schema up (the table of schema versions is its first).
+_HAS_SCHEMA = "SELECT 1 FROM pg_tables WHERE schemaname = %s AND tablename = 'perdure_schema'"
+
+
 class PostgresStore(SqlStore):
     """A ``Store`` in a PostgreSQL database. URL: ``postgresql://user:password@host:port/db``
     (or ``postgres://``), options ``?schema=<name>`` (default ``perdure``), ``&pool_min=``
@@ -160,7 +164,7 @@ class PostgresStore(SqlStore):
     kind = "postgresql"
     _dialect = POSTGRES
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, create: bool = True) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("postgresql", "postgres"):
             raise ConfigurationError(
@@ -238,6 +242,8 @@ class PostgresStore(SqlStore):
         except Exception:
             self._writer.close()
             raise
+        if not create:
+            self._require_existing(url)
 
     @staticmethod
     def _size(options: dict[str, str], key: str, default: int, url: str) -> int:
@@ -308,7 +314,25 @@ class PostgresStore(SqlStore):
         except (psycopg.Error, UnicodeEncodeError) as exc:
             raise translate(exc) from exc
 
+    def _require_existing(self, url: str) -> None:
+        """Refuse (``ConfigurationError``, closing this store) a schema that ``migrate``
+        never set up: a mistyped ``?schema=`` is not created by what only reads."""
+        try:
+            found = self.exists()
+        except BaseException:
+            self.close()
+            raise
+        if not found:
+            self.close()
+            raise ConfigurationError(
+                f"no perdure schema {self.schema!r} in the database {redact_url(url)}; "
+                "nothing was created"
+            )
+
     # -- lifecycle -------------------------------------------------------------------
+
+    def exists(self) -> bool:
+        return bool(self._read(_HAS_SCHEMA, (self.schema,)))
 
     def migrate(self) -> None:
         shipped = migrations("postgres")

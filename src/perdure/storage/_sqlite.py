@@ -26,13 +26,14 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from .._errors import ConfigurationError
+from .._text import redact_url
 from ._base import Lease, StepRecord, WorkflowRecord
 from ._batch import GroupCommitter
 from ._dialect import SQLITE
 from ._limits import check_key, check_topic
 from ._queries import WF_COLUMNS, check_versions, claim_candidates, migrations, parked_on
 from ._sql import SqlStore, step_params
-from ._sqlite_errors import cannot_open, translate
+from ._sqlite_errors import CommitInDoubt, cannot_open, translate
 from ._statements import INSERT_STEP, RENEW_EXECUTOR
 
 T = TypeVar("T")
@@ -65,13 +66,21 @@ def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield
-        conn.execute("COMMIT")
     except BaseException:
-        # Also when COMMIT itself failed (a deferred constraint, a full disk): a writer
-        # connection left inside a transaction could never write again.
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+    try:
+        conn.execute("COMMIT")
+    except sqlite3.Error as exc:
+        if conn.in_transaction:
+            # Still open (busy): nothing was committed. Roll back, since a writer
+            # connection left inside a transaction could never write again.
+            conn.execute("ROLLBACK")
+            raise
+        # SQLite ended the transaction itself (an I/O error while committing): the
+        # writes may be in the -wal file all the same, so the outcome is not known.
+        raise CommitInDoubt(exc) from exc
 
 
 _CANDIDATES = claim_candidates(
@@ -105,6 +114,8 @@ _SUSPEND = SQLITE.sql(
     "AND state = {CLOSED}) THEN :now ELSE :wake END "
     "WHERE id = :id AND owner = :owner AND epoch = :epoch AND status = {RUNNING}"
 )
+# Whether migrate() has set this file up (the table of schema versions is its first).
+_HAS_SCHEMA = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'perdure_schema'"
 _SET_EVENT = SQLITE.sql(
     "INSERT INTO perdure_events (workflow_id, key, value, updated_at) "
     "VALUES (?, ?, ?, ?) ON CONFLICT (workflow_id, key) DO UPDATE SET "
@@ -120,7 +131,7 @@ class SQLiteStore(SqlStore):
     kind = "sqlite"
     _dialect = SQLITE
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, create: bool = True) -> None:
         parts = urlsplit(url)
         if parts.scheme != "sqlite":
             raise ConfigurationError(f"not a SQLite URL: {url!r} (expected sqlite:///file.db)")
@@ -142,6 +153,10 @@ class SQLiteStore(SqlStore):
         self.path = Path(path)
         self.synchronous = _SYNCHRONOUS[synchronous]
         self._busy_timeout = busy_timeout
+        if not create:
+            # Before any connection of ours: connecting creates a missing file, and
+            # turns an existing one to WAL mode.
+            self._require_existing(url)
         self._local = threading.local()
         # Every reader connection, so that close() can close them from any thread.
         self._readers: list[sqlite3.Connection] = []
@@ -149,6 +164,26 @@ class SQLiteStore(SqlStore):
         self._writer: GroupCommitter[sqlite3.Connection] = GroupCommitter(
             self._connect, _transaction, self._translate, name=f"perdure-sqlite-writer:{self.path}"
         )
+
+    def _require_existing(self, url: str) -> None:
+        """Refuse (``ConfigurationError``) a file that is missing or holds no perdure
+        schema, looking through a read-only connection that changes nothing."""
+        if not self.path.is_file():
+            raise ConfigurationError(
+                f"no database at {redact_url(url)} (no file {str(self.path.absolute())!r}); "
+                "nothing was created"
+            )
+        try:
+            uri = f"{self.path.absolute().as_uri()}?mode=ro"
+            with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
+                found = conn.execute(_HAS_SCHEMA).fetchall()
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
+        if not found:
+            raise ConfigurationError(
+                f"no perdure schema in the SQLite database {str(self.path)!r} (it has no "
+                "perdure tables: another application's file?); nothing was created"
+            )
 
     def _translate(self, exc: Exception) -> Exception:
         error = translate(exc, self.path, self._busy_timeout)
@@ -211,6 +246,9 @@ class SQLiteStore(SqlStore):
                     conn.execute("INSERT INTO perdure_schema (version) VALUES (?)", (version,))
 
         self._write(apply)
+
+    def exists(self) -> bool:
+        return bool(self._read(_HAS_SCHEMA))
 
     def close(self) -> None:
         self._writer.close()

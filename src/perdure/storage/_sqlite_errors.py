@@ -14,7 +14,7 @@ import os
 import sqlite3
 from pathlib import Path
 
-from .._errors import StoreError, StoreRejectedError, StoreUnavailableError
+from .._errors import StoreError, StoreInDoubtError, StoreRejectedError, StoreUnavailableError
 from ._limits import not_utf8
 
 
@@ -40,9 +40,26 @@ def _code(exc: sqlite3.Error) -> str:
     return ""
 
 
+class CommitInDoubt(Exception):  # noqa: N818 - a state, turned into StoreInDoubtError
+    """SQLite failed at COMMIT and left no transaction open: it rolled back what this
+    connection sees, yet the writes may already be in the -wal file, where the next
+    recovery of the file can find them committed (an fsync that failed after the write).
+    Raised by the writer's transaction; ``translate`` turns it into ``StoreInDoubtError``."""
+
+    def __init__(self, error: sqlite3.Error) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 def translate(exc: Exception, path: Path, busy_timeout_ms: int) -> Exception:
     """The store's error for ``exc`` met on the database file ``path`` (chained by the
     caller); an error that is not SQLite's is returned unchanged."""
+    if isinstance(exc, CommitInDoubt):
+        cause = translate(exc.error, path, busy_timeout_ms)
+        return StoreInDoubtError(
+            f"{cause} (this happened at COMMIT, after the writes were sent: they may have "
+            "been committed or not, so look before doing them again)"
+        )
     if isinstance(exc, UnicodeEncodeError):
         return not_utf8(exc)
     if not isinstance(exc, sqlite3.Error):
