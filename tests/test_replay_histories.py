@@ -143,3 +143,48 @@ def test_a_replay_of_a_waiting_workflow_stops_where_its_history_ends(
     assert calls == ["ask"]
     with pytest.raises(ValueError, match="not a perdure history"):
         replay(app, {"steps": []})
+
+
+def register_parent(app: perdure.App, ran: list[str]) -> None:
+    @app.step(name="work")
+    def work(n: int) -> int:
+        ran.append(f"work{n}")
+        return n * 10
+
+    @app.workflow(name="child")
+    def child(n: int) -> int:
+        return work(n)
+
+    @app.workflow(name="parent")
+    def parent() -> int:
+        handle = app.start(child, 2)
+        perdure.sleep(0.01)
+        stamp = perdure.uuid4()
+        perdure.set_event("stamp", str(stamp))
+        return work(1) + handle.result()
+
+
+def test_a_replay_touches_no_database_of_the_app(
+    make_app: Callable[..., perdure.App], tmp_path: Path
+) -> None:
+    ran: list[str] = []
+    app = make_app()
+    register_parent(app, ran)
+    with app:
+        assert app.start("parent", workflow_id="p-1").result(timeout=20) == 30  # type: ignore[arg-type]
+    exported = history(app, "p-1")
+    assert [s["name"] for s in exported["steps"]] == [
+        "perdure.start_child",
+        "perdure.sleep",
+        "perdure.uuid4",
+        "perdure.set_event",
+        "work",
+        "perdure.child_result",
+    ]
+    # The same code on an app whose database cannot even be created: nothing opens it.
+    nowhere = perdure.App(f"sqlite:///{tmp_path}/missing/folder/x.db")
+    register_parent(nowhere, ran)
+    result = replay(nowhere, exported)
+    assert result.outcome is not None and result.replayed == 6
+    assert ran == ["work2", "work1"] or ran == ["work1", "work2"]
+    assert not (tmp_path / "missing").exists()

@@ -69,6 +69,7 @@ EXPORTED = {
     "sleep_async",
     "sleep_until",
     "sleep_until_async",
+    "testing",
     "uuid4",
     "workflow_id",
 }

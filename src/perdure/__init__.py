@@ -5,7 +5,7 @@ is checkpointed, and an interrupted workflow resumes from its last completed ste
 on any executor. See README.md and docs/guarantees.md.
 """
 
-from . import probes
+from . import probes, testing
 from ._app import App, Settings
 from ._breaker import BreakerStatus, CircuitBreaker
 from ._clock import Clock, SystemClock
@@ -101,6 +101,7 @@ __all__ = [
     "sleep_async",
     "sleep_until",
     "sleep_until_async",
+    "testing",
     "uuid4",
     "workflow_id",
 ]
