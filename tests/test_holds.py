@@ -231,3 +231,52 @@ def test_versions_lists_active_workflows_per_version(
     found = one.versions()
     assert [(v.app_version, v.active, v.held) for v in found] == [("1", 2, 0), ("2", 1, 0)]
     assert found[0].oldest_created_at == first.status().created_at
+
+
+#: Which step the helper-driven workflow calls first: a change the fingerprint cannot see.
+FIRST_STEP = {"name": "charge"}
+
+
+def test_an_operator_retries_a_hold_after_a_fix_the_fingerprint_cannot_see(
+    make_app: Callable[..., perdure.App], database_url: str
+) -> None:
+    app = make_app(suspend_after=0.1)
+    calls: list[str] = []
+
+    @app.step(name="charge")
+    def charge() -> str:
+        calls.append("charge")
+        return "charged"
+
+    @app.step(name="reserve")
+    def reserve() -> str:
+        calls.append("reserve")
+        return "reserved"
+
+    def first() -> str:  # a helper: not part of the code fingerprint
+        return charge() if FIRST_STEP["name"] == "charge" else reserve()
+
+    @app.workflow(name="helped")
+    def helped() -> str:
+        done = first()
+        return f"{done}:{perdure.recv(timeout=600)}"
+
+    with app:
+        handle = app.start("helped", workflow_id="h-1")  # type: ignore[arg-type]
+        eventually(lambda: handle.status().suspended)
+        FIRST_STEP["name"] = "reserve"  # the "deploy" of a broken helper
+        try:
+            app.send("h-1", "go")
+            held = eventually(lambda: handle.status().held)
+            assert (held.recorded, held.actual) == ("charge", "reserve")
+            FIRST_STEP["name"] = "charge"  # the fix, in the helper only: same fingerprint
+            time.sleep(0.5)
+            assert handle.status().held is not None  # this code waits for its recheck
+        finally:
+            FIRST_STEP["name"] = "charge"
+        retried = perdure_cli("retry-held", "h-1", "--database-url", database_url)
+        assert retried.returncode == 0, retried.stderr
+        assert "tries it now" in retried.stdout
+        assert handle.result(timeout=20) == "charged:go"
+    assert calls == ["charge"]  # recorded once, never run again; the broken branch never ran
+    assert handle.retry_hold() is False  # finished: not held

@@ -88,3 +88,18 @@ def test_active_versions_count_active_and_held_workflows_per_version(store: Stor
         (v.app_version, v.active, v.held, v.oldest_created_at) for v in store.active_versions()
     ]
     assert counts == [("2", 2, 1, 5.0), ("1", 2, 0, 10.0)]
+
+
+@covers("retry_held")
+def test_retry_held_makes_a_held_workflow_due_whatever_code_held_it(store: Store) -> None:
+    lease = running(store, "a")
+    assert store.hold_workflow("a", lease, _hold(), "held", 100.0).result()
+    running(store, "b")  # active, owned, not held
+    assert store.retry_held("b", 200.0) is False
+    assert store.retry_held("missing", 200.0) is False
+    assert store.retry_held("a", 200.0) is True
+    record = store.get_workflow("a")
+    assert record is not None and record.wake_at == 200.0 and record.held_code == "old-code"
+    claimed = store.claim_workflows("x", ["checkout"], "1", 200.0, 215.0)
+    assert [(r.id, r.held_code) for r in claimed] == [("a", None)]
+    assert store.retry_held("a", 300.0) is False  # claimed: no longer held

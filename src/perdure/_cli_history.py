@@ -139,5 +139,20 @@ def versions(app_spec: str | None, database_url: str | None, as_json: bool) -> N
         click.echo(line + f", oldest created {item.oldest_created_at.isoformat()}")
 
 
+@click.command(name="retry-held")
+@click.argument("workflow_id", callback=_workflow_id)
+@_app_option
+@_url_option
+def retry_held(workflow_id: str, app_spec: str | None, database_url: str | None) -> None:
+    """Make a held workflow due now: a worker of its version replays it (after a fix
+    that the code fingerprint does not see, e.g. in a helper function)."""
+    with _app(app_spec, database_url) as app:
+        retried = app.retrieve(workflow_id).retry_hold()
+    if retried:
+        click.echo(f"workflow {_shown(workflow_id)}: held; a worker of its version tries it now")
+    else:
+        click.echo(f"workflow {_shown(workflow_id)}: not held (see perdure status)")
+
+
 #: The commands this module adds to ``perdure``.
-COMMANDS = (history, versions)
+COMMANDS = (history, versions, retry_held)

@@ -262,6 +262,14 @@ class WorkflowHandle(Generic[R]):
         record = self._record()
         return WorkflowStatus.from_records(record, self._app.store.load_steps(record.id))
 
+    def retry_hold(self) -> bool:
+        """If the workflow is held (``status().held``), make it due now: any executor of its
+        version claims it and replays it (after a fix the code fingerprint cannot see,
+        such as one in a helper function). Returns whether it was held. A held workflow is
+        retried by itself when code with another fingerprint runs, see
+        docs/changing-code.md."""
+        return self._app.store.retry_held(self.workflow_id, self._app.clock.time())
+
     def result(self, timeout: float | None = None) -> R:
         """Wait for the workflow's outcome: its return value, or raise its error.
 

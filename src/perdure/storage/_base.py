@@ -195,6 +195,13 @@ class Store(abc.ABC):
         this version whose ``held_code`` is not ``code``: an executor whose code differs
         from the code that failed to replay them may try; returns how many."""
 
+    @abc.abstractmethod
+    def retry_held(self, workflow_id: str, now: float) -> bool:
+        """Make a held, unowned workflow due now (``wake_at = now``), whatever code held
+        it: an operator's "try again" after a fix that the code fingerprint cannot see.
+        Returns whether the workflow was held (False, changing nothing, otherwise). One
+        statement; other executors are told."""
+
     # -- steps ---------------------------------------------------------------------
 
     @abc.abstractmethod

@@ -221,6 +221,17 @@ class SqlStore(Store):
 
         return self._write(release)
 
+    def retry_held(self, workflow_id: str, now: float) -> bool:
+        sql = self._sql(q.RETRY_HELD)
+
+        def retry(conn: Any) -> bool:
+            due = conn.execute(sql, {"id": workflow_id, "now": now}).fetchone() is not None
+            if due:
+                self._notify(conn, EVENT_READY)
+            return due
+
+        return self._write(retry)
+
     # -- steps -----------------------------------------------------------------------
 
     def load_steps(self, workflow_id: str) -> list[StepRecord]:

@@ -62,6 +62,10 @@ RELEASE_HOLDS = (
     "WHERE held_code IS NOT NULL AND app_version = :version AND held_code <> :code "
     "AND owner IS NULL AND status IN {ACTIVE} AND name IN {names_set} AND wake_at > :now"
 )
+RETRY_HELD = (
+    "UPDATE perdure_workflows SET wake_at = :now, updated_at = :now WHERE id = :id "
+    "AND held_code IS NOT NULL AND owner IS NULL AND status IN {ACTIVE} RETURNING id"
+)
 ACTIVE_VERSIONS = (
     "SELECT app_version, count(*), "
     "sum(CASE WHEN held_code IS NOT NULL THEN 1 ELSE 0 END), min(created_at) "
