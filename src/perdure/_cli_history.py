@@ -1,5 +1,6 @@
-"""``perdure history`` and ``perdure versions``: a workflow's recorded history, and which
-app versions still have active workflows.
+"""``perdure history``, ``perdure versions`` and ``perdure retry-held``: a workflow's
+recorded history, which app versions still have active workflows, and an operator's
+"try this held workflow again now".
 
 Registered on the ``perdure`` group by ``_cli.py`` (``COMMANDS``). This module takes
 the app or the database the same way as the other commands (``--app MODULE:APP`` or
