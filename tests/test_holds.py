@@ -3,6 +3,7 @@ failed, and resumes by itself once code that replays it runs (on both stores).""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -155,6 +156,14 @@ def test_a_workflow_whose_code_no_longer_replays_is_held_and_resumes_on_compatib
     assert "held since" in shown.stdout
     assert "position 0" in shown.stdout and "'charge'" in shown.stdout
     assert "'reserve'" in shown.stdout
+    as_json = perdure_cli("status", "order-1", "--json", "--database-url", database_url)
+    assert as_json.returncode == 0, as_json.stderr
+    exported = json.loads(as_json.stdout)["held"]
+    assert (exported["position"], exported["recorded"], exported["actual"]) == (
+        "0",
+        "charge",
+        "reserve",
+    )
     listed = perdure_cli("list", "--database-url", database_url)
     assert "order-1" in listed.stdout and "held since" in listed.stdout
     versions = perdure_cli("versions", "--database-url", database_url)

@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 
 import perdure
+from perdure._engine.history import History
+from perdure.storage import StepRecord
 from perdure.testing import history, replay
 
 
@@ -168,3 +170,17 @@ def test_patched_outside_a_workflow_is_refused() -> None:
         perdure.patched("x")
     with pytest.raises(perdure.ConfigurationError, match="outside a workflow"):
         perdure.deprecate_patch("x")
+
+
+def test_a_patch_takes_no_position_where_the_history_continues_past_it() -> None:
+    def at(position: str) -> StepRecord:
+        return StepRecord(position, "s", "SUCCEEDED", "1", None, 1, None, 1.0)
+
+    def never(error: str | None) -> perdure.Cancelled:
+        raise AssertionError("nothing is cancelled here")
+
+    cursor = History("w", [at("0"), at("2"), at("t0.5")], never, lambda: None)
+    assert cursor.continues_past("1")  # 2 is recorded in the same scope
+    assert not cursor.continues_past("2")
+    assert cursor.continues_past("t0.3") and not cursor.continues_past("t0.5")
+    assert not cursor.continues_past("t1.0")  # another task's scope
