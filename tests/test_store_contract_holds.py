@@ -63,15 +63,21 @@ def test_release_holds_makes_due_only_what_other_code_held(store: Store) -> None
         assert store.hold_workflow(workflow_id, lease, _hold(code), "held", 100.0).result()
     lease = running(store, "c", version="2")
     assert store.hold_workflow("c", lease, _hold("old-code"), "held", 100.0).result()
+    lease = running(store, "e", name="refund")
+    assert store.hold_workflow("e", lease, _hold("refund-code"), "held", 100.0).result()
     running(store, "d")  # active, not held
-    # An executor of version 1 with code "new-code": only "a" (held by other code).
-    assert store.release_holds(["checkout"], "1", "new-code", 200.0) == 1
-    assert store.release_holds(["checkout"], "1", "new-code", 200.0) == 0  # due already
-    assert store.release_holds(["other"], "1", "newer-code", 200.0) == 0  # not its workflows
-    woken = {r.id: r.wake_at for r in map(store.get_workflow, "abc") if r is not None}
-    assert woken == {"a": 200.0, "b": 3700.0, "c": 3700.0}
-    claimed = store.claim_workflows("x", ["checkout"], "1", 200.0, 215.0)
+    # An executor of version 1 whose codes are "new-code" (checkout) and "refund-code":
+    # only "a" was held by other code than its own.
+    codes = ["new-code", "refund-code"]
+    assert store.release_holds(["checkout", "refund"], "1", codes, 200.0) == 1
+    assert store.release_holds(["checkout", "refund"], "1", codes, 200.0) == 0  # due already
+    assert store.release_holds(["other"], "1", ["x"], 200.0) == 0  # not its workflows
+    woken = {r.id: r.wake_at for r in map(store.get_workflow, "abce") if r is not None}
+    assert woken == {"a": 200.0, "b": 3700.0, "c": 3700.0, "e": 3700.0}
+    claimed = store.claim_workflows("x", ["checkout", "refund"], "1", 200.0, 215.0)
     assert [record.id for record in claimed] == ["a"]
+    # With no code given (an executor that registers none of them), every hold is other code.
+    assert store.release_holds(["refund"], "1", [], 201.0) == 1
 
 
 @covers("active_versions")

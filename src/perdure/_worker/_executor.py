@@ -379,7 +379,7 @@ class Executor:
             run.lease,
             error,
             app_version=self.settings.app_version,
-            code=fingerprint(self.app.registry),
+            code=fingerprint(run.definition),
             recheck=self.settings.hold_recheck,
             now=self.clock.time(),
         )

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 from .._errors import PerdureError
-from .._fingerprint import fingerprint
+from .._fingerprint import fingerprints
 from ..storage import StepRecord, WorkflowRecord
 from ._host import WorkerHost
 from ._table import RunTable, Slot
@@ -246,7 +246,7 @@ class Maintenance:
         recheck time (``_holding``)."""
         registry = self.host.registry
         count = self.host.store.release_holds(
-            list(registry.workflows), self.host.settings.app_version, fingerprint(registry), now
+            list(registry.workflows), self.host.settings.app_version, fingerprints(registry), now
         )
         if count:
             log.info("trying %d held workflow(s) again with this executor's code", count)

@@ -190,10 +190,14 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
-    def release_holds(self, names: Sequence[str], app_version: str, code: str, now: float) -> int:
+    def release_holds(
+        self, names: Sequence[str], app_version: str, codes: Sequence[str], now: float
+    ) -> int:
         """Make due now (``wake_at = now``) every unowned held workflow of these names and
-        this version whose ``held_code`` is not ``code``: an executor whose code differs
-        from the code that failed to replay them may try; returns how many."""
+        this version whose ``held_code`` is not in ``codes`` (the caller's code of each
+        of its workflows, a fingerprint that names its workflow): an executor whose
+        code differs from the code that failed to replay them may try; returns how
+        many."""
 
     @abc.abstractmethod
     def retry_held(self, workflow_id: str, now: float) -> bool:

@@ -204,12 +204,14 @@ class SqlStore(Store):
 
         return self._writer.submit(update, f"holding workflow {workflow_id!r}")
 
-    def release_holds(self, names: Sequence[str], app_version: str, code: str, now: float) -> int:
+    def release_holds(
+        self, names: Sequence[str], app_version: str, codes: Sequence[str], now: float
+    ) -> int:
         sql = self._sql(q.RELEASE_HOLDS)
         params = {
             "now": now,
             "version": app_version,
-            "code": code,
+            "codes": self._dialect.text_list(codes),
             "names": self._dialect.text_list(names),
         }
 

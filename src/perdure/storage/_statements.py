@@ -56,10 +56,12 @@ HOLD_WORKFLOW = (
     "updated_at = :now "
     "WHERE id = :id AND owner = :owner AND epoch = :epoch AND status = {RUNNING} RETURNING id"
 )
-# Held workflows of this version held by other code than this: due now.
+# Held workflows of this version held by other code than this: due now. (A code names
+# its workflow: a held code is among ``codes`` only if it is this code for that name.)
 RELEASE_HOLDS = (
     "UPDATE perdure_workflows SET wake_at = :now, updated_at = :now "
-    "WHERE held_code IS NOT NULL AND app_version = :version AND held_code <> :code "
+    "WHERE held_code IS NOT NULL AND app_version = :version "
+    "AND NOT (held_code IN {codes_set}) "
     "AND owner IS NULL AND status IN {ACTIVE} AND name IN {names_set} AND wake_at > :now"
 )
 RETRY_HELD = (
