@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 import perdure
+from perdure._fingerprint import fingerprint
 
 TESTS_DIR = Path(__file__).resolve().parent
 
@@ -289,3 +290,41 @@ def test_an_operator_retries_a_hold_after_a_fix_the_fingerprint_cannot_see(
         assert handle.result(timeout=20) == "charged:go"
     assert calls == ["charge"]  # recorded once, never run again; the broken branch never ran
     assert handle.retry_hold() is False  # finished: not held
+
+
+def test_a_workflow_fingerprint_is_the_same_in_every_process_and_names_its_code() -> None:
+    script = (
+        "import crash_app; from perdure._fingerprint import fingerprints; "
+        "print(' '.join(sorted(fingerprints(crash_app.app.registry))))"
+    )
+    found = set()
+    for seed in ("1", "2"):
+        env = dict(os.environ, PYTHONHASHSEED=seed)
+        inherited = filter(None, env.get("PYTHONPATH", "").split(os.pathsep))
+        env["PYTHONPATH"] = os.pathsep.join([str(TESTS_DIR), *map(os.path.abspath, inherited)])
+        done = subprocess.run(
+            [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        found.add(done.stdout)
+    assert len(found) == 1  # string hashing (frozenset order) does not change it
+    assert len(found.pop().split()) >= 1  # crash_app registers workflows
+
+    def make(tag: str, extra: bool) -> perdure.App:
+        app = perdure.App("sqlite:///unused.db")
+
+        @app.workflow(name="w")
+        def w() -> str:
+            return "x" if tag in {"a", "b", "c"} else "y"
+
+        if extra:
+
+            @app.workflow(name="other")
+            def other() -> None:
+                return None
+
+        return app
+
+    one, two = make("a", False), make("b", True)
+    assert fingerprint(one.registry.workflows["w"]) == fingerprint(two.registry.workflows["w"])
+    assert fingerprint(one.registry.workflows["w"]) != fingerprint(two.registry.workflows["other"])
