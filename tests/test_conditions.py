@@ -668,7 +668,7 @@ def test_a_migration_numbered_below_the_newest_applied_still_applies(
             with admin_connection(database_url, schema_of(database_url)) as conn:
                 versions = [v for (v,) in conn.execute("SELECT version FROM perdure_schema")]
                 assert conn.execute("SELECT count(*) FROM perdure_sibling").fetchone() == (0,)
-        assert sorted(versions) == [1, 2, 3, 4]
+        assert sorted(versions) == [version for version, _ in sorted([*shipped, sibling])]
     finally:
         store.close()
 

@@ -5,7 +5,7 @@ is checkpointed, and an interrupted workflow resumes from its last completed ste
 on any executor. See README.md and docs/guarantees.md.
 """
 
-from . import probes
+from . import probes, testing
 from ._app import App, Settings
 from ._breaker import BreakerStatus, CircuitBreaker
 from ._clock import Clock, SystemClock
@@ -13,6 +13,7 @@ from ._engine.continuing import continue_as_new
 from ._engine.events import set_event, set_event_async
 from ._engine.fanin import first, first_async, gather
 from ._engine.messages import recv, recv_async
+from ._engine.patching import deprecate_patch, patched
 from ._engine.timers import sleep, sleep_async, sleep_until, sleep_until_async
 from ._engine.values import now, random, uuid4, workflow_id
 from ._errors import (
@@ -38,9 +39,10 @@ from ._errors import (
     WorkflowNotFoundError,
     WorkflowTimeoutError,
 )
-from ._handle import StepStatus, WorkflowHandle, WorkflowStatus
+from ._handle import HoldStatus, StepStatus, WorkflowHandle, WorkflowStatus
 from ._retry import Retry
 from ._serialization import JSONSerializer, PickleSerializer, Serializer
+from ._versions import VersionStatus
 
 __version__ = "0.1.0"
 
@@ -55,6 +57,7 @@ __all__ = [
     "InvalidValueError",
     "DeadlineExceeded",
     "DeadlineExceededError",
+    "HoldStatus",
     "JSONSerializer",
     "LeaseLost",
     "NonDeterminismError",
@@ -72,6 +75,7 @@ __all__ = [
     "StoreUnavailableError",
     "SystemClock",
     "UnknownWorkflowError",
+    "VersionStatus",
     "WorkflowCancelledError",
     "WorkflowFailedError",
     "WorkflowFinishedError",
@@ -81,10 +85,12 @@ __all__ = [
     "WorkflowTimeoutError",
     "__version__",
     "continue_as_new",
+    "deprecate_patch",
     "first",
     "first_async",
     "gather",
     "now",
+    "patched",
     "probes",
     "random",
     "recv",
@@ -95,6 +101,7 @@ __all__ = [
     "sleep_async",
     "sleep_until",
     "sleep_until_async",
+    "testing",
     "uuid4",
     "workflow_id",
 ]

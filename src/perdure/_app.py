@@ -32,6 +32,7 @@ from ._retry import Retry
 from ._serialization import JSONSerializer, Serializer
 from ._settings import DEFAULT_DATABASE_URL, Settings
 from ._text import redact_url
+from ._versions import VersionStatus, versions
 from ._worker import Executor
 from .storage import NewWorkflow, Store, WorkflowRecord
 
@@ -234,8 +235,7 @@ class App:
     # -- the executor --------------------------------------------------------------------------
 
     def launch(self) -> None:
-        """Start this process's executor: it runs the workflows this app starts and
-        recovers interrupted ones. Idempotent."""
+        """Start this process's executor (runs and recovers workflows); idempotent."""
         if self._worker is None:
             worker = Executor(self.client)
             worker.start()
@@ -264,8 +264,7 @@ class App:
         self.shutdown()
 
     def cancel_local(self, workflow_ids: list[str]) -> None:
-        """Tell this process's runs of these workflows that they were asked to cancel (the
-        engine's ``Host``: a parent's cancel reaches its local children at once)."""
+        """Tell this process's runs of these workflows they were asked to cancel (``Host``)."""
         worker = self._worker
         if worker is not None:
             worker.cancel_local(workflow_ids)
@@ -573,7 +572,7 @@ class App:
     # -- finding workflows and breakers -----------------------------------------------------
 
     def retrieve(self, workflow_id: str) -> WorkflowHandle[Any]:
-        """A handle to an existing workflow; raises ``WorkflowNotFoundError`` if none."""
+        """A handle to an existing workflow; ``WorkflowNotFoundError`` if none."""
         return self.client.retrieve(workflow_id)
 
     async def retrieve_async(self, workflow_id: str) -> WorkflowHandle[Any]:
@@ -583,16 +582,18 @@ class App:
     def list_workflows(
         self, *, status: str | None = None, name: str | None = None, limit: int = 100
     ) -> list[WorkflowStatus]:
-        """The newest workflows matching the filters (their steps are not loaded)."""
+        """The newest workflows matching the filters (steps not loaded)."""
         return self.client.list_workflows(status=status, name=name, limit=limit)
 
     def breakers(self) -> list[BreakerStatus]:
-        """Every circuit breaker, by name: those in the store (each with how many workflows
-        are parked on it) and those that this app's steps use, CLOSED until they count a
-        failure."""
+        """Every circuit breaker by name: those stored (with their parked workflows) and
+        those this app's steps use (CLOSED until they count a failure)."""
         return self.client.breakers()
 
     def breaker(self, name: str | CircuitBreaker) -> BreakerStatus:
-        """The state of one circuit breaker (by name, or the breaker itself); CLOSED when
-        it never counted a failure."""
+        """One circuit breaker's state (by name or the breaker); CLOSED if it never failed."""
         return self.client.breaker(name)
+
+    def versions(self) -> list[VersionStatus]:
+        """The app versions with active workflows (how many, held, the oldest)."""
+        return versions(self.client.store)

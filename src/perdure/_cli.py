@@ -27,6 +27,7 @@ import click
 
 from ._app import App
 from ._breaker import BreakerStatus
+from ._cli_history import COMMANDS as HISTORY_COMMANDS
 from ._errors import PerdureError, StoreUnavailableError
 from ._handle import WorkflowStatus
 from ._model import BreakerState, StepState, WorkflowState
@@ -249,6 +250,10 @@ id_argument = click.argument("workflow_id", callback=_parse_workflow_id)
 @click.version_option(package_name="perdure")
 def cli() -> None:
     """perdure: durable execution for Python."""
+
+
+for _command in HISTORY_COMMANDS:  # perdure history, perdure versions (_cli_history.py)
+    cli.add_command(_command)
 
 
 @cli.command()

@@ -87,7 +87,8 @@ class NonDeterminismError(PerdureError):
     """On replay, the step at a position differs from the step recorded there.
 
     The workflow's code changed under a running workflow (or depends on something
-    other than its arguments and recorded results).
+    other than its arguments and recorded results). The executor then holds the
+    workflow (``WorkflowStatus.held``) instead of failing it.
     """
 
     def __init__(self, workflow_id: str, position: str, recorded: str, actual: str) -> None:
@@ -101,8 +102,9 @@ class NonDeterminismError(PerdureError):
         return (
             f"workflow {self.workflow_id!r} is not deterministic: at position {self.position} "
             f"the history records step {self.recorded!r} but the code now calls {self.actual!r}. "
-            "The workflow's code changed while it was running; finish old workflows on the old "
-            "version (see docs/guarantees.md, 'Changing code') or start the workflow anew."
+            "The workflow's code changed while it was running: it is held until code that "
+            "replays it runs (roll back, or branch with perdure.patched; see "
+            "docs/changing-code.md)."
         )
 
 

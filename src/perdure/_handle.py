@@ -20,7 +20,7 @@ from ._errors import (
     WorkflowNotFoundError,
     WorkflowTimeoutError,
 )
-from ._model import Outcome
+from ._model import Hold, Outcome
 from ._notifier import Notifier as Notifier  # re-exported for older imports
 from ._registry import Registry
 from ._serialization import Serializer, decode_error, decode_value
@@ -74,6 +74,8 @@ def _waiting(record: WorkflowRecord) -> tuple[datetime | None, str | None]:
     """``(wake_at, waiting_for)`` of a suspended workflow, else ``(None, None)``."""
     if record.wake_at is None or record.status not in ACTIVE_STATUSES or record.owner:
         return None, None
+    if record.held_code is not None:
+        return utc(record.wake_at), "an executor whose code replays its history (held)"
     wake_at = None if record.wake_at >= FOREVER else utc(record.wake_at)
     until = f"until {wake_at.isoformat()}" if wake_at else "with no timeout"
     if record.wait_topic is None:
@@ -86,6 +88,38 @@ def _waiting(record: WorkflowRecord) -> tuple[datetime | None, str | None]:
         return wake_at, condition
     topic = "the default topic" if record.wait_topic == "" else f"topic {record.wait_topic!r}"
     return wake_at, f"message on {topic} {until}"
+
+
+@dataclass(frozen=True)
+class HoldStatus:
+    """Why a workflow is held (``WorkflowStatus.held``): its replay met another step than
+    the one recorded. At ``position`` the history records step ``recorded`` but the code
+    of ``app_version`` (fingerprint ``code``) called ``actual``. An executor with other
+    code tries it at once; one with the same code at ``retry_at``."""
+
+    position: str
+    recorded: str
+    actual: str
+    app_version: str
+    code: str
+    held_at: datetime
+    retry_at: datetime
+
+    @classmethod
+    def from_record(cls, record: WorkflowRecord) -> HoldStatus | None:
+        """The hold of a stored workflow, or None when it is not held."""
+        if record.held_code is None or record.held_detail is None:
+            return None
+        hold = Hold.from_json(record.held_detail)
+        return cls(
+            hold.position,
+            hold.recorded,
+            hold.actual,
+            hold.app_version,
+            hold.code,
+            utc(hold.at) or datetime.now(timezone.utc),
+            utc(hold.retry_at) or datetime.now(timezone.utc),
+        )
 
 
 @dataclass(frozen=True)
@@ -153,6 +187,8 @@ class WorkflowStatus:
     deadline: datetime | None = None
     #: How many times it continued as new (``perdure.continue_as_new``).
     generation: int = 0
+    #: Set while it is held: its code no longer replays its history (what differed).
+    held: HoldStatus | None = None
 
     @classmethod
     def from_records(cls, record: WorkflowRecord, steps: list[StepRecord]) -> WorkflowStatus:
@@ -175,6 +211,7 @@ class WorkflowStatus:
             utc(record.cancel_requested_at),
             utc(record.deadline_at),
             record.generation,
+            HoldStatus.from_record(record),
         )
 
     @property
@@ -227,6 +264,14 @@ class WorkflowHandle(Generic[R]):
         """The workflow's status and recorded steps, read from the store now."""
         record = self._record()
         return WorkflowStatus.from_records(record, self._app.store.load_steps(record.id))
+
+    def retry_hold(self) -> bool:
+        """If the workflow is held (``status().held``), make it due now: any executor of its
+        version claims it and replays it (after a fix the code fingerprint cannot see,
+        such as one in a helper function). Returns whether it was held. A held workflow is
+        retried by itself when code with another fingerprint runs, see
+        docs/changing-code.md."""
+        return self._app.store.retry_held(self.workflow_id, self._app.clock.time())
 
     def result(self, timeout: float | None = None) -> R:
         """Wait for the workflow's outcome: its return value, or raise its error.

@@ -227,6 +227,11 @@ class WorkflowRecord:
     deadline_at: float | None = None
     #: How many times it continued as new.
     generation: int = 0
+    #: Set while it is held (a replay met another step than the one recorded): the
+    #: fingerprint of the code that failed to replay it (see ``Store.hold_workflow``).
+    held_code: str | None = None
+    #: What differed, while it is held (``Hold.to_json``).
+    held_detail: str | None = None
 
 
 @dataclass(frozen=True)
@@ -245,6 +250,50 @@ class StepRecord:
     attempts: int
     next_attempt_at: float | None
     updated_at: float
+
+
+@dataclass(frozen=True)
+class Hold:
+    """Why a workflow is held: at ``position`` its history records step ``recorded`` but
+    the code of ``app_version`` with fingerprint ``code`` called ``actual``, at ``at``;
+    an executor with the same code looks again at ``retry_at``."""
+
+    position: str
+    recorded: str
+    actual: str
+    app_version: str
+    code: str
+    at: float
+    retry_at: float
+
+    def to_json(self) -> str:
+        """The hold as a JSON object (stored as ``held_detail``)."""
+        return json.dumps(self.__dict__, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Hold:
+        """The hold that ``to_json`` wrote."""
+        return cls(**json.loads(text))
+
+    def describe(self, at: str, retry_at: str) -> str:
+        """What differed and what happens next, for people (``at`` and ``retry_at``
+        formatted by the caller)."""
+        return (
+            f"held since {at}: at position {self.position} the history records step "
+            f"{self.recorded!r} but the code now calls {self.actual!r} (app version "
+            f"{self.app_version!r}, code {self.code[:12]}). It resumes when an executor whose "
+            f"code replays it claims it: at once for other code, at {retry_at} for this code"
+        )
+
+
+@dataclass(frozen=True)
+class VersionCount:
+    """The active workflows of one app version (``Store.active_versions``)."""
+
+    app_version: str
+    active: int
+    held: int
+    oldest_created_at: float
 
 
 @dataclass(frozen=True)

@@ -33,3 +33,7 @@ class Settings:
     #: circuit breaker) longer than this is suspended: it holds no thread or memory until
     #: it wakes. Shorter waits wait in place.
     suspend_after: float = 1.0
+    #: A workflow held because its replay met another step than the one recorded is tried
+    #: again at once by an executor whose code for it differs (``perdure._fingerprint``), and by
+    #: an executor with the same code only after this many seconds.
+    hold_recheck: float = 3600.0

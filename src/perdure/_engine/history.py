@@ -32,6 +32,9 @@ class History:
         self.recorded = {step.position: step for step in steps}
         self._replayed = replayed
         self._unwinding = unwinding
+        #: The first difference replay met: once set, every later operation raises it
+        #: again, so a workflow that catches it still ends held (see ``run.py``).
+        self.diverged: NonDeterminismError | None = None
 
     def take(self, name: str) -> tuple[str, StepRecord | None]:
         """The next position of the current scope for operation ``name``, and what is
@@ -40,6 +43,8 @@ class History:
         unwinding = self._unwinding()
         if unwinding is not None:
             raise unwinding
+        if self.diverged is not None:
+            raise self.diverged
         current = current_scope.get()
         assert current is not None, "a workflow run always has a scope"
         position = current.take_position()
@@ -56,8 +61,21 @@ class History:
         if recorded.status == StepState.CANCELLED:
             raise self._replayed(recorded.error)
         if recorded.name != name:
-            raise NonDeterminismError(self.workflow_id, position, recorded.name, name)
+            self.diverged = NonDeterminismError(self.workflow_id, position, recorded.name, name)
+            raise self.diverged
         return recorded
+
+    def continues_past(self, position: str) -> bool:
+        """Whether a later position of the same scope as ``position`` is recorded (the
+        history was written by code that took no position here)."""
+        prefix, _, number = position.rpartition(".")
+        prefix = f"{prefix}." if prefix else ""
+        here = int(number)
+        for recorded in self.recorded:
+            head, _, tail = recorded.rpartition(".")
+            if (f"{head}." if head else "") == prefix and tail.isdigit() and int(tail) > here:
+                return True
+        return False
 
     def cancelled_next(self) -> bool:
         """Whether the next position holds a CANCELLED record (then take it: it raises)."""

@@ -7,7 +7,9 @@ exception *or* ``BaseException`` the workflow's code raises (a ``KeyboardInterru
 a ``SystemExit``, a user's own) is FAILED, recorded like an ordinary error.
 perdure's own signals (``Suspended``, ``ContinueAsNew``, ``LeaseLost``,
 ``CheckpointFailed``), ``GeneratorExit`` and an ``asyncio.CancelledError`` (the
-executor shutting down) go on to the executor. Before an outcome is handed over,
+executor shutting down) go on to the executor, and so does a ``NonDeterminismError``
+(replay met another step than the one recorded: the executor holds the workflow),
+even when the workflow's code caught it. Before an outcome is handed over,
 and before a suspension or a continue-as-new, the run's deferred writes are made
 durable.
 """
@@ -26,7 +28,6 @@ from .._errors import (
     DeadlineExceeded,
     DeadlineExceededError,
     LeaseLost,
-    NonDeterminismError,
     SerializationError,
     Suspended,
     WorkflowCancelledError,
@@ -101,6 +102,9 @@ class WorkflowRun(RunState):
 
     def _end(self, ended: _Ended) -> Op[Outcome]:
         """Make the deferred writes durable, then hand the ending on."""
+        diverged = self.history.diverged
+        if diverged is not None and not isinstance(ended.signal, _FINAL):
+            ended = _Ended(signal=diverged)  # whatever the code did with it: hold it
         if not isinstance(ended.signal, _FINAL):
             try:
                 yield Flush()
@@ -131,9 +135,7 @@ class WorkflowRun(RunState):
             log.info("workflow %s cancelled", self.workflow_id)
             cancelled = encode_error(WorkflowCancelledError(self.workflow_id))
             return Outcome(WorkflowState.CANCELLED, None, cancelled)
-        if isinstance(exc, NonDeterminismError):
-            log.error("%s", exc)
-        elif not isinstance(exc, Exception):
+        if not isinstance(exc, Exception):
             log.error(
                 "workflow %s (%s) raised %r, which is not an Exception: it failed",
                 self.workflow_id,

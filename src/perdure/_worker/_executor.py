@@ -27,9 +27,18 @@ from typing import Any
 from .._engine.bridge import FutureBridge
 from .._engine.run import WorkflowRun
 from .._engine.state import task_factory
-from .._errors import CheckpointFailed, ContinueAsNew, LeaseLost, PerdureError, Suspended
+from .._errors import (
+    CheckpointFailed,
+    ContinueAsNew,
+    LeaseLost,
+    NonDeterminismError,
+    PerdureError,
+    Suspended,
+)
+from .._fingerprint import fingerprint
 from .._model import Outcome
 from ..storage import ACTIVE_STATUSES, ExecutorRecord, Lease, StepRecord, WorkflowRecord
+from ._holding import hold
 from ._host import WorkerHost
 from ._maintenance import Maintenance
 from ._pool import ThreadPool
@@ -252,6 +261,9 @@ class Executor:
         except ContinueAsNew as signal:
             self._continue(run, self._continue_future(run, signal).result())
             return
+        except NonDeterminismError as error:
+            self._hold(run, error, lambda future: future.result())
+            return
         except BaseException as exc:  # noqa: BLE001 - every way out must be accounted for
             self._finish(run, None, exc)
             if not isinstance(exc, Exception | LeaseLost | CheckpointFailed):
@@ -284,6 +296,14 @@ class Executor:
                 self._finish(run, None, exc)
                 return
             self._continue(run, record)
+            return
+        except NonDeterminismError as error:
+            try:
+                accepted = await self._bridge.wait(self._hold_future(run, error))
+            except PerdureError as exc:
+                self._finish(run, None, exc)
+                return
+            self._held(run, accepted)
             return
         except BaseException as exc:  # noqa: BLE001
             self._finish(run, None, exc)
@@ -351,6 +371,39 @@ class Executor:
         self._forget(run)
         # The maintenance thread must wake by this workflow's wake time.
         self.wake()
+
+    def _hold_future(self, run: WorkflowRun, error: NonDeterminismError) -> Future[bool]:
+        return hold(
+            self.store,
+            run.workflow_id,
+            run.lease,
+            error,
+            app_version=self.settings.app_version,
+            code=fingerprint(run.definition),
+            recheck=self.settings.hold_recheck,
+            now=self.clock.time(),
+        )
+
+    def _hold(
+        self,
+        run: WorkflowRun,
+        error: NonDeterminismError,
+        settle: Callable[[Future[bool]], bool],
+    ) -> None:
+        """Hold a workflow whose code no longer replays its history (``_holding``), and
+        forget it like a suspended one."""
+        try:
+            accepted = settle(self._hold_future(run, error))
+        except PerdureError as exc:
+            self._finish(run, None, exc)
+            return
+        self._held(run, accepted)
+
+    def _held(self, run: WorkflowRun, accepted: bool) -> None:
+        if not accepted:
+            self._finish(run, None, None)  # logs the lost lease
+            return
+        self._forget(run)
 
     def _stop_timer(self, run: WorkflowRun) -> None:
         timer = run.deadline_timer

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Protocol
 
 from .._errors import PerdureError
+from .._fingerprint import fingerprints
 from ..storage import StepRecord, WorkflowRecord
 from ._host import WorkerHost
 from ._table import RunTable, Slot
@@ -134,6 +135,7 @@ class Maintenance:
                 self.retry_stranded(now)
                 self.claim(now)
                 if now >= next_report:
+                    self.release_holds(now)
                     self.report_unclaimable(now)
                     next_report = now + settings.report_interval
                 failures = 0
@@ -237,6 +239,18 @@ class Maintenance:
         for workflow_id in self.host.store.owned_workflows(self.runner.id):
             if not self.table.busy(workflow_id) and self.runner.adopt(workflow_id):
                 log.warning("workflow %s was ours but not running; resumed it", workflow_id)
+
+    def release_holds(self, now: float) -> None:
+        """Make due the held workflows of our version that other code failed to replay:
+        ours may replay them (a rollback, a fix). Those our code held wait for their
+        recheck time (``_holding``)."""
+        registry = self.host.registry
+        count = self.host.store.release_holds(
+            list(registry.workflows), self.host.settings.app_version, fingerprints(registry), now
+        )
+        if count:
+            log.info("trying %d held workflow(s) again with this executor's code", count)
+            self.wake()
 
     def report_unclaimable(self, now: float) -> None:
         """Note, once each, the workflows that no executor like this one can run."""

@@ -40,9 +40,11 @@ from .._model import (
 )
 from .._model import BreakerRecord as BreakerRecord
 from .._model import ExecutorRecord as ExecutorRecord
+from .._model import Hold as Hold
 from .._model import Lease as Lease
 from .._model import NewWorkflow as NewWorkflow
 from .._model import StepRecord as StepRecord
+from .._model import VersionCount as VersionCount
 from .._model import WorkflowRecord as WorkflowRecord
 
 #: Workflow statuses (aliases of ``WorkflowState``). A workflow is *active* while
@@ -170,6 +172,45 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def set_note(self, workflow_id: str, note: str | None, now: float) -> None:
         """Attach an operator-facing note (why an active workflow is not progressing)."""
+
+    @abc.abstractmethod
+    def active_versions(self) -> list[VersionCount]:
+        """For each app version with active workflows: how many, how many of them are held,
+        and the creation time of the oldest; oldest version first. One query."""
+
+    # -- held workflows ------------------------------------------------------------
+
+    @abc.abstractmethod
+    def hold_workflow(
+        self, workflow_id: str, lease: Lease, hold: Hold, note: str, now: float
+    ) -> Future[bool]:
+        """Hold a running workflow whose replay met another step than the one recorded,
+        fenced by the lease; one statement.
+
+        It stays active (RUNNING: messages sent to it are stored) and keeps its history;
+        its owner, lease and wait topic are dropped, ``held_code`` becomes ``hold.code``,
+        ``held_detail`` ``hold.to_json()``, ``note`` ``note`` and ``wake_at``
+        ``hold.retry_at``: no executor claims it before then, unless ``release_holds``
+        makes it due. A claim clears ``held_code`` and ``held_detail``. Resolves to False,
+        changing nothing, when the lease is not current.
+        """
+
+    @abc.abstractmethod
+    def release_holds(
+        self, names: Sequence[str], app_version: str, codes: Sequence[str], now: float
+    ) -> int:
+        """Make due now (``wake_at = now``) every unowned held workflow of these names and
+        this version whose ``held_code`` is not in ``codes`` (the caller's code of each
+        of its workflows, a fingerprint that names its workflow): an executor whose
+        code differs from the code that failed to replay them may try; returns how
+        many."""
+
+    @abc.abstractmethod
+    def retry_held(self, workflow_id: str, now: float) -> bool:
+        """Make a held, unowned workflow due now (``wake_at = now``), whatever code held
+        it: an operator's "try again" after a fix that the code fingerprint cannot see.
+        Returns whether the workflow was held (False, changing nothing, otherwise). One
+        statement; other executors are told."""
 
     # -- steps ---------------------------------------------------------------------
 

@@ -16,7 +16,8 @@ per statement (cached). Its slots:
   a parameter in a select list (a None would otherwise be read as text);
 - ``{names_set}``: the list of text in the parameter ``names`` as SQL's ``IN`` takes it
   (``json_each`` of a JSON array on SQLite, ``unnest`` of an array on PostgreSQL; see
-  ``Dialect.text_list``); ``{step_order}``: the column that orders a workflow's steps.
+  ``Dialect.text_list``), and ``{codes_set}`` the same of the parameter ``codes``;
+  ``{step_order}``: the column that orders a workflow's steps.
 """
 
 from __future__ import annotations
@@ -94,6 +95,7 @@ SQLITE = Dialect(
         "real": "",
         "step_order": "rowid",
         "names_set": "(SELECT value FROM json_each(:names))",
+        "codes_set": "(SELECT value FROM json_each(:codes))",
     },
 )
 
@@ -109,5 +111,6 @@ POSTGRES = Dialect(
         "real": "::double precision",
         "step_order": "seq",
         "names_set": "(SELECT unnest(:names::text[]))",
+        "codes_set": "(SELECT unnest(:codes::text[]))",
     },
 )

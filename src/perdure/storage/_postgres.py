@@ -138,7 +138,7 @@ _CLAIM = POSTGRES.sql(
     "UPDATE perdure_workflows SET owner = :me, epoch = epoch + 1, "
     "status = {RUNNING}, lease_expires_at = :lease, note = NULL, updated_at = :now, "
     "recoveries = recoveries + CASE WHEN status = {RUNNING} AND wake_at IS NULL "
-    "THEN 1 ELSE 0 END, wake_at = NULL, wait_topic = NULL "
+    "THEN 1 ELSE 0 END, wake_at = NULL, wait_topic = NULL, held_code = NULL, held_detail = NULL "
     "WHERE id IN (SELECT id FROM perdure_workflows WHERE id IN ("
     + claim_candidates(
         ":%s", "(SELECT unnest(:names::text[]))", "(SELECT unnest(:dead::text[]))", False

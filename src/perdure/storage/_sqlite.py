@@ -92,7 +92,7 @@ _CLAIM = SQLITE.sql(
     "UPDATE perdure_workflows SET owner = :me, epoch = epoch + 1, status = {RUNNING}, "
     "lease_expires_at = :lease, note = NULL, updated_at = :now, "
     "recoveries = recoveries + (status = {RUNNING} AND wake_at IS NULL), "
-    "wake_at = NULL, wait_topic = NULL "
+    "wake_at = NULL, wait_topic = NULL, held_code = NULL, held_detail = NULL "
     "WHERE id IN (SELECT id FROM perdure_workflows WHERE id IN ("
     + _CANDIDATES.replace("{", "{{").replace("}", "}}")
     + ") ORDER BY created_at LIMIT :limit) "

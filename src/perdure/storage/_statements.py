@@ -47,6 +47,33 @@ WAKE_FOR_MESSAGE = (
     "WHERE id = :id RETURNING owner IS NULL AND wake_at = :now"
 )
 SET_NOTE = "UPDATE perdure_workflows SET note = :note, updated_at = :now WHERE id = :id"
+# Hold a workflow whose replay met another step: like a suspension (no owner, no lease)
+# but with no wait topic (a message does not wake it: its code cannot run it) and the
+# hold's columns set; fenced by the lease.
+HOLD_WORKFLOW = (
+    "UPDATE perdure_workflows SET owner = NULL, lease_expires_at = NULL, wait_topic = NULL, "
+    "wake_at = :retry_at, note = :note, held_code = :code, held_detail = :detail, "
+    "updated_at = :now "
+    "WHERE id = :id AND owner = :owner AND epoch = :epoch AND status = {RUNNING} RETURNING id"
+)
+# Held workflows of this version held by other code than this: due now. (A code names
+# its workflow: a held code is among ``codes`` only if it is this code for that name.)
+RELEASE_HOLDS = (
+    "UPDATE perdure_workflows SET wake_at = :now, updated_at = :now "
+    "WHERE held_code IS NOT NULL AND app_version = :version "
+    "AND NOT (held_code IN {codes_set}) "
+    "AND owner IS NULL AND status IN {ACTIVE} AND name IN {names_set} AND wake_at > :now"
+)
+RETRY_HELD = (
+    "UPDATE perdure_workflows SET wake_at = :now, updated_at = :now WHERE id = :id "
+    "AND held_code IS NOT NULL AND owner IS NULL AND status IN {ACTIVE} RETURNING id"
+)
+ACTIVE_VERSIONS = (
+    "SELECT app_version, count(*), "
+    "sum(CASE WHEN held_code IS NOT NULL THEN 1 ELSE 0 END), min(created_at) "
+    "FROM perdure_workflows WHERE status IN {ACTIVE} GROUP BY app_version "
+    "ORDER BY min(created_at)"
+)
 
 # -- steps ---------------------------------------------------------------------------------
 
