@@ -62,9 +62,12 @@ def _counters(admin: Any, dboid: int) -> dict[str, float]:
 
 
 def _backend_cpu(admin: Any, database: str) -> float:
-    pids = [r[0] for r in admin.execute(
-        "SELECT pid FROM pg_stat_activity WHERE datname = %s", (database,)
-    ).fetchall()]
+    pids = [
+        r[0]
+        for r in admin.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s", (database,)
+        ).fetchall()
+    ]
     total = 0.0
     for pid in pids:
         stat = proc_stat(pid)
@@ -100,6 +103,18 @@ def _tables(db: Any) -> dict[str, dict[str, int]]:
     return {r[0]: dict(zip(keys, (int(v or 0) for v in r[1:]), strict=True)) for r in rows}
 
 
+def _per_table(
+    before: dict[str, dict[str, int]], after: dict[str, dict[str, int]], count: int
+) -> dict[str, dict[str, float]]:
+    return {
+        table: {
+            key: round((value - before.get(table, {}).get(key, 0)) / count, 2)
+            for key, value in counts.items()
+        }
+        for table, counts in after.items()
+    }
+
+
 def _run(workloads: Any, mode: str, n: int, prefix: str) -> float:
     app, checkout = workloads.app, workloads.checkout
     started = time.perf_counter()
@@ -124,7 +139,9 @@ def measure(url: str, n: int) -> dict[str, Any]:
     admin = _connect(url)
     admin.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
     admin.execute(f"CREATE DATABASE {DATABASE}")
-    dboid = admin.execute("SELECT oid FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone()[0]
+    dboid = admin.execute("SELECT oid FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone()[
+        0
+    ]
     db_url = _with_database(url, DATABASE)
     db = _connect(db_url)
     db.execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
@@ -162,13 +179,7 @@ def measure(url: str, n: int) -> dict[str, Any]:
                         "server_cpu_us": cpu / count * 1e6,
                         "worker_cpu_us": worker_cpu / count * 1e6,
                     },
-                    "rows_per_workflow_by_table": {
-                        table: {
-                            key: round((value - tables_before.get(table, {}).get(key, 0)) / count, 2)
-                            for key, value in counts.items()
-                        }
-                        for table, counts in tables_after.items()
-                    },
+                    "rows_per_workflow_by_table": _per_table(tables_before, tables_after, count),
                 }
     finally:
         workloads.app.shutdown()
@@ -206,7 +217,11 @@ def model(measured: dict[str, Any], args: argparse.Namespace) -> list[dict[str, 
         flushes = 1000.0 / args.fsync_ms
         commits_per_flush = min(args.concurrency, args.max_group)
         commit_bound = flushes * commits_per_flush / max(per["commits"], 1e-9)
-        bounds = {"server CPU": cpu_bound, "WAL bandwidth": wal_bound, "commit flushes": commit_bound}
+        bounds = {
+            "server CPU": cpu_bound,
+            "WAL bandwidth": wal_bound,
+            "commit flushes": commit_bound,
+        }
         limit = min(bounds, key=lambda key: bounds[key])
         workers = bounds[limit] * per["worker_cpu_us"] / 1e6 / args.worker_usable
         rows.append(
@@ -222,8 +237,15 @@ def model(measured: dict[str, Any], args: argparse.Namespace) -> list[dict[str, 
 
 
 def _print_model(rows: list[dict[str, Any]]) -> None:
-    header = ["server cores", "CPU bound", "WAL bound", "commit bound", "sustained wf/s",
-              "saturates first", "worker cores needed"]
+    header = [
+        "server cores",
+        "CPU bound",
+        "WAL bound",
+        "commit bound",
+        "sustained wf/s",
+        "saturates first",
+        "worker cores needed",
+    ]
     print("| " + " | ".join(header) + " |")
     print("|" + "---:|" * 5 + "---|---:|")
     for r in rows:
@@ -238,7 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     m = sub.add_parser("measure", help="measure per-workflow costs on a PostgreSQL server")
-    m.add_argument("--postgres-url", default=os.environ.get("PERDURE_BENCH_POSTGRES_URL", DEFAULT_URL))
+    m.add_argument(
+        "--postgres-url", default=os.environ.get("PERDURE_BENCH_POSTGRES_URL", DEFAULT_URL)
+    )
     m.add_argument("-n", type=int, default=2000, help="checkouts started at once")
     m.add_argument("--output", type=Path, default=RESULTS)
     l = sub.add_parser("model", help="how many workflows/s one server sustains")  # noqa: E741
