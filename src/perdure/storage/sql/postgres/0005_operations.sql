@@ -32,9 +32,12 @@ CREATE INDEX perdure_operator_actions_at ON perdure_operator_actions (at);
 DROP INDEX perdure_workflows_created;
 DROP INDEX perdure_workflows_status_created;
 DROP INDEX perdure_workflows_name_created;
+DROP INDEX perdure_workflows_active;
 CREATE INDEX perdure_workflows_created ON perdure_workflows (created_at, id);
 CREATE INDEX perdure_workflows_status_created ON perdure_workflows (status, created_at, id);
 CREATE INDEX perdure_workflows_name_created ON perdure_workflows (name, created_at, id);
+CREATE INDEX perdure_workflows_active ON perdure_workflows (created_at, id)
+    WHERE status IN ('PENDING', 'RUNNING');
 -- A fork's origin lists its forks.
 CREATE INDEX perdure_workflows_forked_from ON perdure_workflows (forked_from)
     WHERE forked_from IS NOT NULL;
