@@ -52,7 +52,12 @@ def test_resume_takes_a_failed_workflow_up_again_fenced_and_logged(store: Store)
     assert resumed is not None
     record, done = resumed
     assert done
-    assert (record.status, record.owner, record.output, record.error) == ("PENDING", None, None, None)
+    assert (record.status, record.owner, record.output, record.error) == (
+        "PENDING",
+        None,
+        None,
+        None,
+    )
     assert record.epoch == before.epoch + 1 and record.resumes == 1
     assert record.finished_at is None and record.cancel_requested_at is None
     # The failed step's records are gone (it runs afresh); the succeeded one stays.

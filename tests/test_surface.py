@@ -45,6 +45,7 @@ EXPORTED = {
     "WorkflowCancelledError",
     "WorkflowFailedError",
     "WorkflowFinishedError",
+    "WorkflowNotResumableError",
     "WorkflowHandle",
     "WorkflowNotFoundError",
     "WorkflowStatus",

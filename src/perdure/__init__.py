@@ -36,6 +36,7 @@ from ._errors import (
     WorkflowFailedError,
     WorkflowFinishedError,
     WorkflowNotFoundError,
+    WorkflowNotResumableError,
     WorkflowTimeoutError,
 )
 from ._handle import StepStatus, WorkflowHandle, WorkflowStatus
@@ -75,6 +76,7 @@ __all__ = [
     "WorkflowCancelledError",
     "WorkflowFailedError",
     "WorkflowFinishedError",
+    "WorkflowNotResumableError",
     "WorkflowHandle",
     "WorkflowNotFoundError",
     "WorkflowStatus",

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
-from ._breaker import BreakerStatus, CircuitBreaker
+from ._breaker import CircuitBreaker
 from ._client import Client
 from ._clock import Clock, SystemClock
 from ._engine.cancelling import cancel_from_workflow, cancel_from_workflow_async
@@ -23,8 +23,9 @@ from ._engine.messages import send_from_workflow, send_from_workflow_async
 from ._engine.state import current_run
 from ._engine.steps import call_step, call_step_async
 from ._errors import ConfigurationError
-from ._handle import WorkflowHandle, WorkflowStatus
+from ._handle import WorkflowHandle
 from ._notifier import Notifier
+from ._operating import Operating
 from ._options import Starter, StartOptions
 from ._registry import WORKFLOW_ATTR, WorkflowDef
 from ._registry import Registry as _Registry
@@ -41,7 +42,7 @@ R = TypeVar("R")
 __all__ = ["DEFAULT_DATABASE_URL", "App", "Settings"]
 
 
-class App:
+class App(Operating):
     """A set of durable workflows and steps, bound to one database.
 
     ``App()`` uses ``PERDURE_DATABASE_URL``, or the SQLite file ``./perdure.db``.
@@ -502,6 +503,7 @@ class App:
         message: Any,
         topic: str | None = None,
         idempotency_key: str | None = None,
+        actor: str | None = None,
     ) -> None:
         """Send ``message`` (encoded by the app's serializer) to the workflow's
         ``perdure.recv(topic)``; durable when this returns.
@@ -514,12 +516,13 @@ class App:
 
         Inside a workflow the send is recorded like a step, and its idempotency key
         defaults to the sender's ID and position: it is delivered exactly once, also
-        when the sender crashes and replays.
+        when the sender crashes and replays. Outside one, with ``actor`` (an operator)
+        the send is logged in the operator actions log, with who and when.
         """
         run, key = current_run.get(), idempotency_key
         if run is not None:
             return send_from_workflow(self, run, workflow_id, message, topic, key)
-        self.client.send(workflow_id, message, topic, idempotency_key)
+        self.client.send(workflow_id, message, topic, idempotency_key, actor)
 
     async def send_async(
         self,
@@ -527,13 +530,14 @@ class App:
         message: Any,
         topic: str | None = None,
         idempotency_key: str | None = None,
+        actor: str | None = None,
     ) -> None:
         """``send`` for coroutines."""
         run, key = current_run.get(), idempotency_key
         if run is not None:
             to = workflow_id
             return await send_from_workflow_async(self, run, to, message, topic, key)
-        await self.client.send_async(workflow_id, message, topic, idempotency_key)
+        await self.client.send_async(workflow_id, message, topic, idempotency_key, actor)
 
     def get_event(self, workflow_id: str, key: str, timeout: float = 0.0) -> Any:
         """The value the workflow published as event ``key`` (``perdure.set_event``), or
@@ -548,7 +552,7 @@ class App:
         """``get_event`` for coroutines: waits without holding a thread."""
         return await self.client.get_event_async(workflow_id, key, timeout)
 
-    def cancel(self, workflow_id: str) -> bool:
+    def cancel(self, workflow_id: str, actor: str | None = None) -> bool:
         """Ask a workflow and its active descendants to cancel; durable when this returns.
 
         ``perdure.Cancelled`` is raised inside each at its next step or wait (a running
@@ -556,43 +560,17 @@ class App:
         blocks and compensation steps run, and a workflow that lets it propagate ends
         CANCELLED. Returns False when the workflow had already finished or was asked
         before. Raises ``WorkflowNotFoundError`` for an unknown ID. Inside a workflow,
-        the request is recorded like a step.
+        the request is recorded like a step; outside, it is logged as an operator action
+        by ``actor`` (default: the OS user).
         """
         run = current_run.get()
         if run is not None:
             return cancel_from_workflow(self, run, workflow_id)
-        return self.client.cancel(workflow_id)
+        return self.client.cancel(workflow_id, actor)
 
-    async def cancel_async(self, workflow_id: str) -> bool:
+    async def cancel_async(self, workflow_id: str, actor: str | None = None) -> bool:
         """``cancel`` for coroutines."""
         run = current_run.get()
         if run is not None:
             return await cancel_from_workflow_async(self, run, workflow_id)
-        return await self.client.cancel_async(workflow_id)
-
-    # -- finding workflows and breakers -----------------------------------------------------
-
-    def retrieve(self, workflow_id: str) -> WorkflowHandle[Any]:
-        """A handle to an existing workflow; raises ``WorkflowNotFoundError`` if none."""
-        return self.client.retrieve(workflow_id)
-
-    async def retrieve_async(self, workflow_id: str) -> WorkflowHandle[Any]:
-        """``retrieve`` for coroutines."""
-        return await self.client.retrieve_async(workflow_id)
-
-    def list_workflows(
-        self, *, status: str | None = None, name: str | None = None, limit: int = 100
-    ) -> list[WorkflowStatus]:
-        """The newest workflows matching the filters (their steps are not loaded)."""
-        return self.client.list_workflows(status=status, name=name, limit=limit)
-
-    def breakers(self) -> list[BreakerStatus]:
-        """Every circuit breaker, by name: those in the store (each with how many workflows
-        are parked on it) and those that this app's steps use, CLOSED until they count a
-        failure."""
-        return self.client.breakers()
-
-    def breaker(self, name: str | CircuitBreaker) -> BreakerStatus:
-        """The state of one circuit breaker (by name, or the breaker itself); CLOSED when
-        it never counted a failure."""
-        return self.client.breaker(name)
+        return await self.client.cancel_async(workflow_id, actor)

@@ -41,9 +41,9 @@ from .._model import (
 from .._model import ActionRecord as ActionRecord
 from .._model import BreakerRecord as BreakerRecord
 from .._model import EventRecord as EventRecord
-from .._model import MessageRecord as MessageRecord
 from .._model import ExecutorRecord as ExecutorRecord
 from .._model import Lease as Lease
+from .._model import MessageRecord as MessageRecord
 from .._model import NewWorkflow as NewWorkflow
 from .._model import StepRecord as StepRecord
 from .._model import WorkflowRecord as WorkflowRecord

@@ -126,7 +126,9 @@ def list_query(
     if after is not None:
         # A row value: both databases read it as one range of the (.., created_at, id)
         # index.
-        clauses.append(f"(created_at, id) {'<' if newest_first else '>'} ({placeholder}, {placeholder})")
+        clauses.append(
+            f"(created_at, id) {'<' if newest_first else '>'} ({placeholder}, {placeholder})"
+        )
         params.extend(after)
     where = f"WHERE {' AND '.join(clauses)} " if clauses else ""
     params.append(limit)

@@ -278,8 +278,8 @@ class SqlStore(Store):
             if woken is not None and woken[0]:
                 self._notify(conn, EVENT_READY)
             if actor is not None:
-                details = {"topic": topic, "idempotency_key": idempotency_key}
-                details["bytes"] = len(payload.encode("utf-8", "surrogatepass"))
+                size = len(payload.encode("utf-8", "surrogatepass"))
+                details = {"topic": topic, "idempotency_key": idempotency_key, "bytes": size}
                 self._log(conn, workflow_id, OperatorAction.SEND, actor, details, now)
             return True
 
