@@ -117,6 +117,7 @@ def test_fork_copies_the_first_steps_into_a_new_workflow(store: Store) -> None:
     record, created = forked
     assert created and record.status == "PENDING" and record.owner is None
     assert (record.forked_from, record.forked_steps, record.app_version) == ("a", 2, "2")
+    assert record.epoch == 1  # as if owned once: its first claim reads its steps
     assert store.load_steps("b") == store.load_steps("a")[:2]
     # The original is untouched.
     assert len(store.load_steps("a")) == 3

@@ -229,10 +229,12 @@ DROP_UNDONE_STEPS = (
     "DELETE FROM perdure_steps WHERE workflow_id = :id AND status IN {UNDONE} "
     "RETURNING position, name, status, attempts"
 )
+# Epoch 1, not 0: a claim that finds epoch 1 afterwards knows a workflow never owned
+# before has no steps and skips reading them; a fork has steps from the start.
 FORK_WORKFLOW = (
     "INSERT INTO perdure_workflows (id, name, status, inputs, serializer, app_version, "
     "epoch, created_at, updated_at, forked_from, forked_steps) VALUES (:id, :name, "
-    "{PENDING}, :inputs, :serializer, :version, 0, :now, :now, :source, :steps) "
+    "{PENDING}, :inputs, :serializer, :version, 1, :now, :now, :source, :steps) "
     f"ON CONFLICT (id) DO NOTHING RETURNING {WF_COLUMNS}"
 )
 COPY_STEPS = (
