@@ -368,8 +368,8 @@ class Store(abc.ABC):
         recorded order; all of them when it has fewer), ``forked_from``/``forked_steps``
         set, at epoch 1 (a claim then reads its steps); one transaction that also logs
         ``action`` (fork or restart) on the source with the new ID as target. Returns
-        ``(record, True)``; ``(existing, False)`` (nothing copied or logged) when a workflow with the new ID exists; None when no
-        workflow has ``source_id``."""
+        ``(record, True)``; ``(existing, False)`` (nothing copied or logged) when a
+        workflow with the new ID exists; None when no workflow has ``source_id``."""
 
     @abc.abstractmethod
     def log_action(
