@@ -70,6 +70,25 @@ def decode_error_record(text: str | None) -> dict[str, Any] | None:
     }
 
 
+def jsonable(value: Any) -> Any:
+    """``value`` (dataclasses' ``asdict``, lists, dicts) with every datetime as ISO 8601
+    text: ready for ``json.dumps``."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def summary(status: WorkflowStatus) -> dict[str, Any]:
+    """A listed workflow as JSON-ready data (its steps are not loaded for a listing)."""
+    data = jsonable(asdict(status))
+    del data["steps"]
+    return dict(data)
+
+
 def _iso(value: float | None) -> str | None:
     moment = utc(value)
     return None if moment is None else moment.isoformat()
