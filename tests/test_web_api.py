@@ -108,7 +108,9 @@ def test_every_endpoint(make_app: Callable[..., perdure.App]) -> None:
         restarted = http.post(f"{location}/restart", json={})
         assert restarted.status_code == 202
         for new in ("f1", restarted.json()["workflow_id"]):
-            wait_for(lambda new=new: http.get(f"/api/workflows/{new}").json()["status"] == "SUCCEEDED")
+            wait_for(
+                lambda new=new: http.get(f"/api/workflows/{new}").json()["status"] == "SUCCEEDED"
+            )
         assert http.get("/api/workflows/f1").json()["forked_from"] == workflow_id
         bad_fork = http.post(f"{location}/fork", json={"from_step": 9})
         assert bad_fork.status_code == 400 and "recorded step" in bad_fork.json()["error"]
