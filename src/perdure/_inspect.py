@@ -25,7 +25,7 @@ from ._display import error_summary, utc
 from ._engine.describe import describe_step
 from ._errors import InvalidValueError, WorkflowNotFoundError
 from ._handle import WorkflowStatus
-from ._model import StepState, WorkflowState
+from ._model import StepState, WaitKind, WorkflowState
 from ._validation import check_optional_key, check_workflow_id
 from .storage import StepRecord, Store, WorkflowRecord
 
@@ -226,6 +226,8 @@ def inspect_workflow(host: InspectHost, workflow_id: str) -> WorkflowDetail:
                 "sent_at": _iso(m.created_at),
             }
             for m in store.list_messages(record.id, pending_only=True, limit=MAX_PAGE)
+            # A child's outcome travels as a message too; its status is in ``children``.
+            if not m.topic.startswith(WaitKind.CHILD.value)
         ],
         actions=[
             {
