@@ -333,3 +333,31 @@ def test_listing_pages_and_inspection(make_app: Callable[..., perdure.App]) -> N
         app.list_page(cursor="garbage!")
     with pytest.raises(InvalidValueError, match="unknown workflow status"):
         app.list_page(status="sleeping")
+
+
+def test_an_operator_opens_and_closes_a_breaker(make_app: Callable[..., perdure.App]) -> None:
+    app = make_app()
+    breaker = perdure.CircuitBreaker("payments", cooldown=600)
+    calls: list[str] = []
+
+    @app.step(breaker=breaker)
+    def pay(order: str) -> str:
+        calls.append(order)
+        return f"paid {order}"
+
+    @app.workflow
+    def order(order_id: str) -> str:
+        return pay(order_id)
+
+    with app:
+        app.open_breaker(breaker, 600, actor="ops")
+        assert app.breaker("payments").state == "OPEN"
+        handle = app.options(workflow_id="o").start(order, "o")
+        wait_for(lambda: "payments" in (app.inspect("o").waiting_for or ""))
+        assert calls == []  # parked: not called while open
+        assert app.close_breaker("payments", actor="ops") == 1
+        assert handle.result(timeout=15) == "paid o"
+    assert [a.action for a in app.store.list_actions("perdure.breaker:payments")] == [
+        "open_breaker",
+        "close_breaker",
+    ]

@@ -199,3 +199,26 @@ def test_listing_pages_cover_every_row_once(store: Store, newest_first: bool) ->
         assert seen == [r.id for r in expected] and len(set(seen)) == len(seen)
         keys = [(r.created_at, r.id) for r in expected]
         assert keys == sorted(keys, reverse=newest_first)
+
+
+@covers("force_open_breaker", "close_breaker")
+def test_an_operator_opens_a_breaker_whatever_its_state(store: Store) -> None:
+    store.force_open_breaker("pay", 10.0, 70.0, "opened by alice")
+    record = store.get_breaker("pay")
+    assert record is not None
+    assert (record.state, record.opened_at, record.retry_at, record.last_error) == (
+        "OPEN",
+        10.0,
+        70.0,
+        "opened by alice",
+    )
+    # Its cool-down ends at retry_at: a probe attempt may then run, as after any opening.
+    assert not store.claim_breaker_probe("pay", "w#1", 69.0, 100.0)
+    assert store.claim_breaker_probe("pay", "w#1", 70.0, 100.0)
+    # Forced open again while HALF_OPEN: the probe holder is dropped.
+    store.force_open_breaker("pay", 80.0, 90.0, "again")
+    again = store.get_breaker("pay")
+    assert again is not None and again.state == "OPEN" and again.probe_holder is None
+    assert store.close_breaker("pay", 81.0) == 0
+    closed = store.get_breaker("pay")
+    assert closed is not None and closed.state == "CLOSED"

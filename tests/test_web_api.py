@@ -122,6 +122,7 @@ def test_every_endpoint(make_app: Callable[..., perdure.App]) -> None:
         assert sent.status_code == 202
         pending = http.get("/api/workflows/a%2Fb/messages", params={"pending": "true"}).json()
         assert [(m["topic"], m["payload"]) for m in pending["messages"]] == [("other", "x")]
+        assert pending["messages"][0]["sent_at"].endswith("+00:00")
         assert http.get("/api/workflows/a%2Fb").json()["messages_waiting"][0]["topic"] == "other"
         assert http.post("/api/workflows/a%2Fb/cancel").json() == {
             "workflow_id": "a/b",
@@ -146,6 +147,18 @@ def test_every_endpoint(make_app: Callable[..., perdure.App]) -> None:
         assert http.get("/api/workflows", params={"cursor": "zz"}).status_code == 400
         # Breakers, unknown things, the schema.
         assert http.get("/api/breakers").json() == {"breakers": []}
+        opened = http.post("/api/breakers/pay/open", json={"seconds": 60})
+        assert opened.status_code == 200 and opened.json()["state"] == "OPEN"
+        assert opened.json()["last_error"] == "opened by http:erin"
+        assert [b["state"] for b in http.get("/api/breakers").json()["breakers"]] == ["OPEN"]
+        assert http.post("/api/breakers/pay/open", json={"seconds": 0}).status_code == 422
+        closed = http.post("/api/breakers/pay/close")
+        assert closed.json()["state"] == "CLOSED" and closed.json()["woken"] == 0
+        logged = app.store.list_actions("perdure.breaker:pay")
+        assert [(a.action, a.actor) for a in logged] == [
+            ("open_breaker", "http:erin"),
+            ("close_breaker", "http:erin"),
+        ]
         missing = http.get("/api/workflows/nope")
         assert missing.status_code == 404 and missing.json()["type"] == "WorkflowNotFoundError"
         unknown = http.post("/api/workflows", json={"name": "nope"})

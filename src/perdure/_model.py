@@ -290,6 +290,8 @@ class OperatorAction(_TextEnum):
     RESTART = "restart"
     CANCEL = "cancel"
     SEND = "send"
+    OPEN_BREAKER = "open_breaker"
+    CLOSE_BREAKER = "close_breaker"
 
 
 @dataclass(frozen=True)

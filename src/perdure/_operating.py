@@ -50,6 +50,21 @@ class Operating:
         it never counted a failure."""
         return self.client.breaker(name)
 
+    def open_breaker(
+        self, name: str | CircuitBreaker, seconds: float, *, actor: str | None = None
+    ) -> None:
+        """Open a circuit breaker by hand for ``seconds``, whatever its state: steps behind
+        it park their workflows; then one probe attempt may close it, as after any
+        cool-down. Logged (who, when)."""
+        key = name.name if isinstance(name, CircuitBreaker) else name
+        _repair.open_breaker(self.client, key, seconds, actor)
+
+    def close_breaker(self, name: str | CircuitBreaker, *, actor: str | None = None) -> int:
+        """Close a circuit breaker by hand and wake every workflow parked on it; returns how
+        many were woken. Logged (who, when)."""
+        key = name.name if isinstance(name, CircuitBreaker) else name
+        return _repair.close_breaker(self.client, key, actor)
+
     # -- seeing --------------------------------------------------------------------------------
 
     def inspect(self, workflow_id: str) -> WorkflowDetail:

@@ -15,6 +15,7 @@ OS user) and when, in the same transaction as the change.
 from __future__ import annotations
 
 import getpass
+import json
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -23,9 +24,14 @@ from typing import Protocol
 from ._clock import Clock
 from ._errors import InvalidValueError, WorkflowNotFoundError, WorkflowNotResumableError
 from ._inspect import InspectHost, list_page
-from ._model import OperatorAction, WorkflowState
+from ._model import OperatorAction, WaitKind, WorkflowState
 from ._settings import Settings
-from ._validation import check_key, check_optional_workflow_id, check_workflow_id
+from ._validation import (
+    check_key,
+    check_optional_workflow_id,
+    check_workflow_id,
+    positive_seconds,
+)
 from .storage import NewWorkflow, Store
 
 #: How many workflows a bulk action reads per page.
@@ -223,3 +229,31 @@ def cancel_many(
         created_before,
         lambda workflow_id: host.cancel(workflow_id, who),
     )
+
+
+def open_breaker(host: RepairHost, name: str, seconds: float, actor: str | None = None) -> None:
+    """Open the circuit breaker ``name`` for ``seconds`` (steps behind it park; then one
+    probe attempt may close it); logged under ``perdure.breaker:<name>``."""
+    check_key("circuit breaker name", name)
+    who = actor_or_default(actor)
+    duration = positive_seconds("seconds", seconds)
+    now = host.clock.time()
+    host.store.force_open_breaker(name, now, now + duration, f"opened by {who}")
+    details = json.dumps({"seconds": duration})
+    subject = WaitKind.BREAKER.value + name
+    host.store.log_action(subject, OperatorAction.OPEN_BREAKER, who, details, now)
+
+
+def close_breaker(host: RepairHost, name: str, actor: str | None = None) -> int:
+    """Close the circuit breaker ``name`` now and wake every workflow parked on it;
+    returns how many were woken (0 when it was closed already). Logged."""
+    check_key("circuit breaker name", name)
+    who = actor_or_default(actor)
+    now = host.clock.time()
+    woken = host.store.close_breaker(name, now)
+    details = json.dumps({"woken": woken or 0, "was_closed": woken is None})
+    subject = WaitKind.BREAKER.value + name
+    host.store.log_action(subject, OperatorAction.CLOSE_BREAKER, who, details, now)
+    if woken:
+        host.wake()
+    return woken or 0

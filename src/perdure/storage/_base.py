@@ -449,6 +449,13 @@ class Store(abc.ABC):
         breaker was CLOSED already (or has no row)."""
 
     @abc.abstractmethod
+    def force_open_breaker(self, name: str, now: float, retry_at: float, reason: str) -> None:
+        """An operator opens the breaker, whatever its state, until ``retry_at`` (then a
+        probe attempt may close it, as after any cool-down): creates its row if needed,
+        drops any probe holder, and keeps ``reason`` as its last error; one transaction.
+        (To close a breaker by hand, ``close_breaker``.)"""
+
+    @abc.abstractmethod
     def reopen_breaker(
         self, name: str, holder: str, now: float, retry_at: float, error: str
     ) -> bool:

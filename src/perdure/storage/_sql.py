@@ -544,6 +544,17 @@ class SqlStore(Store):
 
         return self._write(close)
 
+    def force_open_breaker(self, name: str, now: float, retry_at: float, reason: str) -> None:
+        check_key("circuit breaker name", name)
+        create_sql, open_sql = self._sql(q.CREATE_BREAKER), self._sql(q.FORCE_OPEN_BREAKER)
+        params = {"name": name, "now": now, "retry_at": retry_at, "error": reason}
+
+        def force(conn: Any) -> None:
+            conn.execute(create_sql, params)
+            conn.execute(open_sql, params)
+
+        self._write(force)
+
     def reopen_breaker(
         self, name: str, holder: str, now: float, retry_at: float, error: str
     ) -> bool:

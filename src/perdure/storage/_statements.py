@@ -272,3 +272,8 @@ LIST_CHILDREN = (
     f"SELECT {WF_COLUMNS} FROM perdure_workflows WHERE parent_id = :id "
     "ORDER BY created_at, id LIMIT :limit"
 )
+FORCE_OPEN_BREAKER = (
+    "UPDATE perdure_breakers SET state = {OPEN}, opened_at = :now, retry_at = :retry_at, "
+    "probe_holder = NULL, probe_expires_at = NULL, last_error = :error, updated_at = :now "
+    "WHERE name = :name"
+)

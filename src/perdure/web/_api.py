@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from .._app import App
+from .._display import utc
 from .._errors import (
     InvalidValueError,
     PerdureError,
@@ -76,6 +77,12 @@ class SendBody(BaseModel):
     message: Any = None
     topic: str | None = None
     idempotency_key: str | None = None
+
+
+class OpenBody(BaseModel):
+    """How long a breaker opened by hand stays open before a probe attempt may run."""
+
+    seconds: float = Field(gt=0)
 
 
 class FilterBody(BaseModel):
@@ -199,8 +206,8 @@ def create_app(app: App, token: str | None = None) -> FastAPI:
                     "topic": m.topic,
                     "payload": decode_value(m.payload),
                     "idempotency_key": m.idempotency_key,
-                    "sent_at": m.created_at,
-                    "received_at": m.consumed_at,
+                    "sent_at": jsonable(utc(m.created_at)),
+                    "received_at": jsonable(utc(m.consumed_at)),
                 }
                 for m in found
             ]
@@ -263,6 +270,18 @@ def create_app(app: App, token: str | None = None) -> FastAPI:
     def breakers() -> dict[str, Any]:
         """Every circuit breaker: state, failures, cool-down, probe, parked workflows."""
         return {"breakers": [jsonable(asdict(item)) for item in app.breakers()]}
+
+    @router.post("/breakers/{name:path}/open")
+    def open_breaker(name: str, body: OpenBody, who: str = Depends(actor)) -> dict[str, Any]:
+        """Open a breaker by hand for ``seconds`` (steps behind it park)."""
+        app.open_breaker(name, body.seconds, actor=who)
+        return jsonable(asdict(app.breaker(name)))  # type: ignore[no-any-return]
+
+    @router.post("/breakers/{name:path}/close")
+    def close_breaker(name: str, who: str = Depends(actor)) -> dict[str, Any]:
+        """Close a breaker by hand; every workflow parked on it wakes."""
+        woken = app.close_breaker(name, actor=who)
+        return {**jsonable(asdict(app.breaker(name))), "woken": woken}
 
     api.include_router(router)
     return api
