@@ -185,3 +185,16 @@ def test_serve_answers_over_http(tmp_path: Path) -> None:
             log = proc.stderr.read()
             proc.stderr.close()
             assert "a-token-of-enough-length" not in log
+
+
+def test_breakers_opened_and_closed_by_hand(
+    database_url: str, make_app: Callable[..., perdure.App]
+) -> None:
+    make_app().store.list_workflows()  # creates the database
+    url = ("--database-url", database_url)
+    code, out, err = run("breakers", "--open", "payments", "--seconds", "120", *url)
+    assert code == 0 and out.startswith("payments  OPEN  probe attempt from "), out
+    code, out, err = run("breakers", "--close", "payments", "--actor", "ops", *url)
+    assert code == 0 and "closed: 0 workflow(s) woken" in err and "payments  CLOSED" in out
+    code, out, err = run("breakers", "--open", "p", "--seconds", "0", *url)
+    assert code == 2

@@ -227,9 +227,37 @@ def list_(
 @app_option
 @url_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def breakers(app_spec: str | None, database_url: str | None, as_json: bool) -> None:
-    """List circuit breakers: state, failures, cool-down, probe and parked workflows."""
+@click.option("--open", "to_open", metavar="NAME", help="First open this breaker by hand.")
+@click.option(
+    "--seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="How long --open keeps it open before a probe attempt may close it.",
+)
+@click.option("--close", "to_close", metavar="NAME", help="First close this breaker by hand.")
+@actor_option
+def breakers(
+    app_spec: str | None,
+    database_url: str | None,
+    as_json: bool,
+    to_open: str | None,
+    seconds: float,
+    to_close: str | None,
+    actor: str | None,
+) -> None:
+    """List circuit breakers: state, failures, cool-down, probe and parked workflows.
+
+    --open NAME first opens a breaker by hand for --seconds (steps behind it park their
+    workflows); --close NAME first closes one and wakes every workflow parked on it.
+    Both are logged in the operator actions log.
+    """
     with using(existing(app_spec, database_url)) as app:
+        if to_open is not None:
+            app.open_breaker(to_open, seconds, actor=actor)
+        if to_close is not None:
+            woken = app.close_breaker(to_close, actor=actor)
+            click.echo(f"breaker {shown(to_close)} closed: {woken} workflow(s) woken", err=True)
         found = app.breakers()
     if as_json:
         click.echo(json.dumps([jsonable(asdict(item)) for item in found], indent=2))
