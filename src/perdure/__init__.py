@@ -40,6 +40,7 @@ from ._errors import (
     WorkflowTimeoutError,
 )
 from ._handle import StepStatus, WorkflowHandle, WorkflowStatus
+from ._inspect import StepDetail, WorkflowDetail, WorkflowPage
 from ._retry import Retry
 from ._serialization import JSONSerializer, PickleSerializer, Serializer
 
@@ -80,6 +81,9 @@ __all__ = [
     "WorkflowHandle",
     "WorkflowNotFoundError",
     "WorkflowStatus",
+    "WorkflowDetail",
+    "WorkflowPage",
+    "StepDetail",
     "WorkflowTimeoutError",
     "__version__",
     "continue_as_new",
