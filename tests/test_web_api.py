@@ -95,11 +95,11 @@ def test_every_endpoint(make_app: Callable[..., perdure.App]) -> None:
         assert steps[0]["started_at"] and steps[0]["ended_at"]
         # Resume after the fix.
         broken["charge"] = False
-        resumed = http.post(f"{location}/resume")
+        resumed = http.post(f"{location}/resume", json={})
         assert resumed.status_code == 202 and resumed.headers["Location"] == location
         wait_for(lambda: http.get(location).json()["status"] == "SUCCEEDED")
         assert http.get(location).json()["output"] == 42
-        assert http.post(f"{location}/resume").status_code == 409  # succeeded: refused
+        assert http.post(f"{location}/resume", json={}).status_code == 409  # succeeded: refused
         actions = http.get(f"{location}/actions").json()["actions"]
         assert [(a["action"], a["actor"]) for a in actions] == [("resume", "http:erin")]
         # Fork and restart.
@@ -124,7 +124,7 @@ def test_every_endpoint(make_app: Callable[..., perdure.App]) -> None:
         assert [(m["topic"], m["payload"]) for m in pending["messages"]] == [("other", "x")]
         assert pending["messages"][0]["sent_at"].endswith("+00:00")
         assert http.get("/api/workflows/a%2Fb").json()["messages_waiting"][0]["topic"] == "other"
-        assert http.post("/api/workflows/a%2Fb/cancel").json() == {
+        assert http.post("/api/workflows/a%2Fb/cancel", json={}).json() == {
             "workflow_id": "a/b",
             "asked": True,
         }
@@ -152,7 +152,7 @@ def test_every_endpoint(make_app: Callable[..., perdure.App]) -> None:
         assert opened.json()["last_error"] == "opened by http:erin"
         assert [b["state"] for b in http.get("/api/breakers").json()["breakers"]] == ["OPEN"]
         assert http.post("/api/breakers/pay/open", json={"seconds": 0}).status_code == 422
-        closed = http.post("/api/breakers/pay/close")
+        closed = http.post("/api/breakers/pay/close", json={})
         assert closed.json()["state"] == "CLOSED" and closed.json()["woken"] == 0
         logged = app.store.list_actions("perdure.breaker:pay")
         assert [(a.action, a.actor) for a in logged] == [
@@ -164,6 +164,11 @@ def test_every_endpoint(make_app: Callable[..., perdure.App]) -> None:
         unknown = http.post("/api/workflows", json={"name": "nope"})
         assert unknown.status_code == 404
         assert http.post("/api/workflows/nope/send", json={"message": 1}).status_code == 404
+        # A change needs a JSON request: a web page cannot send one to another site
+        # without asking first (a form or text POST is refused, and changes nothing).
+        for content in ({"content": b""}, {"data": {"x": "1"}}, {"content": b"{}"}):
+            refused = http.post("/api/bulk/cancel", **content)  # type: ignore[arg-type]
+            assert refused.status_code == 415, refused.text
         schema = http.get("/openapi.json").json()
         assert "/api/workflows/{workflow_id}/resume" in schema["paths"]
         assert http.get("/docs").status_code == 404  # no page that loads from the internet
@@ -202,6 +207,12 @@ def test_without_a_token_on_loopback_errors_are_json(
     app = make_app()
     with serving(app, token=None) as base, httpx.Client(base_url=base) as http:
         assert http.get("/api/workflows").status_code == 200
+        # Without a token, only requests to this machine's names are answered (no relay,
+        # no DNS rebinding).
+        for host in ("evil.example", "10.0.0.1:8000"):
+            rebound = http.get("/api/workflows", headers={"Host": host})
+            assert rebound.status_code == 403 and "token" in rebound.json()["error"]
+        assert http.get("/api/workflows", headers={"Host": "localhost:1"}).status_code == 200
         response = http.post("/api/workflows", json={"name": "x", "workflow_id": "\x00"})
         assert response.status_code == 400, response.text
         assert response.json()["type"] == "InvalidValueError"

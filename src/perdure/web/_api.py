@@ -32,7 +32,7 @@ from .._errors import (
 )
 from .._inspect import MAX_PAGE, decode_value, jsonable, summary
 from .._validation import check_key
-from ._security import authorized, check_token, scrub, secrets_of
+from ._security import authorized, check_token, is_loopback, scrub, secrets_of
 
 log = logging.getLogger("perdure.web")
 
@@ -114,9 +114,21 @@ def create_app(app: App, token: str | None = None) -> FastAPI:
     token = check_token(token)
     secrets = secrets_of(app.database_url)
 
-    def require_token(authorization: str | None = Header(default=None)) -> None:
+    def require_token(request: Request, authorization: str | None = Header(default=None)) -> None:
         if token is not None and not authorized(authorization, token):
             raise _Unauthorized()
+        if token is None and not is_loopback(request.url.hostname or ""):
+            # Without a token only this machine may call: a Host that is not a loopback
+            # name is a request relayed from elsewhere, or a web page's DNS rebinding.
+            raise _Refused(
+                403,
+                "without a token this API answers only requests to "
+                "127.0.0.1 or localhost: give create_app a token",
+            )
+        if request.method not in ("GET", "HEAD", "OPTIONS") and not _is_json(request):
+            # A web page can POST a form or text anywhere without asking (no CORS
+            # preflight); it cannot send JSON: so a change needs a JSON request.
+            raise _Refused(415, "send changes as JSON (Content-Type: application/json)")
 
     def actor(x_perdure_actor: str | None = Header(default=None)) -> str:
         if x_perdure_actor is None:
@@ -137,6 +149,10 @@ def create_app(app: App, token: str | None = None) -> FastAPI:
             status_code=401,
             headers={"WWW-Authenticate": "Bearer"},
         )
+
+    @api.exception_handler(_Refused)
+    def refused(request: Request, exc: _Refused) -> JSONResponse:
+        return JSONResponse({"error": exc.message}, status_code=exc.status)
 
     @api.exception_handler(PerdureError)
     def perdure_error(request: Request, exc: PerdureError) -> JSONResponse:
@@ -289,3 +305,17 @@ def create_app(app: App, token: str | None = None) -> FastAPI:
 
 class _Unauthorized(Exception):
     """A request without the token (answered 401 by its handler)."""
+
+
+class _Refused(Exception):
+    """A request refused before it reaches an endpoint (its status and why)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _is_json(request: Request) -> bool:
+    kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    return kind == "application/json"
