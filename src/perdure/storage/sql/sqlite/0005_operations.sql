@@ -1,6 +1,6 @@
 -- perdure schema version 5 (SQLite): operating workflows (issue 12): step start times,
 -- resume and fork, the operator actions log, and listing pages keyed on (created_at, id).
--- Depends only on versions 1 to 3.
+-- Depends only on version 1.
 
 -- When a step's first attempt began (NULL for records that are not timed, such as a
 -- recorded value, and for steps recorded before version 5); updated_at is when it ended.
