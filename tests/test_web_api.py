@@ -9,10 +9,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
+from typing import Any
 
 import httpx
 import pytest
 import uvicorn
+from fastapi import FastAPI
 
 import perdure
 from perdure.web import check_bind, create_app, is_loopback
@@ -29,12 +31,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving(app: perdure.App, token: str | None = TOKEN) -> Iterator[str]:
-    """The API of ``app`` on a free port of 127.0.0.1; its base URL."""
+def serving(app: perdure.App, token: str | None = TOKEN, asgi: Any | None = None) -> Iterator[str]:
+    """The API of ``app`` (or the ASGI app ``asgi``) on a free port of 127.0.0.1; its
+    base URL."""
     port = free_port()
-    config = uvicorn.Config(
-        create_app(app, token=token), host="127.0.0.1", port=port, log_level="warning"
-    )
+    served = asgi if asgi is not None else create_app(app, token=token)
+    config = uvicorn.Config(served, host="127.0.0.1", port=port, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -234,3 +236,26 @@ def test_a_password_in_an_error_is_scrubbed() -> None:
     secrets = secrets_of("postgresql://app:hunter2secret@db/shop?password=other-pass")
     text = scrub("could not connect as app:hunter2secret with other-pass", secrets)
     assert "hunter2secret" not in text and "other-pass" not in text
+
+
+def test_mounted_in_a_users_app(make_app: Callable[..., perdure.App]) -> None:
+    app = make_app()
+    define(app, {"charge": False})
+    users = FastAPI()
+
+    @users.get("/hello")
+    def hello() -> dict[str, str]:
+        return {"hello": "world"}
+
+    users.mount("/perdure", create_app(app, token=TOKEN))
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    with app, serving(app, asgi=users) as base, httpx.Client(base_url=base) as http:
+        assert http.get("/hello").json() == {"hello": "world"}
+        assert http.get("/perdure/api/workflows").status_code == 401
+        started = http.post(
+            "/perdure/api/workflows", json={"name": "checkout", "args": [2]}, headers=auth
+        )
+        location = started.headers["Location"]
+        assert location.startswith("/perdure/api/workflows/")
+        wait_for(lambda: http.get(location, headers=auth).json()["status"] == "SUCCEEDED")
+        assert http.get(location, headers=auth).json()["output"] == 4

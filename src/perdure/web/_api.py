@@ -94,14 +94,13 @@ class FilterBody(BaseModel):
     created_before: float | None = None
 
 
-def _location(workflow_id: str) -> str:
-    return f"/api/workflows/{quote(workflow_id, safe='')}"
-
-
-def _accepted(workflow_id: str, **extra: Any) -> JSONResponse:
-    # 202: the change is durable; the workflow runs on a worker. Poll the Location.
-    body = {"workflow_id": workflow_id, "location": _location(workflow_id), **extra}
-    return JSONResponse(body, status_code=202, headers={"Location": _location(workflow_id)})
+def _accepted(request: Request, workflow_id: str, **extra: Any) -> JSONResponse:
+    # 202: the change is durable; the workflow runs on a worker. Poll the Location (under
+    # the path the API is mounted at, if it is).
+    root = request.scope.get("root_path", "")
+    location = f"{root}/api/workflows/{quote(workflow_id, safe='')}"
+    body = {"workflow_id": workflow_id, "location": location, **extra}
+    return JSONResponse(body, status_code=202, headers={"Location": location})
 
 
 def create_app(app: App, token: str | None = None) -> FastAPI:
@@ -114,7 +113,7 @@ def create_app(app: App, token: str | None = None) -> FastAPI:
     token = check_token(token)
     secrets = secrets_of(app.database_url)
 
-    def require_token(request: Request, authorization: str | None = Header(default=None)) -> None:
+    def guard(request: Request, authorization: str | None = Header(default=None)) -> None:
         if token is not None and not authorized(authorization, token):
             raise _Unauthorized()
         if token is None and not is_loopback(request.url.hostname or ""):
@@ -166,7 +165,7 @@ def create_app(app: App, token: str | None = None) -> FastAPI:
         log.error("unexpected error serving %s %s", request.method, request.url.path, exc_info=exc)
         return JSONResponse({"error": "internal error (see the server's log)"}, status_code=500)
 
-    router = APIRouter(prefix="/api", dependencies=[Depends(require_token)])
+    router = APIRouter(prefix="/api", dependencies=[Depends(guard)])
 
     # Routes with a suffix come before the bare /workflows/{id}: an ID may hold "/".
 
@@ -194,11 +193,11 @@ def create_app(app: App, token: str | None = None) -> FastAPI:
         }
 
     @router.post("/workflows", status_code=202)
-    def start(body: StartBody) -> JSONResponse:
+    def start(request: Request, body: StartBody) -> JSONResponse:
         """Start a registered workflow by name; poll the Location for its status."""
         starter = app.options(workflow_id=body.workflow_id, timeout=body.timeout)
         handle = starter.start(body.name, *body.args, **body.kwargs)
-        return _accepted(handle.workflow_id)
+        return _accepted(request, handle.workflow_id)
 
     @router.get("/workflows/{workflow_id:path}/steps")
     def steps(workflow_id: str) -> dict[str, Any]:
@@ -240,31 +239,38 @@ def create_app(app: App, token: str | None = None) -> FastAPI:
         return {"workflow_id": workflow_id, "asked": app.cancel(workflow_id, actor=who)}
 
     @router.post("/workflows/{workflow_id:path}/resume", status_code=202)
-    def resume(workflow_id: str, who: str = Depends(actor)) -> JSONResponse:
+    def resume(request: Request, workflow_id: str, who: str = Depends(actor)) -> JSONResponse:
         """Resume a FAILED or CANCELLED workflow from its recorded steps (409 otherwise)."""
         app.resume(workflow_id, actor=who)
-        return _accepted(workflow_id)
+        return _accepted(request, workflow_id)
 
     @router.post("/workflows/{workflow_id:path}/fork", status_code=202)
-    def fork(workflow_id: str, body: ForkBody, who: str = Depends(actor)) -> JSONResponse:
+    def fork(
+        request: Request, workflow_id: str, body: ForkBody, who: str = Depends(actor)
+    ) -> JSONResponse:
         """A new workflow with the first ``from_step`` recorded steps of this one."""
         handle = app.fork(workflow_id, body.from_step, body.workflow_id, actor=who)
-        return _accepted(handle.workflow_id, forked_from=workflow_id)
+        return _accepted(request, handle.workflow_id, forked_from=workflow_id)
 
     @router.post("/workflows/{workflow_id:path}/restart", status_code=202)
     def restart(
-        workflow_id: str, body: RestartBody | None = None, who: str = Depends(actor)
+        request: Request,
+        workflow_id: str,
+        body: RestartBody | None = None,
+        who: str = Depends(actor),
     ) -> JSONResponse:
         """The same workflow with the same inputs, anew, under a new ID."""
         new_id = body.workflow_id if body is not None else None
         handle = app.restart(workflow_id, new_id, actor=who)
-        return _accepted(handle.workflow_id, forked_from=workflow_id)
+        return _accepted(request, handle.workflow_id, forked_from=workflow_id)
 
     @router.post("/workflows/{workflow_id:path}/send", status_code=202)
-    def send(workflow_id: str, body: SendBody, who: str = Depends(actor)) -> JSONResponse:
+    def send(
+        request: Request, workflow_id: str, body: SendBody, who: str = Depends(actor)
+    ) -> JSONResponse:
         """Send a message to the workflow's ``perdure.recv(topic)``."""
         app.send(workflow_id, body.message, body.topic, body.idempotency_key, actor=who)
-        return _accepted(workflow_id)
+        return _accepted(request, workflow_id)
 
     @router.get("/workflows/{workflow_id:path}")
     def get(workflow_id: str) -> dict[str, Any]:
