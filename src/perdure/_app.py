@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
+from . import _operating
 from ._breaker import CircuitBreaker
 from ._client import Client
 from ._clock import Clock, SystemClock
@@ -25,7 +26,6 @@ from ._engine.steps import call_step, call_step_async
 from ._errors import ConfigurationError
 from ._handle import WorkflowHandle
 from ._notifier import Notifier
-from ._operating import Operating
 from ._options import Starter, StartOptions
 from ._registry import WORKFLOW_ATTR, WorkflowDef
 from ._registry import Registry as _Registry
@@ -42,7 +42,7 @@ R = TypeVar("R")
 __all__ = ["DEFAULT_DATABASE_URL", "App", "Settings"]
 
 
-class App(Operating):
+class App:
     """A set of durable workflows and steps, bound to one database.
 
     ``App()`` uses ``PERDURE_DATABASE_URL``, or the SQLite file ``./perdure.db``.
@@ -574,3 +574,24 @@ class App(Operating):
         if run is not None:
             return await cancel_from_workflow_async(self, run, workflow_id)
         return await self.client.cancel_async(workflow_id, actor)
+
+    # -- finding, seeing and repairing workflows; breakers ------------------------------------
+    # One function each in ``_operating`` (docstrings there), bound here as methods.
+    retrieve = _operating.retrieve
+    retrieve_async = _operating.retrieve_async
+    list_workflows = _operating.list_workflows
+    list_page = _operating.list_page
+    inspect = _operating.inspect
+    inspect_async = _operating.inspect_async
+    resume = _operating.resume
+    resume_async = _operating.resume_async
+    fork = _operating.fork
+    fork_async = _operating.fork_async
+    restart = _operating.restart
+    restart_async = _operating.restart_async
+    resume_many = _operating.resume_many
+    cancel_many = _operating.cancel_many
+    breakers = _operating.breakers
+    breaker = _operating.breaker
+    open_breaker = _operating.open_breaker
+    close_breaker = _operating.close_breaker
