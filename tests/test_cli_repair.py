@@ -137,6 +137,21 @@ def test_send_bulk_resume_and_list(make_app: Callable[..., perdure.App], databas
             assert app.retrieve(f"b{n}").result(timeout=15) == f"checked {n}, charged {n}"
         code, out, err = run("resume", "b0", "--name", "checkout", *url)
         assert code == 1 and "not both" in err
+        # Bulk cancel by filter; a bare cancel is refused.
+        for n in range(2):
+            app.options(workflow_id=f"w{n}").start("waiter")
+        code, out, err = run("cancel", *url)
+        assert code == 1 and "give a WORKFLOW_ID, or filters" in err
+        code, out, err = run("cancel", "--name", "waiter", "--status", "failed", *url)
+        assert code == 1 and "only PENDING, RUNNING" in err
+        code, out, err = run("cancel", "--name", "waiter", "--actor", "ops", *url)
+        assert code == 0 and "2 workflow(s) asked to cancel" in err, (out, err)
+        assert sorted(out.split()) == sorted(
+            "workflow w0: cancel requested workflow w1: cancel requested".split()
+        )
+        for n in range(2):
+            with pytest.raises(perdure.WorkflowCancelledError):
+                app.retrieve(f"w{n}").result(timeout=15)
     actions = [(a.action, a.actor) for a in app.store.list_actions("w")]
     assert actions == [("send", "carol")]
 

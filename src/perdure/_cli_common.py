@@ -233,3 +233,8 @@ created_before_option = click.option(
     type=click.DateTime(),
     help="Only workflows created before this time (UTC unless it has a zone).",
 )
+
+
+def optional_id(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """An optional WORKFLOW_ID argument, checked like a required one."""
+    return None if value is None else parse_workflow_id(ctx, param, value)

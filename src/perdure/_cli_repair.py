@@ -17,9 +17,9 @@ from ._cli_common import (
     existing,
     fail,
     id_argument,
+    optional_id,
     parse_name,
     parse_status,
-    parse_workflow_id,
     shown,
     url_option,
     using,
@@ -28,12 +28,8 @@ from ._cli_common import (
 from ._repair import default_actor
 
 
-def _optional_id(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    return None if value is None else parse_workflow_id(ctx, param, value)
-
-
 @click.command()
-@click.argument("workflow_id", required=False, callback=_optional_id)
+@click.argument("workflow_id", required=False, callback=optional_id)
 @app_option
 @url_option
 @actor_option

@@ -16,8 +16,10 @@ from ._cli_common import (
     created_after_option,
     created_before_option,
     existing,
+    fail,
     id_argument,
     jsonable,
+    optional_id,
     parse_name,
     parse_status,
     shown,
@@ -143,17 +145,56 @@ def status(workflow_id: str, app_spec: str | None, database_url: str | None, as_
 
 
 @click.command()
-@id_argument
+@click.argument("workflow_id", required=False, callback=optional_id)
 @app_option
 @url_option
 @actor_option
+@click.option(
+    "--status",
+    "status_filter",
+    callback=parse_status,
+    help="With no ID: PENDING or RUNNING, in any case (default: both).",
+)
+@click.option("--name", callback=parse_name, help="With no ID: only workflows of this name.")
+@created_after_option
+@created_before_option
 def cancel(
-    workflow_id: str, app_spec: str | None, database_url: str | None, actor: str | None
+    workflow_id: str | None,
+    app_spec: str | None,
+    database_url: str | None,
+    actor: str | None,
+    status_filter: str | None,
+    name: str | None,
+    created_after: datetime | None,
+    created_before: datetime | None,
 ) -> None:
-    """Ask a workflow and its children to cancel."""
+    """Ask a workflow and its children to cancel.
+
+    Without WORKFLOW_ID, asks every active workflow matching --status, --name and the
+    creation times (--name or a time is required: a bare `perdure cancel` is refused).
+    """
+    if workflow_id is None and name is None and created_after is None and created_before is None:
+        fail("give a WORKFLOW_ID, or filters (--name, --created-after, --created-before)")
+    if workflow_id is not None and any(
+        value is not None for value in (status_filter, name, created_after, created_before)
+    ):
+        fail("give a WORKFLOW_ID or filters (--status, --name, --created-...), not both")
     with using(existing(app_spec, database_url)) as app:
-        asked = app.cancel(workflow_id, actor=actor)
-    if asked:
+        if workflow_id is None:
+            asked_ids = app.cancel_many(
+                status=status_filter,
+                name=name,
+                created_after=utc_seconds(created_after),
+                created_before=utc_seconds(created_before),
+                actor=actor,
+            )
+        else:
+            asked = app.cancel(workflow_id, actor=actor)
+    if workflow_id is None:
+        for item in asked_ids:
+            click.echo(f"workflow {shown(item)}: cancel requested")
+        click.echo(f"{len(asked_ids)} workflow(s) asked to cancel", err=True)
+    elif asked:
         click.echo(
             f"workflow {shown(workflow_id)}: cancel requested (it stops at its next step or wait)"
         )
