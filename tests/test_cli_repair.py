@@ -146,9 +146,10 @@ def test_send_bulk_resume_and_list(make_app: Callable[..., perdure.App], databas
         assert code == 1 and "only PENDING, RUNNING" in err
         code, out, err = run("cancel", "--name", "waiter", "--actor", "ops", *url)
         assert code == 0 and "2 workflow(s) asked to cancel" in err, (out, err)
-        assert sorted(out.split()) == sorted(
-            "workflow w0: cancel requested workflow w1: cancel requested".split()
-        )
+        assert sorted(out.splitlines()) == [
+            "workflow w0: cancel requested",
+            "workflow w1: cancel requested",
+        ]
         for n in range(2):
             with pytest.raises(perdure.WorkflowCancelledError):
                 app.retrieve(f"w{n}").result(timeout=15)
