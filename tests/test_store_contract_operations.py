@@ -222,3 +222,16 @@ def test_an_operator_opens_a_breaker_whatever_its_state(store: Store) -> None:
     assert store.close_breaker("pay", 81.0) == 0
     closed = store.get_breaker("pay")
     assert closed is not None and closed.state == "CLOSED"
+
+
+@covers("suspend_workflow", "cancel_workflow")
+def test_a_cancel_that_came_while_running_wakes_the_suspension(store: Store) -> None:
+    lease = running(store, "a")
+    # Owned and running: the cancel wakes nothing; the executor is told by its heartbeat.
+    assert store.cancel_workflow("a", 10.0, actor="ops") == ["a"]
+    # It suspends before hearing of it: it must not sleep through the request.
+    assert store.suspend_workflow("a", lease, 500.0, "topic", 11.0).result()
+    record = store.get_workflow("a")
+    assert record is not None and record.owner is None and record.wake_at == 11.0
+    (claimed,) = store.claim_workflows("w2", ["checkout"], "1", 11.0, 30.0)
+    assert claimed.id == "a" and claimed.cancel_requested_at == 10.0

@@ -260,8 +260,9 @@ class Store(abc.ABC):
         message is never left waiting for the timeout. Likewise when ``wait_topic`` is
         ``BREAKER_TOPIC + name`` (a workflow parked on a circuit breaker) and that breaker
         is CLOSED: a breaker that closes while a workflow is being parked on it wakes it,
-        whichever commits first. Resolves to False, changing nothing, when the lease is
-        not current.
+        whichever commits first. And when the workflow was asked to cancel (a cancel that
+        came while it ran, and so woke nothing): it is told at once, not at ``wake_at``.
+        Resolves to False, changing nothing, when the lease is not current.
         """
 
     @abc.abstractmethod
