@@ -322,6 +322,11 @@ LISTING_FILTERS = [
     {"status": "FAILED", "created_after": 5.0},
     {"name": "checkout", "created_before": 5.0},
     {"created_after": 1.0, "created_before": 5.0},
+    # Later pages (keyset on (created_at, id)): still a range, with no sort.
+    {"after": (5000.0, "w5000")},
+    {"status": "FAILED", "after": (5000.0, "w5000")},
+    {"name": "checkout", "created_after": 5.0, "after": (5000.0, "w5000")},
+    {"status": "RUNNING", "after": (5000.0, "w5000")},
 ]
 
 
@@ -335,6 +340,7 @@ def test_listing_is_an_index_scan(store: Store, database_url: str, filters: dict
         filters.get("created_before"),
         50,
         True,
+        filters.get("after"),
     )
     if store.kind == "postgresql":
         query, params = list_query("%s", *args)
@@ -496,6 +502,7 @@ def test_postgres_migrations_apply_once_when_many_start_together(postgres_url: s
         "perdure_events",
         "perdure_executors",
         "perdure_messages",
+        "perdure_operator_actions",
         "perdure_schema",
         "perdure_steps",
         "perdure_workflows",

@@ -37,9 +37,11 @@ from ._errors import (
     WorkflowFailedError,
     WorkflowFinishedError,
     WorkflowNotFoundError,
+    WorkflowNotResumableError,
     WorkflowTimeoutError,
 )
 from ._handle import HoldStatus, StepStatus, WorkflowHandle, WorkflowStatus
+from ._inspect import StepDetail, WorkflowDetail, WorkflowPage
 from ._retry import Retry
 from ._serialization import JSONSerializer, PickleSerializer, Serializer
 from ._versions import VersionStatus
@@ -79,9 +81,13 @@ __all__ = [
     "WorkflowCancelledError",
     "WorkflowFailedError",
     "WorkflowFinishedError",
+    "WorkflowNotResumableError",
     "WorkflowHandle",
     "WorkflowNotFoundError",
     "WorkflowStatus",
+    "WorkflowDetail",
+    "WorkflowPage",
+    "StepDetail",
     "WorkflowTimeoutError",
     "__version__",
     "continue_as_new",

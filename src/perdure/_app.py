@@ -14,7 +14,8 @@ from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
-from ._breaker import BreakerStatus, CircuitBreaker
+from . import _operating
+from ._breaker import CircuitBreaker
 from ._client import Client
 from ._clock import Clock, SystemClock
 from ._engine.cancelling import cancel_from_workflow, cancel_from_workflow_async
@@ -23,7 +24,7 @@ from ._engine.messages import send_from_workflow, send_from_workflow_async
 from ._engine.state import current_run
 from ._engine.steps import call_step, call_step_async
 from ._errors import ConfigurationError
-from ._handle import WorkflowHandle, WorkflowStatus
+from ._handle import WorkflowHandle
 from ._notifier import Notifier
 from ._options import Starter, StartOptions
 from ._registry import WORKFLOW_ATTR, WorkflowDef
@@ -501,6 +502,7 @@ class App:
         message: Any,
         topic: str | None = None,
         idempotency_key: str | None = None,
+        actor: str | None = None,
     ) -> None:
         """Send ``message`` (encoded by the app's serializer) to the workflow's
         ``perdure.recv(topic)``; durable when this returns.
@@ -513,12 +515,13 @@ class App:
 
         Inside a workflow the send is recorded like a step, and its idempotency key
         defaults to the sender's ID and position: it is delivered exactly once, also
-        when the sender crashes and replays.
+        when the sender crashes and replays. Outside one, with ``actor`` (an operator)
+        the send is logged in the operator actions log, with who and when.
         """
         run, key = current_run.get(), idempotency_key
         if run is not None:
             return send_from_workflow(self, run, workflow_id, message, topic, key)
-        self.client.send(workflow_id, message, topic, idempotency_key)
+        self.client.send(workflow_id, message, topic, idempotency_key, actor)
 
     async def send_async(
         self,
@@ -526,13 +529,14 @@ class App:
         message: Any,
         topic: str | None = None,
         idempotency_key: str | None = None,
+        actor: str | None = None,
     ) -> None:
         """``send`` for coroutines."""
         run, key = current_run.get(), idempotency_key
         if run is not None:
             to = workflow_id
             return await send_from_workflow_async(self, run, to, message, topic, key)
-        await self.client.send_async(workflow_id, message, topic, idempotency_key)
+        await self.client.send_async(workflow_id, message, topic, idempotency_key, actor)
 
     def get_event(self, workflow_id: str, key: str, timeout: float = 0.0) -> Any:
         """The value the workflow published as event ``key`` (``perdure.set_event``), or
@@ -547,7 +551,7 @@ class App:
         """``get_event`` for coroutines: waits without holding a thread."""
         return await self.client.get_event_async(workflow_id, key, timeout)
 
-    def cancel(self, workflow_id: str) -> bool:
+    def cancel(self, workflow_id: str, actor: str | None = None) -> bool:
         """Ask a workflow and its active descendants to cancel; durable when this returns.
 
         ``perdure.Cancelled`` is raised inside each at its next step or wait (a running
@@ -555,44 +559,41 @@ class App:
         blocks and compensation steps run, and a workflow that lets it propagate ends
         CANCELLED. Returns False when the workflow had already finished or was asked
         before. Raises ``WorkflowNotFoundError`` for an unknown ID. Inside a workflow,
-        the request is recorded like a step.
+        the request is recorded like a step; outside, it is logged as an operator action
+        by ``actor`` (default: the OS user).
         """
         run = current_run.get()
         if run is not None:
             return cancel_from_workflow(self, run, workflow_id)
-        return self.client.cancel(workflow_id)
+        return self.client.cancel(workflow_id, actor)
 
-    async def cancel_async(self, workflow_id: str) -> bool:
+    async def cancel_async(self, workflow_id: str, actor: str | None = None) -> bool:
         """``cancel`` for coroutines."""
         run = current_run.get()
         if run is not None:
             return await cancel_from_workflow_async(self, run, workflow_id)
-        return await self.client.cancel_async(workflow_id)
+        return await self.client.cancel_async(workflow_id, actor)
 
-    # -- finding workflows and breakers -----------------------------------------------------
-
-    def retrieve(self, workflow_id: str) -> WorkflowHandle[Any]:
-        """A handle to an existing workflow; ``WorkflowNotFoundError`` if none."""
-        return self.client.retrieve(workflow_id)
-
-    async def retrieve_async(self, workflow_id: str) -> WorkflowHandle[Any]:
-        """``retrieve`` for coroutines."""
-        return await self.client.retrieve_async(workflow_id)
-
-    def list_workflows(
-        self, *, status: str | None = None, name: str | None = None, limit: int = 100
-    ) -> list[WorkflowStatus]:
-        """The newest workflows matching the filters (steps not loaded)."""
-        return self.client.list_workflows(status=status, name=name, limit=limit)
-
-    def breakers(self) -> list[BreakerStatus]:
-        """Every circuit breaker by name: those stored (with their parked workflows) and
-        those this app's steps use (CLOSED until they count a failure)."""
-        return self.client.breakers()
-
-    def breaker(self, name: str | CircuitBreaker) -> BreakerStatus:
-        """One circuit breaker's state (by name or the breaker); CLOSED if it never failed."""
-        return self.client.breaker(name)
+    # -- finding, seeing and repairing workflows; breakers ------------------------------------
+    # One function each in ``_operating`` (docstrings there), bound here as methods.
+    retrieve = _operating.retrieve
+    retrieve_async = _operating.retrieve_async
+    list_workflows = _operating.list_workflows
+    list_page = _operating.list_page
+    inspect = _operating.inspect
+    inspect_async = _operating.inspect_async
+    resume = _operating.resume
+    resume_async = _operating.resume_async
+    fork = _operating.fork
+    fork_async = _operating.fork_async
+    restart = _operating.restart
+    restart_async = _operating.restart_async
+    resume_many = _operating.resume_many
+    cancel_many = _operating.cancel_many
+    breakers = _operating.breakers
+    breaker = _operating.breaker
+    open_breaker = _operating.open_breaker
+    close_breaker = _operating.close_breaker
 
     def versions(self) -> list[VersionStatus]:
         """The app versions with active workflows (how many, held, the oldest)."""

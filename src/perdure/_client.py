@@ -34,6 +34,7 @@ from ._handle import WorkflowHandle, WorkflowStatus
 from ._notifier import Notifier
 from ._options import StartOptions
 from ._registry import Registry
+from ._repair import actor_or_default
 from ._serialization import Serializer, decode_value, encode_call, encode_value
 from ._settings import Settings
 from ._validation import (
@@ -306,17 +307,23 @@ class Client:
     # -- sending ---------------------------------------------------------------------------
 
     def _send(
-        self, workflow_id: str, message: Any, topic: str | None, idempotency_key: str | None
+        self,
+        workflow_id: str,
+        message: Any,
+        topic: str | None,
+        idempotency_key: str | None,
+        actor: str | None,
     ) -> Future[bool | None]:
         check_workflow_id(workflow_id)
         check_optional_key("topic", topic)
         check_idempotency_key(idempotency_key)
+        check_optional_key("actor", actor)
         where = "the default topic" if not topic else f"topic {topic!r}"
         what = f"the message to workflow {workflow_id!r} on {where}"
         payload = encode_value(self.serializer, message, Any, what)
-        return self.store.send_message(
-            workflow_id, "" if topic is None else topic, payload, idempotency_key, self.clock.time()
-        )
+        now = self.clock.time()
+        topic = "" if topic is None else topic
+        return self.store.send_message(workflow_id, topic, payload, idempotency_key, now, actor)
 
     def _sent(self, workflow_id: str, stored: bool | None) -> None:
         if stored is None:
@@ -333,9 +340,12 @@ class Client:
         message: Any,
         topic: str | None = None,
         idempotency_key: str | None = None,
+        actor: str | None = None,
     ) -> None:
-        """``App.send`` outside a workflow: durable when this returns."""
-        self._sent(workflow_id, self._send(workflow_id, message, topic, idempotency_key).result())
+        """``App.send`` outside a workflow: durable when this returns; logged as an
+        operator action when ``actor`` is given."""
+        future = self._send(workflow_id, message, topic, idempotency_key, actor)
+        self._sent(workflow_id, future.result())
 
     async def send_async(
         self,
@@ -343,24 +353,27 @@ class Client:
         message: Any,
         topic: str | None = None,
         idempotency_key: str | None = None,
+        actor: str | None = None,
     ) -> None:
         """``send`` for coroutines."""
-        future = self._send(workflow_id, message, topic, idempotency_key)
+        future = self._send(workflow_id, message, topic, idempotency_key, actor)
         self._sent(workflow_id, await asyncio.wrap_future(future))
 
     # -- cancelling ------------------------------------------------------------------------
 
-    def cancel(self, workflow_id: str) -> bool:
-        """``App.cancel`` outside a workflow: durable when this returns."""
-        return self._cancel(workflow_id)
+    def cancel(self, workflow_id: str, actor: str | None = None) -> bool:
+        """``App.cancel`` outside a workflow: durable when this returns; logged as an
+        operator action by ``actor`` (default: the OS user)."""
+        return self._cancel(workflow_id, actor)
 
-    async def cancel_async(self, workflow_id: str) -> bool:
+    async def cancel_async(self, workflow_id: str, actor: str | None = None) -> bool:
         """``cancel`` for coroutines."""
-        return await asyncio.to_thread(self._cancel, workflow_id)
+        return await asyncio.to_thread(self._cancel, workflow_id, actor)
 
-    def _cancel(self, workflow_id: str) -> bool:
+    def _cancel(self, workflow_id: str, actor: str | None) -> bool:
         check_workflow_id(workflow_id)
-        asked = self.store.cancel_workflow(workflow_id, self.clock.time())
+        who = actor_or_default(actor)
+        asked = self.store.cancel_workflow(workflow_id, self.clock.time(), who)
         if asked is None:
             raise WorkflowNotFoundError(workflow_id)
         worker = self._worker

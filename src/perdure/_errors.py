@@ -165,6 +165,23 @@ class WorkflowFinishedError(PerdureError):
         )
 
 
+class WorkflowNotResumableError(PerdureError):
+    """``app.resume`` of a workflow that is not FAILED or CANCELLED (it runs, waits to, or
+    succeeded): nothing was changed."""
+
+    def __init__(self, workflow_id: str, status: str) -> None:
+        super().__init__(workflow_id, status)
+        self.workflow_id = workflow_id
+        self.status = status
+
+    def __str__(self) -> str:
+        return (
+            f"workflow {self.workflow_id!r} is {self.status}, so it cannot be resumed (only a "
+            "FAILED or CANCELLED one can); nothing was changed. To run it again from a step, "
+            "fork it (app.fork / perdure fork)"
+        )
+
+
 class WorkflowCancelledError(PerdureError):
     """The workflow was cancelled (``app.cancel``) and ended without a result."""
 

@@ -232,6 +232,12 @@ class WorkflowRecord:
     held_code: str | None = None
     #: What differed, while it is held (``Hold.to_json``).
     held_detail: str | None = None
+    #: The workflow this one was forked from (``app.fork``, ``app.restart``).
+    forked_from: str | None = None
+    #: How many of the original's recorded steps the fork took over.
+    forked_steps: int | None = None
+    #: How many times an operator resumed it (``app.resume``).
+    resumes: int = 0
 
 
 @dataclass(frozen=True)
@@ -250,6 +256,9 @@ class StepRecord:
     attempts: int
     next_attempt_at: float | None
     updated_at: float
+    #: When its first attempt began (None for what is not timed, such as a recorded
+    #: value); ``updated_at`` is when its latest record was written.
+    started_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -320,6 +329,54 @@ class Lease:
 
     owner: str
     epoch: int
+
+
+class OperatorAction(_TextEnum):
+    """What an operator did to a workflow (a row of the append-only actions log)."""
+
+    RESUME = "resume"
+    FORK = "fork"
+    RESTART = "restart"
+    CANCEL = "cancel"
+    SEND = "send"
+    OPEN_BREAKER = "open_breaker"
+    CLOSE_BREAKER = "close_breaker"
+
+
+@dataclass(frozen=True)
+class ActionRecord:
+    """One operator action as logged: who did what to which workflow, and when."""
+
+    seq: int
+    at: float
+    actor: str
+    action: str
+    workflow_id: str
+    #: The new workflow of a fork or restart.
+    target_id: str | None
+    #: JSON: what the action changed (for a resume, the outcome it replaced).
+    details: str
+
+
+@dataclass(frozen=True)
+class MessageRecord:
+    """One message sent to a workflow; ``consumed_at`` is None while it waits."""
+
+    seq: int
+    topic: str
+    payload: str
+    idempotency_key: str | None
+    created_at: float
+    consumed_at: float | None
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    """One event a workflow set (``perdure.set_event``): its latest value."""
+
+    key: str
+    value: str
+    updated_at: float
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ class StepCall:
         "probe_failures",
         "prober",
         "run",
+        "started_at",
         "wait_topic",
     )
 
@@ -51,6 +52,8 @@ class StepCall:
         #: The step's identity within the process: (workflow ID, position).
         self.key = (run.workflow_id, position)
         self.attempts = 0
+        #: When this execution's first attempt began (the store keeps the earliest).
+        self.started_at: float | None = None
         self.next_attempt_at: float | None = None
         # What the wait until next_attempt_at is for (a retry, a probe, a breaker), the
         # wait topic of a suspension; see conditions.
@@ -70,6 +73,8 @@ class StepCall:
         """Count an attempt; refuse to start it if this execution may no longer write."""
         self.run.check_lease()
         self.attempts += 1
+        if self.started_at is None:
+            self.started_at = self.run.clock.time()
 
     def after(self, result: Any, exc: BaseException | None) -> Result:
         """The record and consequence of the attempt that returned ``result`` or raised."""
@@ -90,7 +95,15 @@ class StepCall:
                 )
             else:
                 record = StepRecord(
-                    position, name, StepState.SUCCEEDED, output, None, self.attempts, None, now
+                    position,
+                    name,
+                    StepState.SUCCEEDED,
+                    output,
+                    None,
+                    self.attempts,
+                    None,
+                    now,
+                    self.started_at,
                 )
                 return Result(record, value=value)
         retry = self.definition.retry
@@ -115,11 +128,20 @@ class StepCall:
                 self.attempts,
                 self.next_attempt_at,
                 now,
+                self.started_at,
             )
             self.retrying(record)
             return Result(record, retry=True, raised=raised)
         record = StepRecord(
-            position, name, StepState.FAILED, None, error_text, self.attempts, None, now
+            position,
+            name,
+            StepState.FAILED,
+            None,
+            error_text,
+            self.attempts,
+            None,
+            now,
+            self.started_at,
         )
         if not isinstance(exc, Exception):
             # A KeyboardInterrupt, SystemExit or a user's own BaseException from step

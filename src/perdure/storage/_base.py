@@ -38,10 +38,13 @@ from .._model import (
     WaitKind,
     WorkflowState,
 )
+from .._model import ActionRecord as ActionRecord
 from .._model import BreakerRecord as BreakerRecord
+from .._model import EventRecord as EventRecord
 from .._model import ExecutorRecord as ExecutorRecord
 from .._model import Hold as Hold
 from .._model import Lease as Lease
+from .._model import MessageRecord as MessageRecord
 from .._model import NewWorkflow as NewWorkflow
 from .._model import StepRecord as StepRecord
 from .._model import VersionCount as VersionCount
@@ -144,8 +147,12 @@ class Store(abc.ABC):
         created_before: float | None = None,
         limit: int = 100,
         newest_first: bool = True,
+        after: tuple[float, str] | None = None,
     ) -> list[WorkflowRecord]:
-        """Workflows matching every given filter, ordered by creation time; indexed."""
+        """Up to ``limit`` workflows matching every given filter, ordered by
+        ``(created_at, id)``; with ``after`` (the ``(created_at, id)`` of the last row of
+        the previous page), those past it in that order. Each page is one index range,
+        whatever its depth and the table's size."""
 
     @abc.abstractmethod
     def complete_workflow(
@@ -300,8 +307,9 @@ class Store(abc.ABC):
         message is never left waiting for the timeout. Likewise when ``wait_topic`` is
         ``BREAKER_TOPIC + name`` (a workflow parked on a circuit breaker) and that breaker
         is CLOSED: a breaker that closes while a workflow is being parked on it wakes it,
-        whichever commits first. Resolves to False, changing nothing, when the lease is
-        not current.
+        whichever commits first. And when the workflow was asked to cancel (a cancel that
+        came while it ran, and so woke nothing): it is told at once, not at ``wake_at``.
+        Resolves to False, changing nothing, when the lease is not current.
         """
 
     @abc.abstractmethod
@@ -317,9 +325,11 @@ class Store(abc.ABC):
         payload: str,
         idempotency_key: str | None,
         now: float,
+        actor: str | None = None,
     ) -> Future[bool | None]:
         """Append a message for the workflow on ``topic`` (after every message sent
-        before it); one transaction.
+        before it); one transaction. With ``actor`` (an operator) the same transaction
+        logs a ``send`` action (its topic, key and size, not the payload) when stored.
 
         With an ``idempotency_key`` already used for this workflow nothing is stored.
         A workflow suspended on ``recv`` of this topic gets ``wake_at = now`` (it is
@@ -354,12 +364,15 @@ class Store(abc.ABC):
     # -- cancellation and continue_as_new ---------------------------------------------
 
     @abc.abstractmethod
-    def cancel_workflow(self, workflow_id: str, now: float) -> list[str] | None:
+    def cancel_workflow(
+        self, workflow_id: str, now: float, actor: str | None = None
+    ) -> list[str] | None:
         """Ask the workflow and all its active descendants (children, their children...)
         to cancel, in one transaction: set ``cancel_requested_at`` where it is not set
         yet and wake those that are suspended (``wake_at = now``). Returns the IDs newly
         asked (empty when the workflow has finished or was asked before), None when no
-        workflow has this ID."""
+        workflow has this ID. With ``actor`` (an operator, not a workflow) the same
+        transaction logs a ``cancel`` action naming the IDs asked."""
 
     @abc.abstractmethod
     def cancel_requests(self, executor_id: str) -> list[str]:
@@ -374,6 +387,73 @@ class Store(abc.ABC):
         its ID, lease, events, pending messages, parent, cancel request and deadline.
         Resolves to the updated record, or None (nothing changes) when the lease is not
         current."""
+
+    # -- operating: repairs, the actions log, inspection ------------------------------------
+
+    @abc.abstractmethod
+    def resume_workflow(
+        self, workflow_id: str, actor: str, now: float
+    ) -> tuple[WorkflowRecord, bool] | None:
+        """Take a FAILED or CANCELLED workflow up again, in one transaction.
+
+        It becomes PENDING and unowned with its epoch incremented (a writer holding an
+        older lease is fenced out; executors claim it like a new workflow), its outcome,
+        note, wait, cancel request and deadline cleared and ``resumes`` counted; its FAILED,
+        CANCELLED and RETRYING step records are removed (those steps run afresh, with a new
+        attempt budget); every other record stays. The same transaction logs a ``resume``
+        action whose details hold the outcome it replaced and the records it removed.
+        Returns ``(record, True)`` after a resume, ``(record, False)`` untouched when the
+        workflow is not FAILED or CANCELLED (of concurrent resumes exactly one resumes),
+        None when no workflow has this ID.
+        """
+
+    @abc.abstractmethod
+    def fork_workflow(
+        self, source_id: str, new: NewWorkflow, steps: int, action: str, actor: str, now: float
+    ) -> tuple[WorkflowRecord, bool] | None:
+        """Create ``new`` (PENDING, unowned; name, inputs and serializer as given) as a fork
+        of ``source_id`` holding copies of the source's first ``steps`` recorded steps (in
+        recorded order; all of them when it has fewer), ``forked_from``/``forked_steps``
+        set, at epoch 1 (a claim then reads its steps); one transaction that also logs
+        ``action`` (fork or restart) on the source with the new ID as target. Returns
+        ``(record, True)``; ``(existing, False)`` (nothing copied or logged) when a
+        workflow with the new ID exists; None when no workflow has ``source_id``."""
+
+    @abc.abstractmethod
+    def log_action(
+        self,
+        workflow_id: str,
+        action: str,
+        actor: str,
+        details: str,
+        now: float,
+        target_id: str | None = None,
+    ) -> int:
+        """Append an operator action (``details`` is JSON) to the actions log, which
+        perdure never updates nor deletes; returns its sequence number (increasing)."""
+
+    @abc.abstractmethod
+    def list_actions(
+        self, workflow_id: str | None = None, after: int = 0, limit: int = 100
+    ) -> list[ActionRecord]:
+        """Logged actions with a sequence number above ``after``, oldest first (of one
+        workflow when ``workflow_id`` is given, the source of a fork for a fork);
+        indexed."""
+
+    @abc.abstractmethod
+    def list_events(self, workflow_id: str) -> list[EventRecord]:
+        """Every event the workflow set, by key, with its latest value."""
+
+    @abc.abstractmethod
+    def list_messages(
+        self, workflow_id: str, pending_only: bool = False, limit: int = 100
+    ) -> list[MessageRecord]:
+        """The workflow's messages in the order they were sent (only those not consumed
+        yet with ``pending_only``), at most ``limit``."""
+
+    @abc.abstractmethod
+    def list_children(self, workflow_id: str, limit: int = 100) -> list[WorkflowRecord]:
+        """The workflows the workflow started as children, oldest first; indexed."""
 
     # -- circuit breakers ------------------------------------------------------------------
 
@@ -415,6 +495,13 @@ class Store(abc.ABC):
         transaction, wake every workflow parked on it (``wake_at = now``: claimable at
         once; other executors are told). Returns how many were woken, or None when the
         breaker was CLOSED already (or has no row)."""
+
+    @abc.abstractmethod
+    def force_open_breaker(self, name: str, now: float, retry_at: float, reason: str) -> None:
+        """An operator opens the breaker, whatever its state, until ``retry_at`` (then a
+        probe attempt may close it, as after any cool-down): creates its row if needed,
+        drops any probe holder, and keeps ``reason`` as its last error; one transaction.
+        (To close a breaker by hand, ``close_breaker``.)"""
 
     @abc.abstractmethod
     def reopen_breaker(

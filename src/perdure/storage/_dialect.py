@@ -49,6 +49,9 @@ STATES = {
     "TERMINAL": f"({_literal(*TERMINAL_STATES)})",
     # The step records that a later record at the same position replaces.
     "REPLACEABLE": f"({_literal(StepState.RETRYING, StepState.WAITING)})",
+    # What app.resume takes up again, and the step records it removes (they run afresh).
+    "RESUMABLE": f"({_literal(WorkflowState.FAILED, WorkflowState.CANCELLED)})",
+    "UNDONE": f"({_literal(StepState.FAILED, StepState.CANCELLED, StepState.RETRYING)})",
     "CLOSED": _literal(BreakerState.CLOSED),
     "OPEN": _literal(BreakerState.OPEN),
     "HALF_OPEN": _literal(BreakerState.HALF_OPEN),

@@ -102,9 +102,12 @@ _RENEW_LEASES = POSTGRES.sql(
     "AND (:pending::text[] IS NULL OR id = ANY(:pending::text[])) "
     "FOR NO KEY UPDATE SKIP LOCKED) RETURNING id"
 )
+# Asked to cancel while it ran (the cancel woke nothing: it was not suspended yet): it
+# wakes at once to be told. The row lock orders it with the cancel's update either way.
 _SUSPEND = POSTGRES.sql(
     "UPDATE perdure_workflows SET owner = NULL, lease_expires_at = NULL, "
-    "wake_at = :wake, wait_topic = :topic, updated_at = :now "
+    "wake_at = CASE WHEN cancel_requested_at IS NOT NULL THEN :now ELSE :wake END, "
+    "wait_topic = :topic, updated_at = :now "
     "WHERE id = :id AND owner = :owner AND epoch = :epoch AND status = {RUNNING} "
     "RETURNING id"
 )

@@ -17,9 +17,11 @@ WF_COLUMNS = (
     "id, name, status, inputs, output, error, serializer, app_version, owner, epoch, "
     "lease_expires_at, note, recoveries, created_at, updated_at, finished_at, wake_at, "
     "wait_topic, parent_id, cancel_requested_at, deadline_at, generation, "
-    "held_code, held_detail"
+    "held_code, held_detail, forked_from, forked_steps, resumes"
 )
-STEP_COLUMNS = "position, name, status, output, error, attempts, next_attempt_at, updated_at"
+STEP_COLUMNS = (
+    "position, name, status, output, error, attempts, next_attempt_at, updated_at, started_at"
+)
 EXECUTOR_COLUMNS = (
     "id, host, pid, app_version, started_at, heartbeat_at, lease_expires_at, stopped_at"
 )
@@ -102,10 +104,13 @@ def list_query(
     created_before: float | None,
     limit: int,
     newest_first: bool,
+    after: tuple[float, str] | None = None,
 ) -> tuple[str, list[Any]]:
     """The listing statement for these filters, with ``placeholder`` ("?" or "%s") for
     each value: fixed fragments chosen by which filters are given, so that the database
-    can use an index for each combination."""
+    can use an index for each combination. ``after`` is the ``(created_at, id)`` of the
+    last row of the previous page: the page continues past it (keyset pagination on the
+    indexes' ``(created_at, id)``: as fast on the thousandth page as on the first)."""
     clauses: list[str] = []
     params: list[Any] = []
     for column, value in (
@@ -117,11 +122,18 @@ def list_query(
         if value is not None:
             clauses.append(f"{column} {placeholder}")
             params.append(value)
-    where = f"WHERE {' AND '.join(clauses)} " if clauses else ""
     order = "DESC" if newest_first else "ASC"
+    if after is not None:
+        # A row value: both databases read it as one range of the (.., created_at, id)
+        # index.
+        clauses.append(
+            f"(created_at, id) {'<' if newest_first else '>'} ({placeholder}, {placeholder})"
+        )
+        params.extend(after)
+    where = f"WHERE {' AND '.join(clauses)} " if clauses else ""
     params.append(limit)
     return (
-        f"SELECT {WF_COLUMNS} FROM perdure_workflows {where}ORDER BY created_at {order} "
-        f"LIMIT {placeholder}",
+        f"SELECT {WF_COLUMNS} FROM perdure_workflows {where}"
+        f"ORDER BY created_at {order}, id {order} LIMIT {placeholder}",
         params,
     )

@@ -19,12 +19,13 @@ them, instead of failing deep inside a workflow on one store only.
 from __future__ import annotations
 
 import abc
+import json
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from .._errors import StoreError
-from .._model import Outcome, WorkflowState
+from .._model import OperatorAction, Outcome, WorkflowState
 from . import _statements as q
 from ._base import (
     BREAKER_TOPIC,
@@ -32,10 +33,13 @@ from ._base import (
     EVENT_CANCEL,
     EVENT_DONE,
     EVENT_READY,
+    ActionRecord,
     BreakerRecord,
+    EventRecord,
     ExecutorRecord,
     Hold,
     Lease,
+    MessageRecord,
     NewWorkflow,
     StepRecord,
     Store,
@@ -124,11 +128,19 @@ class SqlStore(Store):
         created_before: float | None = None,
         limit: int = 100,
         newest_first: bool = True,
+        after: tuple[float, str] | None = None,
     ) -> list[WorkflowRecord]:
         placeholder = "%s" if self._dialect.pyformat else "?"
         status_text = None if status is None else str(status)
         query, params = list_query(
-            placeholder, status_text, name, created_after, created_before, limit, newest_first
+            placeholder,
+            status_text,
+            name,
+            created_after,
+            created_before,
+            limit,
+            newest_first,
+            after,
         )
         return [WorkflowRecord(*row) for row in self._read(query, params)]
 
@@ -300,6 +312,7 @@ class SqlStore(Store):
         payload: str,
         idempotency_key: str | None,
         now: float,
+        actor: str | None = None,
     ) -> Future[bool | None]:
         check_key("workflow ID", workflow_id)
         check_topic("message topic", topic)
@@ -323,6 +336,10 @@ class SqlStore(Store):
             woken = conn.execute(wake_sql, params).fetchone()
             if woken is not None and woken[0]:
                 self._notify(conn, EVENT_READY)
+            if actor is not None:
+                size = len(payload.encode("utf-8", "surrogatepass"))
+                details = {"topic": topic, "idempotency_key": idempotency_key, "bytes": size}
+                self._log(conn, workflow_id, OperatorAction.SEND, actor, details, now)
             return True
 
         return self._writer.submit(
@@ -368,7 +385,9 @@ class SqlStore(Store):
 
     # -- cancellation and continue_as_new ---------------------------------------------------
 
-    def cancel_workflow(self, workflow_id: str, now: float) -> list[str] | None:
+    def cancel_workflow(
+        self, workflow_id: str, now: float, actor: str | None = None
+    ) -> list[str] | None:
         exists_sql, cancel_sql = self._sql(q.EXISTS), self._sql(q.CANCEL_TREE)
         params = {"id": workflow_id, "now": now}
 
@@ -379,7 +398,10 @@ class SqlStore(Store):
             if rows:
                 self._notify(conn, EVENT_CANCEL)
                 self._notify(conn, EVENT_READY)
-            return [row[0] for row in rows]
+            asked = [row[0] for row in rows]
+            if actor is not None:
+                self._log(conn, workflow_id, OperatorAction.CANCEL, actor, {"asked": asked}, now)
+            return asked
 
         return self._write(cancel)
 
@@ -407,6 +429,130 @@ class SqlStore(Store):
             return WorkflowRecord(*row)
 
         return self._writer.submit(restart, f"continuing workflow {workflow_id!r} as new")
+
+    # -- operating: repairs, the actions log, inspection ------------------------------------
+
+    def _log(
+        self,
+        conn: Any,
+        workflow_id: str,
+        action: str,
+        actor: str,
+        details: dict[str, Any],
+        now: float,
+        target_id: str | None = None,
+    ) -> int:
+        params = {
+            "now": now,
+            "actor": actor,
+            "action": str(action),
+            "id": workflow_id,
+            "target": target_id,
+            "details": json.dumps(details, sort_keys=True),
+        }
+        seq: int = conn.execute(self._sql(q.LOG_ACTION), params).fetchone()[0]
+        return seq
+
+    def resume_workflow(
+        self, workflow_id: str, actor: str, now: float
+    ) -> tuple[WorkflowRecord, bool] | None:
+        check_key("actor", actor)
+        read_sql, resume_sql = self._sql(q.READ_FOR_RESUME), self._sql(q.RESUME_WORKFLOW)
+        drop_sql = self._sql(q.DROP_UNDONE_STEPS)
+        params = {"id": workflow_id, "now": now}
+
+        def resume(conn: Any) -> tuple[WorkflowRecord, bool] | None:
+            row = conn.execute(read_sql, params).fetchone()
+            if row is None:
+                return None
+            before = WorkflowRecord(*row)
+            row = conn.execute(resume_sql, params).fetchone()
+            if row is None:
+                return before, False
+            removed = [list(step) for step in conn.execute(drop_sql, params).fetchall()]
+            replaced = {
+                "status": before.status,
+                "output": before.output,
+                "error": before.error,
+                "finished_at": before.finished_at,
+                "epoch": before.epoch,
+            }
+            details = {"replaced": replaced, "removed_steps": removed}
+            self._log(conn, workflow_id, OperatorAction.RESUME, actor, details, now)
+            self._notify(conn, EVENT_READY)
+            return WorkflowRecord(*row), True
+
+        return self._write(resume)
+
+    def fork_workflow(
+        self, source_id: str, new: NewWorkflow, steps: int, action: str, actor: str, now: float
+    ) -> tuple[WorkflowRecord, bool] | None:
+        check_key("workflow ID", new.id)
+        check_key("actor", actor)
+        get_sql, fork_sql = self._sql(q.GET_WORKFLOW), self._sql(q.FORK_WORKFLOW)
+        copy_sql = self._sql(q.COPY_STEPS)
+        params = {
+            "id": new.id,
+            "name": new.name,
+            "inputs": new.inputs,
+            "serializer": new.serializer,
+            "version": new.app_version,
+            "now": now,
+            "source": source_id,
+            "steps": max(0, steps),
+        }
+
+        def fork(conn: Any) -> tuple[WorkflowRecord, bool] | None:
+            if conn.execute(get_sql, {"id": source_id}).fetchone() is None:
+                return None
+            row = conn.execute(fork_sql, params).fetchone()
+            if row is None:
+                existing = conn.execute(get_sql, {"id": new.id}).fetchone()
+                return WorkflowRecord(*existing), False
+            copied: int = conn.execute(copy_sql, params).rowcount
+            details = {"from_step": steps, "copied_steps": copied}
+            self._log(conn, source_id, action, actor, details, now, new.id)
+            self._notify(conn, EVENT_READY)
+            return WorkflowRecord(*row), True
+
+        return self._write(fork)
+
+    def log_action(
+        self,
+        workflow_id: str,
+        action: str,
+        actor: str,
+        details: str,
+        now: float,
+        target_id: str | None = None,
+    ) -> int:
+        check_key("actor", actor)
+        decoded = json.loads(details)
+        return self._write(
+            lambda conn: self._log(conn, workflow_id, action, actor, decoded, now, target_id)
+        )
+
+    def list_actions(
+        self, workflow_id: str | None = None, after: int = 0, limit: int = 100
+    ) -> list[ActionRecord]:
+        params = {"id": workflow_id, "after": after, "limit": limit}
+        sql = q.LIST_ACTIONS if workflow_id is None else q.LIST_WORKFLOW_ACTIONS
+        return [ActionRecord(*row) for row in self._read(self._sql(sql), params)]
+
+    def list_events(self, workflow_id: str) -> list[EventRecord]:
+        rows = self._read(self._sql(q.LIST_EVENTS), {"id": workflow_id})
+        return [EventRecord(*row) for row in rows]
+
+    def list_messages(
+        self, workflow_id: str, pending_only: bool = False, limit: int = 100
+    ) -> list[MessageRecord]:
+        sql = q.LIST_PENDING_MESSAGES if pending_only else q.LIST_MESSAGES
+        rows = self._read(self._sql(sql), {"id": workflow_id, "limit": limit})
+        return [MessageRecord(*row) for row in rows]
+
+    def list_children(self, workflow_id: str, limit: int = 100) -> list[WorkflowRecord]:
+        rows = self._read(self._sql(q.LIST_CHILDREN), {"id": workflow_id, "limit": limit})
+        return [WorkflowRecord(*row) for row in rows]
 
     # -- circuit breakers ------------------------------------------------------------------
     # Each runs in its own short transaction (``_write``), not in the writer's batch on
@@ -457,6 +603,17 @@ class SqlStore(Store):
 
         return self._write(close)
 
+    def force_open_breaker(self, name: str, now: float, retry_at: float, reason: str) -> None:
+        check_key("circuit breaker name", name)
+        create_sql, open_sql = self._sql(q.CREATE_BREAKER), self._sql(q.FORCE_OPEN_BREAKER)
+        params = {"name": name, "now": now, "retry_at": retry_at, "error": reason}
+
+        def force(conn: Any) -> None:
+            conn.execute(create_sql, params)
+            conn.execute(open_sql, params)
+
+        self._write(force)
+
     def reopen_breaker(
         self, name: str, holder: str, now: float, retry_at: float, error: str
     ) -> bool:
@@ -477,6 +634,7 @@ def step_params(workflow_id: str, lease: Lease, step: StepRecord) -> tuple[Any, 
         step.attempts,
         step.next_attempt_at,
         step.updated_at,
+        step.started_at,
         workflow_id,
         lease.owner,
         lease.epoch,

@@ -107,7 +107,10 @@ _RENEW_LEASES = SQLITE.sql(
 _SUSPEND = SQLITE.sql(
     "UPDATE perdure_workflows SET owner = NULL, lease_expires_at = NULL, "
     "wait_topic = :topic, updated_at = :now, "
-    "wake_at = CASE WHEN :topic IS NOT NULL AND EXISTS (SELECT 1 FROM "
+    # Asked to cancel while it ran (the cancel woke nothing: it was not suspended yet):
+    # it wakes at once to be told, instead of sleeping through the request.
+    "wake_at = CASE WHEN cancel_requested_at IS NOT NULL THEN :now "
+    "WHEN :topic IS NOT NULL AND EXISTS (SELECT 1 FROM "
     "perdure_messages WHERE workflow_id = :id AND topic = :topic "
     "AND consumed_at IS NULL) THEN :now "
     "WHEN EXISTS (SELECT 1 FROM perdure_breakers WHERE name = :breaker "

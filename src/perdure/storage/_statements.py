@@ -88,13 +88,16 @@ LOAD_STEPS = (
 # take weaker locks that do not conflict with it.
 INSERT_STEP = (
     "INSERT INTO perdure_steps (workflow_id, position, name, status, output, error, "
-    "attempts, next_attempt_at, updated_at) "
-    "SELECT ?{text}, ?{text}, ?{text}, ?{text}, ?{text}, ?{text}, ?{int}, ?{real}, ?{real} "
+    "attempts, next_attempt_at, updated_at, started_at) "
+    "SELECT ?{text}, ?{text}, ?{text}, ?{text}, ?{text}, ?{text}, ?{int}, ?{real}, ?{real}, "
+    "?{real} "
     "WHERE EXISTS (SELECT 1 FROM perdure_workflows "
     "WHERE id = ? AND owner = ? AND epoch = ? AND status = {RUNNING}{key_share}) "
     "ON CONFLICT (workflow_id, position) DO UPDATE SET status = excluded.status, "
     "output = excluded.output, error = excluded.error, attempts = excluded.attempts, "
-    "next_attempt_at = excluded.next_attempt_at, updated_at = excluded.updated_at "
+    "next_attempt_at = excluded.next_attempt_at, updated_at = excluded.updated_at, "
+    # The start of the first attempt stays: a retry's record does not move it.
+    "started_at = COALESCE(perdure_steps.started_at, excluded.started_at) "
     "WHERE perdure_steps.status IN {REPLACEABLE}"
 )
 #: The same, saying whether it recorded (a row count is known only at the commit in
@@ -233,4 +236,71 @@ REOPEN_BREAKER = (
     "UPDATE perdure_breakers SET state = {OPEN}, opened_at = :now, retry_at = :retry_at, "
     "probe_holder = NULL, probe_expires_at = NULL, last_error = :error, updated_at = :now "
     "WHERE name = :name AND state = {HALF_OPEN} AND probe_holder = :holder RETURNING 1"
+)
+
+# -- operating: resume, fork, the actions log, inspection ---------------------------------------
+
+# Locks the row on PostgreSQL until commit: a concurrent resume (or a late completion)
+# waits, then finds the workflow no longer resumable.
+READ_FOR_RESUME = f"SELECT {WF_COLUMNS} FROM perdure_workflows WHERE id = :id{{for_update}}"
+# Back to PENDING and unowned, with a new epoch: any writer still holding an older lease
+# is fenced out, and executors claim it as they claim any new workflow.
+RESUME_WORKFLOW = (
+    "UPDATE perdure_workflows SET status = {PENDING}, output = NULL, error = NULL, "
+    "finished_at = NULL, owner = NULL, lease_expires_at = NULL, epoch = epoch + 1, "
+    "note = NULL, wake_at = NULL, wait_topic = NULL, cancel_requested_at = NULL, "
+    "deadline_at = NULL, resumes = resumes + 1, updated_at = :now "
+    f"WHERE id = :id AND status IN {{RESUMABLE}} RETURNING {WF_COLUMNS}"
+)
+DROP_UNDONE_STEPS = (
+    "DELETE FROM perdure_steps WHERE workflow_id = :id AND status IN {UNDONE} "
+    "RETURNING position, name, status, attempts"
+)
+# Epoch 1, not 0: a claim that finds epoch 1 afterwards knows a workflow never owned
+# before has no steps and skips reading them; a fork has steps from the start.
+FORK_WORKFLOW = (
+    "INSERT INTO perdure_workflows (id, name, status, inputs, serializer, app_version, "
+    "epoch, created_at, updated_at, forked_from, forked_steps) VALUES (:id, :name, "
+    "{PENDING}, :inputs, :serializer, :version, 1, :now, :now, :source, :steps) "
+    f"ON CONFLICT (id) DO NOTHING RETURNING {WF_COLUMNS}"
+)
+COPY_STEPS = (
+    "INSERT INTO perdure_steps (workflow_id, position, name, status, output, error, "
+    "attempts, next_attempt_at, updated_at, started_at) SELECT :id{text}, position, name, "
+    "status, output, error, attempts, next_attempt_at, updated_at, started_at "
+    "FROM perdure_steps WHERE workflow_id = :source ORDER BY {step_order} LIMIT :steps"
+)
+ACTION_COLUMNS = "seq, at, actor, action, workflow_id, target_id, details"
+LOG_ACTION = (
+    "INSERT INTO perdure_operator_actions (at, actor, action, workflow_id, target_id, "
+    "details) VALUES (:now, :actor, :action, :id, :target, :details) RETURNING seq"
+)
+LIST_ACTIONS = (
+    f"SELECT {ACTION_COLUMNS} FROM perdure_operator_actions WHERE seq > :after "
+    "ORDER BY seq LIMIT :limit"
+)
+LIST_WORKFLOW_ACTIONS = (
+    f"SELECT {ACTION_COLUMNS} FROM perdure_operator_actions WHERE workflow_id = :id "
+    "AND seq > :after ORDER BY seq LIMIT :limit"
+)
+LIST_EVENTS = (
+    "SELECT key, value, updated_at FROM perdure_events WHERE workflow_id = :id ORDER BY key"
+)
+MESSAGE_COLUMNS = "seq, topic, payload, idempotency_key, created_at, consumed_at"
+LIST_MESSAGES = (
+    f"SELECT {MESSAGE_COLUMNS} FROM perdure_messages WHERE workflow_id = :id "
+    "ORDER BY seq LIMIT :limit"
+)
+LIST_PENDING_MESSAGES = (
+    f"SELECT {MESSAGE_COLUMNS} FROM perdure_messages WHERE workflow_id = :id "
+    "AND consumed_at IS NULL ORDER BY seq LIMIT :limit"
+)
+LIST_CHILDREN = (
+    f"SELECT {WF_COLUMNS} FROM perdure_workflows WHERE parent_id = :id "
+    "ORDER BY created_at, id LIMIT :limit"
+)
+FORCE_OPEN_BREAKER = (
+    "UPDATE perdure_breakers SET state = {OPEN}, opened_at = :now, retry_at = :retry_at, "
+    "probe_holder = NULL, probe_expires_at = NULL, last_error = :error, updated_at = :now "
+    "WHERE name = :name"
 )
