@@ -3,13 +3,8 @@
 ``SqlStore`` implements every ``Store`` operation that runs the same statements on
 SQLite and PostgreSQL (rendered by the store's ``Dialect``); each store adds how it
 connects, migrates, and the few operations whose locking differs (recording a step,
-heartbeats, claims, suspending, setting an event). A store supplies:
-
-- ``_dialect``: how its SQL is spelled;
-- ``_writer``: the group committer of its hot-path writes (``_batch``);
-- ``_read(sql, params)``: rows of one query;
-- ``_write(fn)``: ``fn(conn)`` in one transaction, waited for;
-- ``_notify(conn, event)``: tell listeners in other processes, at commit (or nothing).
+heartbeats, claims, suspending, setting an event), and the primitives of ``_sql_base``.
+The circuit breakers' operations are in ``_sql_breakers``.
 
 Keys (IDs, names, topics, event and idempotency keys) are checked before any write
 (``_limits``): the same values are refused on every store, with a message that names
@@ -18,7 +13,6 @@ them, instead of failing deep inside a workflow on one store only.
 
 from __future__ import annotations
 
-import abc
 import json
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
@@ -28,13 +22,11 @@ from .._errors import StoreError
 from .._model import OperatorAction, Outcome, WorkflowState
 from . import _statements as q
 from ._base import (
-    BREAKER_TOPIC,
     CHILD_TOPIC,
     EVENT_CANCEL,
     EVENT_DONE,
     EVENT_READY,
     ActionRecord,
-    BreakerRecord,
     EventRecord,
     ExecutorRecord,
     Hold,
@@ -42,37 +34,18 @@ from ._base import (
     MessageRecord,
     NewWorkflow,
     StepRecord,
-    Store,
     VersionCount,
     WorkflowRecord,
 )
-from ._batch import GroupCommitter
-from ._dialect import Dialect
 from ._limits import check_key, check_topic
 from ._queries import list_query
+from ._sql_breakers import SqlBreakers
 
 T = TypeVar("T")
 
 
-class SqlStore(Store):
+class SqlStore(SqlBreakers):
     """A ``Store`` on a SQL database; subclasses say how to reach it (see the module)."""
-
-    _dialect: Dialect
-    _writer: GroupCommitter[Any]
-
-    @abc.abstractmethod
-    def _read(self, sql: str, params: Any = ()) -> list[Any]:
-        """The rows of one query."""
-
-    @abc.abstractmethod
-    def _write(self, fn: Callable[[Any], T]) -> T:
-        """``fn(conn)`` in one transaction, committed before this returns."""
-
-    def _notify(self, conn: Any, event: str) -> None:
-        """Push ``event`` to listeners at commit; stores that cannot push do nothing."""
-
-    def _sql(self, template: str) -> str:
-        return self._dialect.sql(template)
 
     # -- workflows -----------------------------------------------------------------
 
@@ -553,73 +526,6 @@ class SqlStore(Store):
     def list_children(self, workflow_id: str, limit: int = 100) -> list[WorkflowRecord]:
         rows = self._read(self._sql(q.LIST_CHILDREN), {"id": workflow_id, "limit": limit})
         return [WorkflowRecord(*row) for row in rows]
-
-    # -- circuit breakers ------------------------------------------------------------------
-    # Each runs in its own short transaction (``_write``), not in the writer's batch on
-    # PostgreSQL: a close then holds the breaker's row lock only for its own statements.
-
-    def get_breaker(self, name: str) -> BreakerRecord | None:
-        rows = self._read(self._sql(q.GET_BREAKER), {"name": name})
-        return BreakerRecord(*rows[0]) if rows else None
-
-    def list_breakers(self) -> list[BreakerRecord]:
-        rows = self._read(self._sql(q.LIST_BREAKERS), {"prefix": BREAKER_TOPIC})
-        return [BreakerRecord(*row) for row in rows]
-
-    def count_breaker_failure(
-        self, name: str, now: float, threshold: int, window: float, retry_at: float, error: str
-    ) -> bool:
-        check_key("circuit breaker name", name)
-        create_sql, count_sql = self._sql(q.CREATE_BREAKER), self._sql(q.COUNT_FAILURE)
-        open_sql = self._sql(q.OPEN_BREAKER)
-        params = {"name": name, "now": now, "window": window, "error": error, "retry_at": retry_at}
-
-        def count(conn: Any) -> bool:
-            conn.execute(create_sql, params)
-            row = conn.execute(count_sql, params).fetchone()
-            if row is None or row[0] < threshold:
-                return False
-            conn.execute(open_sql, params)
-            return True
-
-        return self._write(count)
-
-    def claim_breaker_probe(self, name: str, holder: str, now: float, expires_at: float) -> bool:
-        sql = self._sql(q.CLAIM_PROBE)
-        params = {"name": name, "holder": holder, "now": now, "expires": expires_at}
-        return self._write(lambda conn: conn.execute(sql, params).fetchone() is not None)
-
-    def close_breaker(self, name: str, now: float) -> int | None:
-        close_sql, wake_sql = self._sql(q.CLOSE_BREAKER), self._sql(q.WAKE_PARKED)
-        params = {"name": name, "now": now, "topic": BREAKER_TOPIC + name}
-
-        def close(conn: Any) -> int | None:
-            if conn.execute(close_sql, params).fetchone() is None:
-                return None
-            woken: int = conn.execute(wake_sql, params).rowcount
-            if woken:
-                self._notify(conn, EVENT_READY)
-            return woken
-
-        return self._write(close)
-
-    def force_open_breaker(self, name: str, now: float, retry_at: float, reason: str) -> None:
-        check_key("circuit breaker name", name)
-        create_sql, open_sql = self._sql(q.CREATE_BREAKER), self._sql(q.FORCE_OPEN_BREAKER)
-        params = {"name": name, "now": now, "retry_at": retry_at, "error": reason}
-
-        def force(conn: Any) -> None:
-            conn.execute(create_sql, params)
-            conn.execute(open_sql, params)
-
-        self._write(force)
-
-    def reopen_breaker(
-        self, name: str, holder: str, now: float, retry_at: float, error: str
-    ) -> bool:
-        sql = self._sql(q.REOPEN_BREAKER)
-        params = {"name": name, "holder": holder, "now": now, "retry_at": retry_at, "error": error}
-        return self._write(lambda conn: conn.execute(sql, params).fetchone() is not None)
 
 
 def step_params(workflow_id: str, lease: Lease, step: StepRecord) -> tuple[Any, ...]:

@@ -1,0 +1,43 @@
+"""The primitives every SQL store gives the shared operations (see ``_sql``).
+
+A store supplies:
+
+- ``_dialect``: how its SQL is spelled;
+- ``_writer``: the group committer of its hot-path writes (``_batch``);
+- ``_read(sql, params)``: rows of one query;
+- ``_write(fn)``: ``fn(conn)`` in one transaction, waited for;
+- ``_notify(conn, event)``: tell listeners in other processes, at commit (or nothing).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from ._base import Store
+from ._batch import GroupCommitter
+from ._dialect import Dialect
+
+T = TypeVar("T")
+
+
+class SqlBase(Store):
+    """A ``Store`` on a SQL database: how the shared operations reach it."""
+
+    _dialect: Dialect
+    _writer: GroupCommitter[Any]
+
+    @abc.abstractmethod
+    def _read(self, sql: str, params: Any = ()) -> list[Any]:
+        """The rows of one query."""
+
+    @abc.abstractmethod
+    def _write(self, fn: Callable[[Any], T]) -> T:
+        """``fn(conn)`` in one transaction, committed before this returns."""
+
+    def _notify(self, conn: Any, event: str) -> None:
+        """Push ``event`` to listeners at commit; stores that cannot push do nothing."""
+
+    def _sql(self, template: str) -> str:
+        return self._dialect.sql(template)
