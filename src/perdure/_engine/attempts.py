@@ -79,7 +79,7 @@ def attempt_sync(run: RunState, effect: Attempt) -> Attempted:
     token = current_run.set(None)
     try:
         if definition.timeout is None:
-            return Attempted(value=definition.fn(*effect.args, **effect.kwargs))
+            return Attempted(definition.fn(*effect.args, **effect.kwargs))
         return _with_timeout(effect)
     except KEEPS_MEANING:
         raise
@@ -124,7 +124,7 @@ async def attempt_async(run: RunState, effect: Attempt) -> Attempted:
     interruptible = signals.interruptible
     interruptible.add(task)
     try:
-        attempted = Attempted(value=await definition.fn(*effect.args, **effect.kwargs))
+        attempted = Attempted(await definition.fn(*effect.args, **effect.kwargs))
     except asyncio.CancelledError:
         if signals.ran_out(task):
             attempted = _timed_out(effect)

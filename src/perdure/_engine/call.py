@@ -14,8 +14,12 @@ from .state import RunState
 
 log = logging.getLogger("perdure")
 
+# An enum member costs a descriptor lookup on every access (~0.2 µs on Python 3.11):
+# read once, for the record every step writes.
+_SUCCEEDED, _RETRYING, _FAILED = StepState.SUCCEEDED, StepState.RETRYING, StepState.FAILED
 
-@dataclass
+
+@dataclass(slots=True)
 class Result:
     """What one attempt of a step leads to: a record to write, then a value, an error
     to raise, or another attempt."""
@@ -90,9 +94,9 @@ class StepCall:
                 )
             else:
                 record = StepRecord(
-                    position, name, StepState.SUCCEEDED, output, None, self.attempts, None, now
+                    position, name, _SUCCEEDED, output, None, self.attempts, None, now
                 )
-                return Result(record, value=value)
+                return Result(record, value)
         retry = self.definition.retry
         error_text = encode_error(exc)
         if not isinstance(exc, SerializationError) and retry.should_retry(exc, self.attempts):
@@ -109,7 +113,7 @@ class StepCall:
             record = StepRecord(
                 position,
                 name,
-                StepState.RETRYING,
+                _RETRYING,
                 None,
                 error_text,
                 self.attempts,
@@ -119,7 +123,7 @@ class StepCall:
             self.retrying(record)
             return Result(record, retry=True, raised=raised)
         record = StepRecord(
-            position, name, StepState.FAILED, None, error_text, self.attempts, None, now
+            position, name, _FAILED, None, error_text, self.attempts, None, now
         )
         if not isinstance(exc, Exception):
             # A KeyboardInterrupt, SystemExit or a user's own BaseException from step

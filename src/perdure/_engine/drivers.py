@@ -32,15 +32,15 @@ T = TypeVar("T")
 
 def drive_sync(run: RunState, op: Op[T]) -> T:
     """Run ``op`` to its end in this thread."""
-    return _drive(op, lambda effect: _sync(run, effect))
+    return _drive(run, op, _sync)
 
 
 def drive_on_loop(run: RunState, op: Op[T]) -> T:
     """Run ``op``, which may only record, without waiting (on the event loop)."""
-    return _drive(op, lambda effect: _on_loop(run, effect))
+    return _drive(run, op, _on_loop)
 
 
-def _drive(op: Op[T], execute: Callable[[Effect], Any]) -> T:
+def _drive(run: RunState, op: Op[T], execute: Callable[[RunState, Effect], Any]) -> T:
     value: Any = None
     error: BaseException | None = None
     while True:
@@ -51,7 +51,7 @@ def _drive(op: Op[T], execute: Callable[[Effect], Any]) -> T:
             return result
         value, error = None, None
         try:
-            value = execute(effect)
+            value = execute(run, effect)
         except BaseException as exc:  # noqa: BLE001 - thrown into the operation
             error = exc
 
@@ -73,7 +73,11 @@ async def drive_async(run: RunState, op: Op[T]) -> T:
             if kind is Attempt:
                 value = await attempt_async(run, effect)  # type: ignore[arg-type]
                 continue
-            if kind is Commit and _direct(effect) and run.writes.clear:  # type: ignore[arg-type]
+            if (
+                kind is Commit
+                and not (effect.barrier or effect.only_after_success)  # type: ignore[union-attr]
+                and run.writes.clear
+            ):
                 future = effect.submit()  # type: ignore[union-attr]
                 bridge = run.bridge
                 try:
@@ -94,17 +98,22 @@ async def drive_async(run: RunState, op: Op[T]) -> T:
 
 
 def _sync(run: RunState, effect: Effect) -> Any:
-    if isinstance(effect, Attempt):
-        return attempt_sync(run, effect)
-    if isinstance(effect, Commit):
-        if _direct(effect):
+    # The common cases first, with no helper calls: they run for every step.
+    kind = type(effect)
+    if kind is Attempt:
+        return attempt_sync(run, effect)  # type: ignore[arg-type]
+    if kind is Commit:
+        if not (effect.barrier or effect.only_after_success):  # type: ignore[union-attr]
             try:
-                effect.check(effect.submit().result())
+                effect.check(effect.submit().result())  # type: ignore[union-attr]
             except BaseException as exc:
                 raise run.failed(exc) from exc
         else:
-            concurrent.futures.wait([_submit(run, effect)])
-        return _seen(run)
+            concurrent.futures.wait([_submit(run, effect)])  # type: ignore[arg-type]
+        error = run.writes.seen()
+        if error is not None:
+            raise run.failed(error)
+        return None
     if isinstance(effect, Flush):
         pending = run.writes.pending()
         if pending:

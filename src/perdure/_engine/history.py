@@ -17,6 +17,9 @@ from .._errors import Cancelled, NonDeterminismError
 from .._model import StepRecord, StepState
 from .scope import current_scope, scope
 
+# Read once: an enum member costs a descriptor lookup on every access.
+_CANCELLED = StepState.CANCELLED
+
 
 class History:
     """The recorded steps of one workflow, and the cursor over them."""
@@ -26,20 +29,20 @@ class History:
         workflow_id: str,
         steps: list[StepRecord],
         replayed: Callable[[str | None], Cancelled],
-        unwinding: Callable[[], BaseException | None],
     ) -> None:
         self.workflow_id = workflow_id
         self.recorded = {step.position: step for step in steps}
         self._replayed = replayed
-        self._unwinding = unwinding
+        #: The signal unwinding the execution (``RunState.unwinding`` is this attribute):
+        #: held here, where every operation's first look goes, to cost no call.
+        self.unwinding: BaseException | None = None
 
     def take(self, name: str) -> tuple[str, StepRecord | None]:
         """The next position of the current scope for operation ``name``, and what is
         recorded there (None: nothing yet). Raises the unwinding signal instead while
         the execution unwinds."""
-        unwinding = self._unwinding()
-        if unwinding is not None:
-            raise unwinding
+        if self.unwinding is not None:
+            raise self.unwinding
         current = current_scope.get()
         assert current is not None, "a workflow run always has a scope"
         position = current.take_position()
@@ -53,7 +56,7 @@ class History:
         recorded = self.recorded.get(position)
         if recorded is None:
             return None
-        if recorded.status == StepState.CANCELLED:
+        if recorded.status == _CANCELLED:
             raise self._replayed(recorded.error)
         if recorded.name != name:
             raise NonDeterminismError(self.workflow_id, position, recorded.name, name)
@@ -62,7 +65,7 @@ class History:
     def cancelled_next(self) -> bool:
         """Whether the next position holds a CANCELLED record (then take it: it raises)."""
         recorded = self.recorded.get(scope().peek())
-        return recorded is not None and recorded.status == StepState.CANCELLED
+        return recorded is not None and recorded.status == _CANCELLED
 
     def free_next(self) -> bool:
         """Whether nothing is recorded at the next position."""

@@ -25,6 +25,10 @@ from .drivers import drive_async, drive_sync
 from .effects import Attempt, Blocking, Flush, Op, Pause
 from .state import RunState
 
+# Read once: an enum member costs a descriptor lookup on every access (replay reads one
+# per recorded step).
+_SUCCEEDED, _FAILED = StepState.SUCCEEDED, StepState.FAILED
+
 
 def call_step(
     run: RunState, definition: StepDef, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -49,10 +53,10 @@ def step(
     """The step at ``call``'s position, whose record there is ``recorded``."""
     run, definition = call.run, call.definition
     if recorded is not None:
-        if recorded.status == StepState.SUCCEEDED:
+        if recorded.status == _SUCCEEDED:
             assert recorded.output is not None
             return run.serializer.loads(recorded.output, definition.return_hint)
-        if recorded.status == StepState.FAILED:
+        if recorded.status == _FAILED:
             assert recorded.error is not None
             raise decode_error(recorded.error, StepFailedError)
         # RETRYING: go on counting from the recorded attempts, after the recorded wait.
