@@ -122,9 +122,7 @@ class StepCall:
             )
             self.retrying(record)
             return Result(record, retry=True, raised=raised)
-        record = StepRecord(
-            position, name, _FAILED, None, error_text, self.attempts, None, now
-        )
+        record = StepRecord(position, name, _FAILED, None, error_text, self.attempts, None, now)
         if not isinstance(exc, Exception):
             # A KeyboardInterrupt, SystemExit or a user's own BaseException from step
             # code: the workflow sees what every replay will, a StepFailedError naming it

@@ -99,17 +99,16 @@ async def drive_async(run: RunState, op: Op[T]) -> T:
 
 def _sync(run: RunState, effect: Effect) -> Any:
     # The common cases first, with no helper calls: they run for every step.
-    kind = type(effect)
-    if kind is Attempt:
-        return attempt_sync(run, effect)  # type: ignore[arg-type]
-    if kind is Commit:
-        if not (effect.barrier or effect.only_after_success):  # type: ignore[union-attr]
+    if isinstance(effect, Attempt):
+        return attempt_sync(run, effect)
+    if isinstance(effect, Commit):
+        if not (effect.barrier or effect.only_after_success):
             try:
-                effect.check(effect.submit().result())  # type: ignore[union-attr]
+                effect.check(effect.submit().result())
             except BaseException as exc:
                 raise run.failed(exc) from exc
         else:
-            concurrent.futures.wait([_submit(run, effect)])  # type: ignore[arg-type]
+            concurrent.futures.wait([_submit(run, effect)])
         error = run.writes.seen()
         if error is not None:
             raise run.failed(error)
