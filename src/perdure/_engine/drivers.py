@@ -78,12 +78,13 @@ async def drive_async(run: RunState, op: Op[T]) -> T:
                 and not (effect.barrier or effect.only_after_success)  # type: ignore[union-attr]
                 and run.writes.clear
             ):
-                future = effect.submit()  # type: ignore[union-attr]
+                check, future = effect.check, effect.submit()  # type: ignore[union-attr]
+                # Not held across the wait: thousands of steps may be in flight, and every
+                # object they keep alive is walked by the garbage collector again and again.
+                del effect
                 bridge = run.bridge
                 try:
-                    effect.check(  # type: ignore[union-attr]
-                        await (bridge.wait(future) if bridge else asyncio.wrap_future(future))
-                    )
+                    check(await (bridge.wait(future) if bridge else asyncio.wrap_future(future)))
                 except BaseException as exc:
                     raise run.failed(exc) from exc
                 continue

@@ -83,12 +83,16 @@ def step(
         result = call.after(attempted.value, attempted.error)
         if conditions.reports(call, result.raised):
             yield Blocking(conditions.report, (call, result.raised))
-        yield run.write(result.record)
-        if result.retry:
+        # Only what comes next is held across the commit's wait: thousands of steps may be
+        # in flight, and every object they keep alive is walked by the garbage collector.
+        record, retry, error, value = result.record, result.retry, result.error, result.value
+        del attempted, result
+        yield run.write(record)
+        if retry:
             continue
-        if result.error is not None:
-            raise result.error
-        return result.value
+        if error is not None:
+            raise error
+        return value
 
 
 def _ready(call: StepCall) -> Op[bool]:
