@@ -69,8 +69,6 @@ class RunState:
         self.notifier = notifier or Notifier()
         self.signals = Signals(record, clock, self.loop)
         self.history = History(record.id, steps, self.signals.replayed)
-        # Bound once: every step's write checks with it.
-        self._accepted = self.accepted
         self.writes = Writes()
         #: Tasks created inside the workflow: cancelled when the execution ends.
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -189,7 +187,7 @@ class RunState:
         """The effect that records ``record`` (fenced)."""
         return Commit(
             functools.partial(self.store.record_step, self.workflow_id, self.lease, record),
-            self._accepted,
+            self.accepted,
         )
 
     def deliver(self, position: str, name: str) -> None:
