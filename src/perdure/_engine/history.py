@@ -11,11 +11,10 @@ one (RETRYING, WAITING) to go on from.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from .._errors import Cancelled, NonDeterminismError
+from .._errors import NonDeterminismError
 from .._model import StepRecord, StepState
 from .scope import current_scope, scope
+from .signals import Signals
 
 # Read once: an enum member costs a descriptor lookup on every access.
 _CANCELLED = StepState.CANCELLED
@@ -28,11 +27,11 @@ class History:
         self,
         workflow_id: str,
         steps: list[StepRecord],
-        replayed: Callable[[str | None], Cancelled],
+        signals: Signals,
     ) -> None:
         self.workflow_id = workflow_id
         self.recorded = {step.position: step for step in steps}
-        self._replayed = replayed
+        self._signals = signals
         #: The signal unwinding the execution (``RunState.unwinding`` is this attribute):
         #: held here, where every operation's first look goes, to cost no call.
         self.unwinding: BaseException | None = None
@@ -57,7 +56,7 @@ class History:
         if recorded is None:
             return None
         if recorded.status == _CANCELLED:
-            raise self._replayed(recorded.error)
+            raise self._signals.replayed(recorded.error)
         if recorded.name != name:
             raise NonDeterminismError(self.workflow_id, position, recorded.name, name)
         return recorded

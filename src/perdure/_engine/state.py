@@ -68,7 +68,7 @@ class RunState:
         #: Tells waits in place that a workflow (a child) finished in this process.
         self.notifier = notifier or Notifier()
         self.signals = Signals(record, clock, self.loop)
-        self.history = History(record.id, steps, self.signals.replayed)
+        self.history = History(record.id, steps, self.signals)
         self.writes = Writes()
         #: Tasks created inside the workflow: cancelled when the execution ends.
         self.tasks: set[asyncio.Task[Any]] = set()
