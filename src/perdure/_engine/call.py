@@ -38,7 +38,6 @@ class StepCall:
     __slots__ = (
         "attempts",
         "definition",
-        "key",
         "last_error",
         "next_attempt_at",
         "position",
@@ -52,8 +51,6 @@ class StepCall:
         self.run = run
         self.definition = definition
         self.position = position
-        #: The step's identity within the process: (workflow ID, position).
-        self.key = (run.workflow_id, position)
         self.attempts = 0
         self.next_attempt_at: float | None = None
         # What the wait until next_attempt_at is for (a retry, a probe, a breaker), the

@@ -110,10 +110,7 @@ def _sync(run: RunState, effect: Effect) -> Any:
                 raise run.failed(exc) from exc
         else:
             concurrent.futures.wait([_submit(run, effect)])
-        error = run.writes.seen()
-        if error is not None:
-            raise run.failed(error)
-        return None
+        return None if run.writes.clear else _seen(run)
     if isinstance(effect, Flush):
         pending = run.writes.pending()
         if pending:

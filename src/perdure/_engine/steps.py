@@ -72,10 +72,10 @@ def step(
                 continue
         else:
             run.deliver(call.position, definition.name)  # what _ready comes down to
-        if abandoned(call.key) is not None:
+        if abandoned(run.workflow_id, call.position) is not None:
             yield from _abandoned_ended(call)
         call.start_attempt()
-        attempted = yield Attempt(definition, args, kwargs, call.key)
+        attempted = yield Attempt(definition, args, kwargs, call.position)
         if attempted.interrupted:
             # Record and raise what is due (if nothing is any more, it runs again).
             run.deliver(call.position, definition.name)
@@ -122,7 +122,7 @@ def _abandoned_ended(call: StepCall) -> Op[None]:
     """Wait until the step's timed-out attempt, abandoned in its thread, has ended: no
     two attempts of one step run at once."""
     run = call.run
-    while (straggler := abandoned(call.key)) is not None:
+    while (straggler := abandoned(run.workflow_id, call.position)) is not None:
         run.check_lease()
         run.deliver(call.position, call.definition.name)
         yield Pause(run.poll_interval, straggler)
