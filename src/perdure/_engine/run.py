@@ -49,6 +49,12 @@ _SIGNALS = (
     GeneratorExit,
     asyncio.CancelledError,
 )
+# Read once: an enum member costs a descriptor lookup on every access.
+_SUCCEEDED, _CANCELLED, _FAILED = (
+    WorkflowState.SUCCEEDED,
+    WorkflowState.CANCELLED,
+    WorkflowState.FAILED,
+)
 #: Signals after which the run writes nothing more.
 _FINAL = (LeaseLost, CheckpointFailed, GeneratorExit, asyncio.CancelledError)
 
@@ -101,7 +107,8 @@ class WorkflowRun(RunState):
 
     def _end(self, ended: _Ended) -> Op[Outcome]:
         """Make the deferred writes durable, then hand the ending on."""
-        if not isinstance(ended.signal, _FINAL):
+        # (Nothing pending and no failure unseen: a flush would have nothing to do.)
+        if not self.writes.clear and not isinstance(ended.signal, _FINAL):
             try:
                 yield Flush()
             except (LeaseLost, CheckpointFailed):
@@ -118,7 +125,7 @@ class WorkflowRun(RunState):
         if exc is None:
             try:
                 output = self.serializer.dumps(result, self.definition.return_hint)
-                return Outcome(WorkflowState.SUCCEEDED, output)
+                return Outcome(_SUCCEEDED, output)
             except SerializationError as error:
                 exc = SerializationError(
                     f"workflow {self.workflow_id!r} ({self.definition.name}) returned a value "
@@ -130,7 +137,7 @@ class WorkflowRun(RunState):
         elif isinstance(exc, Cancelled):
             log.info("workflow %s cancelled", self.workflow_id)
             cancelled = encode_error(WorkflowCancelledError(self.workflow_id))
-            return Outcome(WorkflowState.CANCELLED, None, cancelled)
+            return Outcome(_CANCELLED, None, cancelled)
         if isinstance(exc, NonDeterminismError):
             log.error("%s", exc)
         elif not isinstance(exc, Exception):
@@ -140,4 +147,4 @@ class WorkflowRun(RunState):
                 self.definition.name,
                 exc,
             )
-        return Outcome(WorkflowState.FAILED, None, encode_error(exc))
+        return Outcome(_FAILED, None, encode_error(exc))
