@@ -138,8 +138,10 @@ def _readable(text: str, value: Any) -> str:
     """``text``, unless it is nested more deeply than pydantic reads JSON back (about 200
     levels; it writes a few hundred): such a value would be stored and then fail every
     read, poisoning the workflow that recorded it. Checked only when the text holds
-    enough brackets to be that deep, so ordinary values cost two counts."""
-    if text.count("[") + text.count("{") > _READ_DEPTH:
+    enough brackets to be that deep, so ordinary values cost a length check."""
+    # Deeper than _READ_DEPTH takes that many opening brackets and as many closing ones:
+    # shorter text (nearly every value) is not even counted.
+    if len(text) > 2 * _READ_DEPTH and text.count("[") + text.count("{") > _READ_DEPTH:
         try:
             _ANY.validator.validate_json(text)
         except Exception as exc:

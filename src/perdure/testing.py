@@ -93,7 +93,7 @@ class _ReplayHistory(History):
     """A history that stops the run where the recorded one ends, instead of running."""
 
     def __init__(self, run: WorkflowRun, steps: list[StepRecord]) -> None:
-        super().__init__(run.workflow_id, steps, run.signals.replayed, lambda: run.unwinding)
+        super().__init__(run.workflow_id, steps, run.signals)
         self._run = run
         self.taken: set[str] = set()
         self.end: str | None = None

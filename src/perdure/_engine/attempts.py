@@ -48,10 +48,11 @@ _abandoned_lock = threading.Lock()
 _abandoned: dict[tuple[str, str], Future[Any]] = {}
 
 
-def abandoned(key: tuple[str, str]) -> Future[Any] | None:
-    """The still-running abandoned attempt of the step ``key``, if any."""
+def abandoned(workflow_id: str, position: str) -> Future[Any] | None:
+    """The still-running abandoned attempt of the step at ``position``, if any."""
     if not _abandoned:
-        return None  # the common case, without the lock
+        return None  # the common case, without the lock (or a key to look up)
+    key = (workflow_id, position)
     with _abandoned_lock:
         future = _abandoned.get(key)
         if future is not None and future.done():
@@ -79,8 +80,8 @@ def attempt_sync(run: RunState, effect: Attempt) -> Attempted:
     token = current_run.set(None)
     try:
         if definition.timeout is None:
-            return Attempted(value=definition.fn(*effect.args, **effect.kwargs))
-        return _with_timeout(effect)
+            return Attempted(definition.fn(*effect.args, **effect.kwargs))
+        return _with_timeout(run, effect)
     except KEEPS_MEANING:
         raise
     except BaseException as exc:  # noqa: BLE001 - a failed attempt, see the module
@@ -89,7 +90,7 @@ def attempt_sync(run: RunState, effect: Attempt) -> Attempted:
         current_run.reset(token)
 
 
-def _with_timeout(effect: Attempt) -> Attempted:
+def _with_timeout(run: RunState, effect: Attempt) -> Attempted:
     definition = effect.definition
     timeout = definition.timeout or 0.0
     box: Future[Any] = Future()
@@ -106,7 +107,7 @@ def _with_timeout(effect: Attempt) -> Attempted:
         return Attempted(value=box.result(timeout=timeout))
     except concurrent.futures.TimeoutError:
         if not box.done():
-            _abandon(effect.key, box)
+            _abandon((run.workflow_id, effect.position), box)
             return Attempted(error=StepTimeoutError(definition.name, timeout))
         return Attempted(value=box.result())  # it ended just now
 
@@ -124,7 +125,7 @@ async def attempt_async(run: RunState, effect: Attempt) -> Attempted:
     interruptible = signals.interruptible
     interruptible.add(task)
     try:
-        attempted = Attempted(value=await definition.fn(*effect.args, **effect.kwargs))
+        attempted = Attempted(await definition.fn(*effect.args, **effect.kwargs))
     except asyncio.CancelledError:
         if signals.ran_out(task):
             attempted = _timed_out(effect)

@@ -28,12 +28,24 @@ class FutureBridge:
         )
         self._lock = threading.Lock()
         self._scheduled = False
+        # The waiter of each future awaited once, looked up when it ends: a closure per
+        # future would be four more objects per write in flight for the garbage collector
+        # to walk (thousands of writes may be in flight).
+        self._waiters: dict[Future[Any], asyncio.Future[Any]] = {}
+        self._ended = self._one_ended
 
     def wait(self, future: Future[T]) -> asyncio.Future[T]:
         """An awaitable of the loop (call from the loop's thread) for ``future``."""
         waiter: asyncio.Future[T] = self._loop.create_future()
-        future.add_done_callback(lambda done: self._arrive(waiter, done))
+        if future in self._waiters:  # awaited twice (rare): one closure for this waiter
+            future.add_done_callback(lambda done: self._arrive(waiter, done))
+        else:
+            self._waiters[future] = waiter
+            future.add_done_callback(self._ended)
         return waiter
+
+    def _one_ended(self, done: Future[Any]) -> None:
+        self._arrive(self._waiters.pop(done), done)
 
     def _arrive(self, waiter: asyncio.Future[Any], done: Future[Any]) -> None:
         self._arrived.append((waiter, done))

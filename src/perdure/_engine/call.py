@@ -14,8 +14,12 @@ from .state import RunState
 
 log = logging.getLogger("perdure")
 
+# An enum member costs a descriptor lookup on every access (~0.2 µs on Python 3.11):
+# read once, for the record every step writes.
+_SUCCEEDED, _RETRYING, _FAILED = StepState.SUCCEEDED, StepState.RETRYING, StepState.FAILED
 
-@dataclass
+
+@dataclass(slots=True)
 class Result:
     """What one attempt of a step leads to: a record to write, then a value, an error
     to raise, or another attempt."""
@@ -34,7 +38,6 @@ class StepCall:
     __slots__ = (
         "attempts",
         "definition",
-        "key",
         "last_error",
         "next_attempt_at",
         "position",
@@ -49,8 +52,6 @@ class StepCall:
         self.run = run
         self.definition = definition
         self.position = position
-        #: The step's identity within the process: (workflow ID, position).
-        self.key = (run.workflow_id, position)
         self.attempts = 0
         #: When this execution's first attempt began (the store keeps the earliest).
         self.started_at: float | None = None
@@ -97,7 +98,7 @@ class StepCall:
                 record = StepRecord(
                     position,
                     name,
-                    StepState.SUCCEEDED,
+                    _SUCCEEDED,
                     output,
                     None,
                     self.attempts,
@@ -105,7 +106,7 @@ class StepCall:
                     now,
                     self.started_at,
                 )
-                return Result(record, value=value)
+                return Result(record, value)
         retry = self.definition.retry
         error_text = encode_error(exc)
         if not isinstance(exc, SerializationError) and retry.should_retry(exc, self.attempts):
@@ -122,7 +123,7 @@ class StepCall:
             record = StepRecord(
                 position,
                 name,
-                StepState.RETRYING,
+                _RETRYING,
                 None,
                 error_text,
                 self.attempts,
@@ -133,15 +134,7 @@ class StepCall:
             self.retrying(record)
             return Result(record, retry=True, raised=raised)
         record = StepRecord(
-            position,
-            name,
-            StepState.FAILED,
-            None,
-            error_text,
-            self.attempts,
-            None,
-            now,
-            self.started_at,
+            position, name, _FAILED, None, error_text, self.attempts, None, now, self.started_at
         )
         if not isinstance(exc, Exception):
             # A KeyboardInterrupt, SystemExit or a user's own BaseException from step

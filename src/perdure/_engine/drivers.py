@@ -32,15 +32,15 @@ T = TypeVar("T")
 
 def drive_sync(run: RunState, op: Op[T]) -> T:
     """Run ``op`` to its end in this thread."""
-    return _drive(op, lambda effect: _sync(run, effect))
+    return _drive(run, op, _sync)
 
 
 def drive_on_loop(run: RunState, op: Op[T]) -> T:
     """Run ``op``, which may only record, without waiting (on the event loop)."""
-    return _drive(op, lambda effect: _on_loop(run, effect))
+    return _drive(run, op, _on_loop)
 
 
-def _drive(op: Op[T], execute: Callable[[Effect], Any]) -> T:
+def _drive(run: RunState, op: Op[T], execute: Callable[[RunState, Effect], Any]) -> T:
     value: Any = None
     error: BaseException | None = None
     while True:
@@ -51,7 +51,7 @@ def _drive(op: Op[T], execute: Callable[[Effect], Any]) -> T:
             return result
         value, error = None, None
         try:
-            value = execute(effect)
+            value = execute(run, effect)
         except BaseException as exc:  # noqa: BLE001 - thrown into the operation
             error = exc
 
@@ -73,13 +73,18 @@ async def drive_async(run: RunState, op: Op[T]) -> T:
             if kind is Attempt:
                 value = await attempt_async(run, effect)  # type: ignore[arg-type]
                 continue
-            if kind is Commit and _direct(effect) and run.writes.clear:  # type: ignore[arg-type]
-                future = effect.submit()  # type: ignore[union-attr]
+            if (
+                kind is Commit
+                and not (effect.barrier or effect.only_after_success)  # type: ignore[union-attr]
+                and run.writes.clear
+            ):
+                check, future = effect.check, effect.submit()  # type: ignore[union-attr]
+                # Not held across the wait: thousands of steps may be in flight, and every
+                # object they keep alive is walked by the garbage collector again and again.
+                del effect
                 bridge = run.bridge
                 try:
-                    effect.check(  # type: ignore[union-attr]
-                        await (bridge.wait(future) if bridge else asyncio.wrap_future(future))
-                    )
+                    check(await (bridge.wait(future) if bridge else asyncio.wrap_future(future)))
                 except BaseException as exc:
                     raise run.failed(exc) from exc
                 continue
@@ -94,17 +99,18 @@ async def drive_async(run: RunState, op: Op[T]) -> T:
 
 
 def _sync(run: RunState, effect: Effect) -> Any:
+    # The common cases first, with no helper calls: they run for every step.
     if isinstance(effect, Attempt):
         return attempt_sync(run, effect)
     if isinstance(effect, Commit):
-        if _direct(effect):
+        if not (effect.barrier or effect.only_after_success):
             try:
                 effect.check(effect.submit().result())
             except BaseException as exc:
                 raise run.failed(exc) from exc
         else:
             concurrent.futures.wait([_submit(run, effect)])
-        return _seen(run)
+        return None if run.writes.clear else _seen(run)
     if isinstance(effect, Flush):
         pending = run.writes.pending()
         if pending:

@@ -80,8 +80,9 @@ class Attempt:
     definition: StepDef
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
-    #: Identifies the step (workflow ID, position) to remember an abandoned attempt by.
-    key: tuple[str, str]
+    #: The step's position: with the workflow's ID, what an abandoned attempt is
+    #: remembered by.
+    position: str
 
 
 @dataclass(slots=True)

@@ -11,11 +11,13 @@ one (RETRYING, WAITING) to go on from.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from .._errors import Cancelled, NonDeterminismError
+from .._errors import NonDeterminismError
 from .._model import StepRecord, StepState
 from .scope import current_scope, scope
+from .signals import Signals
+
+# Read once: an enum member costs a descriptor lookup on every access.
+_CANCELLED = StepState.CANCELLED
 
 
 class History:
@@ -25,13 +27,14 @@ class History:
         self,
         workflow_id: str,
         steps: list[StepRecord],
-        replayed: Callable[[str | None], Cancelled],
-        unwinding: Callable[[], BaseException | None],
+        signals: Signals,
     ) -> None:
         self.workflow_id = workflow_id
         self.recorded = {step.position: step for step in steps}
-        self._replayed = replayed
-        self._unwinding = unwinding
+        self._signals = signals
+        #: The signal unwinding the execution (``RunState.unwinding`` is this attribute):
+        #: held here, where every operation's first look goes, to cost no call.
+        self.unwinding: BaseException | None = None
         #: The first difference replay met: once set, every later operation raises it
         #: again, so a workflow that catches it still ends held (see ``run.py``).
         self.diverged: NonDeterminismError | None = None
@@ -40,9 +43,8 @@ class History:
         """The next position of the current scope for operation ``name``, and what is
         recorded there (None: nothing yet). Raises the unwinding signal instead while
         the execution unwinds."""
-        unwinding = self._unwinding()
-        if unwinding is not None:
-            raise unwinding
+        if self.unwinding is not None:
+            raise self.unwinding
         if self.diverged is not None:
             raise self.diverged
         current = current_scope.get()
@@ -58,8 +60,8 @@ class History:
         recorded = self.recorded.get(position)
         if recorded is None:
             return None
-        if recorded.status == StepState.CANCELLED:
-            raise self._replayed(recorded.error)
+        if recorded.status == _CANCELLED:
+            raise self._signals.replayed(recorded.error)
         if recorded.name != name:
             self.diverged = NonDeterminismError(self.workflow_id, position, recorded.name, name)
             raise self.diverged
@@ -80,7 +82,7 @@ class History:
     def cancelled_next(self) -> bool:
         """Whether the next position holds a CANCELLED record (then take it: it raises)."""
         recorded = self.recorded.get(scope().peek())
-        return recorded is not None and recorded.status == StepState.CANCELLED
+        return recorded is not None and recorded.status == _CANCELLED
 
     def free_next(self) -> bool:
         """Whether nothing is recorded at the next position."""

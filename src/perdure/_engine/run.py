@@ -50,6 +50,12 @@ _SIGNALS = (
     GeneratorExit,
     asyncio.CancelledError,
 )
+# Read once: an enum member costs a descriptor lookup on every access.
+_SUCCEEDED, _CANCELLED, _FAILED = (
+    WorkflowState.SUCCEEDED,
+    WorkflowState.CANCELLED,
+    WorkflowState.FAILED,
+)
 #: Signals after which the run writes nothing more.
 _FINAL = (LeaseLost, CheckpointFailed, GeneratorExit, asyncio.CancelledError)
 
@@ -105,7 +111,8 @@ class WorkflowRun(RunState):
         diverged = self.history.diverged
         if diverged is not None and not isinstance(ended.signal, _FINAL):
             ended = _Ended(signal=diverged)  # whatever the code did with it: hold it
-        if not isinstance(ended.signal, _FINAL):
+        # (Nothing pending and no failure unseen: a flush would have nothing to do.)
+        if not self.writes.clear and not isinstance(ended.signal, _FINAL):
             try:
                 yield Flush()
             except (LeaseLost, CheckpointFailed):
@@ -122,7 +129,7 @@ class WorkflowRun(RunState):
         if exc is None:
             try:
                 output = self.serializer.dumps(result, self.definition.return_hint)
-                return Outcome(WorkflowState.SUCCEEDED, output)
+                return Outcome(_SUCCEEDED, output)
             except SerializationError as error:
                 exc = SerializationError(
                     f"workflow {self.workflow_id!r} ({self.definition.name}) returned a value "
@@ -134,7 +141,7 @@ class WorkflowRun(RunState):
         elif isinstance(exc, Cancelled):
             log.info("workflow %s cancelled", self.workflow_id)
             cancelled = encode_error(WorkflowCancelledError(self.workflow_id))
-            return Outcome(WorkflowState.CANCELLED, None, cancelled)
+            return Outcome(_CANCELLED, None, cancelled)
         if not isinstance(exc, Exception):
             log.error(
                 "workflow %s (%s) raised %r, which is not an Exception: it failed",
@@ -142,4 +149,4 @@ class WorkflowRun(RunState):
                 self.definition.name,
                 exc,
             )
-        return Outcome(WorkflowState.FAILED, None, encode_error(exc))
+        return Outcome(_FAILED, None, encode_error(exc))

@@ -68,11 +68,7 @@ class RunState:
         #: Tells waits in place that a workflow (a child) finished in this process.
         self.notifier = notifier or Notifier()
         self.signals = Signals(record, clock, self.loop)
-        #: The signal unwinding this execution (suspension, continue_as_new, a lost lease,
-        #: a failed checkpoint). ``finally`` blocks run while it unwinds: a step or wait
-        #: they call raises it again instead of running (only a cancellation runs them).
-        self.unwinding: BaseException | None = None
-        self.history = History(record.id, steps, self.signals.replayed, lambda: self.unwinding)
+        self.history = History(record.id, steps, self.signals)
         self.writes = Writes()
         #: Tasks created inside the workflow: cancelled when the execution ends.
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -81,6 +77,17 @@ class RunState:
         #: When the executor dispatched it (monotonic): a heartbeat that began earlier
         #: cannot have seen it.
         self.dispatched_at = time.monotonic()
+
+    @property
+    def unwinding(self) -> BaseException | None:
+        """The signal unwinding this execution (suspension, continue_as_new, a lost lease,
+        a failed checkpoint). ``finally`` blocks run while it unwinds: a step or wait they
+        call raises it again instead of running (only a cancellation runs them)."""
+        return self.history.unwinding
+
+    @unwinding.setter
+    def unwinding(self, signal: BaseException | None) -> None:
+        self.history.unwinding = signal
 
     # -- what the executor uses ----------------------------------------------------------
 
@@ -155,7 +162,8 @@ class RunState:
         """Raise LeaseLost if this execution may no longer write: released, or the
         executor could not renew its leases in time (it may have been paused or cut off,
         and another executor may own the workflow now)."""
-        self.check_released()
+        if self.signals.released:
+            self.check_released()
         if not self.lease_holds():
             self.unwind(
                 LeaseLost(
@@ -186,7 +194,10 @@ class RunState:
         """If a cancel or the deadline is due, record it at ``position`` (which holds no
         final record) and raise it. The record is a deferred write: whatever runs next
         (cleanup code's steps, the outcome) waits for it first."""
-        signal: Cancelled | None = self.signals.due()
+        signals = self.signals
+        if not signals.cancel_requested and signals.deadline is None:
+            return  # the common case, without a call: it runs before every attempt
+        signal: Cancelled | None = signals.due()
         if signal is None:
             return
         self.signals.delivering(signal)

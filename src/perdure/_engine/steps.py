@@ -25,6 +25,10 @@ from .drivers import drive_async, drive_sync
 from .effects import Attempt, Blocking, Flush, Op, Pause
 from .state import RunState
 
+# Read once: an enum member costs a descriptor lookup on every access (replay reads one
+# per recorded step).
+_SUCCEEDED, _FAILED = StepState.SUCCEEDED, StepState.FAILED
+
 
 def call_step(
     run: RunState, definition: StepDef, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -49,10 +53,10 @@ def step(
     """The step at ``call``'s position, whose record there is ``recorded``."""
     run, definition = call.run, call.definition
     if recorded is not None:
-        if recorded.status == StepState.SUCCEEDED:
+        if recorded.status == _SUCCEEDED:
             assert recorded.output is not None
             return run.serializer.loads(recorded.output, definition.return_hint)
-        if recorded.status == StepState.FAILED:
+        if recorded.status == _FAILED:
             assert recorded.error is not None
             raise decode_error(recorded.error, StepFailedError)
         # RETRYING: go on counting from the recorded attempts, after the recorded wait.
@@ -68,10 +72,10 @@ def step(
                 continue
         else:
             run.deliver(call.position, definition.name)  # what _ready comes down to
-        if abandoned(call.key) is not None:
+        if abandoned(run.workflow_id, call.position) is not None:
             yield from _abandoned_ended(call)
         call.start_attempt()
-        attempted = yield Attempt(definition, args, kwargs, call.key)
+        attempted = yield Attempt(definition, args, kwargs, call.position)
         if attempted.interrupted:
             # Record and raise what is due (if nothing is any more, it runs again).
             run.deliver(call.position, definition.name)
@@ -79,12 +83,16 @@ def step(
         result = call.after(attempted.value, attempted.error)
         if conditions.reports(call, result.raised):
             yield Blocking(conditions.report, (call, result.raised))
-        yield run.write(result.record)
-        if result.retry:
+        # Only what comes next is held across the commit's wait: thousands of steps may be
+        # in flight, and every object they keep alive is walked by the garbage collector.
+        record, retry, error, value = result.record, result.retry, result.error, result.value
+        del attempted, result
+        yield run.write(record)
+        if retry:
             continue
-        if result.error is not None:
-            raise result.error
-        return result.value
+        if error is not None:
+            raise error
+        return value
 
 
 def _ready(call: StepCall) -> Op[bool]:
@@ -114,7 +122,7 @@ def _abandoned_ended(call: StepCall) -> Op[None]:
     """Wait until the step's timed-out attempt, abandoned in its thread, has ended: no
     two attempts of one step run at once."""
     run = call.run
-    while (straggler := abandoned(call.key)) is not None:
+    while (straggler := abandoned(run.workflow_id, call.position)) is not None:
         run.check_lease()
         run.deliver(call.position, call.definition.name)
         yield Pause(run.poll_interval, straggler)

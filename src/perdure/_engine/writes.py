@@ -24,6 +24,12 @@ from .._errors import CheckpointFailed, LeaseLost, StoreError
 #: Failures after which no later write of the run may be submitted: its history would
 #: have a hole (a store failure), or it is no longer the run's to write (a lost lease).
 _POISON = (StoreError, LeaseLost, CheckpointFailed)
+# The containers of a run that has made no write yet: shared, never changed (``_chain``
+# puts the run's own in their place before its first write).
+_NONE: set[Future[None]] = set()
+_NO_WRITES: list[Future[None]] = []
+_NO_FAILURES: list[BaseException] = []
+_FIRST = threading.Lock()
 
 
 def _settle(out: Future[None], error: BaseException | None) -> None:
@@ -38,15 +44,29 @@ class Writes:
     """The writes of one run not yet known durable, and how the next one may go out."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._pending: set[Future[None]] = set()
+        #: Whether no write is pending and no failure unseen (then a flush has nothing to
+        #: do). A plain attribute, kept under the lock, as it is read before every step.
+        self.clear = True
+        # The rest is made at the first write (see ``_chain``): most runs never defer one,
+        # and every object a run holds is one more for the garbage collector to walk.
+        self._lock: threading.Lock | None = None
+        self._pending: set[Future[None]] = _NONE
         self._last: Future[None] | None = None
         # The last barrier, and the writes since: a barrier goes out once these ended
         # (the last barrier ended only after everything before it had).
         self._barrier: Future[None] | None = None
-        self._since_barrier: list[Future[None]] = []
+        self._since_barrier: list[Future[None]] = _NO_WRITES
         # Failures of writes that nobody has seen yet.
-        self._failures: list[BaseException] = []
+        self._failures: list[BaseException] = _NO_FAILURES
+
+    def _chain(self) -> threading.Lock:
+        """The lock, and the run's own containers, made with its first write."""
+        if self._lock is None:
+            with _FIRST:  # two threads' first writes at once must not make two chains
+                if self._lock is None:
+                    self._pending, self._since_barrier, self._failures = set(), [], []
+                    self._lock = threading.Lock()
+        return self._lock
 
     def submit(
         self,
@@ -61,7 +81,7 @@ class Writes:
         a message, an event), it goes out only once every pending write committed; with
         ``only_after_success``, only once the write just before it succeeded."""
         out: Future[None] = Future()
-        with self._lock:
+        with self._chain():
             before: list[Future[None]] = []
             if barrier:
                 before = [f for f in (self._barrier, *self._since_barrier) if f is not None]
@@ -70,6 +90,7 @@ class Writes:
                 self._since_barrier.append(out)
             previous, self._last = self._last, out
             self._pending.add(out)
+            self.clear = False
         out.add_done_callback(self._ended)
 
         def committed(done: Future[Any]) -> None:
@@ -102,35 +123,31 @@ class Writes:
         _after(waits, go)
         return out
 
-    @property
-    def clear(self) -> bool:
-        """Whether no write is pending and no failure unseen (then a flush has nothing
-        to do)."""
-        return not self._pending and not self._failures
-
     def pending(self) -> list[Future[None]]:
         """The writes not yet ended."""
         if not self._pending:
             return []
-        with self._lock:
+        with self._chain():
             return list(self._pending)
 
     def _ended(self, future: Future[None]) -> None:
         error = future.exception()
-        with self._lock:
+        with self._chain():
             self._pending.discard(future)
             # Keep the list short: ended writes at its head need no waiting for.
             while self._since_barrier and self._since_barrier[0].done():
                 self._since_barrier.pop(0)
             if error is not None:
                 self._failures.append(error)
+            self.clear = not self._pending and not self._failures
 
     def seen(self) -> BaseException | None:
         """The first failure of the writes that ended since the last call, if any."""
         if not self._failures:
             return None
-        with self._lock:
+        with self._chain():
             failures, self._failures = self._failures, []
+            self.clear = not self._pending
         return failures[0]
 
 
