@@ -10,8 +10,10 @@ from typing import Any
 import pytest
 
 import perdure
+from perdure import SystemClock
 from perdure._engine.history import History
-from perdure.storage import StepRecord
+from perdure._engine.signals import Signals
+from perdure.storage import StepRecord, WorkflowRecord
 from perdure.testing import history, replay
 
 
@@ -176,10 +178,10 @@ def test_a_patch_takes_no_position_where_the_history_continues_past_it() -> None
     def at(position: str) -> StepRecord:
         return StepRecord(position, "s", "SUCCEEDED", "1", None, 1, None, 1.0)
 
-    def never(error: str | None) -> perdure.Cancelled:
-        raise AssertionError("nothing is cancelled here")
-
-    cursor = History("w", [at("0"), at("2"), at("t0.5")], never, lambda: None)
+    record = WorkflowRecord(
+        "w", "wf", "RUNNING", "[]", None, None, "json", "1", None, 1, None, None, 0, 1.0, 1.0, None
+    )
+    cursor = History("w", [at("0"), at("2"), at("t0.5")], Signals(record, SystemClock(), None))
     assert cursor.continues_past("1")  # 2 is recorded in the same scope
     assert not cursor.continues_past("2")
     assert cursor.continues_past("t0.3") and not cursor.continues_past("t0.5")
