@@ -136,17 +136,20 @@ _SET_EVENT = POSTGRES.sql(
 # SKIP LOCKED: rows another executor is claiming (or a writer is completing) right now
 # are left to it, so concurrent claims never overlap or wait. The candidates' conditions
 # are checked again by the claim itself once their rows are locked: a row may have
-# changed since the candidates were read.
+# changed since the candidates were read. The candidates are an ARRAY (an init plan, run
+# once) looked up by primary key: as "id IN (subquery)", a table freshly filled (no
+# statistics yet) led the planner to scan every active row and run the candidates'
+# union again for each (3,000 pending workflows: 0.6 s per claim instead of 15 ms).
 _CLAIM = POSTGRES.sql(
     "UPDATE perdure_workflows SET owner = :me, epoch = epoch + 1, "
     "status = {RUNNING}, lease_expires_at = :lease, note = NULL, updated_at = :now, "
     "recoveries = recoveries + CASE WHEN status = {RUNNING} AND wake_at IS NULL "
     "THEN 1 ELSE 0 END, wake_at = NULL, wait_topic = NULL, held_code = NULL, held_detail = NULL "
-    "WHERE id IN (SELECT id FROM perdure_workflows WHERE id IN ("
+    "WHERE id IN (SELECT id FROM perdure_workflows WHERE id = ANY(ARRAY("
     + claim_candidates(
         ":%s", "(SELECT unnest(:names::text[]))", "(SELECT unnest(:dead::text[]))", False
     )
-    + ") AND status IN {ACTIVE} "
+    + ")) AND status IN {ACTIVE} "
     "AND (owner IS NULL OR lease_expires_at < :now OR owner = ANY(:dead::text[])) "
     "AND (wake_at IS NULL OR wake_at <= :now) "
     "ORDER BY created_at LIMIT :limit FOR UPDATE SKIP LOCKED) "
