@@ -23,12 +23,12 @@ from typing import Any
 from ._breaker import BreakerStatus, CircuitBreaker
 from ._clock import Clock
 from ._errors import (
-    ConfigurationError,
     StoreError,
     StoreInDoubtError,
     StoreUnavailableError,
     WorkflowFinishedError,
     WorkflowNotFoundError,
+    workflow_id_taken,
 )
 from ._handle import WorkflowHandle, WorkflowStatus
 from ._notifier import Notifier
@@ -254,10 +254,7 @@ class Client:
 
     def _started(self, new: NewWorkflow, record: WorkflowRecord, created: bool) -> None:
         if not created and record.name != new.name:
-            raise ConfigurationError(
-                f"workflow ID {new.id!r} already belongs to a {record.name!r} workflow; "
-                f"it was not started again as {new.name!r}: choose another ID"
-            )
+            raise workflow_id_taken(new.id, record.name, new.name)
         worker = self._worker
         if worker is None:
             return

@@ -52,6 +52,15 @@ class InvalidValueError(ConfigurationError, ValueError):
     the rule. Also a ``ValueError``, as bad arguments are in Python."""
 
 
+def workflow_id_taken(workflow_id: str, existing: str, wanted: str) -> ConfigurationError:
+    """The error for a start whose ID belongs to a workflow of another name (nothing was
+    started): the same words for a start from a client and for a child's start."""
+    return ConfigurationError(
+        f"workflow ID {workflow_id!r} already belongs to a {existing!r} workflow; "
+        f"it was not started again as {wanted!r}: choose another ID"
+    )
+
+
 class SerializationError(PerdureError):
     """A value could not be encoded or decoded by the configured serializer."""
 

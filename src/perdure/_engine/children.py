@@ -30,6 +30,7 @@ from .._errors import (
     WorkflowFailedError,
     WorkflowNotFoundError,
     WorkflowTimeoutError,
+    workflow_id_taken,
 )
 from .._model import (
     NewWorkflow,
@@ -102,10 +103,7 @@ def start(
     def created(stored: tuple[Any, bool]) -> None:
         existing, was_created = stored
         if not was_created and existing.name != new.name:
-            raise ConfigurationError(
-                f"workflow ID {new.id!r} already belongs to a {existing.name!r} workflow; "
-                f"it was not started again as {new.name!r}: choose another ID"
-            )
+            raise workflow_id_taken(new.id, existing.name, new.name)
         host.wake()  # claim the new child now, not at the next tick
 
     # Starting a child is a side effect: what its arguments may rest on comes first.
