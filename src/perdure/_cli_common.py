@@ -14,10 +14,10 @@ import logging
 import os
 import sys
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import NoReturn
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import click
@@ -31,6 +31,8 @@ from ._validation import check_name, check_workflow_id
 from .storage import open_store
 
 log = logging.getLogger("perdure")
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 #: Set to 1 to see the traceback of an error the command did not expect (a bug).
 TRACEBACK_ENV = "PERDURE_TRACEBACK"
@@ -229,6 +231,33 @@ created_before_option = click.option(
     type=click.DateTime(),
     help="Only workflows created before this time (UTC unless it has a zone).",
 )
+
+
+def bulk_filters(statuses: str) -> Callable[[F], F]:
+    """The options that pick workflows by filter when a command gets no WORKFLOW_ID
+    (``cancel``, ``resume``): ``--status`` (``statuses`` says which and the default),
+    ``--name`` and the creation times."""
+
+    def decorate(command: F) -> F:
+        for option in reversed(
+            (
+                click.option(
+                    "--status",
+                    "status_filter",
+                    callback=parse_status,
+                    help=f"With no ID: {statuses}, in any case (default: both).",
+                ),
+                click.option(
+                    "--name", callback=parse_name, help="With no ID: only workflows of this name."
+                ),
+                created_after_option,
+                created_before_option,
+            )
+        ):
+            command = option(command)
+        return command
+
+    return decorate
 
 
 def optional_id(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:

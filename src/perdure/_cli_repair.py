@@ -12,14 +12,11 @@ import click
 from ._cli_common import (
     actor_option,
     app_option,
-    created_after_option,
-    created_before_option,
+    bulk_filters,
     existing,
     fail,
     id_argument,
     optional_id,
-    parse_name,
-    parse_status,
     shown,
     url_option,
     using,
@@ -33,15 +30,7 @@ from ._repair import default_actor
 @app_option
 @url_option
 @actor_option
-@click.option(
-    "--status",
-    "status_filter",
-    callback=parse_status,
-    help="With no ID: FAILED or CANCELLED, in any case (default: both).",
-)
-@click.option("--name", callback=parse_name, help="With no ID: only workflows of this name.")
-@created_after_option
-@created_before_option
+@bulk_filters("FAILED or CANCELLED")
 def resume(
     workflow_id: str | None,
     app_spec: str | None,

@@ -13,6 +13,7 @@ from ._breaker import BreakerStatus
 from ._cli_common import (
     actor_option,
     app_option,
+    bulk_filters,
     created_after_option,
     created_before_option,
     existing,
@@ -149,15 +150,7 @@ def status(workflow_id: str, app_spec: str | None, database_url: str | None, as_
 @app_option
 @url_option
 @actor_option
-@click.option(
-    "--status",
-    "status_filter",
-    callback=parse_status,
-    help="With no ID: PENDING or RUNNING, in any case (default: both).",
-)
-@click.option("--name", callback=parse_name, help="With no ID: only workflows of this name.")
-@created_after_option
-@created_before_option
+@bulk_filters("PENDING or RUNNING")
 def cancel(
     workflow_id: str | None,
     app_spec: str | None,
