@@ -8,9 +8,8 @@ launched. ``App`` keeps the public methods of both, delegating.
 from __future__ import annotations
 
 import asyncio
-import functools
 import os
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
@@ -18,16 +17,15 @@ from . import _operating
 from ._breaker import CircuitBreaker
 from ._client import Client
 from ._clock import Clock, SystemClock
+from ._decorators import step_wrapper, workflow_wrapper
 from ._engine.cancelling import cancel_from_workflow, cancel_from_workflow_async
 from ._engine.children import start_child, start_child_async
 from ._engine.messages import send_from_workflow, send_from_workflow_async
 from ._engine.state import current_run
-from ._engine.steps import call_step, call_step_async
 from ._errors import ConfigurationError
 from ._handle import WorkflowHandle
 from ._notifier import Notifier
 from ._options import Starter, StartOptions
-from ._registry import WORKFLOW_ATTR, WorkflowDef
 from ._registry import Registry as _Registry
 from ._retry import Retry
 from ._serialization import JSONSerializer, Serializer
@@ -130,43 +128,14 @@ class App:
         """
 
         def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
-            definition = self.registry.add_workflow(fn, name)
-            return self._workflow_wrapper(definition)
+            return workflow_wrapper(self, self.registry.add_workflow(fn, name))
 
         return decorate if fn is None else decorate(fn)
 
-    def _workflow_wrapper(self, definition: WorkflowDef) -> Callable[..., Any]:
-        fn = definition.fn
-
-        if definition.is_async:
-
-            @functools.wraps(fn)
-            async def run_async(*args: Any, **kwargs: Any) -> Any:
-                self._check_direct_call(definition)
-                return await self.run_async(definition.name, *args, **kwargs)
-
-            wrapper: Callable[..., Any] = run_async
-        else:
-
-            @functools.wraps(fn)
-            def run_sync(*args: Any, **kwargs: Any) -> Any:
-                self._check_direct_call(definition)
-                return self.run(definition.name, *args, **kwargs)
-
-            wrapper = run_sync
-        setattr(wrapper, WORKFLOW_ATTR, definition.name)
-        return wrapper
-
-    def _check_direct_call(self, definition: WorkflowDef) -> None:
-        # Called as a plain function outside any workflow, with no executor here, the
-        # call would record a workflow under a random ID and wait for it forever.
-        if current_run.get() is None and self._worker is None:
-            raise ConfigurationError(
-                f"workflow {definition.name!r} was called directly, but {self!r} is not "
-                "launched, so nothing in this process would run it (nothing was recorded): "
-                "launch the app first (`with app:` or `app.launch()`), or start it with "
-                "`app.start(...)` while a worker runs (`perdure worker module:app`)"
-            )
+    @property
+    def launched(self) -> bool:
+        """Whether this process's executor runs (``with app:`` or ``app.launch()``)."""
+        return self._worker is not None
 
     @overload
     def step(self, fn: Callable[P, R], /) -> Callable[P, R]: ...
@@ -209,27 +178,7 @@ class App:
         """
 
         def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
-            definition = self.registry.add_step(fn, name, retry, timeout, breaker)
-            if definition.is_async:
-
-                @functools.wraps(fn)
-                def call_async(*args: Any, **kwargs: Any) -> Awaitable[Any]:
-                    run = current_run.get()
-                    if run is None:
-                        result: Awaitable[Any] = fn(*args, **kwargs)
-                        return result
-                    return call_step_async(run, definition, args, kwargs)
-
-                return call_async
-
-            @functools.wraps(fn)
-            def call(*args: Any, **kwargs: Any) -> Any:
-                run = current_run.get()
-                if run is None:
-                    return fn(*args, **kwargs)
-                return call_step(run, definition, args, kwargs)
-
-            return call
+            return step_wrapper(self.registry.add_step(fn, name, retry, timeout, breaker))
 
         return decorate if fn is None else decorate(fn)
 
