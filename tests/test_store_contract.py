@@ -291,6 +291,24 @@ def test_record_step_is_fenced_and_final_records_are_never_replaced(store: Store
     assert store.load_steps("missing") == []
 
 
+@covers("load_steps_many")
+def test_load_steps_many_is_load_steps_of_each(store: Store) -> None:
+    lease_a, lease_b = running(store, "a"), running(store, "b")
+    running(store, "c")
+    for position in ("0", "2", "1"):
+        assert store.record_step("a", lease_a, step(position)).result()
+    assert store.record_step("b", lease_b, step("0", "RETRYING", None)).result()
+    found = store.load_steps_many(["a", "b", "c", "missing"])
+    assert found == {
+        "a": store.load_steps("a"),
+        "b": store.load_steps("b"),
+        "c": [],
+        "missing": [],
+    }
+    assert [s.position for s in found["a"]] == ["0", "2", "1"]  # first recorded first
+    assert store.load_steps_many([]) == {}
+
+
 # -- executors and leases --------------------------------------------------------------------
 
 

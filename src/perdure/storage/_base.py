@@ -227,6 +227,12 @@ class Store(abc.ABC):
         one query."""
 
     @abc.abstractmethod
+    def load_steps_many(self, workflow_ids: Sequence[str]) -> dict[str, list[StepRecord]]:
+        """``load_steps`` of several workflows in one query (what a claim of workflows
+        that ran before needs): every given ID is a key, with ``[]`` when it has no
+        steps (or no such workflow)."""
+
+    @abc.abstractmethod
     def record_step(self, workflow_id: str, lease: Lease, step: StepRecord) -> Future[bool]:
         """Insert the step at its position, or update a RETRYING or WAITING record there;
         one statement, fenced by the lease, no read before it.

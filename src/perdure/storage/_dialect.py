@@ -17,6 +17,9 @@ per statement (cached). Its slots:
 - ``{names_set}``: the list of text in the parameter ``names`` as SQL's ``IN`` takes it
   (``json_each`` of a JSON array on SQLite, ``unnest`` of an array on PostgreSQL; see
   ``Dialect.text_list``), and ``{codes_set}`` the same of the parameter ``codes``;
+- ``{in_ids}``: ``IN`` the list of text in the parameter ``ids``, written so that the
+  primary key's index looks each one up (``= ANY`` of an array on PostgreSQL: a planner
+  given ``IN (SELECT unnest(...))`` may scan the whole table instead);
   ``{step_order}``: the column that orders a workflow's steps.
 """
 
@@ -99,6 +102,7 @@ SQLITE = Dialect(
         "step_order": "rowid",
         "names_set": "(SELECT value FROM json_each(:names))",
         "codes_set": "(SELECT value FROM json_each(:codes))",
+        "in_ids": "IN (SELECT value FROM json_each(:ids))",
     },
 )
 
@@ -115,5 +119,6 @@ POSTGRES = Dialect(
         "step_order": "seq",
         "names_set": "(SELECT unnest(:names::text[]))",
         "codes_set": "(SELECT unnest(:codes::text[]))",
+        "in_ids": "= ANY(:ids::text[])",
     },
 )

@@ -225,6 +225,14 @@ class SqlStore(SqlBreakers):
         rows = self._read(self._sql(q.LOAD_STEPS), {"id": workflow_id})
         return [StepRecord(*row) for row in rows]
 
+    def load_steps_many(self, workflow_ids: Sequence[str]) -> dict[str, list[StepRecord]]:
+        found: dict[str, list[StepRecord]] = {workflow_id: [] for workflow_id in workflow_ids}
+        if found:
+            params = {"ids": self._dialect.text_list(list(found))}
+            for workflow_id, *step in self._read(self._sql(q.LOAD_STEPS_MANY), params):
+                found[workflow_id].append(StepRecord(*step))
+        return found
+
     # -- executors and leases ----------------------------------------------------------
 
     def register_executor(self, executor: ExecutorRecord) -> None:

@@ -80,6 +80,10 @@ ACTIVE_VERSIONS = (
 LOAD_STEPS = (
     f"SELECT {STEP_COLUMNS} FROM perdure_steps WHERE workflow_id = :id ORDER BY {{step_order}}"
 )
+LOAD_STEPS_MANY = (
+    f"SELECT workflow_id, {STEP_COLUMNS} FROM perdure_steps WHERE workflow_id {{in_ids}} "
+    "ORDER BY workflow_id, {step_order}"
+)
 # Record a step. The fencing check and the write are one statement: no read before it.
 # On PostgreSQL the check locks the workflow's row FOR KEY SHARE: a claim holds it FOR
 # UPDATE, so a step racing a takeover waits for the claim to commit and is then checked
