@@ -59,6 +59,8 @@ class Executor:
         self.pid = os.getpid()
         self.id = f"{self.host_name}:{self.pid}:{uuid.uuid4().hex[:12]}"
         self.table = RunTable(self.settings.max_workflows)
+        # Free slots at which a full table claims again (1 when it holds only a few).
+        self._claim_batch = max(1, min(self.settings.max_threads, self.settings.max_workflows) // 2)
         self._lease_valid_until = 0.0
         self._pool = ThreadPool(self.settings.max_threads, "perdure-workflow")
         self._loop = asyncio.new_event_loop()
@@ -414,9 +416,12 @@ class Executor:
         self._stop_timer(run)
         if run.record.parent_id is not None:
             self.wake()  # its parent may wait for it here: claim the parent now
-        was_full, running = self.table.remove(run)
-        if was_full or running == self.settings.max_threads // 2:
-            self.wake()  # room again: claim what waits now, not at the next tick
+        free, running = self.table.remove(run)
+        if free == self._claim_batch or running == self.settings.max_threads // 2:
+            # Room again: claim what waits now, not at the next tick. After the table was
+            # full, not at the first free slot but at a batch of them: a round per slot
+            # would be a claim transaction per workflow that waits for room.
+            self.wake()
 
     def _finish(
         self,

@@ -113,14 +113,13 @@ class RunTable:
             self._runs[new.workflow_id] = new
             return True
 
-    def remove(self, run: WorkflowRun) -> tuple[bool, int]:
-        """Remove a run that ended; returns (whether the table was full, runs left)."""
+    def remove(self, run: WorkflowRun) -> tuple[int, int]:
+        """Remove a run that ended; returns (slots free now, runs left)."""
         with self._lock:
-            was_full = self._free() <= 0
             if self._runs.get(run.workflow_id) is run:
                 del self._runs[run.workflow_id]
             self._changed.notify_all()
-            return was_full, len(self._runs)
+            return self._free(), len(self._runs)
 
     def runs_here(self, workflow_id: str) -> bool:
         """Whether this workflow runs here now."""
