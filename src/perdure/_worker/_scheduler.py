@@ -115,8 +115,8 @@ class Scheduler:
             return False, None
         if due.skipped:
             log.warning(
-                "schedule %r: %d tick(s) missed while no executor fired them were skipped "
-                "(catch_up=%r)",
+                "schedule %r: %d tick(s) (or more) missed while no executor fired them were "
+                "skipped (catch_up=%r)",
                 spec.name,
                 due.skipped,
                 str(spec.catch_up),
