@@ -88,7 +88,7 @@ def test_an_hourly_schedule_follows_elapsed_time_across_both_changes() -> None:
         "2026-10-25T02:30:00+02:00",
         "2026-10-25T02:30:00+01:00",
     ]
-    gaps = {b.timestamp() - a.timestamp() for a, b in zip(autumn, autumn[1:])}
+    gaps = {b.timestamp() - a.timestamp() for a, b in zip(autumn, autumn[1:], strict=False)}
     assert gaps == {3600.0}
     assert len({tick_id("s", t) for t in autumn}) == 4
     spring = _ticks("30 * * * *", "Europe/Paris", datetime(2026, 3, 29, 0, 0, tzinfo=PARIS), 3)

@@ -65,7 +65,7 @@ class Fleet:
         return self.app.store
 
     def assert_alive(self) -> None:
-        for proc, log in zip(self.procs, self.logs):
+        for proc, log in zip(self.procs, self.logs, strict=True):
             code = proc.poll()
             assert code is None, f"{self.kind} worker exited with {code}:\n{log.read_text()}"
 
