@@ -78,6 +78,16 @@ def test_a_fixed_time_repeated_by_fall_back_fires_once() -> None:
     ]
 
 
+def test_a_six_field_fixed_time_follows_the_wall_clock_without_adjustment() -> None:
+    spring = _ticks("0 30 2 * * *", "Europe/Paris", datetime(2026, 3, 28, 12, tzinfo=PARIS), 1)
+    assert [t.isoformat() for t in spring] == ["2026-03-30T02:30:00+02:00"]  # none on the 29th
+    autumn = _ticks("0 30 2 * * *", "Europe/Paris", datetime(2026, 10, 24, 12, tzinfo=PARIS), 2)
+    assert [t.isoformat() for t in autumn] == [
+        "2026-10-25T02:30:00+02:00",
+        "2026-10-25T02:30:00+01:00",  # twice: both 02:30s happen
+    ]
+
+
 def test_an_hourly_schedule_follows_elapsed_time_across_both_changes() -> None:
     # Hourly ticks are one hour apart in real time, through both nights: 25 ticks on the
     # autumn day (02:30 twice, at two offsets, two distinct tick IDs) and 23 in spring.

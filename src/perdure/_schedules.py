@@ -7,9 +7,12 @@ every other second); the time zone is an IANA name read by ``zoneinfo``. Dayligh
 time follows Debian cron, as cronsim does for a five-field expression at fixed hours and
 minutes (``"30 2 * * *"``): a time that does not exist that day (the clocks jumped over it)
 fires at the first minute that does, and a time that happens twice (the clocks went back)
-fires once, the first time. An expression with ``*`` in its hour or minute field (and
-every six-field one) follows the elapsed time: every hour that passes fires, both
-``01:30`` of the night the clocks go back included, at their two UTC offsets.
+fires once, the first time. An expression with ``*`` in its hour or minute field
+follows the elapsed time: every hour that passes fires, both ``02:30`` of the night the
+clocks go back included, at their two UTC offsets. A six-field expression gets no
+adjustment (cronsim keeps Debian's rules to five fields): it fires at each wall-clock
+time that exists, so a time the clocks skip does not fire that day and a time they
+repeat fires twice.
 
 Exactly one run per tick: the run of a tick has the workflow ID ``tick_id(name, tick)``
 (``schedule:<name>:<tick in ISO 8601 with its UTC offset>``), and the store starts it and
