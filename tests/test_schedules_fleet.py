@@ -32,6 +32,11 @@ WINDOW = 15.0
 NAME = "every_second"
 
 
+def _tick(workflow_id: str) -> float:
+    """The tick of a tick's workflow ID (``schedule:<name>:<ISO time>``)."""
+    return datetime.fromisoformat(workflow_id.split(":", 2)[2]).timestamp()
+
+
 class Fleet:
     """``WORKERS`` worker processes on one database, and a client app that only reads."""
 
@@ -76,6 +81,10 @@ class Fleet:
     def ticks(self) -> list[WorkflowRecord]:
         return self.store.list_workflows(name=NAME, limit=1000, newest_first=False)
 
+    def newest_tick(self) -> float:
+        """The newest tick started so far (0 if none)."""
+        return max((_tick(record.id) for record in self.ticks()), default=0.0)
+
     def idle(self) -> bool:
         return not any(record.status in ("PENDING", "RUNNING") for record in self.ticks())
 
@@ -102,9 +111,9 @@ def test_every_second_with_three_workers_each_tick_runs_exactly_once(
     try:
         for fleet in fleets:
             wait_for(
-                lambda f=fleet: f.running_executors() == WORKERS,
+                lambda f=fleet: f.running_executors() == WORKERS and f.newest_tick() > 0,
                 120,
-                f"{WORKERS} {fleet.kind} workers to start",
+                f"{WORKERS} {fleet.kind} workers to start and fire a first tick",
                 interval=0.2,
             )
         began = time.time()
@@ -112,6 +121,14 @@ def test_every_second_with_three_workers_each_tick_runs_exactly_once(
             for fleet in fleets:
                 fleet.assert_alive()
             time.sleep(0.5)
+        for fleet in fleets:
+            # Not an assumption on timing: wait (generously) for the window's last tick.
+            wait_for(
+                lambda f=fleet: f.newest_tick() >= began + WINDOW - 1,
+                60,
+                f"the {fleet.kind} ticks to reach the end of the window",
+                interval=0.2,
+            )
         for fleet in fleets:
             assert fleet.app.pause_schedule(NAME)
             assert fleet.running_executors() == WORKERS
@@ -126,6 +143,7 @@ def test_every_second_with_three_workers_each_tick_runs_exactly_once(
         assert {record.status for record in records} == {"SUCCEEDED"}, fleet.kind
         ticks = sorted(datetime.fromisoformat(r.id.split(":", 2)[2]) for r in records)
         seconds = [tick.timestamp() for tick in ticks]
+        assert len(seconds) >= WINDOW, fleet.kind
         # None missed: every second from the first tick to the last, each once, and they
         # span the window during which all three workers ran.
         assert seconds == [seconds[0] + n for n in range(len(seconds))], fleet.kind
