@@ -174,6 +174,7 @@ def test_catch_up_all_is_bounded_to_the_newest_ticks() -> None:
         ({"tz": "Mars/Olympus"}, "unknown time zone"),
         ({"catch_up": "some"}, "catch_up must be"),
         ({"grace": -1}, "grace of schedule"),
+        ({"grace": 0.5}, "must be at least 1 s"),
         ({"name": "x" * 901}, "longer than 900 bytes"),
         ({"name": ""}, "schedule name"),
     ],

@@ -49,6 +49,8 @@ from ._validation import check_name, non_negative_seconds
 CATCH_UP_LIMIT = 100
 #: The default ``grace`` (seconds): a tick later than this is missed.
 DEFAULT_GRACE = 60.0
+#: The shortest ``grace`` (seconds) a schedule may have.
+MIN_GRACE = 1.0
 #: The most bytes of a schedule's name: its ticks' workflow IDs add about 35 to it, and a
 #: workflow ID may have 1,000.
 MAX_NAME_BYTES = 900
@@ -185,6 +187,12 @@ def make_spec(
             f"schedule {name!r}: catch_up must be 'skip', 'latest' or 'all', not {catch_up!r}"
         ) from None
     grace = non_negative_seconds(f"the grace of schedule {name!r}", grace)
+    if grace < MIN_GRACE:
+        raise InvalidValueError(
+            f"the grace of schedule {name!r} must be at least {MIN_GRACE:g} s, not {grace:g}: "
+            "executors fire a tick a moment after its time, so a shorter grace would count "
+            "ticks as missed while executors run"
+        )
     return ScheduleSpec(name, workflow, cron.strip(), tz, policy, grace)
 
 

@@ -129,13 +129,15 @@ def schedule(
     datetime)``.
 
     The decorated function becomes a workflow (registered as ``@app.workflow`` would,
-    under ``name`` if given); above ``@app.workflow`` it schedules that workflow. It
+    under ``name`` if given); above ``@app.workflow`` it schedules that workflow (keep it
+    on top: below, the function would be registered twice). Several ``@app.schedule``
+    may schedule one workflow, each with its own ``name``. It
     takes the tick's time, a timezone-aware ``datetime``, as its one argument. ``cron``
     has five fields (minute hour day-of-month month day-of-week) or six, the first then
     being seconds (``"* * * * * *"``: every second). Every launched executor fires the
     schedules its code declares; each tick runs exactly once across all of them, as the
     workflow ``schedule:<name>:<tick in ISO 8601>``. A tick no executor fired within
-    ``grace`` seconds is missed: ``catch_up="skip"`` (default) runs none of those,
+    ``grace`` seconds (at least 1) is missed: ``catch_up="skip"`` (default) runs none of those,
     ``"latest"`` the newest, ``"all"`` each of them (at most the newest 100). The
     schedule is named ``name`` (default: the workflow's name).
     """
