@@ -32,6 +32,7 @@ EXPORTED = {
     "PerdureError",
     "PickleSerializer",
     "Retry",
+    "ScheduleStatus",
     "SerializationError",
     "Serializer",
     "Settings",

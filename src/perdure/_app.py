@@ -13,7 +13,7 @@ from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
-from . import _operating
+from . import _operating, _scheduling
 from ._breaker import CircuitBreaker
 from ._client import Client
 from ._clock import Clock, SystemClock
@@ -543,6 +543,14 @@ class App:
     breaker = _operating.breaker
     open_breaker = _operating.open_breaker
     close_breaker = _operating.close_breaker
+
+    # -- schedules: one function each in ``_scheduling`` (docstrings there) -------------------
+    schedule = _scheduling.schedule
+    schedules = _scheduling.schedules
+    create_schedule = _scheduling.create_schedule
+    pause_schedule = _scheduling.pause_schedule
+    resume_schedule = _scheduling.resume_schedule
+    delete_schedule = _scheduling.delete_schedule
 
     def versions(self) -> list[VersionStatus]:
         """The app versions with active workflows (how many, held, the oldest)."""

@@ -1,6 +1,7 @@
 """The ``perdure`` command: the ``cli`` group, its commands (one module per concept:
-``_cli_worker``, ``_cli_workflows``, ``_cli_repair``, ``_cli_history``, ``_cli_serve``;
-shared helpers in ``_cli_common``) and ``main``, which turns every error into one line.
+``_cli_worker``, ``_cli_workflows``, ``_cli_repair``, ``_cli_history``, ``_cli_serve``,
+``_cli_schedules``; shared helpers in ``_cli_common``) and ``main``, which turns every
+error into one line.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from ._cli_common import (
 )
 from ._cli_history import history, retry_held, versions
 from ._cli_repair import fork, restart, resume, send
+from ._cli_schedules import schedules
 from ._cli_serve import serve
 from ._cli_worker import worker
 from ._cli_workflows import breakers, cancel, list_, status
@@ -46,6 +48,7 @@ COMMANDS = (
     versions,
     retry_held,
     serve,
+    schedules,
 )
 for _command in COMMANDS:
     cli.add_command(_command)

@@ -10,6 +10,7 @@ from typing import Any
 from ._breaker import CircuitBreaker
 from ._errors import ConfigurationError, UnknownWorkflowError
 from ._retry import NO_RETRY, Retry
+from ._schedules import ScheduleSpec
 from ._serialization import return_hint
 from ._validation import check_name, optional_positive_seconds
 
@@ -68,6 +69,8 @@ class Registry:
     def __init__(self) -> None:
         self.workflows: dict[str, WorkflowDef] = {}
         self.steps: dict[str, StepDef] = {}
+        #: The schedules declared in code (``@app.schedule``), by name.
+        self.schedules: dict[str, ScheduleSpec] = {}
 
     def add_workflow(self, fn: Callable[..., Any], name: str | None) -> WorkflowDef:
         """Register ``fn`` as a workflow; a second, different function under the same name
@@ -104,6 +107,17 @@ class Registry:
         )
         self.steps[definition.name] = definition
         return definition
+
+    def add_schedule(self, spec: ScheduleSpec) -> ScheduleSpec:
+        """Declare a schedule in code; two different ones under one name is an error."""
+        existing = self.schedules.get(spec.name)
+        if existing is not None and existing != spec:
+            raise ConfigurationError(
+                f"two schedules are declared as {spec.name!r} (of workflows {existing.workflow!r} "
+                f"and {spec.workflow!r}); give one of them name=..."
+            )
+        self.schedules[spec.name] = spec
+        return spec
 
     def workflow(self, fn_or_name: Callable[..., Any] | str) -> WorkflowDef:
         """The definition of a decorated workflow function or of a registered name."""

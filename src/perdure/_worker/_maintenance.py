@@ -1,9 +1,11 @@
-"""The worker's maintenance thread: heartbeats, claims, wake-ups, recoveries, reports.
+"""The worker's maintenance thread: heartbeats, claims, wake-ups, recoveries, reports,
+schedules.
 
-It renews the leases of the workflows this worker runs, claims workflows that nobody
-runs (new ones started unowned, those of executors that died, suspended ones that
-woke) as far as the run table has room, runs again the workflows that a store failure
-interrupted, and reports workflows that no executor can run. A failure of any kind
+It renews the leases of the workflows this worker runs, fires the due ticks of
+schedules (``_scheduler``), claims workflows that nobody runs (new ones started
+unowned, ticks, those of executors that died, suspended ones that woke) as far as the
+run table has room, runs again the workflows that a store failure interrupted, and
+reports workflows that no executor can run. A failure of any kind
 in one round is logged and retried with backoff: the thread never ends before the
 worker stops, or heartbeats, claims and wake-ups would stop with it.
 """
@@ -21,6 +23,7 @@ from .._errors import PerdureError
 from .._fingerprint import fingerprints
 from ..storage import StepRecord, WorkflowRecord
 from ._host import WorkerHost
+from ._scheduler import Scheduler
 from ._table import RunTable, Slot
 
 log = logging.getLogger("perdure")
@@ -88,6 +91,7 @@ class Maintenance:
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="perdure-maintenance", daemon=True)
         self._reported: set[str] = set()
+        self.scheduler = Scheduler(host, runner.id)
         # Set when the store pushed that workflows were asked to cancel.
         self._cancels_pushed = False
 
@@ -121,6 +125,7 @@ class Maintenance:
         next_heartbeat = 0.0
         next_report = 0.0
         failures = 0
+        next_look: float | None = None
         while not self._stop.is_set():
             now = self.host.clock.time()
             next_wake: float | None = None
@@ -133,6 +138,8 @@ class Maintenance:
                 elif self._cancels_pushed:
                     self.check_cancels()
                 self.retry_stranded(now)
+                # Before the claim: the ticks it starts are claimed in the same round.
+                next_look, _ = self.scheduler.run(now)
                 self.claim(now)
                 if now >= next_report:
                     self.release_holds(now)
@@ -149,10 +156,11 @@ class Maintenance:
                     "executor %s maintenance failed unexpectedly; retrying", self.runner.id
                 )
             delay = min(self.host.wait_interval * 2**failures, settings.lease_seconds / 3)
-            if next_wake is not None:
-                # Wake when the next suspended workflow does (a hair after, so that the
-                # claim finds it due).
-                delay = min(delay, max(next_wake - self.host.clock.time(), 0.0) + _WAKE_MARGIN)
+            for due in (next_wake, next_look):
+                if due is not None:
+                    # Wake when the next suspended workflow does, or the next tick comes (a
+                    # hair after, so that the claim or the firing finds it due).
+                    delay = min(delay, max(due - self.host.clock.time(), 0.0) + _WAKE_MARGIN)
             self._wake.wait(delay)
             self._wake.clear()
 

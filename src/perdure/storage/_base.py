@@ -49,6 +49,8 @@ from .._model import NewWorkflow as NewWorkflow
 from .._model import StepRecord as StepRecord
 from .._model import VersionCount as VersionCount
 from .._model import WorkflowRecord as WorkflowRecord
+from .._schedules import ScheduleRecord as ScheduleRecord
+from .._schedules import ScheduleSpec as ScheduleSpec
 
 #: Workflow statuses (aliases of ``WorkflowState``). A workflow is *active* while
 #: PENDING or RUNNING.
@@ -515,6 +517,50 @@ class Store(abc.ABC):
     ) -> bool:
         """Open the breaker again for another cool-down (until ``retry_at``) after its probe
         failed, if ``holder`` still holds the probe; returns whether it did."""
+
+    # -- schedules (``perdure._schedules``) ----------------------------------------------
+
+    @abc.abstractmethod
+    def put_schedule(self, spec: ScheduleSpec, source: str, now: float) -> ScheduleRecord:
+        """Create the schedule (``last_tick = now``: its first tick is the first after now;
+        not paused; ``next_tick`` None), or update its definition (workflow, cron, tz,
+        catch-up, grace, source) keeping its last tick and pause. A changed definition
+        increments ``revision`` and clears ``next_tick``; an unchanged one changes nothing.
+        Returns the stored record; one transaction."""
+
+    @abc.abstractmethod
+    def list_schedules(self) -> list[ScheduleRecord]:
+        """Every schedule, by name; one query."""
+
+    @abc.abstractmethod
+    def fire_schedule(
+        self,
+        name: str,
+        revision: int,
+        last_tick: float,
+        next_tick: float,
+        workflows: Sequence[NewWorkflow],
+        now: float,
+    ) -> bool:
+        """Advance the schedule and start its ticks' workflows, in one transaction, if its
+        revision is still ``revision`` and it is not paused: ``last_tick``, ``next_tick``
+        set, ``last_workflow_id`` the last of ``workflows`` (when any), ``revision`` + 1,
+        and each of ``workflows`` inserted PENDING and unowned unless a workflow with its
+        ID exists (then left untouched); other executors are told. Returns whether it
+        advanced (False, changing nothing: another firing, a change or a pause came
+        first). Of concurrent firings that read the same revision, exactly one advances."""
+
+    @abc.abstractmethod
+    def pause_schedule(self, name: str, paused: bool, now: float) -> bool | None:
+        """Pause the schedule (no tick fires while paused), or resume it: ``last_tick =
+        now`` (ticks that came while it was paused never run), ``next_tick`` None; each
+        increments ``revision``. Returns True when it changed, False when it was already
+        so, None when no schedule has this name."""
+
+    @abc.abstractmethod
+    def delete_schedule(self, name: str) -> bool:
+        """Delete the schedule (the workflows it started stay); returns whether it
+        existed."""
 
 
 #: Breaker states (aliases of ``BreakerState``).

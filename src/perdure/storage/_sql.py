@@ -4,7 +4,8 @@
 SQLite and PostgreSQL (rendered by the store's ``Dialect``); each store adds how it
 connects, migrates, and the few operations whose locking differs (recording a step,
 heartbeats, claims, suspending, setting an event), and the primitives of ``_sql_base``.
-The circuit breakers' operations are in ``_sql_breakers``.
+The circuit breakers' operations are in ``_sql_breakers``, the schedules' in
+``_sql_schedules``.
 
 Keys (IDs, names, topics, event and idempotency keys) are checked before any write
 (``_limits``): the same values are refused on every store, with a message that names
@@ -40,11 +41,12 @@ from ._base import (
 from ._limits import check_key, check_topic
 from ._queries import list_query
 from ._sql_breakers import SqlBreakers
+from ._sql_schedules import SqlSchedules
 
 T = TypeVar("T")
 
 
-class SqlStore(SqlBreakers):
+class SqlStore(SqlBreakers, SqlSchedules):
     """A ``Store`` on a SQL database; subclasses say how to reach it (see the module)."""
 
     # -- workflows -----------------------------------------------------------------
