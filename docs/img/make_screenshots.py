@@ -100,7 +100,7 @@ def main() -> None:
         handles = []
         for n in range(1036, 1044):
             order = f"order-{n}"
-            items = ["sku-%d" % (n * 7 % 100), "sku-%d" % (n * 3 % 100)]
+            items = [f"sku-{n * 7 % 100}", f"sku-{n * 3 % 100}"]
             starter = app.options(workflow_id=order)
             handles.append(starter.start(checkout, order, items, f"{n % 90 + 10}.90"))
             time.sleep(0.1)

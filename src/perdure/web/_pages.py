@@ -387,4 +387,3 @@ def _form(body: bytes) -> dict[str, str]:
 
 def _only(params: Any, *names: str) -> dict[str, str]:
     return {name: params[name] for name in names if params.get(name)}
-
