@@ -105,9 +105,11 @@ def _accepted(request: Request, workflow_id: str, **extra: Any) -> JSONResponse:
 
 
 def create_app(app: App, token: str | None = None) -> FastAPI:
-    """A FastAPI application serving ``app``'s workflows over JSON (see the package).
+    """A FastAPI application serving ``app``'s workflows over JSON, and its dashboard at
+    ``/`` (see the package).
 
-    With ``token``, every endpoint under ``/api`` needs ``Authorization: Bearer <token>``.
+    With ``token``, every endpoint under ``/api`` needs ``Authorization: Bearer <token>``,
+    and the dashboard a login with it.
     The interactive docs pages are off (they would load scripts from the internet); the
     schema is at ``/openapi.json``.
     """
