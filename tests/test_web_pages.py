@@ -14,6 +14,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 from fastapi import FastAPI
+from test_holds import Order, eventually
 from test_web_api import TOKEN, serving, wait_for
 
 import perdure
@@ -207,3 +208,53 @@ def test_create_app_serves_the_pages_under_a_mount_path(sqlite_app: perdure.App)
         assert "path=/ops" in good.headers["set-cookie"].lower()
         page = http.get("/ops/", good.cookies[COOKIE])
         assert 'src="/ops/static/htmx.min.js"' in page.text
+
+
+def test_a_held_workflow_shows_what_differed_and_breakers_are_forced_from_their_page(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path}/perdure.db"
+    flow = Order()
+    old = perdure.App(url, poll_interval=0.05, suspend_after=0.1)
+    flow.register(old, broken=False, is_async=False)
+    with old:
+        handle = old.start("order", workflow_id="order-1")  # type: ignore[arg-type]
+        eventually(lambda: handle.status().suspended)
+    app = perdure.App(url, poll_interval=0.05, suspend_after=0.1)
+    flow.register(app, broken=True, is_async=False)
+
+    @app.step(breaker=perdure.CircuitBreaker("payments", cooldown=600))
+    def pay() -> None:
+        pass
+
+    with app, serving(app, token=None) as base, Browserless(base) as http:
+        app.send("order-1", "m1", topic="go")
+        eventually(lambda: handle.status().held)
+        shown = http.get("/workflows/order-1")
+        assert "Held: its code no longer replays its history" in shown.text
+        for fact in ("the history records</dt><dd>charge", "the code called</dt><dd>reserve"):
+            assert fact in shown.text
+        assert "HELD" in http.get("/").text
+        # The breakers' page: open by hand for a while, then close; both logged.
+        page = http.get("/breakers")
+        sid, token = page.cookies[COOKIE], csrf_of(page.text)
+        assert 'data-name="payments"' in page.text and "CLOSED" in page.text
+        origin = {"Origin": base}
+        opened = http.post(
+            "/breakers/payments/open",
+            sid,
+            data={"csrf_token": token, "seconds": "600"},
+            headers=origin,
+        )
+        assert opened.status_code == 303 and opened.headers["location"] == "/breakers"
+        assert app.breaker("payments").state == "OPEN"
+        assert "OPEN" in http.get("/breakers", sid).text
+        closed = http.post(
+            "/breakers/payments/close", sid, data={"csrf_token": token}, headers=origin
+        )
+        assert closed.status_code == 303 and app.breaker("payments").state == "CLOSED"
+        actions = app.store.list_actions()
+        assert [(a.action, a.actor) for a in actions][-2:] == [
+            ("open_breaker", "dashboard"),
+            ("close_breaker", "dashboard"),
+        ]
