@@ -168,6 +168,8 @@ def test_without_a_token_the_pages_answer_this_machine_only(sqlite_app: perdure.
         static = http.get("/static/htmx.min.js")
         assert static.status_code == 200 and "javascript" in static.headers["content-type"]
         assert http.get("/workflows/nobody").status_code == 404
+        opened = http.get("/open", params={"id": "a/b c"})
+        assert opened.status_code == 303 and opened.headers["location"] == "/workflows/a%2Fb%20c"
 
 
 def test_every_value_is_escaped(make_app: Callable[..., perdure.App]) -> None:

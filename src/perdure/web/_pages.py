@@ -260,6 +260,13 @@ def add_pages(api: FastAPI, app: App, token: str | None, secrets: list[str]) -> 
         session = visitor(request)
         return page(request, "_rows.html", session, **listing(request))
 
+    @pages.get("/open")
+    def open_id(request: Request, id: str = "") -> Response:
+        visitor(request)
+        if not id.strip():
+            return RedirectResponse(f"{root(request)}/", status_code=303)
+        return RedirectResponse(f"{root(request)}/workflows/{_pathid(id.strip())}", 303)
+
     # -- one workflow ------------------------------------------------------------------
 
     def workflow_context(workflow_id: str) -> dict[str, Any]:
