@@ -123,9 +123,13 @@ def test_the_timeline_shows_each_step(sqlite_app: perdure.App, page: Page) -> No
     def ship(order: str) -> str:
         return f"s-{order}"
 
+    @app.workflow(name="notify")
+    def notify(order_id: str) -> str:
+        return f"n-{order_id}"
+
     @app.workflow(name="order")
     def order(order_id: str) -> list[str]:
-        return [reserve(order_id), charge(order_id), ship(order_id)]
+        return [reserve(order_id), charge(order_id), ship(order_id), notify(order_id)]
 
     with app, serving(app, token=None) as base:
         handle = app.options(workflow_id="o-7").start(order, "7")
@@ -137,14 +141,19 @@ def test_the_timeline_shows_each_step(sqlite_app: perdure.App, page: Page) -> No
         gate.set()
         # The page follows the workflow: each step appears, then its outcome.
         expect(page.locator("#status")).to_contain_text("SUCCEEDED")
-        expect(steps).to_have_count(3)
         for number, name in enumerate(["reserve", "charge", "ship"]):
             step = steps.nth(number)
             expect(step).to_contain_text(name)
             expect(step).to_contain_text("SUCCEEDED")
             expect(step.locator("svg.bar rect")).to_have_count(1)
             assert step.locator("td.time").first.inner_text().startswith("20")
-        expect(page.locator("#output")).to_contain_text("s-7")
+        # The child it started, on the same axis, links to its own page.
+        child = page.locator("tr.child")
+        expect(child).to_have_count(1)
+        expect(child).to_contain_text("notify")
+        expect(child).to_contain_text("SUCCEEDED")
+        expect(child.locator("svg.bar rect")).to_have_count(1)
+        expect(page.locator("#output")).to_contain_text("n-7")
         expect(page.locator("#detail")).to_contain_text("none")  # no owner once done
 
 

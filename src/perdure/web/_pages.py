@@ -30,6 +30,7 @@ from starlette.staticfiles import StaticFiles
 from .._app import App
 from .._errors import PerdureError, WorkflowNotFoundError
 from .._handle import HoldStatus
+from .._inspect import MAX_PAGE
 from .._model import WorkflowState
 from ._security import is_loopback, scrub
 from ._session import (
@@ -273,12 +274,13 @@ def add_pages(api: FastAPI, app: App, token: str | None, secrets: list[str]) -> 
         detail = app.inspect(workflow_id)
         record = app.store.get_workflow(detail.workflow_id)
         hold = None if record is None else HoldStatus.from_record(record)
+        children = app.store.list_children(detail.workflow_id, limit=MAX_PAGE)
         now = datetime.fromtimestamp(app.clock.time(), timezone.utc)
         return {
             "w": detail,
             "active": WorkflowState(detail.status).active,
             "resumable": detail.status in (WorkflowState.FAILED, WorkflowState.CANCELLED),
-            "timeline": timeline(detail, now),
+            "timeline": timeline(detail, now, children),
             "hold": hold_lines(hold),
             "forks": fork_choices(detail),
             "fork_default": default_fork(detail),

@@ -6,13 +6,16 @@ hold no logic but loops and conditions."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from .._display import utc
 from .._handle import HoldStatus
 from .._inspect import StepDetail, WorkflowDetail
 from .._model import StepState, WorkflowState
+from ..storage import WorkflowRecord
 
 #: The workflow statuses a listing can filter on, in the order of their life.
 STATUSES = [state.value for state in WorkflowState]
@@ -63,8 +66,8 @@ class Bar:
     start: str
     end: str
     took: str
-    #: Where the bar starts and how wide it is, in percent; None for a step that is not
-    #: timed (a recorded value such as ``perdure.now()``).
+    #: Where the bar starts and how wide it is, in percent (a tick at its end for a step
+    #: with no start, such as a recorded ``perdure.now()``); None when neither is known.
     left: float | None
     width: float | None
     #: Whether it has no end yet (in flight: retrying or waiting).
@@ -72,34 +75,69 @@ class Bar:
 
 
 @dataclass(frozen=True)
+class ChildBar:
+    """A child workflow on its parent's timeline: from its creation to its end."""
+
+    workflow_id: str
+    name: str
+    status: str
+    start: str
+    end: str
+    took: str
+    left: float
+    width: float
+    open: bool
+
+
+@dataclass(frozen=True)
 class Timeline:
-    """The steps on one time axis, from the workflow's creation to its end (or now)."""
+    """The steps and children on one time axis, from the workflow's creation to its end
+    (or now)."""
 
     bars: list[Bar]
+    children: list[ChildBar]
     start: str
     end: str
     span: str
 
 
-def timeline(detail: WorkflowDetail, now: datetime) -> Timeline:
+def timeline(
+    detail: WorkflowDetail, now: datetime, children: Sequence[WorkflowRecord] = ()
+) -> Timeline:
     """Every step of ``detail`` as a bar between its start and its end (now, while in
-    flight) on the axis from the workflow's creation to its end."""
-    origin = parse_time(detail.created_at) or now
-    finish = parse_time(detail.finished_at) or now
+    flight), and every child from its creation to its end, on the axis from the
+    workflow's creation to its end."""
     starts = [parse_time(step.started_at) for step in detail.steps]
-    origin = min([origin, *(s for s in starts if s is not None)])
     ends = [parse_time(step.ended_at) for step in detail.steps]
-    finish = max([finish, *(e for e in ends if e is not None)])
+    born = [utc(child.created_at) or now for child in children]
+    died = [utc(child.finished_at) for child in children]
+    origin = min(
+        [parse_time(detail.created_at) or now, *(s for s in starts if s is not None), *born]
+    )
+    finish = max(
+        [
+            parse_time(detail.finished_at) or now,
+            *(e for e in [*ends, *died] if e is not None),
+        ]
+    )
     span = max((finish - origin).total_seconds(), 1e-3)
+
+    def place(started: datetime, stop: datetime) -> tuple[float, float]:
+        left = min(100.0 - MIN_BAR, 100.0 * (started - origin).total_seconds() / span)
+        width = max(MIN_BAR, 100.0 * (stop - started).total_seconds() / span)
+        return left, min(width, 100.0 - left)
+
     bars = []
     for number, (step, started, ended) in enumerate(zip(detail.steps, starts, ends, strict=True)):
         stop = ended or now
-        if started is None:
-            left = width = None
+        left: float | None
+        width: float | None
+        if started is not None:
+            left, width = place(started, stop)
+        elif ended is not None:  # a recorded value or a wait: a tick when it was recorded
+            left, width = place(ended, ended)
         else:
-            left = min(100.0 - MIN_BAR, 100.0 * (started - origin).total_seconds() / span)
-            width = max(MIN_BAR, 100.0 * (stop - started).total_seconds() / span)
-            width = min(width, 100.0 - left)
+            left = width = None
         took = None if started is None else (stop - started).total_seconds()
         bars.append(
             Bar(
@@ -113,7 +151,20 @@ def timeline(detail: WorkflowDetail, now: datetime) -> Timeline:
                 ended is None and started is not None,
             )
         )
-    return Timeline(bars, when(origin), when(finish), duration(span))
+    child_bars = [
+        ChildBar(
+            child.id,
+            child.name,
+            child.status,
+            when(start),
+            when(end),
+            duration(((end or now) - start).total_seconds()),
+            *place(start, end or now),
+            end is None,
+        )
+        for child, start, end in zip(children, born, died, strict=True)
+    ]
+    return Timeline(bars, child_bars, when(origin), when(finish), duration(span))
 
 
 def fork_choices(detail: WorkflowDetail) -> list[tuple[int, str]]:
