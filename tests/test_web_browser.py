@@ -88,6 +88,10 @@ def test_the_list_updates_while_a_workflow_runs(sqlite_app: perdure.App, page: P
     def job() -> int:
         return slow() + 1
 
+    # A script refused by the Content-Security-Policy, or failing, shows here.
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda error: problems.append(str(error)))
     with app, serving(app, token=None) as base:
         app.options(workflow_id="job-1").start(job)
         page.goto(base + "/")
@@ -104,6 +108,7 @@ def test_the_list_updates_while_a_workflow_runs(sqlite_app: perdure.App, page: P
         page.select_option("select[name=status]", "FAILED")
         page.click("form.filters button[type=submit]")
         expect(page.locator(".empty")).to_contain_text("No workflow matches")
+    assert problems == []
 
 
 def test_the_timeline_shows_each_step(sqlite_app: perdure.App, page: Page) -> None:
