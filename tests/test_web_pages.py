@@ -260,3 +260,47 @@ def test_a_held_workflow_shows_what_differed_and_breakers_are_forced_from_their_
             ("open_breaker", "dashboard"),
             ("close_breaker", "dashboard"),
         ]
+
+
+def test_bulk_resume_and_cancel_from_the_list(sqlite_app: perdure.App) -> None:
+    app = sqlite_app
+    broken = {"on": True}
+
+    @app.step(retry=perdure.Retry(max_attempts=1))
+    def step() -> str:
+        if broken["on"]:
+            raise RuntimeError("down")
+        return "ok"
+
+    @app.workflow(name="batch")
+    def batch() -> str:
+        return step()
+
+    define_waiter(app)
+    with app, serving(app, token=None) as base, Browserless(base) as http:
+        handles = [app.options(workflow_id=f"b{n}").start(batch) for n in range(3)]
+        app.options(workflow_id="w1").start("waiter")
+        wait_for(lambda: all(h.status().status == "FAILED" for h in handles))
+        unfiltered = http.get("/")
+        assert 'id="bulk-resume"' not in unfiltered.text  # only once filtered
+        listing = http.get("/", params={"status": "FAILED", "name": "batch"})
+        assert 'id="bulk-resume"' in listing.text
+        sid, token = listing.cookies[COOKIE], csrf_of(listing.text)
+        origin = {"Origin": base, "HX-Request": "true"}
+        refused = http.post(
+            "/bulk/cancel", sid, data={"csrf_token": token, "status": "RUNNING"}, headers=origin
+        )
+        assert "needs a name or a creation time" in refused.text
+        broken["on"] = False
+        form = {"csrf_token": token, "status": "FAILED", "name": "batch"}
+        resumed = http.post("/bulk/resume", sid, data=form, headers=origin)
+        assert resumed.status_code == 200 and "3 workflow(s) resumed." in resumed.text
+        assert [h.result(timeout=15) for h in handles] == ["ok", "ok", "ok"]
+        form = {"csrf_token": token, "name": "waiter"}
+        cancelled = http.post("/bulk/cancel", sid, data=form, headers=origin)
+        assert "1 workflow(s) asked to cancel." in cancelled.text
+        wait_for(lambda: app.retrieve("w1").status().status == "CANCELLED")
+        # Without the CSRF token, nothing is resumed.
+        forged = http.post("/bulk/resume", sid, data={"name": "waiter"}, headers=origin)
+        assert forged.status_code == 403
+        assert app.retrieve("w1").status().status == "CANCELLED"

@@ -122,7 +122,7 @@ def add_pages(api: FastAPI, app: App, token: str | None, secrets: list[str]) -> 
         return response
 
     def refusal(request: Request, status: int, message: str) -> _Refusal:
-        return _Refusal(page(request, "refused.html", None, status, message=message))
+        return _Refusal(page(request, "refused.html", None, status, message=message, error=True))
 
     def check_host(request: Request) -> None:
         if token is None and not is_loopback(request.url.hostname or ""):
@@ -167,19 +167,26 @@ def add_pages(api: FastAPI, app: App, token: str | None, secrets: list[str]) -> 
             )
         return form
 
+    def notice(request: Request, message: str, *, error: bool) -> HTMLResponse:
+        """A message for the page's notice (htmx puts it there), or a page of its own."""
+        if not _is_htmx(request):
+            status = 400 if error else 200
+            return page(request, "refused.html", None, status, message=message, error=error)
+        html = env.get_template("_notice.html").render(message=message, error=error)
+        headers = {"HX-Retarget": "#notice", "HX-Reswap": "innerHTML", **PAGE_HEADERS}
+        return HTMLResponse(html, headers=headers)
+
     async def act(request: Request, action: Callable[[dict[str, str]], str]) -> Response:
-        """Run a checked change; go to the page it returns, or show its error."""
+        """Run a checked change: go to the page it returns (a path starting with ``/``),
+        or show what it says, or its error."""
         form = await changer(request)
         try:
-            target = await run_in_threadpool(action, form)
+            result = await run_in_threadpool(action, form)
         except (PerdureError, ValueError) as exc:
-            message = scrub(str(exc), secrets)
-            if _is_htmx(request):
-                html = env.get_template("_notice.html").render(message=message, error=True)
-                headers = {"HX-Retarget": "#notice", "HX-Reswap": "innerHTML", **PAGE_HEADERS}
-                return HTMLResponse(html, headers=headers)
-            raise refusal(request, 400, message) from None
-        url = root(request) + target
+            return notice(request, scrub(str(exc), secrets), error=True)
+        if not result.startswith("/"):
+            return notice(request, result, error=False)
+        url = root(request) + result
         if _is_htmx(request):
             return Response(status_code=200, headers={"HX-Redirect": url})
         return RedirectResponse(url, status_code=303)
@@ -268,6 +275,24 @@ def add_pages(api: FastAPI, app: App, token: str | None, secrets: list[str]) -> 
             return RedirectResponse(f"{root(request)}/", status_code=303)
         return RedirectResponse(f"{root(request)}/workflows/{_pathid(id.strip())}", 303)
 
+    @pages.post("/bulk/resume")
+    async def resume_many(request: Request) -> Response:
+        def run(form: dict[str, str]) -> str:
+            resumed = app.resume_many(**_filters(form), actor=ACTOR)
+            return f"{len(resumed)} workflow(s) resumed."
+
+        return await act(request, run)
+
+    @pages.post("/bulk/cancel")
+    async def cancel_many(request: Request) -> Response:
+        def run(form: dict[str, str]) -> str:
+            filters = _filters(form)
+            if not any(filters[key] for key in ("name", "created_after", "created_before")):
+                raise ValueError("cancelling in bulk needs a name or a creation time filter")
+            return f"{len(app.cancel_many(**filters, actor=ACTOR))} workflow(s) asked to cancel."
+
+        return await act(request, run)
+
     # -- one workflow ------------------------------------------------------------------
 
     def workflow_context(workflow_id: str) -> dict[str, Any]:
@@ -288,7 +313,7 @@ def add_pages(api: FastAPI, app: App, token: str | None, secrets: list[str]) -> 
 
     def missing(request: Request, session: Session, workflow_id: str) -> Response:
         message = f"No workflow has the ID {workflow_id!r}."
-        return page(request, "refused.html", session, 404, message=message)
+        return page(request, "refused.html", session, 404, message=message, error=True)
 
     @pages.get("/_workflow")
     def workflow_body(request: Request, id: str, shown: str = "") -> Response:
@@ -392,6 +417,15 @@ def _form(body: bytes) -> dict[str, str]:
     # which would need python-multipart for these few fields.
     text = body.decode("utf-8", "replace")
     return dict(parse_qsl(text, keep_blank_values=True, max_num_fields=20))
+
+
+def _filters(form: dict[str, str]) -> dict[str, Any]:
+    return {
+        "status": form.get("status") or None,
+        "name": form.get("name") or None,
+        "created_after": parse_time(form.get("created_after")),
+        "created_before": parse_time(form.get("created_before")),
+    }
 
 
 def _only(params: Any, *names: str) -> dict[str, str]:
