@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench bench-compare lint typecheck clean
+.PHONY: demo test browser screenshots bench bench-compare lint typecheck clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,8 +16,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)  ## a checkout across four HTTP services, through an outage and a SIGKILL, narrated
 	$(BIN)/python examples/checkout/run_demo.py
 
-test: $(STAMP)  ## the whole test suite
+test: $(STAMP) browser  ## the whole test suite
 	$(BIN)/python -m pytest
+
+browser:  ## Debian's chromium, for the dashboard's browser tests (installed when missing)
+	bash scripts/ensure-browser.sh
+
+screenshots: $(STAMP) browser  ## docs/img/dashboard-*.png: the dashboard on a small shop's workflows
+	$(BIN)/python docs/img/make_screenshots.py
 
 bench: $(STAMP)  ## the benchmark of ../shared/BENCHMARK.md; numbers go to docs/performance.md
 	$(BIN)/python bench/run.py

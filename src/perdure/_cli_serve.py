@@ -1,4 +1,4 @@
-"""``perdure serve``: the HTTP API of an app, on uvicorn.
+"""``perdure serve``: the HTTP API and the dashboard of an app, on uvicorn.
 
 ``perdure.web`` needs the optional extra ``perdure[web]`` (FastAPI and uvicorn), so it is
 imported only when the command runs (``importlib``): every other command works without
@@ -36,7 +36,8 @@ def _web() -> tuple[Any, Any]:
 )
 @click.option("--log-level", default="INFO", show_default=True, help="Logging level.")
 def serve(app_spec: str, host: str, port: int, token: str | None, log_level: str) -> None:
-    """Serve the HTTP API of MODULE:APP (JSON under /api, schema at /openapi.json).
+    """Serve the dashboard (at /) and the HTTP API (JSON under /api, schema at
+    /openapi.json) of MODULE:APP.
 
     It listens on 127.0.0.1 unless --host says otherwise, and refuses any other address
     without a token. It does not run workflows: run `perdure worker` beside it.
@@ -52,6 +53,8 @@ def serve(app_spec: str, host: str, port: int, token: str | None, log_level: str
     logging.basicConfig(level=log_level.upper(), handlers=[handler])
     auth = "a bearer token" if token else "no token (this machine only)"
     click.echo(
-        f"perdure API for {shown(app_spec)} on http://{shown(host)}:{port} with {auth}", err=True
+        f"perdure dashboard and API for {shown(app_spec)} on http://{shown(host)}:{port}/ "
+        f"with {auth}",
+        err=True,
     )
     uvicorn.run(api, host=host, port=port, log_level=log_level.lower(), log_config=None)

@@ -28,6 +28,7 @@ from ._cli_common import (
     using,
     utc_seconds,
 )
+from ._cli_tables import on_terminal, print_table, status_cell
 from ._handle import WorkflowStatus
 from ._inspect import MAX_PAGE, WorkflowDetail, summary
 from ._model import BreakerState, StepState, WorkflowState
@@ -76,7 +77,9 @@ def _print_status(status: WorkflowStatus, detail: WorkflowDetail) -> None:
             for line in str(traceback).rstrip("\n").splitlines():
                 click.echo(f"    | {shown(line)}")
     timing = {step.position: step for step in detail.steps}
-    for step in status.steps:
+    if on_terminal():
+        _steps_table(status, detail)
+    for step in status.steps if not on_terminal() else ():
         line = f"  [{shown(step.position)}] {shown(step.name)}: {shown(step.status)}"
         if step.attempts > 1 or step.status == StepState.RETRYING:
             line += f" after {step.attempts} attempt(s)"
@@ -108,6 +111,29 @@ def _print_status(status: WorkflowStatus, detail: WorkflowDetail) -> None:
         click.echo(
             f"  {action['at']} {shown(action['action'])} by {shown(action['actor'])}{target}"
         )
+
+
+def _steps_table(status: WorkflowStatus, detail: WorkflowDetail) -> None:
+    timing = {step.position: step for step in detail.steps}
+    rows = []
+    for step in status.steps:
+        timed = timing.get(step.position)
+        why = step.error or step.waiting_for or ""
+        if step.next_attempt_at:
+            why = f"{why}, next attempt at {step.next_attempt_at.isoformat()}".lstrip(", ")
+        rows.append(
+            [
+                shown(step.position),
+                shown(step.name),
+                status_cell(shown(step.status)),
+                str(step.attempts),
+                (timed.started_at or "") if timed else "",
+                (timed.ended_at or "") if timed else "",
+                shown(why),
+            ]
+        )
+    if rows:
+        print_table(["#", "step", "status", "attempts", "started", "ended", "error / waits"], rows)
 
 
 def _status_json(status: WorkflowStatus, detail: WorkflowDetail) -> dict[str, Any]:
@@ -245,7 +271,19 @@ def list_(
         found = {"workflows": [summary(item) for item in page.workflows]}
         click.echo(json.dumps({**found, "next_cursor": page.next_cursor}, indent=2))
         return
-    for item in page.workflows:
+    if on_terminal():
+        rows = [
+            [
+                item.created_at.isoformat(),
+                status_cell(shown(item.status)),
+                shown(item.name),
+                shown(item.workflow_id),
+                shown(item.error or item.waiting_for or item.note or ""),
+            ]
+            for item in page.workflows
+        ]
+        print_table(["created", "status", "name", "workflow", "error / waits / note"], rows)
+    for item in page.workflows if not on_terminal() else ():
         line = (
             f"{item.created_at.isoformat()}  {shown(item.status):<9}  {shown(item.name)}  "
             f"{shown(item.workflow_id)}"

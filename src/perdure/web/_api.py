@@ -32,6 +32,7 @@ from .._errors import (
 )
 from .._inspect import MAX_PAGE, decode_value, jsonable, summary
 from .._validation import check_key
+from ._pages import add_pages
 from ._security import authorized, check_token, is_loopback, scrub, secrets_of
 
 log = logging.getLogger("perdure.web")
@@ -104,9 +105,11 @@ def _accepted(request: Request, workflow_id: str, **extra: Any) -> JSONResponse:
 
 
 def create_app(app: App, token: str | None = None) -> FastAPI:
-    """A FastAPI application serving ``app``'s workflows over JSON (see the package).
+    """A FastAPI application serving ``app``'s workflows over JSON, and its dashboard at
+    ``/`` (see the package).
 
-    With ``token``, every endpoint under ``/api`` needs ``Authorization: Bearer <token>``.
+    With ``token``, every endpoint under ``/api`` needs ``Authorization: Bearer <token>``,
+    and the dashboard a login with it.
     The interactive docs pages are off (they would load scripts from the internet); the
     schema is at ``/openapi.json``.
     """
@@ -306,6 +309,7 @@ def create_app(app: App, token: str | None = None) -> FastAPI:
         return {**jsonable(asdict(app.breaker(name))), "woken": woken}
 
     api.include_router(router)
+    add_pages(api, app, token, secrets)
     return api
 
 
