@@ -18,6 +18,8 @@ def error_summary(error: str | None) -> str | None:
     JSON."""
     if error is None:
         return None
+    if error.startswith("pdx1:"):  # sealed by an EncryptingSerializer (perdure._crypto)
+        return f"<encrypted with key {error.split(':')[1]!r}>"
     try:
         data = json.loads(error)
         type_name = str(data.get("type", "?")).removeprefix("builtins:").replace(":", ".")

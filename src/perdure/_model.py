@@ -412,4 +412,3 @@ class BreakerRecord:
 #: same on every store, and recognised when read back (``SerializationError`` saying it
 #: was erased, instead of a value).
 ERASED = '{"perdure.erased":true}'
-

@@ -139,9 +139,7 @@ class SqlCompliance(SqlBase):
 
     # -- erasure -----------------------------------------------------------------------------
 
-    def erase_subject(
-        self, subject: str, actor: str, now: float
-    ) -> tuple[list[str], list[str]]:
+    def erase_subject(self, subject: str, actor: str, now: float) -> tuple[list[str], list[str]]:
         check_key("data subject", subject)
         check_key("actor", actor)
         find_sql, lock_sql = self._sql(c.SUBJECT_WORKFLOWS), self._sql(c.LOCK_WORKFLOWS)

@@ -35,10 +35,13 @@ TAKE_LEASE = (
 # Finished root workflows of these statuses that finished before :before, oldest first (an
 # index range of perdure_workflows_finished_roots). SKIP LOCKED on PostgreSQL: a root that a
 # resume is changing now is left for the next batch.
+# A root with an active child is skipped here already (deeper descendants are checked
+# under lock), so that such roots cannot fill every batch.
 GC_ROOTS = (
-    "SELECT id FROM perdure_workflows WHERE finished_at IS NOT NULL AND parent_id IS NULL "
-    "AND finished_at < :before AND status IN {ids_set} ORDER BY finished_at, id "
-    "LIMIT :limit{skip_locked}"
+    "SELECT id FROM perdure_workflows w WHERE finished_at IS NOT NULL AND parent_id IS NULL "
+    "AND finished_at < :before AND status IN {ids_set} AND NOT EXISTS (SELECT 1 FROM "
+    "perdure_workflows c WHERE c.parent_id = w.id AND c.status IN {ACTIVE}) "
+    "ORDER BY finished_at, id LIMIT :limit{skip_locked}"
 )
 # Every workflow of the trees rooted at :ids, with its root.
 TREES = (
