@@ -16,7 +16,6 @@ from store_contract import covers, new, running, step
 from perdure._model import ERASED
 from perdure.storage import Lease, StepRecord, Store, open_store
 
-
 STEPS_SQL = "SELECT workflow_id, position, status FROM perdure_steps ORDER BY 1, 2"
 
 
@@ -56,9 +55,13 @@ def finished(
     created, ok = store.create_workflow(record, "me", 500.0).result()
     assert ok
     lease = running_lease(created.epoch)
-    assert store.record_step(workflow_id, lease, step("0", output=f'"{workflow_id}-step-secret"')).result()
+    assert store.record_step(
+        workflow_id, lease, step("0", output=f'"{workflow_id}-step-secret"')
+    ).result()
     assert store.send_message(workflow_id, "t", f'"{workflow_id}-msg"', None, 10.0).result()
-    ev = StepRecord("1", "perdure.set_event", "SUCCEEDED", f'"{workflow_id}-event"', None, 1, None, 11.0)
+    ev = StepRecord(
+        "1", "perdure.set_event", "SUCCEEDED", f'"{workflow_id}-event"', None, 1, None, 11.0
+    )
     assert store.set_event(workflow_id, lease, ev, "k").result()
     error = None if status == "SUCCEEDED" else json.dumps({"message": f"{workflow_id}-error"})
     output = f'"{workflow_id}-output"' if status == "SUCCEEDED" else None
@@ -179,9 +182,7 @@ def test_erasing_a_subject_replaces_every_payload_and_keeps_structure(
     for value in ("b-secret", "b-step-secret", "b-msg", "b-event", "b-output"):
         assert value in dump, value
     # Structure and times stay.
-    assert raw(database_url, STEPS_SQL) == (
-        steps_before
-    )
+    assert raw(database_url, STEPS_SQL) == (steps_before)
     record = store.get_workflow("a")
     assert record is not None and record.status == "FAILED" and record.finished_at == 140.0
     marks = raw(database_url, "SELECT subject, erased_at FROM perdure_workflow_subjects")
@@ -205,7 +206,12 @@ def test_rewrite_payloads_passes_every_payload_in_batches(store: Store, database
     dump = str(
         [
             raw(database_url, f"SELECT * FROM {table}")
-            for table in ("perdure_workflows", "perdure_steps", "perdure_messages", "perdure_events")
+            for table in (
+                "perdure_workflows",
+                "perdure_steps",
+                "perdure_messages",
+                "perdure_events",
+            )
         ]
     )
     payloads = dump.replace("'w", "'")  # the keys (IDs) stay as they were

@@ -13,7 +13,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
-from . import _operating
+from . import _compliance, _operating
 from ._breaker import CircuitBreaker
 from ._client import Client
 from ._clock import Clock, SystemClock
@@ -554,6 +554,12 @@ class App:
     breaker = _operating.breaker
     open_breaker = _operating.open_breaker
     close_breaker = _operating.close_breaker
+    # Compliance: retention, erasure, rekeying, the audit trail (``_compliance``).
+    gc = _compliance.gc
+    erase = _compliance.erase
+    rekey = _compliance.rekey
+    retry_held = _compliance.retry_held
+    audit_log = _compliance.audit_log
 
     def versions(self) -> list[VersionStatus]:
         """The app versions with active workflows (how many, held, the oldest)."""

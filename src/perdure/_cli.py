@@ -1,5 +1,6 @@
 """The ``perdure`` command: the ``cli`` group, its commands (one module per concept:
-``_cli_worker``, ``_cli_workflows``, ``_cli_repair``, ``_cli_history``, ``_cli_serve``;
+``_cli_worker``, ``_cli_workflows``, ``_cli_repair``, ``_cli_history``, ``_cli_serve``,
+``_cli_compliance``;
 shared helpers in ``_cli_common``) and ``main``, which turns every error into one line.
 """
 
@@ -17,6 +18,7 @@ from ._cli_common import (
     one_line,
     shown,
 )
+from ._cli_compliance import audit, erase, gc, rekey
 from ._cli_history import history, retry_held, versions
 from ._cli_repair import fork, restart, resume, send
 from ._cli_serve import serve
@@ -46,6 +48,10 @@ COMMANDS = (
     versions,
     retry_held,
     serve,
+    gc,
+    erase,
+    rekey,
+    audit,
 )
 for _command in COMMANDS:
     cli.add_command(_command)

@@ -174,30 +174,44 @@ class SqlCompliance(SqlBase):
         for table, keys, columns in c.PAYLOAD_COLUMNS:
             first_sql = self._sql(c.page_of(table, keys, columns, first=True))
             next_sql = self._sql(c.page_of(table, keys, columns, first=False))
-            updates = {column: self._sql(c.rewrite_of(table, keys, column)) for column in columns}
+            updates = [self._sql(c.rewrite_of(table, keys, column)) for column in columns]
             after: tuple[Any, ...] | None = None
             while True:
                 params: dict[str, Any] = {"limit": max(1, batch)}
                 if after is not None:
                     params.update({f"k{n}": value for n, value in enumerate(after)})
-                sql = first_sql if after is None else next_sql
-
-                def page(conn: Any, sql: str = sql, params: dict[str, Any] = params) -> Any:
-                    rows = conn.execute(sql, params).fetchall()
-                    count = 0
-                    for row in rows:
-                        key = {f"k{n}": value for n, value in enumerate(row[: len(keys)])}
-                        for column, old in zip(columns, row[len(keys) :]):
-                            new = None if old is None else rewrite(old)
-                            if new is not None and new != old:
-                                count += conn.execute(
-                                    updates[column], {**key, "new": new, "old": old}
-                                ).rowcount
-                    return rows, count
-
-                rows, count = self._write(page)
+                page = _PayloadPage(
+                    first_sql if after is None else next_sql, params, len(keys), updates, rewrite
+                )
+                rows, count = self._write(page.rewrite)
                 changed += count
                 if len(rows) < params["limit"]:
                     break
                 after = tuple(rows[-1][: len(keys)])
         return changed
+
+
+class _PayloadPage:
+    """One page of one table's payloads, rewritten in one transaction."""
+
+    def __init__(
+        self,
+        sql: str,
+        params: dict[str, Any],
+        keys: int,
+        updates: list[str],
+        rewrite: Callable[[str], str | None],
+    ) -> None:
+        self.sql, self.params, self.keys = sql, params, keys
+        self.updates, self.convert = updates, rewrite
+
+    def rewrite(self, conn: Any) -> tuple[list[Any], int]:
+        rows: list[Any] = conn.execute(self.sql, self.params).fetchall()
+        count = 0
+        for row in rows:
+            key = {f"k{n}": value for n, value in enumerate(row[: self.keys])}
+            for update, old in zip(self.updates, row[self.keys :], strict=True):
+                new = None if old is None else self.convert(old)
+                if new is not None and new != old:
+                    count += conn.execute(update, {**key, "new": new, "old": old}).rowcount
+        return rows, count
