@@ -23,9 +23,9 @@ TABLES = (
 )
 
 
-def raw_rows(url: str, table: str, order: str = "1") -> list[tuple[Any, ...]]:
-    """Every row of ``table``, read straight from the database."""
-    sql = f"SELECT * FROM {table} ORDER BY {order}"
+def raw_rows(url: str, table: str, order: str = "1", columns: str = "*") -> list[tuple[Any, ...]]:
+    """Every row of ``table`` (those ``columns``), read straight from the database."""
+    sql = f"SELECT {columns} FROM {table} ORDER BY {order}"
     if url.startswith("sqlite"):
         conn = sqlite3.connect(url[len("sqlite:///") :])
         try:

@@ -315,7 +315,10 @@ def encode_value(serializer: Serializer, value: Any, type_hint: Any, what: str) 
 def decode_value(serializer: Serializer, data: str, type_hint: Any, what: str) -> Any:
     """``serializer.loads(data, type_hint)``, with every failure a ``SerializationError``
     that names ``what``, and a value nested too deeply said to be so (not a bare
-    ``RecursionError``, which would fail the workflow without a word of why)."""
+    ``RecursionError``, which would fail the workflow without a word of why); a value
+    that ``app.erase`` replaced says so."""
+    if data == ERASED:
+        raise erased(what)
     try:
         return serializer.loads(data, type_hint)
     except SerializationError as exc:
