@@ -167,7 +167,7 @@ def test_erasing_a_subject_leaves_none_of_its_data(
     assert "bob-secret" in repr(raw_rows(database_url, "perdure_workflows"))
 
 
-def test_subjects_are_checked_and_a_child_inherits_them(
+def test_subjects_are_checked_and_a_child_cannot_have_its_own(
     make_app: Callable[..., perdure.App],
 ) -> None:
     app = make_app()
