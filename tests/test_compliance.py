@@ -123,6 +123,8 @@ def test_retention_is_applied_by_one_worker_at_a_time(
     assert entries[0].actor.startswith("perdure-worker:")
     with pytest.raises(perdure.InvalidValueError):
         perdure.Retention(older_than=0)
+    with pytest.raises(perdure.ConfigurationError, match="perdure.Retention"):
+        perdure.App(database_url, retention=timedelta(days=1))
 
 
 def test_erasing_a_subject_leaves_none_of_its_data(
