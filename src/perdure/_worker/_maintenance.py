@@ -143,7 +143,9 @@ class Maintenance:
                     next_report = now + settings.report_interval
                 retention = settings.retention
                 if retention is not None and now >= next_retention:
-                    more = apply_retention(self.host.store, retention, self.runner.id, now)
+                    more = apply_retention(
+                        self.host.store, retention, self.runner.id, now, settings.lease_seconds
+                    )
                     # A full batch: the next one at the next pass, not an interval later.
                     next_retention = now if more else now + retention.interval
                 failures = 0
