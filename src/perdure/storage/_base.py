@@ -498,7 +498,9 @@ class Store(abc.ABC):
         outcome in the actions log. Structure (IDs, names, statuses, positions, topics,
         keys) and times stay. The tags get ``erased_at``; an ``erase`` action is logged per
         workflow. Returns ``(erased, [])``; ``([], active)`` changing nothing when some of
-        those workflows are active (PENDING or RUNNING); ``([], [])`` when none is tagged."""
+        those workflows are active (PENDING or RUNNING); ``([], [])`` when none is tagged.
+        On SQLite the file is then rewritten (``VACUUM``) and its WAL emptied, so that no
+        old copy of a replaced value is left in the file's free space."""
 
     @abc.abstractmethod
     def rewrite_payloads(self, rewrite: Callable[[str], str | None], batch: int = 200) -> int:

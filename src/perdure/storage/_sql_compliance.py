@@ -165,7 +165,10 @@ class SqlCompliance(SqlBase):
                 self._log_action(conn, workflow_id, OperatorAction.ERASE, actor, details, now)
             return ids, []
 
-        return self._write(erase)
+        erased, active = self._write(erase)
+        if erased:
+            self._compact()
+        return erased, active
 
     # -- rekeying ----------------------------------------------------------------------------
 
