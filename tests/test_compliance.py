@@ -15,6 +15,8 @@ from conftest import OffsetClock
 
 import perdure
 from perdure._cli import cli
+from perdure._display import error_summary
+from perdure._model import ERASED
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
@@ -150,6 +152,9 @@ def test_erasing_a_subject_leaves_none_of_its_data(
         with pytest.raises(perdure.ErasureRefusedError, match="nothing was erased") as refused:
             app.erase("alice", actor="dpo")
         assert refused.value.active == ["a"]
+        cli_refused = CliRunner().invoke(cli, ["erase", "alice", "--database-url", database_url])
+        assert cli_refused.exit_code == 1, cli_refused.output
+        assert "nothing was erased" in cli_refused.output, cli_refused.output
         app.send("a", "reply alice-secret", topic="reply", actor="ops")
         app.send("b", "reply bob-secret", topic="reply")
         tagged.result(timeout=30)
@@ -171,6 +176,7 @@ def test_erasing_a_subject_leaves_none_of_its_data(
     # Structure and times stay.
     record = app.retrieve("a").status()
     assert record.status == "SUCCEEDED" and len(record.steps) >= 4
+    assert error_summary(ERASED) == "<erased>"  # how status views show an erased error
     with pytest.raises(perdure.SerializationError, match="erased"):
         app.retrieve("a").result(timeout=5)
     assert [e.workflow_id for e in app.audit_log(action="erase")] == erased

@@ -22,6 +22,8 @@ def error_summary(error: str | None) -> str | None:
         return f"<encrypted with key {error.split(':')[1]!r}>"
     try:
         data = json.loads(error)
+        if data.get("perdure.erased"):  # the tombstone of app.erase (perdure._model.ERASED)
+            return "<erased>"
         type_name = str(data.get("type", "?")).removeprefix("builtins:").replace(":", ".")
         return f"{type_name}: {data.get('message', '')}"
     except (ValueError, AttributeError):
