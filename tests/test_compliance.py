@@ -8,10 +8,12 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 
+import httpx
 import pytest
 from click.testing import CliRunner
 from compliance_helpers import TABLES, define_everything, raw_dump, raw_rows
 from conftest import OffsetClock
+from test_web_api import TOKEN, serving
 
 import perdure
 from perdure._cli import cli
@@ -250,3 +252,26 @@ def test_every_operator_action_is_in_the_audit_log(
         cli, ["audit", "--database-url", database_url, "--workflow", "c", "--json"]
     )
     assert listed.exit_code == 0 and listed.output.count('"action": ') == 3, listed.output
+
+
+def test_the_http_api_tags_erases_and_lists_the_audit_trail(
+    make_app: Callable[..., perdure.App],
+) -> None:
+    app = make_app()
+    _, waiter = define_tree(app)
+    headers = {"Authorization": f"Bearer {TOKEN}", "X-Perdure-Actor": "dpo"}
+    with app, serving(app) as base, httpx.Client(base_url=base, headers=headers) as http:
+        started = http.post(
+            "/api/workflows", json={"name": "waiter", "workflow_id": "w", "subjects": ["carol"]}
+        )
+        assert started.status_code == 202, started.text
+        assert app.store.workflow_subjects("w") == ["carol"]
+        refused = http.post("/api/subjects/carol/erase", json={})
+        assert refused.status_code == 409 and refused.json()["type"] == "ErasureRefusedError"
+        app.send("w", "carol's message")
+        app.retrieve("w").result(timeout=30)
+        erased = http.post("/api/subjects/carol/erase", json={})
+        assert erased.status_code == 200 and erased.json()["erased"] == ["w"]
+        listed = http.get("/api/audit", params={"action": "erase"}).json()["actions"]
+        assert [(a["workflow_id"], a["actor"]) for a in listed] == [("w", "http:dpo")]
+        assert listed[0]["details"] == {"subject": "carol"}
