@@ -61,8 +61,9 @@ class StartOptions:
 
 
 def subjects_of(subjects: Sequence[str] | str | None) -> tuple[str, ...]:
-    """Data subject IDs as a tuple, each checked like a key (a lone string is one subject,
-    not its characters), in the order given, without repeats."""
+    """Data subject IDs as a tuple, each checked like a name (not empty, at most 1,000
+    bytes; a lone string is one subject, not its characters), in the order given,
+    without repeats."""
     if subjects is None:
         return ()
     given = [subjects] if isinstance(subjects, str) else list(subjects)
