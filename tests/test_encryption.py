@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import time
+
 import pytest
 from click.testing import CliRunner
 from compliance_helpers import TABLES, define_everything, raw_dump, raw_rows
@@ -100,3 +102,27 @@ def test_rekey_needs_an_encrypting_app(database_url: str) -> None:
         app.shutdown()
     result = CliRunner().invoke(cli, ["rekey", "--database-url", database_url])
     assert result.exit_code != 0 and "--app" in result.output
+
+
+def test_encryption_can_be_turned_on_under_running_workflows(
+    make_app: Callable[..., perdure.App], database_url: str
+) -> None:
+    def greets(name: str, times: int, extra: dict[str, int]) -> str:
+        message = perdure.recv(timeout=60)
+        return f"{name} x{times} {extra} {message}"
+
+    plain = make_app()
+    started = plain.workflow(name="greets")(greets)
+    with plain:
+        handle = plain.options(workflow_id="g").start(started, "ann", 2, {"a": 1})
+        deadline = time.monotonic() + 30
+        while handle.status().wake_at is None:  # suspended on its recv
+            assert time.monotonic() < deadline, "not suspended"
+            time.sleep(0.05)
+    key = perdure.generate_key()
+    sealed = make_app(serializer=perdure.EncryptingSerializer(keys={"k": key}, current="k"))
+    sealed.workflow(name="greets")(greets)
+    with sealed:
+        sealed.send("g", "hi")
+        # Its inputs were recorded in clear, its message sealed: both read back.
+        assert sealed.retrieve("g").result(timeout=30) == "ann x2 {'a': 1} hi"

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ._errors import ConfigurationError, SerializationError
-from ._serialization import JSONSerializer, Serializer
+from ._serialization import SEALED, JSONSerializer, Serializer
 
 try:  # an optional extra: perdure[crypto]
     from cryptography.exceptions import InvalidTag
@@ -34,7 +34,7 @@ except ImportError:  # pragma: no cover - exercised only without the extra
     InvalidTag = Exception  # type: ignore[assignment,misc]
 
 #: What every sealed value starts with (its format's version).
-PREFIX = "pdx1:"
+PREFIX = SEALED
 _KEY_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 #: A sealed value, wherever it stands in a text (inside recorded call arguments, or an
 #: outcome delivered to a parent): base64 has no quote, colon or space to end it early.

@@ -284,6 +284,10 @@ def erased(what: str) -> SerializationError:
     )
 
 
+#: What a value sealed by an encrypting serializer starts with (``perdure._crypto``).
+SEALED = "pdx1:"
+
+
 def seal(serializer: Serializer | None, text: str) -> str:
     """``text`` encrypted by ``serializer`` when it encrypts (has a ``seal`` method, as
     ``EncryptingSerializer`` does), else as it is: recorded errors are not values of the
@@ -458,8 +462,14 @@ def decode_call(
         raise TypeError(msg) from None
     embed = isinstance(serializer, JSONSerializer)
 
+    sealing = getattr(serializer, "unseal", None) is not None
+
     def decode(label: str, hint: Any, element: Any) -> Any:
         try:
+            if sealing and not (isinstance(element, str) and element.startswith(SEALED)):
+                # Recorded before an encrypting serializer was turned on, by the JSON
+                # serializer (embedded JSON): it reads unsealed text as its inner one does.
+                return serializer.loads(_dump_any(element), hint)
             if not embed:
                 if not isinstance(element, str):
                     raise SerializationError(f"expected text, found {type(element).__name__}")
