@@ -4,9 +4,8 @@ database read raw (SQLite: the file's and WAL's bytes)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import time
+from collections.abc import Callable
 
 import pytest
 from click.testing import CliRunner
