@@ -15,6 +15,8 @@ from store_contract import covers, new, running, step
 
 from perdure._model import ERASED
 from perdure.storage import Lease, StepRecord, Store, open_store
+from perdure.storage import _statements_compliance as statements
+from perdure.storage._dialect import SQLITE
 
 STEPS_SQL = "SELECT workflow_id, position, status FROM perdure_steps ORDER BY 1, 2"
 
@@ -217,3 +219,20 @@ def test_rewrite_payloads_passes_every_payload_in_batches(store: Store, database
     payloads = dump.replace("'w", "'")  # the keys (IDs) stay as they were
     assert "-secret" in dump and "w0-" not in payloads and "W0-secret" in dump
     assert store.rewrite_payloads(upper, batch=2) == 0
+
+
+def test_old_roots_are_found_by_an_index_range(tmp_path: Any) -> None:
+    """Each retention batch reads a range of the finished roots' index (by age), not the
+    status index over every finished workflow (SQLite's planner has no statistics)."""
+    url = f"sqlite:///{tmp_path}/plan.db"
+    opened = open_store(url)
+    opened.migrate()
+    opened.close()
+    conn = sqlite3.connect(f"{tmp_path}/plan.db")
+    try:
+        params = {"ids": '["SUCCEEDED"]', "before": 1.0, "limit": 5}
+        plan = conn.execute("EXPLAIN QUERY PLAN " + SQLITE.sql(statements.GC_ROOTS), params)
+        details = [row[3] for row in plan.fetchall()]
+    finally:
+        conn.close()
+    assert any("USING INDEX perdure_workflows_finished_roots" in d for d in details), details

@@ -36,10 +36,12 @@ TAKE_LEASE = (
 # index range of perdure_workflows_finished_roots). SKIP LOCKED on PostgreSQL: a root that a
 # resume is changing now is left for the next batch.
 # A root with an active child is skipped here already (deeper descendants are checked
-# under lock), so that such roots cannot fill every batch.
+# under lock), so that such roots cannot fill every batch. The status is compared as an
+# expression, not a column: SQLite's planner (without statistics) would otherwise walk the
+# status index over every finished workflow and sort, instead of this range of old roots.
 GC_ROOTS = (
     "SELECT id FROM perdure_workflows w WHERE finished_at IS NOT NULL AND parent_id IS NULL "
-    "AND finished_at < :before AND status IN {ids_set} AND NOT EXISTS (SELECT 1 FROM "
+    "AND finished_at < :before AND (status || '') IN {ids_set} AND NOT EXISTS (SELECT 1 FROM "
     "perdure_workflows c WHERE c.parent_id = w.id AND c.status IN {ACTIVE}) "
     "ORDER BY finished_at, id LIMIT :limit{skip_locked}"
 )
