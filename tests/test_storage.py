@@ -501,11 +501,13 @@ def test_postgres_migrations_apply_once_when_many_start_together(postgres_url: s
         "perdure_breakers",
         "perdure_events",
         "perdure_executors",
+        "perdure_maintenance_leases",
         "perdure_messages",
         "perdure_operator_actions",
         "perdure_schedules",
         "perdure_schema",
         "perdure_steps",
+        "perdure_workflow_subjects",
         "perdure_workflows",
     ]
 

@@ -16,6 +16,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 EXPORTED = {
     "App",
+    "AuditEntry",
+    "EncryptingSerializer",
+    "ErasureRefusedError",
+    "GcResult",
+    "Retention",
+    "generate_key",
     "BreakerStatus",
     "Cancelled",
     "CheckpointFailed",
@@ -107,6 +113,7 @@ def test_errors_survive_pickling() -> None:
         perdure.WorkflowTimeoutError("w", 1.0),
         perdure.LeaseLost("w", 2),
         perdure.CheckpointFailed("w", "db down"),
+        perdure.ErasureRefusedError("alice", ["w1"]),
     ]
     for error in errors:
         copy = pickle.loads(pickle.dumps(error))

@@ -9,6 +9,8 @@ from . import probes, testing
 from ._app import App, Settings
 from ._breaker import BreakerStatus, CircuitBreaker
 from ._clock import Clock, SystemClock
+from ._compliance import AuditEntry, GcResult
+from ._crypto import EncryptingSerializer, generate_key
 from ._engine.continuing import continue_as_new
 from ._engine.events import set_event, set_event_async
 from ._engine.fanin import first, first_async, gather
@@ -22,6 +24,7 @@ from ._errors import (
     ConfigurationError,
     DeadlineExceeded,
     DeadlineExceededError,
+    ErasureRefusedError,
     InvalidValueError,
     LeaseLost,
     NonDeterminismError,
@@ -42,6 +45,7 @@ from ._errors import (
 )
 from ._handle import HoldStatus, StepStatus, WorkflowHandle, WorkflowStatus
 from ._inspect import StepDetail, WorkflowDetail, WorkflowPage
+from ._retention import Retention
 from ._retry import Retry
 from ._scheduling import ScheduleStatus
 from ._serialization import JSONSerializer, PickleSerializer, Serializer
@@ -51,6 +55,12 @@ __version__ = "0.1.0"
 
 __all__ = [
     "App",
+    "AuditEntry",
+    "EncryptingSerializer",
+    "ErasureRefusedError",
+    "GcResult",
+    "Retention",
+    "generate_key",
     "BreakerStatus",
     "Cancelled",
     "CheckpointFailed",

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
-from . import _operating, _scheduling
+from . import _compliance, _operating, _scheduling
 from ._breaker import CircuitBreaker
 from ._client import Client
 from ._clock import Clock, SystemClock
@@ -25,7 +25,7 @@ from ._engine.state import current_run
 from ._errors import ConfigurationError
 from ._handle import WorkflowHandle
 from ._notifier import Notifier
-from ._options import Starter, StartOptions
+from ._options import Starter, StartOptions, no_child_subjects, subjects_of
 from ._registry import Registry as _Registry
 from ._retry import Retry
 from ._serialization import JSONSerializer, Serializer
@@ -234,15 +234,26 @@ class App:
     # older ``workflow_id=``/``timeout=`` keywords are still taken (last two overloads,
     # which do not check the arguments).
 
-    def options(self, *, workflow_id: str | None = None, timeout: float | None = None) -> Starter:
+    def options(
+        self,
+        *,
+        workflow_id: str | None = None,
+        timeout: float | None = None,
+        subjects: Sequence[str] | None = None,
+    ) -> Starter:
         """Start options as a value: ``app.options(workflow_id="order-42", timeout=60)
         .start(checkout, order)``. The returned starter's ``start``, ``run``,
         ``start_async`` and ``run_async`` check the arguments against the workflow.
 
         ``workflow_id`` makes the start idempotent (a workflow with that ID is not
-        started again); ``timeout`` (seconds) gives the workflow a durable deadline.
+        started again); ``timeout`` (seconds) gives the workflow a durable deadline;
+        ``subjects`` tags it with the data subjects whose data it holds, for
+        ``app.erase(subject=...)`` (its children and forks are erased with it).
         """
-        return Starter(self, StartOptions(workflow_id=workflow_id, timeout=timeout))
+        chosen = StartOptions(
+            workflow_id=workflow_id, timeout=timeout, subjects=subjects_of(subjects)
+        )
+        return Starter(self, chosen)
 
     def start_with(
         self,
@@ -255,7 +266,7 @@ class App:
         starters of ``options`` call); inside a workflow, a child."""
         run = current_run.get()
         if run is not None:
-            o = options
+            o = no_child_subjects(options)
             child_id = start_child(self, run, fn, args, kwargs, o.workflow_id, o.timeout)
             return self._child_handle(fn, child_id)
         return self.client.start_with(options, fn, args, kwargs)
@@ -270,7 +281,7 @@ class App:
         """``start_with`` for coroutines."""
         run = current_run.get()
         if run is not None:
-            o = options
+            o = no_child_subjects(options)
             child_id = await start_child_async(
                 self, run, fn, args, kwargs, o.workflow_id, o.timeout
             )
@@ -543,6 +554,12 @@ class App:
     breaker = _operating.breaker
     open_breaker = _operating.open_breaker
     close_breaker = _operating.close_breaker
+    # Compliance: retention, erasure, rekeying, the audit trail (``_compliance``).
+    gc = _compliance.gc
+    erase = _compliance.erase
+    rekey = _compliance.rekey
+    retry_held = _compliance.retry_held
+    audit_log = _compliance.audit_log
 
     # -- schedules: one function each in ``_scheduling`` (docstrings there) -------------------
     schedule = _scheduling.schedule

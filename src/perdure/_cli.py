@@ -1,7 +1,7 @@
 """The ``perdure`` command: the ``cli`` group, its commands (one module per concept:
 ``_cli_worker``, ``_cli_workflows``, ``_cli_repair``, ``_cli_history``, ``_cli_serve``,
-``_cli_schedules``; shared helpers in ``_cli_common``) and ``main``, which turns every
-error into one line.
+``_cli_schedules``, ``_cli_compliance``; shared helpers in ``_cli_common``) and ``main``,
+which turns every error into one line.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from ._cli_common import (
     one_line,
     shown,
 )
+from ._cli_compliance import audit, erase, gc, rekey
 from ._cli_history import history, retry_held, versions
 from ._cli_repair import fork, restart, resume, send
 from ._cli_schedules import schedules
@@ -49,6 +50,10 @@ COMMANDS = (
     retry_held,
     serve,
     schedules,
+    gc,
+    erase,
+    rekey,
+    audit,
 )
 for _command in COMMANDS:
     cli.add_command(_command)

@@ -14,7 +14,15 @@ import json
 
 import click
 
-from ._cli_common import app_option, existing, id_argument, shown, url_option, using
+from ._cli_common import (
+    actor_option,
+    app_option,
+    existing,
+    id_argument,
+    shown,
+    url_option,
+    using,
+)
 from .testing import history as export_history
 
 
@@ -76,11 +84,14 @@ def versions(app_spec: str | None, database_url: str | None, as_json: bool) -> N
 @id_argument
 @app_option
 @url_option
-def retry_held(workflow_id: str, app_spec: str | None, database_url: str | None) -> None:
+@actor_option
+def retry_held(
+    workflow_id: str, app_spec: str | None, database_url: str | None, actor: str | None
+) -> None:
     """Make a held workflow due now: a worker of its version replays it (after a fix
-    that the code fingerprint does not see, e.g. in a helper function)."""
+    that the code fingerprint does not see, e.g. in a helper function). Logged."""
     with using(existing(app_spec, database_url)) as app:
-        retried = app.retrieve(workflow_id).retry_hold()
+        retried = app.retry_held(workflow_id, actor=actor)
     if retried:
         click.echo(f"workflow {shown(workflow_id)}: held; a worker of its version tries it now")
     else:

@@ -239,6 +239,7 @@ class Client:
             app_version=self.settings.app_version,
             created_at=now,
             deadline_at=None if timeout is None else now + timeout,
+            subjects=options.subjects,
         )
 
     @contextlib.contextmanager

@@ -18,8 +18,12 @@ def error_summary(error: str | None) -> str | None:
     JSON."""
     if error is None:
         return None
+    if error.startswith("pdx1:"):  # sealed by an EncryptingSerializer (perdure._crypto)
+        return f"<encrypted with key {error.split(':')[1]!r}>"
     try:
         data = json.loads(error)
+        if data.get("perdure.erased"):  # the tombstone of app.erase (perdure._model.ERASED)
+            return "<erased>"
         type_name = str(data.get("type", "?")).removeprefix("builtins:").replace(":", ".")
         return f"{type_name}: {data.get('message', '')}"
     except (ValueError, AttributeError):

@@ -15,6 +15,7 @@ signals, which derive from ``BaseException`` so that a workflow's
     ├── StepFailedError           a failed step whose error type cannot be rebuilt
     ├── WorkflowTimeoutError      waiting for a result took longer than asked (also TimeoutError)
     ├── WorkflowFinishedError     a message was sent to a workflow that has finished
+    ├── ErasureRefusedError       a data subject's workflows are still active: nothing erased
     ├── WorkflowCancelledError    the workflow was cancelled (what its result raises)
     ├── DeadlineExceededError     the workflow ran past its deadline (recorded; also TimeoutError)
     ├── StepTimeoutError          a step attempt ran past the step's timeout (also TimeoutError)
@@ -188,6 +189,25 @@ class WorkflowNotResumableError(PerdureError):
             f"workflow {self.workflow_id!r} is {self.status}, so it cannot be resumed (only a "
             "FAILED or CANCELLED one can); nothing was changed. To run it again from a step, "
             "fork it (app.fork / perdure fork)"
+        )
+
+
+class ErasureRefusedError(PerdureError):
+    """``app.erase(subject=...)`` found workflows of the subject still active (PENDING or
+    RUNNING): nothing was erased."""
+
+    def __init__(self, subject: str, active: list[str]) -> None:
+        super().__init__(subject, active)
+        self.subject = subject
+        self.active = active
+
+    def __str__(self) -> str:
+        shown = ", ".join(repr(workflow_id) for workflow_id in self.active[:10])
+        more = f" and {len(self.active) - 10} more" if len(self.active) > 10 else ""
+        return (
+            f"data subject {self.subject!r} has {len(self.active)} active workflow(s) "
+            f"({shown}{more}); nothing was erased. Cancel them (app.cancel / perdure cancel), "
+            "wait until they have finished, then erase again"
         )
 
 

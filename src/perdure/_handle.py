@@ -258,7 +258,7 @@ class WorkflowHandle(Generic[R]):
             return value
         if outcome.state == CANCELLED:
             raise WorkflowCancelledError(self.workflow_id)
-        raise decode_error(outcome.error or "{}", WorkflowFailedError)
+        raise decode_error(outcome.error or "{}", WorkflowFailedError, self._app.serializer)
 
     def status(self) -> WorkflowStatus:
         """The workflow's status and recorded steps, read from the store now."""

@@ -192,6 +192,9 @@ class NewWorkflow:
     parent_id: str | None = None
     #: When it must have finished (``app.start(..., timeout=)``).
     deadline_at: float | None = None
+    #: The data subjects whose data it holds (``app.options(subjects=...)``), tagged in
+    #: the same transaction that creates it.
+    subjects: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -341,6 +344,13 @@ class OperatorAction(_TextEnum):
     SEND = "send"
     OPEN_BREAKER = "open_breaker"
     CLOSE_BREAKER = "close_breaker"
+    RETRY_HELD = "retry_held"
+    #: Compliance (``perdure._compliance``): a data subject's payloads replaced by
+    #: ``ERASED``; finished workflows deleted by retention or ``perdure gc``; payloads
+    #: encrypted again under the current key.
+    ERASE = "erase"
+    GC = "gc"
+    REKEY = "rekey"
 
 
 @dataclass(frozen=True)
@@ -395,3 +405,10 @@ class BreakerRecord:
     updated_at: float
     #: Workflows parked on it (``list_breakers`` only).
     parked: int = 0
+
+
+#: What every stored payload (inputs, output, error, a step's result or error, a
+#: message, an event's value) of an erased workflow is replaced with: valid JSON, the
+#: same on every store, and recognised when read back (``SerializationError`` saying it
+#: was erased, instead of a value).
+ERASED = '{"perdure.erased":true}'

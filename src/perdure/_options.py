@@ -15,12 +15,13 @@ the client builds the new workflow (``Client.prepare``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
+from ._errors import ConfigurationError
 from ._handle import WorkflowHandle
-from ._validation import check_optional_workflow_id, optional_positive_seconds
+from ._validation import check_name, check_optional_workflow_id, optional_positive_seconds
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -41,18 +42,45 @@ class StartOptions:
     workflow_id: str | None = None
     #: Seconds from the start until the workflow's durable deadline, or None for none.
     timeout: float | None = None
+    #: The data subjects whose data the workflow holds (``app.erase(subject=...)`` erases
+    #: its payloads, its children's and its forks').
+    subjects: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
         # Refused here, before anything is recorded: an empty ID is not taken for None (a
         # repeated start would no longer be idempotent), a NaN timeout is not a deadline.
         check_optional_workflow_id(self.workflow_id)
         optional_positive_seconds("timeout", self.timeout)
+        object.__setattr__(self, "subjects", subjects_of(self.subjects))
 
     @classmethod
     def pop_legacy(cls, kwargs: dict[str, Any]) -> StartOptions:
         """The options given as keywords next to a workflow's arguments (the older form
         ``app.start(fn, x, workflow_id=...)``), removed from ``kwargs``."""
         return cls(**{name: kwargs.pop(name) for name in LEGACY_KEYWORDS if name in kwargs})
+
+
+def subjects_of(subjects: Sequence[str] | str | None) -> tuple[str, ...]:
+    """Data subject IDs as a tuple, each checked like a name (not empty, at most 1,000
+    bytes; a lone string is one subject, not its characters), in the order given,
+    without repeats."""
+    if subjects is None:
+        return ()
+    given = [subjects] if isinstance(subjects, str) else list(subjects)
+    return tuple(dict.fromkeys(check_name("data subject", subject) for subject in given))
+
+
+def no_child_subjects(options: StartOptions) -> StartOptions:
+    """``options`` for a child started inside a workflow: a child holds its parent's data
+    and is erased with it, so subjects of its own are refused (``ConfigurationError``)
+    rather than silently dropped."""
+    if options.subjects:
+        raise ConfigurationError(
+            "a child workflow cannot be tagged with subjects of its own: it is erased with "
+            "its parent (app.erase erases a tagged workflow's children and forks); tag the "
+            "workflow that starts it, or start it outside a workflow"
+        )
+    return options
 
 
 class StartBackend(Protocol):

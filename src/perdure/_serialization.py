@@ -24,6 +24,7 @@ from pydantic import ConfigDict, TypeAdapter
 from pydantic.errors import PydanticUserError
 
 from perdure._errors import SerializationError, _RecordedFailure
+from perdure._model import ERASED
 
 _R = TypeVar("_R")
 _ADVICE = (
@@ -275,6 +276,32 @@ class PickleSerializer:
             raise SerializationError(f"cannot unpickle a stored value ({exc!r})") from exc
 
 
+def erased(what: str) -> SerializationError:
+    """The error for reading a value that ``app.erase`` replaced with ``ERASED``."""
+    return SerializationError(
+        f"cannot read {what}: it was erased (app.erase / perdure erase replaced the data of "
+        "a data subject); the workflow's structure and times are kept, its values are not"
+    )
+
+
+#: What a value sealed by an encrypting serializer starts with (``perdure._crypto``).
+SEALED = "pdx1:"
+
+
+def seal(serializer: Serializer | None, text: str) -> str:
+    """``text`` encrypted by ``serializer`` when it encrypts (has a ``seal`` method, as
+    ``EncryptingSerializer`` does), else as it is: recorded errors are not values of the
+    serializer, yet must not be stored in clear under an encrypting one."""
+    sealer = getattr(serializer, "seal", None)
+    return text if sealer is None else str(sealer(text))
+
+
+def unseal(serializer: Serializer | None, text: str) -> str:
+    """The reverse of ``seal``."""
+    unsealer = getattr(serializer, "unseal", None)
+    return text if unsealer is None else str(unsealer(text))
+
+
 def encode_value(serializer: Serializer, value: Any, type_hint: Any, what: str) -> str:
     """``serializer.dumps(value, type_hint)``, with every failure a ``SerializationError``
     that names ``what`` (``"the result of step 'fetch' in workflow 'order-1'"``): also a
@@ -292,7 +319,10 @@ def encode_value(serializer: Serializer, value: Any, type_hint: Any, what: str) 
 def decode_value(serializer: Serializer, data: str, type_hint: Any, what: str) -> Any:
     """``serializer.loads(data, type_hint)``, with every failure a ``SerializationError``
     that names ``what``, and a value nested too deeply said to be so (not a bare
-    ``RecursionError``, which would fail the workflow without a word of why)."""
+    ``RecursionError``, which would fail the workflow without a word of why); a value
+    that ``app.erase`` replaced says so."""
+    if data == ERASED:
+        raise erased(what)
     try:
         return serializer.loads(data, type_hint)
     except SerializationError as exc:
@@ -412,6 +442,8 @@ def decode_call(
     Raises ``SerializationError`` if it cannot, ``TypeError`` if the arguments no
     longer fit ``fn``'s signature.
     """
+    if data == ERASED:
+        raise erased(f"the recorded arguments of {what}")
     try:
         record = json.loads(data)
         args, kwargs = record["args"], record["kwargs"]
@@ -430,8 +462,14 @@ def decode_call(
         raise TypeError(msg) from None
     embed = isinstance(serializer, JSONSerializer)
 
+    sealing = getattr(serializer, "unseal", None) is not None
+
     def decode(label: str, hint: Any, element: Any) -> Any:
         try:
+            if sealing and not (isinstance(element, str) and element.startswith(SEALED)):
+                # Recorded before an encrypting serializer was turned on, by the JSON
+                # serializer (embedded JSON): it reads unsealed text as its inner one does.
+                return serializer.loads(_dump_any(element), hint)
             if not embed:
                 if not isinstance(element, str):
                     raise SerializationError(f"expected text, found {type(element).__name__}")
@@ -447,8 +485,9 @@ def decode_call(
     return _convert_each(bound, fn, decode)
 
 
-def encode_error(exc: BaseException) -> str:
-    """Record an exception as JSON: type ("module:QualName"), message, args, traceback.
+def encode_error(exc: BaseException, serializer: Serializer | None = None) -> str:
+    """Record an exception as JSON: type ("module:QualName"), message, args, traceback;
+    sealed (``seal``) when ``serializer`` encrypts.
 
     ``args`` (which ``decode_error`` rebuilds from) is left out unless plain json holds it.
     """
@@ -466,7 +505,7 @@ def encode_error(exc: BaseException) -> str:
         record["traceback"] = (
             f"<traceback too deeply nested to format>\n{cls.__qualname__}: {message}"
         )
-    return json.dumps(record)
+    return seal(serializer, json.dumps(record))
 
 
 def _resolve(type_name: str) -> type[Exception] | None:
@@ -481,7 +520,9 @@ def _resolve(type_name: str) -> type[Exception] | None:
     return obj if isinstance(obj, type) and issubclass(obj, Exception) else None
 
 
-def decode_error(data: str, fallback: type[_RecordedFailure]) -> BaseException:
+def decode_error(
+    data: str, fallback: type[_RecordedFailure], serializer: Serializer | None = None
+) -> BaseException:
     """Rebuild an exception recorded by ``encode_error``.
 
     The original type comes back if its module is already imported, it is an
@@ -490,6 +531,12 @@ def decode_error(data: str, fallback: type[_RecordedFailure]) -> BaseException:
     holds the recorded traceback.
     """
     # Never raises: a failure must stay reportable even if its record is damaged.
+    try:
+        data = unseal(serializer, data)
+    except SerializationError as exc:
+        data = json.dumps({"message": f"the recorded error cannot be read: {exc}"})
+    if data == ERASED:
+        data = json.dumps({"type": "<erased>", "message": str(erased("the recorded error"))})
     try:
         record = json.loads(data)
     except (ValueError, TypeError):

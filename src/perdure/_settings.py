@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from ._errors import ConfigurationError
+from ._retention import Retention
+
 #: The database used when neither ``App(url)`` nor ``PERDURE_DATABASE_URL`` names one.
 DEFAULT_DATABASE_URL = "sqlite:///perdure.db"
 
@@ -37,3 +40,16 @@ class Settings:
     #: again at once by an executor whose code for it differs (``perdure._fingerprint``), and by
     #: an executor with the same code only after this many seconds.
     hold_recheck: float = 3600.0
+    #: Delete finished workflows some time after they finished (``perdure.Retention``);
+    #: None keeps them forever. Applied by the app's worker, one worker at a time.
+    retention: Retention | None = None
+
+    def __post_init__(self) -> None:
+        # Checked here: a wrong value would otherwise fail only in the worker's maintenance
+        # thread, round after round.
+        if self.retention is not None and not isinstance(self.retention, Retention):
+            raise ConfigurationError(
+                "retention must be a perdure.Retention (such as "
+                "Retention(older_than=timedelta(days=30))) or None, not "
+                f"{type(self.retention).__name__}"
+            )

@@ -108,7 +108,7 @@ class StepCall:
                 )
                 return Result(record, value)
         retry = self.definition.retry
-        error_text = encode_error(exc)
+        error_text = encode_error(exc, run.serializer)
         if not isinstance(exc, SerializationError) and retry.should_retry(exc, self.attempts):
             self.next_attempt_at = now + retry.delay(self.attempts)
             log.warning(
@@ -140,7 +140,7 @@ class StepCall:
             # A KeyboardInterrupt, SystemExit or a user's own BaseException from step
             # code: the workflow sees what every replay will, a StepFailedError naming it
             # (raising the original would stop the workflow's thread, not fail it).
-            exc = decode_error(error_text, StepFailedError)
+            exc = decode_error(error_text, StepFailedError, run.serializer)
         return Result(record, error=exc, raised=raised)
 
     def retrying(self, record: StepRecord) -> None:

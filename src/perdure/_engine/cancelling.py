@@ -27,7 +27,7 @@ def cancel(host: Host, run: RunState, workflow_id: str) -> Op[bool]:
     position, recorded = run.history.take(CANCEL)
     if recorded is not None:
         if recorded.status == StepState.FAILED:
-            raise decode_error(recorded.error or "{}", StepFailedError)
+            raise decode_error(recorded.error or "{}", StepFailedError, run.serializer)
         return bool(json.loads(recorded.output or "false"))
     run.deliver(position, CANCEL)
     run.check_lease()
@@ -37,7 +37,16 @@ def cancel(host: Host, run: RunState, workflow_id: str) -> Op[bool]:
     if asked is None:
         error = WorkflowNotFoundError(workflow_id)
         yield run.write(
-            StepRecord(position, CANCEL, StepState.FAILED, None, encode_error(error), 1, None, now)
+            StepRecord(
+                position,
+                CANCEL,
+                StepState.FAILED,
+                None,
+                encode_error(error, run.serializer),
+                1,
+                None,
+                now,
+            )
         )
         raise error
     if asked:

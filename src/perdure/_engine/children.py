@@ -78,7 +78,7 @@ def start(
     what = f"the ID of the child started by workflow {run.workflow_id!r} at position {position}"
     if recorded is not None:
         if recorded.status == StepState.FAILED:
-            raise decode_error(recorded.error or "{}", StepFailedError)
+            raise decode_error(recorded.error or "{}", StepFailedError, run.serializer)
         child_id: str = decode_value(run.serializer, recorded.output or '""', str, what)
         return child_id
     run.deliver(position, START_CHILD)
@@ -190,7 +190,7 @@ def result(
         return decode_value(run.serializer, outcome.output or "null", return_hint, what)
     if outcome.state == WorkflowState.CANCELLED:
         raise WorkflowCancelledError(child_id)
-    raise decode_error(outcome.error or "{}", WorkflowFailedError)
+    raise decode_error(outcome.error or "{}", WorkflowFailedError, run.serializer)
 
 
 def child_result(

@@ -30,6 +30,7 @@ from typing import TypeVar
 from .._errors import StoreError
 from .._model import BreakerState, StepRecord, StepState, WaitKind, WaitReason
 from .._probe import probe_name, run_probe
+from .._serialization import seal
 from .call import StepCall
 from .describe import probe_state
 from .state import RunState
@@ -213,7 +214,8 @@ def report(call: StepCall, exc: BaseException | None) -> None:
         return
     if exc is None or not counted:
         return
-    retry_at, error = now + breaker.cooldown, _short_error(exc)
+    # Sealed under an encrypting serializer: an error's text may hold the data it failed on.
+    retry_at, error = now + breaker.cooldown, seal(run.serializer, _short_error(exc))
     if holder is not None:
         if _store(run, store.reopen_breaker, breaker.name, holder, now, retry_at, error):
             log.warning(

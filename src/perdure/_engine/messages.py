@@ -246,7 +246,7 @@ def send(
     position, recorded = run.history.take(SEND)
     if recorded is not None:
         if recorded.status == StepState.FAILED:
-            raise decode_error(recorded.error or "{}", StepFailedError)
+            raise decode_error(recorded.error or "{}", StepFailedError, run.serializer)
         return
     run.deliver(position, SEND)
     run.check_lease()

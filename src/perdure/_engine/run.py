@@ -140,7 +140,7 @@ class WorkflowRun(RunState):
             log.warning("%s", exc)
         elif isinstance(exc, Cancelled):
             log.info("workflow %s cancelled", self.workflow_id)
-            cancelled = encode_error(WorkflowCancelledError(self.workflow_id))
+            cancelled = encode_error(WorkflowCancelledError(self.workflow_id), self.serializer)
             return Outcome(_CANCELLED, None, cancelled)
         if not isinstance(exc, Exception):
             log.error(
@@ -149,4 +149,4 @@ class WorkflowRun(RunState):
                 self.definition.name,
                 exc,
             )
-        return Outcome(_FAILED, None, encode_error(exc))
+        return Outcome(_FAILED, None, encode_error(exc, self.serializer))

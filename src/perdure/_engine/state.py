@@ -206,7 +206,7 @@ class RunState:
             name,
             StepState.CANCELLED,
             None,
-            encode_error(signal),
+            encode_error(signal, self.serializer),
             0,
             None,
             self.clock.time(),

@@ -58,7 +58,7 @@ def step(
             return run.serializer.loads(recorded.output, definition.return_hint)
         if recorded.status == _FAILED:
             assert recorded.error is not None
-            raise decode_error(recorded.error, StepFailedError)
+            raise decode_error(recorded.error, StepFailedError, run.serializer)
         # RETRYING: go on counting from the recorded attempts, after the recorded wait.
         call.attempts = recorded.attempts
         call.next_attempt_at = recorded.next_attempt_at

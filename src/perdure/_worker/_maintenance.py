@@ -1,5 +1,5 @@
 """The worker's maintenance thread: heartbeats, claims, wake-ups, recoveries, reports,
-schedules.
+schedules, retention.
 
 It renews the leases of the workflows this worker runs, fires the due ticks of
 schedules (``_scheduler``), claims workflows that nobody runs (new ones started
@@ -24,6 +24,7 @@ from .._fingerprint import fingerprints
 from ..storage import StepRecord, WorkflowRecord
 from ._host import WorkerHost
 from ._scheduler import Scheduler
+from ._retention import apply_retention
 from ._table import RunTable, Slot
 
 log = logging.getLogger("perdure")
@@ -124,6 +125,7 @@ class Maintenance:
         settings = self.host.settings
         next_heartbeat = 0.0
         next_report = 0.0
+        next_retention = 0.0
         failures = 0
         next_look: float | None = None
         while not self._stop.is_set():
@@ -145,6 +147,13 @@ class Maintenance:
                     self.release_holds(now)
                     self.report_unclaimable(now)
                     next_report = now + settings.report_interval
+                retention = settings.retention
+                if retention is not None and now >= next_retention:
+                    more = apply_retention(
+                        self.host.store, retention, self.runner.id, now, settings.lease_seconds
+                    )
+                    # A full batch: the next one at the next pass, not an interval later.
+                    next_retention = now if more else now + retention.interval
                 failures = 0
                 next_wake = self.host.store.next_wake_at(after=now)
             except PerdureError as exc:

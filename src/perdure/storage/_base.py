@@ -51,6 +51,7 @@ from .._model import VersionCount as VersionCount
 from .._model import WorkflowRecord as WorkflowRecord
 from .._schedules import ScheduleRecord as ScheduleRecord
 from .._schedules import ScheduleSpec as ScheduleSpec
+from ._base_compliance import ComplianceOperations
 
 #: Workflow statuses (aliases of ``WorkflowState``). A workflow is *active* while
 #: PENDING or RUNNING.
@@ -92,7 +93,7 @@ EVENT_WAKE = "wake"
 EVENT_CANCEL = "cancel"
 
 
-class Store(abc.ABC):
+class Store(ComplianceOperations):
     """A database that holds workflows, their steps and the executors running them."""
 
     #: The URL scheme this store serves, such as "sqlite" or "postgresql".

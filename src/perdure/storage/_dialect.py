@@ -19,7 +19,8 @@ per statement (cached). Its slots:
   ``Dialect.text_list``), and ``{codes_set}`` the same of the parameter ``codes``;
 - ``{in_ids}``: ``IN`` the list of text in the parameter ``ids``, written so that the
   primary key's index looks each one up (``= ANY`` of an array on PostgreSQL: a planner
-  given ``IN (SELECT unnest(...))`` may scan the whole table instead);
+  given ``IN (SELECT unnest(...))`` may scan the whole table instead); ``{ids_set}``
+  the same list as ``{names_set}`` gives it;
   ``{step_order}``: the column that orders a workflow's steps.
 """
 
@@ -103,6 +104,7 @@ SQLITE = Dialect(
         "names_set": "(SELECT value FROM json_each(:names))",
         "codes_set": "(SELECT value FROM json_each(:codes))",
         "in_ids": "IN (SELECT value FROM json_each(:ids))",
+        "ids_set": "(SELECT value FROM json_each(:ids))",
     },
 )
 
@@ -120,5 +122,6 @@ POSTGRES = Dialect(
         "names_set": "(SELECT unnest(:names::text[]))",
         "codes_set": "(SELECT unnest(:codes::text[]))",
         "in_ids": "= ANY(:ids::text[])",
+        "ids_set": "(SELECT unnest(:ids::text[]))",
     },
 )

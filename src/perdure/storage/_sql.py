@@ -5,7 +5,7 @@ SQLite and PostgreSQL (rendered by the store's ``Dialect``); each store adds how
 connects, migrates, and the few operations whose locking differs (recording a step,
 heartbeats, claims, suspending, setting an event), and the primitives of ``_sql_base``.
 The circuit breakers' operations are in ``_sql_breakers``, the schedules' in
-``_sql_schedules``.
+``_sql_schedules``, compliance (retention, erasure, rekeying) in ``_sql_compliance``.
 
 Keys (IDs, names, topics, event and idempotency keys) are checked before any write
 (``_limits``): the same values are refused on every store, with a message that names
@@ -42,11 +42,12 @@ from ._limits import check_key, check_topic
 from ._queries import list_query
 from ._sql_breakers import SqlBreakers
 from ._sql_schedules import SqlSchedules
+from ._sql_compliance import SqlCompliance
 
 T = TypeVar("T")
 
 
-class SqlStore(SqlBreakers, SqlSchedules):
+class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance):
     """A ``Store`` on a SQL database; subclasses say how to reach it (see the module)."""
 
     # -- workflows -----------------------------------------------------------------
@@ -57,6 +58,8 @@ class SqlStore(SqlBreakers, SqlSchedules):
         check_key("workflow ID", new.id)
         check_key("workflow name", new.name)
         check_key("parent workflow ID", new.parent_id)
+        for subject in new.subjects:
+            check_key("data subject", subject)
         state, epoch = (WorkflowState.RUNNING, 1) if owner else (WorkflowState.PENDING, 0)
         params = (
             new.id,
@@ -78,6 +81,8 @@ class SqlStore(SqlBreakers, SqlSchedules):
         def insert(conn: Any) -> tuple[WorkflowRecord, bool]:
             row = conn.execute(insert_sql, params).fetchone()
             if row is not None:
+                if new.subjects:
+                    self._tag_subjects(conn, new.id, new.subjects)
                 if owner is None:
                     self._notify(conn, EVENT_READY)
                 return WorkflowRecord(*row), True

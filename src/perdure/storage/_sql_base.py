@@ -6,7 +6,8 @@ A store supplies:
 - ``_writer``: the group committer of its hot-path writes (``_batch``);
 - ``_read(sql, params)``: rows of one query;
 - ``_write(fn)``: ``fn(conn)`` in one transaction, waited for;
-- ``_notify(conn, event)``: tell listeners in other processes, at commit (or nothing).
+- ``_notify(conn, event)``: tell listeners in other processes, at commit (or nothing);
+- ``_compact()``: drop what an erasure left in the files (or nothing).
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ class SqlBase(Store):
 
     def _notify(self, conn: Any, event: str) -> None:
         """Push ``event`` to listeners at commit; stores that cannot push do nothing."""
+
+    def _compact(self) -> None:
+        """After an erasure, leave no copy of the replaced values in the database's files
+        where this store can (SQLite rewrites its file); nothing where it cannot."""
 
     def _sql(self, template: str) -> str:
         return self._dialect.sql(template)

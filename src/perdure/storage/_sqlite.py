@@ -250,6 +250,17 @@ class SQLiteStore(SqlStore):
 
         self._write(apply)
 
+    def _compact(self) -> None:
+        # After an erasure: an UPDATE leaves the old bytes of a value in the page's free
+        # space, in freed pages and in the WAL's older frames. VACUUM rewrites the file
+        # without them; the TRUNCATE checkpoint then empties the WAL.
+        try:
+            with contextlib.closing(self._connect()) as conn:
+                conn.execute("VACUUM")
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
+
     def exists(self) -> bool:
         return bool(self._read(_HAS_SCHEMA))
 

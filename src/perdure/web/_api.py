@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field
 from .._app import App
 from .._display import utc
 from .._errors import (
+    ErasureRefusedError,
     InvalidValueError,
     PerdureError,
     StoreUnavailableError,
@@ -43,6 +44,7 @@ STATUS_OF: tuple[tuple[type[PerdureError], int], ...] = (
     (UnknownWorkflowError, 404),
     (WorkflowNotResumableError, 409),
     (WorkflowFinishedError, 409),
+    (ErasureRefusedError, 409),
     (InvalidValueError, 400),
     (StoreUnavailableError, 503),
     (PerdureError, 400),
@@ -57,6 +59,8 @@ class StartBody(BaseModel):
     kwargs: dict[str, Any] = Field(default_factory=dict)
     workflow_id: str | None = None
     timeout: float | None = None
+    #: The data subjects whose data it holds (``app.options(subjects=...)``).
+    subjects: list[str] | None = None
 
 
 class ForkBody(BaseModel):
@@ -198,7 +202,9 @@ def create_app(app: App, token: str | None = None) -> FastAPI:
     @router.post("/workflows", status_code=202)
     def start(request: Request, body: StartBody) -> JSONResponse:
         """Start a registered workflow by name; poll the Location for its status."""
-        starter = app.options(workflow_id=body.workflow_id, timeout=body.timeout)
+        starter = app.options(
+            workflow_id=body.workflow_id, timeout=body.timeout, subjects=body.subjects
+        )
         handle = starter.start(body.name, *body.args, **body.kwargs)
         return _accepted(request, handle.workflow_id)
 
@@ -307,6 +313,23 @@ def create_app(app: App, token: str | None = None) -> FastAPI:
         """Close a breaker by hand; every workflow parked on it wakes."""
         woken = app.close_breaker(name, actor=who)
         return {**jsonable(asdict(app.breaker(name))), "woken": woken}
+
+    @router.get("/audit")
+    def audit(
+        workflow_id: str | None = None,
+        action: str | None = None,
+        after: int = Query(default=0, ge=0),
+        limit: int = Query(default=100, ge=1, le=MAX_PAGE),
+    ) -> dict[str, Any]:
+        """Operator actions, oldest first (``after``: the last ``seq`` seen)."""
+        entries = app.audit_log(workflow_id=workflow_id, action=action, after=after, limit=limit)
+        return {"actions": [jsonable(asdict(entry)) for entry in entries]}
+
+    @router.post("/subjects/{subject:path}/erase")
+    def erase(subject: str, who: str = Depends(actor)) -> dict[str, Any]:
+        """Erase every stored payload of the data subject's workflows (409 while one is
+        active)."""
+        return {"subject": subject, "erased": app.erase(subject, actor=who)}
 
     api.include_router(router)
     add_pages(api, app, token, secrets)
