@@ -23,8 +23,8 @@ from .._errors import PerdureError
 from .._fingerprint import fingerprints
 from ..storage import StepRecord, WorkflowRecord
 from ._host import WorkerHost
-from ._scheduler import Scheduler
 from ._retention import apply_retention
+from ._scheduler import Scheduler
 from ._table import RunTable, Slot
 
 log = logging.getLogger("perdure")

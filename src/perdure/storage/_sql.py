@@ -41,8 +41,8 @@ from ._base import (
 from ._limits import check_key, check_topic
 from ._queries import list_query
 from ._sql_breakers import SqlBreakers
-from ._sql_schedules import SqlSchedules
 from ._sql_compliance import SqlCompliance
+from ._sql_schedules import SqlSchedules
 
 T = TypeVar("T")
 
