@@ -192,6 +192,9 @@ class NewWorkflow:
     parent_id: str | None = None
     #: When it must have finished (``app.start(..., timeout=)``).
     deadline_at: float | None = None
+    #: The trace context of the code that started it (JSON of W3C ``traceparent`` and
+    #: ``tracestate``), continued by every execution; None when nothing was traced.
+    trace_context: str | None = None
 
 
 @dataclass(frozen=True)
@@ -238,6 +241,8 @@ class WorkflowRecord:
     forked_steps: int | None = None
     #: How many times an operator resumed it (``app.resume``).
     resumes: int = 0
+    #: The trace context of the code that started it (see ``NewWorkflow``).
+    trace_context: str | None = None
 
 
 @dataclass(frozen=True)
