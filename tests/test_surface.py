@@ -62,6 +62,7 @@ EXPORTED = {
     "first_async",
     "gather",
     "now",
+    "observability",
     "patched",
     "probes",
     "random",

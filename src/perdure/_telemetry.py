@@ -155,6 +155,24 @@ def configure(tracer_provider: Any = None, meter_provider: Any = None) -> None:
         _providers.metering = (None, None)
 
 
+def use_meter_provider(provider: Any) -> None:
+    """Use ``provider`` for metrics from now on (the tracer provider stays)."""
+    with _lock:
+        _providers.meter_provider = provider
+        _providers.metering = (None, None)
+
+
+def meter_provider() -> Any:
+    """The meter provider perdure uses, or None when none is configured."""
+    if not AVAILABLE:
+        return None
+    provider = _providers.meter_provider or otel_metrics.get_meter_provider()
+    # The global provider is a proxy until one is set (its class is private).
+    if isinstance(provider, NoOpMeterProvider) or type(provider).__name__.startswith("_Proxy"):
+        return None
+    return provider
+
+
 def tracer() -> Any:
     """perdure's tracer, or None when no tracer provider is configured."""
     if not AVAILABLE:
@@ -171,11 +189,8 @@ def tracer() -> Any:
 
 def instruments() -> Instruments | None:
     """perdure's instruments, or None when no meter provider is configured."""
-    if not AVAILABLE:
-        return None
-    provider = _providers.meter_provider or otel_metrics.get_meter_provider()
-    # The global provider is a proxy until one is set (its class is private).
-    if isinstance(provider, NoOpMeterProvider) or type(provider).__name__.startswith("_Proxy"):
+    provider = meter_provider()
+    if provider is None:
         return None
     made_for, made = _providers.metering
     if made_for is not provider:

@@ -32,6 +32,7 @@ from .._errors import (
 )
 from .._inspect import MAX_PAGE, decode_value, jsonable, summary
 from .._validation import check_key
+from ._metrics import metrics_router
 from ._security import authorized, check_token, is_loopback, scrub, secrets_of
 
 log = logging.getLogger("perdure.web")
@@ -306,6 +307,7 @@ def create_app(app: App, token: str | None = None) -> FastAPI:
         return {**jsonable(asdict(app.breaker(name))), "woken": woken}
 
     api.include_router(router)
+    api.include_router(metrics_router(app), dependencies=[Depends(guard)])
     return api
 
 
