@@ -49,17 +49,19 @@ class Worker:
 
     def __init__(self, tmp_path: Path, env: dict[str, str], number: int) -> None:
         self.stderr_path = tmp_path / f"worker-{number}.err"
-        with open(tmp_path / f"worker-{number}.out", "wb") as out:
-            with open(self.stderr_path, "wb") as err:
-                self.proc = subprocess.Popen(
-                    [sys.executable, "-m", "perdure", "worker", "otel_app:app"]
-                    + ["--log-format", "json"],
-                    cwd=tmp_path,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=err,
-                )
+        command = [sys.executable, "-m", "perdure", "worker", "otel_app:app"]
+        with (
+            open(tmp_path / f"worker-{number}.out", "wb") as out,
+            open(self.stderr_path, "wb") as err,
+        ):
+            self.proc = subprocess.Popen(
+                [*command, "--log-format", "json"],
+                cwd=tmp_path,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+            )
 
     def log(self) -> list[dict[str, Any]]:
         """Its JSON log records (click's own lines on stderr are not JSON)."""
