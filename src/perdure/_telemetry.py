@@ -23,8 +23,8 @@ Spans (attributes ``perdure.workflow.id``, ``perdure.workflow.name`` on each):
 - ``step <name>``: one per step *attempt*, child of the execution's span and current
   while the step's body runs, with ``perdure.step.name``, ``perdure.step.position``,
   ``perdure.step.attempt`` and ``perdure.step.outcome`` (succeeded, failed, interrupted).
-- ``recv <topic>``: a message taken by ``perdure.recv`` (or a child's outcome), with a
-  *link* to the context of the code that sent it.
+- ``recv <topic>``: a message taken by ``perdure.recv`` (``perdure.child_result`` for a
+  child's outcome), with a *link* to the context of the code that sent it.
 
 Metrics: ``perdure.workflows.started`` and ``perdure.workflows.finished`` (counters by
 workflow name, and status), ``perdure.step.duration`` (a histogram of attempts, in
@@ -313,13 +313,14 @@ class RunTelemetry:
         if self.instruments is not None:
             self.instruments.retries.add(1, {WORKFLOW_NAME: self.name, "perdure.step.name": step})
 
-    def received(self, topic: str, position: str, sent_from: str | None) -> None:
-        """A message was taken at ``position``: a span linked to the sender's context."""
+    def received(self, name: str, topic: str, position: str, sent_from: str | None) -> None:
+        """A message on ``topic`` was taken at ``position``: a span ``name`` linked to the
+        sender's context."""
         if self.tracer is None:
             return
         sender = _span_context(sent_from)
         span = self.tracer.start_span(
-            f"recv {topic}" if topic else "recv",
+            name,
             attributes={
                 **self.attributes,
                 "perdure.message.topic": topic,

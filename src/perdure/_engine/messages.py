@@ -130,7 +130,9 @@ class Receive:
                 if not accepted:
                     run.unwind(LeaseLost(run.workflow_id, run.lease.epoch))
                 if payload is not None and run.observer is not None:
-                    run.observer.received(self.topic, self.position, sent_from)
+                    # A child's outcome: one span name for all (its topic names the child).
+                    span = self.name if self.name != RECV else f"recv {self.topic}".rstrip()
+                    run.observer.received(span, self.topic, self.position, sent_from)
                 if payload is None and self.look is not None:
                     payload = yield Blocking(self.look)
                     if payload is not None:
