@@ -221,11 +221,11 @@ def _span_context(stored: str | None) -> Any:
         return None
     try:
         fields = json.loads(stored)
-    except ValueError:
+        if not isinstance(fields, dict):
+            return None
+        found = otel_trace.get_current_span(_PROPAGATOR.extract(fields)).get_span_context()
+    except (ValueError, TypeError):  # not what perdure stored: start afresh, run anyway
         return None
-    if not isinstance(fields, dict):
-        return None
-    found = otel_trace.get_current_span(_PROPAGATOR.extract(fields)).get_span_context()
     return found if found.is_valid else None
 
 

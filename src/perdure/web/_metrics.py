@@ -47,7 +47,7 @@ def _own_registry() -> Any:
     with _lock:
         if meter_provider() is None:
             if not _own:
-                registry = CollectorRegistry(auto_describe=True)
+                registry = CollectorRegistry()
                 reader = PrometheusMetricReader(registry=registry)
                 _own.append((MeterProvider(metric_readers=[reader]), registry))
             use_meter_provider(_own[0][0])
