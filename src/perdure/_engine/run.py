@@ -78,10 +78,11 @@ class WorkflowRun(RunState):
     def _observe(self) -> RunTelemetry | None:
         """Begin the execution's telemetry (its span current from now on in this
         context) and its log fields."""
-        record, name, executor = self.record, self.definition.name, self.lease.owner
-        log_context.set((self.workflow_id, name, executor, None, None, None))
+        log_context.set((*self.log_fields, None, None, None))
+        workflow_id, name, executor = self.log_fields
+        record = self.record
         self.observer = observe_run(
-            self.workflow_id, name, executor, record.trace_context, record.created_at
+            workflow_id, name, executor, record.trace_context, record.created_at
         )
         return self.observer
 
