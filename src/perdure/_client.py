@@ -135,6 +135,12 @@ class Client:
                 store = self._store
         return store
 
+    @property
+    def opened_store(self) -> Store | None:
+        """The store if it is open, without opening it (what the metrics' gauges read:
+        a scrape never reopens the database of an app that was shut down)."""
+        return self._store
+
     def close(self) -> None:
         """Close the store (it opens again on next use)."""
         with self._store_lock:

@@ -23,10 +23,15 @@ TTL = 5.0
 
 
 class StoreGauges:
-    """The gauges' readings of one store (``_telemetry.GaugeSource``)."""
+    """The gauges' readings of one store (``_telemetry.GaugeSource``). ``store`` returns
+    it while it is open, None otherwise: the gauges never open a database."""
 
     def __init__(
-        self, key: str, store: Callable[[], Store], now: Callable[[], float], ttl: float = TTL
+        self,
+        key: str,
+        store: Callable[[], Store | None],
+        now: Callable[[], float],
+        ttl: float = TTL,
     ) -> None:
         self._key = key
         self._store = store
@@ -42,26 +47,20 @@ class StoreGauges:
         """The database (its URL): two sources of the same database are counted once."""
         return self._key
 
-    def _refresh(self) -> None:
+    def reading(self) -> tuple[dict[str, int], list[tuple[str, str]]] | None:
+        """(suspended workflows by name, (name, state) of each stored breaker), read at
+        most every ``ttl`` seconds; None while the store is not open."""
         with self._lock:
-            if time.monotonic() - self._read_at < self._ttl:
-                return
-            self._read_at = time.monotonic()
-            try:
+            if time.monotonic() - self._read_at >= self._ttl:
                 store = self._store()
-                self._suspended = store.count_suspended(self._now())
-                self._breakers = [(record.name, record.state) for record in store.list_breakers()]
-            except PerdureError as exc:
-                # A scrape during an outage reports nothing rather than stale numbers.
-                log.debug("metrics: could not read the store: %s", exc)
-                self._suspended, self._breakers = {}, []
-
-    def suspended(self) -> dict[str, int]:
-        """Suspended workflows by name, as last read."""
-        self._refresh()
-        return dict(self._suspended)
-
-    def breakers(self) -> list[tuple[str, str]]:
-        """(name, state) of each stored breaker, as last read."""
-        self._refresh()
-        return list(self._breakers)
+                if store is None:  # not used yet, or shut down: never opened from here
+                    return None
+                self._read_at = time.monotonic()
+                try:
+                    self._suspended = store.count_suspended(self._now())
+                    self._breakers = [(b.name, b.state) for b in store.list_breakers()]
+                except PerdureError as exc:
+                    # A scrape during an outage reports nothing rather than stale numbers.
+                    log.debug("metrics: could not read the store: %s", exc)
+                    self._suspended, self._breakers = {}, []
+            return dict(self._suspended), list(self._breakers)

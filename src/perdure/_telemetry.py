@@ -79,6 +79,10 @@ WORKFLOW_ID = "perdure.workflow.id"
 WORKFLOW_NAME = "perdure.workflow.name"
 
 
+#: What a gauge source reads: suspended workflows by name, (name, state) of each breaker.
+Reading = tuple[dict[str, int], list[tuple[str, str]]]
+
+
 class GaugeSource(Protocol):
     """What the observable gauges read: one database's suspended workflows and breakers
     (``_gauges.StoreGauges`` reads them at most every few seconds)."""
@@ -88,12 +92,8 @@ class GaugeSource(Protocol):
         """The database: sources with the same key are counted once."""
         ...
 
-    def suspended(self) -> dict[str, int]:
-        """Suspended workflows by name."""
-        ...
-
-    def breakers(self) -> list[tuple[str, str]]:
-        """(name, state) of each stored circuit breaker."""
+    def reading(self) -> Reading | None:
+        """The database's numbers, or None when it cannot be read now."""
         ...
 
 
@@ -421,24 +421,31 @@ def unwatch(source: GaugeSource) -> None:
         _sources.discard(source)
 
 
-def _distinct_sources() -> list[GaugeSource]:
+def _readings() -> list[Reading]:
+    """One reading per database watched (the first source of it that can be read)."""
     with _lock:
         sources = list(_sources)
-    return list({source.key: source for source in sources}.values())
+    found: dict[str, Reading] = {}
+    for source in sources:
+        if source.key not in found:
+            reading = source.reading()
+            if reading is not None:
+                found[source.key] = reading
+    return list(found.values())
 
 
 def _observe_suspended(options: CallbackOptions) -> Iterator[Observation]:
     totals: dict[str, int] = {}
-    for source in _distinct_sources():
-        for name, count in source.suspended().items():
+    for suspended, _ in _readings():
+        for name, count in suspended.items():
             totals[name] = totals.get(name, 0) + count
     for name, count in sorted(totals.items()):
         yield Observation(count, {WORKFLOW_NAME: name})
 
 
 def _observe_breakers(options: CallbackOptions) -> Iterator[Observation]:
-    for source in _distinct_sources():
-        for name, state in source.breakers():
+    for _, breakers in _readings():
+        for name, state in breakers:
             for each in BREAKER_STATES:
                 attributes = {"perdure.breaker": name, "perdure.breaker.state": each}
                 yield Observation(1 if state == each else 0, attributes)

@@ -72,7 +72,7 @@ class Executor:
         )
         self.maintenance = Maintenance(host, self, self.table)
         #: What the metrics' gauges read from the store while this executor runs.
-        self.gauges = StoreGauges(host.database_url, lambda: host.store, self.clock.time)
+        self.gauges = StoreGauges(host.database_url, lambda: self.store, self.clock.time)
 
     # -- lifecycle ---------------------------------------------------------------------
 

@@ -23,8 +23,10 @@ from typing import Any
 from fastapi import APIRouter, Response
 
 from .._app import App
+from .._errors import PerdureError
 from .._gauges import StoreGauges
 from .._telemetry import meter_provider, use_meter_provider, watch
+from ..storage import Store
 
 try:
     from opentelemetry.exporter.prometheus import PrometheusMetricReader
@@ -55,6 +57,14 @@ def _own_registry() -> Any:
         return next((registry for provider, registry in _own if provider is in_use), None)
 
 
+def _opened(app: App) -> Store | None:
+    """The app's store, opened if it can be (None during an outage)."""
+    try:
+        return app.store
+    except PerdureError:
+        return None
+
+
 def metrics_router(app: App) -> APIRouter:
     """The router of ``GET /metrics`` for ``app`` (its gauges read ``app``'s database)."""
     router = APIRouter()
@@ -68,15 +78,17 @@ def metrics_router(app: App) -> APIRouter:
 
         return router
 
-    gauges = StoreGauges(app.database_url, lambda: app.store, app.clock.time)
+    gauges = StoreGauges(app.database_url, lambda: app.client.opened_store, app.clock.time)
     watch(gauges)
     _own_registry()  # in place before this process's workflows record anything
 
     @router.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
         """perdure's metrics (and the process's), in the Prometheus text format."""
-        # The router holds the gauges: they are reported while this API exists.
-        assert gauges is not None
+        # The gauges read the store only while it is open: a scrape opens it, as any
+        # request does. The router holds them (watching is weak, and idempotent).
+        _opened(app)
+        watch(gauges)
         own = _own_registry()
         body = generate_latest(REGISTRY)
         if own is not None:
