@@ -471,3 +471,27 @@ def test_the_core_runs_without_opentelemetry(tmp_path: Path) -> None:
         "double",
     )
     assert "trace_id" not in entry
+
+
+def test_json_log_lines_are_cleaned_of_secrets() -> None:
+    formatter = observability.JsonFormatter(clean=lambda text: text.replace("hunter2", "***"))
+    try:
+        raise RuntimeError("cannot connect to postgresql://app:hunter2@db/shop")
+    except RuntimeError:
+        record = logging.getLogger("shop").makeRecord(
+            "shop",
+            logging.ERROR,
+            __file__,
+            1,
+            "lost %s",
+            ("postgresql://app:hunter2@db/shop",),
+            sys.exc_info(),
+            extra={"url": "postgresql://app:hunter2@db/shop", "tries": 3},
+        )
+    line = formatter.format(record)
+    assert "hunter2" not in line
+    entry = json.loads(line)
+    assert entry["message"] == "lost postgresql://app:***@db/shop"
+    assert (entry["url"], entry["tries"]) == ("postgresql://app:***@db/shop", 3)
+    assert "RuntimeError: cannot connect to postgresql://app:***@db/shop" in entry["exception"]
+    assert entry["workflow_id"] is None
