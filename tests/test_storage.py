@@ -218,22 +218,23 @@ def test_messages_are_consumed_in_order_exactly_once_with_their_record(store: St
     assert store.consume_message("a", Lease("exec-1", 2), "t", recv, 110.0).result() == (
         False,
         None,
+        None,
     )
-    assert store.consume_message("a", lease, "t", recv, 110.0).result() == (True, '"m0"')
+    assert store.consume_message("a", lease, "t", recv, 110.0).result() == (True, '"m0"', None)
     # The position now holds a final record: it can't consume another message.
-    assert store.consume_message("a", lease, "t", recv, 111.0).result() == (False, None)
+    assert store.consume_message("a", lease, "t", recv, 111.0).result() == (False, None, None)
     got = []
     for position in ("1", "2", "3"):
         at = StepRecord(position, "perdure.recv", "SUCCEEDED", None, None, 1, None, 0.0)
         got.append(store.consume_message("a", lease, "t", at, 112.0).result())
-    assert got == [(True, '"m1"'), (True, '"m2"'), (True, None)]
+    assert got == [(True, '"m1"', None), (True, '"m2"', None), (True, None, None)]
     steps = store.load_steps("a")
     assert [(s.position, s.output) for s in steps] == [("0", '"m0"'), ("1", '"m1"'), ("2", '"m2"')]
     # A WAITING record (a recv's deadline) is replaced by the message's record.
     waiting = StepRecord("3", "perdure.recv", "WAITING", None, None, 1, 200.0, 113.0)
     assert store.record_step("a", lease, waiting).result()
     at = StepRecord("3", "perdure.recv", "SUCCEEDED", None, None, 1, None, 0.0)
-    assert store.consume_message("a", lease, "other", at, 114.0).result() == (True, '"x"')
+    assert store.consume_message("a", lease, "other", at, 114.0).result() == (True, '"x"', None)
     assert store.load_steps("a")[-1].status == "SUCCEEDED"
 
 

@@ -238,14 +238,14 @@ def test_a_childs_outcome_reaches_its_parent_once_as_the_same_bytes(store: Store
     (claimed,) = store.claim_workflows("me", ["checkout"], "1", 130.0, 500.0)
     lease = Lease("me", claimed.epoch)
     recv = StepRecord("0", "perdure.child", "SUCCEEDED", None, None, 1, None, 0.0)
-    ok, payload = store.consume_message(
+    ok, payload, _ = store.consume_message(
         "parent", lease, CHILD_TOPIC + "child", recv, 131.0
     ).result()
     assert ok and payload == Outcome(WorkflowState.FAILED, None, '{"e":"\u00e9"}').to_json()
     nothing = StepRecord("1", "perdure.child", "SUCCEEDED", None, None, 1, None, 0.0)
     assert store.consume_message(
         "parent", lease, CHILD_TOPIC + "child", nothing, 132.0
-    ).result() == (True, None)
+    ).result() == (True, None, None)
 
 
 @covers("set_note")
@@ -438,6 +438,7 @@ def test_every_store_operation_has_a_contract_test() -> None:
     importlib.import_module("test_store_contract_operations")
     importlib.import_module("test_store_contract_schedules")
     importlib.import_module("test_store_contract_compliance")
+    importlib.import_module("test_store_contract_telemetry")
     operations = set(Store.__abstractmethods__) | {"listen"}
     missing = sorted(operations - set(COVERED))
     assert not missing, f"Store operations without a contract test: {missing}"

@@ -166,7 +166,7 @@ def test_inspection_lists_events_messages_and_children(store: Store) -> None:
     store.send_message("p", "t", '"m1"', "key1", 6.0).result()
     store.send_message("p", "t", '"m2"', None, 7.0).result()
     taken = store.consume_message("p", lease, "t", step("1"), 8.0).result()
-    assert taken == (True, '"m1"')
+    assert taken == (True, '"m1"', None)
     every = store.list_messages("p")
     assert [(m.payload, m.idempotency_key, m.consumed_at) for m in every] == [
         ('"m1"', "key1", 8.0),

@@ -107,14 +107,15 @@ def test_messages_are_consumed_in_order_exactly_once_with_their_record(store: St
     assert store.consume_message("a", Lease("me", 2), "t", recv("0"), 110.0).result() == (
         False,
         None,
+        None,
     )
-    assert store.consume_message("a", lease, "t", recv("0"), 110.0).result() == (True, '"m0"')
-    assert store.consume_message("a", lease, "t", recv("0"), 111.0).result() == (False, None)
-    assert store.consume_message("a", lease, "t", recv("1"), 112.0).result() == (True, '"m1"')
+    assert store.consume_message("a", lease, "t", recv("0"), 110.0).result() == (True, '"m0"', None)
+    assert store.consume_message("a", lease, "t", recv("0"), 111.0).result() == (False, None, None)
+    assert store.consume_message("a", lease, "t", recv("1"), 112.0).result() == (True, '"m1"', None)
     # A WAITING record at the position is replaced by the message's.
     assert store.record_step("a", lease, step("2", "WAITING", None)).result()
-    assert store.consume_message("a", lease, "t", recv("2"), 113.0).result() == (True, '"m2"')
-    assert store.consume_message("a", lease, "t", recv("3"), 114.0).result() == (True, None)
+    assert store.consume_message("a", lease, "t", recv("2"), 113.0).result() == (True, '"m2"', None)
+    assert store.consume_message("a", lease, "t", recv("3"), 114.0).result() == (True, None, None)
     steps = store.load_steps("a")
     assert [(s.position, s.status, s.output, s.updated_at) for s in steps] == [
         ("0", "SUCCEEDED", '"m0"', 110.0),
@@ -193,7 +194,7 @@ def test_continue_as_new_restarts_the_history_and_keeps_the_rest(store: Store) -
     assert store.load_steps("a") == []
     assert store.get_event("a", "k") == '"e"'
     recv = StepRecord("0", "perdure.recv", "SUCCEEDED", None, None, 1, None, 0.0)
-    assert store.consume_message("a", lease, "t", recv, 111.0).result() == (True, '"kept"')
+    assert store.consume_message("a", lease, "t", recv, 111.0).result() == (True, '"kept"', None)
     again = store.continue_workflow("a", lease, "{}", 112.0).result()
     assert again is not None and again.generation == 2
 

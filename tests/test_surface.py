@@ -69,6 +69,7 @@ EXPORTED = {
     "first_async",
     "gather",
     "now",
+    "observability",
     "patched",
     "probes",
     "random",

@@ -5,7 +5,7 @@ is checkpointed, and an interrupted workflow resumes from its last completed ste
 on any executor. See README.md and docs/guarantees.md.
 """
 
-from . import probes, testing
+from . import observability, probes, testing
 from ._app import App, Settings
 from ._breaker import BreakerStatus, CircuitBreaker
 from ._clock import Clock, SystemClock
@@ -108,6 +108,7 @@ __all__ = [
     "first_async",
     "gather",
     "now",
+    "observability",
     "patched",
     "probes",
     "random",

@@ -13,9 +13,11 @@ from ._cli_common import (
     ScrubbingFormatter,
     fail,
     load_app,
+    scrub,
     shown,
 )
 from ._errors import PerdureError, StoreUnavailableError
+from ._logfields import JsonFormatter, LogContextFilter
 from ._text import redact_url
 
 log = logging.getLogger("perdure")
@@ -27,7 +29,15 @@ log = logging.getLogger("perdure")
     "--grace", type=float, default=None, help="Seconds to let running workflows finish on SIGTERM."
 )
 @click.option("--log-level", default="INFO", show_default=True, help="Logging level.")
-def worker(app_spec: str, grace: float | None, log_level: str) -> None:
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Log lines as text, or one JSON object per record with workflow_id, "
+    "workflow_name, step, position, attempt and executor.",
+)
+def worker(app_spec: str, grace: float | None, log_level: str, log_format: str) -> None:
     """Run workflows of MODULE:APP until SIGTERM or Ctrl-C, then drain gracefully.
 
     The worker recovers interrupted workflows at start, runs those that other
@@ -40,7 +50,12 @@ def worker(app_spec: str, grace: float | None, log_level: str) -> None:
     if not isinstance(level, int):
         fail(f"unknown --log-level {log_level!r}: use DEBUG, INFO, WARNING or ERROR")
     handler = logging.StreamHandler()
-    handler.setFormatter(ScrubbingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    # On the handler: the records of every logger (the steps' own too) get the fields.
+    handler.addFilter(LogContextFilter())
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter(clean=scrub))
+    else:
+        handler.setFormatter(ScrubbingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=level, handlers=[handler])
     app = load_app(app_spec)
     stop = threading.Event()

@@ -37,6 +37,7 @@ from ._registry import Registry
 from ._repair import actor_or_default
 from ._serialization import Serializer, decode_value, encode_call, encode_value
 from ._settings import Settings
+from ._telemetry import carrier, started
 from ._validation import (
     check_idempotency_key,
     check_key,
@@ -133,6 +134,12 @@ class Client:
                     self._store = opened
                 store = self._store
         return store
+
+    @property
+    def opened_store(self) -> Store | None:
+        """The store if it is open, without opening it (what the metrics' gauges read:
+        a scrape never reopens the database of an app that was shut down)."""
+        return self._store
 
     def close(self) -> None:
         """Close the store (it opens again on next use)."""
@@ -240,6 +247,7 @@ class Client:
             created_at=now,
             deadline_at=None if timeout is None else now + timeout,
             subjects=options.subjects,
+            trace_context=carrier(),  # its executions continue the caller's trace
         )
 
     @contextlib.contextmanager
@@ -256,6 +264,8 @@ class Client:
     def _started(self, new: NewWorkflow, record: WorkflowRecord, created: bool) -> None:
         if not created and record.name != new.name:
             raise workflow_id_taken(new.id, record.name, new.name)
+        if created:
+            started(new.name)
         worker = self._worker
         if worker is None:
             return
@@ -321,7 +331,9 @@ class Client:
         payload = encode_value(self.serializer, message, Any, what)
         now = self.clock.time()
         topic = "" if topic is None else topic
-        return self.store.send_message(workflow_id, topic, payload, idempotency_key, now, actor)
+        return self.store.send_message(
+            workflow_id, topic, payload, idempotency_key, now, actor, trace_context=carrier()
+        )
 
     def _sent(self, workflow_id: str, stored: bool | None) -> None:
         if stored is None:

@@ -195,6 +195,9 @@ class NewWorkflow:
     #: The data subjects whose data it holds (``app.options(subjects=...)``), tagged in
     #: the same transaction that creates it.
     subjects: tuple[str, ...] = ()
+    #: The trace context of the code that started it (JSON of W3C ``traceparent`` and
+    #: ``tracestate``), continued by every execution; None when nothing was traced.
+    trace_context: str | None = None
 
 
 @dataclass(frozen=True)
@@ -241,6 +244,8 @@ class WorkflowRecord:
     forked_steps: int | None = None
     #: How many times an operator resumed it (``app.resume``).
     resumes: int = 0
+    #: The trace context of the code that started it (see ``NewWorkflow``).
+    trace_context: str | None = None
 
 
 @dataclass(frozen=True)

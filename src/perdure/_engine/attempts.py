@@ -36,6 +36,8 @@ from .._errors import (
     StepTimeoutError,
     Suspended,
 )
+from .._logfields import log_context
+from .._telemetry import AttemptTelemetry
 from .effects import Attempt, Attempted
 from .state import RunState, current_run
 
@@ -73,21 +75,41 @@ def _abandon(key: tuple[str, str], future: Future[Any]) -> None:
     future.add_done_callback(ended)
 
 
+def _observed(run: RunState, effect: Attempt) -> AttemptTelemetry | None:
+    observer = run.observer
+    if observer is None:
+        return None
+    return observer.attempt(effect.definition.name, effect.position, effect.attempt)
+
+
+def _interrupted(watch: AttemptTelemetry | None) -> None:
+    if watch is not None:
+        watch.end(None, interrupted=True)
+
+
 def attempt_sync(run: RunState, effect: Attempt) -> Attempted:
     """Run one attempt of a sync step in this thread (in its own with a timeout)."""
     definition = effect.definition
     # A step called inside a step is a plain call: only the outer one is recorded.
     token = current_run.set(None)
+    logged = log_context.set((*run.log_fields, definition.name, effect.position, effect.attempt))
+    watch = _observed(run, effect)
     try:
         if definition.timeout is None:
-            return Attempted(definition.fn(*effect.args, **effect.kwargs))
-        return _with_timeout(run, effect)
+            attempted = Attempted(definition.fn(*effect.args, **effect.kwargs))
+        else:
+            attempted = _with_timeout(run, effect)
     except KEEPS_MEANING:
+        _interrupted(watch)
         raise
     except BaseException as exc:  # noqa: BLE001 - a failed attempt, see the module
-        return Attempted(error=exc)
+        attempted = Attempted(error=exc)
     finally:
         current_run.reset(token)
+        log_context.reset(logged)
+    if watch is not None:
+        watch.end(attempted.error, attempted.interrupted)
+    return attempted
 
 
 def _with_timeout(run: RunState, effect: Attempt) -> Attempted:
@@ -119,6 +141,8 @@ async def attempt_async(run: RunState, effect: Attempt) -> Attempted:
     task = asyncio.current_task()
     assert task is not None
     token = current_run.set(None)
+    logged = log_context.set((*run.log_fields, definition.name, effect.position, effect.attempt))
+    watch = _observed(run, effect)
     timer = None
     if definition.timeout is not None:
         timer = asyncio.get_running_loop().call_later(definition.timeout, signals.time_out, task)
@@ -132,8 +156,10 @@ async def attempt_async(run: RunState, effect: Attempt) -> Attempted:
         elif signals.was_interrupted(task):
             attempted = Attempted(interrupted=True)
         else:
+            _interrupted(watch)
             raise  # a real cancellation: the executor's shutdown
     except KEEPS_MEANING:
+        _interrupted(watch)
         raise
     except BaseException as exc:  # noqa: BLE001 - a failed attempt, see the module
         attempted = Attempted(error=exc)
@@ -142,9 +168,12 @@ async def attempt_async(run: RunState, effect: Attempt) -> Attempted:
         if timer is not None:
             timer.cancel()
         current_run.reset(token)
+        log_context.reset(logged)
     if timer is not None and signals.ran_out(task):
         # It caught the cancellation and returned (or failed) past its timeout.
         attempted = _timed_out(effect)
+    if watch is not None:
+        watch.end(attempted.error, attempted.interrupted)
     return attempted
 
 

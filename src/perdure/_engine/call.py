@@ -119,6 +119,8 @@ class StepCall:
                 self.attempts,
                 exc,
                 self.next_attempt_at - now,
+                # The attempt's fields: it ended, so they are no longer in the context.
+                extra={"step": name, "position": position, "attempt": self.attempts},
             )
             record = StepRecord(
                 position,
@@ -132,6 +134,9 @@ class StepCall:
                 self.started_at,
             )
             self.retrying(record)
+            observer = run.observer
+            if observer is not None:
+                observer.retried(name)
             return Result(record, retry=True, raised=raised)
         record = StepRecord(
             position, name, _FAILED, None, error_text, self.attempts, None, now, self.started_at

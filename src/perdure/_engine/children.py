@@ -42,6 +42,7 @@ from .._model import (
     WorkflowState,
 )
 from .._serialization import decode_error, decode_value, encode_call, encode_value
+from .._telemetry import carrier, started
 from .._validation import check_optional_workflow_id, optional_positive_seconds
 from .drivers import drive_async, drive_on_loop, drive_sync
 from .effects import Commit, Flush, Op
@@ -98,12 +99,16 @@ def start(
         created_at=now,
         parent_id=run.workflow_id,
         deadline_at=deadline,
+        # The child continues the trace of the parent's execution that starts it.
+        trace_context=carrier(),
     )
 
     def created(stored: tuple[Any, bool]) -> None:
         existing, was_created = stored
         if not was_created and existing.name != new.name:
             raise workflow_id_taken(new.id, existing.name, new.name)
+        if was_created:
+            started(new.name)
         host.wake()  # claim the new child now, not at the next tick
 
     # Starting a child is a side effect: what its arguments may rest on comes first.

@@ -83,6 +83,8 @@ class Attempt:
     #: The step's position: with the workflow's ID, what an abandoned attempt is
     #: remembered by.
     position: str
+    #: Which attempt this is (1 for the first), for its span and log records.
+    attempt: int = 1
 
 
 @dataclass(slots=True)

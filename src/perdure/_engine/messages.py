@@ -25,6 +25,7 @@ from .._errors import (
 )
 from .._model import StepRecord, StepState
 from .._serialization import decode_error, decode_value, encode_value
+from .._telemetry import carrier
 from .._validation import check_idempotency_key, check_optional_key, check_workflow_id
 from ..storage import FOREVER
 from .drivers import drive_async, drive_on_loop, drive_sync
@@ -83,7 +84,7 @@ class Receive:
         now = self.run.clock.time()
         return StepRecord(self.position, self.name, status, output, None, 1, deadline, now)
 
-    def consume(self) -> Future[tuple[bool, str | None]]:
+    def consume(self) -> Future[tuple[bool, str | None, str | None]]:
         """One attempt to take a message (fenced, with its record)."""
         run = self.run
         run.check_lease()
@@ -125,9 +126,13 @@ class Receive:
         while not self.done:
             run.deliver(self.position, self.name)
             with watching(run, watch) as wake:
-                accepted, payload = yield Await(self.consume())
+                accepted, payload, sent_from = yield Await(self.consume())
                 if not accepted:
                     run.unwind(LeaseLost(run.workflow_id, run.lease.epoch))
+                if payload is not None and run.observer is not None:
+                    # A child's outcome: one span name for all (its topic names the child).
+                    span = self.name if self.name != RECV else f"recv {self.topic}".rstrip()
+                    run.observer.received(span, self.topic, self.position, sent_from)
                 if payload is None and self.look is not None:
                     payload = yield Blocking(self.look)
                     if payload is not None:
@@ -257,6 +262,7 @@ def send(
     )
     payload = encode_value(host.serializer, message, Any, what)
     now = host.clock.time()
+    sent_from = carrier()  # the receiver's span links to the sender's
 
     def stored(result: bool | None) -> None:
         if result is None:
@@ -267,7 +273,9 @@ def send(
     yield Flush()
     try:
         yield Commit(
-            lambda: host.store.send_message(workflow_id, topic or "", payload, key, now),
+            lambda: host.store.send_message(
+                workflow_id, topic or "", payload, key, now, trace_context=sent_from
+            ),
             stored,
             barrier=True,
         )

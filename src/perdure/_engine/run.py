@@ -32,8 +32,10 @@ from .._errors import (
     Suspended,
     WorkflowCancelledError,
 )
+from .._logfields import log_context
 from .._model import Outcome, WorkflowState
 from .._serialization import decode_call, encode_error
+from .._telemetry import RunTelemetry, observe_run
 from .drivers import drive_async, drive_sync
 from .effects import Flush, Op
 from .scope import Scope, current_scope, current_workflow_id
@@ -73,6 +75,17 @@ class WorkflowRun(RunState):
     """The state of one execution of one workflow, under one lease, and the running of
     its function (sync in a pool thread, async in a task of the executor's loop)."""
 
+    def _observe(self) -> RunTelemetry | None:
+        """Begin the execution's telemetry (its span current from now on in this
+        context) and its log fields."""
+        log_context.set((*self.log_fields, None, None, None))
+        workflow_id, name, executor = self.log_fields
+        record = self.record
+        self.observer = observe_run(
+            workflow_id, name, executor, record.trace_context, record.created_at
+        )
+        return self.observer
+
     def _enter(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
         current_run.set(self)
         current_workflow_id.set(self.workflow_id)
@@ -86,25 +99,43 @@ class WorkflowRun(RunState):
 
     def execute(self) -> Outcome:
         """Run a synchronous workflow function to its outcome (in a fresh context)."""
+        observed = self._observe()
         try:
-            args, kwargs = self._enter()
-            ended = _Ended(result=self.definition.fn(*args, **kwargs))
-        except _SIGNALS as signal:
-            ended = _Ended(signal=signal)
-        except BaseException as exc:  # noqa: BLE001 - every workflow ends in an outcome
-            ended = _Ended(error=exc)
-        return drive_sync(self, self._end(ended))
+            try:
+                args, kwargs = self._enter()
+                ended = _Ended(result=self.definition.fn(*args, **kwargs))
+            except _SIGNALS as signal:
+                ended = _Ended(signal=signal)
+            except BaseException as exc:  # noqa: BLE001 - every workflow ends in an outcome
+                ended = _Ended(error=exc)
+            outcome = drive_sync(self, self._end(ended))
+        except BaseException as signal:
+            if observed is not None:
+                observed.close(type(signal).__name__)
+            raise
+        if observed is not None:
+            _close(observed, outcome, ended)
+        return outcome
 
     async def execute_async(self) -> Outcome:
         """Run an async workflow function to its outcome (inside its own task)."""
+        observed = self._observe()
         try:
-            args, kwargs = self._enter()
-            ended = _Ended(result=await self.definition.fn(*args, **kwargs))
-        except _SIGNALS as signal:
-            ended = _Ended(signal=signal)
-        except BaseException as exc:  # noqa: BLE001 - every workflow ends in an outcome
-            ended = _Ended(error=exc)
-        return await drive_async(self, self._end(ended))
+            try:
+                args, kwargs = self._enter()
+                ended = _Ended(result=await self.definition.fn(*args, **kwargs))
+            except _SIGNALS as signal:
+                ended = _Ended(signal=signal)
+            except BaseException as exc:  # noqa: BLE001 - every workflow ends in an outcome
+                ended = _Ended(error=exc)
+            outcome = await drive_async(self, self._end(ended))
+        except BaseException as signal:
+            if observed is not None:
+                observed.close(type(signal).__name__)
+            raise
+        if observed is not None:
+            _close(observed, outcome, ended)
+        return outcome
 
     def _end(self, ended: _Ended) -> Op[Outcome]:
         """Make the deferred writes durable, then hand the ending on."""
@@ -150,3 +181,9 @@ class WorkflowRun(RunState):
                 exc,
             )
         return Outcome(_FAILED, None, encode_error(exc, self.serializer))
+
+
+def _close(observed: RunTelemetry, outcome: Outcome, ended: _Ended) -> None:
+    """End the execution's span with its outcome (and the failure's exception)."""
+    failed = outcome.state is _FAILED
+    observed.close(outcome.state.value, failed, ended.error if failed else None)

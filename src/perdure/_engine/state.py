@@ -23,6 +23,7 @@ from .._model import Lease, StepRecord, StepState, WorkflowRecord
 from .._notifier import Notifier
 from .._registry import WorkflowDef
 from .._serialization import Serializer, encode_error
+from .._telemetry import RunTelemetry
 from ..storage import Store
 from .bridge import FutureBridge
 from .effects import Commit
@@ -77,6 +78,10 @@ class RunState:
         #: When the executor dispatched it (monotonic): a heartbeat that began earlier
         #: cannot have seen it.
         self.dispatched_at = time.monotonic()
+        #: Its spans and metrics, while it executes; None when none are configured.
+        self.observer: RunTelemetry | None = None
+        #: (workflow ID, name, executor): the start of its log records' fields.
+        self.log_fields = (record.id, definition.name, lease.owner)
 
     @property
     def unwinding(self) -> BaseException | None:

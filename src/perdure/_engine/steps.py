@@ -75,7 +75,7 @@ def step(
         if abandoned(run.workflow_id, call.position) is not None:
             yield from _abandoned_ended(call)
         call.start_attempt()
-        attempted = yield Attempt(definition, args, kwargs, call.position)
+        attempted = yield Attempt(definition, args, kwargs, call.position, call.attempts)
         if attempted.interrupted:
             # Record and raise what is due (if nothing is any more, it runs again).
             run.deliver(call.position, definition.name)

@@ -36,7 +36,9 @@ from .._errors import (
     Suspended,
 )
 from .._fingerprint import fingerprint
+from .._gauges import StoreGauges
 from .._model import Outcome
+from .._telemetry import finished, unwatch, watch
 from ..storage import ACTIVE_STATUSES, ExecutorRecord, Lease, StepRecord, WorkflowRecord
 from ._holding import hold
 from ._host import WorkerHost
@@ -71,6 +73,8 @@ class Executor:
             target=self._run_loop, name="perdure-loop", daemon=True
         )
         self.maintenance = Maintenance(host, self, self.table)
+        #: What the metrics' gauges read from the store while this executor runs.
+        self.gauges = StoreGauges(host.database_url, lambda: self.store, self.clock.time)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -92,11 +96,13 @@ class Executor:
         )
         self._loop_thread.start()
         self.maintenance.start()
+        watch(self.gauges)
         log.info("executor %s started (app version %s)", self.id, self.settings.app_version)
 
     def shutdown(self, grace: float) -> None:
         """Stop claiming, let running workflows finish for ``grace`` seconds, then release
         the leases of those still running so other executors take them over at once."""
+        unwatch(self.gauges)
         self.maintenance.stop()
         leftover = self.table.wait_empty(grace)
         for run in leftover:
@@ -430,6 +436,7 @@ class Executor:
         exc: BaseException | None,
     ) -> None:
         if outcome is not None:
+            finished(run.definition.name, outcome.state.value)
             self.app.notifier.notify(run.workflow_id, outcome)
         elif isinstance(exc, LeaseLost) or (exc is None):
             log.warning("%s", exc or LeaseLost(run.workflow_id, run.lease.epoch))

@@ -17,6 +17,9 @@ class WorkerHost(Protocol):
     """The store, codecs, code and settings a worker runs workflows with."""
 
     @property
+    def database_url(self) -> str: ...
+
+    @property
     def store(self) -> Store: ...
 
     @property

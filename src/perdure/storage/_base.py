@@ -335,10 +335,12 @@ class Store(ComplianceOperations):
         idempotency_key: str | None,
         now: float,
         actor: str | None = None,
+        trace_context: str | None = None,
     ) -> Future[bool | None]:
         """Append a message for the workflow on ``topic`` (after every message sent
         before it); one transaction. With ``actor`` (an operator) the same transaction
         logs a ``send`` action (its topic, key and size, not the payload) when stored.
+        ``trace_context`` (the sender's, see ``NewWorkflow``) is kept with it.
 
         With an ``idempotency_key`` already used for this workflow nothing is stored.
         A workflow suspended on ``recv`` of this topic gets ``wake_at = now`` (it is
@@ -350,15 +352,23 @@ class Store(ComplianceOperations):
     @abc.abstractmethod
     def consume_message(
         self, workflow_id: str, lease: Lease, topic: str, step: StepRecord, now: float
-    ) -> Future[tuple[bool, str | None]]:
+    ) -> Future[tuple[bool, str | None, str | None]]:
         """Take the oldest pending message of the workflow on ``topic`` and record its
         payload as ``step``'s output (``step.output`` is ignored), in one transaction
         fenced by the lease: a message is consumed exactly when its record is written.
 
-        Resolves to ``(False, None)`` when the lease is not current or the step's
-        position already holds a final record (nothing changes), ``(True, None)`` when
-        no message is pending (nothing is written), ``(True, payload)`` otherwise.
+        Resolves to ``(False, None, None)`` when the lease is not current or the step's
+        position already holds a final record (nothing changes), ``(True, None, None)``
+        when no message is pending (nothing is written), ``(True, payload,
+        trace_context)`` otherwise (the trace context the message was sent with).
         """
+
+    @abc.abstractmethod
+    def count_suspended(self, now: float) -> dict[str, int]:
+        """How many workflows are suspended, by workflow name: active, owned by no
+        executor, waiting until a time after ``now`` (a sleep, a message, a retry's
+        backoff, a child, a breaker), not held. One read; names without any are left
+        out."""
 
     @abc.abstractmethod
     def set_event(self, workflow_id: str, lease: Lease, step: StepRecord, key: str) -> Future[bool]:

@@ -17,7 +17,7 @@ WF_COLUMNS = (
     "id, name, status, inputs, output, error, serializer, app_version, owner, epoch, "
     "lease_expires_at, note, recoveries, created_at, updated_at, finished_at, wake_at, "
     "wait_topic, parent_id, cancel_requested_at, deadline_at, generation, "
-    "held_code, held_detail, forked_from, forked_steps, resumes"
+    "held_code, held_detail, forked_from, forked_steps, resumes, trace_context"
 )
 STEP_COLUMNS = (
     "position, name, status, output, error, attempts, next_attempt_at, updated_at, started_at"

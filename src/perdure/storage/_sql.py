@@ -75,6 +75,7 @@ class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance):
             new.created_at,
             new.parent_id,
             new.deadline_at,
+            new.trace_context,
         )
         insert_sql, select_sql = self._sql(q.CREATE_WORKFLOW), self._sql(q.GET_WORKFLOW)
 
@@ -301,6 +302,7 @@ class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance):
         idempotency_key: str | None,
         now: float,
         actor: str | None = None,
+        trace_context: str | None = None,
     ) -> Future[bool | None]:
         check_key("workflow ID", workflow_id)
         check_topic("message topic", topic)
@@ -311,6 +313,7 @@ class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance):
             "payload": payload,
             "key": idempotency_key,
             "now": now,
+            "trace": trace_context,
         }
         send_sql, why_sql = self._sql(q.SEND_MESSAGE), self._sql(q.WHY_NOT_STORED)
         wake_sql = self._sql(q.WAKE_FOR_MESSAGE)
@@ -336,7 +339,7 @@ class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance):
 
     def consume_message(
         self, workflow_id: str, lease: Lease, topic: str, step: StepRecord, now: float
-    ) -> Future[tuple[bool, str | None]]:
+    ) -> Future[tuple[bool, str | None, str | None]]:
         check_topic("message topic", topic)
         params = {
             "id": workflow_id,
@@ -349,23 +352,27 @@ class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance):
         fence_sql, take_sql = self._sql(q.FENCE_FREE_POSITION), self._sql(q.TAKE_MESSAGE)
         insert_sql = self._sql(q.INSERT_STEP_RETURNING)
 
-        def consume(conn: Any) -> tuple[bool, str | None]:
+        def consume(conn: Any) -> tuple[bool, str | None, str | None]:
             if conn.execute(fence_sql, params).fetchone() is None:
-                return False, None
+                return False, None, None
             row = conn.execute(take_sql, params).fetchone()
             if row is None:
-                return True, None
+                return True, None, None
             payload: str = row[0]
             recorded = StepRecord(
                 step.position, step.name, step.status, payload, None, step.attempts, None, now
             )
             if conn.execute(insert_sql, step_params(workflow_id, lease, recorded)).fetchone():
-                return True, payload
+                return True, payload, row[1]
             raise StoreError(f"could not record the message for workflow {workflow_id!r}")
 
         return self._writer.submit(
             consume, f"receiving a message on topic {topic!r} in workflow {workflow_id!r}"
         )
+
+    def count_suspended(self, now: float) -> dict[str, int]:
+        rows = self._read(self._sql(q.COUNT_SUSPENDED), {"now": now})
+        return {name: int(count) for name, count in rows}
 
     def get_event(self, workflow_id: str, key: str) -> str | None:
         rows = self._read(self._sql(q.GET_EVENT), {"id": workflow_id, "key": key})

@@ -16,8 +16,8 @@ from ._queries import BREAKER_COLUMNS, EXECUTOR_COLUMNS, STEP_COLUMNS, WF_COLUMN
 # a lookup per parameter.
 CREATE_WORKFLOW = (
     "INSERT INTO perdure_workflows (id, name, status, inputs, serializer, app_version, "
-    "owner, epoch, lease_expires_at, created_at, updated_at, parent_id, deadline_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "owner, epoch, lease_expires_at, created_at, updated_at, parent_id, deadline_at, "
+    "trace_context) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     f"ON CONFLICT (id) DO NOTHING RETURNING {WF_COLUMNS}"
 )
 GET_WORKFLOW = f"SELECT {WF_COLUMNS} FROM perdure_workflows WHERE id = :id"
@@ -140,8 +140,9 @@ STOP_EXECUTOR = "UPDATE perdure_executors SET stopped_at = :now WHERE id = :owne
 
 NEXT_WAKE_AT = "SELECT min(wake_at) FROM perdure_workflows WHERE wake_at > :after"
 SEND_MESSAGE = (
-    "INSERT INTO perdure_messages (workflow_id, topic, payload, idempotency_key, created_at) "
-    "SELECT :id{text}, :topic{text}, :payload{text}, :key{text}, :now{real} "
+    "INSERT INTO perdure_messages (workflow_id, topic, payload, idempotency_key, created_at, "
+    "trace_context) SELECT :id{text}, :topic{text}, :payload{text}, :key{text}, :now{real}, "
+    ":trace{text} "
     "WHERE EXISTS (SELECT 1 FROM perdure_workflows WHERE id = :id AND status IN {ACTIVE}) "
     "ON CONFLICT (workflow_id, idempotency_key) DO NOTHING RETURNING seq"
 )
@@ -162,7 +163,11 @@ FENCE_FREE_POSITION = (
 TAKE_MESSAGE = (
     "UPDATE perdure_messages SET consumed_at = :now WHERE seq = (SELECT seq FROM "
     "perdure_messages WHERE workflow_id = :id AND topic = :topic AND consumed_at IS NULL "
-    "ORDER BY seq LIMIT 1{for_update}) RETURNING payload"
+    "ORDER BY seq LIMIT 1{for_update}) RETURNING payload, trace_context"
+)
+COUNT_SUSPENDED = (
+    "SELECT name, count(*) FROM perdure_workflows WHERE status IN {ACTIVE} "
+    "AND owner IS NULL AND wake_at > :now AND held_code IS NULL GROUP BY name"
 )
 GET_EVENT = "SELECT value FROM perdure_events WHERE workflow_id = :id AND key = :key"
 

@@ -33,6 +33,7 @@ from .._errors import (
 )
 from .._inspect import MAX_PAGE, decode_value, jsonable, summary
 from .._validation import check_key
+from ._metrics import metrics_router
 from ._pages import add_pages
 from ._security import authorized, check_token, is_loopback, scrub, secrets_of
 
@@ -333,6 +334,7 @@ def create_app(app: App, token: str | None = None) -> FastAPI:
 
     api.include_router(router)
     add_pages(api, app, token, secrets)
+    api.include_router(metrics_router(app), dependencies=[Depends(guard)])
     return api
 
 
