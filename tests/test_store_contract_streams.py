@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from conftest import admin_connection, schema_of
-from store_contract import covers, running, step
+from store_contract import covers, running
 
 from perdure import ConfigurationError
 from perdure.storage import Lease, StepRecord, Store, StreamEntry, Transaction, open_store
@@ -129,7 +129,11 @@ def test_transact_commits_the_body_with_the_record_or_neither(
         assert store.transact("a", lease, record, insert("o2")) is True
         assert _rows(store, database_url, table) == [("o2", 5)]
         (recorded,) = store.load_steps("a")
-        assert (recorded.status, recorded.output, recorded.started_at) == ("SUCCEEDED", '"done"', 119.0)
+        assert (recorded.status, recorded.output, recorded.started_at) == (
+            "SUCCEEDED",
+            '"done"',
+            119.0,
+        )
         assert _values(store.read_stream("a", "s")) == [(0, '"paid"', "0#1")]
         # The position is final, or the lease stale: the function does not even run.
         assert store.transact("a", lease, record, insert("o3")) is False

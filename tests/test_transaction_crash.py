@@ -69,7 +69,10 @@ class UserTables:
     def execute(self, statements: list[str]) -> list[Any]:
         if self.postgres:
             with admin_connection(self.url) as conn:
-                return [conn.execute(sql).fetchall() if "SELECT" in sql else conn.execute(sql) for sql in statements][-1]  # type: ignore[no-any-return]
+                return [
+                    conn.execute(sql).fetchall() if "SELECT" in sql else conn.execute(sql)
+                    for sql in statements
+                ][-1]  # type: ignore[no-any-return]
         with contextlib.closing(sqlite3.connect(self.url[len("sqlite:///") :])) as conn, conn:
             return [conn.execute(sql).fetchall() for sql in statements][-1]
 
@@ -132,8 +135,10 @@ def test_each_transaction_commits_exactly_once_through_repeated_sigkill(
             # Kill once it began 6-14% of all transactions: work is left for the next one.
             target = before + max(1, int(rng.uniform(0.06, 0.14) * total))
 
-            def progressed(worker: subprocess.Popen[bytes] = worker, target: int = target) -> bool:
-                assert worker.poll() is None, (tmp_path / f"worker-{kill}.err").read_text()
+            def progressed(
+                worker: subprocess.Popen[bytes] = worker, target: int = target, number: int = kill
+            ) -> bool:
+                assert worker.poll() is None, (tmp_path / f"worker-{number}.err").read_text()
                 return len(read_ledger(ledger)) >= target
 
             wait_for(progressed, 60, f"worker {kill} to begin transactions", interval=0.005)
@@ -161,7 +166,8 @@ def test_each_transaction_commits_exactly_once_through_repeated_sigkill(
         assert list(client.read_stream(handle.workflow_id, "progress")) == [0, 1, 2]
     # Each transaction's effect is present exactly once.
     effects = Counter(
-        (workflow, step) for workflow, step in tables.query("SELECT workflow, step FROM {prefix}effects")
+        (workflow, step)
+        for workflow, step in tables.query("SELECT workflow, step FROM {prefix}effects")
     )
     expected = {(f"t-{n}", step) for n in range(WORKFLOWS) for step in range(transaction_app.STEPS)}
     assert set(effects) == expected

@@ -20,7 +20,11 @@ def parse(text: str) -> list[dict[str, Any]]:
     for block in text.strip().split("\n\n"):
         fields = dict(line.split(": ", 1) for line in block.splitlines())
         events.append(
-            {"id": fields.get("id"), "event": fields.get("event"), "data": json.loads(fields["data"])}
+            {
+                "id": fields.get("id"),
+                "event": fields.get("event"),
+                "data": json.loads(fields["data"]),
+            }
         )
     return events
 
@@ -68,7 +72,9 @@ def test_a_stream_served_as_server_sent_events(make_app: Callable[..., perdure.A
         # A reconnecting EventSource sends the last ID it saw: the rest, nothing twice.
         again = http.get(url, params={"key": "tokens"}, headers={"Last-Event-ID": "0"})
         assert [e["id"] for e in parse(again.text)] == ["1", "2", None]
-        assert [e["id"] for e in parse(http.get(url, params={"key": "tokens", "start": 2}).text)] == [
+        assert [
+            e["id"] for e in parse(http.get(url, params={"key": "tokens", "start": 2}).text)
+        ] == [
             "2",
             None,
         ]

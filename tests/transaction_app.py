@@ -43,9 +43,7 @@ def ledger(workflow: str, step: int) -> None:
 
 def build_app(database_url: str | None = None) -> perdure.App:
     """The ``transfer`` workflow on ``database_url`` (default: ``PERDURE_DATABASE_URL``)."""
-    app = perdure.App(
-        database_url, poll_interval=0.05, max_threads=MAX_THREADS, shutdown_grace=5.0
-    )
+    app = perdure.App(database_url, poll_interval=0.05, max_threads=MAX_THREADS, shutdown_grace=5.0)
 
     @app.transaction(name="credit")
     def credit(workflow: str, step: int) -> int:

@@ -30,7 +30,7 @@ def transaction(app: TransactionHost, fn: Callable[P, R], /) -> Callable[P, R]: 
 
 @overload
 def transaction(
-    app: TransactionHost, *, name: str | None = None, retry: Retry | None = None
+    app: TransactionHost, /, *, name: str | None = None, retry: Retry | None = None
 ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 
 

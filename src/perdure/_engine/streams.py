@@ -120,8 +120,7 @@ def _where(function: str) -> tuple[RunState | None, StepContext | None]:
     if step is not None:
         return None, step
     raise ConfigurationError(
-        f"perdure.{function}() was called outside a workflow; read streams with "
-        "app.read_stream()"
+        f"perdure.{function}() was called outside a workflow; read streams with app.read_stream()"
     )
 
 

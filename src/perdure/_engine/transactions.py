@@ -30,7 +30,9 @@ from .scope import current_workflow_id
 from .state import StepContext, current_run, current_step
 
 
-def transaction_attempt(call: StepCall, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Op[Attempted]:
+def transaction_attempt(
+    call: StepCall, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Op[Attempted]:
     """One attempt of the transactional step at ``call``: ``recorded`` when it committed
     with its record; an ``error`` (nothing committed) when its function failed."""
     run = call.run
@@ -98,9 +100,7 @@ def _transact(call: StepCall, args: tuple[Any, ...], kwargs: dict[str, Any]) -> 
         return None
     run.notifier.poke(EVENT_STREAM + run.workflow_id)  # what it wrote to streams
     # Hand the workflow the decoded value: the same thing as on every replay.
-    return Attempted(
-        value=run.serializer.loads(outputs[-1], definition.return_hint), recorded=True
-    )
+    return Attempted(value=run.serializer.loads(outputs[-1], definition.return_hint), recorded=True)
 
 
 def connection() -> Any:

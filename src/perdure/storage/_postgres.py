@@ -35,8 +35,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
-from psycopg.pq import TransactionStatus
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool
 
 from .._errors import ConfigurationError, StoreUnavailableError
@@ -162,8 +162,7 @@ _CLAIM = POSTGRES.sql(
 # A transactional step's lost races, run again: serialization failure, deadlock.
 _LOST_RACE = ("40001", "40P01")
 _DEFAULT_SEARCH_PATH = (
-    "SELECT set_config('search_path', reset_val, true) FROM pg_settings "
-    "WHERE name = 'search_path'"
+    "SELECT set_config('search_path', reset_val, true) FROM pg_settings WHERE name = 'search_path'"
 )
 _SET_SEARCH_PATH = "SELECT set_config('search_path', %s, true)"
 # Whether migrate() has set the schema up (the table of schema versions is its first).

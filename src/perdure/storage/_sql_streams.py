@@ -25,9 +25,7 @@ FENCE_LEASE = (
     "SELECT 1 FROM perdure_workflows WHERE id = :id AND owner = :owner AND epoch = :epoch "
     "AND status = {RUNNING}{key_share}"
 )
-IS_CLOSED = (
-    "SELECT 1 FROM perdure_streams WHERE workflow_id = :id AND key = :key AND value IS NULL"
-)
+IS_CLOSED = "SELECT 1 FROM perdure_streams WHERE workflow_id = :id AND key = :key AND value IS NULL"
 APPEND = (
     "INSERT INTO perdure_streams (workflow_id, key, seq, value, writer, written_at) "
     "SELECT :id{text}, :key{text}, COALESCE(max(seq) + 1, 0), :value{text}, :writer{text}, "
@@ -116,5 +114,6 @@ class SqlStreams(SqlStore):
         self, workflow_id: str, key: str, start: int = 0, limit: int = 1000
     ) -> list[StreamEntry]:
         params = {"id": workflow_id, "key": key, "start": start, "limit": limit}
-        return [StreamEntry(int(r[0]), r[1], r[2], r[3]) for r in self._read(self._sql(READ), params)]
-
+        return [
+            StreamEntry(int(r[0]), r[1], r[2], r[3]) for r in self._read(self._sql(READ), params)
+        ]

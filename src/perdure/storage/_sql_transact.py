@@ -33,17 +33,14 @@ _BACKOFF = 0.02
 class _Open:
     """The open transaction handed to the step's body (``Transaction``)."""
 
-    def __init__(
-        self, store: SqlTransactions, conn: Any, workflow_id: str, connection: Any
-    ) -> None:
+    def __init__(self, store: SqlTransactions, conn: Any, workflow_id: str) -> None:
         self._store = store
         self._conn = conn
         self._workflow_id = workflow_id
-        self._connection = connection
 
     @property
     def connection(self) -> Any:
-        return self._connection
+        return self._conn
 
     def write_stream(self, key: str, value: str | None, writer: str, now: float) -> int:
         # The fence was checked when the transaction began, and its lock is held.
@@ -106,16 +103,16 @@ class SqlTransactions(SqlStreams):
                         return False
                     try:
                         with self._user_view(conn):
-                            output = body(_Open(self, conn, workflow_id, conn))
+                            output = body(_Open(self, conn, workflow_id))
                     except BaseException as exc:
                         raised = exc
                         raise
                     if not self._still_open(conn):
                         raised = ConfigurationError(
                             f"transactional step {step.name!r} of workflow {workflow_id!r} "
-                            "ended the transaction itself (commit(), rollback(), or a failed statement "
-                            "it caught): perdure "
-                            "commits it together with the step's record; don't"
+                            "ended the transaction itself (commit(), rollback(), or a failed "
+                            "statement it caught): perdure commits it together with the step's "
+                            "record; don't"
                         )
                         raise raised
                     recorded = StepRecord(
@@ -129,7 +126,9 @@ class SqlTransactions(SqlStreams):
                         step.updated_at,
                         step.started_at,
                     )
-                    if conn.execute(insert_sql, step_params(workflow_id, lease, recorded)).fetchone():
+                    if conn.execute(
+                        insert_sql, step_params(workflow_id, lease, recorded)
+                    ).fetchone():
                         return True
                     raise StoreError(
                         f"could not record transactional step {step.name!r} of workflow "
