@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -181,3 +182,34 @@ def test_transactions_in_an_async_workflow_and_where_they_cannot_run(
         @app.transaction
         async def not_sync() -> None:
             pass
+
+
+def test_a_stream_written_by_a_transaction_and_by_its_workflow_at_once_stays_in_order(
+    make_app: Callable[..., perdure.App], orders: Orders
+) -> None:
+    app = make_app()
+
+    @app.transaction
+    def slow(order: str) -> str:
+        orders.insert(perdure.connection(), order, 1)
+        perdure.write_stream("log", "in the transaction")
+        time.sleep(0.5)  # the workflow writes to the same stream meanwhile
+        return order
+
+    @app.workflow(name="both")
+    async def both(order: str) -> list[Any]:
+        async def meanwhile() -> None:
+            await asyncio.sleep(0.2)
+            await perdure.write_stream_async("log", "from the workflow")
+
+        return list(await asyncio.gather(slow(order), meanwhile()))  # type: ignore[arg-type]
+
+    with app:
+        handle = asyncio.run(app.start_async(both, "b-1"))
+        assert handle.result(timeout=20) == ["b-1", None]
+    entries = app.store.read_stream(handle.workflow_id, "log")
+    # Numbered one after the other, the transaction's first (it began first).
+    assert [(e.offset, e.value) for e in entries] == [
+        (0, '"in the transaction"'),
+        (1, '"from the workflow"'),
+    ]

@@ -165,6 +165,7 @@ _DEFAULT_SEARCH_PATH = (
     "SELECT set_config('search_path', reset_val, true) FROM pg_settings WHERE name = 'search_path'"
 )
 _SET_SEARCH_PATH = "SELECT set_config('search_path', %s, true)"
+_LOCK_STREAM = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 7)::bigint)"
 # Whether migrate() has set the schema up (the table of schema versions is its first).
 _HAS_SCHEMA = "SELECT 1 FROM pg_tables WHERE schemaname = %s AND tablename = 'perdure_schema'"
 
@@ -343,6 +344,11 @@ class PostgresStore(SqlTransactions):
 
     def _still_open(self, conn: Connection) -> bool:
         return conn.info.transaction_status == TransactionStatus.INTRANS
+
+    def _lock_stream(self, conn: Connection, workflow_id: str, key: str) -> None:
+        # The writer's connection and a transactional step's may append to one stream at
+        # once: the second waits here for the first's commit, then numbers after it.
+        conn.execute(_LOCK_STREAM, (f"{workflow_id}\x1f{key}",))
 
     @contextlib.contextmanager
     def _user_view(self, conn: Connection) -> Iterator[None]:

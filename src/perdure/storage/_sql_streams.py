@@ -2,9 +2,10 @@
 layer over ``SqlStore``).
 
 An entry's offset is the next number of its stream, computed in the statement that
-inserts it. Every write of a process goes through its one writer connection, and only
-the workflow's owner passes the fence (the lease check locks the workflow's row, which a
-claim locks too), so a stream's entries are numbered one after the other and commit in
+inserts it. Only the workflow's owner passes the fence (the lease check locks the
+workflow's row, which a claim locks too), its writes go through one writer connection,
+and a transactional step's own connection takes the stream's lock first
+(``_lock_stream``), so a stream's entries are numbered one after the other and commit in
 their order: a reader that has seen offset n never meets a smaller one later.
 """
 
@@ -48,6 +49,10 @@ def closed_error(workflow_id: str, key: str) -> ConfigurationError:
 class SqlStreams(SqlStore):
     """Streams on a SQL store."""
 
+    def _lock_stream(self, conn: Any, workflow_id: str, key: str) -> None:
+        """Hold the stream's appends one at a time until this transaction ends (SQLite's
+        one writer does: nothing to do)."""
+
     def append_entry(
         self,
         conn: Any,
@@ -66,6 +71,7 @@ class SqlStreams(SqlStore):
             "writer": writer,
             "now": now,
         }
+        self._lock_stream(conn, workflow_id, key)
         if conn.execute(self._sql(IS_CLOSED), params).fetchone() is not None:
             raise closed_error(workflow_id, key)
         row = conn.execute(self._sql(APPEND), params).fetchone()
