@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sqlite3
 import time
 import uuid
@@ -185,7 +186,7 @@ def test_transactions_in_an_async_workflow_and_where_they_cannot_run(
 
 
 def test_a_stream_written_by_a_transaction_and_by_its_workflow_at_once_stays_in_order(
-    make_app: Callable[..., perdure.App], orders: Orders
+    make_app: Callable[..., perdure.App], orders: Orders, caplog: pytest.LogCaptureFixture
 ) -> None:
     app = make_app()
 
@@ -208,6 +209,8 @@ def test_a_stream_written_by_a_transaction_and_by_its_workflow_at_once_stays_in_
         handle = asyncio.run(app.start_async(both, "b-1"))
         assert handle.result(timeout=20) == ["b-1", None]
     entries = app.store.read_stream(handle.workflow_id, "log")
+    # The workflow's write waited for the transaction (it did not fail and run again).
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     # Numbered one after the other, the transaction's first (it began first).
     assert [(e.offset, e.value) for e in entries] == [
         (0, '"in the transaction"'),
