@@ -9,15 +9,19 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 from test_web_api import TOKEN, serving, wait_for
 
 import perdure
+from perdure.web import _streams as web_streams
 
 
 def parse(text: str) -> list[dict[str, Any]]:
     """The events of an SSE body: id, event and decoded data."""
     events = []
     for block in text.strip().split("\n\n"):
+        if block.startswith(":"):
+            continue  # a comment: the keep-alive
         fields = dict(line.split(": ", 1) for line in block.splitlines())
         events.append(
             {
@@ -29,7 +33,10 @@ def parse(text: str) -> list[dict[str, Any]]:
     return events
 
 
-def test_a_stream_served_as_server_sent_events(make_app: Callable[..., perdure.App]) -> None:
+def test_a_stream_served_as_server_sent_events(
+    make_app: Callable[..., perdure.App], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(web_streams, "KEEP_ALIVE", 0.2)
     app = make_app()
 
     @app.workflow(name="chat")
@@ -58,6 +65,8 @@ def test_a_stream_served_as_server_sent_events(make_app: Callable[..., perdure.A
         listener = threading.Thread(target=listen)
         listener.start()
         wait_for(lambda: "world" in "".join(received))
+        # Silent while the workflow waits, but for the keep-alive comments.
+        wait_for(lambda: ": keep-alive" in "".join(received))
         assert '"!"' not in "".join(received)
         app.send("chat/1", "go", topic="more")
         listener.join(timeout=30)
@@ -83,3 +92,12 @@ def test_a_stream_served_as_server_sent_events(make_app: Callable[..., perdure.A
         missing = http.get("/api/workflows/nope/stream", params={"key": "tokens"})
         assert missing.status_code == 404 and missing.json()["type"] == "WorkflowNotFoundError"
         assert http.get(url).status_code == 422
+        # A client that goes away: the server stops following (nothing stays subscribed).
+        idle = app.start(chat, workflow_id="idle")
+        with http.stream("GET", "/api/workflows/idle/stream", params={"key": "tokens"}) as response:
+            for chunk in response.iter_text():
+                if ": keep-alive" in chunk:
+                    break
+        wait_for(lambda: "stream:idle" not in app.notifier._waiters)
+        app.send(idle.workflow_id, "go", topic="more")
+        assert idle.result(timeout=15) == "done"

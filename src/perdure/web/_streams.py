@@ -4,13 +4,15 @@ Each value is one event whose ``id`` is its offset and whose ``data`` is its val
 JSON (the stored JSON; a value stored by another serializer comes as its text); the
 stream ends with an ``end`` event (``data``: whether it was closed, else the workflow
 ended). A browser's ``EventSource`` that reconnects sends ``Last-Event-ID``, and the
-stream goes on after that offset: nothing missed, nothing twice. ``start=`` picks the
+stream goes on after that offset: nothing missed, nothing twice. A comment line
+(``: keep-alive``) goes out after ``KEEP_ALIVE`` seconds without a value. ``start=`` picks the
 first offset by hand. Included by ``create_app`` under its ``/api`` router, so behind
 the same token and host checks as every endpoint.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 
@@ -19,7 +21,12 @@ from fastapi.responses import StreamingResponse
 
 from .._app import App
 from .._inspect import decode_value
+from .._model import StreamEntry
 from .._validation import check_key
+
+#: Seconds without a value after which a comment line goes out: proxies and load balancers
+#: close a connection that stays silent for long.
+KEEP_ALIVE = 15.0
 
 
 def _event(event: str | None, data: object, event_id: int | None = None) -> str:
@@ -57,9 +64,27 @@ def stream_routes(app: App) -> APIRouter:
         reader = app.read_stream(workflow_id, key, _first_offset(start, last_event_id))
 
         async def events() -> AsyncIterator[str]:
-            async for entry in reader.entries():
-                yield _event(None, decode_value(entry.value), entry.offset)
-            yield _event("end", {"closed": reader.closed})
+            entries = reader.entries().__aiter__()
+            pending: asyncio.Future[StreamEntry] | None = None
+            try:
+                while True:
+                    if pending is None:
+                        pending = asyncio.ensure_future(entries.__anext__())
+                    # Not wait_for: a keep-alive must not cancel the look in progress.
+                    done, _ = await asyncio.wait({pending}, timeout=KEEP_ALIVE)
+                    if not done:
+                        yield ": keep-alive\n\n"
+                        continue
+                    finished, pending = pending, None
+                    try:
+                        entry = finished.result()
+                    except StopAsyncIteration:
+                        break
+                    yield _event(None, decode_value(entry.value), entry.offset)
+                yield _event("end", {"closed": reader.closed})
+            finally:
+                if pending is not None:
+                    pending.cancel()
 
         return StreamingResponse(
             events(),
