@@ -37,7 +37,8 @@ from .._errors import (
     Suspended,
 )
 from .effects import Attempt, Attempted
-from .state import RunState, StepContext, current_run, current_step
+from .inside import StepContext, current_step
+from .state import RunState, current_run
 
 #: What a step's body may raise that is not a failed attempt.
 KEEPS_MEANING = (Cancelled, Suspended, LeaseLost, CheckpointFailed, ContinueAsNew, GeneratorExit)
@@ -76,9 +77,9 @@ def _abandon(key: tuple[str, str], future: Future[Any]) -> None:
 def attempt_sync(run: RunState, effect: Attempt) -> Attempted:
     """Run one attempt of a sync step in this thread (in its own with a timeout)."""
     definition = effect.definition
+    inside = current_step.set(StepContext(run, effect.position, effect.attempt))
     # A step called inside a step is a plain call: only the outer one is recorded.
     token = current_run.set(None)
-    inside = current_step.set(StepContext(run, effect.position, effect.attempt))
     try:
         if definition.timeout is None:
             return Attempted(definition.fn(*effect.args, **effect.kwargs))
@@ -120,8 +121,8 @@ async def attempt_async(run: RunState, effect: Attempt) -> Attempted:
     definition, signals = effect.definition, run.signals
     task = asyncio.current_task()
     assert task is not None
-    token = current_run.set(None)
     inside = current_step.set(StepContext(run, effect.position, effect.attempt))
+    token = current_run.set(None)
     timer = None
     if definition.timeout is not None:
         timer = asyncio.get_running_loop().call_later(definition.timeout, signals.time_out, task)
@@ -141,10 +142,10 @@ async def attempt_async(run: RunState, effect: Attempt) -> Attempted:
     except BaseException as exc:  # noqa: BLE001 - a failed attempt, see the module
         attempted = Attempted(error=exc)
     finally:
+        current_step.reset(inside)
         interruptible.discard(task)
         if timer is not None:
             timer.cancel()
-        current_step.reset(inside)
         current_run.reset(token)
     if timer is not None and signals.ran_out(task):
         # It caught the cancellation and returned (or failed) past its timeout.

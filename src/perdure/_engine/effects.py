@@ -83,8 +83,8 @@ class Attempt:
     #: The step's position: with the workflow's ID, what an abandoned attempt is
     #: remembered by.
     position: str
-    #: The attempt's number (1 for the first), for what the body writes (streams).
-    attempt: int = 0
+    #: Which attempt this is (1 for the first), for its span and log records.
+    attempt: int = 1
 
 
 @dataclass(slots=True)

@@ -28,7 +28,8 @@ from .._validation import check_key
 from ..storage import EVENT_STREAM
 from .drivers import drive_async, drive_on_loop, drive_sync
 from .effects import Commit, Flush, Op
-from .state import RunState, StepContext, current_run, current_step
+from .inside import StepContext, current_step
+from .state import RunState, current_run
 
 log = logging.getLogger("perdure")
 

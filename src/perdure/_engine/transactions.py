@@ -26,8 +26,9 @@ from ..storage import EVENT_STREAM, Transaction
 from .attempts import KEEPS_MEANING
 from .call import StepCall
 from .effects import Attempted, Blocking, Op
+from .inside import StepContext, current_step
 from .scope import current_workflow_id
-from .state import StepContext, current_run, current_step
+from .state import current_run
 
 
 def transaction_attempt(
