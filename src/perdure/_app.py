@@ -13,7 +13,7 @@ from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
-from . import _operating, _streams, _transactions
+from . import _operating
 from ._breaker import CircuitBreaker
 from ._client import Client
 from ._clock import Clock, SystemClock
@@ -30,7 +30,9 @@ from ._registry import Registry as _Registry
 from ._retry import Retry
 from ._serialization import JSONSerializer, Serializer
 from ._settings import DEFAULT_DATABASE_URL, Settings
+from ._streams import read_stream as _read_stream
 from ._text import redact_url
+from ._transactions import transaction as _transaction
 from ._versions import VersionStatus, versions
 from ._worker import Executor
 from .storage import NewWorkflow, Store, WorkflowRecord
@@ -523,6 +525,10 @@ class App:
             return await cancel_from_workflow_async(self, run, workflow_id)
         return await self.client.cancel_async(workflow_id, actor)
 
+    # -- streams and transactional steps (docstrings in ``_streams``, ``_transactions``) --
+    read_stream = _read_stream
+    transaction = _transaction
+
     # -- finding, seeing and repairing workflows; breakers ------------------------------------
     # One function each in ``_operating`` (docstrings there), bound here as methods.
     retrieve = _operating.retrieve
@@ -543,10 +549,6 @@ class App:
     breaker = _operating.breaker
     open_breaker = _operating.open_breaker
     close_breaker = _operating.close_breaker
-
-    # Streams (``_streams``) and transactional steps (``_transactions``).
-    read_stream = _streams.read_stream
-    transaction = _transactions.transaction
 
     def versions(self) -> list[VersionStatus]:
         """The app versions with active workflows (how many, held, the oldest)."""
