@@ -189,3 +189,34 @@ def test_async_workflows_and_async_steps_write_streams(
     with app:
         values = asyncio.run(main())
     assert values == ["start", "t0", "t1", "sync-in-async-step", "deferred"]
+
+
+def test_on_postgresql_a_reader_in_another_process_is_woken_by_notify(postgres_url: str) -> None:
+    # Two apps, as two processes would be: the reader's only news of a write is
+    # PostgreSQL's NOTIFY (its own polls are a minute apart).
+    writer = perdure.App(postgres_url, poll_interval=0.05, suspend_after=0.0)
+    reader = perdure.App(postgres_url, poll_interval=60.0)
+
+    @writer.workflow(name="ticker")
+    def ticker() -> None:
+        while (tick := perdure.recv("tick")) is not None:
+            perdure.write_stream("ticks", tick)
+
+    try:
+        with writer:
+            handle = writer.start(ticker, workflow_id="ticker-1")
+            got: list[Any] = []
+            follower = threading.Thread(
+                target=lambda: got.extend(reader.read_stream("ticker-1", "ticks"))
+            )
+            follower.start()
+            for n in range(3):
+                writer.send("ticker-1", n, topic="tick")
+                wait_for(lambda n=n: len(got) == n + 1, timeout=30)
+            writer.send("ticker-1", None, topic="tick")
+            handle.result(timeout=15)
+            follower.join(timeout=30)  # the end of the workflow is pushed too
+            assert not follower.is_alive() and got == [0, 1, 2]
+    finally:
+        reader.shutdown()
+        writer.shutdown()
