@@ -153,9 +153,9 @@ def test_writes_from_a_step_are_live_and_at_least_once_per_attempt(
     entries = list(app.read_stream(handle.workflow_id, "tokens").entries())
     # The failed attempt's value stays; each entry names the attempt that wrote it.
     assert [(e.value, e.writer) for e in entries] == [
-        ('"a"', "0#1"),
-        ('"a"', "0#2"),
-        ('"b"', "0#2"),
+        ('"a"', "0#1@1"),
+        ('"a"', "0#2@1"),
+        ('"b"', "0#2@1"),
     ]
     assert all(seen for seen in seen_while_running)
 

@@ -97,7 +97,7 @@ def test_a_transaction_commits_with_its_record_and_replays_without_running(
     (step,) = [s for s in handle.status().steps if s.name.endswith("place")]
     assert (step.status, step.attempts) == ("SUCCEEDED", 1)
     entries = app.store.read_stream(handle.workflow_id, "placed")
-    assert [(e.value, e.writer) for e in entries] == [('"o-1"', "0#1")]
+    assert [(e.value, e.writer) for e in entries] == [('"o-1"', "0#1@1")]
 
 
 def test_a_failed_transaction_rolls_back_and_is_retried_by_its_policy(

@@ -386,8 +386,8 @@ class StreamEntry:
 
     offset: int
     value: str | None
-    #: Which write made it: ``"<position>"`` from the workflow, ``"<position>#<attempt>"``
-    #: from inside a step.
+    #: Which write made it: ``"<position>"`` from the workflow, ``"<position>#<attempt>@<epoch>"``
+    #: from inside a step (the attempt, and the lease epoch it ran under).
     writer: str
     written_at: float
 

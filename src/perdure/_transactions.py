@@ -53,7 +53,10 @@ def transaction(
     The function must be a plain ``def`` (a DB-API connection blocks); in an async
     workflow, ``await`` its call (it runs in a thread). Keep it short: it holds the
     workflow's row, and on SQLite every other write, until it commits. Call it from a
-    workflow (``ConfigurationError`` elsewhere).
+    workflow (``ConfigurationError`` elsewhere). Inside it, use ``perdure.connection()``
+    and ``perdure.write_stream`` (which joins the transaction) only: another perdure call
+    writes through the app's own connection, which on SQLite waits for this transaction.
+    On PostgreSQL it holds one of the store's pooled connections (``?pool_max=``).
     """
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:

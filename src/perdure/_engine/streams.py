@@ -9,7 +9,8 @@ From inside a step a write goes out at once, so that a reader sees it while the 
 runs (tokens of a model's answer), fenced by the lease. A step's body may run more than
 once (a retry, a crash before its record), and what an attempt wrote stays: writes from
 a step are *at least once*, each entry naming the attempt that wrote it
-(``"<position>#<attempt>"``). Inside a transactional step (``@app.transaction``) a
+(``"<position>#<attempt>@<epoch>"``: a takeover after a crash runs the attempt again
+under a new lease epoch). Inside a transactional step (``@app.transaction``) a
 write is part of its transaction instead, and commits exactly when the step's record
 does: exactly once.
 """
@@ -76,7 +77,7 @@ def _from_step(step: StepContext, key: str, value: Any, close: bool) -> Future[i
     store (its future)."""
     run = step.run
     encoded = _encode(run, key, value, close, f"in the step at position {step.position}")
-    writer = f"{step.position}#{step.attempt}"
+    writer = f"{step.position}#{step.attempt}@{run.lease.epoch}"
     now = run.clock.time()
     if step.transaction is not None:
         step.transaction.write_stream(key, encoded, writer, now)
