@@ -30,8 +30,8 @@ from ledger import read_ledger, wait_for
 pytestmark = pytest.mark.slow
 
 TESTS_DIR = Path(__file__).resolve().parent
-WORKFLOWS = 40
-KILLS = 4
+WORKFLOWS = 50
+KILLS = 6
 
 
 def _load() -> ModuleType:
@@ -132,8 +132,8 @@ def test_each_transaction_commits_exactly_once_through_repeated_sigkill(
             worker = start_worker(tmp_path, env, kill)
             workers.append(worker)
             before = len(read_ledger(ledger))
-            # Kill once it began 6-14% of all transactions: work is left for the next one.
-            target = before + max(1, int(rng.uniform(0.06, 0.14) * total))
+            # Kill once it began 5-10% of all transactions: work is left for the next one.
+            target = before + max(1, int(rng.uniform(0.05, 0.1) * total))
 
             def progressed(
                 worker: subprocess.Popen[bytes] = worker, target: int = target, number: int = kill
