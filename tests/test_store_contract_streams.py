@@ -12,7 +12,7 @@ import pytest
 from conftest import admin_connection, schema_of
 from store_contract import covers, running
 
-from perdure import ConfigurationError
+from perdure import ConfigurationError, StoreError
 from perdure.storage import Lease, StepRecord, Store, StreamEntry, Transaction, open_store
 
 
@@ -184,5 +184,35 @@ def test_transact_runs_a_lost_race_again_and_refuses_a_commit_by_hand(
         with pytest.raises(ConfigurationError, match="ended the transaction itself"):
             store.transact("a", lease, other, commits)
         assert [s.position for s in store.load_steps("a")] == ["0"]
+    finally:
+        tables.close()
+
+
+@covers("transact")
+def test_transact_commits_nothing_when_the_lease_is_dropped_meanwhile(
+    store: Store, database_url: str
+) -> None:
+    tables = _user_table(store, database_url)
+    table = next(tables)
+    lease = running(store, "a")
+
+    def body(transaction: Transaction) -> str:
+        transaction.connection.execute(f"INSERT INTO {table} VALUES ('x', 1)")
+        if store.kind == "postgresql":
+            # The executor lets go meanwhile (a shutdown past its grace): its update does
+            # not wait for this transaction (SQLite's would: one writer at a time).
+            assert store.release_workflows("me", 140.0) == 1
+        return "1"
+
+    try:
+        record = StepRecord("0", "pay", "SUCCEEDED", None, None, 1, None, 140.0)
+        if store.kind == "postgresql":
+            with pytest.raises(StoreError, match="could not record transactional step 'pay'"):
+                store.transact("a", lease, record, body)
+            assert _rows(store, database_url, table) == [] and store.load_steps("a") == []
+        else:
+            assert store.transact("a", lease, record, body) is True
+            assert store.release_workflows("me", 141.0) == 1  # after the commit
+            assert _rows(store, database_url, table) == [("x", 1)]
     finally:
         tables.close()
