@@ -505,6 +505,7 @@ def test_postgres_migrations_apply_once_when_many_start_together(postgres_url: s
         "perdure_operator_actions",
         "perdure_schema",
         "perdure_steps",
+        "perdure_streams",
         "perdure_workflows",
     ]
 

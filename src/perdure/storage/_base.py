@@ -426,9 +426,10 @@ class Store(abc.ABC):
         The fence (the lease current, the position free) is checked and the workflow's
         row locked first: returns False, running nothing, when it fails; True once
         committed. A lease dropped while ``body`` runs (the executor released it) fails the
-        record, and nothing commits (``StoreError``). Whatever ``body`` raises rolls everything back and is raised again
-        unchanged, except a lost race (a serialization failure, a deadlock, a busy
-        database), after which ``body`` runs again in a new transaction, a few times.
+        record, and nothing commits (``StoreError``). Whatever ``body`` raises rolls
+        everything back and is raised again unchanged, except a lost race (a
+        serialization failure, a deadlock, a busy database), after which ``body`` runs
+        again in a new transaction, a few times.
         A store that cannot run transactions raises ``ConfigurationError``.
         """
         raise ConfigurationError(
