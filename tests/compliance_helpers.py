@@ -20,6 +20,7 @@ TABLES = (
     "perdure_operator_actions",
     "perdure_breakers",
     "perdure_workflow_subjects",
+    "perdure_streams",
 )
 
 
@@ -49,7 +50,8 @@ def raw_dump(url: str) -> str:
 
 def define_everything(app: perdure.App, secret: str) -> Any:
     """A workflow that puts ``secret`` in its inputs, a step result, a failed attempt's
-    error, a child's inputs and result, a message it receives, an event and its output."""
+    error, a child's inputs and result, a message it receives, an event, a stream entry and
+    its output."""
 
     attempts: dict[str, int] = {}
 
@@ -69,6 +71,7 @@ def define_everything(app: perdure.App, secret: str) -> Any:
         record = fetch(who)
         seen = app.start(child, who).result()
         perdure.set_event("profile", {"who": who})
+        perdure.write_stream("progress", f"progress of {who}")
         message = perdure.recv("reply", timeout=30)
         return f"{record} / {seen} / {message}"
 

@@ -508,6 +508,7 @@ def test_postgres_migrations_apply_once_when_many_start_together(postgres_url: s
         "perdure_schedules",
         "perdure_schema",
         "perdure_steps",
+        "perdure_streams",
         "perdure_workflow_subjects",
         "perdure_workflows",
     ]

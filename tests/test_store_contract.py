@@ -433,6 +433,7 @@ def test_release_drops_leases_at_once_and_stops_the_executor(store: Store) -> No
 def test_every_store_operation_has_a_contract_test() -> None:
     # The other half of the suite registers its tests when imported (pytest imported it
     # already when both files run; alone, this file imports it here).
+    importlib.import_module("test_store_contract_streams")
     importlib.import_module("test_store_contract_waiting")
     importlib.import_module("test_store_contract_holds")
     importlib.import_module("test_store_contract_operations")

@@ -11,23 +11,23 @@ before the 202 goes out, and a restarted (or another) process with the same app
 resumes it. An ``Idempotency-Key`` header makes a retried POST find the same job
 instead of starting a second one, since starting is idempotent on the workflow ID.
 
-Serve it with ``uvicorn service:api`` (main.py serves it in a thread).
+``perdure.integrations.fastapi`` does the plumbing: its ``lifespan`` runs the app's
+executor in the API process, ``start_accepted`` answers the 202, ``status_response`` the
+status URL. Serve it with ``uvicorn service:api`` (main.py serves it in a thread).
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
 
-from fastapi import FastAPI, Header, HTTPException, Response
+from fastapi import FastAPI, Header
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 import perdure
+from perdure.integrations.fastapi import lifespan, start_accepted, status_response
 
 app = perdure.App()  # PERDURE_DATABASE_URL, or ./perdure.db
 
@@ -64,19 +64,9 @@ async def sales_report(regions: list[str]) -> SalesReport:
 
 # -- the HTTP API -----------------------------------------------------------------------------
 
-
-@asynccontextmanager
-async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-    # The API process also runs the workflows: it executes the jobs it starts, and at
-    # start-up resumes those that a previous process left unfinished.
-    app.launch()
-    try:
-        yield
-    finally:
-        await asyncio.to_thread(app.shutdown)
-
-
-api = FastAPI(title="sales reports", lifespan=lifespan)
+# The API process also runs the workflows: it executes the jobs it starts, and at start-up
+# resumes those that a previous process left unfinished; at shutdown it drains them.
+api = FastAPI(title="sales reports", lifespan=lifespan(app))
 
 
 class ReportRequest(BaseModel):
@@ -87,31 +77,17 @@ class ReportRequest(BaseModel):
 async def create_report(
     request: ReportRequest, idempotency_key: str | None = Header(default=None)
 ) -> JSONResponse:
-    report_id = f"report-{idempotency_key or uuid.uuid4()}"
-    # Durable when it returns: the job exists before the client hears about it.
-    await app.start_async(sales_report, request.regions, workflow_id=report_id)
-    status_url = f"/reports/{report_id}"
-    return JSONResponse(
-        {"id": report_id, "status_url": status_url},
-        status_code=202,
-        headers={"Location": status_url},
+    # Durable when it answers: the job exists before the client hears about it.
+    return await start_accepted(
+        app,
+        sales_report,
+        request.regions,
+        workflow_id=f"report-{idempotency_key or uuid.uuid4()}",
+        status_url="/reports/{workflow_id}",
     )
 
 
 @api.get("/reports/{report_id}")
-def report_status(report_id: str, response: Response) -> dict[str, Any]:
-    # A plain def: FastAPI runs it in a thread, where perdure's blocking calls belong.
-    try:
-        handle = app.retrieve(report_id)
-    except perdure.WorkflowNotFoundError:
-        raise HTTPException(404, f"no report {report_id}") from None
-    status = handle.status()
-    body: dict[str, Any] = {"id": report_id, "status": status.status}
-    if status.status == "SUCCEEDED":
-        body["result"] = handle.result(timeout=0)
-    elif status.status == "FAILED":
-        body["error"] = status.error
-    else:
-        body["progress"] = app.get_event(report_id, "progress")
-        response.headers["Retry-After"] = "1"
-    return body
+async def report_status(report_id: str) -> JSONResponse:
+    # Its status, the progress it publishes (with Retry-After) while it runs, its result.
+    return await status_response(app, report_id, event="progress")

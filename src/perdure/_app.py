@@ -30,7 +30,9 @@ from ._registry import Registry as _Registry
 from ._retry import Retry
 from ._serialization import JSONSerializer, Serializer
 from ._settings import DEFAULT_DATABASE_URL, Settings
+from ._streams import read_stream as _read_stream
 from ._text import redact_url
+from ._transactions import transaction as _transaction
 from ._versions import VersionStatus, versions
 from ._worker import Executor
 from .storage import NewWorkflow, Store, WorkflowRecord
@@ -533,6 +535,10 @@ class App:
         if run is not None:
             return await cancel_from_workflow_async(self, run, workflow_id)
         return await self.client.cancel_async(workflow_id, actor)
+
+    # -- streams and transactional steps (docstrings in ``_streams``, ``_transactions``) --
+    read_stream = _read_stream
+    transaction = _transaction
 
     # -- finding, seeing and repairing workflows; breakers ------------------------------------
     # One function each in ``_operating`` (docstrings there), bound here as methods.

@@ -39,6 +39,7 @@ from .._errors import (
 from .._logfields import log_context
 from .._telemetry import AttemptTelemetry
 from .effects import Attempt, Attempted
+from .inside import StepContext, current_step
 from .state import RunState, current_run
 
 #: What a step's body may raise that is not a failed attempt.
@@ -90,6 +91,7 @@ def _interrupted(watch: AttemptTelemetry | None) -> None:
 def attempt_sync(run: RunState, effect: Attempt) -> Attempted:
     """Run one attempt of a sync step in this thread (in its own with a timeout)."""
     definition = effect.definition
+    inside = current_step.set(StepContext(run, effect.position, effect.attempt))
     # A step called inside a step is a plain call: only the outer one is recorded.
     token = current_run.set(None)
     logged = log_context.set((*run.log_fields, definition.name, effect.position, effect.attempt))
@@ -105,6 +107,7 @@ def attempt_sync(run: RunState, effect: Attempt) -> Attempted:
     except BaseException as exc:  # noqa: BLE001 - a failed attempt, see the module
         attempted = Attempted(error=exc)
     finally:
+        current_step.reset(inside)
         current_run.reset(token)
         log_context.reset(logged)
     if watch is not None:
@@ -140,6 +143,7 @@ async def attempt_async(run: RunState, effect: Attempt) -> Attempted:
     definition, signals = effect.definition, run.signals
     task = asyncio.current_task()
     assert task is not None
+    inside = current_step.set(StepContext(run, effect.position, effect.attempt))
     token = current_run.set(None)
     logged = log_context.set((*run.log_fields, definition.name, effect.position, effect.attempt))
     watch = _observed(run, effect)
@@ -164,6 +168,7 @@ async def attempt_async(run: RunState, effect: Attempt) -> Attempted:
     except BaseException as exc:  # noqa: BLE001 - a failed attempt, see the module
         attempted = Attempted(error=exc)
     finally:
+        current_step.reset(inside)
         interruptible.discard(task)
         if timer is not None:
             timer.cancel()

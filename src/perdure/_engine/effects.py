@@ -95,6 +95,9 @@ class Attempted:
     value: Any = None
     error: BaseException | None = None
     interrupted: bool = False
+    #: Its record is committed already (a transactional step records it in its own
+    #: transaction): nothing more to write.
+    recorded: bool = False
 
 
 Effect = Flush | Commit | Await | Pause | Blocking | Attempt

@@ -29,7 +29,9 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from typing import Any, Protocol
 
+from .._errors import ConfigurationError
 from .._model import (
     ACTIVE_STATES,
     TERMINAL_STATES,
@@ -47,11 +49,13 @@ from .._model import Lease as Lease
 from .._model import MessageRecord as MessageRecord
 from .._model import NewWorkflow as NewWorkflow
 from .._model import StepRecord as StepRecord
+from .._model import StreamEntry as StreamEntry
 from .._model import VersionCount as VersionCount
 from .._model import WorkflowRecord as WorkflowRecord
 from .._schedules import ScheduleRecord as ScheduleRecord
 from .._schedules import ScheduleSpec as ScheduleSpec
 from ._base_compliance import ComplianceOperations
+from ._base_schedules import BreakerOperations, ScheduleOperations
 
 #: Workflow statuses (aliases of ``WorkflowState``). A workflow is *active* while
 #: PENDING or RUNNING.
@@ -91,9 +95,25 @@ EVENT_EVENT = "event:"
 EVENT_WAKE = "wake"
 #: Workflows were asked to cancel: executors look up those they own.
 EVENT_CANCEL = "cancel"
+#: A workflow (``stream:`` + its ID) appended to one of its streams.
+EVENT_STREAM = "stream:"
 
 
-class Store(ComplianceOperations):
+class Transaction(Protocol):
+    """The open transaction of a transactional step (see ``Store.transact``)."""
+
+    @property
+    def connection(self) -> Any:
+        """The DB-API connection the transaction runs on (``sqlite3`` or ``psycopg``)."""
+        ...
+
+    def write_stream(self, key: str, value: str | None, writer: str, now: float) -> int:
+        """Append to the workflow's stream ``key`` inside this transaction (committed with
+        it); the entry's offset (see ``Store.write_stream``)."""
+        ...
+
+
+class Store(ComplianceOperations, BreakerOperations, ScheduleOperations):
     """A database that holds workflows, their steps and the executors running them."""
 
     #: The URL scheme this store serves, such as "sqlite" or "postgresql".
@@ -380,6 +400,63 @@ class Store(ComplianceOperations):
     def get_event(self, workflow_id: str, key: str) -> str | None:
         """The value of the workflow's event ``key``, or None if it is not set."""
 
+    # -- streams and transactional steps ---------------------------------------------------
+
+    @abc.abstractmethod
+    def write_stream(
+        self,
+        workflow_id: str,
+        lease: Lease,
+        key: str,
+        value: str | None,
+        writer: str,
+        now: float,
+        step: StepRecord | None = None,
+    ) -> Future[int | None]:
+        """Append an entry to the workflow's stream ``key`` (``value`` None: the close
+        marker, its last entry), fenced by the lease, in one transaction; its offset is
+        the stream's next (0, 1, 2 ...). With ``step`` (a write from the workflow itself),
+        the same transaction records ``step`` (its output the entry's offset), and
+        nothing is written when its position already holds a final record.
+
+        Resolves to the offset, or None (nothing written) when the lease is not current
+        or the position is final; raises ``ConfigurationError`` (nothing written) when
+        the stream is closed already. Listeners get ``EVENT_STREAM + workflow_id``.
+        """
+
+    @abc.abstractmethod
+    def read_stream(
+        self, workflow_id: str, key: str, start: int = 0, limit: int = 1000
+    ) -> list[StreamEntry]:
+        """Up to ``limit`` entries of the stream from offset ``start`` on, in order;
+        committed entries only, so an entry never appears before one with a smaller
+        offset. One index range."""
+
+    def transact(
+        self,
+        workflow_id: str,
+        lease: Lease,
+        step: StepRecord,
+        body: Callable[[Transaction], str],
+    ) -> bool:
+        """Run ``body`` inside a transaction on a connection of its own and record
+        ``step`` (a SUCCEEDED record; its output is what ``body`` returns) in that same
+        transaction: what ``body`` writes commits exactly when the step's record does.
+
+        The fence (the lease current, the position free) is checked and the workflow's
+        row locked first: returns False, running nothing, when it fails; True once
+        committed. A lease dropped while ``body`` runs (the executor released it) fails the
+        record, and nothing commits (``StoreError``). Whatever ``body`` raises rolls
+        everything back and is raised again unchanged, except a lost race (a
+        serialization failure, a deadlock, a busy database), after which ``body`` runs
+        again in a new transaction, a few times.
+        A store that cannot run transactions raises ``ConfigurationError``.
+        """
+        raise ConfigurationError(
+            f"this {self.kind} store can't run transactional steps (@app.transaction): "
+            "use SQLite or PostgreSQL"
+        )
+
     # -- cancellation and continue_as_new ---------------------------------------------
 
     @abc.abstractmethod
@@ -473,105 +550,6 @@ class Store(ComplianceOperations):
     @abc.abstractmethod
     def list_children(self, workflow_id: str, limit: int = 100) -> list[WorkflowRecord]:
         """The workflows the workflow started as children, oldest first; indexed."""
-
-    # -- circuit breakers ------------------------------------------------------------------
-
-    @abc.abstractmethod
-    def get_breaker(self, name: str) -> BreakerRecord | None:
-        """The breaker's stored state, or None when it never counted a failure (then it is
-        CLOSED); one primary-key read. ``parked`` is not counted (0)."""
-
-    @abc.abstractmethod
-    def list_breakers(self) -> list[BreakerRecord]:
-        """Every stored breaker, by name, each with the number of workflows parked on it
-        (suspended with ``wait_topic = BREAKER_TOPIC + name``)."""
-
-    @abc.abstractmethod
-    def count_breaker_failure(
-        self, name: str, now: float, threshold: int, window: float, retry_at: float, error: str
-    ) -> bool:
-        """Count a failure of a step behind the breaker, creating its row (CLOSED) if
-        needed; one transaction.
-
-        Only a CLOSED breaker counts: the count restarts at 1 when ``window`` seconds
-        passed since the first failure of the current window. When the count reaches
-        ``threshold`` the breaker opens: OPEN, ``opened_at = now``, ``retry_at`` (the end
-        of its cool-down). Returns whether this failure opened it. Concurrent failures from
-        any number of executors are each counted once, and only one of them opens it.
-        """
-
-    @abc.abstractmethod
-    def claim_breaker_probe(self, name: str, holder: str, now: float, expires_at: float) -> bool:
-        """Make ``holder`` the one probe of the breaker, atomically: succeeds when the
-        breaker is OPEN and its cool-down ended (``retry_at <= now``), or HALF_OPEN with
-        a probe that expired or is already ``holder``'s. The breaker becomes HALF_OPEN,
-        its probe held by ``holder`` until ``expires_at``. Returns whether ``holder``
-        holds the probe; at most one holder does at any time, across every executor."""
-
-    @abc.abstractmethod
-    def close_breaker(self, name: str, now: float) -> int | None:
-        """Close a breaker that is not CLOSED (its probe succeeded) and, in the same
-        transaction, wake every workflow parked on it (``wake_at = now``: claimable at
-        once; other executors are told). Returns how many were woken, or None when the
-        breaker was CLOSED already (or has no row)."""
-
-    @abc.abstractmethod
-    def force_open_breaker(self, name: str, now: float, retry_at: float, reason: str) -> None:
-        """An operator opens the breaker, whatever its state, until ``retry_at`` (then a
-        probe attempt may close it, as after any cool-down): creates its row if needed,
-        drops any probe holder, and keeps ``reason`` as its last error; one transaction.
-        (To close a breaker by hand, ``close_breaker``.)"""
-
-    @abc.abstractmethod
-    def reopen_breaker(
-        self, name: str, holder: str, now: float, retry_at: float, error: str
-    ) -> bool:
-        """Open the breaker again for another cool-down (until ``retry_at``) after its probe
-        failed, if ``holder`` still holds the probe; returns whether it did."""
-
-    # -- schedules (``perdure._schedules``) ----------------------------------------------
-
-    @abc.abstractmethod
-    def put_schedule(self, spec: ScheduleSpec, source: str, now: float) -> ScheduleRecord:
-        """Create the schedule (``last_tick = now``: its first tick is the first after now;
-        not paused; ``next_tick`` None), or update its definition (workflow, cron, tz,
-        catch-up, grace, source) keeping its last tick and pause. A changed definition
-        increments ``revision`` and clears ``next_tick``; an unchanged one changes nothing.
-        Returns the stored record; one transaction."""
-
-    @abc.abstractmethod
-    def list_schedules(self) -> list[ScheduleRecord]:
-        """Every schedule, by name; one query."""
-
-    @abc.abstractmethod
-    def fire_schedule(
-        self,
-        name: str,
-        revision: int,
-        last_tick: float,
-        next_tick: float,
-        workflows: Sequence[NewWorkflow],
-        now: float,
-    ) -> bool:
-        """Advance the schedule and start its ticks' workflows, in one transaction, if its
-        revision is still ``revision`` and it is not paused: ``last_tick``, ``next_tick``
-        set, ``last_workflow_id`` the last of ``workflows`` (when any), ``revision`` + 1,
-        and each of ``workflows`` inserted PENDING and unowned unless a workflow with its
-        ID exists (then left untouched); other executors are told. Returns whether it
-        advanced (False, changing nothing: another firing, a change or a pause came
-        first). Of concurrent firings that read the same revision, exactly one advances."""
-
-    @abc.abstractmethod
-    def pause_schedule(self, name: str, paused: bool, now: float) -> bool | None:
-        """Pause the schedule (no tick fires while paused), or resume it: ``last_tick =
-        now`` (ticks that came while it was paused never run), ``next_tick`` None; each
-        increments ``revision``. Returns True when it changed, False when it was already
-        so, None when no schedule has this name."""
-
-    @abc.abstractmethod
-    def delete_schedule(self, name: str) -> bool:
-        """Delete the schedule (the workflows it started stay); returns whether it
-        existed."""
 
 
 #: Breaker states (aliases of ``BreakerState``).

@@ -60,6 +60,7 @@ DELETE_TREES = (
     "DELETE FROM perdure_steps WHERE workflow_id IN {ids_set}",
     "DELETE FROM perdure_messages WHERE workflow_id IN {ids_set}",
     "DELETE FROM perdure_events WHERE workflow_id IN {ids_set}",
+    "DELETE FROM perdure_streams WHERE workflow_id IN {ids_set}",
     "DELETE FROM perdure_workflow_subjects WHERE workflow_id IN {ids_set}",
     "DELETE FROM perdure_workflows WHERE id IN {ids_set} AND status IN {TERMINAL}",
 )
@@ -89,6 +90,9 @@ ERASE_PAYLOADS = (
     "error = CASE WHEN error IS NULL THEN NULL ELSE :erased END WHERE workflow_id IN {ids_set}",
     "UPDATE perdure_messages SET payload = :erased WHERE workflow_id IN {ids_set}",
     "UPDATE perdure_events SET value = :erased WHERE workflow_id IN {ids_set}",
+    # A NULL value is a stream's close marker: it stays one.
+    "UPDATE perdure_streams SET value = CASE WHEN value IS NULL THEN NULL ELSE :erased END "
+    "WHERE workflow_id IN {ids_set}",
 )
 MARK_ERASED = (
     "UPDATE perdure_workflow_subjects SET erased_at = :now WHERE subject = :subject "
@@ -102,6 +106,7 @@ PAYLOAD_COLUMNS = (
     ("perdure_steps", ("workflow_id", "position"), ("output", "error")),
     ("perdure_messages", ("seq",), ("payload",)),
     ("perdure_events", ("workflow_id", "key"), ("value",)),
+    ("perdure_streams", ("workflow_id", "key", "seq"), ("value",)),
     ("perdure_operator_actions", ("seq",), ("details",)),
 )
 

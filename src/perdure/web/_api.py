@@ -36,6 +36,7 @@ from .._validation import check_key
 from ._metrics import metrics_router
 from ._pages import add_pages
 from ._security import authorized, check_token, is_loopback, scrub, secrets_of
+from ._streams import stream_routes
 
 log = logging.getLogger("perdure.web")
 
@@ -208,6 +209,8 @@ def create_app(app: App, token: str | None = None) -> FastAPI:
         )
         handle = starter.start(body.name, *body.args, **body.kwargs)
         return _accepted(request, handle.workflow_id)
+
+    router.include_router(stream_routes(app))  # before /workflows/{id}: an ID may hold "/"
 
     @router.get("/workflows/{workflow_id:path}/steps")
     def steps(workflow_id: str) -> dict[str, Any]:

@@ -1,0 +1,2 @@
+"""perdure inside the frameworks you already use: ``perdure.integrations.fastapi``
+(``pip install 'perdure[web]'``)."""
