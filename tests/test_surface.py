@@ -76,6 +76,11 @@ EXPORTED = {
     "testing",
     "uuid4",
     "workflow_id",
+    "write_stream",
+    "write_stream_async",
+    "close_stream",
+    "close_stream_async",
+    "connection",
 }
 
 

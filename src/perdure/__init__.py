@@ -14,6 +14,8 @@ from ._engine.events import set_event, set_event_async
 from ._engine.fanin import first, first_async, gather
 from ._engine.messages import recv, recv_async
 from ._engine.patching import deprecate_patch, patched
+from ._engine.streams import close_stream, close_stream_async, write_stream, write_stream_async
+from ._engine.transactions import connection
 from ._engine.timers import sleep, sleep_async, sleep_until, sleep_until_async
 from ._engine.values import now, random, uuid4, workflow_id
 from ._errors import (
@@ -90,6 +92,9 @@ __all__ = [
     "StepDetail",
     "WorkflowTimeoutError",
     "__version__",
+    "close_stream",
+    "close_stream_async",
+    "connection",
     "continue_as_new",
     "deprecate_patch",
     "first",
@@ -110,4 +115,6 @@ __all__ = [
     "testing",
     "uuid4",
     "workflow_id",
+    "write_stream",
+    "write_stream_async",
 ]

@@ -13,7 +13,7 @@ from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
-from . import _operating
+from . import _operating, _streams, _transactions
 from ._breaker import CircuitBreaker
 from ._client import Client
 from ._clock import Clock, SystemClock
@@ -543,6 +543,10 @@ class App:
     breaker = _operating.breaker
     open_breaker = _operating.open_breaker
     close_breaker = _operating.close_breaker
+
+    # Streams (``_streams``) and transactional steps (``_transactions``).
+    read_stream = _streams.read_stream
+    transaction = _transactions.transaction
 
     def versions(self) -> list[VersionStatus]:
         """The app versions with active workflows (how many, held, the oldest)."""

@@ -49,6 +49,7 @@ from .storage import (
     EVENT_CANCEL,
     EVENT_DONE,
     EVENT_EVENT,
+    EVENT_STREAM,
     EVENT_READY,
     EVENT_RESYNC,
     EVENT_WAKE,
@@ -157,7 +158,7 @@ class Client:
             # only make them read the store again.
             if worker is None or not worker.runs_here(workflow_id):
                 self.notifier.poke(workflow_id)
-        elif event.startswith(EVENT_EVENT):
+        elif event.startswith((EVENT_EVENT, EVENT_STREAM)):
             self.notifier.poke(event)  # get_event waiters subscribe under the event's name
         elif event == EVENT_RESYNC:
             self.notifier.poke_all()

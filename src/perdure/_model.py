@@ -380,6 +380,24 @@ class EventRecord:
 
 
 @dataclass(frozen=True)
+class StreamEntry:
+    """One entry of a workflow's stream (``perdure.write_stream``): its offset (0, 1, 2 ...
+    per workflow and key) and stored value; the close marker has ``value`` None."""
+
+    offset: int
+    value: str | None
+    #: Which write made it: ``"<position>"`` from the workflow, ``"<position>#<attempt>"``
+    #: from inside a step.
+    writer: str
+    written_at: float
+
+    @property
+    def closes(self) -> bool:
+        """Whether this is the close marker (``perdure.close_stream``)."""
+        return self.value is None
+
+
+@dataclass(frozen=True)
 class BreakerRecord:
     """A circuit breaker as stored (see ``Store.count_breaker_failure``)."""
 

@@ -25,6 +25,9 @@ class StepDef:
     #: Seconds one attempt may take (``StepTimeoutError`` past it), or None.
     timeout: float | None = None
     breaker: CircuitBreaker | None = None
+    #: A transactional step (``@app.transaction``): runs inside the transaction that
+    #: records it.
+    transaction: bool = False
 
     @property
     def return_hint(self) -> Any:
@@ -90,8 +93,9 @@ class Registry:
         retry: Retry | None,
         timeout: float | None = None,
         breaker: CircuitBreaker | None = None,
+        transaction: bool = False,
     ) -> StepDef:
-        """Register ``fn`` as a step."""
+        """Register ``fn`` as a step (``transaction``: a transactional step)."""
         step_name = default_name(fn) if name is None else check_name("step name", name)
         timeout = optional_positive_seconds(f"the timeout of step {step_name!r}", timeout)
         definition = StepDef(
@@ -101,6 +105,7 @@ class Registry:
             retry or NO_RETRY,
             timeout,
             breaker,
+            transaction,
         )
         self.steps[definition.name] = definition
         return definition

@@ -37,7 +37,7 @@ from .._errors import (
     Suspended,
 )
 from .effects import Attempt, Attempted
-from .state import RunState, current_run
+from .state import RunState, StepContext, current_run, current_step
 
 #: What a step's body may raise that is not a failed attempt.
 KEEPS_MEANING = (Cancelled, Suspended, LeaseLost, CheckpointFailed, ContinueAsNew, GeneratorExit)
@@ -78,6 +78,7 @@ def attempt_sync(run: RunState, effect: Attempt) -> Attempted:
     definition = effect.definition
     # A step called inside a step is a plain call: only the outer one is recorded.
     token = current_run.set(None)
+    inside = current_step.set(StepContext(run, effect.position, effect.attempt))
     try:
         if definition.timeout is None:
             return Attempted(definition.fn(*effect.args, **effect.kwargs))
@@ -87,6 +88,7 @@ def attempt_sync(run: RunState, effect: Attempt) -> Attempted:
     except BaseException as exc:  # noqa: BLE001 - a failed attempt, see the module
         return Attempted(error=exc)
     finally:
+        current_step.reset(inside)
         current_run.reset(token)
 
 
@@ -119,6 +121,7 @@ async def attempt_async(run: RunState, effect: Attempt) -> Attempted:
     task = asyncio.current_task()
     assert task is not None
     token = current_run.set(None)
+    inside = current_step.set(StepContext(run, effect.position, effect.attempt))
     timer = None
     if definition.timeout is not None:
         timer = asyncio.get_running_loop().call_later(definition.timeout, signals.time_out, task)
@@ -141,6 +144,7 @@ async def attempt_async(run: RunState, effect: Attempt) -> Attempted:
         interruptible.discard(task)
         if timer is not None:
             timer.cancel()
+        current_step.reset(inside)
         current_run.reset(token)
     if timer is not None and signals.ran_out(task):
         # It caught the cancellation and returned (or failed) past its timeout.

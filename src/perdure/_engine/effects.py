@@ -83,6 +83,8 @@ class Attempt:
     #: The step's position: with the workflow's ID, what an abandoned attempt is
     #: remembered by.
     position: str
+    #: The attempt's number (1 for the first), for what the body writes (streams).
+    attempt: int = 0
 
 
 @dataclass(slots=True)
@@ -93,6 +95,9 @@ class Attempted:
     value: Any = None
     error: BaseException | None = None
     interrupted: bool = False
+    #: Its record is committed already (a transactional step records it in its own
+    #: transaction): nothing more to write.
+    recorded: bool = False
 
 
 Effect = Flush | Commit | Await | Pause | Blocking | Attempt

@@ -15,6 +15,7 @@ import contextvars
 import functools
 import time
 from collections.abc import Callable, Coroutine, Generator
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from .._clock import Clock
@@ -23,7 +24,7 @@ from .._model import Lease, StepRecord, StepState, WorkflowRecord
 from .._notifier import Notifier
 from .._registry import WorkflowDef
 from .._serialization import Serializer, encode_error
-from ..storage import Store
+from ..storage import Store, Transaction
 from .bridge import FutureBridge
 from .effects import Commit
 from .history import History
@@ -217,6 +218,25 @@ class RunState:
 
 current_run: contextvars.ContextVar[RunState | None] = contextvars.ContextVar(
     "perdure_run", default=None
+)
+
+
+@dataclass(slots=True)
+class StepContext:
+    """The step attempt that code runs in: what a durable call made inside a step's body
+    (``perdure.write_stream``, ``perdure.connection``) needs."""
+
+    run: RunState
+    position: str
+    #: The attempt's number (1 for the first).
+    attempt: int
+    #: The open transaction of a transactional step (``@app.transaction``).
+    transaction: Transaction | None = None
+
+
+# Set while a step's body runs (the current run is None there).
+current_step: contextvars.ContextVar[StepContext | None] = contextvars.ContextVar(
+    "perdure_step", default=None
 )
 
 

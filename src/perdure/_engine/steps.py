@@ -24,6 +24,7 @@ from .call import StepCall
 from .drivers import drive_async, drive_sync
 from .effects import Attempt, Blocking, Flush, Op, Pause
 from .state import RunState
+from .transactions import transaction_attempt
 
 # Read once: an enum member costs a descriptor lookup on every access (replay reads one
 # per recorded step).
@@ -75,7 +76,12 @@ def step(
         if abandoned(run.workflow_id, call.position) is not None:
             yield from _abandoned_ended(call)
         call.start_attempt()
-        attempted = yield Attempt(definition, args, kwargs, call.position)
+        if definition.transaction:
+            attempted = yield from transaction_attempt(call, args, kwargs)
+            if attempted.recorded:
+                return attempted.value
+        else:
+            attempted = yield Attempt(definition, args, kwargs, call.position, call.attempts)
         if attempted.interrupted:
             # Record and raise what is due (if nothing is any more, it runs again).
             run.deliver(call.position, definition.name)

@@ -20,6 +20,7 @@ from ._base import (
     EVENT_EVENT,
     EVENT_READY,
     EVENT_RESYNC,
+    EVENT_STREAM,
     EVENT_WAKE,
     FAILED,
     FOREVER,
@@ -42,6 +43,8 @@ from ._base import (
     NewWorkflow,
     StepRecord,
     Store,
+    StreamEntry,
+    Transaction,
     WorkflowRecord,
 )
 from ._limits import MAX_KEY_BYTES, check_key
@@ -59,6 +62,7 @@ __all__ = [
     "EVENT_EVENT",
     "EVENT_READY",
     "EVENT_RESYNC",
+    "EVENT_STREAM",
     "EVENT_WAKE",
     "FAILED",
     "FOREVER",
@@ -82,6 +86,8 @@ __all__ = [
     "NewWorkflow",
     "StepRecord",
     "Store",
+    "StreamEntry",
+    "Transaction",
     "WorkflowRecord",
     "check_key",
     "open_store",

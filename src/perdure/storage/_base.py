@@ -29,7 +29,9 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from typing import Any, Protocol
 
+from .._errors import ConfigurationError
 from .._model import (
     ACTIVE_STATES,
     TERMINAL_STATES,
@@ -47,6 +49,7 @@ from .._model import Lease as Lease
 from .._model import MessageRecord as MessageRecord
 from .._model import NewWorkflow as NewWorkflow
 from .._model import StepRecord as StepRecord
+from .._model import StreamEntry as StreamEntry
 from .._model import VersionCount as VersionCount
 from .._model import WorkflowRecord as WorkflowRecord
 
@@ -88,6 +91,22 @@ EVENT_EVENT = "event:"
 EVENT_WAKE = "wake"
 #: Workflows were asked to cancel: executors look up those they own.
 EVENT_CANCEL = "cancel"
+#: A workflow (``stream:`` + its ID) appended to one of its streams.
+EVENT_STREAM = "stream:"
+
+
+class Transaction(Protocol):
+    """The open transaction of a transactional step (see ``Store.transact``)."""
+
+    @property
+    def connection(self) -> Any:
+        """The DB-API connection the transaction runs on (``sqlite3`` or ``psycopg``)."""
+        ...
+
+    def write_stream(self, key: str, value: str | None, writer: str, now: float) -> int:
+        """Append to the workflow's stream ``key`` inside this transaction (committed with
+        it); the entry's offset (see ``Store.write_stream``)."""
+        ...
 
 
 class Store(abc.ABC):
@@ -366,6 +385,61 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def get_event(self, workflow_id: str, key: str) -> str | None:
         """The value of the workflow's event ``key``, or None if it is not set."""
+
+    # -- streams and transactional steps ---------------------------------------------------
+
+    @abc.abstractmethod
+    def write_stream(
+        self,
+        workflow_id: str,
+        lease: Lease,
+        key: str,
+        value: str | None,
+        writer: str,
+        now: float,
+        step: StepRecord | None = None,
+    ) -> Future[int | None]:
+        """Append an entry to the workflow's stream ``key`` (``value`` None: the close
+        marker, its last entry), fenced by the lease, in one transaction; its offset is
+        the stream's next (0, 1, 2 ...). With ``step`` (a write from the workflow itself),
+        the same transaction records ``step`` (its output the entry's offset), and
+        nothing is written when its position already holds a final record.
+
+        Resolves to the offset, or None (nothing written) when the lease is not current
+        or the position is final; raises ``ConfigurationError`` (nothing written) when
+        the stream is closed already. Listeners get ``EVENT_STREAM + workflow_id``.
+        """
+
+    @abc.abstractmethod
+    def read_stream(
+        self, workflow_id: str, key: str, start: int = 0, limit: int = 1000
+    ) -> list[StreamEntry]:
+        """Up to ``limit`` entries of the stream from offset ``start`` on, in order;
+        committed entries only, so an entry never appears before one with a smaller
+        offset. One index range."""
+
+    def transact(
+        self,
+        workflow_id: str,
+        lease: Lease,
+        step: StepRecord,
+        body: Callable[[Transaction], str],
+    ) -> bool:
+        """Run ``body`` inside a transaction on a connection of its own and record
+        ``step`` (a SUCCEEDED record; its output is what ``body`` returns) in that same
+        transaction: what ``body`` writes commits exactly when the step's record does.
+
+        The fence (the lease current, the position free) is checked and the workflow's
+        row locked first: returns False, running nothing, when it fails; True once
+        committed. Whatever ``body`` raises rolls everything back and is raised again
+        unchanged, except a lost race (a serialization failure, a deadlock, a busy
+        database), after which ``body`` runs again in a new transaction, a few times.
+        A store that cannot run transactions raises ``ConfigurationError``.
+        """
+        raise ConfigurationError(
+            f"this {self.kind} store can't run transactional steps (@app.transaction): "
+            "use SQLite or PostgreSQL"
+        )
 
     # -- cancellation and continue_as_new ---------------------------------------------
 

@@ -35,6 +35,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
+from psycopg.pq import TransactionStatus
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 
@@ -58,7 +59,8 @@ from ._pg_session import (
     translate,
 )
 from ._queries import WF_COLUMNS, check_versions, claim_candidates, migrations, parked_on
-from ._sql import SqlStore, step_params
+from ._sql import step_params
+from ._sql_transact import SqlTransactions
 from ._statements import INSERT_STEP, OWNED, RENEW_EXECUTOR
 
 T = TypeVar("T")
@@ -157,11 +159,18 @@ _CLAIM = POSTGRES.sql(
 )
 
 
+# A transactional step's lost races, run again: serialization failure, deadlock.
+_LOST_RACE = ("40001", "40P01")
+_DEFAULT_SEARCH_PATH = (
+    "SELECT set_config('search_path', reset_val, true) FROM pg_settings "
+    "WHERE name = 'search_path'"
+)
+_SET_SEARCH_PATH = "SELECT set_config('search_path', %s, true)"
 # Whether migrate() has set the schema up (the table of schema versions is its first).
 _HAS_SCHEMA = "SELECT 1 FROM pg_tables WHERE schemaname = %s AND tablename = 'perdure_schema'"
 
 
-class PostgresStore(SqlStore):
+class PostgresStore(SqlTransactions):
     """A ``Store`` in a PostgreSQL database. URL: ``postgresql://user:password@host:port/db``
     (or ``postgres://``), options ``?schema=<name>`` (default ``perdure``), ``&pool_min=``
     and ``&pool_max=`` (the read pool's size); any other option goes to libpq (such as
@@ -319,6 +328,37 @@ class PostgresStore(SqlStore):
                 return fn(conn)
         except (psycopg.Error, UnicodeEncodeError) as exc:
             raise translate(exc) from exc
+
+    # -- transactional steps (see _sql_transact) -----------------------------------------
+
+    @contextlib.contextmanager
+    def _own_transaction(self) -> Iterator[Connection]:
+        with self._connection() as conn, conn.transaction():
+            yield conn
+
+    def _lost_race(self, exc: BaseException) -> bool:
+        return isinstance(exc, psycopg.Error) and exc.sqlstate in _LOST_RACE
+
+    def _translate_error(self, exc: Exception) -> Exception:
+        return translate(exc)
+
+    def _still_open(self, conn: Connection) -> bool:
+        return conn.info.transaction_status == TransactionStatus.INTRANS
+
+    @contextlib.contextmanager
+    def _user_view(self, conn: Connection) -> Iterator[None]:
+        # The user's tables live in their own schema: the session's default search path,
+        # not perdure's (SET LOCAL: until the transaction ends).
+        conn.execute(_DEFAULT_SEARCH_PATH)
+        yield
+        if self._still_open(conn):
+            conn.execute(_SET_SEARCH_PATH, (self.schema,))
+
+    @contextlib.contextmanager
+    def _own_view(self, conn: Connection) -> Iterator[None]:
+        conn.execute(_SET_SEARCH_PATH, (self.schema,))
+        yield
+        conn.execute(_DEFAULT_SEARCH_PATH)
 
     def _require_existing(self, url: str) -> None:
         """Refuse (``ConfigurationError``, closing this store) a schema that ``migrate``

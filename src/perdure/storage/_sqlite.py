@@ -32,7 +32,8 @@ from ._batch import GroupCommitter
 from ._dialect import SQLITE
 from ._limits import check_key, check_topic
 from ._queries import WF_COLUMNS, check_versions, claim_candidates, migrations, parked_on
-from ._sql import SqlStore, step_params
+from ._sql import step_params
+from ._sql_transact import SqlTransactions
 from ._sqlite_errors import CommitInDoubt, cannot_open, translate
 from ._statements import INSERT_STEP, RENEW_EXECUTOR
 
@@ -126,7 +127,7 @@ _SET_EVENT = SQLITE.sql(
 )
 
 
-class SQLiteStore(SqlStore):
+class SQLiteStore(SqlTransactions):
     """A ``Store`` in one SQLite file. URL: ``sqlite:///relative/path.db`` or
     ``sqlite:////absolute/path.db``, options ``?synchronous=full|normal`` and
     ``&busy_timeout=<ms>``."""
@@ -230,6 +231,29 @@ class SQLiteStore(SqlStore):
 
     def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return self._writer.submit(fn).result()
+
+    # -- transactional steps (see _sql_transact) -----------------------------------------
+
+    @contextlib.contextmanager
+    def _own_transaction(self) -> Iterator[sqlite3.Connection]:
+        # A new connection: the user's function may leave anything behind on it. SQLite
+        # has one writer at a time: meanwhile the writer thread's commits wait for it.
+        conn = self._connect()
+        try:
+            with _transaction(conn):
+                yield conn
+        finally:
+            conn.close()
+
+    def _lost_race(self, exc: BaseException) -> bool:
+        text = str(exc).lower()
+        return isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
+
+    def _translate_error(self, exc: Exception) -> Exception:
+        return self._translate(exc)
+
+    def _still_open(self, conn: sqlite3.Connection) -> bool:
+        return conn.in_transaction
 
     # -- lifecycle -------------------------------------------------------------------
 
