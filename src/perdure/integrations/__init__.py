@@ -1,0 +1,7 @@
+"""perdure's integrations with other frameworks, each behind an extra of its own.
+
+- ``perdure.integrations.pydantic_ai`` (``perdure[pydantic-ai]``): durable Pydantic AI
+  agents, whose model requests and tool calls are perdure steps.
+
+Nothing here is imported by ``perdure`` itself: import the integration you use.
+"""
