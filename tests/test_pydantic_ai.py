@@ -15,23 +15,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+# Pydantic AI 2.x needs Python 3.11 or later (perdure[pydantic-ai] installs it there).
+pytest.importorskip("pydantic_ai")
+
 from agent_app import ANSWER, build_app, forecast, ledger_counts
 from ledger import wait_for
-
-import perdure
-
-pydantic_ai = pytest.importorskip("pydantic_ai")
-
 from pydantic_ai import Agent, DeferredToolResults, ModelResponse, RunContext, ToolReturnPart  # noqa: E402
 from pydantic_ai.capabilities import RequestInput  # noqa: E402
 from pydantic_ai.messages import ModelMessage, TextPart, ToolCallPart  # noqa: E402
 from pydantic_ai.models.function import AgentInfo, FunctionModel  # noqa: E402
 from pydantic_ai.models.test import TestModel  # noqa: E402
 
+import perdure
 from perdure.integrations.pydantic_ai import (  # noqa: E402
     PerdureDurability,
-    ask_via_stream,
     _token,
+    ask_via_stream,
     fail,
     resolve,
 )
@@ -93,6 +93,58 @@ def test_test_model_agent_runs_in_a_workflow_and_unchanged_outside(
     # Outside a workflow the agent is a plain agent: nothing recorded, nothing refused.
     assert agent.run_sync("again").output == '{"add":0}'
     assert calls == [(0, 0), (0, 0)]
+
+
+def test_step_options_retry_a_failed_model_request_and_tool_call(
+    make_app: Callable[..., perdure.App],
+) -> None:
+    app = make_app()
+    attempts = {"model": 0, "tool": 0}
+
+    def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        attempts["model"] += 1
+        if attempts["model"] == 1:
+            raise ConnectionError("the model's service is down")
+        if len(messages) == 1:
+            return ModelResponse(parts=[ToolCallPart("lookup", {"key": "a"}, tool_call_id="l1")])
+        return ModelResponse(parts=[TextPart("done")])
+
+    once = perdure.Retry(max_attempts=2, initial_interval=0, jitter=0)
+    agent = Agent(
+        FunctionModel(model),
+        name="retrying",
+        capabilities=[PerdureDurability(model_step={"retry": once})],
+    )
+
+    @agent.tool_plain(metadata={"perdure": {"retry": once}})
+    def lookup(key: str) -> str:
+        attempts["tool"] += 1
+        if attempts["tool"] == 1:
+            raise ConnectionError("the tool's service is down")
+        return key.upper()
+
+    @app.workflow
+    async def retried(question: str) -> str:
+        return (await agent.run(question)).output
+
+    with app:
+        handle = app.start(retried, "look a up")
+        assert handle.result(timeout=60) == "done"
+        steps = [(step.name, step.attempts) for step in handle.status().steps]
+    tool = "retrying__function_toolset__<agent>.call_tool:lookup"
+    assert [attempts for name, attempts in steps if name == tool] == [2]
+    model = [attempts for name, attempts in steps if name == "retrying__model.request"]
+    assert model == [2, 1]
+    assert attempts == {"model": 3, "tool": 2}
+
+
+def test_bad_step_options_are_refused_clearly() -> None:
+    with pytest.raises(perdure.ConfigurationError, match="model_step"):
+        PerdureDurability(model_step={"retries": 3})  # type: ignore[typeddict-unknown-key]
+    with pytest.raises(perdure.ConfigurationError, match="perdure.Retry"):
+        PerdureDurability(tool_step={"retry": 3})  # type: ignore[typeddict-item]
+    with pytest.raises(perdure.ConfigurationError, match="stream= or event_stream_handler="):
+        PerdureDurability(stream="tokens", event_stream_handler=lambda ctx, events: None)  # type: ignore[arg-type,return-value]
 
 
 # -- approvals ------------------------------------------------------------------------------

@@ -45,7 +45,7 @@ import json
 from collections.abc import AsyncIterable, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypedDict
+from typing import Any, Literal, TypedDict, cast
 
 from pydantic import JsonValue, TypeAdapter
 from pydantic_ai import DeferredToolRequests, DeferredToolResults, RunContext
@@ -64,8 +64,13 @@ from pydantic_ai.durable_exec import (
     conversation_id_from_run_id,
     external_event_scope,
 )
-from pydantic_ai.messages import AgentStreamEvent, PartDeltaEvent, PartStartEvent, TextPart
-from pydantic_ai.messages import TextPartDelta
+from pydantic_ai.messages import (
+    AgentStreamEvent,
+    PartDeltaEvent,
+    PartStartEvent,
+    TextPart,
+    TextPartDelta,
+)
 from pydantic_ai.run import AgentRunResult
 from pydantic_ai.tools import AgentDepsT
 
@@ -106,6 +111,28 @@ async def _unit(body: Callable[[], Awaitable[object]]) -> Any:
     return await body()
 
 
+def _options(options: object, what: str) -> StepOptions:
+    """``options`` checked: a mapping with at most ``retry`` (a ``Retry``) and ``timeout``
+    (seconds above 0); ``ConfigurationError`` naming ``what`` otherwise."""
+    if options is None:
+        return {}
+    if not isinstance(options, dict) or not set(options) <= {"retry", "timeout"}:
+        raise ConfigurationError(
+            f"{what} must be a dict with at most 'retry' (a perdure.Retry) and 'timeout' "
+            f"(seconds), not {options!r:.200}"
+        )
+    checked: StepOptions = {}
+    retry = options.get("retry")
+    if retry is not None:
+        if not isinstance(retry, Retry):
+            raise ConfigurationError(f"the 'retry' of {what} must be a perdure.Retry: {retry!r}")
+        checked["retry"] = retry
+    timeout = optional_positive_seconds(f"the 'timeout' of {what}", options.get("timeout"))
+    if timeout is not None:
+        checked["timeout"] = timeout
+    return checked
+
+
 class _Steps:
     """Step definitions by name and options, made once: a definition is a name, a retry
     policy and a timeout around ``_unit``."""
@@ -115,7 +142,7 @@ class _Steps:
 
     def definition(self, name: str, options: StepOptions) -> StepDef:
         retry = options.get("retry", NO_RETRY)
-        timeout = optional_positive_seconds(f"the timeout of step {name!r}", options.get("timeout"))
+        timeout = options.get("timeout")
         key = (name, id(retry), timeout)
         found = self._defs.get(key)
         if found is None:
@@ -225,7 +252,9 @@ class _Waiter(ExternalEventWaiter):
         if message is None:
             raise ExternalEventError(f"no decision arrived within {timeout}")
         if not isinstance(message, dict) or not ({"payload", "error"} & message.keys()):
-            raise ExternalEventError(f"the decision sent is not one of resolve() or fail(): {message!r:.200}")
+            raise ExternalEventError(
+                f"the decision sent is not one of resolve() or fail(): {message!r:.200}"
+            )
         if "error" in message:
             raise ExternalEventError(str(message["error"]))
         payload: JsonValue = message["payload"]
@@ -357,15 +386,28 @@ class PerdureDurability(BaseDurabilityCapability[AgentDepsT]):
             )
         handler = stream_text(stream) if stream is not None else event_stream_handler
         super().__init__(event_stream_handler=handler, name=name)
-        self._model_step: StepOptions = dict(model_step or {})  # type: ignore[assignment]
-        self._tool_step: StepOptions = dict(tool_step or {})  # type: ignore[assignment]
+        self._model_step = _options(model_step, "PerdureDurability(model_step=...)")
+        self._tool_step = _options(tool_step, "PerdureDurability(tool_step=...)")
         self._backend: _Backend | None = None
 
     def _bind_to_agent(self, agent: Any) -> None:
+        resolve = self._build_resolve_tool_config(self._tool_step)
+
+        def tool_options(
+            operation_id: DurableOperationId, tool: object | None, tool_name: str
+        ) -> StepOptions | Literal[False]:
+            # tool_step, overridden by the tool's metadata={"perdure": {...}} (False: the
+            # tool runs in the workflow itself, not as a step).
+            return cast("StepOptions | Literal[False]", resolve(tool, tool_name))  # type: ignore[arg-type]
+
         self._backend = _Backend(
             self.name,
             RoleBasedOperationConfig(
-                model=self._model_step, event={}, capability={}, tool=self._tool_step
+                model=self._model_step,
+                event={},
+                capability={},
+                tool=self._tool_step,
+                resolve_tool=tool_options,
             ),
         )
         super()._bind_to_agent(agent)
@@ -380,6 +422,10 @@ class PerdureDurability(BaseDurabilityCapability[AgentDepsT]):
 
     def _toolset_base_config(self, kind: Any) -> Any:
         return self._tool_step
+
+    def _normalize_unit_config(self, config: Any) -> Any:
+        # A tool's metadata={"perdure": {...}}, merged with tool_step by Pydantic AI.
+        return _options(config, "a tool's perdure step options")
 
     def get_default_run_id(self) -> str | None:
         run = _workflow_run(self.engine_name)
