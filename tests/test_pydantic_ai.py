@@ -75,7 +75,8 @@ def test_test_model_agent_runs_in_a_workflow_and_unchanged_outside(
     make_app: Callable[..., perdure.App],
 ) -> None:
     app = make_app()
-    agent = Agent(TestModel(), name="adder", capabilities=[PerdureDurability()])
+    other = TestModel(custom_output_text="the other model", call_tools=[])
+    agent = Agent(TestModel(), name="adder", capabilities=[PerdureDurability(models={"b": other})])
     calls: list[tuple[int, int]] = []
 
     @agent.tool_plain
@@ -87,8 +88,16 @@ def test_test_model_agent_runs_in_a_workflow_and_unchanged_outside(
     async def adding(question: str) -> str:
         return (await agent.run(question)).output
 
+    @app.workflow
+    async def picking(question: str) -> str:
+        # A registered model, picked for one run: its requests are steps of its own.
+        return (await agent.run(question, model=other)).output
+
     with app:
         assert app.run(adding, "1 + 2?") == '{"add":0}'
+        picked = app.start(picking, "which model?")
+        assert picked.result(timeout=60) == "the other model"
+        assert [step.name for step in picked.status().steps][-1] == "adder__model.request.b"
     assert calls == [(0, 0)]
     # Outside a workflow the agent is a plain agent: nothing recorded, nothing refused.
     assert agent.run_sync("again").output == '{"add":0}'

@@ -42,7 +42,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import AsyncIterable, Awaitable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, TypedDict, cast
@@ -71,6 +71,7 @@ from pydantic_ai.messages import (
     TextPart,
     TextPartDelta,
 )
+from pydantic_ai.models import Model
 from pydantic_ai.run import AgentRunResult
 from pydantic_ai.tools import AgentDepsT
 
@@ -369,12 +370,15 @@ class PerdureDurability(BaseDurabilityCapability[AgentDepsT]):
         self,
         *,
         name: str | None = None,
+        models: Mapping[str, Model] | None = None,
         stream: str | None = None,
         event_stream_handler: EventStreamHandler[AgentDepsT] | None = None,
         model_step: StepOptions | None = None,
         tool_step: StepOptions | None = None,
     ) -> None:
         """``name``: the agent's name in its steps' names (default: the agent's ``name``).
+        ``models``: other models a run may pick (``agent.run(model=...)``), by a key that
+        names their steps; model-name strings need no registering.
         ``stream``: a perdure stream key to write the answer's text to (``stream_text``);
         or your own ``event_stream_handler``, not both. ``model_step`` and
         ``tool_step``: how model-request and tool-call steps run (``StepOptions``); a
@@ -385,7 +389,7 @@ class PerdureDurability(BaseDurabilityCapability[AgentDepsT]):
                 "call stream_text(key) from your handler to do both"
             )
         handler = stream_text(stream) if stream is not None else event_stream_handler
-        super().__init__(event_stream_handler=handler, name=name)
+        super().__init__(models=models, event_stream_handler=handler, name=name)
         self._model_step = _options(model_step, "PerdureDurability(model_step=...)")
         self._tool_step = _options(tool_step, "PerdureDurability(tool_step=...)")
         self._backend: _Backend | None = None
