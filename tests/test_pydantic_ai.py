@@ -245,6 +245,26 @@ def test_approval_times_out_or_fails_into_a_denial(
         resolve(app, "nonsense", {})
 
 
+def test_cancel_reaches_a_run_waiting_for_approval(
+    make_app: Callable[..., perdure.App],
+) -> None:
+    refunds: list[int] = []
+    agent = approval_agent(None, refunds)
+    app = make_app(suspend_after=0)
+
+    @app.workflow
+    async def support(question: str) -> str:
+        return (await agent.run(question)).output
+
+    with app:
+        handle = app.start(support, "refund me", workflow_id="refund-3")
+        next(iter(app.read_stream("refund-3", "requests")))
+        assert app.cancel("refund-3")
+        with pytest.raises(perdure.WorkflowCancelledError):
+            handle.result(timeout=60)
+    assert refunds == []
+
+
 def test_sync_workflow_is_refused_with_a_clear_error(
     make_app: Callable[..., perdure.App],
 ) -> None:
