@@ -5,6 +5,7 @@ SIGKILLed mid-run resumes without repeating a finished model call or tool call."
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -159,7 +160,9 @@ def test_bad_step_options_are_refused_clearly() -> None:
 # -- approvals ------------------------------------------------------------------------------
 
 
-def approval_agent(timeout: timedelta | None, refunds: list[int]) -> Agent[None, str]:
+def approval_agent(
+    timeout: timedelta | None, refunds: list[int], ask: Any = None
+) -> Agent[None, str]:
     def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
         returns = [
             part
@@ -176,7 +179,7 @@ def approval_agent(timeout: timedelta | None, refunds: list[int]) -> Agent[None,
         name="refunds",
         capabilities=[
             PerdureDurability(),
-            RequestInput(ask=ask_via_stream("requests"), timeout=timeout),
+            RequestInput(ask=ask or ask_via_stream("requests"), timeout=timeout),
         ],
     )
 
@@ -245,6 +248,31 @@ def test_approval_times_out_or_fails_into_a_denial(
         resolve(app, "nonsense", {})
 
 
+def test_an_ask_that_answers_at_once_is_recorded_and_not_asked_again(
+    make_app: Callable[..., perdure.App],
+) -> None:
+    refunds: list[int] = []
+    asked: list[str] = []
+
+    def ask(ctx: RunContext[None], requests: Any, token: str) -> DeferredToolResults:
+        asked.append(token)
+        return DeferredToolResults(approvals={"r1": True})
+
+    agent = approval_agent(None, refunds, ask)
+    app = make_app(suspend_after=0)
+
+    @app.workflow
+    async def support(question: str) -> str:
+        answer = (await agent.run(question)).output
+        await perdure.sleep_async(0.2)  # suspends: the run replays once more
+        return answer
+
+    with app:
+        assert app.run(support, "refund me") == "refund: refunded 40"
+    assert len(asked) == 1
+    assert refunds == [40]
+
+
 def test_cancel_reaches_a_run_waiting_for_approval(
     make_app: Callable[..., perdure.App],
 ) -> None:
@@ -273,7 +301,8 @@ def test_sync_workflow_is_refused_with_a_clear_error(
 
     @app.workflow
     def synchronous(question: str) -> str:
-        return agent.run_sync(question).output
+        # (agent.run_sync would do the same, and leave its event loop in the pool thread.)
+        return asyncio.run(agent.run(question)).output
 
     with app:
         handle = app.start(synchronous, "hi")

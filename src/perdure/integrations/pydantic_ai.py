@@ -45,7 +45,7 @@ import json
 from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal, TypedDict, cast
+from typing import Any, Literal, Protocol, TypedDict, cast
 
 from pydantic import JsonValue, TypeAdapter
 from pydantic_ai import DeferredToolRequests, DeferredToolResults, RunContext
@@ -262,7 +262,13 @@ class _Waiter(ExternalEventWaiter):
         return payload
 
 
-def resolve(app: Any, token: str, payload: object) -> None:
+class Sender(Protocol):
+    """What ``resolve`` and ``fail`` need: a ``perdure.App`` (its ``send``)."""
+
+    def send(self, workflow_id: str, message: Any, topic: str | None = None) -> None: ...
+
+
+def resolve(app: Sender, token: str, payload: object) -> None:
     """Answer the wait that handed out ``token`` (``RequestInput``'s ``ask``) with
     ``payload``: for an approval, a ``DeferredToolResults`` (or its JSON form). It is an
     ``app.send`` to the waiting workflow: durable when this returns, from any process
@@ -274,7 +280,7 @@ def resolve(app: Any, token: str, payload: object) -> None:
     app.send(workflow_id, {"payload": payload}, topic=topic)
 
 
-def fail(app: Any, token: str, reason: str) -> None:
+def fail(app: Sender, token: str, reason: str) -> None:
     """End the wait that handed out ``token`` without an answer: ``RequestInput`` denies
     every pending call with ``reason`` in its message to the model."""
     workflow_id, topic = _parse_token(token)
