@@ -77,7 +77,11 @@ def test_test_model_agent_runs_in_a_workflow_and_unchanged_outside(
 ) -> None:
     app = make_app()
     other = TestModel(custom_output_text="the other model", call_tools=[])
-    agent = Agent(TestModel(), name="adder", capabilities=[PerdureDurability(models={"b": other})])
+    agent = Agent(
+        TestModel(),
+        name="adder",
+        capabilities=[PerdureDurability(models={"b": other}, stream="text")],
+    )
     calls: list[tuple[int, int]] = []
 
     @agent.tool_plain
@@ -95,10 +99,12 @@ def test_test_model_agent_runs_in_a_workflow_and_unchanged_outside(
         return (await agent.run(question, model=other)).output
 
     with app:
-        assert app.run(adding, "1 + 2?") == '{"add":0}'
+        handle = app.start(adding, "1 + 2?")
+        assert handle.result(timeout=60) == '{"add":0}'
+        assert "".join(app.read_stream(handle.workflow_id, "text")) == '{"add":0}'
         picked = app.start(picking, "which model?")
         assert picked.result(timeout=60) == "the other model"
-        assert [step.name for step in picked.status().steps][-1] == "adder__model.request.b"
+        assert [step.name for step in picked.status().steps][-1] == "adder__model.request_stream.b"
     assert calls == [(0, 0)]
     # Outside a workflow the agent is a plain agent: nothing recorded, nothing refused.
     assert agent.run_sync("again").output == '{"add":0}'

@@ -76,7 +76,7 @@ from pydantic_ai.run import AgentRunResult
 from pydantic_ai.tools import AgentDepsT
 
 from .._engine.messages import recv_async
-from .._engine.state import RunState, current_run
+from .._engine.state import RunState, current_run, current_step
 from .._engine.steps import call_step_async
 from .._engine.streams import write_stream_async
 from .._engine.values import now, uuid4
@@ -300,6 +300,13 @@ def ask_via_stream(
     key = check_key("stream key", key)
 
     async def ask(ctx: RunContext[Any], requests: DeferredToolRequests, token: str) -> None:
+        if current_step.get() is None:
+            raise ConfigurationError(
+                f"ask_via_stream({key!r}) publishes to the stream of the workflow that runs "
+                "the agent, but this run is not in a workflow: run it in one, or give "
+                "RequestInput an ask of your own"
+            )
+
         def described(calls: list[Any]) -> list[dict[str, Any]]:
             return [
                 {"tool_call_id": c.tool_call_id, "tool_name": c.tool_name, "args": c.args_as_dict()}
@@ -331,8 +338,9 @@ def stream_text(key: str) -> EventStreamHandler[Any]:
                 text = event.part.content
             elif isinstance(event, PartDeltaEvent) and isinstance(event.delta, TextPartDelta):
                 text = event.delta.content_delta
-            if text and current_run.get() is None:
+            if text and current_step.get() is not None:
                 # Inside the request's step: readers see it while the model answers.
+                # (Outside a workflow the agent is a plain agent: nothing to write to.)
                 await write_stream_async(key, text)
 
     return handler
