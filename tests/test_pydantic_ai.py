@@ -29,6 +29,7 @@ from pydantic_ai.models.function import AgentInfo, FunctionModel  # noqa: E402
 from pydantic_ai.models.test import TestModel  # noqa: E402
 
 import perdure
+import perdure.integrations.pydantic_ai as integration  # noqa: E402
 from perdure.integrations.pydantic_ai import (  # noqa: E402
     PerdureDurability,
     _token,
@@ -398,3 +399,17 @@ def test_resolve_accepts_the_json_form(monkeypatch: pytest.MonkeyPatch) -> None:
     token = _token("wf-1", "pydantic_ai/a/b/c")
     resolve(Sender(), token, {"approvals": {"x": True}})
     assert sent == [("wf-1", {"payload": {"approvals": {"x": True}}}, "pydantic_ai/a/b/c")]
+
+
+def test_public_names_are_pinned_and_documented() -> None:
+    assert sorted(integration.__all__) == [
+        "PerdureDurability",
+        "Sender",
+        "StepOptions",
+        "ask_via_stream",
+        "fail",
+        "resolve",
+        "stream_text",
+    ]
+    for name in integration.__all__:
+        assert getattr(integration, name).__doc__, name

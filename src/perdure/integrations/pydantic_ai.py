@@ -48,6 +48,15 @@ from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol, TypedDict, cast
 
 from pydantic import JsonValue, TypeAdapter
+
+try:
+    import pydantic_ai  # noqa: F401 - say what to install, not just what is missing
+except ImportError as exc:  # pragma: no cover - the extra installs it
+    raise ImportError(
+        "perdure.integrations.pydantic_ai needs Pydantic AI: "
+        "pip install 'perdure[pydantic-ai]' (Python 3.11 or later)"
+    ) from exc
+
 from pydantic_ai import DeferredToolRequests, DeferredToolResults, RunContext
 from pydantic_ai.agent import EventStreamHandler
 from pydantic_ai.capabilities.abstract import WrapRunHandler
@@ -87,6 +96,7 @@ from .._validation import check_key, optional_positive_seconds
 
 __all__ = [
     "PerdureDurability",
+    "Sender",
     "StepOptions",
     "ask_via_stream",
     "fail",
