@@ -164,6 +164,49 @@ def test_bad_step_options_are_refused_clearly() -> None:
         PerdureDurability(stream="tokens", event_stream_handler=lambda ctx, events: None)  # type: ignore[arg-type,return-value]
 
 
+def test_parallel_tool_calls_replay_into_the_right_calls(
+    make_app: Callable[..., perdure.App],
+) -> None:
+    ran: list[str] = []
+
+    def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        returns = {
+            part.tool_call_id: part.content
+            for message in messages
+            for part in getattr(message, "parts", [])
+            if isinstance(part, ToolReturnPart)
+        }
+        if not returns:
+            calls = [ToolCallPart("slow", {"x": 1}, "c1"), ToolCallPart("fast", {"x": 2}, "c2")]
+            return ModelResponse(parts=calls)
+        return ModelResponse(parts=[TextPart(f"{returns['c1']} {returns['c2']}")])
+
+    agent = Agent(FunctionModel(model), name="parallel", capabilities=[PerdureDurability()])
+
+    @agent.tool_plain
+    async def slow(x: int) -> str:
+        await asyncio.sleep(0.2)  # ends after fast, which started after it
+        ran.append("slow")
+        return f"slow:{x}"
+
+    @agent.tool_plain
+    async def fast(x: int) -> str:
+        ran.append("fast")
+        return f"fast:{x}"
+
+    app = make_app(suspend_after=0)
+
+    @app.workflow
+    async def both(question: str) -> str:
+        answer = (await agent.run(question)).output
+        await perdure.sleep_async(0.2)  # suspends: the run replays from the top
+        return answer
+
+    with app:
+        assert app.run(both, "go") == "slow:1 fast:2"
+    assert ran == ["fast", "slow"]
+
+
 # -- approvals ------------------------------------------------------------------------------
 
 

@@ -58,7 +58,7 @@ except ImportError as exc:  # pragma: no cover - the extra installs it
     ) from exc
 
 from pydantic_ai import DeferredToolRequests, DeferredToolResults, RunContext
-from pydantic_ai.agent import EventStreamHandler
+from pydantic_ai.agent import AbstractAgent, EventStreamHandler
 from pydantic_ai.capabilities.abstract import WrapRunHandler
 from pydantic_ai.durable_exec import (
     JSON_CODEC,
@@ -477,5 +477,10 @@ class PerdureDurability(BaseDurabilityCapability[AgentDepsT]):
         run = _workflow_run(self.engine_name)
         if run is None or self._backend is None:
             return await super().wrap_run(ctx, handler=handler)
-        with external_event_scope(_Waiter(self.name, self._backend.steps, run)):
+        with (
+            external_event_scope(_Waiter(self.name, self._backend.steps, run)),
+            # Parallel tool calls, their events in call order rather than completion
+            # order: a replay, whose calls return their records at once, sees the same.
+            AbstractAgent.parallel_tool_call_execution_mode("parallel_ordered_events"),
+        ):
             return await super().wrap_run(ctx, handler=handler)
