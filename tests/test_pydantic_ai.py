@@ -197,13 +197,20 @@ def test_parallel_tool_calls_replay_into_the_right_calls(
     app = make_app(suspend_after=0)
 
     @app.workflow
-    async def both(question: str) -> str:
-        answer = (await agent.run(question)).output
+    async def both(question: str) -> list[str]:
+        result = await agent.run(question)
         await perdure.sleep_async(0.2)  # suspends: the run replays from the top
-        return answer
+        # Computed by the replay that finishes, from the tool calls' records.
+        returns = [
+            f"{part.tool_call_id}={part.content}"
+            for message in result.all_messages()
+            for part in getattr(message, "parts", [])
+            if isinstance(part, ToolReturnPart)
+        ]
+        return [result.output, *sorted(returns)]
 
     with app:
-        assert app.run(both, "go") == "slow:1 fast:2"
+        assert app.run(both, "go") == ["slow:1 fast:2", "c1=slow:1", "c2=fast:2"]
     assert ran == ["fast", "slow"]
 
 
