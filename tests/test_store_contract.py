@@ -436,7 +436,8 @@ def test_every_store_operation_has_a_contract_test() -> None:
     importlib.import_module("test_store_contract_waiting")
     importlib.import_module("test_store_contract_holds")
     importlib.import_module("test_store_contract_operations")
-    operations = set(Store.__abstractmethods__) | {"listen"}
+    importlib.import_module("test_store_contract_streams")
+    operations = set(Store.__abstractmethods__) | {"listen", "transact"}
     missing = sorted(operations - set(COVERED))
     assert not missing, f"Store operations without a contract test: {missing}"
     assert len(Store.__abstractmethods__) >= 31

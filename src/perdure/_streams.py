@@ -59,6 +59,8 @@ class Stream:
         if isinstance(start, bool) or not isinstance(start, int) or start < 0:
             raise ValueError(f"start must be an offset (an int >= 0), not {start!r}")
         self.start = start
+        #: Once an iteration ended: whether the stream was closed (else the workflow ended).
+        self.closed = False
         self._app = app
 
     def __repr__(self) -> str:
@@ -98,6 +100,7 @@ class Stream:
         entries = store.read_stream(self.workflow_id, self.key, offset, PAGE)
         for index, entry in enumerate(entries):
             if entry.closes:
+                self.closed = True
                 return entries[:index], True
         full = len(entries) == PAGE
         return entries, record.status in TERMINAL_STATES and not full

@@ -33,6 +33,7 @@ from .._errors import (
 from .._inspect import MAX_PAGE, decode_value, jsonable, summary
 from .._validation import check_key
 from ._security import authorized, check_token, is_loopback, scrub, secrets_of
+from ._streams import stream_routes
 
 log = logging.getLogger("perdure.web")
 
@@ -198,6 +199,8 @@ def create_app(app: App, token: str | None = None) -> FastAPI:
         starter = app.options(workflow_id=body.workflow_id, timeout=body.timeout)
         handle = starter.start(body.name, *body.args, **body.kwargs)
         return _accepted(request, handle.workflow_id)
+
+    router.include_router(stream_routes(app))  # before /workflows/{id}: an ID may hold "/"
 
     @router.get("/workflows/{workflow_id:path}/steps")
     def steps(workflow_id: str) -> dict[str, Any]:
