@@ -12,6 +12,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
+import perdure
+
+#: The folder this process imports perdure from.
+PERDURE_SOURCE = str(Path(perdure.__file__).resolve().parent.parent)
+
 
 class Worker:
     """One ``perdure worker`` subprocess; its output goes to ``worker-N.log``."""
@@ -23,9 +28,10 @@ class Worker:
         self.log_path = workdir / f"worker-{number}.log"
         env = {**os.environ, **env}
         # The worker imports the example's module by name, and the perdure this process
-        # uses (PYTHONPATH may point at a source tree).
+        # uses (PYTHONPATH may point at a source tree, even relative to a folder that is
+        # not the worker's: its absolute folder goes first).
         env["PYTHONPATH"] = os.pathsep.join(
-            [str(code_dir), *filter(None, [os.environ.get("PYTHONPATH")])]
+            [str(code_dir), PERDURE_SOURCE, *filter(None, [os.environ.get("PYTHONPATH")])]
         )
         env["PYTHONUNBUFFERED"] = "1"
         with open(self.log_path, "wb") as log:  # the child keeps its own descriptor
