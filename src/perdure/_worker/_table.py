@@ -10,6 +10,7 @@ unowned, for a later claim; a claim round claims no more than it reserved.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from enum import Enum
 
 from .._engine.run import WorkflowRun
@@ -40,6 +41,9 @@ class RunTable:
         self._starting: dict[str, bool] = {}
         # Workflow ID -> when to run it again.
         self._stranded: dict[str, float] = {}
+        # Counts every change of runs, starts and reservations: lets a watcher (the test
+        # kit's time skipping) know that nothing started between two of its looks.
+        self._changes = 0
 
     # -- slots ----------------------------------------------------------------------------
 
@@ -56,12 +60,14 @@ class RunTable:
         with self._lock:
             granted = max(0, min(wanted, self._free()))
             self._reserved += granted
+            self._changes += 1
             return granted
 
     def unreserve(self, count: int) -> None:
         """Give back reserved slots that a claim round did not fill."""
         with self._lock:
             self._reserved -= count
+            self._changes += 1
             self._changed.notify_all()
 
     def begin_start(self, workflow_id: str) -> bool:
@@ -72,11 +78,13 @@ class RunTable:
             if slot:
                 self._reserved += 1
             self._starting.setdefault(workflow_id, slot)
+            self._changes += 1
             return slot
 
     def end_start(self, workflow_id: str) -> None:
         """The start is over: give back its slot unless its run took it."""
         with self._lock:
+            self._changes += 1
             if self._starting.pop(workflow_id, False):
                 self._reserved -= 1
                 self._changed.notify_all()
@@ -103,6 +111,7 @@ class RunTable:
             elif self._free() <= 0:
                 return False
             self._runs[workflow_id] = run
+            self._changes += 1
             return True
 
     def replace(self, old: WorkflowRun, new: WorkflowRun) -> bool:
@@ -111,6 +120,7 @@ class RunTable:
             if self._runs.get(old.workflow_id) is not old:
                 return False
             self._runs[new.workflow_id] = new
+            self._changes += 1
             return True
 
     def remove(self, run: WorkflowRun) -> tuple[bool, int]:
@@ -119,6 +129,7 @@ class RunTable:
             was_full = self._free() <= 0
             if self._runs.get(run.workflow_id) is run:
                 del self._runs[run.workflow_id]
+            self._changes += 1
             self._changed.notify_all()
             return was_full, len(self._runs)
 
@@ -149,12 +160,30 @@ class RunTable:
             self._changed.wait_for(lambda: not self._runs, timeout=timeout)
             return list(self._runs.values())
 
+    def quiet(self) -> int | None:
+        """When nothing runs, starts or is reserved here: a token that ``if_quiet`` checks
+        (it changes with every run, start and claim); None otherwise."""
+        with self._lock:
+            if self._runs or self._starting or self._reserved:
+                return None
+            return self._changes
+
+    def if_quiet(self, token: int, action: Callable[[], None]) -> bool:
+        """Call ``action`` under the table's lock if nothing changed since ``quiet()``
+        returned ``token`` (so that no run, start or claim can begin meanwhile)."""
+        with self._lock:
+            if self._changes != token or self._runs or self._starting or self._reserved:
+                return False
+            action()
+            return True
+
     # -- stranded -------------------------------------------------------------------------
 
     def strand(self, workflow_id: str, retry_at: float) -> None:
         """Remember a workflow to run again at ``retry_at`` (its store failed under it)."""
         with self._lock:
             self._stranded[workflow_id] = retry_at
+            self._changes += 1
 
     def take_stranded(self, now: float) -> list[str]:
         """Forget and return the stranded workflows due by ``now``."""
