@@ -43,6 +43,7 @@ from ._errors import (
 from ._handle import HoldStatus, StepStatus, WorkflowHandle, WorkflowStatus
 from ._inspect import StepDetail, WorkflowDetail, WorkflowPage
 from ._retry import Retry
+from ._saga import Saga, saga
 from ._serialization import JSONSerializer, PickleSerializer, Serializer
 from ._versions import VersionStatus
 
@@ -66,6 +67,7 @@ __all__ = [
     "PerdureError",
     "PickleSerializer",
     "Retry",
+    "Saga",
     "SerializationError",
     "Serializer",
     "Settings",
@@ -101,6 +103,7 @@ __all__ = [
     "random",
     "recv",
     "recv_async",
+    "saga",
     "set_event",
     "set_event_async",
     "sleep",

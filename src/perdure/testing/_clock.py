@@ -10,16 +10,17 @@ as soon as nothing else can run.
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta, timezone
 
 from .._errors import InvalidValueError
 from .._validation import non_negative_seconds
 
 
-def _timestamp(when: float | datetime) -> float:
-    if isinstance(when, datetime):
+def _timestamp(when: float | dt.datetime) -> float:
+    if isinstance(when, dt.datetime):
         return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
     return float(when)
 
@@ -29,7 +30,7 @@ class VirtualClock:
     (thread-safe). It starts at ``start`` (a timestamp or a datetime, naive meaning
     UTC), by default the real time when it is created."""
 
-    def __init__(self, start: float | datetime | None = None) -> None:
+    def __init__(self, start: float | dt.datetime | None = None) -> None:
         self._now = time.time() if start is None else _timestamp(start)
         self._lock = threading.Lock()
 
@@ -41,10 +42,10 @@ class VirtualClock:
         with self._lock:
             return self._now
 
-    def datetime(self) -> datetime:
+    def datetime(self) -> dt.datetime:
         """The virtual time as an aware UTC datetime (what ``perdure.now()`` returns in a
         workflow that reads it now)."""
-        return datetime.fromtimestamp(self.time(), tz=timezone.utc)
+        return dt.datetime.fromtimestamp(self.time(), tz=timezone.utc)
 
     def advance(self, duration: float | timedelta) -> float:
         """Move the clock forward by ``duration`` (seconds or a ``timedelta``); returns the
@@ -55,7 +56,7 @@ class VirtualClock:
             self._now += seconds
             return self._now
 
-    def set(self, when: float | datetime) -> float:
+    def set(self, when: float | dt.datetime) -> float:
         """Move the clock forward to ``when`` (a timestamp or a datetime, naive meaning
         UTC); a time before the clock's is refused (``InvalidValueError``): time going
         back would make recorded times lie. Returns the new time."""
@@ -63,8 +64,7 @@ class VirtualClock:
         with self._lock:
             if target < self._now:
                 raise InvalidValueError(
-                    f"VirtualClock.set() moves time forward only: {target} is before "
-                    f"{self._now}"
+                    f"VirtualClock.set() moves time forward only: {target} is before {self._now}"
                 )
             self._now = target
             return self._now

@@ -23,6 +23,7 @@ run again.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import threading
@@ -34,10 +35,10 @@ from typing import Any
 
 from .._app import App
 from .._engine.scope import current_workflow_id
+from .._errors import WorkflowFailedError
 from .._model import Outcome, StepState, WorkflowState
 from .._options import StartOptions
 from .._registry import StepDef
-from .._errors import WorkflowFailedError
 from .._serialization import decode_error
 from ..storage import Lease, StepRecord, Store, WorkflowRecord
 
@@ -231,10 +232,8 @@ def _run(app: App, watch: _Watch, fn: Callable[..., Any], workflow_id: str, args
         app.shutdown(grace=_WAIT)  # the crashed executor: its runs unwind, it stops
         app.launch()  # another worker: it claims the workflow and replays it
         watch.install(app.store)
-    try:
+    with contextlib.suppress(Exception):  # the outcome below says how it ended
         handle.result()
-    except Exception:  # noqa: BLE001 - the outcome below says how it ended
-        pass
     outcome = _ended(app, workflow_id)
     assert outcome is not None
     return outcome
@@ -251,13 +250,11 @@ def _same(expected: Outcome, got: Outcome, loads: Callable[[str], Any]) -> bool:
     if expected.state != got.state:
         return False
     if expected.state == WorkflowState.SUCCEEDED:
-        return loads(expected.output or "null") == loads(got.output or "null")
+        return bool(loads(expected.output or "null") == loads(got.output or "null"))
     return _describe(expected) == _describe(got)
 
 
-def _extra_runs(
-    app: App, workflow_id: str, counts: dict[tuple[str, str], int]
-) -> list[str]:
+def _extra_runs(app: App, workflow_id: str, counts: dict[tuple[str, str], int]) -> list[str]:
     """The steps whose function ran more (or less) often than their records count."""
     recorded: dict[str, int] = {}
     for step in app.store.load_steps(workflow_id):
@@ -280,7 +277,9 @@ def _launched(app: App) -> None:
         )
 
 
-def crash_points(app: App, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> list[CrashPoint]:
+def crash_points(
+    app: App, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+) -> list[CrashPoint]:
     """Run ``fn(*args, **kwargs)`` once, uninterrupted, on ``app`` (launched; a
     ``TestApp`` skips its waits) and return the points a crash would be injected at."""
     _launched(app)
@@ -311,7 +310,9 @@ def assert_survives_crashes(
         watch.arm(f"{prefix}-0", None)
         expected = _run(app, watch, fn, f"{prefix}-0", (args, kwargs))
         points = list(watch.points)
-        failures += [f"uninterrupted: {problem}" for problem in _extra_runs(app, f"{prefix}-0", counts)]
+        failures += [
+            f"uninterrupted: {problem}" for problem in _extra_runs(app, f"{prefix}-0", counts)
+        ]
         loads = functools.partial(_loads, app)
         for point in points:
             workflow_id = f"{prefix}-{point.index}"
