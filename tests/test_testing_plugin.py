@@ -17,7 +17,7 @@ from conftest import admin_connection
 
 ROOT = Path(__file__).resolve().parent.parent
 
-INNER = '''
+INNER = """
 from datetime import timedelta
 
 import perdure
@@ -37,7 +37,7 @@ def test_a_week_in_a_test(perdure_app, perdure_clock):
 def test_the_database(perdure_database_url):
     print("URL", perdure_database_url)
     assert perdure_database_url.startswith(("sqlite:///", "postgresql://"))
-'''
+"""
 
 
 def run_inner(tmp_path: Path, *options: str) -> subprocess.CompletedProcess[str]:
