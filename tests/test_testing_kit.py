@@ -12,7 +12,13 @@ from typing import Any
 import pytest
 
 import perdure
-from perdure.testing import TestApp, VirtualClock, assert_survives_crashes, crash_points
+from perdure.testing import (
+    TestApp,
+    VirtualClock,
+    assert_survives_crashes,
+    crash_points,
+    time_skipping,
+)
 
 WEEK = 7 * 86400.0
 
@@ -203,3 +209,24 @@ def test_crash_injection_of_an_async_workflow(database_url: str) -> None:
         points = assert_survives_crashes(app, doubling, 5)
     names = [str(p.name).rsplit(".", 1)[-1] for p in points if p.kind == "step"]
     assert names == ["double", "sleep", "double"]
+
+
+def test_time_skipping_for_an_app_of_ones_own(database_url: str) -> None:
+    clock = VirtualClock()
+    app = perdure.App(database_url, clock=clock, suspend_after=0, poll_interval=0.02)
+
+    @app.workflow
+    def monthly() -> str:
+        perdure.sleep(timedelta(days=30))
+        return "paid"
+
+    try:
+        with app, time_skipping(app):
+            started = clock.time()
+            assert app.run(monthly) == "paid"
+            assert clock.time() - started >= 30 * 86400
+    finally:
+        app.shutdown()
+    with pytest.raises(perdure.ConfigurationError, match="suspend_after=0"):
+        with time_skipping(perdure.App(database_url)):
+            pass

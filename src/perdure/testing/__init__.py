@@ -18,7 +18,7 @@ from ._app import TestApp
 from ._clock import VirtualClock
 from ._crash import CrashPoint, assert_survives_crashes, crash_points
 from ._replay import FORMAT, ReplayResult, history, replay
-from ._skipping import TimeSkipper
+from ._skipping import TimeSkipper, time_skipping
 
 __all__ = [
     "FORMAT",
@@ -31,4 +31,5 @@ __all__ = [
     "crash_points",
     "history",
     "replay",
+    "time_skipping",
 ]

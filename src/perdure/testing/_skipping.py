@@ -22,9 +22,12 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Protocol
 
 from .._clock import Clock
+from .._errors import ConfigurationError
 from .._model import WorkflowState
 from .._registry import Registry
 from .._settings import Settings
@@ -163,3 +166,22 @@ class TimeSkipper:
                     return True, None
                 later(record.wake_at)
         return False, target
+
+
+@contextmanager
+def time_skipping(app: SkippingHost) -> Iterator[TimeSkipper]:
+    """Skip time for an app built with ``clock=VirtualClock()`` and ``suspend_after=0``
+    (your own app's factory, in a test), launched: ``with app, time_skipping(app):``.
+    A ``TestApp`` does this by itself."""
+    clock = app.clock
+    if not isinstance(clock, VirtualClock) or app.settings.suspend_after != 0:
+        raise ConfigurationError(
+            f"time skipping needs an app with clock=VirtualClock() and suspend_after=0, not "
+            f"{type(clock).__name__} and suspend_after={app.settings.suspend_after:g}"
+        )
+    skipper = TimeSkipper(app, clock)
+    skipper.start()
+    try:
+        yield skipper
+    finally:
+        skipper.stop()
