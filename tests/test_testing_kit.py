@@ -108,6 +108,20 @@ def test_without_time_skipping_the_test_moves_the_clock(database_url: str) -> No
         assert handle.result() == "rested"
 
 
+def test_with_nothing_ever_due_the_clock_flows_so_timeouts_end(database_url: str) -> None:
+    with TestApp(database_url) as app:
+
+        @app.workflow
+        def forever() -> Any:
+            return perdure.recv("never")  # no timeout, and nothing is sent
+
+        handle = app.start(forever)
+        with pytest.raises(perdure.WorkflowTimeoutError):
+            handle.result(timeout=0.3)
+        app.send(handle.workflow_id, "at last", topic="never")
+        assert handle.result() == "at last"
+
+
 def wait_until(condition: Any, seconds: float = 30.0) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:

@@ -32,15 +32,17 @@ from .._model import WorkflowState
 from .._registry import Registry
 from .._settings import Settings
 from .._worker import Executor
-from ..storage import FOREVER, Store
+from ..storage import FOREVER, Store, WorkflowRecord
 from ._clock import VirtualClock
 
 log = logging.getLogger("perdure")
 
-#: Seconds of real time between two looks.
+#: Seconds of real time between two looks; longer while the clock merely flows (nothing
+#: will ever be due), to spare the database.
 _INTERVAL = 0.005
-#: Active workflows looked at per look (a test has few).
-_LIMIT = 1000
+_IDLE_INTERVAL = 0.05
+#: Active workflows read per query (a test has few; more are read page by page).
+_PAGE = 500
 
 
 class SkippingHost(Protocol):
@@ -73,6 +75,8 @@ class TimeSkipper:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_look = time.monotonic()
+        # Whether the last look found nothing that will ever be due (the clock flowed).
+        self._flowing = False
 
     def start(self) -> None:
         """Start watching (a thread of its own); idempotent."""
@@ -91,13 +95,17 @@ class TimeSkipper:
             thread.join()
 
     def _loop(self) -> None:
-        while not self._stop.wait(_INTERVAL):
+        interval = _INTERVAL
+        while not self._stop.wait(interval):
+            interval = _INTERVAL
             if not self.auto:
                 continue
             try:
                 self.skip(flow=True)
             except Exception:  # noqa: BLE001 - a store failure: look again next time
                 log.debug("time skipping could not look at the store", exc_info=True)
+            if self._flowing:
+                interval = _IDLE_INTERVAL
 
     def skip(self, *, flow: bool = False) -> float | None:
         """If nothing can run now, move the clock to the next time something becomes due
@@ -107,6 +115,7 @@ class TimeSkipper:
         executor = self.app.executor
         elapsed = time.monotonic() - self._last_look
         self._last_look = time.monotonic()
+        self._flowing = False
         if executor is None:
             return None
         token = executor.table.quiet()
@@ -119,11 +128,13 @@ class TimeSkipper:
         if target is None:
             if not flow:
                 return None
+            self._flowing = True
             target = now + elapsed
         moved: list[float] = []
         if not executor.table.if_quiet(token, lambda: moved.append(self.clock.set(target))):
             return None
-        executor.wake()
+        if not self._flowing:
+            executor.wake()  # a workflow is due now: claim it at once
         return moved[0]
 
     def idle(self) -> bool:
@@ -148,24 +159,35 @@ class TimeSkipper:
             if when <= now:
                 return True, None
             later(when)
-        for state in (WorkflowState.PENDING, WorkflowState.RUNNING):
-            for record in self.app.store.list_workflows(
-                status=state.value, limit=_LIMIT, newest_first=False
-            ):
-                if record.name not in names or record.app_version != version:
-                    continue  # nothing here can run it: it never becomes due here
-                if record.held_code is not None:
-                    continue  # held: it waits for other code, not for a time
-                expires = record.lease_expires_at
-                if record.owner is not None and (expires is None or expires >= now):
-                    if record.owner != executor.id and expires is not None:
-                        # Another executor's (a crashed one's): claimable once it expires.
-                        later(math.nextafter(expires, math.inf))
-                    continue
-                if record.wake_at is None or record.wake_at <= now:
-                    return True, None
-                later(record.wake_at)
+        for record in self._active():
+            if record.name not in names or record.app_version != version:
+                continue  # nothing here can run it: it never becomes due here
+            if record.held_code is not None:
+                continue  # held: it waits for other code, not for a time
+            expires = record.lease_expires_at
+            if record.owner is not None and (expires is None or expires >= now):
+                if record.owner != executor.id and expires is not None:
+                    # Another executor's (a crashed one's): claimable once it expires.
+                    later(math.nextafter(expires, math.inf))
+                continue
+            if record.wake_at is None or record.wake_at <= now:
+                return True, None
+            later(record.wake_at)
         return False, target
+
+    def _active(self) -> Iterator[WorkflowRecord]:
+        """Every active workflow, page by page."""
+        store = self.app.store
+        for state in (WorkflowState.PENDING, WorkflowState.RUNNING):
+            after: tuple[float, str] | None = None
+            while True:
+                page = store.list_workflows(
+                    status=state.value, limit=_PAGE, newest_first=False, after=after
+                )
+                yield from page
+                if len(page) < _PAGE:
+                    break
+                after = (page[-1].created_at, page[-1].id)
 
 
 @contextmanager
