@@ -5,6 +5,7 @@ Every test runs on both stores (a fresh SQLite file, a fresh PostgreSQL schema).
 
 from __future__ import annotations
 
+import inspect
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 
 import perdure
+import perdure.testing
 from perdure.testing import (
     TestApp,
     VirtualClock,
@@ -244,3 +246,13 @@ def test_time_skipping_for_an_app_of_ones_own(database_url: str) -> None:
     plain = perdure.App(database_url)
     with pytest.raises(perdure.ConfigurationError, match="suspend_after=0"), time_skipping(plain):
         pass
+
+
+def test_the_kit_is_documented() -> None:
+    for name in perdure.testing.__all__:
+        value = getattr(perdure.testing, name)
+        if inspect.isclass(value) or inspect.isfunction(value):
+            assert inspect.getdoc(value), name
+            for attr, member in vars(value).items() if inspect.isclass(value) else ():
+                if not attr.startswith("_") and inspect.isfunction(member):
+                    assert inspect.getdoc(member), f"{name}.{attr}"
