@@ -41,8 +41,9 @@ class RunTable:
         self._starting: dict[str, bool] = {}
         # Workflow ID -> when to run it again.
         self._stranded: dict[str, float] = {}
-        # Counts every change of runs, starts and reservations: lets a watcher (the test
-        # kit's time skipping) know that nothing started between two of its looks.
+        # Counts every run added, start begun and slot reserved: lets a watcher (the test
+        # kit's time skipping) know that nothing began between two of its looks (while
+        # nothing runs, nothing can end).
         self._changes = 0
 
     # -- slots ----------------------------------------------------------------------------
@@ -67,7 +68,6 @@ class RunTable:
         """Give back reserved slots that a claim round did not fill."""
         with self._lock:
             self._reserved -= count
-            self._changes += 1
             self._changed.notify_all()
 
     def begin_start(self, workflow_id: str) -> bool:
@@ -84,7 +84,6 @@ class RunTable:
     def end_start(self, workflow_id: str) -> None:
         """The start is over: give back its slot unless its run took it."""
         with self._lock:
-            self._changes += 1
             if self._starting.pop(workflow_id, False):
                 self._reserved -= 1
                 self._changed.notify_all()
@@ -120,7 +119,6 @@ class RunTable:
             if self._runs.get(old.workflow_id) is not old:
                 return False
             self._runs[new.workflow_id] = new
-            self._changes += 1
             return True
 
     def remove(self, run: WorkflowRun) -> tuple[bool, int]:
@@ -129,7 +127,6 @@ class RunTable:
             was_full = self._free() <= 0
             if self._runs.get(run.workflow_id) is run:
                 del self._runs[run.workflow_id]
-            self._changes += 1
             self._changed.notify_all()
             return was_full, len(self._runs)
 
@@ -162,7 +159,7 @@ class RunTable:
 
     def quiet(self) -> int | None:
         """When nothing runs, starts or is reserved here: a token that ``if_quiet`` checks
-        (it changes with every run, start and claim); None otherwise."""
+        (it changes with every run added, start begun and claim); None otherwise."""
         with self._lock:
             if self._runs or self._starting or self._reserved:
                 return None
@@ -183,7 +180,6 @@ class RunTable:
         """Remember a workflow to run again at ``retry_at`` (its store failed under it)."""
         with self._lock:
             self._stranded[workflow_id] = retry_at
-            self._changes += 1
 
     def take_stranded(self, now: float) -> list[str]:
         """Forget and return the stranded workflows due by ``now``."""
