@@ -143,6 +143,31 @@ def test_a_cancel_compensates_and_the_workflow_ends_cancelled(database_url: str)
     assert log == ["book flight", "book hotel", "unbook hotel", "unbook flight"]
 
 
+def test_a_passed_deadline_compensates_too(database_url: str) -> None:
+    log: list[str] = []
+    with TestApp(database_url) as app:
+
+        @app.step
+        def hold_room() -> str:
+            log.append("hold")
+            return "room-1"
+
+        @app.step
+        def free_room(room: str) -> None:
+            log.append(f"free {room}")
+
+        @app.workflow
+        def booking() -> None:
+            with perdure.saga() as saga:
+                saga.compensate(free_room, hold_room())
+                perdure.sleep(timedelta(days=2))  # past the deadline of a day
+
+        handle = app.options(timeout=86400).start(booking)
+        with pytest.raises(perdure.DeadlineExceededError):
+            handle.result()
+    assert log == ["hold", "free room-1"]
+
+
 def test_a_failing_compensation_does_not_stop_the_others(database_url: str) -> None:
     log: list[str] = []
     with TestApp(database_url) as app:
