@@ -168,6 +168,35 @@ def test_a_passed_deadline_compensates_too(database_url: str) -> None:
     assert log == ["hold", "free room-1"]
 
 
+def test_a_cancel_while_compensating_does_not_stop_the_compensating(database_url: str) -> None:
+    log: list[str] = []
+    with TestApp(database_url, time_skipping=False) as app:
+
+        @app.step(retry=perdure.Retry(max_attempts=3, initial_interval=60.0, jitter=0.0))
+        def undo_a() -> None:
+            log.append("undo a")
+            if log.count("undo a") == 1:
+                raise ConnectionError("a is down for now")  # retried in a minute
+
+        @app.step
+        def undo_b() -> None:
+            log.append("undo b")
+
+        @app.workflow
+        def fails() -> None:
+            with perdure.saga() as saga:
+                saga.compensate(undo_b)
+                saga.compensate(undo_a)
+                raise ValueError("boom")
+
+        handle = app.start(fails)
+        assert wait_for(lambda: log == ["undo a"] and app.idle())  # a's retry waits
+        app.cancel(handle.workflow_id)  # delivered at a's wait: a is called again
+        with pytest.raises(ValueError, match="boom"):
+            handle.result()
+    assert log == ["undo a", "undo a", "undo b"]
+
+
 def test_a_failing_compensation_does_not_stop_the_others(database_url: str) -> None:
     log: list[str] = []
     with TestApp(database_url) as app:
