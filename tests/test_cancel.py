@@ -9,6 +9,7 @@ from collections.abc import Callable
 import pytest
 
 import perdure
+from perdure.testing import TestApp
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> None:
@@ -120,7 +121,11 @@ def test_cancel_cascades_to_a_tree_of_children(app: perdure.App) -> None:
             wait_for(lambda wid=wid: app.retrieve(wid).status().status == "CANCELLED")
 
 
-def test_cancellation_replays_where_it_was_delivered(make_app) -> None:
+def test_cancellation_replays_where_it_was_delivered(database_url: str) -> None:
+    # On virtual clocks (perdure.testing): the first app never moves its clock, so that
+    # the workflow stays suspended mid-compensation; the second skips to its wake time.
+    # (A suspension after the cancel was delivered must keep its wake time: woken at once
+    # it would replay, suspend and wake again in a loop, for ever on a still clock.)
     ran: list[str] = []
 
     def register(app: perdure.App) -> None:
@@ -138,11 +143,11 @@ def test_cancellation_replays_where_it_was_delivered(make_app) -> None:
                 perdure.sleep(3600)
             finally:
                 undo()
-                perdure.sleep(1.0)  # suspends mid-compensation: the next run replays it
+                perdure.sleep(60)  # suspends mid-compensation: the next run replays it
                 undo_more()
             return "finished"
 
-    first = make_app(suspend_after=0.3)
+    first = TestApp(database_url, time_skipping=False)
     register(first)
     with first:
         first.start("saga", workflow_id="saga")  # type: ignore[arg-type]
@@ -153,7 +158,10 @@ def test_cancellation_replays_where_it_was_delivered(make_app) -> None:
         assert ran == []
         first.cancel("saga")
         wait_for(lambda: ran == ["undo"] and _suspended(first, "saga"))
-    second = make_app(suspend_after=0.3)
+        asleep = first.store.get_workflow("saga")
+        assert asleep is not None
+        assert asleep.wake_at == pytest.approx(first.clock.time() + 60, abs=1)
+    second = TestApp(database_url)
     register(second)
     with second, pytest.raises(perdure.WorkflowCancelledError):
         second.retrieve("saga").result(timeout=20)

@@ -28,6 +28,8 @@ from typing import Any, NamedTuple
 import pytest
 from ledger import wait_for
 
+import perdure
+
 pytestmark = pytest.mark.slow
 
 CHECKOUT_DIR = Path(__file__).resolve().parent.parent / "examples" / "checkout"
@@ -292,3 +294,36 @@ def test_orders_complete_through_an_outage_and_a_worker_crash(
         assert worker2.terminate(timeout=20) == 0
         pids = running.pids()
     assert all(_gone(pid) for pid in pids), f"a process is still running: {pids}"
+
+
+@pytest.mark.timeout(120)
+def test_an_order_out_of_stock_is_refunded_and_the_customer_told(
+    database_url: str, tmp_path: Path, shop: ModuleType
+) -> None:
+    # Inventory Update answers 409 (a 4xx no retry fixes): the saga refunds the charge,
+    # the customer is told, and the workflow fails with the original error.
+    client = shop.app
+    with cluster(tmp_path, database_url, show) as running:
+        running.start_services()
+        running.start_worker().wait_ready()
+        stock_before = running.services["inventory"].get("/stock")
+        order = {
+            "order_id": "order-big",
+            "customer": "big@example.com",
+            "items": [{"sku": "mug", "quantity": 1000}],
+        }
+        handle = client.start(shop.checkout, order, workflow_id="order-big")
+        with pytest.raises(perdure.WorkflowFailedError) as caught:
+            handle.result(timeout=60)
+        assert caught.value.type_name.endswith(":OutOfStock")
+        assert "not enough mug" in caught.value.message
+        assert "compensations run (in order): refund_payment" in caught.value.traceback
+        assert client.get_event("order-big", "status") == shop.OUT_OF_STOCK
+        charges = running.services["payment"].get("/charges")
+        refunds = running.services["payment"].get("/refunds")
+        assert [c["order_id"] for c in charges] == ["order-big"]
+        assert [(r["charge_id"], r["idempotency_key"]) for r in refunds] == [
+            (charges[0]["charge_id"], "order-big:refund")
+        ]
+        assert running.services["inventory"].get("/stock") == stock_before
+        assert running.services["confirmation"].get("/confirmations") == []

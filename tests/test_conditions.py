@@ -28,6 +28,7 @@ from perdure import probes
 from perdure._cli import cli
 from perdure._probe import run_probe
 from perdure.storage import Lease, NewWorkflow, Store, open_store
+from perdure.testing import TestApp
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 20.0, what: str = "") -> None:
@@ -254,13 +255,18 @@ def test_a_failing_probe_suspends_the_workflow_and_holds_no_thread(make_app) -> 
     assert len(calls) == 2
 
 
-def test_long_retry_backoffs_suspend_and_resume_on_time(make_app) -> None:
-    app = make_app(suspend_after=0.2)
+def test_long_retry_backoffs_suspend_and_resume_on_time(database_url: str) -> None:
+    # On a virtual clock (perdure.testing): the hour of backoff passes in no real time, and
+    # the test moves the clock itself to see the workflow suspended first.
+    app = TestApp(database_url, time_skipping=False)
     attempts: list[float] = []
 
-    @app.step(name="flaky", retry=perdure.Retry(max_attempts=2, initial_interval=1.0, jitter=0))
+    @app.step(
+        name="flaky",
+        retry=perdure.Retry(max_attempts=2, initial_interval=3600.0, max_interval=3600, jitter=0),
+    )
     def flaky() -> str:
-        attempts.append(time.time())
+        attempts.append(app.clock.time())
         if len(attempts) == 1:
             raise ConnectionError("gateway timeout")
         return "ok"
@@ -276,12 +282,16 @@ def test_long_retry_backoffs_suspend_and_resume_on_time(make_app) -> None:
         assert status.waiting_for == (
             f"the next attempt of step 'flaky' at {status.steps[0].next_attempt_at.isoformat()}"  # type: ignore[union-attr]
         )
-        assert app.executor is not None and app.executor.running == 0
         next_attempt_at = status.steps[0].next_attempt_at
         assert next_attempt_at is not None
+        assert next_attempt_at.timestamp() - attempts[0] == pytest.approx(3600, abs=1)
+        wait_for(app.idle, what="nothing to run until the next attempt")
+        assert app.executor is not None and app.executor.running == 0
+        # Nothing can run: skipping moves the clock to the next attempt's time, exactly.
+        assert app.skip() == pytest.approx(next_attempt_at.timestamp(), abs=1e-3)
         assert handle.result(timeout=20) == "ok"
     # Not a moment early: the second attempt ran at (or after) the recorded time.
-    assert attempts[1] >= next_attempt_at.timestamp() - 0.01
+    assert attempts[1] >= next_attempt_at.timestamp() - 1e-3
     status = handle.status()
     assert status.recoveries == 0 and [(s.status, s.attempts) for s in status.steps] == [
         ("SUCCEEDED", 2)

@@ -235,3 +235,15 @@ def test_a_cancel_that_came_while_running_wakes_the_suspension(store: Store) -> 
     assert record is not None and record.owner is None and record.wake_at == 11.0
     (claimed,) = store.claim_workflows("w2", ["checkout"], "1", 11.0, 30.0)
     assert claimed.id == "a" and claimed.cancel_requested_at == 10.0
+
+
+@covers("suspend_workflow", "cancel_workflow")
+def test_a_cancel_already_delivered_does_not_wake_the_cleanups_wait(store: Store) -> None:
+    lease = running(store, "a")
+    assert store.cancel_workflow("a", 10.0, actor="ops") == ["a"]
+    # The run raised the cancel and its cleanup now sleeps: it wakes at its time, not at
+    # once (it would replay again and again until the sleep ends).
+    assert store.suspend_workflow("a", lease, 500.0, None, 11.0, cancel_delivered=True).result()
+    record = store.get_workflow("a")
+    assert record is not None and record.owner is None and record.wake_at == 500.0
+    assert store.claim_workflows("w2", ["checkout"], "1", 11.0, 30.0) == []

@@ -3,7 +3,9 @@
 Order Intake prices the order, Payment Authorization charges the card, Inventory
 Update reserves the items, Order Confirmation e-mails the customer. Each step's
 result is checkpointed when it returns; after a crash the workflow resumes from its
-last completed step on any worker. A failed inventory update is retried only once
+last completed step on any worker. The payment is a saga step: if the items turn out
+to be out of stock (Inventory Update answers 409, which no retry fixes), the charge is
+refunded (``perdure.saga``) and the customer told so. A failed inventory update is retried only once
 the service's health probe passes (``INVENTORY_RETRY``), the workflow suspended while
 it waits. The customer-facing status is published with
 ``perdure.set_event("status", ...)``, for the shop's front end to read with
@@ -30,10 +32,16 @@ app = perdure.App()
 #: What the customer sees once the payment is authorized, until the order is confirmed.
 PAYMENT_RECEIVED = "payment received, your order will be confirmed shortly"
 CONFIRMED = "confirmed"
+#: What the customer sees when the items are gone: the charge was refunded.
+OUT_OF_STOCK = "sorry, your items are out of stock: your payment was refunded"
 
 
 class ServiceUnavailable(Exception):
     """A service answered 5xx: it is there but can't serve now (worth retrying)."""
+
+
+class OutOfStock(Exception):
+    """Inventory Update answered 409: the items are gone (no retry fixes that)."""
 
 
 #: Intake, payment and confirmation ride out a brief network hiccup.
@@ -157,11 +165,26 @@ def authorize_payment(order: Order, idempotency_key: str) -> Charge:
     return Charge(answer["charge_id"], answer["amount_cents"])
 
 
+@app.step(retry=SERVICE_RETRY)
+def refund_payment(charge: Charge, idempotency_key: str) -> str:
+    """Payment Authorization refunds the charge, once per key: the undo of
+    ``authorize_payment``."""
+    body = {"idempotency_key": idempotency_key, "charge_id": charge.charge_id}
+    refund_id: str = call("payment", "/refunds", body)["refund_id"]
+    return refund_id
+
+
 @app.step(retry=INVENTORY_RETRY)
 def update_inventory(order: Order, idempotency_key: str) -> Reservation:
-    """Inventory Update reserves the items, once per key."""
+    """Inventory Update reserves the items, once per key; ``OutOfStock`` when they are
+    gone."""
     body = {"idempotency_key": idempotency_key, "order_id": order.order_id, "items": order.items}
-    answer = call("inventory", "/reservations", body)
+    try:
+        answer = call("inventory", "/reservations", body)
+    except httpx.HTTPStatusError as exc:
+        if exc.response.status_code == 409:
+            raise OutOfStock(exc.response.json().get("detail", "out of stock")) from None
+        raise
     return Reservation(answer["reservation_id"])
 
 
@@ -180,7 +203,8 @@ def confirm_order(order: Order, charge: Charge, reservation: Reservation) -> str
 
 @app.workflow
 def checkout(order: dict[str, Any]) -> Receipt:
-    """Take an order through intake, payment, inventory and confirmation.
+    """Take an order through intake, payment, inventory and confirmation; an order whose
+    items are out of stock is refunded and fails with ``OutOfStock``.
 
     The idempotency keys derive from the workflow ID, which is the same on every run of
     this workflow: a step run again after a crash asks with the same key, and the
@@ -188,11 +212,19 @@ def checkout(order: dict[str, Any]) -> Receipt:
     """
     workflow_id = perdure.workflow_id()
     taken = take_order(order)
-    charge = authorize_payment(taken, idempotency_key=f"{workflow_id}:authorize")
-    # From here on the customer has paid: whatever happens to the rest, they are told
-    # their order is on its way rather than shown an error.
-    perdure.set_event("status", PAYMENT_RECEIVED)
-    reservation = update_inventory(taken, idempotency_key=f"{workflow_id}:inventory")
+    try:
+        # If anything in the block fails (the items are out of stock), the registered
+        # undo runs: the charge is refunded, durably, with its own retries.
+        with perdure.saga() as saga:
+            charge = authorize_payment(taken, idempotency_key=f"{workflow_id}:authorize")
+            saga.compensate(refund_payment, charge, idempotency_key=f"{workflow_id}:refund")
+            # The customer has paid: whatever happens to the rest, they are told their
+            # order is on its way rather than shown an error.
+            perdure.set_event("status", PAYMENT_RECEIVED)
+            reservation = update_inventory(taken, idempotency_key=f"{workflow_id}:inventory")
+    except OutOfStock:
+        perdure.set_event("status", OUT_OF_STOCK)  # the refund has gone through
+        raise
     confirmation = confirm_order(taken, charge, reservation)
     perdure.set_event("status", CONFIRMED)
     return Receipt(

@@ -49,6 +49,7 @@ from ._handle import HoldStatus, StepStatus, WorkflowHandle, WorkflowStatus
 from ._inspect import StepDetail, WorkflowDetail, WorkflowPage
 from ._retention import Retention
 from ._retry import Retry
+from ._saga import Saga, saga
 from ._scheduling import ScheduleStatus
 from ._serialization import JSONSerializer, PickleSerializer, Serializer
 from ._versions import VersionStatus
@@ -80,6 +81,7 @@ __all__ = [
     "PickleSerializer",
     "Retry",
     "ScheduleStatus",
+    "Saga",
     "SerializationError",
     "Serializer",
     "Settings",
@@ -119,6 +121,7 @@ __all__ = [
     "random",
     "recv",
     "recv_async",
+    "saga",
     "set_event",
     "set_event_async",
     "sleep",

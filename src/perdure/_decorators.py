@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from ._engine.state import current_run
 from ._engine.steps import call_step, call_step_async
 from ._errors import ConfigurationError
-from ._registry import WORKFLOW_ATTR, StepDef, WorkflowDef
+from ._registry import STEP_ATTR, WORKFLOW_ATTR, StepDef, WorkflowDef
 
 
 class WorkflowHost(Protocol):
@@ -80,6 +80,7 @@ def step_wrapper(definition: StepDef) -> Callable[..., Any]:
                 return result
             return call_step_async(run, definition, args, kwargs)
 
+        setattr(call_async, STEP_ATTR, definition)
         return call_async
 
     @functools.wraps(fn)
@@ -89,4 +90,5 @@ def step_wrapper(definition: StepDef) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         return call_step(run, definition, args, kwargs)
 
+    setattr(call, STEP_ATTR, definition)
     return call

@@ -52,6 +52,8 @@ class WorkflowDef:
 
 #: The attribute that marks a decorated workflow function with its registered name.
 WORKFLOW_ATTR = "__perdure_workflow__"
+#: The attribute that marks a decorated step function with its definition.
+STEP_ATTR = "__perdure_step__"
 
 
 def default_name(fn: Callable[..., Any]) -> str:

@@ -5,6 +5,8 @@ the card and answers with the charge. The same key again charges nothing and ans
 with the charge made the first time (``requests`` counts how often it was asked), so
 a caller that retries, or runs again after a crash, never charges twice.
 ``GET /charges`` lists every charge: the demo's proof of one charge per order.
+``POST /refunds`` with ``{"idempotency_key", "charge_id"}`` refunds a charge, once per
+key (a refund asked again answers with the first); ``GET /refunds`` lists them.
 """
 
 from __future__ import annotations
@@ -28,6 +30,13 @@ CREATE TABLE IF NOT EXISTS charges (
     requests INTEGER NOT NULL,
     created_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS refunds (
+    idempotency_key TEXT PRIMARY KEY,
+    refund_id TEXT NOT NULL UNIQUE,
+    charge_id TEXT NOT NULL,
+    requests INTEGER NOT NULL,
+    created_at REAL NOT NULL
+);
 """
 
 
@@ -35,6 +44,17 @@ class ChargeRequest(BaseModel):
     idempotency_key: str
     order_id: str
     amount_cents: int
+
+
+class RefundRequest(BaseModel):
+    idempotency_key: str
+    charge_id: str
+
+
+class Refund(BaseModel):
+    refund_id: str
+    charge_id: str
+    requests: int
 
 
 class Charge(BaseModel):
@@ -92,5 +112,33 @@ def create_app(state_dir: Path, latency: float = 0.0) -> FastAPI:
     @app.get("/charges")
     def charges() -> list[dict[str, Any]]:
         return rows(db, SCHEMA, "SELECT * FROM charges ORDER BY created_at")
+
+    @app.post("/refunds")
+    def refund(request: RefundRequest) -> Refund:
+        with transaction(db, SCHEMA) as conn:
+            charged = conn.execute(
+                "SELECT 1 FROM charges WHERE charge_id = ?", (request.charge_id,)
+            ).fetchone()
+            if charged is None:
+                raise HTTPException(404, f"no charge {request.charge_id}")
+            row = conn.execute(
+                "INSERT INTO refunds VALUES (?, ?, ?, 1, ?) "
+                "ON CONFLICT (idempotency_key) DO UPDATE SET requests = requests + 1 "
+                "RETURNING refund_id, charge_id, requests",
+                (
+                    request.idempotency_key,
+                    f"re_{uuid.uuid4().hex[:10]}",
+                    request.charge_id,
+                    time.time(),
+                ),
+            ).fetchone()
+        result = Refund(**dict(row))
+        if result.requests == 1:
+            announce(f"refunded {result.charge_id} as {result.refund_id}")
+        return result
+
+    @app.get("/refunds")
+    def refunds() -> list[dict[str, Any]]:
+        return rows(db, SCHEMA, "SELECT * FROM refunds ORDER BY created_at")
 
     return app

@@ -347,7 +347,12 @@ class Executor:
             wake_at = min(wake_at, run.deadline)  # it must wake to meet its deadline
         try:
             return self.store.suspend_workflow(
-                run.workflow_id, run.lease, wake_at, signal.topic, self.clock.time()
+                run.workflow_id,
+                run.lease,
+                wake_at,
+                signal.topic,
+                self.clock.time(),
+                cancel_delivered=run.signals.cancel_delivered,
             )
         except PerdureError as exc:
             self._finish(run, None, exc)

@@ -164,9 +164,13 @@ class Maintenance:
                 log.exception(
                     "executor %s maintenance failed unexpectedly; retrying", self.runner.id
                 )
-            delay = min(self.host.wait_interval * 2**failures, settings.lease_seconds / 3)
+            # A failing pass backs off (the exponent capped: it only has to pass the lease
+            # bound) and is not cut short by a due time, which would retry in a tight loop.
+            delay = min(
+                self.host.wait_interval * 2 ** min(failures, 16), settings.lease_seconds / 3
+            )
             for due in (next_wake, next_look):
-                if due is not None:
+                if due is not None and not failures:
                     # Wake when the next suspended workflow does, or the next tick comes (a
                     # hair after, so that the claim or the firing finds it due).
                     delay = min(delay, max(due - self.host.clock.time(), 0.0) + _WAKE_MARGIN)

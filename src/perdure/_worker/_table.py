@@ -10,6 +10,7 @@ unowned, for a later claim; a claim round claims no more than it reserved.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from enum import Enum
 
 from .._engine.run import WorkflowRun
@@ -40,6 +41,10 @@ class RunTable:
         self._starting: dict[str, bool] = {}
         # Workflow ID -> when to run it again.
         self._stranded: dict[str, float] = {}
+        # Counts every run added, start begun and slot reserved: lets a watcher (the test
+        # kit's time skipping) know that nothing began between two of its looks (while
+        # nothing runs, nothing can end).
+        self._changes = 0
 
     # -- slots ----------------------------------------------------------------------------
 
@@ -56,6 +61,7 @@ class RunTable:
         with self._lock:
             granted = max(0, min(wanted, self._free()))
             self._reserved += granted
+            self._changes += 1
             return granted
 
     def unreserve(self, count: int) -> None:
@@ -72,6 +78,7 @@ class RunTable:
             if slot:
                 self._reserved += 1
             self._starting.setdefault(workflow_id, slot)
+            self._changes += 1
             return slot
 
     def end_start(self, workflow_id: str) -> None:
@@ -103,6 +110,7 @@ class RunTable:
             elif self._free() <= 0:
                 return False
             self._runs[workflow_id] = run
+            self._changes += 1
             return True
 
     def replace(self, old: WorkflowRun, new: WorkflowRun) -> bool:
@@ -147,6 +155,23 @@ class RunTable:
         with self._changed:
             self._changed.wait_for(lambda: not self._runs, timeout=timeout)
             return list(self._runs.values())
+
+    def quiet(self) -> int | None:
+        """When nothing runs, starts or is reserved here: a token that ``if_quiet`` checks
+        (it changes with every run added, start begun and claim); None otherwise."""
+        with self._lock:
+            if self._runs or self._starting or self._reserved:
+                return None
+            return self._changes
+
+    def if_quiet(self, token: int, action: Callable[[], None]) -> bool:
+        """Call ``action`` under the table's lock if nothing changed since ``quiet()``
+        returned ``token`` (so that no run, start or claim can begin meanwhile)."""
+        with self._lock:
+            if self._changes != token or self._runs or self._starting or self._reserved:
+                return False
+            action()
+            return True
 
     # -- stranded -------------------------------------------------------------------------
 

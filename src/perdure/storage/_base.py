@@ -325,7 +325,13 @@ class Store(ComplianceOperations, BreakerOperations, ScheduleOperations):
 
     @abc.abstractmethod
     def suspend_workflow(
-        self, workflow_id: str, lease: Lease, wake_at: float, wait_topic: str | None, now: float
+        self,
+        workflow_id: str,
+        lease: Lease,
+        wake_at: float,
+        wait_topic: str | None,
+        now: float,
+        cancel_delivered: bool = False,
     ) -> Future[bool]:
         """Suspend a running workflow until ``wake_at``, fenced by the lease; atomic.
 
@@ -337,7 +343,10 @@ class Store(ComplianceOperations, BreakerOperations, ScheduleOperations):
         ``BREAKER_TOPIC + name`` (a workflow parked on a circuit breaker) and that breaker
         is CLOSED: a breaker that closes while a workflow is being parked on it wakes it,
         whichever commits first. And when the workflow was asked to cancel (a cancel that
-        came while it ran, and so woke nothing): it is told at once, not at ``wake_at``.
+        came while it ran, and so woke nothing): it is told at once, not at ``wake_at``,
+        unless ``cancel_delivered`` (the run already raised the cancel, and now waits in
+        its cleanup: waking it at once would replay it again and again until the wait
+        ends).
         Resolves to False, changing nothing, when the lease is not current.
         """
 

@@ -105,10 +105,12 @@ _RENEW_LEASES = POSTGRES.sql(
     "FOR NO KEY UPDATE SKIP LOCKED) RETURNING id"
 )
 # Asked to cancel while it ran (the cancel woke nothing: it was not suspended yet): it
-# wakes at once to be told. The row lock orders it with the cancel's update either way.
+# wakes at once to be told, unless it was told already (it waits in its cleanup). The
+# row lock orders it with the cancel's update either way.
 _SUSPEND = POSTGRES.sql(
     "UPDATE perdure_workflows SET owner = NULL, lease_expires_at = NULL, "
-    "wake_at = CASE WHEN cancel_requested_at IS NOT NULL THEN :now ELSE :wake END, "
+    "wake_at = CASE WHEN cancel_requested_at IS NOT NULL AND NOT :delivered THEN :now "
+    "ELSE :wake END, "
     "wait_topic = :topic, updated_at = :now "
     "WHERE id = :id AND owner = :owner AND epoch = :epoch AND status = {RUNNING} "
     "RETURNING id"
@@ -515,7 +517,13 @@ class PostgresStore(SqlTransactions):
     # -- waiting: timers, suspension, messages, events -----------------------------------
 
     def suspend_workflow(
-        self, workflow_id: str, lease: Lease, wake_at: float, wait_topic: str | None, now: float
+        self,
+        workflow_id: str,
+        lease: Lease,
+        wake_at: float,
+        wait_topic: str | None,
+        now: float,
+        cancel_delivered: bool = False,
     ) -> Future[bool]:
         check_topic("wait topic", wait_topic)
         params = {
@@ -525,6 +533,7 @@ class PostgresStore(SqlTransactions):
             "topic": wait_topic,
             "wake": wake_at,
             "now": now,
+            "delivered": cancel_delivered,
         }
 
         def suspend(conn: Connection) -> bool:

@@ -40,6 +40,7 @@ from ._base import (
 )
 from ._limits import check_key, check_topic
 from ._queries import list_query
+from ._sql_base import create_params
 from ._sql_breakers import SqlBreakers
 from ._sql_compliance import SqlCompliance
 from ._sql_schedules import SqlSchedules
@@ -60,23 +61,7 @@ class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance):
         check_key("parent workflow ID", new.parent_id)
         for subject in new.subjects:
             check_key("data subject", subject)
-        state, epoch = (WorkflowState.RUNNING, 1) if owner else (WorkflowState.PENDING, 0)
-        params = (
-            new.id,
-            new.name,
-            state.value,
-            new.inputs,
-            new.serializer,
-            new.app_version,
-            owner,
-            epoch,
-            lease_expires_at,
-            new.created_at,
-            new.created_at,
-            new.parent_id,
-            new.deadline_at,
-            new.trace_context,
-        )
+        params = create_params(new, owner, lease_expires_at)
         insert_sql, select_sql = self._sql(q.CREATE_WORKFLOW), self._sql(q.GET_WORKFLOW)
 
         def insert(conn: Any) -> tuple[WorkflowRecord, bool]:

@@ -16,11 +16,37 @@ import abc
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ._base import Store
+from .._model import WorkflowState
+from ._base import NewWorkflow, Store
 from ._batch import GroupCommitter
 from ._dialect import Dialect
 
 T = TypeVar("T")
+
+
+def create_params(
+    new: NewWorkflow, owner: str | None, lease_expires_at: float | None
+) -> tuple[Any, ...]:
+    """The parameters of ``CREATE_WORKFLOW`` for ``new``: RUNNING at epoch 1 when it has
+    an owner, else PENDING. The one place that knows the statement's columns (a start
+    and a schedule's tick both insert workflows)."""
+    state, epoch = (WorkflowState.RUNNING, 1) if owner else (WorkflowState.PENDING, 0)
+    return (
+        new.id,
+        new.name,
+        state.value,
+        new.inputs,
+        new.serializer,
+        new.app_version,
+        owner,
+        epoch,
+        lease_expires_at,
+        new.created_at,
+        new.created_at,
+        new.parent_id,
+        new.deadline_at,
+        new.trace_context,
+    )
 
 
 class SqlBase(Store):

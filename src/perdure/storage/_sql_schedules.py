@@ -12,12 +12,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .._model import WorkflowState
 from .._schedules import ScheduleRecord, ScheduleSpec
 from . import _statements as q
 from ._base import EVENT_READY, NewWorkflow
 from ._limits import check_key
-from ._sql_base import SqlBase
+from ._sql_base import SqlBase, create_params
 
 SCHEDULE_COLUMNS = (
     "name, workflow, cron, tz, catch_up, grace, source, paused, last_tick, next_tick, "
@@ -117,16 +116,14 @@ class SqlSchedules(SqlBase):
             "workflow_id": workflows[-1].id if workflows else None,
             "now": now,
         }
-        pending = WorkflowState.PENDING.value
 
         def fire(conn: Any) -> bool:
             if conn.execute(fire_sql, params).fetchone() is None:
                 return False
             created = 0
             for new in workflows:
-                row = (new.id, new.name, pending, new.inputs, new.serializer, new.app_version)
-                rest = (None, 0, None, new.created_at, new.created_at, None, None)
-                created += conn.execute(create_sql, row + rest).fetchone() is not None
+                row = conn.execute(create_sql, create_params(new, None, None)).fetchone()
+                created += row is not None
             if created:
                 self._notify(conn, EVENT_READY)
             return True

@@ -109,8 +109,9 @@ _SUSPEND = SQLITE.sql(
     "UPDATE perdure_workflows SET owner = NULL, lease_expires_at = NULL, "
     "wait_topic = :topic, updated_at = :now, "
     # Asked to cancel while it ran (the cancel woke nothing: it was not suspended yet):
-    # it wakes at once to be told, instead of sleeping through the request.
-    "wake_at = CASE WHEN cancel_requested_at IS NOT NULL THEN :now "
+    # it wakes at once to be told, instead of sleeping through the request; unless it
+    # was told already (it waits in its cleanup).
+    "wake_at = CASE WHEN cancel_requested_at IS NOT NULL AND NOT :delivered THEN :now "
     "WHEN :topic IS NOT NULL AND EXISTS (SELECT 1 FROM "
     "perdure_messages WHERE workflow_id = :id AND topic = :topic "
     "AND consumed_at IS NULL) THEN :now "
@@ -340,7 +341,13 @@ class SQLiteStore(SqlTransactions):
         return self._write(claim)
 
     def suspend_workflow(
-        self, workflow_id: str, lease: Lease, wake_at: float, wait_topic: str | None, now: float
+        self,
+        workflow_id: str,
+        lease: Lease,
+        wake_at: float,
+        wait_topic: str | None,
+        now: float,
+        cancel_delivered: bool = False,
     ) -> Future[bool]:
         check_topic("wait topic", wait_topic)
         params = {
@@ -350,6 +357,7 @@ class SQLiteStore(SqlTransactions):
             "topic": wait_topic,
             "wake": wake_at,
             "now": now,
+            "delivered": cancel_delivered,
             "breaker": parked_on(wait_topic),
         }
         return self._writer.submit(

@@ -27,13 +27,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ._app import App
-from ._engine.bridge import FutureBridge
-from ._engine.history import History
-from ._engine.run import WorkflowRun
-from ._engine.state import task_factory
-from ._errors import NonDeterminismError, PerdureError, Suspended
-from ._model import (
+from .._app import App
+from .._engine.bridge import FutureBridge
+from .._engine.history import History
+from .._engine.run import WorkflowRun
+from .._engine.state import task_factory
+from .._errors import NonDeterminismError, PerdureError, Suspended
+from .._model import (
     Lease,
     NewWorkflow,
     Outcome,
@@ -42,7 +42,7 @@ from ._model import (
     WorkflowRecord,
     WorkflowState,
 )
-from .storage import Store, open_store
+from ..storage import Store, open_store
 
 __all__ = ["FORMAT", "ReplayResult", "history", "replay"]
 

@@ -1,0 +1,209 @@
+"""Time skipping: move a ``VirtualClock`` to the next wake time once nothing can run.
+
+A ``TimeSkipper`` watches one launched app. Every few milliseconds of real time it
+looks whether the app can do anything *now*: a run in its executor's run table, a
+start or a claim under way (the table says), or a workflow in the database that an
+executor of this app could claim at the virtual now (unowned or its lease expired,
+and not suspended past now). When none, it moves the clock to the earliest time at
+which something becomes due: a suspended workflow's wake time (a sleep, a ``recv``
+timeout, a retry's backoff, a deadline, a parked probe or breaker) or the expiry of a
+lease held by another executor (a crashed one), and wakes the executor, whose claim
+then finds the workflow due. With nothing due ever (a ``recv`` with no timeout and
+no message), the clock flows at real speed, so that a wait with a timeout ends.
+
+The move is made under the run table's lock, and only if the table did not change
+since the look (``RunTable.if_quiet``): no run, start or claim can begin while the
+skipper decides, so a running workflow never sees time jump under it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Protocol
+
+from .._clock import Clock
+from .._errors import ConfigurationError
+from .._model import WorkflowState
+from .._registry import Registry
+from .._settings import Settings
+from .._worker import Executor
+from ..storage import FOREVER, Store, WorkflowRecord
+from ._clock import VirtualClock
+
+log = logging.getLogger("perdure")
+
+#: Seconds of real time between two looks; longer while the clock merely flows (nothing
+#: will ever be due), to spare the database.
+_INTERVAL = 0.005
+_IDLE_INTERVAL = 0.05
+#: Active workflows read per query (a test has few; more are read page by page).
+_PAGE = 500
+
+
+class SkippingHost(Protocol):
+    """What time skipping needs of the app it watches."""
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def registry(self) -> Registry: ...
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def executor(self) -> Executor | None: ...
+
+
+class TimeSkipper:
+    """Moves ``app``'s virtual clock whenever nothing can run; see the module. ``auto``
+    False leaves the clock alone (``skip()`` then moves it once, on demand)."""
+
+    def __init__(self, app: SkippingHost, clock: VirtualClock, *, auto: bool = True) -> None:
+        self.app = app
+        self.clock = clock
+        self.auto = auto
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_look = time.monotonic()
+        # Whether the last look found nothing that will ever be due (the clock flowed).
+        self._flowing = False
+
+    def start(self) -> None:
+        """Start watching (a thread of its own); idempotent."""
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(
+                target=self._loop, name="perdure-time-skipping", daemon=True
+            )
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Stop watching."""
+        thread, self._thread = self._thread, None
+        self._stop.set()
+        if thread is not None:
+            thread.join()
+
+    def _loop(self) -> None:
+        interval = _INTERVAL
+        while not self._stop.wait(interval):
+            interval = _INTERVAL
+            if not self.auto:
+                continue
+            try:
+                self.skip(flow=True)
+            except Exception:  # noqa: BLE001 - a store failure: look again next time
+                log.debug("time skipping could not look at the store", exc_info=True)
+            if self._flowing:
+                interval = _IDLE_INTERVAL
+
+    def skip(self, *, flow: bool = False) -> float | None:
+        """If nothing can run now, move the clock to the next time something becomes due
+        and wake the executor; returns the new time, or None when something can run (or
+        nothing is launched, or nothing will ever be due). With ``flow``, a clock with
+        nothing ever due moves by the real time since the last look."""
+        executor = self.app.executor
+        elapsed = time.monotonic() - self._last_look
+        self._last_look = time.monotonic()
+        self._flowing = False
+        if executor is None:
+            return None
+        token = executor.table.quiet()
+        if token is None:
+            return None
+        now = self.clock.time()
+        due, target = self._look(executor, now)
+        if due:
+            return None
+        if target is None:
+            if not flow:
+                return None
+            self._flowing = True
+            target = now + elapsed
+        moved: list[float] = []
+        if not executor.table.if_quiet(token, lambda: moved.append(self.clock.set(target))):
+            return None
+        if not self._flowing:
+            executor.wake()  # a workflow is due now: claim it at once
+        return moved[0]
+
+    def idle(self) -> bool:
+        """Whether nothing can run now (whatever may become due later)."""
+        executor = self.app.executor
+        if executor is None or executor.table.quiet() is None:
+            return False
+        return not self._look(executor, self.clock.time())[0]
+
+    def _look(self, executor: Executor, now: float) -> tuple[bool, float | None]:
+        """(whether a workflow this app can run is due now, the earliest time one will be)."""
+        names = self.app.registry.workflows
+        version = self.app.settings.app_version
+        target: float | None = None
+
+        def later(when: float) -> None:
+            nonlocal target
+            if when < FOREVER and (target is None or when < target):
+                target = when
+
+        for when in executor.table.stranded().values():
+            if when <= now:
+                return True, None
+            later(when)
+        for record in self._active():
+            if record.name not in names or record.app_version != version:
+                continue  # nothing here can run it: it never becomes due here
+            if record.held_code is not None:
+                continue  # held: it waits for other code, not for a time
+            expires = record.lease_expires_at
+            if record.owner is not None and (expires is None or expires >= now):
+                if record.owner != executor.id and expires is not None:
+                    # Another executor's (a crashed one's): claimable once it expires.
+                    later(math.nextafter(expires, math.inf))
+                continue
+            if record.wake_at is None or record.wake_at <= now:
+                return True, None
+            later(record.wake_at)
+        return False, target
+
+    def _active(self) -> Iterator[WorkflowRecord]:
+        """Every active workflow, page by page."""
+        store = self.app.store
+        for state in (WorkflowState.PENDING, WorkflowState.RUNNING):
+            after: tuple[float, str] | None = None
+            while True:
+                page = store.list_workflows(
+                    status=state.value, limit=_PAGE, newest_first=False, after=after
+                )
+                yield from page
+                if len(page) < _PAGE:
+                    break
+                after = (page[-1].created_at, page[-1].id)
+
+
+@contextmanager
+def time_skipping(app: SkippingHost) -> Iterator[TimeSkipper]:
+    """Skip time for an app built with ``clock=VirtualClock()`` and ``suspend_after=0``
+    (your own app's factory, in a test), launched: ``with app, time_skipping(app):``.
+    A ``TestApp`` does this by itself."""
+    clock = app.clock
+    if not isinstance(clock, VirtualClock) or app.settings.suspend_after != 0:
+        raise ConfigurationError(
+            f"time skipping needs an app with clock=VirtualClock() and suspend_after=0, not "
+            f"{type(clock).__name__} and suspend_after={app.settings.suspend_after:g}"
+        )
+    skipper = TimeSkipper(app, clock)
+    skipper.start()
+    try:
+        yield skipper
+    finally:
+        skipper.stop()
