@@ -238,6 +238,12 @@ class WorkflowRecord:
     forked_steps: int | None = None
     #: How many times an operator resumed it (``app.resume``).
     resumes: int = 0
+    #: The queue it was started in (``perdure.Queue``), its key and priority.
+    queue: str | None = None
+    queue_key: str | None = None
+    priority: int = 0
+    #: When its queue first started it (the queue's rate counts these).
+    dequeued_at: float | None = None
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ per statement (cached). Its slots:
   a parameter in a select list (a None would otherwise be read as text);
 - ``{names_set}``: the list of text in the parameter ``names`` as SQL's ``IN`` takes it
   (``json_each`` of a JSON array on SQLite, ``unnest`` of an array on PostgreSQL; see
-  ``Dialect.text_list``), and ``{codes_set}`` the same of the parameter ``codes``;
+  ``Dialect.text_list``), and ``{codes_set}`` and ``{ids_set}`` the same of the
+  parameters ``codes`` and ``ids``;
   ``{step_order}``: the column that orders a workflow's steps.
 """
 
@@ -99,6 +100,7 @@ SQLITE = Dialect(
         "step_order": "rowid",
         "names_set": "(SELECT value FROM json_each(:names))",
         "codes_set": "(SELECT value FROM json_each(:codes))",
+        "ids_set": "(SELECT value FROM json_each(:ids))",
     },
 )
 
@@ -115,5 +117,6 @@ POSTGRES = Dialect(
         "step_order": "seq",
         "names_set": "(SELECT unnest(:names::text[]))",
         "codes_set": "(SELECT unnest(:codes::text[]))",
+        "ids_set": "(SELECT unnest(:ids::text[]))",
     },
 )

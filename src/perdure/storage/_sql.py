@@ -4,7 +4,7 @@
 SQLite and PostgreSQL (rendered by the store's ``Dialect``); each store adds how it
 connects, migrates, and the few operations whose locking differs (recording a step,
 heartbeats, claims, suspending, setting an event), and the primitives of ``_sql_base``.
-The circuit breakers' operations are in ``_sql_breakers``.
+The circuit breakers' operations are in ``_sql_breakers``, the queues' in ``_sql_queues``.
 
 Keys (IDs, names, topics, event and idempotency keys) are checked before any write
 (``_limits``): the same values are refused on every store, with a message that names
@@ -40,11 +40,12 @@ from ._base import (
 from ._limits import check_key, check_topic
 from ._queries import list_query
 from ._sql_breakers import SqlBreakers
+from ._sql_queues import SqlQueues
 
 T = TypeVar("T")
 
 
-class SqlStore(SqlBreakers):
+class SqlStore(SqlBreakers, SqlQueues):
     """A ``Store`` on a SQL database; subclasses say how to reach it (see the module)."""
 
     # -- workflows -----------------------------------------------------------------
