@@ -42,6 +42,7 @@ from ._errors import (
 )
 from ._handle import HoldStatus, StepStatus, WorkflowHandle, WorkflowStatus
 from ._inspect import StepDetail, WorkflowDetail, WorkflowPage
+from ._queue import Queue, QueuedStatus, QueueReason, Rate
 from ._retry import Retry
 from ._serialization import JSONSerializer, PickleSerializer, Serializer
 from ._versions import VersionStatus
@@ -65,6 +66,10 @@ __all__ = [
     "NonDeterminismError",
     "PerdureError",
     "PickleSerializer",
+    "Queue",
+    "QueueReason",
+    "QueuedStatus",
+    "Rate",
     "Retry",
     "SerializationError",
     "Serializer",

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
+from datetime import timedelta
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
-from . import _operating
+from . import _operating, _queueing
 from ._breaker import CircuitBreaker
 from ._client import Client
 from ._clock import Clock, SystemClock
@@ -25,6 +26,7 @@ from ._engine.state import current_run
 from ._errors import ConfigurationError
 from ._handle import WorkflowHandle
 from ._notifier import Notifier
+from ._queue import Queue
 from ._options import Starter, StartOptions
 from ._registry import Registry as _Registry
 from ._retry import Retry
@@ -56,6 +58,7 @@ class App:
         *,
         serializer: Serializer | None = None,
         clock: Clock | None = None,
+        queues: Sequence[Queue] = (),
         **settings: Any,
     ) -> None:
         self.database_url = (
@@ -77,6 +80,8 @@ class App:
             registry=self.registry,
         )
         self._worker: Executor | None = None
+        for queue in queues:
+            self.add_queue(queue)
 
     def __repr__(self) -> str:
         return f"App({redact_url(self.database_url)!r})"
@@ -234,15 +239,34 @@ class App:
     # older ``workflow_id=``/``timeout=`` keywords are still taken (last two overloads,
     # which do not check the arguments).
 
-    def options(self, *, workflow_id: str | None = None, timeout: float | None = None) -> Starter:
+    def options(
+        self,
+        *,
+        workflow_id: str | None = None,
+        timeout: float | None = None,
+        queue: str | None = None,
+        key: str | None = None,
+        priority: int = 0,
+        delay: float | timedelta | None = None,
+        dedup_id: str | None = None,
+        debounce: float | timedelta | None = None,
+    ) -> Starter:
         """Start options as a value: ``app.options(workflow_id="order-42", timeout=60)
         .start(checkout, order)``. The returned starter's ``start``, ``run``,
         ``start_async`` and ``run_async`` check the arguments against the workflow.
 
         ``workflow_id`` makes the start idempotent (a workflow with that ID is not
         started again); ``timeout`` (seconds) gives the workflow a durable deadline.
+        Flow control (see ``StartOptions`` and README "Queues"): ``queue`` (declared
+        with ``perdure.Queue``), ``key``, ``priority`` (lower first), ``delay``;
+        ``dedup_id`` (a start while an active workflow of the queue has it returns that
+        workflow's handle); ``debounce`` with ``key`` (starts collapse into one run
+        with the latest arguments).
         """
-        return Starter(self, StartOptions(workflow_id=workflow_id, timeout=timeout))
+        options = StartOptions(
+            workflow_id, timeout, queue, key, priority, delay, dedup_id, debounce
+        )
+        return Starter(self, options)
 
     def start_with(
         self,
@@ -256,6 +280,7 @@ class App:
         run = current_run.get()
         if run is not None:
             o = options
+            _queueing.refuse_in_workflow(o)
             child_id = start_child(self, run, fn, args, kwargs, o.workflow_id, o.timeout)
             return self._child_handle(fn, child_id)
         return self.client.start_with(options, fn, args, kwargs)
@@ -271,6 +296,7 @@ class App:
         run = current_run.get()
         if run is not None:
             o = options
+            _queueing.refuse_in_workflow(o)
             child_id = await start_child_async(
                 self, run, fn, args, kwargs, o.workflow_id, o.timeout
             )
@@ -543,6 +569,10 @@ class App:
     breaker = _operating.breaker
     open_breaker = _operating.open_breaker
     close_breaker = _operating.close_breaker
+    # Queues: one function each in ``_queueing``.
+    add_queue = _queueing.add_queue
+    update_queue = _queueing.update_queue
+    queue = _queueing.queue
 
     def versions(self) -> list[VersionStatus]:
         """The app versions with active workflows (how many, held, the oldest)."""

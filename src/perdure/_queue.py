@@ -18,14 +18,16 @@ records, the client and the worker use them.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ._errors import ConfigurationError
-from ._model import _TextEnum
+from ._display import utc
+from ._errors import ConfigurationError, InvalidValueError
+from ._model import ACTIVE_STATES, WorkflowRecord, WorkflowState, _TextEnum
 from ._validation import check_key, check_name
 
 
@@ -33,7 +35,7 @@ def _limit(queue: str, what: str, value: object) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigurationError(
+        raise InvalidValueError(
             f"{what} of queue {queue!r} must be a positive integer or None (no limit), "
             f"not {value!r}"
         )
@@ -51,12 +53,12 @@ class Rate:
 
     def __post_init__(self) -> None:
         if isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1:
-            raise ConfigurationError(f"Rate(limit) must be a positive integer, not {self.limit!r}")
+            raise InvalidValueError(f"Rate(limit) must be a positive integer, not {self.limit!r}")
         per = self.per
         if isinstance(per, bool) or not isinstance(per, int | float) or not math.isfinite(per):
-            raise ConfigurationError(f"Rate(per=) must be a number of seconds, not {per!r}")
+            raise InvalidValueError(f"Rate(per=) must be a number of seconds, not {per!r}")
         if per <= 0:
-            raise ConfigurationError(f"Rate(per=) must be more than 0 seconds, not {per!r}")
+            raise InvalidValueError(f"Rate(per=) must be more than 0 seconds, not {per!r}")
         object.__setattr__(self, "per", float(per))
 
 
@@ -83,7 +85,7 @@ class Queue:
         _limit(self.name, "worker_concurrency", self.worker_concurrency)
         _limit(self.name, "key_concurrency", self.key_concurrency)
         if self.rate is not None and not isinstance(self.rate, Rate):
-            raise ConfigurationError(
+            raise InvalidValueError(
                 f"rate of queue {self.name!r} must be perdure.Rate(limit, per=seconds) or None"
             )
 
@@ -239,10 +241,34 @@ class QueuedStatus:
 def check_priority(value: object) -> int:
     """A priority: an integer (lower runs first), within what both databases store."""
     if isinstance(value, bool) or not isinstance(value, int) or abs(value) >= 2**31:
-        raise ConfigurationError(f"priority must be an integer (lower runs first), not {value!r}")
+        raise InvalidValueError(f"priority must be an integer (lower runs first), not {value!r}")
     return value
 
 
 def check_queue_key(kind: str, value: object) -> str | None:
     """A key or a deduplication ID: None, or text that every store can index."""
     return None if value is None else check_key(kind, value)
+
+
+def queued_of(record: WorkflowRecord) -> QueuedStatus | None:
+    """Where a workflow waiting to start (or to start again) waits, from its record alone:
+    its queue, or its delay; no position nor reason (``with_place`` adds them)."""
+    if record.status not in ACTIVE_STATES or record.owner is not None:
+        return None
+    delayed = record.status == WorkflowState.PENDING and record.wake_at is not None
+    if not delayed and (record.queue is None or record.wake_at is not None):
+        return None  # not queued, or suspended (it waits for its own wake-up)
+    until = utc(record.wake_at) if delayed else None
+    return QueuedStatus(record.queue, record.queue_key, record.priority, until)
+
+
+def with_place(queued: QueuedStatus, place: QueuePlace | None) -> QueuedStatus:
+    """``queued`` with the position and the reason that ``place`` (read now) gives."""
+    if place is None:
+        return queued
+    return dataclasses.replace(
+        queued,
+        delayed_until=utc(place.delayed_until),
+        position=place.position,
+        reason=place.reason(),
+    )

@@ -412,8 +412,9 @@ class Executor:
 
     def _forget(self, run: WorkflowRun) -> None:
         self._stop_timer(run)
-        if run.record.parent_id is not None:
-            self.wake()  # its parent may wait for it here: claim the parent now
+        if run.record.parent_id is not None or run.record.queue is not None:
+            # Its parent may wait for it here, or it freed a slot of its queue: claim now.
+            self.wake()
         was_full, running = self.table.remove(run)
         if was_full or running == self.settings.max_threads // 2:
             self.wake()  # room again: claim what waits now, not at the next tick

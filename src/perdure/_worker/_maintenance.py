@@ -21,6 +21,7 @@ from .._errors import PerdureError
 from .._fingerprint import fingerprints
 from ..storage import StepRecord, WorkflowRecord
 from ._host import WorkerHost
+from ._queues import QueueClaimer
 from ._table import RunTable, Slot
 
 log = logging.getLogger("perdure")
@@ -88,6 +89,7 @@ class Maintenance:
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="perdure-maintenance", daemon=True)
         self._reported: set[str] = set()
+        self.queues = QueueClaimer(host, runner, table)
         # Set when the store pushed that workflows were asked to cancel.
         self._cancels_pushed = False
 
@@ -134,6 +136,8 @@ class Maintenance:
                     self.check_cancels()
                 self.retry_stranded(now)
                 self.claim(now)
+                if self.queues.claim(now):
+                    self.wake()
                 if now >= next_report:
                     self.release_holds(now)
                     self.report_unclaimable(now)
@@ -149,6 +153,10 @@ class Maintenance:
                     "executor %s maintenance failed unexpectedly; retrying", self.runner.id
                 )
             delay = min(self.host.wait_interval * 2**failures, settings.lease_seconds / 3)
+            if self.queues.active:
+                # A slot freed by another worker is not pushed: look at the queues every
+                # poll, so that a freed slot or a changed limit is seen within it.
+                delay = min(delay, settings.poll_interval * 2**failures)
             if next_wake is not None:
                 # Wake when the next suspended workflow does (a hair after, so that the
                 # claim finds it due).
