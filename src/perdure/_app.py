@@ -26,8 +26,8 @@ from ._engine.state import current_run
 from ._errors import ConfigurationError
 from ._handle import WorkflowHandle
 from ._notifier import Notifier
-from ._queue import Queue
 from ._options import Starter, StartOptions
+from ._queue import Queue
 from ._registry import Registry as _Registry
 from ._retry import Retry
 from ._serialization import JSONSerializer, Serializer

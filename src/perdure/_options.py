@@ -88,7 +88,9 @@ class StartOptions:
         if self.queue is None and self.priority:
             raise ConfigurationError("priority= orders a queue: give queue= too")
         if self.queue is None and self.key is not None and self.debounce is None:
-            raise ConfigurationError("key= is a key in a queue or a debounce: give queue= or debounce=")
+            raise ConfigurationError(
+                "key= is a key in a queue or a debounce: give queue= or debounce="
+            )
         if self.debounce is not None:
             if self.key is None:
                 raise ConfigurationError(

@@ -92,9 +92,7 @@ class Queue:
     def limits_json(self) -> str:
         """The limits as JSON: what the code declared, compared at each declaration."""
         rate = None if self.rate is None else [self.rate.limit, self.rate.per]
-        return json.dumps(
-            [self.concurrency, self.worker_concurrency, self.key_concurrency, rate]
-        )
+        return json.dumps([self.concurrency, self.worker_concurrency, self.key_concurrency, rate])
 
 
 #: ``update_queue`` leaves a limit given as this unchanged.

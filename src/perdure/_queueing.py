@@ -10,6 +10,7 @@ methods; ``queued_status`` says where a waiting workflow stands.
 from __future__ import annotations
 
 from concurrent.futures import Future
+from datetime import timedelta
 from typing import Any, Protocol
 
 from ._clock import Clock
@@ -44,11 +45,16 @@ class QueueApp(Protocol):
     def client(self) -> QueueHost: ...
 
 
+def _seconds(value: float | timedelta | None) -> float | None:
+    # StartOptions stores seconds already; a timedelta is accepted all the same.
+    return value.total_seconds() if isinstance(value, timedelta) else value
+
+
 def entry(options: StartOptions, now: float) -> Enqueue:
     """What the store records next to a new workflow started with these options."""
-    delay = float(options.delay or 0.0)
-    debounce = options.debounce
-    not_before = now + max(delay, float(debounce or 0.0)) if delay or debounce else None
+    delay, debounce = _seconds(options.delay), _seconds(options.debounce)
+    wait = max(delay or 0.0, debounce or 0.0)
+    not_before = now + wait if delay is not None or debounce is not None else None
     return Enqueue(
         queue=options.queue,
         key=options.key,

@@ -512,7 +512,6 @@ class Store(abc.ABC):
         """Open the breaker again for another cool-down (until ``retry_at``) after its probe
         failed, if ``holder`` still holds the probe; returns whether it did."""
 
-
     # -- queues ------------------------------------------------------------------------------
 
     @abc.abstractmethod

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 from ._queries import WF_COLUMNS
 
-QUEUE_COLUMNS = (
-    "name, concurrency, worker_concurrency, key_concurrency, rate_limit, rate_period"
-)
+QUEUE_COLUMNS = "name, concurrency, worker_concurrency, key_concurrency, rate_limit, rate_period"
 
 # A declaration in code replaces the stored limits only when it differs from the last
 # declaration: a restart with the same code keeps what app.update_queue set since, a
@@ -56,8 +54,7 @@ ENQUEUE = (
     f":debounce) ON CONFLICT DO NOTHING RETURNING {WF_COLUMNS}"
 )
 DEDUPLICATED = (
-    f"SELECT {WF_COLUMNS} FROM perdure_workflows WHERE dedup_key = :dedup "
-    "AND status IN {ACTIVE}"
+    f"SELECT {WF_COLUMNS} FROM perdure_workflows WHERE dedup_key = :dedup AND status IN {{ACTIVE}}"
 )
 
 # -- claiming --------------------------------------------------------------------------------

@@ -235,8 +235,17 @@ class SqlQueues(SqlBase):
         delayed_until = record.wake_at if delayed and (record.wake_at or 0.0) > now else None
         queue = None if record.queue is None else self.get_queue(record.queue)
         if queue is None:
-            return QueuePlace(None, record.queue_key, record.priority, delayed_until, None, 0, 0, 0,
-                              record.dequeued_at is None)
+            return QueuePlace(
+                None,
+                record.queue_key,
+                record.priority,
+                delayed_until,
+                None,
+                0,
+                0,
+                0,
+                record.dequeued_at is None,
+            )
         params = {"queue": queue.name, "now": now, "me": "", "key": record.queue_key}
         running, _, running_key = self._read(self._sql(q.QUEUE_RUNNING), params)[0]
         starts = 0
