@@ -503,6 +503,7 @@ def test_postgres_migrations_apply_once_when_many_start_together(postgres_url: s
         "perdure_executors",
         "perdure_messages",
         "perdure_operator_actions",
+        "perdure_queues",
         "perdure_schema",
         "perdure_steps",
         "perdure_workflows",

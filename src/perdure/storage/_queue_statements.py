@@ -84,24 +84,42 @@ QUEUE_RUNNING = (
 QUEUE_STARTS = (
     "SELECT count(*) FROM perdure_workflows WHERE queue = :queue AND dequeued_at > :since"
 )
-# Each waiting workflow's turn within its key (1 for each key's next): ordering by
-# (priority, turn) takes one of every key before the second of any (round robin between
-# keys at equal priority), and turn + the key's running bounds each key.
+# Each waiting workflow's turn within its key (1 for each key's next), and when its key
+# last started one (0: never). Ordering by (priority, turn, that time) takes the next of
+# the key served longest ago first: round robin between keys at equal priority, across
+# claims. turn + the key's running count bounds each key. (Workflows without a key are
+# one key.)
 _TURNS = (
     "SELECT id, queue_key, priority, created_at, dequeued_at, row_number() OVER "
     "(PARTITION BY queue_key ORDER BY priority, created_at, id) AS turn "
     f"FROM perdure_workflows WHERE {_WAITING}"
 )
+_SERVED = (
+    "SELECT k.queue_key, (SELECT max(s.dequeued_at) FROM perdure_workflows s "
+    "WHERE s.queue = :queue AND s.queue_key = k.queue_key AND s.dequeued_at IS NOT NULL) "
+    "AS at FROM (SELECT DISTINCT queue_key FROM waiting WHERE queue_key IS NOT NULL) AS k"
+)
+_SERVED_UNKEYED = (
+    "(SELECT max(dequeued_at) FROM perdure_workflows WHERE queue = :queue "
+    "AND queue_key IS NULL AND dequeued_at IS NOT NULL)"
+)
+_ORDER = (
+    "ORDER BY c.priority, c.turn, COALESCE(CASE WHEN c.queue_key IS NULL "
+    f"THEN {_SERVED_UNKEYED} ELSE v.at END, 0), c.created_at, c.id"
+)
 QUEUE_CANDIDATES = (
-    "SELECT c.id, c.dequeued_at IS NULL FROM ("
+    "WITH waiting AS ("
     + _TURNS
     + " AND app_version = :version AND name IN {names_set} "
-    "AND (:fresh_ok = 1 OR dequeued_at IS NOT NULL)) AS c LEFT JOIN "
-    "(SELECT queue_key, count(*) AS n FROM perdure_workflows WHERE "
-    + _RUNNING
-    + " AND queue_key IS NOT NULL GROUP BY queue_key) AS r ON r.queue_key = c.queue_key "
+    "AND (:fresh_ok = 1 OR dequeued_at IS NOT NULL)), "
+    f"served AS ({_SERVED}), "
+    f"running AS (SELECT queue_key, count(*) AS n FROM perdure_workflows WHERE {_RUNNING} "
+    "AND queue_key IS NOT NULL GROUP BY queue_key) "
+    "SELECT c.id, c.dequeued_at IS NULL FROM waiting c "
+    "LEFT JOIN running r ON r.queue_key = c.queue_key "
+    "LEFT JOIN served v ON v.queue_key = c.queue_key "
     "WHERE c.queue_key IS NULL OR c.turn + COALESCE(r.n, 0) <= :key_limit "
-    "ORDER BY c.priority, c.turn, c.created_at, c.id LIMIT :limit"
+    f"{_ORDER} LIMIT :limit"
 )
 # The chosen ones, checked again (a cancel or a debounce may have changed a row since).
 QUEUE_ADMIT = (
@@ -114,6 +132,7 @@ QUEUE_ADMIT = (
 )
 # Where a waiting workflow stands: 1 + how many start before it.
 QUEUE_POSITION = (
-    "SELECT position FROM (SELECT id, row_number() OVER (ORDER BY priority, turn, "
-    f"created_at, id) AS position FROM ({_TURNS}) AS t) AS p WHERE id = :id"
+    f"WITH waiting AS ({_TURNS}), served AS ({_SERVED}) "
+    f"SELECT position FROM (SELECT c.id, row_number() OVER ({_ORDER}) AS position "
+    "FROM waiting c LEFT JOIN served v ON v.queue_key = c.queue_key) AS p WHERE id = :id"
 )

@@ -40,6 +40,9 @@ CREATE INDEX perdure_workflows_queue_owned ON perdure_workflows (queue, queue_ke
     WHERE queue IS NOT NULL AND owner IS NOT NULL;
 CREATE INDEX perdure_workflows_queue_starts ON perdure_workflows (queue, dequeued_at)
     WHERE dequeued_at IS NOT NULL;
+-- When each key last started one (the round robin between keys).
+CREATE INDEX perdure_workflows_queue_served ON perdure_workflows (queue, queue_key, dequeued_at)
+    WHERE dequeued_at IS NOT NULL;
 CREATE UNIQUE INDEX perdure_workflows_dedup ON perdure_workflows (dedup_key)
     WHERE dedup_key IS NOT NULL AND status IN ('PENDING', 'RUNNING');
 CREATE UNIQUE INDEX perdure_workflows_debounce ON perdure_workflows (debounce_key)
