@@ -108,9 +108,7 @@ _ORDER = (
     f"THEN {_SERVED_UNKEYED} ELSE v.at END, 0), c.created_at, c.id"
 )
 QUEUE_CANDIDATES = (
-    "WITH waiting AS ("
-    + _TURNS
-    + " AND app_version = :version AND name IN {names_set} "
+    "WITH waiting AS (" + _TURNS + " AND app_version = :version AND name IN {names_set} "
     "AND (:fresh_ok = 1 OR dequeued_at IS NOT NULL)), "
     f"served AS ({_SERVED}), "
     f"running AS (SELECT queue_key, count(*) AS n FROM perdure_workflows WHERE {_RUNNING} "
