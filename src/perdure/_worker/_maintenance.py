@@ -136,7 +136,7 @@ class Maintenance:
                     self.check_cancels()
                 self.retry_stranded(now)
                 self.claim(now)
-                if self.queues.claim(now):
+                if self.queues.claim():
                     self.wake()
                 if now >= next_report:
                     self.release_holds(now)

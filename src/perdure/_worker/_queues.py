@@ -56,11 +56,14 @@ class QueueClaimer:
                     log.info("queue %r runs with the stored limits %s", name, stored)
                 self._declared.add(name)
 
-    def claim(self, now: float) -> bool:
+    def claim(self) -> bool:
         """Claim and dispatch what the queues admit; returns whether the round was full
         (more may be claimable at once)."""
         if not self.active:
             return False
+        # Read now, not at the start of the maintenance round: the time a workflow is
+        # recorded to start at is what the rate counts.
+        now = self.host.clock.time()
         self.declare(now)
         settings = self.host.settings
         reserved = self.table.reserve(settings.max_threads)

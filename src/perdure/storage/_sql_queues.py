@@ -233,23 +233,15 @@ class SqlQueues(SqlBase):
         if record.wake_at is not None and not delayed:
             return None  # suspended: it waits for its own wake-up, not for its queue
         delayed_until = record.wake_at if delayed and (record.wake_at or 0.0) > now else None
-        queue = None if record.queue is None else self.get_queue(record.queue)
-        if queue is None:
-            return QueuePlace(
-                None,
-                record.queue_key,
-                record.priority,
-                delayed_until,
-                None,
-                0,
-                0,
-                0,
-                record.dequeued_at is None,
-            )
-        params = {"queue": queue.name, "now": now, "me": "", "key": record.queue_key}
+        if record.queue is None:  # only delayed
+            fresh = record.dequeued_at is None
+            return QueuePlace(None, None, 0, delayed_until, None, 0, 0, 0, fresh)
+        # Its queue's stored limits: None until a worker of the queue declared them.
+        queue = self.get_queue(record.queue)
+        params = {"queue": record.queue, "now": now, "me": "", "key": record.queue_key}
         running, _, running_key = self._read(self._sql(q.QUEUE_RUNNING), params)[0]
         starts = 0
-        if queue.rate is not None:
+        if queue is not None and queue.rate is not None:
             since = now - queue.rate.per
             starts = self._read(self._sql(q.QUEUE_STARTS), {**params, "since": since})[0][0]
         position = None
