@@ -9,7 +9,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from example_loader import load_example
+from example_loader import load_example, run_script
 
 
 @pytest.fixture
@@ -38,3 +38,10 @@ def test_the_provider_sees_its_limits_kept(main: ModuleType) -> None:
     started = outcome.started
     assert outcome.reset_first
     assert max(i for i, c in enumerate(started) if c != "acme") < len(started) - 2
+
+
+@pytest.mark.slow
+def test_script_runs() -> None:
+    out = run_script("email_sender")
+    assert "The provider sent 14 e-mails" in out
+    assert "the password reset started first" in out
