@@ -207,11 +207,20 @@ class SqlQueues(SqlBase):
             admitted = conn.execute(sql["admit"], {**params, "ids": ids}).fetchall()
             return [WorkflowRecord(*row) for row in admitted]
 
+        has_work = self._sql(q.QUEUE_HAS_WORK)
+        busy = [
+            name
+            for name in sorted(set(queues))
+            if self._read(has_work, {"queue": name, "now": now})[0][0]
+        ]
+        if not busy:
+            return []
+
         def claim(conn: Any) -> list[WorkflowRecord]:
             claimed: list[WorkflowRecord] = []
             # One queue after the other, in name order: two claims never wait for each
             # other's queue locks in opposite orders.
-            for name in sorted(set(queues)):
+            for name in busy:
                 if len(claimed) >= limit:
                     break
                 claimed.extend(claim_one(conn, name, limit - len(claimed)))
