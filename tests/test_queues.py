@@ -5,6 +5,7 @@ proven in ``test_queue_fleet.py``."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
@@ -240,3 +241,30 @@ def test_bad_options_are_refused_before_anything_is_recorded(
     with pytest.raises(perdure.ConfigurationError, match="different limits"):
         jobs.app.add_queue(perdure.Queue("q", concurrency=5))
     assert jobs.app.list_workflows() == []
+
+
+def test_async_starts_and_children_through_queues(make_app: Callable[..., perdure.App]) -> None:
+    jobs = Jobs(make_app, concurrency=1)
+    app = jobs.app
+
+    @app.workflow(name="parent")
+    def parent() -> str:
+        try:
+            app.options(queue="q").start(jobs.job, "child")
+        except perdure.ConfigurationError as exc:
+            return str(exc)
+        return "started"
+
+    async def main() -> list[str]:
+        handles = [
+            await app.options(queue="q", key="k").start_async(jobs.job, f"a{n}") for n in range(3)
+        ]
+        same = await app.options(queue="q", dedup_id="d").start_async(jobs.job, "d0")
+        again = await app.options(queue="q", dedup_id="d").start_async(jobs.job, "d1")
+        assert same.workflow_id == again.workflow_id
+        return [await handle.result_async(timeout=30) for handle in [*handles, again]]
+
+    with app:
+        assert asyncio.run(main()) == ["a0", "a1", "a2", "d0"]
+        refused = app.run(parent)
+    assert "cannot be started with queue=" in refused
