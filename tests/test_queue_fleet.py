@@ -85,6 +85,13 @@ class Fleet:
         self.workers.append(worker)
         return worker
 
+    def start_all(self, count: int) -> None:
+        """Start ``count`` workers and wait until every one runs (so that they all claim
+        from the first workflow on)."""
+        for _ in range(count):
+            self.start()
+        wait_for(lambda: len(self.app.store.list_executors()) >= count, 60, "the workers")
+
     def enqueue(self, keys: list[str], seconds: float) -> list[perdure.WorkflowHandle[str]]:
         starter = self.app.options
         return [starter(queue=queue_app.QUEUE, key=key).start("job", key, seconds) for key in keys]
@@ -152,9 +159,8 @@ def test_global_worker_and_key_limits_hold_and_are_reached(
     concurrency = workers + 1
     fleet = make_fleet(concurrency=concurrency, worker_concurrency=2, key_concurrency=2)
     keys = ["a"] * 10 + ["b", "c", "d", "e"] * 3
+    fleet.start_all(workers)
     handles = fleet.enqueue(keys, 0.4)
-    for _ in range(workers):
-        fleet.start()
     for handle in handles:
         handle.result(timeout=120)
     runs = intervals(read_ledger(fleet.ledger))
@@ -169,9 +175,8 @@ def test_global_worker_and_key_limits_hold_and_are_reached(
 def test_rate_limit_over_ten_seconds(make_fleet: Callable[..., Fleet], database_url: str) -> None:
     limit, per, count = 6, 2.0, 36
     fleet = make_fleet(rate=[limit, per])
+    fleet.start_all(worker_count(database_url))
     handles = fleet.enqueue([f"k{n % 4}" for n in range(count)], 0.05)
-    for _ in range(worker_count(database_url)):
-        fleet.start()
     for handle in handles:
         handle.result(timeout=120)
     # The store's start times (the claims' clock): at most `limit` in any window of `per`.
