@@ -75,15 +75,16 @@ QUEUE_WAKE_DUE = (
     "UPDATE perdure_workflows SET wake_at = NULL WHERE queue = :queue AND owner IS NULL "
     "AND wake_at <= :now AND status IN {ACTIVE}"
 )
-# Whether the queue has anything to claim (a read, before the claim's locking transaction:
-# an idle queue costs a worker no write at each poll): waiting, or due to wait.
+# (whether the queue has workflows waiting, whether it has delayed or suspended ones due):
+# a read before the claim's locking transaction, so that an idle queue costs a worker's
+# poll no write, and the wake-up of due ones only runs when there are some.
 QUEUE_HAS_WORK = (
     "SELECT EXISTS (SELECT 1 FROM perdure_workflows WHERE queue = :queue "
     "AND owner IS NULL AND wake_at IS NULL AND status IN {ACTIVE}) "
-    "OR EXISTS (SELECT 1 FROM perdure_workflows WHERE queue = :queue AND owner IS NULL "
-    "AND wake_at <= :now AND status IN {ACTIVE}) "
     "OR EXISTS (SELECT 1 FROM perdure_workflows WHERE queue = :queue "
-    "AND owner IS NOT NULL AND lease_expires_at < :now AND status IN {ACTIVE})"
+    "AND owner IS NOT NULL AND lease_expires_at < :now AND status IN {ACTIVE}), "
+    "EXISTS (SELECT 1 FROM perdure_workflows WHERE queue = :queue AND owner IS NULL "
+    "AND wake_at <= :now AND status IN {ACTIVE})"
 )
 # (running in the queue, of them on this executor, of them with this key).
 QUEUE_RUNNING = (

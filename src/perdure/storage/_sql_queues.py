@@ -169,13 +169,14 @@ class SqlQueues(SqlBase):
             "key": None,
         }
 
-        def claim_one(conn: Any, name: str, room: int) -> list[WorkflowRecord]:
+        def claim_one(conn: Any, name: str, due: bool, room: int) -> list[WorkflowRecord]:
             params = {**base, "queue": name}
             row = conn.execute(sql["lock"], {"name": name}).fetchone()
             if row is None:
                 return []
             queue = _queue(row)
-            conn.execute(sql["wake"], params)
+            if due:
+                conn.execute(sql["wake"], params)
             running, mine, _ = conn.execute(sql["running"], params).fetchone()
             wanted = room
             if queue.concurrency is not None:
@@ -208,11 +209,11 @@ class SqlQueues(SqlBase):
             return [WorkflowRecord(*row) for row in admitted]
 
         has_work = self._sql(q.QUEUE_HAS_WORK)
-        busy = [
-            name
-            for name in sorted(set(queues))
-            if self._read(has_work, {"queue": name, "now": now})[0][0]
-        ]
+        busy: dict[str, bool] = {}  # queue -> whether some of its workflows came due
+        for name in sorted(set(queues)):
+            waiting, due = self._read(has_work, {"queue": name, "now": now})[0]
+            if waiting or due:
+                busy[name] = bool(due)
         if not busy:
             return []
 
@@ -220,10 +221,10 @@ class SqlQueues(SqlBase):
             claimed: list[WorkflowRecord] = []
             # One queue after the other, in name order: two claims never wait for each
             # other's queue locks in opposite orders.
-            for name in busy:
+            for name, due in busy.items():
                 if len(claimed) >= limit:
                     break
-                claimed.extend(claim_one(conn, name, limit - len(claimed)))
+                claimed.extend(claim_one(conn, name, due, limit - len(claimed)))
             return sorted(claimed, key=lambda r: (r.priority, r.created_at))
 
         return self._write(claim)
