@@ -65,9 +65,10 @@ class QueueOps(abc.ABC):
         limit: int = 100,
     ) -> list[WorkflowRecord]:
         """Claim up to ``limit`` workflows of these queues (of these names and this
-        version) within each queue's limits, in one transaction that locks each queue's
-        row (in name order) while it counts and claims: concurrent claims of one queue,
-        from any number of executors, run one after the other.
+        version) within each queue's limits. The order comes from a read just before;
+        then one transaction locks each queue's row (in name order) while it counts what
+        runs and claims: concurrent claims of one queue, from any number of executors,
+        count and claim one after the other, and a candidate taken meanwhile is skipped.
 
         Waiting in a queue: active, unowned and not suspended (a delay or suspension
         that came due joins them), or owned with an expired lease. Running: owned with a

@@ -92,6 +92,11 @@ QUEUE_RUNNING = (
     "COALESCE(sum(CASE WHEN queue_key = :key THEN 1 ELSE 0 END), 0) "
     f"FROM perdure_workflows WHERE {_RUNNING}"
 )
+# Per key (None: the workflows without one): how many run, and of them on this executor.
+QUEUE_RUNNING_BY_KEY = (
+    "SELECT queue_key, count(*), COALESCE(sum(CASE WHEN owner = :me THEN 1 ELSE 0 END), 0) "
+    f"FROM perdure_workflows WHERE {_RUNNING} GROUP BY queue_key"
+)
 QUEUE_STARTS = (
     "SELECT count(*) FROM perdure_workflows WHERE queue = :queue AND dequeued_at > :since"
 )
@@ -124,7 +129,7 @@ QUEUE_CANDIDATES = (
     f"served AS ({_SERVED}), "
     f"running AS (SELECT queue_key, count(*) AS n FROM perdure_workflows WHERE {_RUNNING} "
     "AND queue_key IS NOT NULL GROUP BY queue_key) "
-    "SELECT c.id, c.dequeued_at IS NULL FROM waiting c "
+    "SELECT c.id, c.dequeued_at IS NULL, c.queue_key FROM waiting c "
     "LEFT JOIN running r ON r.queue_key = c.queue_key "
     "LEFT JOIN served v ON v.queue_key = c.queue_key "
     "WHERE c.queue_key IS NULL OR c.turn + COALESCE(r.n, 0) <= :key_limit "

@@ -149,17 +149,6 @@ class SqlQueues(SqlBase):
         lease_expires_at: float,
         limit: int = 100,
     ) -> list[WorkflowRecord]:
-        sql = {
-            name: self._sql(template)
-            for name, template in (
-                ("lock", q.LOCK_QUEUE),
-                ("wake", q.QUEUE_WAKE_DUE),
-                ("running", q.QUEUE_RUNNING),
-                ("starts", q.QUEUE_STARTS),
-                ("candidates", q.QUEUE_CANDIDATES),
-                ("admit", q.QUEUE_ADMIT),
-            )
-        }
         base = {
             "me": executor_id,
             "now": now,
@@ -168,66 +157,110 @@ class SqlQueues(SqlBase):
             "names": self._dialect.text_list(names),
             "key": None,
         }
-
-        def claim_one(conn: Any, name: str, due: bool, room: int) -> list[WorkflowRecord]:
-            params = {**base, "queue": name}
-            row = conn.execute(sql["lock"], {"name": name}).fetchone()
-            if row is None:
-                return []
-            queue = _queue(row)
-            if due:
-                conn.execute(sql["wake"], params)
-            running, mine, _ = conn.execute(sql["running"], params).fetchone()
-            wanted = room
-            if queue.concurrency is not None:
-                wanted = min(wanted, queue.concurrency - int(running))
-            if queue.worker_concurrency is not None:
-                wanted = min(wanted, queue.worker_concurrency - int(mine))
-            if wanted <= 0:
-                return []
-            fresh = wanted
-            if queue.rate is not None:
-                since = now - queue.rate.per
-                starts = conn.execute(sql["starts"], {**params, "since": since}).fetchone()[0]
-                fresh = queue.rate.limit - int(starts)
-            key_limit = queue.key_concurrency or _NO_LIMIT
-            rows = conn.execute(
-                sql["candidates"],
-                {**params, "key_limit": key_limit, "fresh_ok": int(fresh > 0), "limit": wanted},
-            ).fetchall()
-            chosen: list[str] = []
-            for workflow_id, first_start in rows:
-                if first_start:
-                    if fresh <= 0:
-                        continue  # the rate is spent: only those that started before
-                    fresh -= 1
-                chosen.append(workflow_id)
-            if not chosen:
-                return []
-            ids = self._dialect.text_list(chosen)
-            admitted = conn.execute(sql["admit"], {**params, "ids": ids}).fetchall()
-            return [WorkflowRecord(*row) for row in admitted]
-
-        has_work = self._sql(q.QUEUE_HAS_WORK)
-        busy: dict[str, bool] = {}  # queue -> whether some of its workflows came due
+        # Before the locking transaction, reads only: which queues have work, and in each
+        # the candidates in the order they start (a proposal). The transaction then
+        # holds the queue's lock only to count what runs and admit from the proposal: the
+        # counts decide, and the admission checks each candidate again.
+        proposals: dict[str, list[tuple[str, bool, str | None]]] = {}
         for name in sorted(set(queues)):
-            waiting, due = self._read(has_work, {"queue": name, "now": now})[0]
-            if waiting or due:
-                busy[name] = bool(due)
-        if not busy:
+            params = {**base, "queue": name}
+            waiting, due = self._read(self._sql(q.QUEUE_HAS_WORK), params)[0]
+            if due:
+                # Delayed or suspended ones whose time came: waiting in the queue now.
+                self._wake_due(params)
+            queue = self.get_queue(name) if waiting or due else None
+            if queue is None:
+                continue
+            fresh_ok = queue.rate is None or self._starts(name, queue.rate, now) < queue.rate.limit
+            proposal = self._read(
+                self._sql(q.QUEUE_CANDIDATES),
+                {
+                    **params,
+                    "key_limit": queue.key_concurrency or _NO_LIMIT,
+                    "fresh_ok": int(fresh_ok),
+                    "limit": limit,
+                },
+            )
+            if proposal:
+                proposals[name] = [(row[0], bool(row[1]), row[2]) for row in proposal]
+        if not proposals:
             return []
 
         def claim(conn: Any) -> list[WorkflowRecord]:
             claimed: list[WorkflowRecord] = []
             # One queue after the other, in name order: two claims never wait for each
             # other's queue locks in opposite orders.
-            for name, due in busy.items():
+            for name, proposal in proposals.items():
                 if len(claimed) >= limit:
                     break
-                claimed.extend(claim_one(conn, name, due, limit - len(claimed)))
+                room = limit - len(claimed)
+                claimed.extend(self._admit(conn, {**base, "queue": name}, proposal, room))
             return sorted(claimed, key=lambda r: (r.priority, r.created_at))
 
         return self._write(claim)
+
+    def _wake_due(self, params: dict[str, Any]) -> None:
+        """Delayed or suspended workflows of the queue whose time came: waiting now. Safe
+        without the queue's lock: it only clears the wake time of unowned, due ones."""
+        sql = self._sql(q.QUEUE_WAKE_DUE)
+        self._write(lambda conn: conn.execute(sql, params))
+
+    def _starts(self, queue: str, rate: Rate, now: float, conn: Any = None) -> int:
+        """First starts of the queue within its rate's window before ``now``."""
+        params = {"queue": queue, "since": now - rate.per}
+        sql = self._sql(q.QUEUE_STARTS)
+        rows = self._read(sql, params) if conn is None else conn.execute(sql, params).fetchall()
+        return int(rows[0][0])
+
+    def _admit(
+        self,
+        conn: Any,
+        params: dict[str, Any],
+        proposal: list[tuple[str, bool, str | None]],
+        room: int,
+    ) -> list[WorkflowRecord]:
+        """Under the queue's lock: count what runs, and admit from the proposal, in its
+        order, what every limit allows."""
+        row = conn.execute(self._sql(q.LOCK_QUEUE), {"name": params["queue"]}).fetchone()
+        if row is None:
+            return []
+        queue = _queue(row)  # as locked: a change committed since the proposal counts
+        by_key: dict[str | None, int] = {}
+        running = mine = 0
+        for key, count, own in conn.execute(self._sql(q.QUEUE_RUNNING_BY_KEY), params):
+            by_key[key] = int(count)
+            running += int(count)
+            mine += int(own)
+        wanted = room
+        if queue.concurrency is not None:
+            wanted = min(wanted, queue.concurrency - running)
+        if queue.worker_concurrency is not None:
+            wanted = min(wanted, queue.worker_concurrency - mine)
+        if wanted <= 0:
+            return []
+        fresh = wanted
+        if queue.rate is not None:
+            fresh = queue.rate.limit - self._starts(
+                params["queue"], queue.rate, params["now"], conn
+            )
+        key_limit = queue.key_concurrency or _NO_LIMIT
+        chosen: list[str] = []
+        for workflow_id, first_start, key in proposal:
+            if len(chosen) >= wanted:
+                break
+            if key is not None and by_key.get(key, 0) >= key_limit:
+                continue
+            if first_start:
+                if fresh <= 0:
+                    continue  # the rate is spent: only those that started before
+                fresh -= 1
+            by_key[key] = by_key.get(key, 0) + 1
+            chosen.append(workflow_id)
+        if not chosen:
+            return []
+        ids = self._dialect.text_list(chosen)
+        admitted = conn.execute(self._sql(q.QUEUE_ADMIT), {**params, "ids": ids}).fetchall()
+        return [WorkflowRecord(*row) for row in admitted]
 
     def queue_place(self, workflow_id: str, now: float) -> QueuePlace | None:
         rows = self._read(self._sql(GET_WORKFLOW), {"id": workflow_id})
