@@ -69,29 +69,26 @@ def test_priority_runs_lower_numbers_first_then_in_start_order(
     make_app: Callable[..., perdure.App],
 ) -> None:
     jobs = Jobs(make_app, concurrency=1)
+    # Queued before the worker starts: every claim then sees all of them waiting.
+    priorities = {"p3": 3, "p1a": 1, "p2a": 2, "p1b": 1, "p0": 0, "p2b": 2, "n": -1}
+    handles = [jobs.start(tag, priority=p) for tag, p in priorities.items()]
     with jobs.app:
-        gate = jobs.block()
-        priorities = {"p3": 3, "p1a": 1, "p2a": 2, "p1b": 1, "p0": 0, "p2b": 2, "n": -1}
-        handles = [jobs.start(tag, priority=p) for tag, p in priorities.items()]
-        gate.set()
         assert [handle.result(timeout=30) for handle in handles] == list(priorities)
-    assert jobs.ran == ["blocker", "n", "p0", "p1a", "p1b", "p2a", "p2b", "p3"]
+    assert jobs.ran == ["n", "p0", "p1a", "p1b", "p2a", "p2b", "p3"]
 
 
 def test_round_robin_between_keys_at_equal_priority(
     make_app: Callable[..., perdure.App],
 ) -> None:
     jobs = Jobs(make_app, concurrency=1)
+    tags = [f"big{n}" for n in range(5)] + ["s0", "s1", "t0"]
+    handles = [jobs.start(tag, key=tag.rstrip("0123456789")) for tag in tags]
     with jobs.app:
-        gate = jobs.block()
-        tags = [f"big{n}" for n in range(5)] + ["s0", "s1", "t0"]
-        handles = [jobs.start(tag, key=tag.rstrip("0123456789")) for tag in tags]
-        gate.set()
         for handle in handles:
             handle.result(timeout=30)
-    # One of each key before the second of any: the flood of "big" does not hold the
-    # others back.
-    assert jobs.ran == ["blocker", "big0", "s0", "t0", "big1", "s1", "big2", "big3", "big4"]
+    # One of each key before the second of any (the key that started one longest ago
+    # next): the flood of "big" does not hold the others back.
+    assert jobs.ran == ["big0", "s0", "t0", "big1", "s1", "big2", "big3", "big4"]
 
 
 def test_delay_holds_the_start_and_says_so(make_app: Callable[..., perdure.App]) -> None:
@@ -219,6 +216,22 @@ def test_status_list_and_cli_say_where_a_queued_workflow_stands(
             gate.set()
         assert waiting.result(timeout=30) == "c0"
         assert waiting.status().queued is None
+
+
+def test_a_cancel_ends_a_queued_workflow_without_waiting_for_its_turn(
+    make_app: Callable[..., perdure.App],
+) -> None:
+    jobs = Jobs(make_app, concurrency=1)
+    with jobs.app:
+        gate = jobs.block()
+        waiting = jobs.start("never")
+        assert jobs.app.cancel(waiting.workflow_id)
+        with pytest.raises(perdure.WorkflowCancelledError):
+            waiting.result(timeout=30)
+        assert "blocker" in jobs.running  # it did not wait for the slot
+        gate.set()
+        jobs.handles["blocker"].result(timeout=30)
+    assert jobs.ran == ["blocker"]
 
 
 def test_bad_options_are_refused_before_anything_is_recorded(

@@ -164,3 +164,33 @@ def test_queue_place_says_where_a_waiting_workflow_stands(store: Store) -> None:
     assert place.reason() == "delay"
     assert store.queue_place("run", 1001.0) is None  # it runs
     assert store.queue_place("nope", 1001.0) is None
+
+
+@covers("cancelled_waiting", "cancel_waiting")
+def test_a_queued_workflow_cancelled_before_it_started_ends_without_running(
+    store: Store,
+) -> None:
+    store.declare_queue(Queue("q", concurrency=1), 1.0)
+    for n, workflow_id in enumerate(("run", "wait", "late")):
+        enqueue(store, workflow_id, at=100.0 + n)
+    enqueue(store, "solo", queue=None, not_before=5000.0)
+    assert claim(store) == ["run"]
+    for workflow_id in ("run", "wait", "solo"):
+        assert store.cancel_workflow(workflow_id, 1001.0) == [workflow_id]
+    # Only those of these queues that never started: "run" is told at its next step,
+    # "solo" (no queue) wakes and is claimed to be told.
+    assert store.cancelled_waiting(["q"]) == ["wait"]
+    assert store.cancelled_waiting(["other"]) == []
+    assert store.cancel_waiting("wait", '{"type": "x"}', 1002.0)
+    record = store.get_workflow("wait")
+    assert record is not None
+    assert (record.status, record.error, record.finished_at) == (
+        "CANCELLED",
+        '{"type": "x"}',
+        1002.0,
+    )
+    assert store.load_steps("wait") == []
+    assert not store.cancel_waiting("wait", "{}", 1003.0)  # once
+    assert not store.cancel_waiting("run", "{}", 1003.0)  # it started
+    assert not store.cancel_waiting("late", "{}", 1003.0)  # not asked
+    assert store.cancelled_waiting(["q"]) == []

@@ -11,6 +11,9 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
+from .._errors import WorkflowCancelledError
+from .._model import Outcome, WorkflowState
+from .._serialization import encode_error
 from ..storage import StepRecord, WorkflowRecord
 from ._host import WorkerHost
 from ._table import RunTable, Slot
@@ -56,6 +59,18 @@ class QueueClaimer:
                     log.info("queue %r runs with the stored limits %s", name, stored)
                 self._declared.add(name)
 
+    def end_cancelled(self, now: float) -> None:
+        """End the queued workflows asked to cancel before they started: they would
+        otherwise wait for their turn (perhaps long) only to stop at their first step."""
+        queues = list(self.host.registry.queues)
+        for workflow_id in self.host.store.cancelled_waiting(queues):
+            error = encode_error(WorkflowCancelledError(workflow_id))
+            if self.host.store.cancel_waiting(workflow_id, error, now):
+                self.host.notifier.notify(
+                    workflow_id, Outcome(WorkflowState.CANCELLED, None, error)
+                )
+                log.info("workflow %s cancelled before it left its queue", workflow_id)
+
     def claim(self) -> bool:
         """Claim and dispatch what the queues admit; returns whether the round was full
         (more may be claimable at once)."""
@@ -65,6 +80,7 @@ class QueueClaimer:
         # recorded to start at is what the rate counts.
         now = self.host.clock.time()
         self.declare(now)
+        self.end_cancelled(now)
         settings = self.host.settings
         reserved = self.table.reserve(settings.max_threads)
         if reserved <= 0:

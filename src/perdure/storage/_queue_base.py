@@ -90,3 +90,15 @@ class QueueOps(abc.ABC):
         limits, its position (1: the next to start), how many of its queue and of its key
         run, the recent first starts of its queue. None when it does not wait so (it
         runs, is suspended, has finished, or does not exist)."""
+
+    @abc.abstractmethod
+    def cancelled_waiting(self, queues: Sequence[str], limit: int = 100) -> list[str]:
+        """IDs of the workflows of these queues asked to cancel before they ever started
+        (PENDING, unowned), oldest first; an index range."""
+
+    @abc.abstractmethod
+    def cancel_waiting(self, workflow_id: str, error: str, now: float) -> bool:
+        """End a queued workflow asked to cancel before it ever started: CANCELLED with
+        ``error`` (an encoded ``WorkflowCancelledError``), without running; one statement;
+        waiters are told. Returns False, changing nothing, when it is no longer such a
+        workflow (it started, or finished)."""

@@ -150,3 +150,19 @@ QUEUE_POSITION = (
     f"SELECT position FROM (SELECT c.id, row_number() OVER ({_ORDER}) AS position "
     "FROM waiting c LEFT JOIN served v ON v.queue_key = c.queue_key) AS p WHERE id = :id"
 )
+
+# -- cancelled before they started ----------------------------------------------------------
+
+# Workflows of these queues asked to cancel before they ever started (the cancel woke
+# nothing: they wait for their turn). An index holds exactly these.
+CANCELLED_WAITING = (
+    "SELECT id FROM perdure_workflows WHERE status = {PENDING} "
+    "AND cancel_requested_at IS NOT NULL AND queue IN {names_set} AND owner IS NULL "
+    "ORDER BY created_at LIMIT :limit"
+)
+# Ends one CANCELLED without running it (it never started: no step, no lease).
+CANCEL_WAITING = (
+    "UPDATE perdure_workflows SET status = :cancelled, error = :error, wake_at = NULL, "
+    "note = NULL, finished_at = :now, updated_at = :now WHERE id = :id AND status = {PENDING} "
+    "AND cancel_requested_at IS NOT NULL AND owner IS NULL AND queue IS NOT NULL RETURNING id"
+)

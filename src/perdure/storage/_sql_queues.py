@@ -16,7 +16,7 @@ from typing import Any
 from .._errors import StoreError
 from .._queue import Enqueue, Queue, QueuePlace, Rate, changed
 from . import _queue_statements as q
-from ._base import EVENT_READY, NewWorkflow, WorkflowRecord
+from ._base import CANCELLED, EVENT_DONE, EVENT_READY, NewWorkflow, WorkflowRecord
 from ._limits import check_key
 from ._sql_base import SqlBase
 from ._statements import GET_WORKFLOW
@@ -198,6 +198,22 @@ class SqlQueues(SqlBase):
             return sorted(claimed, key=lambda r: (r.priority, r.created_at))
 
         return self._write(claim)
+
+    def cancelled_waiting(self, queues: Sequence[str], limit: int = 100) -> list[str]:
+        params = {"names": self._dialect.text_list(queues), "limit": limit}
+        return [row[0] for row in self._read(self._sql(q.CANCELLED_WAITING), params)]
+
+    def cancel_waiting(self, workflow_id: str, error: str, now: float) -> bool:
+        sql = self._sql(q.CANCEL_WAITING)
+        params = {"id": workflow_id, "error": error, "now": now, "cancelled": CANCELLED.value}
+
+        def cancel(conn: Any) -> bool:
+            if conn.execute(sql, params).fetchone() is None:
+                return False
+            self._notify(conn, EVENT_DONE + workflow_id)
+            return True
+
+        return self._write(cancel)
 
     def _wake_due(self, params: dict[str, Any]) -> None:
         """Delayed or suspended workflows of the queue whose time came: waiting now. Safe

@@ -47,3 +47,6 @@ CREATE UNIQUE INDEX perdure_workflows_dedup ON perdure_workflows (dedup_key)
     WHERE dedup_key IS NOT NULL AND status IN ('PENDING', 'RUNNING');
 CREATE UNIQUE INDEX perdure_workflows_debounce ON perdure_workflows (debounce_key)
     WHERE debounce_key IS NOT NULL AND status = 'PENDING';
+-- Queued workflows asked to cancel before they started: ended at once by a worker.
+CREATE INDEX perdure_workflows_queue_cancelled ON perdure_workflows (created_at)
+    WHERE status = 'PENDING' AND cancel_requested_at IS NOT NULL AND queue IS NOT NULL;
