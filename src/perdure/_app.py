@@ -49,7 +49,8 @@ class App:
     ``App()`` uses ``PERDURE_DATABASE_URL``, or the SQLite file ``./perdure.db``.
     Nothing touches the database until the app is used. ``with app:`` (or
     ``app.launch()``) starts this process's executor, which runs the workflows this
-    process starts and recovers those that were interrupted.
+    process starts and recovers those that were interrupted. ``queues=[perdure.Queue(
+    ...)]`` declares the queues its workflows start in (``app.options(queue=...)``).
     """
 
     def __init__(
