@@ -12,6 +12,7 @@ from typing import Any
 from bench.common import LOG_COUNT, log
 from bench.cpu import Load
 from bench.figures.multiprocess import multiprocess
+from bench.figures.queue import queue
 from bench.figures.recovery import recovery
 from bench.figures.sequential import sequential
 from bench.figures.steps import step_overhead
@@ -60,6 +61,7 @@ def run_store(
         "multiprocess": lambda: multiprocess(
             ws, logs, worker_counts, counts["mp_n"], counts["mp_repeats"]
         ),
+        "queue": lambda: queue(ws, logs, counts["queue_n"]),
     }
     floor_samples: list[float] = []
     for name in SECTIONS:

@@ -23,6 +23,7 @@ FULL = {
     "recovery": 2000,
     "recovery_repeats": 3,
     "mp_n": 2000,
+    "queue_n": 2000,
     "mp_repeats": 1,
     "waiting": 10_000,
 }
@@ -39,6 +40,7 @@ QUICK = {
     "recovery": 300,
     "recovery_repeats": 1,
     "mp_n": 300,
+    "queue_n": 300,
     "mp_repeats": 1,
     "waiting": 1000,
 }
@@ -52,7 +54,10 @@ SECTIONS = (
     "recovery",
     "waiting",
     "multiprocess",
+    "queue",
 )
+#: Figures that run only when asked for (``--only queue``).
+OPT_IN = ("queue",)
 #: Figures that only one store has.
 STORE_SECTIONS = {"multiprocess": ("postgresql",)}
 #: A figure during which the PostgreSQL server restarted is measured again, this often.

@@ -11,7 +11,8 @@ In a worker started by the benchmark, ``PERDURE_BENCH_PROBE_DIR`` turns on the
 diagnostics of ``bench/probe.py`` (transactions, finished workflows, CPU); the workflows
 themselves are the same. For experiments, ``PERDURE_BENCH_APP_SETTINGS`` (JSON, e.g.
 ``{"max_workflows": 5000}``) passes App settings to the module-level ``app``; the
-benchmark itself never sets it.
+benchmark itself never sets it. ``PERDURE_BENCH_QUEUE`` (a number) declares the queue
+figure's queue with that concurrency (only that figure sets it).
 """
 
 from __future__ import annotations
@@ -67,10 +68,19 @@ class Workloads:
 WAIT_SECONDS = 3600.0
 #: The topic ``receiver`` waits on (nothing is ever sent to it).
 WAIT_TOPIC = "bench.wake"
+#: The queue figure's queue, and the variable that declares it in a worker.
+QUEUE = "bench"
+QUEUE_ENV = "PERDURE_BENCH_QUEUE"
 
 
-def build(database_url: str | None = None, **settings: Any) -> Workloads:
-    """A new App on ``database_url`` with the benchmark's workflows registered."""
+def build(
+    database_url: str | None = None, queue_concurrency: int | None = None, **settings: Any
+) -> Workloads:
+    """A new App on ``database_url`` with the benchmark's workflows registered (and the
+    queue ``bench`` with this concurrency, if given)."""
+    if queue_concurrency is not None:
+        # Only then: bench/compare.py runs these workloads on revisions without queues.
+        settings["queues"] = [perdure.Queue(QUEUE, queue_concurrency)]
     app = perdure.App(database_url, **settings)
 
     s_intake = app.step(name="order_intake")(order_intake)
@@ -135,6 +145,7 @@ def build(database_url: str | None = None, **settings: Any) -> Workloads:
 #: What ``perdure worker bench.workloads:app`` runs (database from PERDURE_DATABASE_URL).
 app = build(
     os.environ.get("PERDURE_DATABASE_URL"),
+    int(os.environ[QUEUE_ENV]) if os.environ.get(QUEUE_ENV) else None,
     **json.loads(os.environ.get("PERDURE_BENCH_APP_SETTINGS") or "{}"),
 ).app
 

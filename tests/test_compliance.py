@@ -210,6 +210,26 @@ def test_subjects_are_checked_and_a_child_cannot_have_its_own(
     assert app.store.workflow_subjects(app.list_workflows()[0].workflow_id) == []
 
 
+def test_workflows_started_in_a_queue_are_tagged_and_erased_too(
+    make_app: Callable[..., perdure.App], database_url: str
+) -> None:
+    app = make_app(queues=[perdure.Queue("mail", concurrency=1)])
+
+    @app.workflow(name="mail")
+    def mail(text: str) -> str:
+        return f"sent {text}"
+
+    with app:
+        queued = app.options(queue="mail", key="c1", subjects=["carol"]).start(mail, "carol-secret")
+        delayed = app.options(delay=0.01, subjects=["carol"]).start(mail, "carol-later")
+        assert queued.result(timeout=30) == "sent carol-secret"
+        assert delayed.result(timeout=30) == "sent carol-later"
+    assert app.store.workflow_subjects(queued.workflow_id) == ["carol"]
+    assert app.store.workflow_subjects(delayed.workflow_id) == ["carol"]
+    assert sorted(app.erase("carol")) == sorted([queued.workflow_id, delayed.workflow_id])
+    assert "carol-" not in repr([raw_rows(database_url, table) for table in TABLES])
+
+
 def test_every_operator_action_is_in_the_audit_log(
     make_app: Callable[..., perdure.App], database_url: str
 ) -> None:

@@ -505,6 +505,7 @@ def test_postgres_migrations_apply_once_when_many_start_together(postgres_url: s
         "perdure_maintenance_leases",
         "perdure_messages",
         "perdure_operator_actions",
+        "perdure_queues",
         "perdure_schedules",
         "perdure_schema",
         "perdure_steps",

@@ -47,6 +47,7 @@ from ._errors import (
 )
 from ._handle import HoldStatus, StepStatus, WorkflowHandle, WorkflowStatus
 from ._inspect import StepDetail, WorkflowDetail, WorkflowPage
+from ._queue import Queue, QueuedStatus, QueueReason, Rate
 from ._retention import Retention
 from ._retry import Retry
 from ._saga import Saga, saga
@@ -79,6 +80,10 @@ __all__ = [
     "NonDeterminismError",
     "PerdureError",
     "PickleSerializer",
+    "Queue",
+    "QueueReason",
+    "QueuedStatus",
+    "Rate",
     "Retry",
     "ScheduleStatus",
     "Saga",

@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable, Coroutine, Sequence
+from datetime import timedelta
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
-from . import _compliance, _operating, _scheduling
+from . import _compliance, _operating, _queueing, _scheduling
 from ._breaker import CircuitBreaker
 from ._client import Client
 from ._clock import Clock, SystemClock
@@ -26,6 +27,7 @@ from ._errors import ConfigurationError
 from ._handle import WorkflowHandle
 from ._notifier import Notifier
 from ._options import Starter, StartOptions, no_child_subjects, subjects_of
+from ._queue import Queue
 from ._registry import Registry as _Registry
 from ._retry import Retry
 from ._serialization import JSONSerializer, Serializer
@@ -49,7 +51,8 @@ class App:
     ``App()`` uses ``PERDURE_DATABASE_URL``, or the SQLite file ``./perdure.db``.
     Nothing touches the database until the app is used. ``with app:`` (or
     ``app.launch()``) starts this process's executor, which runs the workflows this
-    process starts and recovers those that were interrupted.
+    process starts and recovers those that were interrupted. ``queues=[perdure.Queue(
+    ...)]`` declares the queues its workflows start in (``app.options(queue=...)``).
     """
 
     def __init__(
@@ -58,6 +61,7 @@ class App:
         *,
         serializer: Serializer | None = None,
         clock: Clock | None = None,
+        queues: Sequence[Queue] = (),
         **settings: Any,
     ) -> None:
         self.database_url = (
@@ -79,6 +83,8 @@ class App:
             registry=self.registry,
         )
         self._worker: Executor | None = None
+        for queue in queues:
+            self.add_queue(queue)
 
     def __repr__(self) -> str:
         return f"App({redact_url(self.database_url)!r})"
@@ -242,6 +248,12 @@ class App:
         workflow_id: str | None = None,
         timeout: float | None = None,
         subjects: Sequence[str] | None = None,
+        queue: str | None = None,
+        key: str | None = None,
+        priority: int = 0,
+        delay: float | timedelta | None = None,
+        dedup_id: str | None = None,
+        debounce: float | timedelta | None = None,
     ) -> Starter:
         """Start options as a value: ``app.options(workflow_id="order-42", timeout=60)
         .start(checkout, order)``. The returned starter's ``start``, ``run``,
@@ -251,11 +263,24 @@ class App:
         started again); ``timeout`` (seconds) gives the workflow a durable deadline;
         ``subjects`` tags it with the data subjects whose data it holds, for
         ``app.erase(subject=...)`` (its children and forks are erased with it).
+        Flow control (see ``StartOptions`` and README "Queues"): ``queue`` (declared
+        with ``perdure.Queue``), ``key``, ``priority`` (lower first), ``delay``;
+        ``dedup_id`` (a start while an active workflow of the queue has it returns that
+        workflow's handle); ``debounce`` with ``key`` (starts collapse into one run
+        with the latest arguments).
         """
-        chosen = StartOptions(
-            workflow_id=workflow_id, timeout=timeout, subjects=subjects_of(subjects)
+        options = StartOptions(
+            workflow_id=workflow_id,
+            timeout=timeout,
+            subjects=subjects_of(subjects),
+            queue=queue,
+            key=key,
+            priority=priority,
+            delay=delay,
+            dedup_id=dedup_id,
+            debounce=debounce,
         )
-        return Starter(self, chosen)
+        return Starter(self, options)
 
     def start_with(
         self,
@@ -269,6 +294,7 @@ class App:
         run = current_run.get()
         if run is not None:
             o = no_child_subjects(options)
+            _queueing.refuse_in_workflow(o)
             child_id = start_child(self, run, fn, args, kwargs, o.workflow_id, o.timeout)
             return self._child_handle(fn, child_id)
         return self.client.start_with(options, fn, args, kwargs)
@@ -284,6 +310,7 @@ class App:
         run = current_run.get()
         if run is not None:
             o = no_child_subjects(options)
+            _queueing.refuse_in_workflow(o)
             child_id = await start_child_async(
                 self, run, fn, args, kwargs, o.workflow_id, o.timeout
             )
@@ -574,6 +601,10 @@ class App:
     pause_schedule = _scheduling.pause_schedule
     resume_schedule = _scheduling.resume_schedule
     delete_schedule = _scheduling.delete_schedule
+    # Queues: one function each in ``_queueing``.
+    add_queue = _queueing.add_queue
+    update_queue = _queueing.update_queue
+    queue = _queueing.queue
 
     def versions(self) -> list[VersionStatus]:
         """The app versions with active workflows (how many, held, the oldest)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime
 from typing import Any
 
@@ -32,6 +32,7 @@ from ._cli_tables import on_terminal, print_table, status_cell
 from ._handle import WorkflowStatus
 from ._inspect import MAX_PAGE, WorkflowDetail, summary
 from ._model import BreakerState, StepState, WorkflowState
+from ._queue import with_place
 from ._text import shorten
 
 
@@ -64,6 +65,8 @@ def _print_status(status: WorkflowStatus, detail: WorkflowDetail) -> None:
         click.echo(f"  resumed {detail.resumes} time(s)")
     if status.waiting_for:
         click.echo(f"  suspended, waiting for {shown(status.waiting_for)}")
+    if status.queued:
+        click.echo(f"  {shown(status.queued.describe())}")
     if status.note:
         click.echo(f"  note: {shown(status.note)}")
     click.echo(f"  inputs: {shown(_value(detail.inputs))}")
@@ -267,6 +270,16 @@ def list_(
             limit=limit,
             cursor=cursor,
         )
+        # Where each queued one stands: one look each, for this page only.
+        now = app.clock.time()
+        page.workflows[:] = [
+            item
+            if item.queued is None
+            else replace(
+                item, queued=with_place(item.queued, app.store.queue_place(item.workflow_id, now))
+            )
+            for item in page.workflows
+        ]
     if as_json:
         found = {"workflows": [summary(item) for item in page.workflows]}
         click.echo(json.dumps({**found, "next_cursor": page.next_cursor}, indent=2))
@@ -290,6 +303,8 @@ def list_(
         )
         if item.waiting_for:
             line += f"  waiting for {shown(item.waiting_for)}"
+        if item.queued:
+            line += f"  {shown(item.queued.describe())}"
         click.echo(line + (f"  note: {shown(item.note)}" if item.note else ""))
     if page.next_cursor:
         click.echo(f"more: --cursor {page.next_cursor}", err=True)

@@ -33,6 +33,7 @@ from ._errors import (
 from ._handle import WorkflowHandle, WorkflowStatus
 from ._notifier import Notifier
 from ._options import StartOptions
+from ._queueing import submit, submitted
 from ._registry import Registry
 from ._repair import actor_or_default
 from ._serialization import Serializer, decode_value, encode_call, encode_value
@@ -287,6 +288,12 @@ class Client:
         """Start ``fn(*args, **kwargs)`` with ``options`` (outside a workflow); see
         ``App.start``."""
         new = self.prepare(fn, args, kwargs, options)
+        if options.queued:  # never run at once: a queue's claim starts it
+            try:
+                record, created = submit(self, new, options).result()
+            except _DOUBTFUL as exc:
+                raise _start_failed(new.id, exc, self.store.kind) from exc
+            return WorkflowHandle(self, submitted(self, new, record, created))
         with self._slot(new.id) as (owner, lease):
             try:
                 record, created = self.store.create_workflow(new, owner, lease).result()
@@ -304,6 +311,12 @@ class Client:
     ) -> WorkflowHandle[Any]:
         """``start_with`` for coroutines: waits for the durable start without a thread."""
         new = self.prepare(fn, args, kwargs, options)
+        if options.queued:
+            try:
+                record, created = await asyncio.wrap_future(submit(self, new, options))
+            except _DOUBTFUL as exc:
+                raise _start_failed(new.id, exc, self.store.kind) from exc
+            return WorkflowHandle(self, submitted(self, new, record, created))
         with self._slot(new.id) as (owner, lease):
             future = self.store.create_workflow(new, owner, lease)
             try:

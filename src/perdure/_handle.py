@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -22,6 +23,7 @@ from ._errors import (
 )
 from ._model import Hold, Outcome
 from ._notifier import Notifier as Notifier  # re-exported for older imports
+from ._queue import QueuedStatus, queued_of, with_place
 from ._registry import Registry
 from ._serialization import Serializer, decode_error, decode_value
 from ._settings import Settings
@@ -30,6 +32,7 @@ from .storage import (
     CANCELLED,
     CHILD_TOPIC,
     FOREVER,
+    PENDING,
     SUCCEEDED,
     TERMINAL_STATUSES,
     StepRecord,
@@ -74,6 +77,8 @@ def _waiting(record: WorkflowRecord) -> tuple[datetime | None, str | None]:
     """``(wake_at, waiting_for)`` of a suspended workflow, else ``(None, None)``."""
     if record.wake_at is None or record.status not in ACTIVE_STATUSES or record.owner:
         return None, None
+    if record.status == PENDING and record.held_code is None:
+        return None, None  # not started yet: delayed (``WorkflowStatus.queued``)
     if record.held_code is not None:
         return utc(record.wake_at), "an executor whose code replays its history (held)"
     wake_at = None if record.wake_at >= FOREVER else utc(record.wake_at)
@@ -189,6 +194,9 @@ class WorkflowStatus:
     generation: int = 0
     #: Set while it is held: its code no longer replays its history (what differed).
     held: HoldStatus | None = None
+    #: Set while it waits to start (or start again) in a queue or after a delay: its
+    #: queue, key and priority; ``status()`` adds its position and why it waits.
+    queued: QueuedStatus | None = None
 
     @classmethod
     def from_records(cls, record: WorkflowRecord, steps: list[StepRecord]) -> WorkflowStatus:
@@ -212,6 +220,7 @@ class WorkflowStatus:
             utc(record.deadline_at),
             record.generation,
             HoldStatus.from_record(record),
+            queued_of(record),
         )
 
     @property
@@ -263,7 +272,11 @@ class WorkflowHandle(Generic[R]):
     def status(self) -> WorkflowStatus:
         """The workflow's status and recorded steps, read from the store now."""
         record = self._record()
-        return WorkflowStatus.from_records(record, self._app.store.load_steps(record.id))
+        status = WorkflowStatus.from_records(record, self._app.store.load_steps(record.id))
+        if status.queued is not None:
+            place = self._app.store.queue_place(record.id, self._app.clock.time())
+            status = dataclasses.replace(status, queued=with_place(status.queued, place))
+        return status
 
     def retry_hold(self) -> bool:
         """If the workflow is held (``status().held``), make it due now: any executor of its

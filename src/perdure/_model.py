@@ -246,6 +246,12 @@ class WorkflowRecord:
     resumes: int = 0
     #: The trace context of the code that started it (see ``NewWorkflow``).
     trace_context: str | None = None
+    #: The queue it was started in (``perdure.Queue``), its key and priority.
+    queue: str | None = None
+    queue_key: str | None = None
+    priority: int = 0
+    #: When its queue first started it (the queue's rate counts these).
+    dequeued_at: float | None = None
 
 
 @dataclass(frozen=True)

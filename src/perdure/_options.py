@@ -8,20 +8,27 @@ signature (PEP 612), so they ride on the starter instead. A coroutine function's
 result type is unwrapped: an ``async def`` workflow returning ``T`` gives a
 ``WorkflowHandle[T]``.
 
-To add an option (queue, key, priority, delay, deduplication): add a field here,
-validate it in ``__post_init__``, give ``App.options`` its keyword, and read it where
-the client builds the new workflow (``Client.prepare``).
+To add an option: add a field here, validate it in ``__post_init__``, give
+``App.options`` its keyword, and read it where the client builds the new workflow
+(``Client.prepare``, or ``_queueing.entry`` for the flow-control options).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
 from ._errors import ConfigurationError
 from ._handle import WorkflowHandle
-from ._validation import check_name, check_optional_workflow_id, optional_positive_seconds
+from ._queue import check_priority, check_queue_key
+from ._validation import (
+    check_name,
+    check_optional_workflow_id,
+    non_negative_seconds,
+    optional_positive_seconds,
+)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -45,6 +52,22 @@ class StartOptions:
     #: The data subjects whose data the workflow holds (``app.erase(subject=...)`` erases
     #: its payloads, its children's and its forks').
     subjects: tuple[str, ...] = field(default=())
+    #: The queue it starts in (``perdure.Queue``, declared on the app), or None.
+    queue: str | None = None
+    #: Its key in the queue (a customer, a tenant...): the queue's ``key_concurrency``
+    #: and its round robin count by key; with ``debounce``, the key of the window.
+    key: str | None = None
+    #: Lower numbers start first in the queue; equal ones in the order they were started.
+    priority: int = 0
+    #: Seconds (or a ``timedelta``) before which it does not start.
+    delay: float | timedelta | None = None
+    #: While an active workflow of the same queue has this ID, a start returns its
+    #: handle instead of starting another.
+    dedup_id: str | None = None
+    #: Seconds (or a ``timedelta``): starts of the same workflow with the same key (and
+    #: queue) within this window of each other collapse into one run, with the latest
+    #: arguments, which starts once no start came for this long.
+    debounce: float | timedelta | None = None
 
     def __post_init__(self) -> None:
         # Refused here, before anything is recorded: an empty ID is not taken for None (a
@@ -52,6 +75,47 @@ class StartOptions:
         check_optional_workflow_id(self.workflow_id)
         optional_positive_seconds("timeout", self.timeout)
         object.__setattr__(self, "subjects", subjects_of(self.subjects))
+        if self.queue is not None:
+            check_name("queue", self.queue)
+        check_queue_key("key", self.key)
+        check_queue_key("dedup_id", self.dedup_id)
+        check_priority(self.priority)
+        for name in ("delay", "debounce"):
+            value = getattr(self, name)
+            if isinstance(value, timedelta):
+                value = value.total_seconds()
+            if value is not None:
+                object.__setattr__(self, name, non_negative_seconds(name, value))
+        self._check_combination()
+
+    def _check_combination(self) -> None:
+        if self.queue is None and self.priority:
+            raise ConfigurationError("priority= orders a queue: give queue= too")
+        if self.queue is None and self.key is not None and self.debounce is None:
+            raise ConfigurationError(
+                "key= is a key in a queue or a debounce: give queue= or debounce="
+            )
+        if self.debounce is not None:
+            if self.key is None:
+                raise ConfigurationError(
+                    "debounce= collapses the starts that share a key: give key= too"
+                )
+            if self.workflow_id is not None or self.dedup_id is not None:
+                raise ConfigurationError(
+                    "debounce= collapses starts into the first one's workflow: do not give "
+                    "workflow_id= or dedup_id= with it"
+                )
+
+    @property
+    def queued(self) -> bool:
+        """Whether the workflow goes through flow control (a queue, a delay, a
+        deduplication ID or a debounce): it is recorded unowned, for a claim."""
+        return (
+            self.queue is not None
+            or self.delay is not None
+            or self.dedup_id is not None
+            or self.debounce is not None
+        )
 
     @classmethod
     def pop_legacy(cls, kwargs: dict[str, Any]) -> StartOptions:

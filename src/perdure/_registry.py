@@ -1,4 +1,5 @@
-"""What ``@app.workflow`` and ``@app.step`` register: definitions keyed by name."""
+"""What ``@app.workflow`` and ``@app.step`` register: definitions keyed by name; and the
+queues an app declares."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 from ._breaker import CircuitBreaker
 from ._errors import ConfigurationError, UnknownWorkflowError
+from ._queue import Queue
 from ._retry import NO_RETRY, Retry
 from ._schedules import ScheduleSpec
 from ._serialization import return_hint
@@ -76,6 +78,19 @@ class Registry:
         self.steps: dict[str, StepDef] = {}
         #: The schedules declared in code (``@app.schedule``), by name.
         self.schedules: dict[str, ScheduleSpec] = {}
+        self.queues: dict[str, Queue] = {}
+
+    def add_queue(self, queue: Queue) -> None:
+        """Declare a queue; another queue with the same name and other limits is an error."""
+        if not isinstance(queue, Queue):
+            raise ConfigurationError(f"not a perdure.Queue: {queue!r}")
+        existing = self.queues.get(queue.name)
+        if existing is not None and existing != queue:
+            raise ConfigurationError(
+                f"two queues are declared as {queue.name!r} with different limits "
+                f"({existing} and {queue})"
+            )
+        self.queues[queue.name] = queue
 
     def add_workflow(self, fn: Callable[..., Any], name: str | None) -> WorkflowDef:
         """Register ``fn`` as a workflow; a second, different function under the same name

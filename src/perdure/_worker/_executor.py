@@ -425,8 +425,9 @@ class Executor:
 
     def _forget(self, run: WorkflowRun) -> None:
         self._stop_timer(run)
-        if run.record.parent_id is not None:
-            self.wake()  # its parent may wait for it here: claim the parent now
+        if run.record.parent_id is not None or run.record.queue is not None:
+            # Its parent may wait for it here, or it freed a slot of its queue: claim now.
+            self.wake()
         free, running = self.table.remove(run)
         if free == self._claim_batch or running == self.settings.max_threads // 2:
             # Room again: claim what waits now, not at the next tick. After the table was

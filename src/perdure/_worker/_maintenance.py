@@ -23,6 +23,7 @@ from .._errors import PerdureError
 from .._fingerprint import fingerprints
 from ..storage import StepRecord, WorkflowRecord
 from ._host import WorkerHost
+from ._queues import QueueClaimer
 from ._retention import apply_retention
 from ._scheduler import Scheduler
 from ._table import RunTable, Slot
@@ -93,6 +94,7 @@ class Maintenance:
         self._thread = threading.Thread(target=self._loop, name="perdure-maintenance", daemon=True)
         self._reported: set[str] = set()
         self.scheduler = Scheduler(host, runner.id)
+        self.queues = QueueClaimer(host, runner, table)
         # Set when the store pushed that workflows were asked to cancel.
         self._cancels_pushed = False
 
@@ -143,6 +145,8 @@ class Maintenance:
                 # Before the claim: the ticks it starts are claimed in the same round.
                 next_look, _ = self.scheduler.run(now)
                 self.claim(now)
+                if self.queues.claim():
+                    self.wake()
                 if now >= next_report:
                     self.release_holds(now)
                     self.report_unclaimable(now)
@@ -166,9 +170,12 @@ class Maintenance:
                 )
             # A failing pass backs off (the exponent capped: it only has to pass the lease
             # bound) and is not cut short by a due time, which would retry in a tight loop.
-            delay = min(
-                self.host.wait_interval * 2 ** min(failures, 16), settings.lease_seconds / 3
-            )
+            backoff = 2 ** min(failures, 16)
+            delay = min(self.host.wait_interval * backoff, settings.lease_seconds / 3)
+            if self.queues.active:
+                # A slot freed by another worker is not pushed: look at the queues every
+                # poll, so that a freed slot or a changed limit is seen within it.
+                delay = min(delay, settings.poll_interval * backoff)
             for due in (next_wake, next_look):
                 if due is not None and not failures:
                     # Wake when the next suspended workflow does, or the next tick comes (a

@@ -56,6 +56,7 @@ from .._schedules import ScheduleRecord as ScheduleRecord
 from .._schedules import ScheduleSpec as ScheduleSpec
 from ._base_compliance import ComplianceOperations
 from ._base_schedules import BreakerOperations, ScheduleOperations
+from ._queue_base import QueueOps
 
 #: Workflow statuses (aliases of ``WorkflowState``). A workflow is *active* while
 #: PENDING or RUNNING.
@@ -113,7 +114,7 @@ class Transaction(Protocol):
         ...
 
 
-class Store(ComplianceOperations, BreakerOperations, ScheduleOperations):
+class Store(ComplianceOperations, BreakerOperations, ScheduleOperations, QueueOps):
     """A database that holds workflows, their steps and the executors running them."""
 
     #: The URL scheme this store serves, such as "sqlite" or "postgresql".

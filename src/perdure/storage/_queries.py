@@ -17,7 +17,8 @@ WF_COLUMNS = (
     "id, name, status, inputs, output, error, serializer, app_version, owner, epoch, "
     "lease_expires_at, note, recoveries, created_at, updated_at, finished_at, wake_at, "
     "wait_topic, parent_id, cancel_requested_at, deadline_at, generation, "
-    "held_code, held_detail, forked_from, forked_steps, resumes, trace_context"
+    "held_code, held_detail, forked_from, forked_steps, resumes, trace_context, "
+    "queue, queue_key, priority, dequeued_at"
 )
 STEP_COLUMNS = (
     "position, name, status, output, error, attempts, next_attempt_at, updated_at, started_at"
@@ -44,7 +45,8 @@ def claim_candidates(param: str, names: str, dead: str, index_hints: bool) -> st
     each limited, so that suspended and running workflows cost a claim nothing.
 
     ``param % name`` spells a named parameter (``:%s`` or ``%%(%s)s``); ``names`` and
-    ``dead`` are the SQL for the sets of workflow names and dead owners. With
+    ``dead`` are the SQL for the sets of workflow names and dead owners. Queued workflows
+    are left out (their queue's claim takes them, within its limits). With
     ``index_hints`` each branch names its index (SQLite's planner, without statistics,
     would otherwise pick the status index and walk every active workflow). The caller
     takes its limit of them: each branch returns up to four times as many, so that
@@ -54,11 +56,15 @@ def claim_candidates(param: str, names: str, dead: str, index_hints: bool) -> st
     active = "status IN ({})".format(", ".join(f"'{state}'" for state in ACTIVE_STATES))
     mine = f"app_version = {param % 'version'} AND name IN {names}"
     now, limit = param % "now", param % "limit"
+    unqueued = f"queue IS NULL AND {active}"
     branches = (
-        ("perdure_workflows_claimable", f"owner IS NULL AND wake_at IS NULL AND {active}"),
-        ("perdure_workflows_wake", f"wake_at <= {now} AND owner IS NULL AND {active}"),
-        ("perdure_workflows_lease", f"lease_expires_at < {now} AND owner IS NOT NULL AND {active}"),
-        ("perdure_workflows_owner", f"owner IN {dead} AND {active}"),
+        ("perdure_workflows_claimable", f"owner IS NULL AND wake_at IS NULL AND {unqueued}"),
+        ("perdure_workflows_wake", f"wake_at <= {now} AND owner IS NULL AND {unqueued}"),
+        (
+            "perdure_workflows_lease",
+            f"lease_expires_at < {now} AND owner IS NOT NULL AND {unqueued}",
+        ),
+        ("perdure_workflows_owner", f"owner IN {dead} AND {unqueued}"),
     )
     union = " UNION ALL ".join(
         f"SELECT * FROM (SELECT id, created_at FROM perdure_workflows"

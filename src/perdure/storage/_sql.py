@@ -5,7 +5,8 @@ SQLite and PostgreSQL (rendered by the store's ``Dialect``); each store adds how
 connects, migrates, and the few operations whose locking differs (recording a step,
 heartbeats, claims, suspending, setting an event), and the primitives of ``_sql_base``.
 The circuit breakers' operations are in ``_sql_breakers``, the schedules' in
-``_sql_schedules``, compliance (retention, erasure, rekeying) in ``_sql_compliance``.
+``_sql_schedules``, the queues' in ``_sql_queues``, compliance (retention, erasure,
+rekeying) in ``_sql_compliance``.
 
 Keys (IDs, names, topics, event and idempotency keys) are checked before any write
 (``_limits``): the same values are refused on every store, with a message that names
@@ -43,12 +44,13 @@ from ._queries import list_query
 from ._sql_base import create_params
 from ._sql_breakers import SqlBreakers
 from ._sql_compliance import SqlCompliance
+from ._sql_queues import SqlQueues
 from ._sql_schedules import SqlSchedules
 
 T = TypeVar("T")
 
 
-class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance):
+class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance, SqlQueues):
     """A ``Store`` on a SQL database; subclasses say how to reach it (see the module)."""
 
     # -- workflows -----------------------------------------------------------------

@@ -13,10 +13,11 @@ A store supplies:
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from .._model import WorkflowState
+from . import _statements_compliance as c
 from ._base import NewWorkflow, Store
 from ._batch import GroupCommitter
 from ._dialect import Dialect
@@ -72,3 +73,10 @@ class SqlBase(Store):
 
     def _sql(self, template: str) -> str:
         return self._dialect.sql(template)
+
+    def _tag_subjects(self, conn: Any, workflow_id: str, subjects: Sequence[str]) -> None:
+        """Tag a workflow being created with its subjects (in its creating transaction:
+        a start, or a start into a queue)."""
+        sql = self._sql(c.TAG_SUBJECT)
+        for subject in subjects:
+            conn.execute(sql, {"subject": subject, "id": workflow_id})

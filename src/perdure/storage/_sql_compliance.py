@@ -69,12 +69,6 @@ class SqlCompliance(SqlBase):
         rows = self._read(self._sql(c.LIST_SUBJECTS), {"id": workflow_id})
         return [row[0] for row in rows]
 
-    def _tag_subjects(self, conn: Any, workflow_id: str, subjects: Sequence[str]) -> None:
-        """Tag a workflow being created with its subjects (in its creating transaction)."""
-        sql = self._sql(c.TAG_SUBJECT)
-        for subject in subjects:
-            conn.execute(sql, {"subject": subject, "id": workflow_id})
-
     # -- the maintenance lease ---------------------------------------------------------------
 
     def take_lease(self, name: str, holder: str, now: float, expires_at: float) -> bool:
