@@ -15,6 +15,7 @@ from perdure._cli import cli
 ROOT = Path(__file__).resolve().parent.parent
 
 EXPORTED = {
+    "AmbiguousWorkflowError",
     "App",
     "AuditEntry",
     "EncryptingSerializer",

@@ -10,6 +10,7 @@ signals, which derive from ``BaseException`` so that a workflow's
     ├── SerializationError        a value that the serializer cannot encode or decode
     ├── UnknownWorkflowError      a workflow name that this app has not registered
     ├── WorkflowNotFoundError     a workflow ID that the store does not hold
+    ├── AmbiguousWorkflowError    a workflow ID held by the databases of several regions
     ├── NonDeterminismError       replay met a different step than the one recorded
     ├── WorkflowFailedError       a failed workflow whose error type cannot be rebuilt
     ├── StepFailedError           a failed step whose error type cannot be rebuilt
@@ -91,6 +92,24 @@ class WorkflowNotFoundError(PerdureError):
 
     def __str__(self) -> str:
         return f"no workflow with ID {self.workflow_id!r} exists in this database"
+
+
+class AmbiguousWorkflowError(PerdureError):
+    """A workflow ID was looked up across an app's regions and more than one region's
+    database holds it: perdure does not pick one."""
+
+    def __init__(self, workflow_id: str, regions: tuple[str, ...]) -> None:
+        super().__init__(workflow_id, regions)
+        self.workflow_id = workflow_id
+        self.regions = regions
+
+    def __str__(self) -> str:
+        found = " and ".join(repr(region) for region in self.regions)
+        return (
+            f"workflow ID {self.workflow_id!r} exists in the databases of regions {found}: "
+            f"name the region, e.g. app.region({self.regions[0]!r}).retrieve"
+            f"({self.workflow_id!r})"
+        )
 
 
 class NonDeterminismError(PerdureError):

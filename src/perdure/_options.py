@@ -45,6 +45,9 @@ class StartOptions:
     #: The data subjects whose data the workflow holds (``app.erase(subject=...)`` erases
     #: its payloads, its children's and its forks').
     subjects: tuple[str, ...] = field(default=())
+    #: The region whose database holds the workflow (an app with ``regions=``); None on
+    #: an app without regions, and for a child (it lives in its parent's region).
+    region: str | None = None
 
     def __post_init__(self) -> None:
         # Refused here, before anything is recorded: an empty ID is not taken for None (a
