@@ -19,12 +19,12 @@ from ._engine.patching import deprecate_patch, patched
 from ._engine.timers import sleep, sleep_async, sleep_until, sleep_until_async
 from ._engine.values import now, random, uuid4, workflow_id
 from ._errors import (
+    AmbiguousWorkflowError,
     Cancelled,
     CheckpointFailed,
     ConfigurationError,
     DeadlineExceeded,
     DeadlineExceededError,
-    AmbiguousWorkflowError,
     ErasureRefusedError,
     InvalidValueError,
     LeaseLost,

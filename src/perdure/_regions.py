@@ -44,6 +44,7 @@ from ._inspect import WorkflowPage
 from ._options import StartOptions
 from ._registry import Registry
 from ._validation import check_name, check_workflow_id
+from .storage import Store
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -84,7 +85,9 @@ class RegionApp(Protocol):
 class RegionalHost(Protocol):
     """What this module needs of the app: its regions (None for a single database)."""
 
+    database_url: str
     regions: Regions | None
+    client: Client
 
 
 def label(urls: object, database_url: str | None) -> str:
@@ -106,6 +109,24 @@ def label(urls: object, database_url: str | None) -> str:
         if not isinstance(url, str) or not url:
             raise ConfigurationError(f"region {name!r} needs a database URL, not {url!r}")
     return "regions:" + ",".join(urls)
+
+
+def database_urls(app: RegionalHost) -> list[str]:
+    """The URL of each database of ``app``: its own, or its regions'."""
+    if app.regions is None:
+        return [app.database_url]
+    return [held.database_url for held in app.regions.apps.values()]
+
+
+def store_holding(app: RegionalHost, workflow_id: str) -> Store:
+    """The store that holds ``workflow_id`` (``WorkflowNotFoundError`` if none): the
+    app's own, or its region's (``Regions.holding``)."""
+    if app.regions is not None:
+        return app.regions.holding(workflow_id).client.store
+    store: Store = app.client.store
+    if store.get_workflow(check_workflow_id(workflow_id)) is None:
+        raise WorkflowNotFoundError(workflow_id)
+    return store
 
 
 class UnroutedClient(Client):
