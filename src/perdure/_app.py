@@ -574,16 +574,16 @@ class App:
     fork_async = _regions.by_workflow_async(_operating.fork_async)
     restart = _regions.by_workflow(_operating.restart)
     restart_async = _regions.by_workflow_async(_operating.restart_async)
-    resume_many = _regions.in_each(_operating.resume_many)
-    cancel_many = _regions.in_each(_operating.cancel_many)
+    resume_many = _regions.in_each(_regions.joined)(_operating.resume_many)
+    cancel_many = _regions.in_each(_regions.joined)(_operating.cancel_many)
     breakers = _operating.breakers
     breaker = _operating.breaker
     open_breaker = _operating.open_breaker
     close_breaker = _operating.close_breaker
     # Compliance: retention, erasure, rekeying, the audit trail (``_compliance``).
-    gc = _compliance.gc
-    erase = _compliance.erase
-    rekey = _compliance.rekey
+    gc = _regions.in_each(_regions.gc_results)(_compliance.gc)
+    erase = _regions.erase
+    rekey = _regions.in_each(_regions.total)(_compliance.rekey)
     retry_held = _regions.by_workflow(_compliance.retry_held)
     audit_log = _compliance.audit_log
 

@@ -213,19 +213,26 @@ class WorkflowNotResumableError(PerdureError):
 
 class ErasureRefusedError(PerdureError):
     """``app.erase(subject=...)`` found workflows of the subject still active (PENDING or
-    RUNNING): nothing was erased."""
+    RUNNING): nothing was erased (on an app with regions: in their regions; ``erased``
+    lists what the other regions erased)."""
 
-    def __init__(self, subject: str, active: list[str]) -> None:
-        super().__init__(subject, active)
+    def __init__(self, subject: str, active: list[str], erased: list[str] | None = None) -> None:
+        super().__init__(subject, active, erased)
         self.subject = subject
         self.active = active
+        self.erased = erased or []
 
     def __str__(self) -> str:
         shown = ", ".join(repr(workflow_id) for workflow_id in self.active[:10])
         more = f" and {len(self.active) - 10} more" if len(self.active) > 10 else ""
+        done = (
+            f"only the {len(self.erased)} workflow(s) of the other regions were erased"
+            if self.erased
+            else "nothing was erased"
+        )
         return (
             f"data subject {self.subject!r} has {len(self.active)} active workflow(s) "
-            f"({shown}{more}); nothing was erased. Cancel them (app.cancel / perdure cancel), "
+            f"({shown}{more}); {done}. Cancel them (app.cancel / perdure cancel), "
             "wait until they have finished, then erase again"
         )
 

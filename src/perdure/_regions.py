@@ -35,10 +35,16 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
-from . import _inspect
+from . import _compliance, _inspect
 from ._client import Client
+from ._compliance import GcResult
 from ._engine.state import RunState, current_run
-from ._errors import AmbiguousWorkflowError, ConfigurationError, WorkflowNotFoundError
+from ._errors import (
+    AmbiguousWorkflowError,
+    ConfigurationError,
+    ErasureRefusedError,
+    WorkflowNotFoundError,
+)
 from ._handle import WorkflowHandle, WorkflowStatus
 from ._inspect import WorkflowPage
 from ._options import StartOptions
@@ -361,23 +367,70 @@ def by_workflow_async(
 
 
 def in_each(
-    fn: Callable[Concatenate[Any, P], list[R]],
-) -> Callable[Concatenate[Any, P], list[R]]:
-    """``fn(app, ...)`` returning a list, as an app method that on an app with regions
-    runs in every region (the regions in order) and returns the lists joined."""
-    name = fn.__name__
+    merge: Callable[[list[R]], R],
+) -> Callable[[Callable[Concatenate[Any, P], R]], Callable[Concatenate[Any, P], R]]:
+    """A decorator: ``fn(app, ...)`` as an app method that, on an app with regions, runs
+    as the same method of every region app (in the regions' order) and returns the
+    results merged by ``merge``; on an app without, it is ``fn``."""
 
-    @functools.wraps(fn)
-    def each(app: Any, /, *args: P.args, **kwargs: P.kwargs) -> list[R]:
-        regions: Regions | None = app.regions
-        if regions is None:
-            return fn(app, *args, **kwargs)
-        joined: list[R] = []
-        for held in regions.apps.values():
-            joined.extend(getattr(held, name)(*args, **kwargs))
-        return joined
+    def decorate(fn: Callable[Concatenate[Any, P], R]) -> Callable[Concatenate[Any, P], R]:
+        name = fn.__name__
 
-    return each
+        @functools.wraps(fn)
+        def each(app: Any, /, *args: P.args, **kwargs: P.kwargs) -> R:
+            regions: Regions | None = app.regions
+            if regions is None:
+                return fn(app, *args, **kwargs)
+            return merge([getattr(held, name)(*args, **kwargs) for held in regions.apps.values()])
+
+        return each
+
+    return decorate
+
+
+def joined(lists: list[list[R]]) -> list[R]:
+    """The lists one after the other (what ``in_each`` merges listed IDs with)."""
+    return [item for items in lists for item in items]
+
+
+def total(counts: list[int]) -> int:
+    """The counts of the regions added up."""
+    return sum(counts)
+
+
+def gc_results(results: list[GcResult]) -> GcResult:
+    """The garbage collections of the regions as one."""
+    return GcResult(joined([result.trees for result in results]), results[0].dry_run)
+
+
+def erase(app: Any, subject: str, *, actor: str | None = None) -> list[str]:
+    """Erase the data of ``subject``: every stored payload (inputs, output, error, step
+    results and errors, messages received, events set) of the workflows tagged with it
+    at their start (``app.options(subjects=[...])``), of their descendants and of their
+    forks is replaced with a tombstone, in one transaction; IDs, names, statuses,
+    positions, topics, keys and times stay. Returns the IDs erased (empty when none is
+    tagged; erasing again finds the same workflows and changes nothing more). Each is
+    logged as an ``erase`` action.
+
+    Refused with ``ErasureRefusedError`` (nothing changes) while any of those workflows
+    is active: cancel them and wait for their end first, so that no running code writes
+    the subject's data again after the erasure. On an app with regions, each region's
+    database is erased in its own transaction: a region with active workflows of the
+    subject refuses (nothing changes there) while the others are erased, and the error
+    lists the active ones and what was erased; erase again once they have finished."""
+    regions: Regions | None = app.regions
+    if regions is None:
+        return _compliance.erase(app, subject, actor=actor)
+    erased: list[str] = []
+    active: list[str] = []
+    for held in regions.apps.values():
+        try:
+            erased += _compliance.erase(held, subject, actor=actor)
+        except ErasureRefusedError as exc:
+            active += exc.active
+    if active:
+        raise ErasureRefusedError(subject, active, erased)
+    return erased
 
 
 def list_workflows(
