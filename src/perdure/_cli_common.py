@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import click
@@ -116,6 +116,13 @@ def load_app(spec: str) -> App:
         fail(f"{module_name}:{attribute} is a {type(app).__name__}, not a perdure.App")
     for url in database_urls(app):
         remember_secrets(url)
+    context = click.get_current_context(silent=True)
+    region = None if context is None else context.find_root().params.get("region")
+    if region is not None:  # perdure --region NAME: that region's app, one database
+        try:
+            return cast(App, app.region(region))
+        except PerdureError as exc:
+            fail(str(exc))
     return app
 
 

@@ -146,7 +146,8 @@ class UnroutedClient(Client):
         raise ConfigurationError(
             f"this app's workflows live in regions {', '.join(names)}, each in its own "
             "database: this operation works on one database; call it on the region's app, "
-            f"e.g. app.region({names[0]!r})"
+            f"e.g. app.region({names[0]!r}) (on the command line: perdure --region "
+            f"{names[0]} ...)"
         )
 
     def warn_without_executor(self) -> None:
