@@ -225,6 +225,10 @@ def test_an_unknown_region_is_a_clear_error_naming_the_known_ones(
         app.launch()
     with pytest.raises(perdure.ConfigurationError, match="app.region\\('eu'\\)"):
         app.breakers()  # one database's operation, not routed: name the region
+    with pytest.raises(perdure.ConfigurationError, match="region name 'e,u'"):
+        perdure.App(regions={"e,u": urls["eu"]})
+    with pytest.raises(perdure.ConfigurationError, match="non-empty mapping"):
+        perdure.App(regions={})
     with pytest.raises(perdure.ConfigurationError, match="not both"):
         perdure.App(urls["eu"], regions=urls)
     with pytest.raises(perdure.ConfigurationError, match="no regions"):

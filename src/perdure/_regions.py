@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import heapq
+import re
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
@@ -49,8 +50,11 @@ from ._handle import WorkflowHandle, WorkflowStatus
 from ._inspect import WorkflowPage
 from ._options import StartOptions
 from ._registry import Registry
-from ._validation import check_name, check_workflow_id
+from ._validation import check_workflow_id
 from .storage import Store
+
+#: What a region's name may be: short and plain, as it is typed on command lines.
+REGION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -111,7 +115,11 @@ def label(urls: object, database_url: str | None) -> str:
             f'regions={{"eu": "postgresql://...", "us": "postgresql://..."}}, not {urls!r}'
         )
     for name, url in urls.items():
-        check_name("region name", name)
+        if not isinstance(name, str) or not REGION_NAME.fullmatch(name):
+            raise ConfigurationError(
+                f"region name {name!r}: use 1 to 63 letters, digits, '-', '_' or '.', "
+                "starting with a letter or digit (such as 'eu' or 'us-east')"
+            )
         if not isinstance(url, str) or not url:
             raise ConfigurationError(f"region {name!r} needs a database URL, not {url!r}")
     return "regions:" + ",".join(urls)
