@@ -395,3 +395,74 @@ def test_the_worker_command_needs_known_regions(tmp_path: Path) -> None:
         finally:
             stop(worker)
         assert worker.returncode == 1 and expected in err, err
+
+
+def test_erase_and_gc_act_in_each_region_and_keep_it_there(
+    make_app: Callable[..., perdure.App], urls: dict[str, str]
+) -> None:
+    app = make_app()
+    parent = define(app)
+    secrets = {region: f"erase-{region}-{uuid.uuid4().hex}" for region in urls}
+    with app.launch(regions=["eu", "us"]):
+        handles = {
+            r: app.options(region=r, subjects=["carol"]).start(parent, secrets[r]) for r in urls
+        }
+        # eu finishes; us still waits: us refuses, eu is erased, and the error says so.
+        app.send(handles["eu"].workflow_id, "bye", topic="reply")
+        handles["eu"].result(timeout=30)
+        with pytest.raises(perdure.ErasureRefusedError, match="other regions were erased"):
+            app.erase("carol")
+        app.send(handles["us"].workflow_id, "bye", topic="reply")
+        handles["us"].result(timeout=30)
+        erased = app.erase("carol")
+    ids = {r: h.workflow_id for r, h in handles.items()}
+    assert set(erased) == {*ids.values(), *(f"{i}/1" for i in ids.values())}
+    for region, url in urls.items():
+        every = "".join(raw_tables(url).values())
+        assert ids[region] in every and "perdure.erased" in every
+        assert not any(secret in every for secret in secrets.values())
+    with pytest.raises(perdure.SerializationError, match="erased"):
+        app.retrieve(ids["us"]).result()
+    time.sleep(0.01)
+    deleted = app.gc(older_than=0.001)
+    assert sorted(tree[0] for tree in deleted.trees) == sorted(ids.values())
+    assert app.list_workflows() == []
+
+
+def test_the_http_api_starts_in_a_region_and_finds_workflows_in_theirs(
+    make_app: Callable[..., perdure.App], urls: dict[str, str]
+) -> None:
+    httpx = pytest.importorskip("httpx")
+    from test_web_api import TOKEN, serving
+
+    app = make_app()
+    define(app)
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    with (
+        app.launch(regions=["eu", "us"]),
+        serving(app) as base,
+        httpx.Client(base_url=base, headers=headers) as http,
+    ):
+        ids = {}
+        for region in urls:
+            body = {"name": "parent", "args": [f"http-{region}"], "region": region}
+            started = http.post("/api/workflows", json=body)
+            assert started.status_code == 202, started.text
+            ids[region] = started.json()["workflow_id"]
+        for region, workflow_id in ids.items():
+            sent = http.post(
+                f"/api/workflows/{workflow_id}/send",
+                json={"message": region, "topic": "reply"},
+            )
+            assert sent.status_code == 202, sent.text
+            assert app.retrieve(workflow_id).result(timeout=30).endswith(f"/ {region}")
+            found = http.get(f"/api/workflows/{workflow_id}").json()
+            assert found["status"] == "SUCCEEDED"
+            messages = http.get(f"/api/workflows/{workflow_id}/messages").json()
+            assert region in [m["payload"] for m in messages["messages"]]
+        listed = http.get("/api/workflows", params={"name": "parent"}).json()
+        assert {w["workflow_id"] for w in listed["workflows"]} == set(ids.values())
+        unknown = http.post("/api/workflows", json={"name": "parent", "region": "mars"})
+        assert unknown.status_code == 400
+        assert "regions are eu, us" in unknown.json()["error"]
+    assert_resident(urls, {r: [ids[r], f"http-{r}"] for r in urls})
