@@ -466,3 +466,35 @@ def test_the_http_api_starts_in_a_region_and_finds_workflows_in_theirs(
         assert unknown.status_code == 400
         assert "regions are eu, us" in unknown.json()["error"]
     assert_resident(urls, {r: [ids[r], f"http-{r}"] for r in urls})
+
+
+def test_the_commands_find_workflows_in_their_region_or_in_the_one_named(
+    tmp_path: Path,
+) -> None:
+    urls = {"eu": f"sqlite:///{tmp_path}/eu.db", "us": f"sqlite:///{tmp_path}/us.db"}
+    app = region_app.build(urls)
+    ids = {r: app.options(region=r, workflow_id=f"order-{r}").start("parent", r) for r in urls}
+    app.shutdown()
+
+    def perdure_(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "perdure", *args]
+        return subprocess.run(
+            command, env=worker_env(urls), capture_output=True, text=True, timeout=60
+        )
+
+    listed = perdure_("list", "--app", "region_app:app")
+    assert listed.returncode == 0 and "order-eu" in listed.stdout and "order-us" in listed.stdout
+    one = perdure_("--region", "eu", "list", "--app", "region_app:app")
+    assert "order-eu" in one.stdout and "order-us" not in one.stdout, one.stdout + one.stderr
+    found = perdure_("status", "order-us", "--app", "region_app:app")
+    assert found.returncode == 0 and "order-us" in found.stdout, found.stderr
+    elsewhere = perdure_("--region", "eu", "status", "order-us", "--app", "region_app:app")
+    assert elsewhere.returncode == 1 and "no workflow with ID 'order-us'" in elsewhere.stderr
+    cancelled = perdure_("cancel", "order-eu", "--app", "region_app:app")
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert app.region("eu").retrieve("order-eu").status().cancel_requested_at is not None
+    assert app.region("us").retrieve("order-us").status().cancel_requested_at is None
+    unrouted = perdure_("breakers", "--app", "region_app:app")
+    assert unrouted.returncode == 1 and "perdure --region eu" in unrouted.stderr
+    assert set(ids) == {"eu", "us"}
+    app.shutdown()

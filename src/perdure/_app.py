@@ -61,11 +61,8 @@ class App:
         regions: Mapping[str, str] | None = None,
         **settings: Any,
     ) -> None:
-        self.database_url = (
-            database_url or os.environ.get("PERDURE_DATABASE_URL") or DEFAULT_DATABASE_URL
-            if regions is None
-            else _regions.label(regions, database_url)
-        )
+        default = database_url or os.environ.get("PERDURE_DATABASE_URL") or DEFAULT_DATABASE_URL
+        self.database_url = default if regions is None else _regions.label(regions, database_url)
         self.serializer: Serializer = serializer or JSONSerializer()
         self.clock: Clock = clock or SystemClock()
         try:
@@ -266,7 +263,9 @@ class App:
         ``region`` names the region whose database holds it (an app with ``regions``).
         """
         region = _regions.checked_region(self, region)
-        chosen = StartOptions(workflow_id, timeout, subjects_of(subjects), region)
+        chosen = StartOptions(
+            workflow_id=workflow_id, timeout=timeout, subjects=subjects_of(subjects), region=region
+        )
         return Starter(self, chosen)
 
     def start_with(
