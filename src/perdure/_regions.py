@@ -34,6 +34,7 @@ import heapq
 import re
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import replace
+from datetime import datetime
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 from . import _compliance, _inspect
@@ -58,7 +59,7 @@ REGION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 
 P = ParamSpec("P")
 R = TypeVar("R")
-Time = Any  # a datetime, seconds since the epoch, or None (as ``_operating`` takes)
+Time = datetime | float | None
 
 
 class RegionApp(Protocol):
@@ -112,7 +113,8 @@ def label(urls: object, database_url: str | None) -> str:
     if not isinstance(urls, Mapping) or not urls:
         raise ConfigurationError(
             "regions must be a non-empty mapping of region names to database URLs, such as "
-            f'regions={{"eu": "postgresql://...", "us": "postgresql://..."}}, not {urls!r}'
+            f'regions={{"eu": "postgresql://...", "us": "postgresql://..."}}, not a '
+            f"{type(urls).__name__}"  # never the value: it may be a URL with a password
         )
     for name, url in urls.items():
         if not isinstance(name, str) or not REGION_NAME.fullmatch(name):
@@ -121,7 +123,8 @@ def label(urls: object, database_url: str | None) -> str:
                 "starting with a letter or digit (such as 'eu' or 'us-east')"
             )
         if not isinstance(url, str) or not url:
-            raise ConfigurationError(f"region {name!r} needs a database URL, not {url!r}")
+            what = "an empty string" if url == "" else f"a {type(url).__name__}"
+            raise ConfigurationError(f"region {name!r} needs a database URL, not {what}")
     return "regions:" + ",".join(urls)
 
 
@@ -231,10 +234,6 @@ class Regions:
             raise AmbiguousWorkflowError(workflow_id, tuple(found))
         return self.apps[found[0]]
 
-    def checked(self, region: str | None) -> str | None:
-        """``region`` (of ``app.options``) when it is one of the app's."""
-        return None if region is None else (self.named(region), region)[1]
-
     def _target(self, options: StartOptions) -> tuple[RegionApp, StartOptions]:
         run = current_run.get()
         if run is not None:
@@ -332,9 +331,9 @@ def launch(app: R, regions: Sequence[str] | str | None) -> R:
 
 def checked_region(app: RegionalHost, name: str | None) -> str | None:
     """``app.options(region=...)``: a known region of an app with regions, else None."""
-    if name is None:
-        return None
-    return region(app, name) and name
+    if name is not None:
+        region(app, name)  # refused unless it is one of the app's
+    return name
 
 
 def by_workflow(
