@@ -116,6 +116,8 @@ def test_errors_survive_pickling() -> None:
         perdure.LeaseLost("w", 2),
         perdure.CheckpointFailed("w", "db down"),
         perdure.ErasureRefusedError("alice", ["w1"]),
+        perdure.ErasureRefusedError("alice", ["w1"], ["w2"]),
+        perdure.AmbiguousWorkflowError("w", ("eu", "us")),
     ]
     for error in errors:
         copy = pickle.loads(pickle.dumps(error))
