@@ -31,11 +31,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import heapq
+import inspect
 import re
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, cast
 
 from . import _compliance, _inspect
 from ._client import Client
@@ -59,6 +60,7 @@ REGION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 
 P = ParamSpec("P")
 R = TypeVar("R")
+F = TypeVar("F", bound=Callable[..., Any])
 Time = datetime | float | None
 
 
@@ -215,23 +217,23 @@ class Regions:
             f"regions ({', '.join(self.names)})"
         )
 
-    def holding(self, workflow_id: str) -> RegionApp:
+    def holding(self, workflow_id: object) -> RegionApp:
         """The app of the region whose database holds ``workflow_id``: inside a workflow,
         the workflow's own region; outside, the one region found by looking in each
         (``WorkflowNotFoundError`` if none, ``AmbiguousWorkflowError`` if several)."""
         run = current_run.get()
         if run is not None:
             return self.of_run(run)[1]
-        check_workflow_id(workflow_id)
+        wanted = check_workflow_id(workflow_id)
         found = [
             name
             for name, app in self.apps.items()
-            if app.client.store.get_workflow(workflow_id) is not None
+            if app.client.store.get_workflow(wanted) is not None
         ]
         if not found:
-            raise WorkflowNotFoundError(workflow_id)
+            raise WorkflowNotFoundError(wanted)
         if len(found) > 1:
-            raise AmbiguousWorkflowError(workflow_id, tuple(found))
+            raise AmbiguousWorkflowError(wanted, tuple(found))
         return self.apps[found[0]]
 
     def _target(self, options: StartOptions) -> tuple[RegionApp, StartOptions]:
@@ -336,42 +338,43 @@ def checked_region(app: RegionalHost, name: str | None) -> str | None:
     return name
 
 
-def by_workflow(
-    fn: Callable[Concatenate[Any, str, P], R],
-) -> Callable[Concatenate[Any, str, P], R]:
+def _id_parameter(fn: Callable[..., Any]) -> str:
+    """The name of ``fn``'s parameter after the app: the workflow ID it acts on."""
+    return list(inspect.signature(fn).parameters)[1]
+
+
+def by_workflow(fn: F) -> F:
     """``fn(app, workflow_id, ...)`` as an app method that, on an app with regions, runs
     as the same method of the region app that holds the workflow (``Regions.holding``);
-    on an app without, it is ``fn``."""
-    name = fn.__name__
+    on an app without, it is ``fn`` (its signature and type unchanged)."""
+    name, parameter = fn.__name__, _id_parameter(fn)
 
     @functools.wraps(fn)
-    def routed(app: Any, workflow_id: str, /, *args: P.args, **kwargs: P.kwargs) -> R:
+    def routed(app: Any, /, *args: Any, **kwargs: Any) -> Any:
         regions: Regions | None = app.regions
         if regions is None:
-            return fn(app, workflow_id, *args, **kwargs)
-        method: Callable[..., R] = getattr(regions.holding(workflow_id), name)
-        return method(workflow_id, *args, **kwargs)
+            return fn(app, *args, **kwargs)
+        workflow_id = args[0] if args else kwargs.get(parameter)
+        return getattr(regions.holding(workflow_id), name)(*args, **kwargs)
 
-    return routed
+    return cast(F, routed)
 
 
-def by_workflow_async(
-    fn: Callable[Concatenate[Any, str, P], Coroutine[Any, Any, R]],
-) -> Callable[Concatenate[Any, str, P], Coroutine[Any, Any, R]]:
+def by_workflow_async(fn: F) -> F:
     """``by_workflow`` for coroutines: the lookup runs in a thread, off the event loop."""
-    name = fn.__name__
+    name, parameter = fn.__name__, _id_parameter(fn)
 
     @functools.wraps(fn)
-    async def routed(app: Any, workflow_id: str, /, *args: P.args, **kwargs: P.kwargs) -> R:
+    async def routed(app: Any, /, *args: Any, **kwargs: Any) -> Any:
         regions: Regions | None = app.regions
         if regions is None:
-            return await fn(app, workflow_id, *args, **kwargs)
+            return await fn(app, *args, **kwargs)
+        workflow_id = args[0] if args else kwargs.get(parameter)
         # Inside a workflow the lookup reads nothing: the context var goes with the thread.
         holder = await asyncio.to_thread(regions.holding, workflow_id)
-        method: Callable[..., Coroutine[Any, Any, R]] = getattr(holder, name)
-        return await method(workflow_id, *args, **kwargs)
+        return await getattr(holder, name)(*args, **kwargs)
 
-    return routed
+    return cast(F, routed)
 
 
 def in_each(
