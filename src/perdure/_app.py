@@ -25,7 +25,7 @@ from ._engine.state import current_run
 from ._errors import ConfigurationError
 from ._handle import WorkflowHandle
 from ._notifier import Notifier
-from ._options import Starter, StartOptions, no_child_subjects, subjects_of
+from ._options import StartOptions, no_child_subjects, start_options
 from ._registry import Registry as _Registry
 from ._retry import Retry
 from ._serialization import JSONSerializer, Serializer
@@ -244,29 +244,8 @@ class App:
     # older ``workflow_id=``/``timeout=`` keywords are still taken (last two overloads,
     # which do not check the arguments).
 
-    def options(
-        self,
-        *,
-        workflow_id: str | None = None,
-        timeout: float | None = None,
-        subjects: Sequence[str] | None = None,
-        region: str | None = None,
-    ) -> Starter:
-        """Start options as a value: ``app.options(workflow_id="order-42", timeout=60)
-        .start(checkout, order)``. The returned starter's ``start``, ``run``,
-        ``start_async`` and ``run_async`` check the arguments against the workflow.
-
-        ``workflow_id`` makes the start idempotent (a workflow with that ID is not
-        started again); ``timeout`` (seconds) gives the workflow a durable deadline;
-        ``subjects`` tags it with the data subjects whose data it holds, for
-        ``app.erase(subject=...)`` (its children and forks are erased with it);
-        ``region`` names the region whose database holds it (an app with ``regions``).
-        """
-        region = _regions.checked_region(self, region)
-        chosen = StartOptions(
-            workflow_id=workflow_id, timeout=timeout, subjects=subjects_of(subjects), region=region
-        )
-        return Starter(self, chosen)
+    # ``app.options(workflow_id=..., timeout=..., subjects=..., region=...)`` (``_options``).
+    options = start_options
 
     def start_with(
         self,

@@ -111,6 +111,41 @@ class StartBackend(Protocol):
         ...
 
 
+class OptionsHost(StartBackend, Protocol):
+    """What ``app.options`` needs of the app: starting, and knowing its regions."""
+
+    def region(self, name: str) -> Any:
+        """The app of region ``name``; ``ConfigurationError`` for an unknown one."""
+        ...
+
+
+def start_options(
+    app: OptionsHost,
+    *,
+    workflow_id: str | None = None,
+    timeout: float | None = None,
+    subjects: Sequence[str] | None = None,
+    region: str | None = None,
+) -> Starter:
+    """Start options as a value: ``app.options(workflow_id="order-42", timeout=60)
+    .start(checkout, order)``. The returned starter's ``start``, ``run``,
+    ``start_async`` and ``run_async`` check the arguments against the workflow.
+
+    ``workflow_id`` makes the start idempotent (a workflow with that ID is not
+    started again); ``timeout`` (seconds) gives the workflow a durable deadline;
+    ``subjects`` tags it with the data subjects whose data it holds, for
+    ``app.erase(subject=...)`` (its children and forks are erased with it);
+    ``region`` names the region whose database holds it, on an app with ``regions``
+    (``ConfigurationError`` naming the app's regions for another one).
+    """
+    if region is not None:
+        app.region(region)  # refused here, before anything runs, unless it is the app's
+    chosen = StartOptions(
+        workflow_id=workflow_id, timeout=timeout, subjects=subjects_of(subjects), region=region
+    )
+    return Starter(app, chosen)
+
+
 class Starter:
     """Starts workflows with a fixed set of options; made by ``app.options(...)``.
 

@@ -331,13 +331,6 @@ def launch(app: R, regions: Sequence[str] | str | None) -> R:
     return app
 
 
-def checked_region(app: RegionalHost, name: str | None) -> str | None:
-    """``app.options(region=...)``: a known region of an app with regions, else None."""
-    if name is not None:
-        region(app, name)  # refused unless it is one of the app's
-    return name
-
-
 def _id_parameter(fn: Callable[..., Any]) -> str:
     """The name of ``fn``'s parameter after the app: the workflow ID it acts on."""
     return list(inspect.signature(fn).parameters)[1]
