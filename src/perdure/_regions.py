@@ -17,13 +17,18 @@ has no database: it routes.
   database (one indexed read each) and acts in the one that holds it;
   ``AmbiguousWorkflowError`` when several do. ``app.region("eu")`` is the region's own
   app, for naming the region instead (no lookup, and no other database touched).
-- Listings merge the regions' pages; the bulk repairs act in each region.
+- Listings merge the regions' pages; the bulk repairs, ``gc``, ``erase`` and ``rekey``
+  act in each region. What works on one database only (breakers, the audit log,
+  schedules, versions) is refused by the app's ``UnroutedClient``, which says to name
+  the region. Each region's executors apply retention and fire the code's schedules in
+  their own database.
 - A process serves the regions it is told to: ``app.launch(regions=["eu"])`` or
   ``perdure worker mod:app --region eu`` starts the executors of those region apps
   only; without a choice it refuses, so that no deployment serves a region by default.
 
-An app without ``regions`` never reaches this module on its hot path: the ``App``
-checks one attribute (``regions is None``) and goes on as before.
+An app without ``regions`` does no lookup and no extra read: a start checks one
+attribute (``regions is None``) and goes on as before; a method on a workflow ID goes
+through one wrapper that checks the same attribute.
 """
 
 from __future__ import annotations
