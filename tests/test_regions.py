@@ -355,7 +355,10 @@ def test_a_worker_per_region_runs_only_its_regions_workflows(urls: dict[str, str
     app = region_app.build(urls)  # the workers' code, as a client here
     secrets = {region: f"worker-{region}-{uuid.uuid4().hex}" for region in urls}
     handles = {r: app.options(region=r).start("parent", secrets[r]) for r in urls}
-    eu = start_worker(urls, "--region", "eu")
+    # Each worker is given a database it cannot open for the other region: serving
+    # only its own, it never tries to.
+    unreachable = "sqlite:////nonexistent-perdure-dir/never.db"
+    eu = start_worker({**urls, "us": unreachable}, "--region", "eu")
     us = None
     try:
         wait_for(lambda: handles["eu"].status().status == "RUNNING", "the eu worker")
@@ -365,7 +368,7 @@ def test_a_worker_per_region_runs_only_its_regions_workflows(urls: dict[str, str
         time.sleep(0.5)
         status = handles["us"].status()
         assert (status.status, status.owner) == ("PENDING", None)
-        us = start_worker(urls, "--region", "us")
+        us = start_worker({**urls, "eu": unreachable}, "--region", "us")
         for region, handle in handles.items():
             wait_for(
                 lambda h=handle: app.get_event(h.workflow_id, "progress") is not None,
