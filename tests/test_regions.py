@@ -503,3 +503,28 @@ def test_the_commands_find_workflows_in_their_region_or_in_the_one_named(
     assert unrouted.returncode == 1 and "perdure --region eu" in unrouted.stderr
     assert set(ids) == {"eu", "us"}
     app.shutdown()
+
+
+# This branch's base cannot fire a schedule (its tick's INSERT binds 13 values for 14:
+# the trace context); main has the fix (``create_params``). Not strict: passes there.
+@pytest.mark.xfail(reason="schedules broken at this branch's base, fixed on main", strict=False)
+def test_a_schedule_in_code_fires_in_each_served_region_into_its_database(
+    tmp_path: Path,
+) -> None:
+    urls = {"eu": f"sqlite:///{tmp_path}/eu.db", "us": f"sqlite:///{tmp_path}/us.db"}
+    app = perdure.App(regions=urls, poll_interval=0.05, shutdown_grace=1.0)
+
+    @app.schedule("* * * * * *", name="tick")
+    def tick(at: Any) -> str:
+        return str(at)
+
+    def ticks(region: str) -> list[str]:
+        found = app.region(region).list_workflows(status="SUCCEEDED")
+        return [s.workflow_id for s in found if s.workflow_id.startswith("schedule:tick:")]
+
+    with app.launch(regions=["eu"]):
+        wait_for(lambda: bool(ticks("eu")), "a tick in eu", timeout=10)
+    assert ticks("us") == []  # no worker served us: nothing fired there
+    with app.launch(regions=["us"]):
+        wait_for(lambda: bool(ticks("us")), "a tick in us", timeout=10)
+    app.shutdown()
