@@ -15,6 +15,7 @@ from perdure._cli import cli
 ROOT = Path(__file__).resolve().parent.parent
 
 EXPORTED = {
+    "AmbiguousWorkflowError",
     "App",
     "AuditEntry",
     "EncryptingSerializer",
@@ -126,6 +127,8 @@ def test_errors_survive_pickling() -> None:
         perdure.LeaseLost("w", 2),
         perdure.CheckpointFailed("w", "db down"),
         perdure.ErasureRefusedError("alice", ["w1"]),
+        perdure.ErasureRefusedError("alice", ["w1"], ["w2"]),
+        perdure.AmbiguousWorkflowError("w", ("eu", "us")),
     ]
     for error in errors:
         copy = pickle.loads(pickle.dumps(error))

@@ -21,6 +21,7 @@ from ._engine.timers import sleep, sleep_async, sleep_until, sleep_until_async
 from ._engine.transactions import connection
 from ._engine.values import now, random, uuid4, workflow_id
 from ._errors import (
+    AmbiguousWorkflowError,
     Cancelled,
     CheckpointFailed,
     ConfigurationError,
@@ -61,6 +62,7 @@ __all__ = [
     "App",
     "AuditEntry",
     "EncryptingSerializer",
+    "AmbiguousWorkflowError",
     "ErasureRefusedError",
     "GcResult",
     "Retention",

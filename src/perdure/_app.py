@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Coroutine, Sequence
-from datetime import timedelta
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar, overload
 
-from . import _compliance, _operating, _queueing, _scheduling
+from . import _compliance, _operating, _queueing, _regions, _scheduling
 from ._breaker import CircuitBreaker
 from ._client import Client
 from ._clock import Clock, SystemClock
@@ -26,7 +25,7 @@ from ._engine.state import current_run
 from ._errors import ConfigurationError
 from ._handle import WorkflowHandle
 from ._notifier import Notifier
-from ._options import Starter, StartOptions, no_child_subjects, subjects_of
+from ._options import StartOptions, no_child_subjects, start_options
 from ._queue import Queue
 from ._registry import Registry as _Registry
 from ._retry import Retry
@@ -46,9 +45,11 @@ __all__ = ["DEFAULT_DATABASE_URL", "App", "Settings"]
 
 
 class App:
-    """A set of durable workflows and steps, bound to one database.
+    """A set of durable workflows and steps, bound to one database (or one per region).
 
     ``App()`` uses ``PERDURE_DATABASE_URL``, or the SQLite file ``./perdure.db``.
+    ``App(regions={"eu": url_eu, "us": url_us})``: each workflow lives wholly in the
+    database of its region (``app.options(region="eu")``); see ``perdure._regions``.
     Nothing touches the database until the app is used. ``with app:`` (or
     ``app.launch()``) starts this process's executor, which runs the workflows this
     process starts and recovers those that were interrupted. ``queues=[perdure.Queue(
@@ -62,11 +63,11 @@ class App:
         serializer: Serializer | None = None,
         clock: Clock | None = None,
         queues: Sequence[Queue] = (),
+        regions: Mapping[str, str] | None = None,
         **settings: Any,
     ) -> None:
-        self.database_url = (
-            database_url or os.environ.get("PERDURE_DATABASE_URL") or DEFAULT_DATABASE_URL
-        )
+        default = database_url or os.environ.get("PERDURE_DATABASE_URL") or DEFAULT_DATABASE_URL
+        self.database_url = default if regions is None else _regions.label(regions, database_url)
         self.serializer: Serializer = serializer or JSONSerializer()
         self.clock: Clock = clock or SystemClock()
         try:
@@ -75,7 +76,7 @@ class App:
             raise ConfigurationError(f"unknown App setting: {exc}") from exc
         self.registry = _Registry()
         #: Starts, finds and talks to workflows (the app's public methods delegate to it).
-        self.client = Client(
+        self.client = (Client if regions is None else _regions.UnroutedClient)(
             self.database_url,
             serializer=self.serializer,
             clock=self.clock,
@@ -85,6 +86,8 @@ class App:
         self._worker: Executor | None = None
         for queue in queues:
             self.add_queue(queue)
+        #: The app of each region (None without ``regions``): ``app.region(name)``.
+        self.regions = None if regions is None else _regions.Regions.of(self, regions, settings)
 
     def __repr__(self) -> str:
         return f"App({redact_url(self.database_url)!r})"
@@ -143,7 +146,7 @@ class App:
     @property
     def launched(self) -> bool:
         """Whether this process's executor runs (``with app:`` or ``app.launch()``)."""
-        return self._worker is not None
+        return self._worker is not None or bool(self.regions and self.regions.served)
 
     @overload
     def step(self, fn: Callable[P, R], /) -> Callable[P, R]: ...
@@ -192,13 +195,17 @@ class App:
 
     # -- the executor --------------------------------------------------------------------------
 
-    def launch(self) -> None:
-        """Start this process's executor (runs and recovers workflows); idempotent."""
+    def launch(self, regions: Sequence[str] | None = None) -> App:
+        """Start this process's executor (runs and recovers workflows); idempotent. With
+        regions, of the ``regions`` it serves (``with app.launch(regions=["eu"]):``)."""
+        if self.regions is not None or regions is not None:
+            return _regions.launch(self, regions)
         if self._worker is None:
             worker = Executor(self.client)
             worker.start()
             self._worker = worker
             self.client.attach(worker)
+        return self
 
     def shutdown(self, grace: float | None = None) -> None:
         """Stop the executor: no new claims, running workflows get ``grace`` seconds to
@@ -208,6 +215,8 @@ class App:
             worker.shutdown(self.settings.shutdown_grace if grace is None else grace)
             self.client.attach(None)
         self.client.close()
+        if self.regions is not None:
+            self.regions.shutdown(grace)
 
     def __enter__(self) -> App:
         self.launch()
@@ -242,45 +251,9 @@ class App:
     # older ``workflow_id=``/``timeout=`` keywords are still taken (last two overloads,
     # which do not check the arguments).
 
-    def options(
-        self,
-        *,
-        workflow_id: str | None = None,
-        timeout: float | None = None,
-        subjects: Sequence[str] | None = None,
-        queue: str | None = None,
-        key: str | None = None,
-        priority: int = 0,
-        delay: float | timedelta | None = None,
-        dedup_id: str | None = None,
-        debounce: float | timedelta | None = None,
-    ) -> Starter:
-        """Start options as a value: ``app.options(workflow_id="order-42", timeout=60)
-        .start(checkout, order)``. The returned starter's ``start``, ``run``,
-        ``start_async`` and ``run_async`` check the arguments against the workflow.
-
-        ``workflow_id`` makes the start idempotent (a workflow with that ID is not
-        started again); ``timeout`` (seconds) gives the workflow a durable deadline;
-        ``subjects`` tags it with the data subjects whose data it holds, for
-        ``app.erase(subject=...)`` (its children and forks are erased with it).
-        Flow control (see ``StartOptions`` and README "Queues"): ``queue`` (declared
-        with ``perdure.Queue``), ``key``, ``priority`` (lower first), ``delay``;
-        ``dedup_id`` (a start while an active workflow of the queue has it returns that
-        workflow's handle); ``debounce`` with ``key`` (starts collapse into one run
-        with the latest arguments).
-        """
-        options = StartOptions(
-            workflow_id=workflow_id,
-            timeout=timeout,
-            subjects=subjects_of(subjects),
-            queue=queue,
-            key=key,
-            priority=priority,
-            delay=delay,
-            dedup_id=dedup_id,
-            debounce=debounce,
-        )
-        return Starter(self, options)
+    # ``app.options(workflow_id=..., timeout=..., subjects=..., region=..., queue=...)``
+    # (``_options.start_options``).
+    options = start_options
 
     def start_with(
         self,
@@ -291,6 +264,8 @@ class App:
     ) -> WorkflowHandle[Any]:
         """Start ``fn(*args, **kwargs)`` with ``options`` (what ``start`` and the
         starters of ``options`` call); inside a workflow, a child."""
+        if self.regions is not None:
+            return self.regions.start_with(options, fn, args, kwargs)
         run = current_run.get()
         if run is not None:
             o = no_child_subjects(options)
@@ -307,6 +282,8 @@ class App:
         kwargs: dict[str, Any],
     ) -> WorkflowHandle[Any]:
         """``start_with`` for coroutines."""
+        if self.regions is not None:
+            return await self.regions.start_with_async(options, fn, args, kwargs)
         run = current_run.get()
         if run is not None:
             o = no_child_subjects(options)
@@ -485,6 +462,7 @@ class App:
 
     # -- talking to workflows --------------------------------------------------------------
 
+    @_regions.by_workflow
     def send(
         self,
         workflow_id: str,
@@ -512,6 +490,7 @@ class App:
             return send_from_workflow(self, run, workflow_id, message, topic, key)
         self.client.send(workflow_id, message, topic, idempotency_key, actor)
 
+    @_regions.by_workflow_async
     async def send_async(
         self,
         workflow_id: str,
@@ -527,6 +506,7 @@ class App:
             return await send_from_workflow_async(self, run, to, message, topic, key)
         await self.client.send_async(workflow_id, message, topic, idempotency_key, actor)
 
+    @_regions.by_workflow
     def get_event(self, workflow_id: str, key: str, timeout: float = 0.0) -> Any:
         """The value the workflow published as event ``key`` (``perdure.set_event``), or
         None if it has not within ``timeout`` seconds (0: look once).
@@ -536,10 +516,12 @@ class App:
         """
         return self.client.get_event(workflow_id, key, timeout)
 
+    @_regions.by_workflow_async
     async def get_event_async(self, workflow_id: str, key: str, timeout: float = 0.0) -> Any:
         """``get_event`` for coroutines: waits without holding a thread."""
         return await self.client.get_event_async(workflow_id, key, timeout)
 
+    @_regions.by_workflow
     def cancel(self, workflow_id: str, actor: str | None = None) -> bool:
         """Ask a workflow and its active descendants to cancel; durable when this returns.
 
@@ -556,6 +538,7 @@ class App:
             return cancel_from_workflow(self, run, workflow_id)
         return self.client.cancel(workflow_id, actor)
 
+    @_regions.by_workflow_async
     async def cancel_async(self, workflow_id: str, actor: str | None = None) -> bool:
         """``cancel`` for coroutines."""
         run = current_run.get()
@@ -564,34 +547,36 @@ class App:
         return await self.client.cancel_async(workflow_id, actor)
 
     # -- streams and transactional steps (docstrings in ``_streams``, ``_transactions``) --
-    read_stream = _read_stream
+    read_stream = _regions.by_workflow(_read_stream)
     transaction = _transaction
 
     # -- finding, seeing and repairing workflows; breakers ------------------------------------
     # One function each in ``_operating`` (docstrings there), bound here as methods.
-    retrieve = _operating.retrieve
-    retrieve_async = _operating.retrieve_async
-    list_workflows = _operating.list_workflows
-    list_page = _operating.list_page
-    inspect = _operating.inspect
-    inspect_async = _operating.inspect_async
-    resume = _operating.resume
-    resume_async = _operating.resume_async
-    fork = _operating.fork
-    fork_async = _operating.fork_async
-    restart = _operating.restart
-    restart_async = _operating.restart_async
-    resume_many = _operating.resume_many
-    cancel_many = _operating.cancel_many
+    # With regions: in the region holding the workflow, or each (``_regions``).
+    region = _regions.region
+    retrieve = _regions.by_workflow(_operating.retrieve)
+    retrieve_async = _regions.by_workflow_async(_operating.retrieve_async)
+    list_workflows = _regions.list_workflows
+    list_page = _regions.list_page
+    inspect = _regions.by_workflow(_operating.inspect)
+    inspect_async = _regions.by_workflow_async(_operating.inspect_async)
+    resume = _regions.by_workflow(_operating.resume)
+    resume_async = _regions.by_workflow_async(_operating.resume_async)
+    fork = _regions.by_workflow(_operating.fork)
+    fork_async = _regions.by_workflow_async(_operating.fork_async)
+    restart = _regions.by_workflow(_operating.restart)
+    restart_async = _regions.by_workflow_async(_operating.restart_async)
+    resume_many = _regions.in_each(_regions.joined)(_operating.resume_many)
+    cancel_many = _regions.in_each(_regions.joined)(_operating.cancel_many)
     breakers = _operating.breakers
     breaker = _operating.breaker
     open_breaker = _operating.open_breaker
     close_breaker = _operating.close_breaker
     # Compliance: retention, erasure, rekeying, the audit trail (``_compliance``).
-    gc = _compliance.gc
-    erase = _compliance.erase
-    rekey = _compliance.rekey
-    retry_held = _compliance.retry_held
+    gc = _regions.in_each(_regions.gc_results)(_compliance.gc)
+    erase = _regions.erase
+    rekey = _regions.in_each(_regions.total)(_compliance.rekey)
+    retry_held = _regions.by_workflow(_compliance.retry_held)
     audit_log = _compliance.audit_log
 
     # -- schedules: one function each in ``_scheduling`` (docstrings there) -------------------

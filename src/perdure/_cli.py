@@ -30,7 +30,15 @@ from ._errors import PerdureError
 
 @click.group()
 @click.version_option(package_name="perdure")
-def cli() -> None:
+@click.option(
+    "--region",
+    envvar="PERDURE_REGION",
+    metavar="NAME",
+    help="For an app with regions: act on this region's database alone (before the "
+    "command: perdure --region eu audit --app mod:app). Without it, commands on one "
+    "workflow find it in every region, and listings merge them.",
+)
+def cli(region: str | None) -> None:
     """perdure: durable execution for Python."""
 
 

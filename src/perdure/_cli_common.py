@@ -17,7 +17,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar, cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import click
@@ -26,6 +26,7 @@ from ._app import App
 from ._errors import PerdureError
 from ._inspect import jsonable as jsonable
 from ._model import WorkflowState
+from ._regions import database_urls
 from ._text import REDACTED, escape_for_terminal
 from ._validation import check_name, check_workflow_id
 from .storage import open_store
@@ -113,7 +114,15 @@ def load_app(spec: str) -> App:
     app = getattr(module, attribute)
     if not isinstance(app, App):
         fail(f"{module_name}:{attribute} is a {type(app).__name__}, not a perdure.App")
-    remember_secrets(app.database_url)
+    for url in database_urls(app):
+        remember_secrets(url)
+    context = click.get_current_context(silent=True)
+    region = None if context is None else context.find_root().params.get("region")
+    if region is not None:  # perdure --region NAME: that region's app, one database
+        try:
+            return cast(App, app.region(region))
+        except PerdureError as exc:
+            fail(str(exc))
     return app
 
 
@@ -150,7 +159,8 @@ def existing(app_spec: str | None, database_url: str | None) -> App:
     try:
         # A missing SQLite file, or a PostgreSQL schema never set up (a mistyped
         # ?schema=), is refused here; the app's own store would create it.
-        open_store(app.database_url, create=False).close()
+        for url in database_urls(app):
+            open_store(url, create=False).close()
     except PerdureError as exc:
         fail(f"{exc}; check --database-url, PERDURE_DATABASE_URL or --app")
     return app

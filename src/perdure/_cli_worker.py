@@ -37,7 +37,17 @@ log = logging.getLogger("perdure")
     help="Log lines as text, or one JSON object per record with workflow_id, "
     "workflow_name, step, position, attempt and executor.",
 )
-def worker(app_spec: str, grace: float | None, log_level: str, log_format: str) -> None:
+@click.option(
+    "--region",
+    "regions",
+    multiple=True,
+    metavar="NAME",
+    help="A region this worker serves (repeat for several); required for an app with "
+    "regions, refused for one without.",
+)
+def worker(
+    app_spec: str, grace: float | None, log_level: str, log_format: str, regions: tuple[str, ...]
+) -> None:
     """Run workflows of MODULE:APP until SIGTERM or Ctrl-C, then drain gracefully.
 
     The worker recovers interrupted workflows at start, runs those that other
@@ -45,6 +55,9 @@ def worker(app_spec: str, grace: float | None, log_level: str, log_format: str) 
     for the grace period and releases the rest to other workers. It waits for a
     database it cannot reach yet; it exits at once, with status 1, on a database
     that refuses it for good (no such database or role, a bad sslmode).
+
+    For an app with regions (``App(regions={...})``), the worker runs only the
+    workflows of the regions given with --region, each from its own database.
     """
     level = logging.getLevelName(log_level.upper())
     if not isinstance(level, int):
@@ -65,12 +78,9 @@ def worker(app_spec: str, grace: float | None, log_level: str, log_format: str) 
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    if not _launch(app, stop):
+    if not _launch(app, stop, regions):
         return
-    click.echo(
-        f"perdure worker running {shown(app_spec)} on {shown(redact_url(app.database_url))}",
-        err=True,
-    )
+    click.echo(f"perdure worker running {shown(app_spec)} on {_serving(app, regions)}", err=True)
     while not stop.wait(1.0):
         pass
     click.echo("perdure worker stopping: draining running workflows", err=True)
@@ -78,7 +88,15 @@ def worker(app_spec: str, grace: float | None, log_level: str, log_format: str) 
     click.echo("perdure worker stopped", err=True)
 
 
-def _launch(app: App, stop: threading.Event) -> bool:
+def _serving(app: App, regions: tuple[str, ...]) -> str:
+    """The databases this worker serves, for people (passwords hidden)."""
+    if not regions:
+        return shown(redact_url(app.database_url))
+    urls = [f"{name} ({redact_url(app.region(name).database_url)})" for name in regions]
+    return "regions " + shown(", ".join(urls))
+
+
+def _launch(app: App, stop: threading.Event, regions: tuple[str, ...] = ()) -> bool:
     """Start the app's executor, waiting for a database that cannot be reached yet (a
     worker started before its server, or during a restart) instead of exiting; False if
     asked to stop meanwhile. A failure that waiting cannot heal ends the command."""
@@ -86,7 +104,7 @@ def _launch(app: App, stop: threading.Event) -> bool:
     where = redact_url(app.database_url)
     while True:
         try:
-            app.launch()
+            app.launch(regions or None)
             return True
         except StoreUnavailableError as exc:
             # Only an outage heals by waiting: the store reports a refusal for good (an

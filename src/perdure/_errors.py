@@ -10,6 +10,7 @@ signals, which derive from ``BaseException`` so that a workflow's
     ├── SerializationError        a value that the serializer cannot encode or decode
     ├── UnknownWorkflowError      a workflow name that this app has not registered
     ├── WorkflowNotFoundError     a workflow ID that the store does not hold
+    ├── AmbiguousWorkflowError    a workflow ID held by the databases of several regions
     ├── NonDeterminismError       replay met a different step than the one recorded
     ├── WorkflowFailedError       a failed workflow whose error type cannot be rebuilt
     ├── StepFailedError           a failed step whose error type cannot be rebuilt
@@ -91,6 +92,24 @@ class WorkflowNotFoundError(PerdureError):
 
     def __str__(self) -> str:
         return f"no workflow with ID {self.workflow_id!r} exists in this database"
+
+
+class AmbiguousWorkflowError(PerdureError):
+    """A workflow ID was looked up across an app's regions and more than one region's
+    database holds it: perdure does not pick one."""
+
+    def __init__(self, workflow_id: str, regions: tuple[str, ...]) -> None:
+        super().__init__(workflow_id, regions)
+        self.workflow_id = workflow_id
+        self.regions = regions
+
+    def __str__(self) -> str:
+        found = " and ".join(repr(region) for region in self.regions)
+        return (
+            f"workflow ID {self.workflow_id!r} exists in the databases of regions {found}: "
+            f"name the region, e.g. app.region({self.regions[0]!r}).retrieve"
+            f"({self.workflow_id!r})"
+        )
 
 
 class NonDeterminismError(PerdureError):
@@ -194,19 +213,26 @@ class WorkflowNotResumableError(PerdureError):
 
 class ErasureRefusedError(PerdureError):
     """``app.erase(subject=...)`` found workflows of the subject still active (PENDING or
-    RUNNING): nothing was erased."""
+    RUNNING): nothing was erased (on an app with regions: in their regions; ``erased``
+    lists what the other regions erased)."""
 
-    def __init__(self, subject: str, active: list[str]) -> None:
-        super().__init__(subject, active)
+    def __init__(self, subject: str, active: list[str], erased: list[str] | None = None) -> None:
+        super().__init__(subject, active, erased)
         self.subject = subject
         self.active = active
+        self.erased = erased or []
 
     def __str__(self) -> str:
         shown = ", ".join(repr(workflow_id) for workflow_id in self.active[:10])
         more = f" and {len(self.active) - 10} more" if len(self.active) > 10 else ""
+        done = (
+            f"only the {len(self.erased)} workflow(s) of the other regions were erased"
+            if self.erased
+            else "nothing was erased"
+        )
         return (
             f"data subject {self.subject!r} has {len(self.active)} active workflow(s) "
-            f"({shown}{more}); nothing was erased. Cancel them (app.cancel / perdure cancel), "
+            f"({shown}{more}); {done}. Cancel them (app.cancel / perdure cancel), "
             "wait until they have finished, then erase again"
         )
 

@@ -283,6 +283,50 @@ def _seconds(value: datetime | float | None) -> float | None:
     return value.timestamp()
 
 
+def list_records(
+    host: InspectHost,
+    *,
+    status: str | None = None,
+    name: str | None = None,
+    created_after: datetime | float | None = None,
+    created_before: datetime | float | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+    newest_first: bool = True,
+) -> list[WorkflowRecord]:
+    """The records of a page (see ``list_page``) and the one after it, if any: at most
+    ``limit + 1``, in the listing's order."""
+    state = None
+    if status is not None:
+        try:
+            state = WorkflowState.parse(status)
+        except ValueError as exc:
+            raise InvalidValueError(str(exc)) from None
+    check_optional_key("workflow name", name)
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+        raise InvalidValueError(f"limit must be a whole number from 1 to {MAX_PAGE}, not {limit!r}")
+    return host.store.list_workflows(
+        status=state,
+        name=name,
+        created_after=_seconds(created_after),
+        created_before=_seconds(created_before),
+        limit=limit + 1,
+        newest_first=newest_first,
+        after=None if cursor is None else decode_cursor(cursor),
+    )
+
+
+def page_of(records: list[WorkflowRecord], limit: int) -> WorkflowPage:
+    """The page of the first ``limit`` of ``records`` (in the listing's order), with a
+    cursor when there are more."""
+    more = len(records) > limit
+    records = records[:limit]
+    return WorkflowPage(
+        [WorkflowStatus.from_records(record, []) for record in records],
+        encode_cursor(records[-1]) if more else None,
+    )
+
+
 def list_page(
     host: InspectHost,
     *,
@@ -296,27 +340,14 @@ def list_page(
 ) -> WorkflowPage:
     """One page of workflows matching every filter (``status`` in any case), newest first
     by default; ``cursor`` is the previous page's ``next_cursor``."""
-    state = None
-    if status is not None:
-        try:
-            state = WorkflowState.parse(status)
-        except ValueError as exc:
-            raise InvalidValueError(str(exc)) from None
-    check_optional_key("workflow name", name)
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
-        raise InvalidValueError(f"limit must be a whole number from 1 to {MAX_PAGE}, not {limit!r}")
-    records = host.store.list_workflows(
-        status=state,
+    records = list_records(
+        host,
+        status=status,
         name=name,
-        created_after=_seconds(created_after),
-        created_before=_seconds(created_before),
-        limit=limit + 1,
+        created_after=created_after,
+        created_before=created_before,
+        limit=limit,
+        cursor=cursor,
         newest_first=newest_first,
-        after=None if cursor is None else decode_cursor(cursor),
     )
-    more = len(records) > limit
-    records = records[:limit]
-    return WorkflowPage(
-        [WorkflowStatus.from_records(record, []) for record in records],
-        encode_cursor(records[-1]) if more else None,
-    )
+    return page_of(records, limit)

@@ -68,6 +68,9 @@ class StartOptions:
     #: queue) within this window of each other collapse into one run, with the latest
     #: arguments, which starts once no start came for this long.
     debounce: float | timedelta | None = None
+    #: The region whose database holds the workflow (an app with ``regions=``); None on
+    #: an app without regions, and for a child (it lives in its parent's region).
+    region: str | None = None
 
     def __post_init__(self) -> None:
         # Refused here, before anything is recorded: an empty ID is not taken for None (a
@@ -170,6 +173,60 @@ class StartBackend(Protocol):
     ) -> WorkflowHandle[Any]:
         """``start_with`` for coroutines."""
         ...
+
+
+class OptionsHost(StartBackend, Protocol):
+    """What ``app.options`` needs of the app: starting, and knowing its regions."""
+
+    def region(self, name: str) -> Any:
+        """The app of region ``name``; ``ConfigurationError`` for an unknown one."""
+        ...
+
+
+def start_options(
+    app: OptionsHost,
+    *,
+    workflow_id: str | None = None,
+    timeout: float | None = None,
+    subjects: Sequence[str] | None = None,
+    region: str | None = None,
+    queue: str | None = None,
+    key: str | None = None,
+    priority: int = 0,
+    delay: float | timedelta | None = None,
+    dedup_id: str | None = None,
+    debounce: float | timedelta | None = None,
+) -> Starter:
+    """Start options as a value: ``app.options(workflow_id="order-42", timeout=60)
+    .start(checkout, order)``. The returned starter's ``start``, ``run``,
+    ``start_async`` and ``run_async`` check the arguments against the workflow.
+
+    ``workflow_id`` makes the start idempotent (a workflow with that ID is not
+    started again); ``timeout`` (seconds) gives the workflow a durable deadline;
+    ``subjects`` tags it with the data subjects whose data it holds, for
+    ``app.erase(subject=...)`` (its children and forks are erased with it);
+    ``region`` names the region whose database holds it, on an app with ``regions``
+    (``ConfigurationError`` naming the app's regions for another one). Flow control
+    (see ``StartOptions`` and README "Queues"): ``queue`` (declared with
+    ``perdure.Queue``), ``key``, ``priority`` (lower first), ``delay``; ``dedup_id`` (a
+    start while an active workflow of the queue has it returns that workflow's handle);
+    ``debounce`` with ``key`` (starts collapse into one run with the latest arguments).
+    """
+    if region is not None:
+        app.region(region)  # refused here, before anything runs, unless it is the app's
+    chosen = StartOptions(
+        workflow_id=workflow_id,
+        timeout=timeout,
+        subjects=subjects_of(subjects),
+        region=region,
+        queue=queue,
+        key=key,
+        priority=priority,
+        delay=delay,
+        dedup_id=dedup_id,
+        debounce=debounce,
+    )
+    return Starter(app, chosen)
 
 
 class Starter:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -78,10 +79,14 @@ class TestApp(App):
             self._skipper = TimeSkipper(self, self.clock, auto=self.time_skipping)
         return self._skipper
 
-    def launch(self) -> None:
-        """Start the executor and time skipping; idempotent."""
+    def launch(self, regions: Sequence[str] | None = None) -> App:
+        """Start the executor and time skipping; idempotent. A test app has one database
+        (``regions`` is refused)."""
+        if regions is not None:
+            raise ConfigurationError("a TestApp has one database: launch it without regions")
         super().launch()
         self.skipper.start()
+        return self
 
     def shutdown(self, grace: float | None = None) -> None:
         """Stop time skipping and the executor (the database stays until ``close``)."""

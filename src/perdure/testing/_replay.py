@@ -42,6 +42,7 @@ from .._model import (
     WorkflowRecord,
     WorkflowState,
 )
+from .._regions import store_holding
 from ..storage import Store, open_store
 
 __all__ = ["FORMAT", "ReplayResult", "history", "replay"]
@@ -56,9 +57,8 @@ def history(app: App, workflow_id: str) -> dict[str, Any]:
     """The history of workflow ``workflow_id`` in the app's database, as JSON-ready data:
     ``{"format": FORMAT, "workflow": {...}, "steps": [...]}`` (what ``perdure history ID
     --json`` prints). Raises ``WorkflowNotFoundError`` when there is no such workflow."""
-    handle = app.retrieve(workflow_id)
-    store = app.client.store
-    record = store.get_workflow(handle.workflow_id)
+    store = store_holding(app, workflow_id)  # with regions, the one holding it
+    record = store.get_workflow(workflow_id)
     assert record is not None
     return {
         "format": FORMAT,

@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field
 from .._app import App
 from .._display import utc
 from .._errors import (
+    AmbiguousWorkflowError,
     ErasureRefusedError,
     InvalidValueError,
     PerdureError,
@@ -32,6 +33,7 @@ from .._errors import (
     WorkflowNotResumableError,
 )
 from .._inspect import MAX_PAGE, decode_value, jsonable, summary
+from .._regions import database_urls, store_holding
 from .._validation import check_key
 from ._metrics import metrics_router
 from ._pages import add_pages
@@ -47,6 +49,7 @@ STATUS_OF: tuple[tuple[type[PerdureError], int], ...] = (
     (WorkflowNotResumableError, 409),
     (WorkflowFinishedError, 409),
     (ErasureRefusedError, 409),
+    (AmbiguousWorkflowError, 409),
     (InvalidValueError, 400),
     (StoreUnavailableError, 503),
     (PerdureError, 400),
@@ -63,6 +66,8 @@ class StartBody(BaseModel):
     timeout: float | None = None
     #: The data subjects whose data it holds (``app.options(subjects=...)``).
     subjects: list[str] | None = None
+    #: The region whose database holds it (an app with regions: ``app.options(region=...)``).
+    region: str | None = None
 
 
 class ForkBody(BaseModel):
@@ -120,7 +125,7 @@ def create_app(app: App, token: str | None = None) -> FastAPI:
     schema is at ``/openapi.json``.
     """
     token = check_token(token)
-    secrets = secrets_of(app.database_url)
+    secrets = [secret for url in database_urls(app) for secret in secrets_of(url)]
 
     def guard(request: Request, authorization: str | None = Header(default=None)) -> None:
         if token is not None and not authorized(authorization, token):
@@ -205,7 +210,10 @@ def create_app(app: App, token: str | None = None) -> FastAPI:
     def start(request: Request, body: StartBody) -> JSONResponse:
         """Start a registered workflow by name; poll the Location for its status."""
         starter = app.options(
-            workflow_id=body.workflow_id, timeout=body.timeout, subjects=body.subjects
+            workflow_id=body.workflow_id,
+            timeout=body.timeout,
+            subjects=body.subjects,
+            region=body.region,
         )
         handle = starter.start(body.name, *body.args, **body.kwargs)
         return _accepted(request, handle.workflow_id)
@@ -225,8 +233,8 @@ def create_app(app: App, token: str | None = None) -> FastAPI:
     @router.get("/workflows/{workflow_id:path}/messages")
     def messages(workflow_id: str, pending: bool = False) -> dict[str, Any]:
         """Messages sent to the workflow, in order (``pending=true``: not received yet)."""
-        app.retrieve(workflow_id)
-        found = app.store.list_messages(workflow_id, pending_only=pending, limit=MAX_PAGE)
+        store = store_holding(app, workflow_id)  # the region's, with regions
+        found = store.list_messages(workflow_id, pending_only=pending, limit=MAX_PAGE)
         return {
             "messages": [
                 {

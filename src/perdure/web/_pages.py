@@ -32,6 +32,7 @@ from .._errors import PerdureError, WorkflowNotFoundError
 from .._handle import HoldStatus
 from .._inspect import MAX_PAGE
 from .._model import WorkflowState
+from .._regions import store_holding
 from ._security import is_loopback, scrub
 from ._session import (
     CSRF_FIELD,
@@ -297,9 +298,10 @@ def add_pages(api: FastAPI, app: App, token: str | None, secrets: list[str]) -> 
 
     def workflow_context(workflow_id: str) -> dict[str, Any]:
         detail = app.inspect(workflow_id)
-        record = app.store.get_workflow(detail.workflow_id)
+        store = store_holding(app, detail.workflow_id)  # the region's, with regions
+        record = store.get_workflow(detail.workflow_id)
         hold = None if record is None else HoldStatus.from_record(record)
-        children = app.store.list_children(detail.workflow_id, limit=MAX_PAGE)
+        children = store.list_children(detail.workflow_id, limit=MAX_PAGE)
         now = datetime.fromtimestamp(app.clock.time(), timezone.utc)
         return {
             "w": detail,
