@@ -82,18 +82,22 @@ class Executor:
         """Register, start the threads and recover interrupted workflows (at once)."""
         now = self.clock.time()
         self._lease_valid_until = now + self.settings.lease_seconds
-        self.store.register_executor(
-            ExecutorRecord(
-                self.id,
-                self.host_name,
-                self.pid,
-                self.settings.app_version,
-                now,
-                now,
-                self.lease_expiry(),
-                None,
-            )
+        record = ExecutorRecord(
+            self.id,
+            self.host_name,
+            self.pid,
+            self.settings.app_version,
+            now,
+            now,
+            self.lease_expiry(),
+            None,
         )
+        try:
+            self.store.register_executor(record)
+        except BaseException:
+            # Never started: its event loop would otherwise be left open for the collector.
+            self._loop.close()
+            raise
         self._loop_thread.start()
         self.maintenance.start()
         watch(self.gauges)
