@@ -104,11 +104,14 @@ def test_a_delay_and_a_debounce_fire_in_virtual_time(database_url: str) -> None:
             return [name, perdure.now().isoformat()]
 
         began = time.monotonic()
+        # Held while the test starts them: all at the same virtual instant.
+        app.hold(START)
         later = app.options(delay=timedelta(days=1)).start(job, "later")
         queued = app.options(queue="q", delay=timedelta(hours=5)).start(job, "queued")
         first = app.options(queue="q", key="k", debounce=timedelta(hours=2)).start(job, "a")
         again = app.options(queue="q", key="k", debounce=timedelta(hours=2)).start(job, "b")
         assert again.workflow_id == first.workflow_id
+        app.hold(None)
         results = [handle.result() for handle in (later, queued, first)]
         wall = time.monotonic() - began
     assert results == [
@@ -130,7 +133,9 @@ def test_a_queue_rate_of_one_an_hour_runs_five_over_five_virtual_hours(
             return perdure.now().isoformat()
 
         began = time.monotonic()
+        app.hold(START)
         handles = [app.options(queue="hourly").start(job, n) for n in range(5)]
+        app.hold(None)
         started = [datetime.fromisoformat(handle.result()) for handle in handles]
         wall = time.monotonic() - began
     # One start an hour, each as soon as the window lets it: 0:00, 1:00, ... 4:00 (in

@@ -130,6 +130,9 @@ class TimeSkipper:
             return self._skip(flow)
 
     def _skip(self, flow: bool) -> float | None:
+        # Read before the look: a hold set meanwhile (``skip_until`` right after creating
+        # a schedule, say) must not move the clock on a look older than what it follows.
+        hold = self.hold
         executor = self.app.executor
         elapsed = time.monotonic() - self._last_look
         self._last_look = time.monotonic()
@@ -143,7 +146,6 @@ class TimeSkipper:
         due, target = self._look(executor, now)
         if due:
             return None
-        hold = self.hold
         if hold is not None:
             if now >= hold:
                 return None  # held where it is
