@@ -142,3 +142,18 @@ def test_a_queue_rate_of_one_an_hour_runs_five_over_five_virtual_hours(
     # any order: they were started at the same virtual instant).
     assert sorted(started) == [START + n * HOUR for n in range(5)]
     assert wall < 20, wall
+
+
+def test_skip_until_without_automatic_skipping(database_url: str) -> None:
+    with TestApp(database_url, start=START, time_skipping=False) as app:
+
+        @app.schedule("*/30 * * * *", name="half")
+        def half(tick: datetime) -> list[str]:
+            return [tick.isoformat(), perdure.now().isoformat()]
+
+        time.sleep(0.1)
+        assert app.clock.datetime() == START  # nothing moves it by itself
+        assert app.skip_until(timedelta(hours=2)) == (START + 2 * HOUR).timestamp()
+        ran = ticks_run(app, "half")
+    assert sorted(ran) == [START + n * HOUR / 2 for n in range(1, 5)]
+    assert all(datetime.fromisoformat(now) == when for when, (_, now) in ran.items())

@@ -574,5 +574,5 @@ def decode_error(
     rebuilt.perdure_traceback = tb  # type: ignore[attr-defined]
     notes = record.get("notes")
     if isinstance(notes, list) and notes:
-        rebuilt.__notes__ = [str(note) for note in notes]
+        rebuilt.__notes__ = [str(note) for note in notes]  # type: ignore[attr-defined]
     return rebuilt

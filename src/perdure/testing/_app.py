@@ -3,9 +3,11 @@
 ``with TestApp() as app:`` runs workflows in this process on a fresh SQLite file (or on
 the database a URL names), with a ``VirtualClock``: a workflow that sleeps for a week
 finishes in milliseconds, ``perdure.now()`` in it reads the virtual time, and retry
-backoffs, ``recv`` timeouts and deadlines fire as soon as nothing else can run
-(``TimeSkipper``). Every wait suspends the workflow (``suspend_after=0``), so that a
-wait is a wake time in the database, never a thread sleeping in real time.
+backoffs, ``recv`` timeouts, deadlines, schedules' ticks, delayed starts and queues'
+rates fire as soon as nothing else can run (``TimeSkipper``); ``skip_until`` lets time
+skip up to a given time and holds it there. Every wait suspends the workflow
+(``suspend_after=0``), so that a wait is a wake time in the database, never a thread
+sleeping in real time.
 """
 
 from __future__ import annotations
@@ -77,9 +79,7 @@ class TestApp(App):
     def skipper(self) -> TimeSkipper:
         """What moves the clock while the app is launched (a new one per launch)."""
         if self._skipper is None:
-            self._skipper = TimeSkipper(
-                self, self.clock, auto=self.time_skipping, hold=self._hold
-            )
+            self._skipper = TimeSkipper(self, self.clock, auto=self.time_skipping, hold=self._hold)
         return self._skipper
 
     def launch(self, regions: Sequence[str] | None = None) -> App:
@@ -151,8 +151,9 @@ class TestApp(App):
             if self.clock.time() >= target and self.idle():
                 return self.clock.time()
             if time.monotonic() >= deadline:
+                until = datetime.fromtimestamp(target, timezone.utc).isoformat()
                 raise TimeoutError(
-                    f"skip_until({datetime.fromtimestamp(target, timezone.utc).isoformat()}): the clock is at "
+                    f"skip_until({until}): the clock is at "
                     f"{self.clock.datetime().isoformat()} after {timeout:g} s of real time, "
                     "and something still runs or is due (a step that takes real time? a "
                     "workflow that never waits?)"

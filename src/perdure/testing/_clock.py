@@ -20,6 +20,7 @@ from .._validation import non_negative_seconds
 
 
 def as_timestamp(when: float | dt.datetime) -> float:
+    """Seconds since the epoch of a timestamp or a datetime (naive meaning UTC)."""
     if isinstance(when, dt.datetime):
         return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
     return float(when)

@@ -208,11 +208,11 @@ class TimeSkipper:
                 continue
             if record.queue is None:
                 return True, None
-            due, when = self._admitted(record, now)
+            due, admits_at = self._admitted(record, now)
             if due:
                 return True, None
-            if when is not None:
-                later(when)
+            if admits_at is not None:
+                later(admits_at)
         return False, target
 
     def _admitted(self, record: WorkflowRecord, now: float) -> tuple[bool, float | None]:
