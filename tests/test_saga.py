@@ -98,6 +98,7 @@ def test_an_error_runs_the_compensations_in_reverse_with_their_own_retries(
         with pytest.raises(OutOfStock, match="out of stock") as caught:
             handle.result()
         record = app.store.get_workflow(handle.workflow_id)
+        status = handle.status().error
     assert log == [
         "authorize",
         "reserve",
@@ -113,6 +114,14 @@ def test_an_error_runs_the_compensations_in_reverse_with_their_own_retries(
     note = "perdure.saga: compensations run (in order): "
     assert note in error["traceback"] and "shop.release, " in error["traceback"]
     assert note in str(getattr(caught.value, "perdure_traceback", ""))
+    # On every Python (3.10 has no add_note, and its tracebacks leave notes out): the note
+    # is recorded in the error's own field, comes back on the error raised, and shows in
+    # the workflow's status.
+    ran = note + "shop.release, shop.refund"
+    assert error["notes"] == [ran]
+    assert caught.value.__notes__ == [ran]
+    assert isinstance(caught.value, OutOfStock)
+    assert status is not None and status.endswith(f"out of stock ({ran})")
 
 
 def test_a_cancel_compensates_and_the_workflow_ends_cancelled(database_url: str) -> None:

@@ -166,6 +166,24 @@ def test_queue_place_says_where_a_waiting_workflow_stands(store: Store) -> None:
     assert store.queue_place("nope", 1001.0) is None
 
 
+@covers("queue_place")
+def test_queue_place_says_when_a_full_rate_window_frees(store: Store) -> None:
+    store.declare_queue(Queue("q", rate=Rate(2, per=60)), 1.0)
+    for n in range(3):
+        enqueue(store, f"w{n}", at=100.0 + n)
+    assert claim(store, now=1000.0, limit=1) == ["w0"]
+    place = store.queue_place("w2", 1010.0)
+    # One start in the window: not full, nothing to wait for.
+    assert place is not None and place.rate_frees_at is None and place.reason() == "worker"
+    assert claim(store, now=1010.0, limit=1) == ["w1"]
+    place = store.queue_place("w2", 1020.0)
+    # Full: the oldest start (at 1000) leaves the window at 1060, and a claim then admits.
+    assert place is not None and place.reason() == "rate" and place.rate_frees_at == 1060.0
+    # (w0 and w1 are claimed again: their leases expired; they do not use the rate.)
+    assert "w2" not in claim(store, now=1059.0)
+    assert claim(store, now=1060.0) == ["w2"]
+
+
 @covers("cancelled_waiting", "cancel_waiting")
 def test_a_queued_workflow_cancelled_before_it_started_ends_without_running(
     store: Store,

@@ -14,8 +14,8 @@ def utc(value: float | None) -> datetime | None:
 
 
 def error_summary(error: str | None) -> str | None:
-    """ "Type: message" of a stored (JSON-encoded) error; the text as is when it is not
-    JSON."""
+    """ "Type: message" of a stored (JSON-encoded) error, and its notes in parentheses
+    if it has some; the text as is when it is not JSON."""
     if error is None:
         return None
     if error.startswith("pdx1:"):  # sealed by an EncryptingSerializer (perdure._crypto)
@@ -25,6 +25,10 @@ def error_summary(error: str | None) -> str | None:
         if data.get("perdure.erased"):  # the tombstone of app.erase (perdure._model.ERASED)
             return "<erased>"
         type_name = str(data.get("type", "?")).removeprefix("builtins:").replace(":", ".")
-        return f"{type_name}: {data.get('message', '')}"
+        summary = f"{type_name}: {data.get('message', '')}"
+        notes = data.get("notes")
+        if isinstance(notes, list) and notes:  # e.g. what a saga compensated
+            summary += f" ({'; '.join(str(note) for note in notes)})"
+        return summary
     except (ValueError, AttributeError):
         return error

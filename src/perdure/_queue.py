@@ -179,6 +179,9 @@ class QueuePlace:
     recent_starts: int
     #: Whether it never started (a first start uses the rate).
     fresh: bool
+    #: While its rate's window is full: when the oldest start in it leaves the window
+    #: (a first start may be admitted then); None otherwise.
+    rate_frees_at: float | None = None
 
     def reason(self) -> QueueReason:
         """Why it does not run yet (the first limit that holds it, in this order)."""

@@ -486,7 +486,8 @@ def decode_call(
 
 
 def encode_error(exc: BaseException, serializer: Serializer | None = None) -> str:
-    """Record an exception as JSON: type ("module:QualName"), message, args, traceback;
+    """Record an exception as JSON: type ("module:QualName"), message, args, notes (its
+    ``__notes__``, when it has some), traceback (with the notes, on every Python);
     sealed (``seal``) when ``serializer`` encrypts.
 
     ``args`` (which ``decode_error`` rebuilds from) is left out unless plain json holds it.
@@ -499,13 +500,29 @@ def encode_error(exc: BaseException, serializer: Serializer | None = None) -> st
     record: dict[str, Any] = {"type": f"{cls.__module__}:{cls.__qualname__}", "message": message}
     with contextlib.suppress(TypeError, ValueError, RecursionError):
         record["args"] = json.loads(json.dumps(list(exc.args)))
+    notes = _notes(exc)
+    if notes:
+        # Their own field (rebuilt on the decoded error), and in the traceback on every
+        # Python: before 3.11 it leaves notes out (a saga's says what it compensated).
+        record["notes"] = notes
     try:
-        record["traceback"] = "".join(traceback.format_exception(exc))
+        text = "".join(traceback.format_exception(exc))
+        if notes and sys.version_info < (3, 11):
+            text += "".join(f"{note}\n" for note in notes)
+        record["traceback"] = text
     except RecursionError:  # a chain of thousands of causes
         record["traceback"] = (
             f"<traceback too deeply nested to format>\n{cls.__qualname__}: {message}"
         )
     return seal(serializer, json.dumps(record))
+
+
+def _notes(exc: BaseException) -> list[str]:
+    """The notes added to an exception (``add_note``, or ``__notes__`` before 3.11)."""
+    notes = getattr(exc, "__notes__", None)
+    if not isinstance(notes, list):
+        return []
+    return [note for note in notes if isinstance(note, str)]
 
 
 def _resolve(type_name: str) -> type[Exception] | None:
@@ -528,7 +545,7 @@ def decode_error(
     The original type comes back if its module is already imported, it is an
     ``Exception`` subclass and ``cls(*args)`` works; otherwise ``fallback(type_name,
     message, traceback)``, also for a damaged record. Either way ``exc.perdure_traceback``
-    holds the recorded traceback.
+    holds the recorded traceback, and ``exc.__notes__`` the recorded notes (if any).
     """
     # Never raises: a failure must stay reportable even if its record is damaged.
     try:
@@ -555,4 +572,7 @@ def decode_error(
     if rebuilt is None:
         rebuilt = fallback(type_name, message, tb)
     rebuilt.perdure_traceback = tb  # type: ignore[attr-defined]
+    notes = record.get("notes")
+    if isinstance(notes, list) and notes:
+        rebuilt.__notes__ = [str(note) for note in notes]  # type: ignore[attr-defined]
     return rebuilt

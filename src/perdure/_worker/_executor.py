@@ -167,6 +167,10 @@ class Executor:
         """Make the maintenance thread look for work now."""
         self.maintenance.wake()
 
+    def next_fire(self, now: float) -> float | None:
+        """When this executor fires a schedule's tick next (``Scheduler.next_fire``)."""
+        return self.maintenance.scheduler.next_fire(now)
+
     def cancel_pushed(self) -> None:
         """The store pushed that workflows were asked to cancel: look up ours now."""
         self.maintenance.cancel_pushed()

@@ -51,9 +51,12 @@ class Scheduler:
     def run(self, now: float) -> tuple[float, bool]:
         """Fire every due tick this executor can; returns when to look next and whether
         it started any workflow (the caller then claims at once)."""
-        if now < self._next_look:
+        # A schedule the code declared since the last look is written at once (its ticks
+        # count from the time it is written).
+        changed = self._declared != self.host.registry.schedules
+        if now < self._next_look and not changed:
             return self._next_look, False
-        if self._declared != self.host.registry.schedules:
+        if changed:
             self.declare(now)
         look = now + LOOK_INTERVAL
         started = False
@@ -78,6 +81,23 @@ class Scheduler:
             look = min(look, next_tick if next_tick is not None else now + 0.1)
         self._next_look = look
         return look, started
+
+    def next_fire(self, now: float) -> float | None:
+        """When this executor fires a tick next, as far as the store says now: the
+        earliest next tick of the schedules it fires (at or before ``now``: one is due),
+        its next look for one whose next tick is not computed yet, ``now`` when the code
+        declared a schedule not written yet; None when it fires none. Schedules whose
+        firing fails are left out (they are retried at each look, not waited for).
+        Time skipping (``perdure.testing``) counts it as a wake time."""
+        if self._declared != self.host.registry.schedules:
+            return now
+        earliest: float | None = None
+        for record in self.host.store.list_schedules():
+            if record.paused or record.name in self._failing or not self._ours(record):
+                continue
+            when = self._next_look if record.next_tick is None else record.next_tick
+            earliest = when if earliest is None else min(earliest, when)
+        return earliest
 
     def _ours(self, record: ScheduleRecord) -> bool:
         registry = self.host.registry

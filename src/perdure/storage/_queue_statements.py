@@ -100,6 +100,12 @@ QUEUE_RUNNING_BY_KEY = (
 QUEUE_STARTS = (
     "SELECT count(*) FROM perdure_workflows WHERE queue = :queue AND dequeued_at > :since"
 )
+# (first starts within the rate's window, the oldest of them): the window holds one start
+# fewer once the oldest leaves it.
+QUEUE_WINDOW = (
+    "SELECT count(*), min(dequeued_at) FROM perdure_workflows "
+    "WHERE queue = :queue AND dequeued_at > :since"
+)
 # Each waiting workflow's turn within its key (1 for each key's next), and when its key
 # last started one (0: never). Ordering by (priority, turn, that time) takes the next of
 # the key served longest ago first: round robin between keys at equal priority, across

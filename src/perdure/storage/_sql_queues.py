@@ -307,10 +307,13 @@ class SqlQueues(SqlBase):
         queue = self.get_queue(record.queue)
         params = {"queue": record.queue, "now": now, "me": "", "key": record.queue_key}
         running, _, running_key = self._read(self._sql(q.QUEUE_RUNNING), params)[0]
-        starts = 0
+        starts, frees_at = 0, None
         if queue is not None and queue.rate is not None:
             since = now - queue.rate.per
-            starts = self._read(self._sql(q.QUEUE_STARTS), {**params, "since": since})[0][0]
+            window = self._read(self._sql(q.QUEUE_WINDOW), {**params, "since": since})[0]
+            starts = int(window[0])
+            if starts >= queue.rate.limit and window[1] is not None:
+                frees_at = float(window[1]) + queue.rate.per
         position = None
         if delayed_until is None:
             found = self._read(self._sql(q.QUEUE_POSITION), {**params, "id": workflow_id})
@@ -323,6 +326,7 @@ class SqlQueues(SqlBase):
             position,
             int(running),
             int(running_key),
-            int(starts),
+            starts,
             record.dequeued_at is None,
+            frees_at,
         )

@@ -3,9 +3,11 @@
 ``with TestApp() as app:`` runs workflows in this process on a fresh SQLite file (or on
 the database a URL names), with a ``VirtualClock``: a workflow that sleeps for a week
 finishes in milliseconds, ``perdure.now()`` in it reads the virtual time, and retry
-backoffs, ``recv`` timeouts and deadlines fire as soon as nothing else can run
-(``TimeSkipper``). Every wait suspends the workflow (``suspend_after=0``), so that a
-wait is a wake time in the database, never a thread sleeping in real time.
+backoffs, ``recv`` timeouts, deadlines, schedules' ticks, delayed starts and queues'
+rates fire as soon as nothing else can run (``TimeSkipper``); ``skip_until`` lets time
+skip up to a given time and holds it there. Every wait suspends the workflow
+(``suspend_after=0``), so that a wait is a wake time in the database, never a thread
+sleeping in real time.
 """
 
 from __future__ import annotations
@@ -14,13 +16,13 @@ import shutil
 import tempfile
 import time
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from .._app import App
 from .._errors import ConfigurationError
 from .._serialization import Serializer
-from ._clock import VirtualClock
+from ._clock import VirtualClock, as_timestamp
 from ._skipping import TimeSkipper
 
 #: Settings a ``TestApp`` uses unless given: a lease of a day of virtual time (a skip
@@ -71,12 +73,13 @@ class TestApp(App):
         super().__init__(database_url, serializer=serializer, clock=VirtualClock(start), **options)
         self.time_skipping = time_skipping
         self._skipper: TimeSkipper | None = None
+        self._hold: float | None = None
 
     @property
     def skipper(self) -> TimeSkipper:
         """What moves the clock while the app is launched (a new one per launch)."""
         if self._skipper is None:
-            self._skipper = TimeSkipper(self, self.clock, auto=self.time_skipping)
+            self._skipper = TimeSkipper(self, self.clock, auto=self.time_skipping, hold=self._hold)
         return self._skipper
 
     def launch(self, regions: Sequence[str] | None = None) -> App:
@@ -119,6 +122,42 @@ class TestApp(App):
             moved = self.skipper.skip()
             if moved is not None or time.monotonic() >= deadline:
                 return moved
+            time.sleep(0.005)
+
+    def hold(self, when: float | datetime | None) -> None:
+        """Let time skipping move the clock up to ``when`` (a timestamp, or a datetime,
+        naive meaning UTC) and no further, across launches, until another ``hold`` or
+        ``skip_until``; None lifts the bound. (``app.clock`` still moves as told.)"""
+        self._hold = None if when is None else as_timestamp(when)
+        if self._skipper is not None:
+            self._skipper.hold = self._hold
+
+    def skip_until(self, when: float | datetime | timedelta, timeout: float = 30.0) -> float:
+        """Skip time up to ``when`` (a timestamp, a datetime, or a ``timedelta`` from
+        now) and no further: whatever becomes due on the way runs at its time, in order
+        (each schedule's tick, each wake-up, each queue's turn), and so does what is due
+        at ``when``. Returns the clock's time once it reached ``when`` and nothing can
+        run; ``TimeoutError`` after ``timeout`` real seconds. The clock then stays held
+        at ``when`` (see ``hold``): a schedule does not run the clock on while the test
+        looks; ``hold(None)`` or a later ``skip_until`` lets it go on."""
+        if isinstance(when, timedelta):
+            when = self.clock.time() + when.total_seconds()
+        self.hold(when)
+        target = as_timestamp(when)
+        deadline = time.monotonic() + timeout
+        while True:
+            if not self.time_skipping:
+                self.skipper.skip()
+            if self.clock.time() >= target and self.idle():
+                return self.clock.time()
+            if time.monotonic() >= deadline:
+                until = datetime.fromtimestamp(target, timezone.utc).isoformat()
+                raise TimeoutError(
+                    f"skip_until({until}): the clock is at "
+                    f"{self.clock.datetime().isoformat()} after {timeout:g} s of real time, "
+                    "and something still runs or is due (a step that takes real time? a "
+                    "workflow that never waits?)"
+                )
             time.sleep(0.005)
 
     def idle(self) -> bool:

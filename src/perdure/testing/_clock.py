@@ -19,7 +19,8 @@ from .._errors import InvalidValueError
 from .._validation import non_negative_seconds
 
 
-def _timestamp(when: float | dt.datetime) -> float:
+def as_timestamp(when: float | dt.datetime) -> float:
+    """Seconds since the epoch of a timestamp or a datetime (naive meaning UTC)."""
     if isinstance(when, dt.datetime):
         return (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp()
     return float(when)
@@ -31,7 +32,7 @@ class VirtualClock:
     UTC), by default the real time when it is created."""
 
     def __init__(self, start: float | dt.datetime | None = None) -> None:
-        self._now = time.time() if start is None else _timestamp(start)
+        self._now = time.time() if start is None else as_timestamp(start)
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -60,7 +61,7 @@ class VirtualClock:
         """Move the clock forward to ``when`` (a timestamp or a datetime, naive meaning
         UTC); a time before the clock's is refused (``InvalidValueError``): time going
         back would make recorded times lie. Returns the new time."""
-        target = _timestamp(when)
+        target = as_timestamp(when)
         with self._lock:
             if target < self._now:
                 raise InvalidValueError(

@@ -29,6 +29,7 @@ from typing import Protocol
 from .._clock import Clock
 from .._errors import ConfigurationError
 from .._model import WorkflowState
+from .._queue import QueueReason
 from .._registry import Registry
 from .._settings import Settings
 from .._worker import Executor
@@ -68,10 +69,22 @@ class TimeSkipper:
     """Moves ``app``'s virtual clock whenever nothing can run; see the module. ``auto``
     False leaves the clock alone (``skip()`` then moves it once, on demand)."""
 
-    def __init__(self, app: SkippingHost, clock: VirtualClock, *, auto: bool = True) -> None:
+    def __init__(
+        self,
+        app: SkippingHost,
+        clock: VirtualClock,
+        *,
+        auto: bool = True,
+        hold: float | None = None,
+    ) -> None:
         self.app = app
         self.clock = clock
         self.auto = auto
+        #: Skipping never moves the clock past this time (None: no bound). Below it, a
+        #: clock with nothing due before it moves straight to it.
+        self.hold = hold
+        # One look-and-move at a time (the thread, and a test's own skip()).
+        self._skipping = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_look = time.monotonic()
@@ -111,7 +124,15 @@ class TimeSkipper:
         """If nothing can run now, move the clock to the next time something becomes due
         and wake the executor; returns the new time, or None when something can run (or
         nothing is launched, or nothing will ever be due). With ``flow``, a clock with
-        nothing ever due moves by the real time since the last look."""
+        nothing ever due moves by the real time since the last look. Never past
+        ``hold``."""
+        with self._skipping:
+            return self._skip(flow)
+
+    def _skip(self, flow: bool) -> float | None:
+        # Read before the look: a hold set meanwhile (``skip_until`` right after creating
+        # a schedule, say) must not move the clock on a look older than what it follows.
+        hold = self.hold
         executor = self.app.executor
         elapsed = time.monotonic() - self._last_look
         self._last_look = time.monotonic()
@@ -125,6 +146,11 @@ class TimeSkipper:
         due, target = self._look(executor, now)
         if due:
             return None
+        if hold is not None:
+            if now >= hold:
+                return None  # held where it is
+            if target is None or target > hold:
+                target = hold
         if target is None:
             if not flow:
                 return None
@@ -159,6 +185,13 @@ class TimeSkipper:
             if when <= now:
                 return True, None
             later(when)
+        # The schedules' next ticks: the executor's scheduler fires a due one at its next
+        # round, and the tick's workflow is then due like any other.
+        tick = executor.next_fire(now)
+        if tick is not None:
+            if tick <= now:
+                return True, None
+            later(tick)
         for record in self._active():
             if record.name not in names or record.app_version != version:
                 continue  # nothing here can run it: it never becomes due here
@@ -170,10 +203,34 @@ class TimeSkipper:
                     # Another executor's (a crashed one's): claimable once it expires.
                     later(math.nextafter(expires, math.inf))
                 continue
-            if record.wake_at is None or record.wake_at <= now:
+            if record.wake_at is not None and record.wake_at > now:
+                later(record.wake_at)  # a wait, a delay or a debounce window
+                continue
+            if record.queue is None:
                 return True, None
-            later(record.wake_at)
+            due, admits_at = self._admitted(record, now)
+            if due:
+                return True, None
+            if admits_at is not None:
+                later(admits_at)
         return False, target
+
+    def _admitted(self, record: WorkflowRecord, now: float) -> tuple[bool, float | None]:
+        """(whether the queue claim admits this queued workflow now, when its queue's
+        rate admits it if the rate holds it): what the claim counts, through
+        ``Store.queue_place``. One held by workflows that run waits for them: they run
+        here (the table is not quiet) or hold a lease whose expiry is a wake time."""
+        if record.queue not in self.app.registry.queues:
+            return False, None  # this app's claim never takes it
+        place = self.app.store.queue_place(record.id, now)
+        if place is None:
+            return True, None  # suspended and woken: the claim puts it in its queue
+        reason = place.reason()
+        if reason == QueueReason.WORKER:
+            return True, None
+        if reason == QueueReason.RATE:
+            return False, place.rate_frees_at
+        return False, place.delayed_until
 
     def _active(self) -> Iterator[WorkflowRecord]:
         """Every active workflow, page by page."""
