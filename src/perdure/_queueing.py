@@ -18,6 +18,7 @@ from ._errors import ConfigurationError, workflow_id_taken
 from ._options import StartOptions
 from ._queue import UNCHANGED, Enqueue, Queue, Rate
 from ._registry import Registry
+from ._repair import actor_or_default
 from .storage import NewWorkflow, Store, WorkflowRecord
 
 
@@ -119,11 +120,14 @@ def update_queue(
     worker_concurrency: int | None = UNCHANGED,
     key_concurrency: int | None = UNCHANGED,
     rate: Rate | None = UNCHANGED,
+    actor: str | None = None,
 ) -> Queue:
     """Change a queue's limits while it runs (those given; None removes a limit). Stored
     in the database: every worker obeys them at its next claim (within its poll
     interval). Workflows already running go on; a lower limit only stops new starts.
-    Returns the limits in force. ``ConfigurationError`` when no queue has this name."""
+    Returns the limits in force. ``ConfigurationError`` when no queue has this name.
+    Logged as an operator action (``actor``, default the OS user; the limits before and
+    after) in the transaction of the change, under ``perdure.queue:<name>``."""
     client = app.client
     changes: dict[str, Any] = {
         field: value
@@ -135,11 +139,11 @@ def update_queue(
         )
         if value is not UNCHANGED
     }
-    now = client.clock.time()
-    updated = client.store.update_queue(name, changes, now)
+    who, now = actor_or_default(actor), client.clock.time()
+    updated = client.store.update_queue(name, changes, now, who)
     if updated is None and name in client.registry.queues:
         client.store.declare_queue(client.registry.queues[name], now)
-        updated = client.store.update_queue(name, changes, now)
+        updated = client.store.update_queue(name, changes, now, who)
     if updated is None:
         raise ConfigurationError(f"no queue named {name!r} (declare it: app.add_queue)")
     client.wake()

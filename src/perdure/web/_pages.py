@@ -231,6 +231,8 @@ def add_pages(api: FastAPI, app: App, token: str | None, secrets: list[str]) -> 
             "name": params.get("name") or None,
             "created_after": params.get("created_after") or None,
             "created_before": params.get("created_before") or None,
+            "queue": params.get("queue") or None,
+            "key": params.get("key") or None,
         }
         shown = {k: v for k, v in filters.items() if v}
         context: dict[str, Any] = {
@@ -250,6 +252,8 @@ def add_pages(api: FastAPI, app: App, token: str | None, secrets: list[str]) -> 
                 created_before=parse_time(filters["created_before"]),
                 limit=PAGE_SIZE,
                 cursor=params.get("cursor") or None,
+                queue=filters["queue"],
+                key=filters["key"],
             )
         except (PerdureError, ValueError) as exc:
             context["error"] = scrub(str(exc), secrets)
