@@ -455,7 +455,13 @@ def list_workflows(
     region on an app with regions; ``queue`` and ``key`` (with ``queue``) keep a queue's
     workflows, of one key."""
     regions: Regions | None = app.regions
-    filters: dict[str, Any] = {"status": status, "name": name, "limit": limit, "queue": queue, "key": key}
+    filters: dict[str, Any] = {
+        "status": status,
+        "name": name,
+        "limit": limit,
+        "queue": queue,
+        "key": key,
+    }
     if regions is None:
         return app.client.list_workflows(**filters)  # type: ignore[no-any-return]
     found = [held.client.list_workflows(**filters) for held in regions.apps.values()]

@@ -33,6 +33,7 @@ from .._handle import HoldStatus
 from .._inspect import MAX_PAGE
 from .._model import WorkflowState
 from .._regions import store_holding
+from ._ops_pages import add_ops_pages
 from ._security import is_loopback, scrub
 from ._session import (
     CSRF_FIELD,
@@ -415,6 +416,7 @@ def add_pages(api: FastAPI, app: App, token: str | None, secrets: list[str]) -> 
 
         return await act(request, run)
 
+    add_ops_pages(pages, app, page, visitor, act, ACTOR)
     api.include_router(pages)
 
 
