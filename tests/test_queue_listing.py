@@ -158,6 +158,11 @@ def test_perdure_list_and_the_api_filter_by_queue_and_key(
         assert [w["workflow_id"] for w in found.json()["workflows"]] == ["e2"]
         bad = httpx.get(f"{base}/api/workflows", params={"key": "bob"}, headers=auth)
         assert bad.status_code == 400 and "without a queue" in bad.text
+        app.update_queue("sms", concurrency=3, actor="api-test")
+        audit = httpx.get(f"{base}/api/audit", params={"queue": "sms"}, headers=auth)
+        assert [(a["action"], a["actor"], a["workflow_id"]) for a in audit.json()["actions"]] == [
+            ("update_queue", "api-test", "perdure.queue:sms")
+        ]
 
 
 def test_perdure_queues_lists_limits_and_counts_and_updates_limits(

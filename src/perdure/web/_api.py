@@ -337,9 +337,19 @@ def create_app(app: App, token: str | None = None) -> FastAPI:
         action: str | None = None,
         after: int = Query(default=0, ge=0),
         limit: int = Query(default=100, ge=1, le=MAX_PAGE),
+        schedule: str | None = None,
+        queue: str | None = None,
     ) -> dict[str, Any]:
-        """Operator actions, oldest first (``after``: the last ``seq`` seen)."""
-        entries = app.audit_log(workflow_id=workflow_id, action=action, after=after, limit=limit)
+        """Operator actions, oldest first (``after``: the last ``seq`` seen); of one
+        workflow, schedule or queue."""
+        entries = app.audit_log(
+            workflow_id=workflow_id,
+            schedule=schedule,
+            queue=queue,
+            action=action,
+            after=after,
+            limit=limit,
+        )
         return {"actions": [jsonable(asdict(entry)) for entry in entries]}
 
     @router.post("/subjects/{subject:path}/erase")
