@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import getpass
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -176,10 +177,25 @@ def test_pause_a_schedule_and_change_a_queue_limit_in_a_browser(
         queue = page.locator('tr[data-name="emails"]')
         expect(queue.locator("td.waiting")).to_have_text("1")
         queue.locator('input[name="concurrency"]').fill("9")
-        queue.locator("button", has_text="Save").click()
+        # The filled field shows 9 at once: wait for the page the change redirects to
+        # (a fresh page, whose field is 9 only if stored).
+        with page.expect_navigation():
+            queue.locator("button", has_text="Save").click()
         expect(queue.locator('input[name="concurrency"]')).to_have_value("9")
         assert app.queue("emails").concurrency == 9
     assert [(e.action, e.actor) for e in app.audit_log(after=0)][-2:] == [
         ("pause_schedule", "dashboard"),
         ("update_queue", "dashboard"),
     ]
+
+
+def test_on_an_app_with_regions_the_pages_say_to_serve_a_regions_app(tmp_path: Path) -> None:
+    urls = {region: f"sqlite:///{tmp_path}/{region}.db" for region in ("eu", "us")}
+    app = perdure.App(regions=urls, queues=QUEUES)
+    try:
+        with serving(app, token=None) as base, Browserless(base) as http:
+            for path in ("/queues", "/schedules"):
+                answer = http.get(path)
+                assert answer.status_code == 409 and "app.region(" in answer.text
+    finally:
+        app.shutdown(grace=0.5)

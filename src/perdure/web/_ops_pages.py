@@ -17,6 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from .._app import App
+from .._errors import ConfigurationError
 from .._queue import Rate
 from ._session import Session
 
@@ -72,10 +73,17 @@ def add_ops_pages(
 ) -> None:
     """The queues' and the schedules' pages and their actions, on ``pages``."""
 
+    def shown(request: Request, template: str, read: Callable[[], Any], name: str) -> Response:
+        session = visitor(request)
+        try:
+            found = read()
+        except ConfigurationError as exc:  # an app with regions: serve a region's app
+            return page(request, "refused.html", session, 409, message=str(exc), error=True)
+        return page(request, template, session, **{name: found})
+
     @pages.get("/queues")
     def queues(request: Request) -> Response:
-        session = visitor(request)
-        return page(request, "queues.html", session, queues=app.queues())
+        return shown(request, "queues.html", app.queues, "queues")
 
     @pages.post("/queues/{name:path}/limits")
     async def update_queue(request: Request, name: str) -> Response:
@@ -94,8 +102,7 @@ def add_ops_pages(
 
     @pages.get("/schedules")
     def schedules(request: Request) -> Response:
-        session = visitor(request)
-        return page(request, "schedules.html", session, schedules=app.schedules())
+        return shown(request, "schedules.html", app.schedules, "schedules")
 
     @pages.post("/schedules/{name:path}/pause")
     async def pause(request: Request, name: str) -> Response:
