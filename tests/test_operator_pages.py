@@ -142,6 +142,18 @@ def test_queues_and_schedules_pages_show_and_change_them(
             ("pause_schedule", "dashboard"),
             ("resume_schedule", "dashboard"),
         ]
+        # The list filters by queue and key; its bulk forms, which take no queue filter,
+        # are not offered there (they would act on more than is listed).
+        app.options(queue="emails", key="k9", workflow_id="keyed").start("report", 9)
+        listed = http.get("/?queue=emails&name=report", sid).text
+        assert (
+            all(f'data-id="e{n}"' in listed for n in range(3))
+            and 'name="queue" value="emails"' in listed
+        )
+        assert "bulk-cancel" not in listed and "bulk-cancel" in http.get("/?name=report", sid).text
+        keyed = http.get("/?queue=emails&key=k9", sid).text
+        assert 'data-id="keyed"' in keyed and 'data-id="e0"' not in keyed
+        assert "without a queue" in http.get("/?key=k9", sid).text
         # Every name is text, never markup.
         for path in ("/queues", "/schedules"):
             text = http.get(path, sid).text
