@@ -441,6 +441,7 @@ def test_every_store_operation_has_a_contract_test() -> None:
     importlib.import_module("test_store_contract_compliance")
     importlib.import_module("test_store_contract_telemetry")
     importlib.import_module("test_store_contract_queues")
+    importlib.import_module("test_store_contract_operator_log")
     operations = set(Store.__abstractmethods__) | {"listen"}
     missing = sorted(operations - set(COVERED))
     assert not missing, f"Store operations without a contract test: {missing}"

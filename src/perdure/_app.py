@@ -590,6 +590,7 @@ class App:
     add_queue = _queueing.add_queue
     update_queue = _queueing.update_queue
     queue = _queueing.queue
+    queues = _queueing.queues
 
     def versions(self) -> list[VersionStatus]:
         """The app versions with active workflows (how many, held, the oldest)."""

@@ -20,6 +20,7 @@ from ._cli_common import (
 )
 from ._cli_compliance import audit, erase, gc, rekey
 from ._cli_history import history, retry_held, versions
+from ._cli_queues import queues
 from ._cli_repair import fork, restart, resume, send
 from ._cli_schedules import schedules
 from ._cli_serve import serve
@@ -58,6 +59,7 @@ COMMANDS = (
     retry_held,
     serve,
     schedules,
+    queues,
     gc,
     erase,
     rekey,

@@ -110,6 +110,8 @@ def rekey(batch: int, app_spec: str | None, database_url: str | None, actor: str
 
 @click.command()
 @click.option("--workflow", "workflow_id", help="Only the actions on this workflow.")
+@click.option("--schedule", help="Only the actions on this schedule.")
+@click.option("--queue", help="Only the actions on this queue.")
 @click.option(
     "--action",
     type=click.Choice([str(action) for action in OperatorAction]),
@@ -122,6 +124,8 @@ def rekey(batch: int, app_spec: str | None, database_url: str | None, actor: str
 @url_option
 def audit(
     workflow_id: str | None,
+    schedule: str | None,
+    queue: str | None,
     action: str | None,
     after: int,
     limit: int,
@@ -129,9 +133,18 @@ def audit(
     app_spec: str | None,
     database_url: str | None,
 ) -> None:
-    """List operator actions (who did what to which workflow, and when), oldest first."""
+    """List operator actions (who did what to which workflow, schedule, queue or breaker,
+    and when), oldest first. What is not a workflow shows as perdure.schedule:NAME,
+    perdure.queue:NAME, perdure.breaker:NAME."""
     with using(existing(app_spec, database_url)) as app:
-        entries = app.audit_log(workflow_id=workflow_id, action=action, after=after, limit=limit)
+        entries = app.audit_log(
+            workflow_id=workflow_id,
+            schedule=schedule,
+            queue=queue,
+            action=action,
+            after=after,
+            limit=limit,
+        )
     for entry in entries:
         if as_json:
             row = {

@@ -7,7 +7,7 @@ from dataclasses import asdict
 
 import click
 
-from ._cli_common import app_option, existing, jsonable, shown, url_option, using
+from ._cli_common import actor_option, app_option, existing, jsonable, shown, url_option, using
 from ._scheduling import ScheduleStatus
 
 
@@ -18,6 +18,7 @@ from ._scheduling import ScheduleStatus
 @click.option("--pause", "to_pause", metavar="NAME", help="First pause this schedule.")
 @click.option("--resume", "to_resume", metavar="NAME", help="First resume this schedule.")
 @click.option("--delete", "to_delete", metavar="NAME", help="First delete this schedule.")
+@actor_option
 def schedules(
     app_spec: str | None,
     database_url: str | None,
@@ -25,23 +26,25 @@ def schedules(
     to_pause: str | None,
     to_resume: str | None,
     to_delete: str | None,
+    actor: str | None,
 ) -> None:
     """List schedules: cron, time zone, catch-up policy, next and last tick, last run.
 
     --pause NAME first pauses a schedule (no tick fires); --resume NAME resumes one (its
     next tick is the first after now); --delete NAME deletes one (the workflows it
-    started stay).
+    started stay). Each change is logged as an operator action (`perdure audit
+    --schedule NAME`).
     """
     with using(existing(app_spec, database_url)) as app:
         if to_pause is not None:
-            done = app.pause_schedule(to_pause)
+            done = app.pause_schedule(to_pause, actor=actor)
             click.echo(f"schedule {shown(to_pause)} {'paused' if done else 'was paused'}", err=True)
         if to_resume is not None:
-            done = app.resume_schedule(to_resume)
+            done = app.resume_schedule(to_resume, actor=actor)
             word = "resumed" if done else "was not paused"
             click.echo(f"schedule {shown(to_resume)} {word}", err=True)
         if to_delete is not None:
-            word = "deleted" if app.delete_schedule(to_delete) else "did not exist"
+            word = "deleted" if app.delete_schedule(to_delete, actor=actor) else "did not exist"
             click.echo(f"schedule {shown(to_delete)} {word}", err=True)
         found = app.schedules()
     if as_json:

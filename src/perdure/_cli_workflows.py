@@ -244,6 +244,8 @@ def cancel(
     help="How many, newest first.",
 )
 @click.option("--cursor", help="Continue after the page that printed this cursor.")
+@click.option("--queue", help="Only those started in this queue.")
+@click.option("--key", help="Only those of this queue key (with --queue).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (with the next cursor).")
 def list_(
     app_spec: str | None,
@@ -254,9 +256,12 @@ def list_(
     created_before: datetime | None,
     limit: int,
     cursor: str | None,
+    queue: str | None,
+    key: str | None,
     as_json: bool,
 ) -> None:
-    """List workflows, newest first, by status, name and creation time, a page at a time.
+    """List workflows, newest first, by status, name, creation time, queue and key, a page
+    at a time.
 
     When there are more, the cursor of the next page is printed on stderr (in --json, as
     next_cursor); pass it as --cursor.
@@ -269,6 +274,8 @@ def list_(
             created_before=utc_seconds(created_before),
             limit=limit,
             cursor=cursor,
+            queue=queue,
+            key=key,
         )
         # Where each queued one stands: one look each, for this page only.
         now = app.clock.time()

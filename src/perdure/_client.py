@@ -31,6 +31,7 @@ from ._errors import (
     workflow_id_taken,
 )
 from ._handle import WorkflowHandle, WorkflowStatus
+from ._inspect import check_queue_filter
 from ._notifier import Notifier
 from ._options import StartOptions
 from ._queueing import submit, submitted
@@ -419,10 +420,20 @@ class Client:
         return await asyncio.to_thread(self.retrieve, workflow_id)
 
     def list_workflows(
-        self, *, status: str | None = None, name: str | None = None, limit: int = 100
+        self,
+        *,
+        status: str | None = None,
+        name: str | None = None,
+        limit: int = 100,
+        queue: str | None = None,
+        key: str | None = None,
     ) -> list[WorkflowStatus]:
-        """The newest workflows matching the filters (their steps are not loaded)."""
-        records = self.store.list_workflows(status=status, name=name, limit=limit)
+        """The newest workflows matching the filters (their steps are not loaded);
+        ``queue`` and ``key`` (with ``queue``) keep a queue's, of one key."""
+        check_queue_filter(queue, key)
+        records = self.store.list_workflows(
+            status=status, name=name, limit=limit, queue=queue, key=key
+        )
         return [WorkflowStatus.from_records(record, []) for record in records]
 
     # -- events ----------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from ._client import Client
 from ._crypto import EncryptingSerializer
 from ._display import utc
 from ._errors import ConfigurationError, ErasureRefusedError, InvalidValueError
-from ._model import TERMINAL_STATES, OperatorAction
+from ._model import QUEUE_SUBJECT, SCHEDULE_SUBJECT, TERMINAL_STATES, OperatorAction, subject_of
 from ._repair import actor_or_default
 from ._retention import seconds_of, terminal_states
 from ._validation import check_name, check_optional_key
@@ -67,9 +67,13 @@ class AuditEntry:
     #: ``perdure-worker:<executor>`` for retention applied by a worker.
     actor: str
     #: ``resume``, ``fork``, ``restart``, ``cancel``, ``send``, ``open_breaker``,
-    #: ``close_breaker``, ``retry_held``, ``erase``, ``gc``, ``rekey``.
+    #: ``close_breaker``, ``retry_held``, ``erase``, ``gc``, ``rekey``,
+    #: ``create_schedule``, ``pause_schedule``, ``resume_schedule``, ``delete_schedule``,
+    #: ``update_queue``.
     action: str
-    #: The workflow acted on (``perdure.breaker:<name>`` for a breaker, ``perdure.rekey``).
+    #: The workflow acted on, or a pseudo ID for what is not a workflow:
+    #: ``perdure.breaker:<name>``, ``perdure.schedule:<name>``, ``perdure.queue:<name>``,
+    #: ``perdure.rekey``.
     workflow_id: str
     #: The new workflow of a fork or restart.
     target_id: str | None
@@ -179,12 +183,27 @@ def audit_log(
     action: str | None = None,
     after: int = 0,
     limit: int = 100,
+    schedule: str | None = None,
+    queue: str | None = None,
 ) -> list[AuditEntry]:
-    """Operator actions, oldest first: every one, or those on ``workflow_id``, or of one
+    """Operator actions, oldest first: every one, or those on ``workflow_id`` (or on the
+    schedule ``schedule``, or the queue ``queue``: one of the three), or of one
     ``action``; those logged after the entry ``after`` (its ``seq``), at most ``limit``.
     The log is append-only; erasing and deleting workflows keep its rows (they replace
     only a resume's copy of the outcome it replaced)."""
     check_optional_key("workflow ID", workflow_id)
+    check_optional_key("schedule name", schedule)
+    check_optional_key("queue name", queue)
+    targets = [t for t in (workflow_id, schedule, queue) if t is not None]
+    if len(targets) > 1:
+        raise InvalidValueError(
+            "the audit log is read for one target at a time: give one of workflow_id, "
+            "schedule and queue"
+        )
+    if schedule is not None:
+        workflow_id = subject_of(SCHEDULE_SUBJECT, schedule)
+    if queue is not None:
+        workflow_id = subject_of(QUEUE_SUBJECT, queue)
     if action is not None and action not in {str(a) for a in OperatorAction}:
         names = ", ".join(str(a) for a in OperatorAction)
         raise InvalidValueError(f"unknown action {action!r}: use one of {names}")

@@ -283,6 +283,18 @@ def _seconds(value: datetime | float | None) -> float | None:
     return value.timestamp()
 
 
+def check_queue_filter(queue: str | None, key: str | None) -> None:
+    """Check the queue filters of a listing: a key is a queue's key, so it comes with
+    its queue (``InvalidValueError`` otherwise)."""
+    check_optional_key("queue name", queue)
+    check_optional_key("queue key", key)
+    if key is not None and queue is None:
+        raise InvalidValueError(
+            f"key {key[:60]!r} was given without a queue: a key belongs to a queue, so "
+            "pass the queue too (queue=..., --queue, ?queue=)"
+        )
+
+
 def list_records(
     host: InspectHost,
     *,
@@ -293,6 +305,8 @@ def list_records(
     limit: int = 50,
     cursor: str | None = None,
     newest_first: bool = True,
+    queue: str | None = None,
+    key: str | None = None,
 ) -> list[WorkflowRecord]:
     """The records of a page (see ``list_page``) and the one after it, if any: at most
     ``limit + 1``, in the listing's order."""
@@ -303,6 +317,7 @@ def list_records(
         except ValueError as exc:
             raise InvalidValueError(str(exc)) from None
     check_optional_key("workflow name", name)
+    check_queue_filter(queue, key)
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
         raise InvalidValueError(f"limit must be a whole number from 1 to {MAX_PAGE}, not {limit!r}")
     return host.store.list_workflows(
@@ -313,6 +328,8 @@ def list_records(
         limit=limit + 1,
         newest_first=newest_first,
         after=None if cursor is None else decode_cursor(cursor),
+        queue=queue,
+        key=key,
     )
 
 
@@ -337,9 +354,12 @@ def list_page(
     limit: int = 50,
     cursor: str | None = None,
     newest_first: bool = True,
+    queue: str | None = None,
+    key: str | None = None,
 ) -> WorkflowPage:
     """One page of workflows matching every filter (``status`` in any case), newest first
-    by default; ``cursor`` is the previous page's ``next_cursor``."""
+    by default; ``cursor`` is the previous page's ``next_cursor``; ``queue`` and ``key``
+    (with ``queue``) keep a queue's workflows, of one key."""
     records = list_records(
         host,
         status=status,
@@ -349,5 +369,7 @@ def list_page(
         limit=limit,
         cursor=cursor,
         newest_first=newest_first,
+        queue=queue,
+        key=key,
     )
     return page_of(records, limit)

@@ -362,6 +362,27 @@ class OperatorAction(_TextEnum):
     ERASE = "erase"
     GC = "gc"
     REKEY = "rekey"
+    #: On a schedule or a queue, not on a workflow: logged under ``subject_of`` (the
+    #: schedule's or the queue's pseudo workflow ID).
+    CREATE_SCHEDULE = "create_schedule"
+    PAUSE_SCHEDULE = "pause_schedule"
+    RESUME_SCHEDULE = "resume_schedule"
+    DELETE_SCHEDULE = "delete_schedule"
+    UPDATE_QUEUE = "update_queue"
+
+
+#: The pseudo workflow IDs under which actions on a schedule or a queue are logged
+#: (``perdure.schedule:nightly``): the actions log is keyed by workflow ID, and
+#: ``perdure.`` keeps them apart from the IDs workflows get (a schedule's ticks are
+#: ``schedule:<name>:<tick>``), as ``perdure.rekey`` does for a rekey.
+SCHEDULE_SUBJECT = "perdure.schedule:"
+QUEUE_SUBJECT = "perdure.queue:"
+
+
+def subject_of(prefix: str, name: str) -> str:
+    """The pseudo workflow ID of the schedule or queue ``name`` in the actions log
+    (``prefix`` is ``SCHEDULE_SUBJECT`` or ``QUEUE_SUBJECT``)."""
+    return prefix + name
 
 
 @dataclass(frozen=True)

@@ -38,10 +38,16 @@ async def retrieve_async(app: OperatingHost, workflow_id: str) -> WorkflowHandle
 
 
 def list_workflows(
-    app: OperatingHost, *, status: str | None = None, name: str | None = None, limit: int = 100
+    app: OperatingHost,
+    *,
+    status: str | None = None,
+    name: str | None = None,
+    limit: int = 100,
+    queue: str | None = None,
+    key: str | None = None,
 ) -> list[WorkflowStatus]:
     """The newest workflows matching the filters (their steps are not loaded)."""
-    return app.client.list_workflows(status=status, name=name, limit=limit)
+    return app.client.list_workflows(status=status, name=name, limit=limit, queue=queue, key=key)
 
 
 def breakers(app: OperatingHost) -> list[BreakerStatus]:
@@ -101,11 +107,14 @@ def list_page(
     created_before: Time = None,
     limit: int = 50,
     cursor: str | None = None,
+    queue: str | None = None,
+    key: str | None = None,
 ) -> WorkflowPage:
     """One page of workflows matching every filter, newest first: ``status`` in any
-    case, ``name``, creation time (a datetime or seconds since the epoch), at most
-    ``limit`` (1 to 1,000). Pass the page's ``next_cursor`` as ``cursor`` for the next
-    one; each page is one index range however deep, at millions of workflows."""
+    case, ``name``, creation time (a datetime or seconds since the epoch), ``queue`` and
+    a queue's ``key``, at most ``limit`` (1 to 1,000). Pass the page's ``next_cursor`` as
+    ``cursor`` for the next one; each page is one index range however deep, at millions
+    of workflows."""
     return _inspect.list_page(
         app.client,
         status=status,
@@ -114,6 +123,8 @@ def list_page(
         created_before=created_before,
         limit=limit,
         cursor=cursor,
+        queue=queue,
+        key=key,
     )
 
 

@@ -206,6 +206,19 @@ class QueuePlace:
 
 
 @dataclass(frozen=True)
+class QueueDepth:
+    """How many of a queue's active workflows run and wait, now (``Store.queue_depths``;
+    ``perdure queues``; the dashboard's queues page)."""
+
+    #: Owned by an executor whose lease is alive: what the limits count.
+    running: int = 0
+    #: Ready to start: unowned and due (or their owner's lease expired).
+    waiting: int = 0
+    #: Not due yet: delayed, debounced, or suspended until a time.
+    delayed: int = 0
+
+
+@dataclass(frozen=True)
 class QueuedStatus:
     """A workflow that waits to start, or to start again, in a queue or after a delay
     (``WorkflowStatus.queued``)."""

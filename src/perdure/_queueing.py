@@ -3,21 +3,23 @@
 The client hands a start with flow-control options (a queue, a delay, a deduplication
 ID, a debounce) to ``submit``: the workflow is recorded unowned (never run at once in
 this process), and a worker's queue claim (``_worker/_queues.py``) starts it within the
-queue's limits. ``add_queue``, ``update_queue`` and ``queue`` are bound as ``App``
-methods; ``queued_status`` says where a waiting workflow stands.
+queue's limits. ``add_queue``, ``update_queue``, ``queue`` and ``queues`` are bound as
+``App`` methods; ``queued_status`` says where a waiting workflow stands.
 """
 
 from __future__ import annotations
 
 from concurrent.futures import Future
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
 
 from ._clock import Clock
 from ._errors import ConfigurationError, workflow_id_taken
 from ._options import StartOptions
-from ._queue import UNCHANGED, Enqueue, Queue, Rate
+from ._queue import UNCHANGED, Enqueue, Queue, QueueDepth, Rate
 from ._registry import Registry
+from ._repair import actor_or_default
 from .storage import NewWorkflow, Store, WorkflowRecord
 
 
@@ -119,11 +121,14 @@ def update_queue(
     worker_concurrency: int | None = UNCHANGED,
     key_concurrency: int | None = UNCHANGED,
     rate: Rate | None = UNCHANGED,
+    actor: str | None = None,
 ) -> Queue:
     """Change a queue's limits while it runs (those given; None removes a limit). Stored
     in the database: every worker obeys them at its next claim (within its poll
     interval). Workflows already running go on; a lower limit only stops new starts.
-    Returns the limits in force. ``ConfigurationError`` when no queue has this name."""
+    Returns the limits in force. ``ConfigurationError`` when no queue has this name.
+    Logged as an operator action (``actor``, default the OS user; the limits before and
+    after) in the transaction of the change, under ``perdure.queue:<name>``."""
     client = app.client
     changes: dict[str, Any] = {
         field: value
@@ -135,11 +140,11 @@ def update_queue(
         )
         if value is not UNCHANGED
     }
-    now = client.clock.time()
-    updated = client.store.update_queue(name, changes, now)
+    who, now = actor_or_default(actor), client.clock.time()
+    updated = client.store.update_queue(name, changes, now, who)
     if updated is None and name in client.registry.queues:
         client.store.declare_queue(client.registry.queues[name], now)
-        updated = client.store.update_queue(name, changes, now)
+        updated = client.store.update_queue(name, changes, now, who)
     if updated is None:
         raise ConfigurationError(f"no queue named {name!r} (declare it: app.add_queue)")
     client.wake()
@@ -157,3 +162,48 @@ def queue(app: QueueApp, name: str) -> Queue:
     if declared is None:
         raise ConfigurationError(f"no queue named {name!r}")
     return declared
+
+
+@dataclass(frozen=True)
+class QueueStatus:
+    """A queue as an operator sees it (``app.queues()``): its limits in force and how
+    many of its workflows run, wait and are delayed now."""
+
+    #: The limits in force (as stored; as declared in this app's code until a worker
+    #: stored them).
+    limits: Queue
+    depth: QueueDepth
+    #: Whether the store holds its limits (False: only this app's code declares it yet).
+    stored: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: the name, each limit (``rate`` as ``{"limit", "per"}``), counts."""
+        queue = self.limits
+        rate = None if queue.rate is None else {"limit": queue.rate.limit, "per": queue.rate.per}
+        return {
+            "name": queue.name,
+            "concurrency": queue.concurrency,
+            "worker_concurrency": queue.worker_concurrency,
+            "key_concurrency": queue.key_concurrency,
+            "rate": rate,
+            "running": self.depth.running,
+            "waiting": self.depth.waiting,
+            "delayed": self.depth.delayed,
+            "stored": self.stored,
+        }
+
+
+def queues(app: QueueApp) -> list[QueueStatus]:
+    """Every queue, by name: those stored (what workers obey) and those this app declares
+    that no worker stored yet, each with its running, waiting and delayed counts (one
+    grouped read)."""
+    client = app.client
+    store = client.store
+    depths = store.queue_depths(client.clock.time())
+    found = {
+        q.name: QueueStatus(q, depths.get(q.name, QueueDepth()), True) for q in store.list_queues()
+    }
+    for name, declared in client.registry.queues.items():
+        if name not in found:
+            found[name] = QueueStatus(declared, depths.get(name, QueueDepth()), False)
+    return [found[name] for name in sorted(found)]

@@ -443,17 +443,28 @@ def erase(app: Any, subject: str, *, actor: str | None = None) -> list[str]:
 
 
 def list_workflows(
-    app: Any, *, status: str | None = None, name: str | None = None, limit: int = 100
+    app: Any,
+    *,
+    status: str | None = None,
+    name: str | None = None,
+    limit: int = 100,
+    queue: str | None = None,
+    key: str | None = None,
 ) -> list[WorkflowStatus]:
     """The newest workflows matching the filters (their steps are not loaded), from every
-    region on an app with regions."""
+    region on an app with regions; ``queue`` and ``key`` (with ``queue``) keep a queue's
+    workflows, of one key."""
     regions: Regions | None = app.regions
+    filters: dict[str, Any] = {
+        "status": status,
+        "name": name,
+        "limit": limit,
+        "queue": queue,
+        "key": key,
+    }
     if regions is None:
-        return app.client.list_workflows(status=status, name=name, limit=limit)  # type: ignore[no-any-return]
-    found = [
-        held.client.list_workflows(status=status, name=name, limit=limit)
-        for held in regions.apps.values()
-    ]
+        return app.client.list_workflows(**filters)  # type: ignore[no-any-return]
+    found = [held.client.list_workflows(**filters) for held in regions.apps.values()]
     merged = heapq.merge(*found, key=lambda s: (s.created_at, s.workflow_id), reverse=True)
     return list(merged)[:limit]
 
@@ -467,9 +478,12 @@ def list_page(
     created_before: Time = None,
     limit: int = 50,
     cursor: str | None = None,
+    queue: str | None = None,
+    key: str | None = None,
 ) -> WorkflowPage:
     """One page of workflows matching every filter, newest first: ``status`` in any
-    case, ``name``, creation time (a datetime or seconds since the epoch), at most
+    case, ``name``, creation time (a datetime or seconds since the epoch), ``queue`` and
+    a queue's ``key``, at most
     ``limit`` (1 to 1,000). Pass the page's ``next_cursor`` as ``cursor`` for the next
     one; each page is one index range however deep, at millions of workflows. On an app
     with regions, a page holds the newest of every region's (one range per region; the
@@ -485,9 +499,11 @@ def list_page(
             created_before=created_before,
             limit=limit,
             cursor=cursor,
+            queue=queue,
+            key=key,
         )
         for host in hosts
     ]
-    key = lambda record: (record.created_at, record.id)  # noqa: E731 - the listing's order
-    records = list(heapq.merge(*found, key=key, reverse=True))
+    order = lambda record: (record.created_at, record.id)  # noqa: E731 - the listing's order
+    records = list(heapq.merge(*found, key=order, reverse=True))
     return _inspect.page_of(records, limit)

@@ -4,6 +4,12 @@
 One function per method, each taking the app first; ``App`` binds them as its methods
 (as ``_operating`` does). What a schedule is and how its ticks are computed:
 ``perdure._schedules``; who fires them: ``perdure._worker._scheduler``.
+
+Creating, pausing, resuming and deleting a schedule at run time are operator actions:
+logged with who (``actor``, default the OS user) and when, in the transaction of the
+change, under the schedule's pseudo workflow ID ``perdure.schedule:<name>``
+(``app.audit_log(schedule=name)``). The declarations an executor writes from code are
+not logged (no operator made them).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from typing import Any, Protocol, TypeVar
 from ._clock import Clock
 from ._errors import InvalidValueError
 from ._registry import WORKFLOW_ATTR, Registry
+from ._repair import actor_or_default
 from ._schedules import (
     DEFAULT_GRACE,
     ScheduleRecord,
@@ -178,10 +185,12 @@ def create_schedule(
     tz: str = "UTC",
     catch_up: str = "skip",
     grace: float = DEFAULT_GRACE,
+    actor: str | None = None,
 ) -> ScheduleStatus:
     """Create (or redefine) a schedule at run time, stored in the database: every
     executor that registers ``workflow`` fires it (see ``schedule`` for the arguments).
-    Its first tick is the first after now; redefining it keeps where its ticks stand."""
+    Its first tick is the first after now; redefining it keeps where its ticks stand.
+    Logged (who, when, the definition)."""
     if isinstance(workflow, str):
         workflow_name = workflow
         known = app.registry.workflows.get(workflow)
@@ -192,8 +201,8 @@ def create_schedule(
     spec = make_spec(name, workflow_name, cron, tz, catch_up, grace)
     if fn is not None:
         check_tick_function(spec.name, fn)
-    now = app.clock.time()
-    return _status(app.store.put_schedule(spec, ScheduleSource.API.value, now), now)
+    who, now = actor_or_default(actor), app.clock.time()
+    return _status(app.store.put_schedule(spec, ScheduleSource.API.value, now, who), now)
 
 
 def _known(found: bool | None, name: str) -> bool:
@@ -205,21 +214,24 @@ def _known(found: bool | None, name: str) -> bool:
     return found
 
 
-def pause_schedule(app: SchedulingHost, name: str) -> bool:
+def pause_schedule(app: SchedulingHost, name: str, *, actor: str | None = None) -> bool:
     """Pause a schedule: no tick fires until it is resumed. Returns False when it was
-    paused already; ``InvalidValueError`` when no schedule has this name."""
-    return _known(app.store.pause_schedule(name, True, app.clock.time()), name)
+    paused already; ``InvalidValueError`` when no schedule has this name. A pause is
+    logged (who, when)."""
+    who = actor_or_default(actor)
+    return _known(app.store.pause_schedule(name, True, app.clock.time(), who), name)
 
 
-def resume_schedule(app: SchedulingHost, name: str) -> bool:
+def resume_schedule(app: SchedulingHost, name: str, *, actor: str | None = None) -> bool:
     """Resume a paused schedule: its next tick is the first after now (ticks that came
     while it was paused never run, whatever ``catch_up``). Returns False when it was not
-    paused; ``InvalidValueError`` when no schedule has this name."""
-    return _known(app.store.pause_schedule(name, False, app.clock.time()), name)
+    paused; ``InvalidValueError`` when no schedule has this name. Logged (who, when)."""
+    who = actor_or_default(actor)
+    return _known(app.store.pause_schedule(name, False, app.clock.time(), who), name)
 
 
-def delete_schedule(app: SchedulingHost, name: str) -> bool:
+def delete_schedule(app: SchedulingHost, name: str, *, actor: str | None = None) -> bool:
     """Delete a schedule from the store (the workflows it started stay); returns whether
     it existed. A schedule still declared in code is written again when an executor
-    with that code launches."""
-    return app.store.delete_schedule(name)
+    with that code launches. A deletion is logged (who, when)."""
+    return app.store.delete_schedule(name, app.clock.time(), actor_or_default(actor))

@@ -172,11 +172,14 @@ class Store(ComplianceOperations, BreakerOperations, ScheduleOperations, QueueOp
         limit: int = 100,
         newest_first: bool = True,
         after: tuple[float, str] | None = None,
+        queue: str | None = None,
+        key: str | None = None,
     ) -> list[WorkflowRecord]:
         """Up to ``limit`` workflows matching every given filter, ordered by
         ``(created_at, id)``; with ``after`` (the ``(created_at, id)`` of the last row of
-        the previous page), those past it in that order. Each page is one index range,
-        whatever its depth and the table's size."""
+        the previous page), those past it in that order. ``queue`` keeps those started
+        in that queue, ``key`` (given with ``queue``) those of that queue key. Each page
+        is one index range, whatever its depth and the table's size."""
 
     @abc.abstractmethod
     def complete_workflow(

@@ -76,12 +76,16 @@ class ScheduleOperations(abc.ABC):
     # -- schedules (``perdure._schedules``) ----------------------------------------------
 
     @abc.abstractmethod
-    def put_schedule(self, spec: ScheduleSpec, source: str, now: float) -> ScheduleRecord:
+    def put_schedule(
+        self, spec: ScheduleSpec, source: str, now: float, actor: str | None = None
+    ) -> ScheduleRecord:
         """Create the schedule (``last_tick = now``: its first tick is the first after now;
         not paused; ``next_tick`` None), or update its definition (workflow, cron, tz,
         catch-up, grace, source) keeping its last tick and pause. A changed definition
         increments ``revision`` and clears ``next_tick``; an unchanged one changes nothing.
-        Returns the stored record; one transaction."""
+        With ``actor`` (an operator), the same transaction logs a ``create_schedule``
+        action (its definition) under ``perdure.schedule:<name>``. Returns the stored
+        record; one transaction."""
 
     @abc.abstractmethod
     def list_schedules(self) -> list[ScheduleRecord]:
@@ -106,13 +110,18 @@ class ScheduleOperations(abc.ABC):
         first). Of concurrent firings that read the same revision, exactly one advances."""
 
     @abc.abstractmethod
-    def pause_schedule(self, name: str, paused: bool, now: float) -> bool | None:
+    def pause_schedule(
+        self, name: str, paused: bool, now: float, actor: str | None = None
+    ) -> bool | None:
         """Pause the schedule (no tick fires while paused), or resume it: ``last_tick =
         now`` (ticks that came while it was paused never run), ``next_tick`` None; each
         increments ``revision``. Returns True when it changed, False when it was already
-        so, None when no schedule has this name."""
+        so, None when no schedule has this name. With ``actor``, a change is logged (a
+        ``pause_schedule`` or ``resume_schedule`` action under
+        ``perdure.schedule:<name>``) in its transaction."""
 
     @abc.abstractmethod
-    def delete_schedule(self, name: str) -> bool:
+    def delete_schedule(self, name: str, now: float = 0.0, actor: str | None = None) -> bool:
         """Delete the schedule (the workflows it started stay); returns whether it
-        existed."""
+        existed. With ``actor``, a deletion is logged (``delete_schedule`` at ``now``,
+        under ``perdure.schedule:<name>``) in its transaction."""

@@ -111,17 +111,23 @@ def list_query(
     limit: int,
     newest_first: bool,
     after: tuple[float, str] | None = None,
+    queue: str | None = None,
+    key: str | None = None,
 ) -> tuple[str, list[Any]]:
     """The listing statement for these filters, with ``placeholder`` ("?" or "%s") for
     each value: fixed fragments chosen by which filters are given, so that the database
     can use an index for each combination. ``after`` is the ``(created_at, id)`` of the
     last row of the previous page: the page continues past it (keyset pagination on the
-    indexes' ``(created_at, id)``: as fast on the thousandth page as on the first)."""
+    indexes' ``(created_at, id)``: as fast on the thousandth page as on the first).
+    ``queue`` and ``key`` (a queue's key: only with ``queue``) read the queue indexes of
+    version 14."""
     clauses: list[str] = []
     params: list[Any] = []
     for column, value in (
         ("status =", status),
         ("name =", name),
+        ("queue =", queue),
+        ("queue_key =", key),
         ("created_at >", created_after),
         ("created_at <", created_before),
     ):

@@ -9,7 +9,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from .._model import NewWorkflow, WorkflowRecord
-from .._queue import Enqueue, Queue, QueuePlace
+from .._queue import Enqueue, Queue, QueueDepth, QueuePlace
 
 
 class QueueOps(abc.ABC):
@@ -33,11 +33,21 @@ class QueueOps(abc.ABC):
         """Every stored queue, by name."""
 
     @abc.abstractmethod
-    def update_queue(self, name: str, changes: dict[str, Any], now: float) -> Queue | None:
+    def queue_depths(self, now: float) -> dict[str, QueueDepth]:
+        """How many active workflows of each queue run (owned, lease alive at ``now``),
+        wait (unowned and due, or owned with an expired lease) and are delayed (unowned,
+        not due before ``now``), by queue name; queues with none are absent. One read."""
+
+    @abc.abstractmethod
+    def update_queue(
+        self, name: str, changes: dict[str, Any], now: float, actor: str | None = None
+    ) -> Queue | None:
         """Change some limits of a stored queue (``changes`` maps ``concurrency``,
         ``worker_concurrency``, ``key_concurrency`` or ``rate`` to its new value, None
         for no limit), in one transaction that locks its row; other executors are told.
-        Returns the limits in force after it, None when no queue has this name."""
+        With ``actor`` (an operator), the same transaction logs an ``update_queue``
+        action (the limits before and after) under ``perdure.queue:<name>``. Returns the
+        limits in force after it, None when no queue has this name."""
 
     @abc.abstractmethod
     def enqueue_workflow(

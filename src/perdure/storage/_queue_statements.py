@@ -34,6 +34,17 @@ UPDATE_QUEUE = (
     "WHERE name = :name"
 )
 
+# Every queue's active workflows by where they stand (QueueDepth): running, waiting,
+# delayed. One grouped read over the queued workflows (an operator's look, not a hot path).
+QUEUE_DEPTHS = (
+    "SELECT queue, "
+    "COALESCE(sum(CASE WHEN owner IS NOT NULL AND lease_expires_at >= :now THEN 1 ELSE 0 END), 0), "
+    "COALESCE(sum(CASE WHEN (owner IS NULL AND (wake_at IS NULL OR wake_at <= :now)) "
+    "OR (owner IS NOT NULL AND lease_expires_at < :now) THEN 1 ELSE 0 END), 0), "
+    "COALESCE(sum(CASE WHEN owner IS NULL AND wake_at > :now THEN 1 ELSE 0 END), 0) "
+    "FROM perdure_workflows WHERE queue IS NOT NULL AND status IN {ACTIVE} GROUP BY queue"
+)
+
 # -- entering a queue --------------------------------------------------------------------
 
 # Debounce: a start finds the workflow not started yet with the same name, queue and key,

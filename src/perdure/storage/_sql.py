@@ -97,6 +97,8 @@ class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance, SqlQueues):
         limit: int = 100,
         newest_first: bool = True,
         after: tuple[float, str] | None = None,
+        queue: str | None = None,
+        key: str | None = None,
     ) -> list[WorkflowRecord]:
         placeholder = "%s" if self._dialect.pyformat else "?"
         status_text = None if status is None else str(status)
@@ -109,6 +111,8 @@ class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance, SqlQueues):
             limit,
             newest_first,
             after,
+            queue,
+            key,
         )
         return [WorkflowRecord(*row) for row in self._read(query, params)]
 

@@ -13,10 +13,12 @@ A store supplies:
 from __future__ import annotations
 
 import abc
+import json
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from .._model import WorkflowState
+from . import _statements as q
 from . import _statements_compliance as c
 from ._base import NewWorkflow, Store
 from ._batch import GroupCommitter
@@ -80,3 +82,17 @@ class SqlBase(Store):
         sql = self._sql(c.TAG_SUBJECT)
         for subject in subjects:
             conn.execute(sql, {"subject": subject, "id": workflow_id})
+
+    def _log_action(
+        self, conn: Any, workflow_id: str, action: str, actor: str, details: Any, now: float
+    ) -> None:
+        """Append an operator action to the log inside the transaction of the change."""
+        params = {
+            "now": now,
+            "actor": actor,
+            "action": str(action),
+            "id": workflow_id,
+            "target": None,
+            "details": json.dumps(details, sort_keys=True),
+        }
+        conn.execute(self._sql(q.LOG_ACTION), params)

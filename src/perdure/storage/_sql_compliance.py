@@ -13,7 +13,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .._model import ACTIVE_STATES, ERASED, OperatorAction
-from . import _statements as q
 from . import _statements_compliance as c
 from ._limits import check_key
 from ._sql_base import SqlBase
@@ -38,19 +37,6 @@ def _scrub_resume_details(details: str) -> str | None:
 
 class SqlCompliance(SqlBase):
     """Retention, erasure and rekeying on a SQL store."""
-
-    def _log_action(
-        self, conn: Any, workflow_id: str, action: str, actor: str, details: Any, now: float
-    ) -> None:
-        params = {
-            "now": now,
-            "actor": actor,
-            "action": str(action),
-            "id": workflow_id,
-            "target": None,
-            "details": json.dumps(details, sort_keys=True),
-        }
-        conn.execute(self._sql(q.LOG_ACTION), params)
 
     def _ids(self, ids: Sequence[str]) -> Any:
         return self._dialect.text_list(list(ids))

@@ -14,7 +14,8 @@ from concurrent.futures import Future
 from typing import Any
 
 from .._errors import StoreError
-from .._queue import Enqueue, Queue, QueuePlace, Rate, changed
+from .._model import QUEUE_SUBJECT, OperatorAction, subject_of
+from .._queue import Enqueue, Queue, QueueDepth, QueuePlace, Rate, changed
 from . import _queue_statements as q
 from ._base import CANCELLED, EVENT_DONE, EVENT_READY, NewWorkflow, WorkflowRecord
 from ._limits import check_key
@@ -31,6 +32,17 @@ def _queue(row: Any) -> Queue:
     name, concurrency, worker, key, rate_limit, rate_period = row
     rate = None if rate_limit is None else Rate(int(rate_limit), float(rate_period))
     return Queue(name, concurrency, worker, key, rate)
+
+
+def _limits(queue: Queue) -> dict[str, Any]:
+    # What an update_queue action logs: the limits before and after it.
+    rate = None if queue.rate is None else {"limit": queue.rate.limit, "per": queue.rate.per}
+    return {
+        "concurrency": queue.concurrency,
+        "worker_concurrency": queue.worker_concurrency,
+        "key_concurrency": queue.key_concurrency,
+        "rate": rate,
+    }
 
 
 def _queue_params(queue: Queue, now: float) -> dict[str, Any]:
@@ -67,7 +79,13 @@ class SqlQueues(SqlBase):
     def list_queues(self) -> list[Queue]:
         return [_queue(row) for row in self._read(self._sql(q.LIST_QUEUES))]
 
-    def update_queue(self, name: str, changes: dict[str, Any], now: float) -> Queue | None:
+    def queue_depths(self, now: float) -> dict[str, QueueDepth]:
+        rows = self._read(self._sql(q.QUEUE_DEPTHS), {"now": now})
+        return {row[0]: QueueDepth(int(row[1]), int(row[2]), int(row[3])) for row in rows}
+
+    def update_queue(
+        self, name: str, changes: dict[str, Any], now: float, actor: str | None = None
+    ) -> Queue | None:
         lock_sql, update_sql = self._sql(q.LOCK_QUEUE), self._sql(q.UPDATE_QUEUE)
 
         def update(conn: Any) -> Queue | None:
@@ -78,6 +96,10 @@ class SqlQueues(SqlBase):
             params = _queue_params(new, now)
             del params["declared"]  # still what the code declared last
             conn.execute(update_sql, params)
+            if actor is not None:
+                details = {"before": _limits(_queue(row)), "after": _limits(new)}
+                subject = subject_of(QUEUE_SUBJECT, name)
+                self._log_action(conn, subject, OperatorAction.UPDATE_QUEUE, actor, details, now)
             # Wider limits may make queued workflows claimable now.
             self._notify(conn, EVENT_READY)
             return new

@@ -5,6 +5,9 @@ schedule's row advances only if its revision is the one the executor read (on
 PostgreSQL a concurrent firing waits for the row lock, then finds the revision moved
 and changes nothing), and only then are the ticks' workflows inserted, each under its
 deterministic ID: a tick is started exactly once, or not at all.
+
+An operator's change (``actor`` given) is logged in the actions log by the transaction
+that makes it, under the schedule's pseudo workflow ID (``perdure.schedule:<name>``).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from .._model import SCHEDULE_SUBJECT, OperatorAction, subject_of
 from .._schedules import ScheduleRecord, ScheduleSpec
 from . import _statements as q
 from ._base import EVENT_READY, NewWorkflow
@@ -70,7 +74,9 @@ def _record(row: Any) -> ScheduleRecord:
 class SqlSchedules(SqlBase):
     """Schedules on a SQL store."""
 
-    def put_schedule(self, spec: ScheduleSpec, source: str, now: float) -> ScheduleRecord:
+    def put_schedule(
+        self, spec: ScheduleSpec, source: str, now: float, actor: str | None = None
+    ) -> ScheduleRecord:
         check_key("schedule name", spec.name)
         check_key("workflow name", spec.workflow)
         put_sql, get_sql = self._sql(PUT_SCHEDULE), self._sql(GET_SCHEDULE)
@@ -89,6 +95,10 @@ class SqlSchedules(SqlBase):
             row = conn.execute(put_sql, params).fetchone()
             if row is None:
                 row = conn.execute(get_sql, params).fetchone()
+            if actor is not None:
+                details = {k: params[k] for k in ("workflow", "cron", "tz", "catch_up", "grace")}
+                subject = subject_of(SCHEDULE_SUBJECT, spec.name)
+                self._log_action(conn, subject, OperatorAction.CREATE_SCHEDULE, actor, details, now)
             return _record(row)
 
         return self._write(put)
@@ -130,18 +140,33 @@ class SqlSchedules(SqlBase):
 
         return self._write(fire)
 
-    def pause_schedule(self, name: str, paused: bool, now: float) -> bool | None:
+    def pause_schedule(
+        self, name: str, paused: bool, now: float, actor: str | None = None
+    ) -> bool | None:
         change_sql = self._sql(PAUSE_SCHEDULE if paused else RESUME_SCHEDULE)
         get_sql = self._sql(GET_SCHEDULE)
         params = {"name": name, "now": now}
+        action = OperatorAction.PAUSE_SCHEDULE if paused else OperatorAction.RESUME_SCHEDULE
 
         def change(conn: Any) -> bool | None:
             if conn.execute(change_sql, params).fetchone() is not None:
+                if actor is not None:
+                    subject = subject_of(SCHEDULE_SUBJECT, name)
+                    self._log_action(conn, subject, action, actor, {}, now)
                 return True
             return False if conn.execute(get_sql, params).fetchone() is not None else None
 
         return self._write(change)
 
-    def delete_schedule(self, name: str) -> bool:
+    def delete_schedule(self, name: str, now: float = 0.0, actor: str | None = None) -> bool:
         sql = self._sql(DELETE_SCHEDULE)
-        return self._write(lambda conn: conn.execute(sql, {"name": name}).fetchone() is not None)
+
+        def delete(conn: Any) -> bool:
+            if conn.execute(sql, {"name": name}).fetchone() is None:
+                return False
+            if actor is not None:
+                subject = subject_of(SCHEDULE_SUBJECT, name)
+                self._log_action(conn, subject, OperatorAction.DELETE_SCHEDULE, actor, {}, now)
+            return True
+
+        return self._write(delete)

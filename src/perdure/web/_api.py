@@ -191,8 +191,11 @@ def create_app(app: App, token: str | None = None) -> FastAPI:
         created_before: float | None = None,
         limit: int = Query(default=50, ge=1, le=MAX_PAGE),
         cursor: str | None = None,
+        queue: str | None = None,
+        key: str | None = None,
     ) -> dict[str, Any]:
-        """A page of workflows, newest first; ``next_cursor`` fetches the next page."""
+        """A page of workflows, newest first; ``next_cursor`` fetches the next page;
+        ``queue`` and ``key`` (with ``queue``) keep a queue's workflows, of one key."""
         page = app.list_page(
             status=status,
             name=name,
@@ -200,6 +203,8 @@ def create_app(app: App, token: str | None = None) -> FastAPI:
             created_before=created_before,
             limit=limit,
             cursor=cursor,
+            queue=queue,
+            key=key,
         )
         return {
             "workflows": [summary(item) for item in page.workflows],
@@ -332,9 +337,19 @@ def create_app(app: App, token: str | None = None) -> FastAPI:
         action: str | None = None,
         after: int = Query(default=0, ge=0),
         limit: int = Query(default=100, ge=1, le=MAX_PAGE),
+        schedule: str | None = None,
+        queue: str | None = None,
     ) -> dict[str, Any]:
-        """Operator actions, oldest first (``after``: the last ``seq`` seen)."""
-        entries = app.audit_log(workflow_id=workflow_id, action=action, after=after, limit=limit)
+        """Operator actions, oldest first (``after``: the last ``seq`` seen); of one
+        workflow, schedule or queue."""
+        entries = app.audit_log(
+            workflow_id=workflow_id,
+            schedule=schedule,
+            queue=queue,
+            action=action,
+            after=after,
+            limit=limit,
+        )
         return {"actions": [jsonable(asdict(entry)) for entry in entries]}
 
     @router.post("/subjects/{subject:path}/erase")

@@ -33,6 +33,7 @@ from .._handle import HoldStatus
 from .._inspect import MAX_PAGE
 from .._model import WorkflowState
 from .._regions import store_holding
+from ._ops_pages import add_ops_pages
 from ._security import is_loopback, scrub
 from ._session import (
     CSRF_FIELD,
@@ -231,6 +232,8 @@ def add_pages(api: FastAPI, app: App, token: str | None, secrets: list[str]) -> 
             "name": params.get("name") or None,
             "created_after": params.get("created_after") or None,
             "created_before": params.get("created_before") or None,
+            "queue": params.get("queue") or None,
+            "key": params.get("key") or None,
         }
         shown = {k: v for k, v in filters.items() if v}
         context: dict[str, Any] = {
@@ -250,6 +253,8 @@ def add_pages(api: FastAPI, app: App, token: str | None, secrets: list[str]) -> 
                 created_before=parse_time(filters["created_before"]),
                 limit=PAGE_SIZE,
                 cursor=params.get("cursor") or None,
+                queue=filters["queue"],
+                key=filters["key"],
             )
         except (PerdureError, ValueError) as exc:
             context["error"] = scrub(str(exc), secrets)
@@ -411,6 +416,7 @@ def add_pages(api: FastAPI, app: App, token: str | None, secrets: list[str]) -> 
 
         return await act(request, run)
 
+    add_ops_pages(pages, app, page, visitor, act, ACTOR)
     api.include_router(pages)
 
 
