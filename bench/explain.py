@@ -203,7 +203,14 @@ def lone_write(url: str, rounds: int) -> None:
     plain.commit()
     position = iter(range(10**9))
 
-    def pipelined() -> None:  # what perdure's writer does for a batch of one write
+    def pipelined() -> None:  # perdure's writer for a batch of one multi-statement write
+        with conn.pipeline():  # leaving it sends the one Sync
+            conn.execute("BEGIN")
+            cursor = conn.execute(_STEP_INSERT, _params(wid, next(position)))
+            conn.execute("COMMIT")
+        assert cursor.rowcount == 1
+
+    def pipelined_twice() -> None:  # the same with a Sync of its own (perdure until 12/2026)
         with conn.pipeline() as pipeline:
             conn.execute("BEGIN")
             cursor = conn.execute(_STEP_INSERT, _params(wid, next(position)))
@@ -211,7 +218,7 @@ def lone_write(url: str, rounds: int) -> None:
             pipeline.sync()
         assert cursor.rowcount == 1
 
-    def autocommit() -> None:  # the statement alone: one round trip, one commit
+    def autocommit() -> None:  # perdure's lone step: one round trip, one commit
         assert conn.execute(_STEP_INSERT, _params(wid, next(position))).rowcount == 1
 
     def begin_commit() -> None:  # autocommit off: BEGIN, INSERT, COMMIT round trips
@@ -225,7 +232,8 @@ def lone_write(url: str, rounds: int) -> None:
 
     ways = {
         "floor (plain INSERT; autocommit off)": floor,
-        "perdure: pipeline BEGIN; step INSERT; COMMIT": pipelined,
+        "pipeline BEGIN; step INSERT; COMMIT; sync; exit": pipelined_twice,
+        "pipeline BEGIN; step INSERT; COMMIT (1 Sync)": pipelined,
         "step INSERT; autocommit off (3 round trips)": begin_commit,
         "step INSERT alone in autocommit": autocommit,
     }

@@ -729,34 +729,130 @@ def test_postgres_heartbeat_does_not_wait_for_open_writes(postgres_url: str) -> 
         store.close()
 
 
+def _flights(trace: Any) -> list[list[str]]:
+    """The statements the writer sent between two waits for the server (Sync), by their
+    first word, from libpq's protocol trace."""
+    sent = [line.split("\t") for line in trace.read_text().splitlines() if line.startswith("F")]
+    flights: list[list[str]] = [[]]
+    for fields in sent:
+        kind, text = fields[2].split()[0], " ".join(fields[3:])
+        if kind == "Sync":
+            flights.append([])
+        elif kind == "Parse":
+            flights[-1].append(text.split('"')[3].split()[0])
+    return flights
+
+
+@contextlib.contextmanager
+def _traced_writer(store: Any, trace: Any) -> Iterator[Any]:
+    psycopg = pytest.importorskip("psycopg")
+    writer: Any = store._writer
+    with trace.open("w") as out:
+        flags = psycopg.pq.Trace.SUPPRESS_TIMESTAMPS | psycopg.pq.Trace.REGRESS_MODE
+        writer.submit(lambda conn: conn.pgconn.trace(out.fileno())).result()
+        writer.submit(lambda conn: conn.pgconn.set_trace_flags(flags)).result()
+        yield writer
+        writer.submit(lambda conn: conn.pgconn.untrace()).result()
+
+
 @pytest.mark.postgres
-def test_postgres_a_step_is_one_statement_sent_with_its_commit(
+def test_postgres_a_lone_step_is_one_statement_in_one_round_trip(
     postgres_url: str, tmp_path: Any
 ) -> None:
-    """The hot path on PostgreSQL: BEGIN, the step's one statement and COMMIT leave in one
-    flight (libpq's protocol trace shows no Sync, so no wait, before the COMMIT)."""
-    psycopg = pytest.importorskip("psycopg")
+    """The hot path on PostgreSQL: a step recorded alone is its one statement, sent in
+    autocommit (its own transaction): no BEGIN, no COMMIT, one wait for the server."""
     store = open_store(postgres_url)
     trace = tmp_path / "trace.txt"
     try:
         store.migrate()
         store.create_workflow(new("a"), "me", 500.0).result()
-        writer: Any = store._writer  # type: ignore[attr-defined]
-        with trace.open("w") as out:
-            flags = psycopg.pq.Trace.SUPPRESS_TIMESTAMPS | psycopg.pq.Trace.REGRESS_MODE
-            writer.submit(lambda conn: conn.pgconn.trace(out.fileno())).result()
-            writer.submit(lambda conn: conn.pgconn.set_trace_flags(flags)).result()
+        with _traced_writer(store, trace):
             assert store.record_step("a", Lease("me", 1), step("0")).result()
-            writer.submit(lambda conn: conn.pgconn.untrace()).result()
+            # Still fenced by its own WHERE.
+            assert not store.record_step("a", Lease("me", 2), step("1")).result()
+        assert [s.position for s in store.load_steps("a")] == ["0"]
     finally:
         store.close()
-    sent = [line.split("\t") for line in trace.read_text().splitlines() if line.startswith("F")]
-    messages = [(fields[2].split()[0], " ".join(fields[3:])) for fields in sent]
-    # The statements sent between two waits for the server (Sync), by their first word.
-    flights: list[list[str]] = [[]]
-    for kind, text in messages:
-        if kind == "Sync":
-            flights.append([])
-        elif kind == "Parse":
-            flights[-1].append(text.split('"')[3].split()[0])
-    assert [f for f in flights if "INSERT" in f] == [["BEGIN", "INSERT", "COMMIT"]], messages
+    flights = _flights(trace)
+    assert [f for f in flights if "INSERT" in f] == [["INSERT"], ["INSERT"]], flights
+
+
+@pytest.mark.postgres
+def test_postgres_a_batch_of_steps_is_one_transaction_in_one_round_trip(
+    postgres_url: str, tmp_path: Any
+) -> None:
+    """Steps that queued together are one transaction: BEGIN, their statements and COMMIT
+    leave in one flight, answered by one Sync (no second, empty, round trip)."""
+    store = open_store(postgres_url)
+    trace = tmp_path / "trace.txt"
+    try:
+        store.migrate()
+        store.create_workflow(new("a"), "me", 500.0).result()
+        with _traced_writer(store, trace) as writer:
+            busy, gate = threading.Event(), threading.Event()
+            # Hold the connection in one batch (led by another thread) while three step
+            # records queue up for the writer thread.
+            leader = threading.Thread(
+                target=lambda: writer.submit(lambda conn: busy.set() or gate.wait(10)).result()
+            )
+            leader.start()
+            assert busy.wait(10)
+            steps = [store.record_step("a", Lease("me", 1), step(str(i))) for i in range(3)]
+            gate.set()
+            leader.join(10)
+            assert all(future.result(timeout=10) for future in steps)
+        assert [s.position for s in store.load_steps("a")] == ["0", "1", "2"]
+    finally:
+        store.close()
+    flights = _flights(trace)
+    assert [f for f in flights if "INSERT" in f] == [
+        ["BEGIN", "INSERT", "INSERT", "INSERT", "COMMIT"]
+    ], flights
+    # Every wait for the server answered statements: none was an empty round trip.
+    assert [] not in flights[1:-1], flights
+
+
+@pytest.mark.postgres
+def test_postgres_a_lone_step_lost_with_its_connection_fails_as_unavailable(
+    postgres_url: str,
+) -> None:
+    """A lone step record (one statement in autocommit) whose connection dies before the
+    server answered is neither a success nor a refusal: StoreUnavailableError, as a batch
+    lost at COMMIT (it may have committed); the next write runs on a new connection."""
+    psycopg = pytest.importorskip("psycopg")
+    store = open_store(postgres_url)
+    try:
+        store.migrate()
+        store.create_workflow(new("a"), "me", 500.0).result()
+        writer: Any = store._writer  # type: ignore[attr-defined]
+        pid = writer.submit(lambda conn: conn.info.backend_pid).result()
+        lease = Lease("me", 1)
+        # The record's fence takes a KEY SHARE lock on the workflow's row: hold a
+        # conflicting lock, so that the statement waits in the server.
+        with (
+            admin_connection(postgres_url, schema_of(postgres_url)) as admin,
+            admin.transaction(),
+        ):
+            admin.execute("SELECT 1 FROM perdure_workflows WHERE id = 'a' FOR UPDATE")
+            outcome: list[Any] = []
+            recorder = threading.Thread(
+                target=lambda: outcome.append(store.record_step("a", lease, step("0")))
+            )
+            recorder.start()
+            deadline = time.monotonic() + 10
+            while not admin.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE pid = %s AND wait_event_type = 'Lock'",
+                (pid,),
+            ).fetchall():
+                assert time.monotonic() < deadline, "the step's statement did not wait"
+                time.sleep(0.01)
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            recorder.join(10)
+        with pytest.raises(StoreUnavailableError) as info:
+            outcome[0].result(timeout=10)
+        assert isinstance(info.value.__cause__, psycopg.OperationalError)
+        assert store.load_steps("a") == []
+        assert store.record_step("a", lease, step("0")).result(timeout=10)
+        assert [s.position for s in store.load_steps("a")] == ["0"]
+    finally:
+        store.close()

@@ -17,6 +17,11 @@ connection and opens a new one for the next batch (after a short backoff when
 connecting fails), instead of dying with its connection. Given ``alive``, a
 connection found dead before a batch starts (the server closed it while it was
 idle) is replaced first, and the batch does not fail.
+
+Given ``alone``, a batch of one write that is a single statement (``single=True``)
+runs in that context instead of a transaction: on PostgreSQL the statement is sent in
+autocommit, its own transaction, so a lone step record costs one round trip and no
+BEGIN or COMMIT statement. A batch of several writes is still one transaction.
 """
 
 from __future__ import annotations
@@ -52,14 +57,19 @@ _BACKOFF_MAX = 2.0
 
 
 class _Op:
-    __slots__ = ("deferred", "fn", "future", "what")
+    __slots__ = ("deferred", "fn", "future", "single", "what")
 
     def __init__(
-        self, fn: Callable[[Any], Any], deferred: bool = False, what: str | None = None
+        self,
+        fn: Callable[[Any], Any],
+        deferred: bool = False,
+        what: str | None = None,
+        single: bool = False,
     ) -> None:
         self.fn = fn
         self.deferred = deferred
         self.what = what
+        self.single = single
         self.future: Future[Any] = Future()
 
 
@@ -91,7 +101,9 @@ class GroupCommitter(Generic[C]):
     store's own error before it reaches a caller. ``broken(conn, exc)`` tells whether
     an error left the connection unusable; without it a connection is never replaced.
     ``alive(conn)``, a cheap local check (no round trip), tells whether a connection
-    can still take the next batch.
+    can still take the next batch. ``alone(conn)`` is the context of a batch of one
+    single-statement write (see the module's docstring); without it, such a batch is a
+    transaction like any other.
     """
 
     def __init__(
@@ -104,9 +116,11 @@ class GroupCommitter(Generic[C]):
         max_batch: int = 1000,
         broken: Callable[[C, Exception], bool] | None = None,
         alive: Callable[[C], bool] | None = None,
+        alone: Callable[[C], contextlib.AbstractContextManager[Any]] | None = None,
     ) -> None:
         self._connect = connect
         self._transaction = transaction
+        self._alone = alone
         self._translate = translate
         self._broken = broken
         self._alive = alive
@@ -132,13 +146,15 @@ class GroupCommitter(Generic[C]):
         return self._enqueue(_Op(fn, what=what))
 
     def submit_deferred(
-        self, fn: Callable[[C], Callable[[], T]], what: str | None = None
+        self, fn: Callable[[C], Callable[[], T]], what: str | None = None, *, single: bool = False
     ) -> Future[T]:
         """Like ``submit``, for a write whose result is read only after the transaction:
         ``fn(conn)`` sends its statement and returns how to read its result, which is
         called once the transaction committed. The statements of such writes need not
-        wait for each other (a driver may pipeline them into one round trip)."""
-        return self._enqueue(_Op(fn, deferred=True, what=what))
+        wait for each other (a driver may pipeline them into one round trip).
+        ``single``: ``fn`` sends exactly one statement, which is atomic by itself, so
+        alone in its batch it may run outside a transaction (see ``alone``)."""
+        return self._enqueue(_Op(fn, deferred=True, what=what, single=single))
 
     def _enqueue(self, op: _Op) -> Future[Any]:
         if self._closed:
@@ -247,8 +263,15 @@ class GroupCommitter(Generic[C]):
     def _run(self, conn: C, batch: list[_Op]) -> Exception | None:
         """Run the batch in one transaction and resolve its futures; returns the error
         that broke the connection (every write not committed then failed), else None."""
+        if self._alone is not None and len(batch) == 1 and batch[0].single:
+            # One statement is its own transaction: no BEGIN or COMMIT to send. A
+            # connection lost under it fails the write as the commit of a batch would
+            # (the statement may have committed: the caller cannot tell, as there).
+            context = self._alone(conn)
+        else:
+            context = self._transaction(conn)
         try:
-            with self._transaction(conn):
+            with context:
                 results = [op.fn(conn) for op in batch]
         except Exception as exc:
             if self._broken is not None and self._broken(conn, exc):

@@ -141,23 +141,32 @@ def alive(conn: Connection) -> bool:
 def batch_transaction(conn: Connection) -> Iterator[None]:
     """BEGIN ... COMMIT around a batch, in pipeline mode: BEGIN, the statements of the
     writes that read their result after the commit (record_step, complete_workflow) and
-    COMMIT travel together, so a batch of them costs one round trip to the server (and
-    one more, empty, when psycopg leaves pipeline mode), whatever its size.
+    COMMIT travel together, so a batch of them costs one round trip to the server,
+    whatever its size: leaving pipeline mode sends the one Sync and reads every result
+    (a Sync of our own before that would cost a second, empty, round trip).
 
     The writer connection is in autocommit mode, and this sends BEGIN and COMMIT itself:
     psycopg's own transaction handling would wait for the server after BEGIN."""
     try:
-        with conn.pipeline() as pipeline:
+        with conn.pipeline():
             conn.execute("BEGIN")
             yield
             conn.execute("COMMIT")
-            pipeline.sync()
     except BaseException:
         # Also when COMMIT failed. On a dead connection there is nothing to roll back.
         if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
             with contextlib.suppress(psycopg.Error):
                 conn.execute("ROLLBACK")
         raise
+
+
+def single_statement(conn: Connection) -> contextlib.AbstractContextManager[None]:
+    """The context of a batch of one single-statement write: nothing. The writer's
+    connection is in autocommit mode, so the statement is its own transaction, committed
+    when the server answers it: one round trip, no BEGIN or COMMIT statement (see
+    ``_batch``). A connection lost before the answer fails the write like a lost COMMIT
+    (``StoreUnavailableError``: it may have committed)."""
+    return contextlib.nullcontext()
 
 
 def session_tag(executor_id: str) -> str:

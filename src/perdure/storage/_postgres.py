@@ -55,6 +55,7 @@ from ._pg_session import (
     end_expired_sessions,
     first_line,
     session_tag,
+    single_statement,
     transient,
     translate,
 )
@@ -241,6 +242,7 @@ class PostgresStore(SqlTransactions):
             name=f"perdure-postgres-writer:{schema}",
             broken=broken,
             alive=alive,
+            alone=single_statement,
         )
         self._pool: ConnectionPool[Connection] = ConnectionPool(
             self._conninfo,
@@ -438,7 +440,8 @@ class PostgresStore(SqlTransactions):
             cursor = conn.execute(_INSERT_STEP, step_params(workflow_id, lease, step))
             return lambda: cursor.rowcount == 1
 
-        return self._writer.submit_deferred(upsert)
+        # One statement, fenced by its own WHERE: alone, it needs no transaction around it.
+        return self._writer.submit_deferred(upsert, single=True)
 
     # -- executors and leases ----------------------------------------------------------
 
