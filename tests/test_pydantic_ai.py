@@ -108,7 +108,9 @@ def test_test_model_agent_runs_in_a_workflow_and_unchanged_outside(
         assert [step.name for step in picked.status().steps][-1] == "adder__model.request_stream.b"
     assert calls == [(0, 0)]
     # Outside a workflow the agent is a plain agent: nothing recorded, nothing refused.
-    assert agent.run_sync("again").output == '{"add":0}'
+    # (asyncio.run, not agent.run_sync: run_sync leaves a new event loop set on the
+    # thread, never closed, and a later test would meet its ResourceWarning.)
+    assert asyncio.run(agent.run("again")).output == '{"add":0}'
     assert calls == [(0, 0), (0, 0)]
 
 
