@@ -167,7 +167,10 @@ def test_global_worker_and_key_limits_hold_and_are_reached(
     assert len(runs) == len(keys)  # each ran once
     assert peak(runs) == concurrency
     by_worker = peaks_by(runs, "pid")
-    assert len(by_worker) == workers and max(by_worker.values()) == 2
+    # Never more than 2 in one worker, and reached. Not every worker need run one: 2 of 3
+    # workers at their limit of 2 may hold all 4 of the queue's slots while the third
+    # looks (seen on PostgreSQL); the global peak of 4 needs at least two of them.
+    assert max(by_worker.values()) == 2 and len(by_worker) >= 2
     by_key = peaks_by(runs, "key")
     assert max(by_key.values()) == 2 and by_key["a"] == 2
 
