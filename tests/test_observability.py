@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
-from fastapi.testclient import TestClient
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -27,10 +27,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 from prometheus_client.parser import text_string_to_metric_families
+from test_web_api import serving
 
 import perdure
 from perdure import observability
-from perdure.web import create_app
 
 TOKEN = "metrics-token-for-the-tests-0123"
 SRC = Path(__file__).resolve().parent.parent / "src"
@@ -368,13 +368,13 @@ def test_metrics_endpoint_serves_prometheus_text(make_app: Callable[..., perdure
         return perdure.recv("never")
 
     try:
-        client = TestClient(create_app(app, token=TOKEN))
-        with app:
+        with app, serving(app, token=TOKEN) as base:
             assert app.run(hello, "you") == "hello you"
             parked = app.start(waiting)
             wait_for(suspended_on(app, parked.workflow_id, "never"), "the workflow to suspend")
-            assert client.get("/metrics").status_code == 401  # the API's token guards it
-            answer = client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+            # Over real HTTP (uvicorn); the API's token guards it.
+            assert httpx.get(f"{base}/metrics").status_code == 401
+            answer = httpx.get(f"{base}/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
     finally:
         observability.configure(None, None)
     assert answer.status_code == 200
@@ -443,12 +443,18 @@ def test_the_core_runs_without_opentelemetry(tmp_path: Path) -> None:
         # The web extra without the otel one (FastAPI brings the OpenTelemetry API, not
         # the Prometheus exporter): /metrics says what to install.
         del sys.modules["opentelemetry"]
-        from fastapi.testclient import TestClient
+        import asyncio
+
+        import httpx
+
         from perdure.web import create_app
 
-        answer = TestClient(create_app(app, token="t" * 20)).get(
-            "/metrics", headers={"Authorization": "Bearer " + "t" * 20}
-        )
+        async def get_metrics():
+            transport = httpx.ASGITransport(app=create_app(app, token="t" * 20))
+            async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as c:
+                return await c.get("/metrics", headers={"Authorization": "Bearer " + "t" * 20})
+
+        answer = asyncio.run(get_metrics())
         assert answer.status_code == 501 and "perdure[otel]" in answer.text, answer.text
         print("ok")
         """
