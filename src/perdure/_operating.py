@@ -14,8 +14,8 @@ from typing import Any, Protocol
 from . import _inspect, _repair
 from ._breaker import BreakerStatus, CircuitBreaker
 from ._client import Client
-from ._handle import WorkflowHandle, WorkflowStatus
-from ._inspect import WorkflowDetail, WorkflowPage
+from ._handle import WorkflowHandle
+from ._inspect import WorkflowDetail
 
 Time = datetime | float | None
 
@@ -35,19 +35,6 @@ def retrieve(app: OperatingHost, workflow_id: str) -> WorkflowHandle[Any]:
 async def retrieve_async(app: OperatingHost, workflow_id: str) -> WorkflowHandle[Any]:
     """``retrieve`` for coroutines."""
     return await app.client.retrieve_async(workflow_id)
-
-
-def list_workflows(
-    app: OperatingHost,
-    *,
-    status: str | None = None,
-    name: str | None = None,
-    limit: int = 100,
-    queue: str | None = None,
-    key: str | None = None,
-) -> list[WorkflowStatus]:
-    """The newest workflows matching the filters (their steps are not loaded)."""
-    return app.client.list_workflows(status=status, name=name, limit=limit, queue=queue, key=key)
 
 
 def breakers(app: OperatingHost) -> list[BreakerStatus]:
@@ -96,36 +83,6 @@ def inspect(app: OperatingHost, workflow_id: str) -> WorkflowDetail:
 async def inspect_async(app: OperatingHost, workflow_id: str) -> WorkflowDetail:
     """``inspect`` for coroutines."""
     return await asyncio.to_thread(inspect, app, workflow_id)
-
-
-def list_page(
-    app: OperatingHost,
-    *,
-    status: str | None = None,
-    name: str | None = None,
-    created_after: Time = None,
-    created_before: Time = None,
-    limit: int = 50,
-    cursor: str | None = None,
-    queue: str | None = None,
-    key: str | None = None,
-) -> WorkflowPage:
-    """One page of workflows matching every filter, newest first: ``status`` in any
-    case, ``name``, creation time (a datetime or seconds since the epoch), ``queue`` and
-    a queue's ``key``, at most ``limit`` (1 to 1,000). Pass the page's ``next_cursor`` as
-    ``cursor`` for the next one; each page is one index range however deep, at millions
-    of workflows."""
-    return _inspect.list_page(
-        app.client,
-        status=status,
-        name=name,
-        created_after=created_after,
-        created_before=created_before,
-        limit=limit,
-        cursor=cursor,
-        queue=queue,
-        key=key,
-    )
 
 
 # -- repairing -----------------------------------------------------------------------------
