@@ -220,6 +220,20 @@ def test_outcome_is_recorded_once_and_fenced(store: Store) -> None:
     )
 
 
+@covers("unfinished_among")
+def test_unfinished_among_names_the_existing_workflows_without_an_outcome(store: Store) -> None:
+    store.create_workflow(new("pending"), None, None).result()
+    lease = running(store, "running")
+    done = running(store, "done")
+    assert store.complete_workflow("done", done, "SUCCEEDED", "1", None, 5.0).result()
+    many = [f"x{i}" for i in range(600)]  # more than a statement's parameters would hold
+    found = store.unfinished_among(["pending", "running", "done", "missing", *many])
+    assert found == {"pending", "running"}
+    assert store.unfinished_among([]) == set()
+    assert store.complete_workflow("running", lease, "FAILED", None, "{}", 6.0).result()
+    assert store.unfinished_among(["running", "pending"]) == {"pending"}
+
+
 @covers("complete_workflow", "send_message", "consume_message")
 def test_a_childs_outcome_reaches_its_parent_once_as_the_same_bytes(store: Store) -> None:
     parent = running(store, "parent")

@@ -47,6 +47,7 @@ from ._validation import (
     check_workflow_id,
     non_negative_seconds,
 )
+from ._watch import Watcher
 from ._worker import Executor
 from .storage import (
     EVENT_CANCEL,
@@ -109,6 +110,8 @@ class Client:
         self.settings = settings
         self.registry = registry
         self.notifier = Notifier()
+        # Waiters of workflows that run elsewhere share one look at the store.
+        self.watcher = Watcher(self.notifier, lambda: self.wait_interval)
         self._store: Store | None = None
         self._store_lock = threading.Lock()
         self._pushed = False

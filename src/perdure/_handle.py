@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -27,6 +28,7 @@ from ._queue import QueuedStatus, queued_of, with_place
 from ._registry import Registry
 from ._serialization import Serializer, decode_error, decode_value
 from ._settings import Settings
+from ._watch import Watcher
 from .storage import (
     ACTIVE_STATUSES,
     CANCELLED,
@@ -58,6 +60,9 @@ class HandleHost(Protocol):
 
     @property
     def notifier(self) -> Notifier: ...
+
+    @property
+    def watcher(self) -> Watcher: ...
 
     @property
     def clock(self) -> Clock: ...
@@ -312,15 +317,38 @@ class WorkflowHandle(Generic[R]):
                 record = self._record()
                 if record.status in TERMINAL_STATUSES:
                     return self._decode(record.name, Outcome.of(record))
-                wait = self._wait(record, deadline, timeout)
-                try:
-                    outcome = waiter.result(timeout=wait)
-                except FutureTimeout:  # also builtins.TimeoutError: keep _wait's out of here
-                    continue
+                outcome = self._await(waiter, record, deadline, timeout)
                 if outcome is not None:
                     return self._decode(record.name, outcome)
             finally:
                 notifier.unsubscribe(self.workflow_id, waiter)
+
+    def _await(
+        self,
+        waiter: Future[Outcome | None],
+        record: WorkflowRecord,
+        deadline: float | None,
+        timeout: float | None,
+    ) -> Outcome | None:
+        """The outcome the waiter is told, or None when the record must be read again."""
+        if self._app.owned_here(record.owner):
+            wait = self._wait(record, deadline, timeout)
+            try:
+                return waiter.result(timeout=wait)
+            except FutureTimeout:  # also builtins.TimeoutError: keep _wait's out of here
+                return None
+        # It runs elsewhere (or waits to be claimed): the watcher looks for it.
+        watcher = self._app.watcher
+        watcher.watch(self.workflow_id)
+        try:
+            while True:
+                wait = self._wait(record, deadline, timeout)
+                try:
+                    return waiter.result(timeout=wait)
+                except FutureTimeout:
+                    watcher.look_if_due(self._app.store)
+        finally:
+            watcher.unwatch(self.workflow_id)
 
     async def result_async(self, timeout: float | None = None) -> R:
         """``result()`` for coroutines: waits without holding a thread."""
@@ -339,13 +367,40 @@ class WorkflowHandle(Generic[R]):
                 record = await asyncio.to_thread(self._record)
                 if record.status in TERMINAL_STATUSES:
                     return self._decode(record.name, Outcome.of(record))
-                wait = self._wait(record, deadline, timeout)
-                done, _ = await asyncio.wait({wrapped}, timeout=wait)
-                if done and (outcome := wrapped.result()) is not None:
+                outcome = await self._await_async(wrapped, record, deadline, timeout)
+                if outcome is not None:
                     return self._decode(record.name, outcome)
             finally:
                 notifier.unsubscribe(self.workflow_id, waiter)
                 wrapped.cancel()
+
+    async def _await_async(
+        self,
+        wrapped: asyncio.Future[Outcome | None],
+        record: WorkflowRecord,
+        deadline: float | None,
+        timeout: float | None,
+    ) -> Outcome | None:
+        """``_await`` for coroutines."""
+        elsewhere = not self._app.owned_here(record.owner)
+        watcher = self._app.watcher
+        if elsewhere:
+            watcher.watch(self.workflow_id)
+        try:
+            while True:
+                wait = self._wait(record, deadline, timeout)
+                done, _ = await asyncio.wait({wrapped}, timeout=wait)
+                if done:
+                    return wrapped.result()
+                if not elsewhere:
+                    return None
+                # Only the waiter that looks needs a thread, not every one whose wait ended.
+                workflow_ids = watcher.due()
+                if workflow_ids is not None:
+                    await asyncio.to_thread(watcher.look, self._app.store, workflow_ids)
+        finally:
+            if elsewhere:
+                watcher.unwatch(self.workflow_id)
 
     def _wait(self, record: WorkflowRecord, deadline: float | None, timeout: float | None) -> float:
         wait = self._app.wait_interval

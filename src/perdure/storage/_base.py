@@ -162,6 +162,11 @@ class Store(ComplianceOperations, BreakerOperations, ScheduleOperations, QueueOp
         """The workflow with this ID, or None."""
 
     @abc.abstractmethod
+    def unfinished_among(self, workflow_ids: Sequence[str]) -> set[str]:
+        """Those of these workflows that exist and have no outcome yet, in one query
+        (what the waiters of workflows running elsewhere share, see ``_watch``)."""
+
+    @abc.abstractmethod
     def list_workflows(
         self,
         *,

@@ -87,6 +87,12 @@ class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance, SqlQueues):
         rows = self._read(self._sql(q.GET_WORKFLOW), {"id": workflow_id})
         return WorkflowRecord(*rows[0]) if rows else None
 
+    def unfinished_among(self, workflow_ids: Sequence[str]) -> set[str]:
+        if not workflow_ids:
+            return set()
+        params = {"ids": self._dialect.text_list(list(workflow_ids))}
+        return {row[0] for row in self._read(self._sql(q.UNFINISHED_AMONG), params)}
+
     def list_workflows(
         self,
         *,

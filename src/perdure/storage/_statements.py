@@ -21,6 +21,7 @@ CREATE_WORKFLOW = (
     f"ON CONFLICT (id) DO NOTHING RETURNING {WF_COLUMNS}"
 )
 GET_WORKFLOW = f"SELECT {WF_COLUMNS} FROM perdure_workflows WHERE id = :id"
+UNFINISHED_AMONG = "SELECT id FROM perdure_workflows WHERE id {in_ids} AND status IN {ACTIVE}"
 
 COMPLETE_WORKFLOW = (
     "UPDATE perdure_workflows SET status = ?, output = ?, error = ?, "
