@@ -111,7 +111,7 @@ class Client:
         self.registry = registry
         self.notifier = Notifier()
         # Waiters of workflows that run elsewhere share one look at the store.
-        self.watcher = Watcher(self.notifier, lambda: self.wait_interval)
+        self.watcher = Watcher(self.notifier, lambda: self._store, lambda: self.wait_interval)
         self._store: Store | None = None
         self._store_lock = threading.Lock()
         self._pushed = False
@@ -149,6 +149,7 @@ class Client:
 
     def close(self) -> None:
         """Close the store (it opens again on next use)."""
+        self.watcher.close()
         with self._store_lock:
             store, self._store = self._store, None
         if store is not None:

@@ -331,24 +331,16 @@ class WorkflowHandle(Generic[R]):
         timeout: float | None,
     ) -> Outcome | None:
         """The outcome the waiter is told, or None when the record must be read again."""
-        if self._app.owned_here(record.owner):
-            wait = self._wait(record, deadline, timeout)
+        elsewhere = self._watch(record)
+        try:
+            wait = self._wait(deadline, timeout)
             try:
                 return waiter.result(timeout=wait)
             except FutureTimeout:  # also builtins.TimeoutError: keep _wait's out of here
                 return None
-        # It runs elsewhere (or waits to be claimed): the watcher looks for it.
-        watcher = self._app.watcher
-        watcher.watch(self.workflow_id)
-        try:
-            while True:
-                wait = self._wait(record, deadline, timeout)
-                try:
-                    return waiter.result(timeout=wait)
-                except FutureTimeout:
-                    watcher.look_if_due(self._app.store)
         finally:
-            watcher.unwatch(self.workflow_id)
+            if elsewhere:
+                self._app.watcher.unwatch(self.workflow_id)
 
     async def result_async(self, timeout: float | None = None) -> R:
         """``result()`` for coroutines: waits without holding a thread."""
@@ -382,32 +374,26 @@ class WorkflowHandle(Generic[R]):
         timeout: float | None,
     ) -> Outcome | None:
         """``_await`` for coroutines."""
-        elsewhere = not self._app.owned_here(record.owner)
-        watcher = self._app.watcher
-        if elsewhere:
-            watcher.watch(self.workflow_id)
+        elsewhere = self._watch(record)
         try:
-            while True:
-                wait = self._wait(record, deadline, timeout)
-                done, _ = await asyncio.wait({wrapped}, timeout=wait)
-                if done:
-                    return wrapped.result()
-                if not elsewhere:
-                    return None
-                # Only the waiter that looks needs a thread, not every one whose wait ended.
-                workflow_ids = watcher.due()
-                if workflow_ids is not None:
-                    await asyncio.to_thread(watcher.look, self._app.store, workflow_ids)
+            done, _ = await asyncio.wait({wrapped}, timeout=self._wait(deadline, timeout))
+            return wrapped.result() if done else None
         finally:
             if elsewhere:
-                watcher.unwatch(self.workflow_id)
+                self._app.watcher.unwatch(self.workflow_id)
 
-    def _wait(self, record: WorkflowRecord, deadline: float | None, timeout: float | None) -> float:
-        wait = self._app.wait_interval
+    def _watch(self, record: WorkflowRecord) -> bool:
+        """Have the watcher look for the workflow if it runs elsewhere (or waits to be
+        claimed): whether it does. One that runs here tells its waiters itself."""
         if self._app.owned_here(record.owner):
-            # It runs here, and its end wakes us at once: look at the store only rarely
-            # (it could still be taken over by another executor).
-            wait = max(wait, self._app.settings.lease_seconds / 3)
+            return False
+        self._app.watcher.watch(self.workflow_id)
+        return True
+
+    def _wait(self, deadline: float | None, timeout: float | None) -> float:
+        # Its end wakes the waiter at once (the executor, the watcher or a pushed event
+        # pokes it): read the record again only rarely, in case of a takeover.
+        wait = max(self._app.wait_interval, self._app.settings.lease_seconds / 3)
         if deadline is not None:
             wait = min(wait, deadline - self._app.clock.time())
             if wait <= 0:
