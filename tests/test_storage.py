@@ -15,6 +15,7 @@ from conftest import admin_connection, schema_of, server_url, with_options
 
 from perdure import ConfigurationError, StoreError, StoreUnavailableError
 from perdure.storage import (
+    EVENT_DONE,
     ExecutorRecord,
     Lease,
     NewWorkflow,
@@ -775,6 +776,41 @@ def test_postgres_a_lone_step_is_one_statement_in_one_round_trip(
         store.close()
     flights = _flights(trace)
     assert [f for f in flights if "INSERT" in f] == [["INSERT"], ["INSERT"]], flights
+
+
+@pytest.mark.postgres
+def test_postgres_a_lone_completion_and_its_event_are_one_statement_in_one_round_trip(
+    postgres_url: str, tmp_path: Any
+) -> None:
+    """A workflow's outcome (without a parent to tell) and its DONE event are one
+    statement in autocommit; a completion the lease refuses pushes no event."""
+    store = open_store(postgres_url)
+    trace = tmp_path / "trace.txt"
+    events: list[str] = []
+    try:
+        store.migrate()
+        assert store.listen(events.append)
+        store.create_workflow(new("a"), "me", 500.0).result()
+        store.create_workflow(new("b"), "me", 500.0).result()
+        with _traced_writer(store, trace):
+            assert not store.complete_workflow(
+                "b", Lease("me", 2), "FAILED", None, "{}", 1.0
+            ).result()
+            assert store.complete_workflow(
+                "a", Lease("me", 1), "SUCCEEDED", "1", None, 2.0
+            ).result()
+        record = store.get_workflow("a")
+        assert record is not None and (record.status, record.output) == ("SUCCEEDED", "1")
+        deadline = time.monotonic() + 10
+        while EVENT_DONE + "a" not in events and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert EVENT_DONE + "a" in events
+        time.sleep(0.2)
+        assert EVENT_DONE + "b" not in events
+    finally:
+        store.close()
+    flights = _flights(trace)
+    assert [f for f in flights if "WITH" in f] == [["WITH"], ["WITH"]], flights
 
 
 @pytest.mark.postgres

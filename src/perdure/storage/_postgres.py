@@ -433,6 +433,9 @@ class PostgresStore(SqlTransactions):
         # Delivered at commit, to listeners on every host; pipelined with the write.
         conn.execute("SELECT pg_notify(%s, %s)", (self._channel, event))
 
+    def _notify_params(self, event: str) -> tuple[str, str] | None:
+        return self._channel, event
+
     # -- what locks rows differently from SQLite ---------------------------------------
 
     def record_step(self, workflow_id: str, lease: Lease, step: StepRecord) -> Future[bool]:

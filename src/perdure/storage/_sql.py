@@ -133,6 +133,16 @@ class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance, SqlQueues):
         parent_id: str | None = None,
     ) -> Future[bool]:
         params = (status, output, error, now, now, workflow_id, lease.owner, lease.epoch)
+        what = f"recording the outcome of workflow {workflow_id!r}"
+        pushed = self._notify_params(EVENT_DONE + workflow_id)
+        if parent_id is None and pushed is not None:
+            alone_sql = self._sql(q.COMPLETE_AND_NOTIFY)
+
+            def update_alone(conn: Any) -> Callable[[], bool]:
+                cursor = conn.execute(alone_sql, (*params, *pushed))
+                return lambda: bool(cursor.rowcount == 1)  # a row: it matched, and pushed
+
+            return self._writer.submit_deferred(update_alone, what, single=True)
         complete_sql = self._sql(q.COMPLETE_WORKFLOW)
         if parent_id is not None:
             topic = CHILD_TOPIC + workflow_id
@@ -159,9 +169,7 @@ class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance, SqlQueues):
             self._notify(conn, EVENT_DONE + workflow_id)
             return lambda: bool(cursor.rowcount == 1)
 
-        return self._writer.submit_deferred(
-            update, f"recording the outcome of workflow {workflow_id!r}"
-        )
+        return self._writer.submit_deferred(update, what)
 
     def set_note(self, workflow_id: str, note: str | None, now: float) -> None:
         sql = self._sql(q.SET_NOTE)

@@ -69,6 +69,11 @@ class SqlBase(Store):
     def _notify(self, conn: Any, event: str) -> None:
         """Push ``event`` to listeners at commit; stores that cannot push do nothing."""
 
+    def _notify_params(self, event: str) -> tuple[str, str] | None:
+        """The parameters of ``COMPLETE_AND_NOTIFY``'s push of ``event``, on a store
+        that pushes in SQL; None on the others."""
+        return None
+
     def _compact(self) -> None:
         """After an erasure, leave no copy of the replaced values in the database's files
         where this store can (SQLite rewrites its file); nothing where it cannot."""

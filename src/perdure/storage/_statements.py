@@ -28,6 +28,12 @@ COMPLETE_WORKFLOW = (
     "owner = NULL, lease_expires_at = NULL, note = NULL, updated_at = ?, "
     "finished_at = ? WHERE id = ? AND owner = ? AND epoch = ? AND status IN {ACTIVE}"
 )
+# The completion and its push of the DONE event in one statement (stores that push in
+# SQL, i.e. PostgreSQL): alone, it needs no transaction, so one round trip; the event
+# goes out only if the completion matched (a refused one has nothing to tell).
+COMPLETE_AND_NOTIFY = (
+    f"WITH done AS ({COMPLETE_WORKFLOW} RETURNING id) SELECT pg_notify(?, ?) FROM done"
+)
 # A child's outcome to its parent: sent behind the completion in the same transaction
 # without reading its result (PostgreSQL pipelines them), so it is conditioned on the
 # child's row holding this very outcome; the key makes it at most once (a completion
