@@ -8,7 +8,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from conftest import admin_connection, schema_of, server_url, with_options
@@ -790,6 +790,12 @@ def test_postgres_a_lone_completion_and_its_event_are_one_statement_in_one_round
     try:
         store.migrate()
         assert store.listen(events.append)
+        deadline = time.monotonic() + 10
+        while "probe" not in events and time.monotonic() < deadline:
+            # The listener connects in the background: until it listens, events are lost.
+            writer: Any = cast(Any, store)._writer
+            writer.submit(lambda conn: cast(Any, store)._notify(conn, "probe")).result()
+            time.sleep(0.05)
         store.create_workflow(new("a"), "me", 500.0).result()
         store.create_workflow(new("b"), "me", 500.0).result()
         with _traced_writer(store, trace):

@@ -139,11 +139,13 @@ class GroupCommitter(Generic[C]):
         # Surface a connection failure to whoever created the store, not to the first write.
         self._ready.result()
 
-    def submit(self, fn: Callable[[C], T], what: str | None = None) -> Future[T]:
+    def submit(
+        self, fn: Callable[[C], T], what: str | None = None, *, single: bool = False
+    ) -> Future[T]:
         """Queue ``fn(conn)`` to run inside the next transaction; the future holds its
         return value once that transaction committed. ``what`` names the write in the
-        error of a write the database refused."""
-        return self._enqueue(_Op(fn, what=what))
+        error of a write the database refused; ``single`` as for ``submit_deferred``."""
+        return self._enqueue(_Op(fn, what=what, single=single))
 
     def submit_deferred(
         self, fn: Callable[[C], Callable[[], T]], what: str | None = None, *, single: bool = False

@@ -81,7 +81,11 @@ class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance, SqlQueues):
                 raise StoreError(f"workflow {new.id!r} conflicted on insert but is not stored")
             return WorkflowRecord(*row), False
 
-        return self._writer.submit(insert, f"creating workflow {new.id!r}")
+        # Its one write is the INSERT (the SELECT after a conflict only reads what another
+        # committed): alone, it needs no transaction, unless it also tags subjects or
+        # pushes an event.
+        single = owner is not None and not new.subjects
+        return self._writer.submit(insert, f"creating workflow {new.id!r}", single=single)
 
     def get_workflow(self, workflow_id: str) -> WorkflowRecord | None:
         rows = self._read(self._sql(q.GET_WORKFLOW), {"id": workflow_id})
