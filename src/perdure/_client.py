@@ -197,6 +197,11 @@ class Client:
         if worker is not None:
             worker.wake()
 
+    def runs_here(self, workflow_id: str) -> bool:
+        """Whether this process's executor runs the workflow now."""
+        worker = self._worker
+        return worker is not None and worker.runs_here(workflow_id)
+
     def owned_here(self, owner: str | None) -> bool:
         """Whether ``owner`` (a workflow's lease holder) is this process's worker."""
         worker = self._worker

@@ -77,6 +77,10 @@ class HandleHost(Protocol):
         """Whether ``owner`` (a workflow's lease holder) is this process's executor."""
         ...
 
+    def runs_here(self, workflow_id: str) -> bool:
+        """Whether this process's executor runs the workflow now."""
+        ...
+
 
 def _waiting(record: WorkflowRecord) -> tuple[datetime | None, str | None]:
     """``(wake_at, waiting_for)`` of a suspended workflow, else ``(None, None)``."""
@@ -314,26 +318,38 @@ class WorkflowHandle(Generic[R]):
             # Subscribe before reading, so that a finish between the two is not missed.
             waiter = notifier.subscribe(self.workflow_id)
             try:
-                record = self._record()
-                if record.status in TERMINAL_STATUSES:
-                    return self._decode(record.name, Outcome.of(record))
-                outcome = self._await(waiter, record, deadline, timeout)
+                name = self._running_here()
+                if name is not None:
+                    outcome = self._await(waiter, None, deadline, timeout)
+                else:
+                    record = self._record()
+                    if record.status in TERMINAL_STATUSES:
+                        return self._decode(record.name, Outcome.of(record))
+                    name = record.name
+                    outcome = self._await(waiter, record, deadline, timeout)
                 if outcome is not None:
-                    return self._decode(record.name, outcome)
+                    return self._decode(name, outcome)
             finally:
                 notifier.unsubscribe(self.workflow_id, waiter)
+
+    def _running_here(self) -> str | None:
+        """The workflow's name if it runs in this process now (call it subscribed): its
+        end then tells the waiter its outcome, so the store need not be read."""
+        if self._name is not None and self._app.runs_here(self.workflow_id):
+            return self._name
+        return None
 
     def _await(
         self,
         waiter: Future[Outcome | None],
-        record: WorkflowRecord,
+        record: WorkflowRecord | None,
         deadline: float | None,
         timeout: float | None,
     ) -> Outcome | None:
         """The outcome the waiter is told, or None when the record must be read again."""
+        wait = self._wait(deadline, timeout)
         elsewhere = self._watch(record)
         try:
-            wait = self._wait(deadline, timeout)
             try:
                 return waiter.result(timeout=wait)
             except FutureTimeout:  # also builtins.TimeoutError: keep _wait's out of here
@@ -356,12 +372,17 @@ class WorkflowHandle(Generic[R]):
             waiter = notifier.subscribe(self.workflow_id)
             wrapped = asyncio.wrap_future(waiter)
             try:
-                record = await asyncio.to_thread(self._record)
-                if record.status in TERMINAL_STATUSES:
-                    return self._decode(record.name, Outcome.of(record))
-                outcome = await self._await_async(wrapped, record, deadline, timeout)
+                name = self._running_here()
+                if name is not None:
+                    outcome = await self._await_async(wrapped, None, deadline, timeout)
+                else:
+                    record = await asyncio.to_thread(self._record)
+                    if record.status in TERMINAL_STATUSES:
+                        return self._decode(record.name, Outcome.of(record))
+                    name = record.name
+                    outcome = await self._await_async(wrapped, record, deadline, timeout)
                 if outcome is not None:
-                    return self._decode(record.name, outcome)
+                    return self._decode(name, outcome)
             finally:
                 notifier.unsubscribe(self.workflow_id, waiter)
                 wrapped.cancel()
@@ -369,23 +390,25 @@ class WorkflowHandle(Generic[R]):
     async def _await_async(
         self,
         wrapped: asyncio.Future[Outcome | None],
-        record: WorkflowRecord,
+        record: WorkflowRecord | None,
         deadline: float | None,
         timeout: float | None,
     ) -> Outcome | None:
         """``_await`` for coroutines."""
+        wait = self._wait(deadline, timeout)
         elsewhere = self._watch(record)
         try:
-            done, _ = await asyncio.wait({wrapped}, timeout=self._wait(deadline, timeout))
+            done, _ = await asyncio.wait({wrapped}, timeout=wait)
             return wrapped.result() if done else None
         finally:
             if elsewhere:
                 self._app.watcher.unwatch(self.workflow_id)
 
-    def _watch(self, record: WorkflowRecord) -> bool:
+    def _watch(self, record: WorkflowRecord | None) -> bool:
         """Have the watcher look for the workflow if it runs elsewhere (or waits to be
-        claimed): whether it does. One that runs here tells its waiters itself."""
-        if self._app.owned_here(record.owner):
+        claimed): whether it does. One that runs here (no record read: it ran here when
+        looked at) tells its waiters itself."""
+        if record is None or self._app.owned_here(record.owner):
             return False
         self._app.watcher.watch(self.workflow_id)
         return True

@@ -451,8 +451,12 @@ class Executor:
     ) -> None:
         if outcome is not None:
             finished(run.definition.name, outcome.state.value)
+            # Out of the run table first: a waiter that subscribes after it was told finds
+            # the workflow no longer running here, and reads its (committed) outcome.
+            self._forget(run)
             self.app.notifier.notify(run.workflow_id, outcome)
-        elif isinstance(exc, LeaseLost) or (exc is None):
+            return
+        if isinstance(exc, LeaseLost) or (exc is None):
             log.warning("%s", exc or LeaseLost(run.workflow_id, run.lease.epoch))
         elif isinstance(exc, asyncio.CancelledError) and run.released:
             pass
