@@ -124,7 +124,9 @@ class StartOptions:
     def pop_legacy(cls, kwargs: dict[str, Any]) -> StartOptions:
         """The options given as keywords next to a workflow's arguments (the older form
         ``app.start(fn, x, workflow_id=...)``), removed from ``kwargs``."""
-        return cls(**{name: kwargs.pop(name) for name in LEGACY_KEYWORDS if name in kwargs})
+        given = {name: kwargs.pop(name) for name in LEGACY_KEYWORDS if name in kwargs}
+        # Most starts give none: the shared default (frozen) spares building and checking one.
+        return cls(**given) if given else NO_OPTIONS
 
 
 def subjects_of(subjects: Sequence[str] | str | None) -> tuple[str, ...]:
@@ -148,6 +150,10 @@ def no_child_subjects(options: StartOptions) -> StartOptions:
             "workflow that starts it, or start it outside a workflow"
         )
     return options
+
+
+#: The options of a start that gives none (every field "not given").
+NO_OPTIONS = StartOptions()
 
 
 class StartBackend(Protocol):
