@@ -77,7 +77,18 @@ class StartOptions:
         # repeated start would no longer be idempotent), a NaN timeout is not a deadline.
         check_optional_workflow_id(self.workflow_id)
         optional_positive_seconds("timeout", self.timeout)
-        object.__setattr__(self, "subjects", subjects_of(self.subjects))
+        if self.subjects != ():
+            object.__setattr__(self, "subjects", subjects_of(self.subjects))
+        if (
+            self.queue is None
+            and self.key is None
+            and self.dedup_id is None
+            and self.delay is None
+            and self.debounce is None
+            and type(self.priority) is int
+            and self.priority == 0
+        ):
+            return  # no flow control given (the usual start): nothing more to check
         if self.queue is not None:
             check_name("queue", self.queue)
         check_queue_key("key", self.key)

@@ -146,13 +146,14 @@ class _Providers:
 
 class _Globals:
     """The global providers as last looked up: each is kept once set (OpenTelemetry
-    sets a global provider once), and looked up again while unset (None) once
-    ``checked_at`` (``time.monotonic``) is older than ``RECHECK_SECONDS``."""
+    sets a global provider once), and looked up again while unset (None) from
+    ``look_at`` (``time.monotonic``) on: ``RECHECK_SECONDS`` after the last lookup,
+    never once both are set."""
 
     def __init__(self) -> None:
         self.tracer_provider: Any = None
         self.meter_provider: Any = None
-        self.checked_at = float("-inf")
+        self.look_at = float("-inf")
 
 
 #: How often a global provider that is not set yet is looked up again (seconds).
@@ -171,7 +172,7 @@ def configure(tracer_provider: Any = None, meter_provider: Any = None) -> None:
         _providers.meter_provider = meter_provider
         _providers.tracing = (None, None)
         _providers.metering = (None, None)
-        _globals.checked_at = float("-inf")
+        _globals.look_at = float("-inf")
 
 
 def use_meter_provider(provider: Any) -> None:
@@ -179,18 +180,14 @@ def use_meter_provider(provider: Any) -> None:
     with _lock:
         _providers.meter_provider = provider
         _providers.metering = (None, None)
-        _globals.checked_at = float("-inf")
+        _globals.look_at = float("-inf")
 
 
 def _look_up_globals() -> None:
-    """Look up the global providers that are not set yet, unless that was done lately:
-    each lookup of an unset one reads ``os.environ``, and a workflow needs several."""
+    """Look up the global providers that are not set yet (called once ``look_at`` is
+    past: each lookup of an unset one reads ``os.environ``, and a workflow needs
+    several)."""
     found = _globals
-    if found.tracer_provider is not None and found.meter_provider is not None:
-        return
-    now = time.monotonic()
-    if now - found.checked_at < RECHECK_SECONDS:
-        return
     if found.tracer_provider is None:
         tracing = otel_trace.get_tracer_provider()
         if not isinstance(tracing, ProxyTracerProvider):
@@ -200,7 +197,8 @@ def _look_up_globals() -> None:
         # The global provider is a proxy until one is set (its class is private).
         if not type(metering).__name__.startswith("_Proxy"):
             found.meter_provider = metering
-    found.checked_at = now
+    unset = found.tracer_provider is None or found.meter_provider is None
+    found.look_at = time.monotonic() + RECHECK_SECONDS if unset else float("inf")
 
 
 def meter_provider() -> Any:
@@ -209,7 +207,8 @@ def meter_provider() -> Any:
         return None
     provider = _providers.meter_provider
     if provider is None:
-        _look_up_globals()
+        if time.monotonic() >= _globals.look_at:
+            _look_up_globals()
         provider = _globals.meter_provider
     # A no-op or proxy provider (given to configure) records nothing: the same as none.
     if (
@@ -227,7 +226,8 @@ def tracer() -> Any:
         return None
     provider = _providers.tracer_provider
     if provider is None:
-        _look_up_globals()
+        if time.monotonic() >= _globals.look_at:
+            _look_up_globals()
         provider = _globals.tracer_provider
     if provider is None or isinstance(provider, ProxyTracerProvider | NoOpTracerProvider):
         return None
