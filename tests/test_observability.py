@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -30,7 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_web_api import serving
 
 import perdure
-from perdure import observability
+from perdure import _telemetry, observability
 
 TOKEN = "metrics-token-for-the-tests-0123"
 SRC = Path(__file__).resolve().parent.parent / "src"
@@ -420,7 +421,7 @@ def test_the_core_runs_without_opentelemetry(tmp_path: Path) -> None:
             sys.modules[blocked] = None
         import logging, json
         import perdure
-        from perdure import observability
+        from perdure import _telemetry, observability
 
         assert not observability.AVAILABLE
         app = perdure.App(sys.argv[1], poll_interval=0.05)
@@ -501,3 +502,44 @@ def test_json_log_lines_are_cleaned_of_secrets() -> None:
     assert (entry["url"], entry["tries"]) == ("postgresql://app:***@db/shop", 3)
     assert "RuntimeError: cannot connect to postgresql://app:***@db/shop" in entry["exception"]
     assert entry["workflow_id"] is None
+
+
+class _ProxyMeterProvider:
+    """What ``opentelemetry.metrics.get_meter_provider`` returns while none is set (its
+    class is private: perdure knows it by its name)."""
+
+
+def test_unset_global_providers_are_looked_up_at_most_once_a_second(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each lookup of an unset global provider reads os.environ: not four times a workflow.
+    looked: list[str] = []
+
+    def tracing() -> Any:
+        looked.append("tracer")
+        return trace.ProxyTracerProvider()
+
+    def metering() -> Any:
+        looked.append("meter")
+        return _ProxyMeterProvider()
+
+    monkeypatch.setattr(_telemetry, "_globals", _telemetry._Globals())
+    monkeypatch.setattr(trace, "get_tracer_provider", tracing)
+    monkeypatch.setattr(metrics, "get_meter_provider", metering)
+    observability.configure(None, None)
+    for _ in range(5):
+        assert _telemetry.tracer() is None and _telemetry.instruments() is None
+    assert looked == ["tracer", "meter"]
+    observability.configure(None, None)  # configure looks again at once
+    assert _telemetry.tracer() is None
+    assert looked == ["tracer", "meter"] * 2
+    # Once set, a global provider is kept (OpenTelemetry sets one once).
+    telemetry = Telemetry()
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: telemetry.tracer_provider)
+    observability.configure(None, None)
+    assert _telemetry.tracer() is not None
+    monkeypatch.setattr(trace, "get_tracer_provider", tracing)
+    observability.configure(None, None)
+    assert _telemetry.tracer() is not None
+    telemetry.tracer_provider.shutdown()
+    telemetry.meter_provider.shutdown()

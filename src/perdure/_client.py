@@ -15,7 +15,7 @@ import contextlib
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
@@ -48,7 +48,7 @@ from ._validation import (
     non_negative_seconds,
 )
 from ._watch import Watcher
-from ._worker import Executor
+from ._worker import Executor, Owner
 from .storage import (
     EVENT_CANCEL,
     EVENT_DONE,
@@ -67,6 +67,8 @@ log = logging.getLogger("perdure")
 
 
 _DOUBTFUL = (StoreInDoubtError, StoreUnavailableError)
+#: The slot of a start without a worker in this process: recorded unowned.
+_UNOWNED: contextlib.nullcontext[Owner] = contextlib.nullcontext((None, None))
 
 
 def _start_failed(workflow_id: str, exc: StoreError, kind: str) -> StoreError:
@@ -262,16 +264,11 @@ class Client:
             trace_context=carrier(),  # its executions continue the caller's trace
         )
 
-    @contextlib.contextmanager
-    def _slot(self, workflow_id: str) -> Iterator[tuple[str | None, float | None]]:
+    def _slot(self, workflow_id: str) -> contextlib.AbstractContextManager[Owner]:
         # (owner, lease expiry) to record a new workflow with: the worker's when it has
         # room (the workflow runs here at once), else none (claimed when there is room).
         worker = self._worker
-        if worker is None:
-            yield None, None
-            return
-        with worker.starting(workflow_id) as owner:
-            yield owner, None if owner is None else worker.lease_expiry()
+        return _UNOWNED if worker is None else worker.starting(workflow_id)
 
     def _started(self, new: NewWorkflow, record: WorkflowRecord, created: bool) -> None:
         if not created and record.name != new.name:

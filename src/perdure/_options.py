@@ -77,7 +77,18 @@ class StartOptions:
         # repeated start would no longer be idempotent), a NaN timeout is not a deadline.
         check_optional_workflow_id(self.workflow_id)
         optional_positive_seconds("timeout", self.timeout)
-        object.__setattr__(self, "subjects", subjects_of(self.subjects))
+        if self.subjects != ():
+            object.__setattr__(self, "subjects", subjects_of(self.subjects))
+        if (
+            self.queue is None
+            and self.key is None
+            and self.dedup_id is None
+            and self.delay is None
+            and self.debounce is None
+            and type(self.priority) is int
+            and self.priority == 0
+        ):
+            return  # no flow control given (the usual start): nothing more to check
         if self.queue is not None:
             check_name("queue", self.queue)
         check_queue_key("key", self.key)
@@ -124,7 +135,9 @@ class StartOptions:
     def pop_legacy(cls, kwargs: dict[str, Any]) -> StartOptions:
         """The options given as keywords next to a workflow's arguments (the older form
         ``app.start(fn, x, workflow_id=...)``), removed from ``kwargs``."""
-        return cls(**{name: kwargs.pop(name) for name in LEGACY_KEYWORDS if name in kwargs})
+        given = {name: kwargs.pop(name) for name in LEGACY_KEYWORDS if name in kwargs}
+        # Most starts give none: the shared default (frozen) spares building and checking one.
+        return cls(**given) if given else NO_OPTIONS
 
 
 def subjects_of(subjects: Sequence[str] | str | None) -> tuple[str, ...]:
@@ -148,6 +161,10 @@ def no_child_subjects(options: StartOptions) -> StartOptions:
             "workflow that starts it, or start it outside a workflow"
         )
     return options
+
+
+#: The options of a start that gives none (every field "not given").
+NO_OPTIONS = StartOptions()
 
 
 class StartBackend(Protocol):

@@ -3,6 +3,7 @@ queues an app declares."""
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,9 +33,10 @@ class StepDef:
     #: records it.
     transaction: bool = False
 
-    @property
+    @functools.cached_property
     def return_hint(self) -> Any:
-        """The annotated return type, which recorded results are decoded to."""
+        """The annotated return type, which recorded results are decoded to (read once: every step
+        and every outcome needs it)."""
         return return_hint(self.fn)
 
 
@@ -46,9 +48,10 @@ class WorkflowDef:
     fn: Callable[..., Any]
     is_async: bool
 
-    @property
+    @functools.cached_property
     def return_hint(self) -> Any:
-        """The annotated return type, which the recorded result is decoded to."""
+        """The annotated return type, which the recorded result is decoded to (read once: every step
+        and every outcome needs it)."""
         return return_hint(self.fn)
 
 

@@ -5,7 +5,10 @@ Every OpenTelemetry import of perdure is in this module, guarded: without the pa
 None, ``carrier`` returns None), so the core imports and runs without it.
 
 perdure uses the providers given to ``configure``, or else the global ones
-(``opentelemetry.trace.set_tracer_provider`` ...), looked up when an execution begins.
+(``opentelemetry.trace.set_tracer_provider`` ...), looked up when an execution begins
+and when a workflow is started or finished. A global provider, once set, is kept (it
+can only be set once); one not set yet is looked up again at most every second (a
+lookup reads the environment): set them before the app runs workflows.
 When neither a tracer nor a meter provider is configured, an execution gets no
 ``RunTelemetry`` and its steps pay one attribute test for telemetry; with one, they pay
 for what is configured only (a span, or a histogram record, per attempt).
@@ -141,7 +144,23 @@ class _Providers:
         self.metering: tuple[Any, Instruments | None] = (None, None)
 
 
+class _Globals:
+    """The global providers as last looked up: each is kept once set (OpenTelemetry
+    sets a global provider once), and looked up again while unset (None) from
+    ``look_at`` (``time.monotonic``) on: ``RECHECK_SECONDS`` after the last lookup,
+    never once both are set."""
+
+    def __init__(self) -> None:
+        self.tracer_provider: Any = None
+        self.meter_provider: Any = None
+        self.look_at = float("-inf")
+
+
+#: How often a global provider that is not set yet is looked up again (seconds).
+RECHECK_SECONDS = 1.0
+
 _providers = _Providers()
+_globals = _Globals()
 _lock = threading.Lock()
 _sources: weakref.WeakSet[GaugeSource] = weakref.WeakSet()
 
@@ -153,6 +172,7 @@ def configure(tracer_provider: Any = None, meter_provider: Any = None) -> None:
         _providers.meter_provider = meter_provider
         _providers.tracing = (None, None)
         _providers.metering = (None, None)
+        _globals.look_at = float("-inf")
 
 
 def use_meter_provider(provider: Any) -> None:
@@ -160,15 +180,42 @@ def use_meter_provider(provider: Any) -> None:
     with _lock:
         _providers.meter_provider = provider
         _providers.metering = (None, None)
+        _globals.look_at = float("-inf")
+
+
+def _look_up_globals() -> None:
+    """Look up the global providers that are not set yet (called once ``look_at`` is
+    past: each lookup of an unset one reads ``os.environ``, and a workflow needs
+    several)."""
+    found = _globals
+    if found.tracer_provider is None:
+        tracing = otel_trace.get_tracer_provider()
+        if not isinstance(tracing, ProxyTracerProvider):
+            found.tracer_provider = tracing
+    if found.meter_provider is None:
+        metering = otel_metrics.get_meter_provider()
+        # The global provider is a proxy until one is set (its class is private).
+        if not type(metering).__name__.startswith("_Proxy"):
+            found.meter_provider = metering
+    unset = found.tracer_provider is None or found.meter_provider is None
+    found.look_at = time.monotonic() + RECHECK_SECONDS if unset else float("inf")
 
 
 def meter_provider() -> Any:
     """The meter provider perdure uses, or None when none is configured."""
     if not AVAILABLE:
         return None
-    provider = _providers.meter_provider or otel_metrics.get_meter_provider()
-    # The global provider is a proxy until one is set (its class is private).
-    if isinstance(provider, NoOpMeterProvider) or type(provider).__name__.startswith("_Proxy"):
+    provider = _providers.meter_provider
+    if provider is None:
+        if time.monotonic() >= _globals.look_at:
+            _look_up_globals()
+        provider = _globals.meter_provider
+    # A no-op or proxy provider (given to configure) records nothing: the same as none.
+    if (
+        provider is None
+        or isinstance(provider, NoOpMeterProvider)
+        or type(provider).__name__.startswith("_Proxy")
+    ):
         return None
     return provider
 
@@ -177,8 +224,12 @@ def tracer() -> Any:
     """perdure's tracer, or None when no tracer provider is configured."""
     if not AVAILABLE:
         return None
-    provider = _providers.tracer_provider or otel_trace.get_tracer_provider()
-    if isinstance(provider, ProxyTracerProvider | NoOpTracerProvider):
+    provider = _providers.tracer_provider
+    if provider is None:
+        if time.monotonic() >= _globals.look_at:
+            _look_up_globals()
+        provider = _globals.tracer_provider
+    if provider is None or isinstance(provider, ProxyTracerProvider | NoOpTracerProvider):
         return None
     made_for, made = _providers.tracing
     if made_for is not provider:

@@ -85,10 +85,11 @@ class StepCall:
         raised = exc
         if exc is None:
             try:
-                output = run.serializer.dumps(result, self.definition.return_hint)
+                hint = self.definition.return_hint
+                output = run.serializer.dumps(result, hint)
                 # Hand the workflow the decoded value, so that it sees the same thing on
                 # the first run as on every replay.
-                value = run.serializer.loads(output, self.definition.return_hint)
+                value = run.serializer.loads(output, hint)
             except SerializationError as error:
                 exc = SerializationError(
                     f"step {name!r} (position {position}) of workflow "

@@ -32,7 +32,30 @@ T = TypeVar("T")
 
 def drive_sync(run: RunState, op: Op[T]) -> T:
     """Run ``op`` to its end in this thread."""
-    return _drive(run, op, _sync)
+    value: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            effect = op.send(value) if error is None else op.throw(error)
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
+        value, error = None, None
+        try:
+            # The common cases first, inline (as in drive_async): they run for every step.
+            if isinstance(effect, Attempt):
+                value = attempt_sync(run, effect)
+            elif isinstance(effect, Commit) and not (effect.barrier or effect.only_after_success):
+                try:
+                    effect.check(effect.submit().result())
+                except BaseException as exc:
+                    raise run.failed(exc) from exc
+                if not run.writes.clear:
+                    _seen(run)
+            else:
+                value = _sync(run, effect)
+        except BaseException as exc:  # noqa: BLE001 - thrown into the operation
+            error = exc
 
 
 def drive_on_loop(run: RunState, op: Op[T]) -> T:
@@ -99,7 +122,7 @@ async def drive_async(run: RunState, op: Op[T]) -> T:
 
 
 def _sync(run: RunState, effect: Effect) -> Any:
-    # The common cases first, with no helper calls: they run for every step.
+    # Every effect (drive_sync runs an attempt and a plain record inline, the same way).
     if isinstance(effect, Attempt):
         return attempt_sync(run, effect)
     if isinstance(effect, Commit):

@@ -13,14 +13,13 @@ once when the executor ran on this host and its process is gone. At most
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import logging
 import os
 import socket
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
@@ -47,6 +46,29 @@ from ._pool import ThreadPool
 from ._table import RunTable, Slot
 
 log = logging.getLogger("perdure")
+
+#: (owner, lease expiry) to record a new workflow with; (None, None): unowned.
+Owner = tuple[str | None, float | None]
+
+
+class StartSlot:
+    """``Executor.starting``: a class rather than a generator, as every start in a
+    launched app enters one."""
+
+    __slots__ = ("executor", "workflow_id")
+
+    def __init__(self, executor: Executor, workflow_id: str) -> None:
+        self.executor = executor
+        self.workflow_id = workflow_id
+
+    def __enter__(self) -> Owner:
+        executor = self.executor
+        if executor.table.begin_start(self.workflow_id):
+            return executor.id, executor.lease_expiry()
+        return None, None
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.executor.table.end_start(self.workflow_id)
 
 
 class Executor:
@@ -182,17 +204,12 @@ class Executor:
 
     # -- starting in this process --------------------------------------------------------
 
-    @contextlib.contextmanager
-    def starting(self, workflow_id: str) -> Iterator[str | None]:
-        """Reserve a slot for a workflow this process is starting. Yields the owner to
-        record it with: this executor when a slot was free, else None (it is recorded
-        unowned and claimed when there is room). Until the block ends, ``adopt`` leaves
-        the workflow alone (its starter dispatches it)."""
-        slot = self.table.begin_start(workflow_id)
-        try:
-            yield self.id if slot else None
-        finally:
-            self.table.end_start(workflow_id)
+    def starting(self, workflow_id: str) -> StartSlot:
+        """Reserve a slot for a workflow this process is starting (``with``). Gives the
+        owner and lease expiry to record it with: this executor's when a slot was free,
+        else (None, None) (it is recorded unowned and claimed when there is room). Until
+        the block ends, ``adopt`` leaves the workflow alone (its starter dispatches it)."""
+        return StartSlot(self, workflow_id)
 
     def started(self, record: WorkflowRecord, created: bool) -> None:
         """Run a workflow this process has just started, if recorded as ours (call it
