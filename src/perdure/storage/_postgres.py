@@ -142,22 +142,29 @@ _SET_EVENT = POSTGRES.sql(
 # are left to it, so concurrent claims never overlap or wait. The candidates' conditions
 # are checked again by the claim itself once their rows are locked: a row may have
 # changed since the candidates were read. The candidates are an ARRAY (an init plan, run
-# once) looked up by primary key: as "id IN (subquery)", a table freshly filled (no
-# statistics yet) led the planner to scan every active row and run the candidates'
-# union again for each (3,000 pending workflows: 0.6 s per claim instead of 15 ms).
+# once): as "id IN (subquery)", a table freshly filled (no statistics yet) led the planner
+# to scan every active row and run the candidates' union again for each (3,000 pending
+# workflows: 0.6 s per claim instead of 15 ms). Each candidate, in order, is then looked
+# up by primary key and locked in a LATERAL subquery (its locking clause keeps the planner
+# from flattening it): as "id = ANY(array)" beside the state conditions, the same missing
+# statistics led the planner to walk every active row and compare each with every
+# candidate (2,000 workflows: 18-28 ms per claim instead of 4-5 ms). The nested loop stops
+# at the limit, so no more rows than it are locked.
 _CLAIM = POSTGRES.sql(
     "UPDATE perdure_workflows SET owner = :me, epoch = epoch + 1, "
     "status = {RUNNING}, lease_expires_at = :lease, note = NULL, updated_at = :now, "
     "recoveries = recoveries + CASE WHEN status = {RUNNING} AND wake_at IS NULL "
     "THEN 1 ELSE 0 END, wake_at = NULL, wait_topic = NULL, held_code = NULL, held_detail = NULL "
-    "WHERE id IN (SELECT id FROM perdure_workflows WHERE id = ANY(ARRAY("
+    # Distinct candidates: each takes one place of the limit.
+    "WHERE id IN (SELECT w.id FROM unnest(ARRAY("
     + claim_candidates(
-        ":%s", "(SELECT unnest(:names::text[]))", "(SELECT unnest(:dead::text[]))", False
+        ":%s", "(SELECT unnest(:names::text[]))", "(SELECT unnest(:dead::text[]))", False, True
     )
-    + ")) AND status IN {ACTIVE} "
+    + ")) WITH ORDINALITY AS c (id, n), "
+    "LATERAL (SELECT id FROM perdure_workflows WHERE id = c.id AND status IN {ACTIVE} "
     "AND (owner IS NULL OR lease_expires_at < :now OR owner = ANY(:dead::text[])) "
-    "AND (wake_at IS NULL OR wake_at <= :now) "
-    "ORDER BY created_at LIMIT :limit FOR UPDATE SKIP LOCKED) "
+    "AND (wake_at IS NULL OR wake_at <= :now) FOR UPDATE SKIP LOCKED) AS w "
+    "ORDER BY c.n LIMIT :limit) "
     f"RETURNING {WF_COLUMNS}"
 )
 

@@ -39,7 +39,9 @@ def parked_on(wait_topic: str | None) -> str | None:
     return wait_topic[len(BREAKER_TOPIC) :]
 
 
-def claim_candidates(param: str, names: str, dead: str, index_hints: bool) -> str:
+def claim_candidates(
+    param: str, names: str, dead: str, index_hints: bool, distinct: bool = False
+) -> str:
     """The IDs of claimable workflows, oldest first: a union of index range scans (new or
     released; suspended and due; owned with an expired lease; owned by a dead executor),
     each limited, so that suspended and running workflows cost a claim nothing.
@@ -50,7 +52,9 @@ def claim_candidates(param: str, names: str, dead: str, index_hints: bool) -> st
     ``index_hints`` each branch names its index (SQLite's planner, without statistics,
     would otherwise pick the status index and walk every active workflow). The caller
     takes its limit of them: each branch returns up to four times as many, so that
-    concurrent claims (which skip each other's locked rows) still find enough.
+    concurrent claims (which skip each other's locked rows) still find enough. With
+    ``distinct`` a workflow found by two branches (a dead owner's, its lease expired) is
+    listed once.
     """
     # A literal, not a parameter: the partial index perdure_workflows_claimable states it.
     active = "status IN ({})".format(", ".join(f"'{state}'" for state in ACTIVE_STATES))
@@ -72,7 +76,8 @@ def claim_candidates(param: str, names: str, dead: str, index_hints: bool) -> st
         f"AND {mine} ORDER BY created_at LIMIT 4 * {limit}) AS b{n}"
         for n, (index, where) in enumerate(branches)
     )
-    return f"SELECT id FROM ({union}) AS candidates ORDER BY created_at LIMIT 4 * {limit}"
+    group = " GROUP BY id, created_at" if distinct else ""
+    return f"SELECT id FROM ({union}) AS candidates{group} ORDER BY created_at LIMIT 4 * {limit}"
 
 
 def migrations(dialect: str) -> list[tuple[int, str]]:
