@@ -307,7 +307,8 @@ class Client:
             except _DOUBTFUL as exc:
                 raise _start_failed(new.id, exc, self.store.kind) from exc
             self._started(new, record, created)
-        return WorkflowHandle(self, new.id)
+        # Named: its result() can then wait for a run here without reading the store.
+        return WorkflowHandle(self, new.id, record.name)
 
     async def start_with_async(
         self,
@@ -331,7 +332,8 @@ class Client:
             except _DOUBTFUL as exc:
                 raise _start_failed(new.id, exc, self.store.kind) from exc
             self._started(new, record, created)
-        return WorkflowHandle(self, new.id)
+        # Named: its result() can then wait for a run here without reading the store.
+        return WorkflowHandle(self, new.id, record.name)
 
     # -- sending ---------------------------------------------------------------------------
 
