@@ -4,7 +4,9 @@ multi-process figures, and the submission of many workflows from a client."""
 from __future__ import annotations
 
 import asyncio
+import compileall
 import datetime as _dt
+import functools
 import os
 import signal
 import subprocess
@@ -22,6 +24,17 @@ def perdure_root() -> Path:
     return Path(perdure.__file__).resolve().parent.parent
 
 
+@functools.cache
+def _compiled(root: Path) -> None:
+    """Compile the measured perdure's modules once, as an installed package is: a worker
+    started with PYTHONDONTWRITEBYTECODE (as in CI and this benchmark's machines) would
+    otherwise compile every module from source at each start, a cost no deployment pays
+    and one that grows with the number of modules (the recovery figure times worker B
+    from its process start). Both sides of a comparison are compiled the same way."""
+    compileall.compile_dir(root / "perdure", quiet=1)
+    compileall.compile_dir(ROOT / "bench", quiet=1, maxlevels=0)
+
+
 def _worker_command() -> list[str]:
     script = Path(sys.executable).with_name("perdure")
     if script.exists():
@@ -33,6 +46,7 @@ def spawn_worker(
     url: str, log_path: Path, extra_env: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
     """``perdure worker bench.workloads:app`` on ``url``, its output to ``log_path``."""
+    _compiled(perdure_root())
     env = {**os.environ, "PERDURE_DATABASE_URL": url, **(extra_env or {})}
     # The worker must import the same perdure as this process (the one measured, maybe an
     # exported revision), and the benchmark's workloads from this checkout.
