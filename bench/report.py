@@ -41,6 +41,30 @@ def _commits_note(section: dict[str, Any]) -> str:
     return f", {commits['commits_per_workflow']:.2f} commits/wf"
 
 
+def _cpu_note(section: dict[str, Any], per_step: bool = False) -> str:
+    """The client's (this process's) CPU per checkout, and the local database server's
+    when it was measured (PostgreSQL on this host)."""
+    if per_step:
+        client, server, unit = (
+            section.get("cpu_us_per_step"),
+            section.get("server_cpu_us_per_step"),
+            "µs",
+        )
+    else:
+        client, server, unit = (
+            section.get("cpu_ms_per_checkout"),
+            section.get("server_cpu_ms_per_checkout"),
+            "ms",
+        )
+    if client is None:
+        return ""
+    digits = 0 if per_step else 2
+    note = f"; cpu {client:.{digits}f} {unit}"
+    if server is not None:
+        note += f" + server {server:.{digits}f} {unit}"
+    return note
+
+
 def table(results: dict[str, Any]) -> tuple[list[list[str]], dict[str, Any]]:
     rows: list[list[str]] = []
     checks: dict[str, Any] = {}
@@ -78,7 +102,7 @@ def table(results: dict[str, Any]) -> tuple[list[list[str]], dict[str, Any]]:
         rows.append(
             [
                 "sequential checkout, p50",
-                f"{seq['p50_ms']:.3f} ms{_commits_note(seq)}",
+                f"{seq['p50_ms']:.3f} ms{_commits_note(seq)}{_cpu_note(seq)}",
                 commit_txt,
                 f"{ratio:.1f}x",
                 f"<= {targets['sequential_p50_commits']:g}x",
@@ -105,7 +129,7 @@ def table(results: dict[str, Any]) -> tuple[list[list[str]], dict[str, Any]]:
         rows.append(
             [
                 f"step overhead, {steps['steps']} steps",
-                f"{steps['per_step_us']:.1f} µs/step",
+                f"{steps['per_step_us']:.1f} µs/step{_cpu_note(steps, per_step=True)}",
                 commit_txt,
                 f"{ratio:.2f}x",
                 f"<= {targets['step_overhead_commits']:g}x",
@@ -130,7 +154,7 @@ def table(results: dict[str, Any]) -> tuple[list[list[str]], dict[str, Any]]:
         rows.append(
             [
                 label,
-                f"{tp['per_s']:.0f} wf/s{_commits_note(tp)}",
+                f"{tp['per_s']:.0f} wf/s{_commits_note(tp)}{_cpu_note(tp)}",
                 commit_txt,
                 f"{per_checkout:.2f}x",
                 f">= {targets['throughput_per_s']:g}/s" if targeted else "(info)",
