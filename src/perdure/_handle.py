@@ -314,11 +314,13 @@ class WorkflowHandle(Generic[R]):
             return child
         deadline = None if timeout is None else self._app.clock.time() + timeout
         notifier = self._app.notifier
+        first = True
         while True:
             # Subscribe before reading, so that a finish between the two is not missed.
             waiter = notifier.subscribe(self.workflow_id)
             try:
-                name = self._running_here()
+                name = self._running_here(first)
+                first = False
                 if name is not None:
                     outcome = self._await(waiter, None, deadline, timeout)
                 else:
@@ -332,10 +334,12 @@ class WorkflowHandle(Generic[R]):
             finally:
                 notifier.unsubscribe(self.workflow_id, waiter)
 
-    def _running_here(self) -> str | None:
+    def _running_here(self, first: bool) -> str | None:
         """The workflow's name if it runs in this process now (call it subscribed): its
-        end then tells the waiter its outcome, so the store need not be read."""
-        if self._name is not None and self._app.runs_here(self.workflow_id):
+        end then tells the waiter its outcome, so the store need not be read. Only at the
+        first look: a run still here after a long wait may have lost its lease to another
+        executor (frozen, or stuck in a step), and only the store says so."""
+        if first and self._name is not None and self._app.runs_here(self.workflow_id):
             return self._name
         return None
 
@@ -368,11 +372,13 @@ class WorkflowHandle(Generic[R]):
             return child
         deadline = None if timeout is None else self._app.clock.time() + timeout
         notifier = self._app.notifier
+        first = True
         while True:
             waiter = notifier.subscribe(self.workflow_id)
             wrapped = asyncio.wrap_future(waiter)
             try:
-                name = self._running_here()
+                name = self._running_here(first)
+                first = False
                 if name is not None:
                     outcome = await self._await_async(wrapped, None, deadline, timeout)
                 else:

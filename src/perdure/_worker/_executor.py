@@ -448,7 +448,12 @@ class Executor:
         if timer is not None:
             self._loop.call_soon_threadsafe(timer.cancel)
 
-    def _forget(self, run: WorkflowRun) -> None:
+    def _forget(self, run: WorkflowRun, outcome: Outcome | None = None) -> None:
+        """Take the run out of the table, then tell its waiters here its outcome, or
+        (without one: it was suspended, held, lost its lease, or runs again later) poke
+        them to read the store: none waits on for a run that is gone. In this order, a
+        waiter that subscribes after it was told finds the workflow no longer running
+        here, and reads its (committed) outcome."""
         self._stop_timer(run)
         if run.record.parent_id is not None or run.record.queue is not None:
             # Its parent may wait for it here, or it freed a slot of its queue: claim now.
@@ -459,6 +464,7 @@ class Executor:
             # full, not at the first free slot but at a batch of them: a round per slot
             # would be a claim transaction per workflow that waits for room.
             self.wake()
+        self.app.notifier.notify(run.workflow_id, outcome)
 
     def _finish(
         self,
@@ -468,10 +474,7 @@ class Executor:
     ) -> None:
         if outcome is not None:
             finished(run.definition.name, outcome.state.value)
-            # Out of the run table first: a waiter that subscribes after it was told finds
-            # the workflow no longer running here, and reads its (committed) outcome.
-            self._forget(run)
-            self.app.notifier.notify(run.workflow_id, outcome)
+            self._forget(run, outcome)
             return
         if isinstance(exc, LeaseLost) or (exc is None):
             log.warning("%s", exc or LeaseLost(run.workflow_id, run.lease.epoch))
