@@ -80,11 +80,8 @@ class StartOptions:
         if self.subjects != ():
             object.__setattr__(self, "subjects", subjects_of(self.subjects))
         if (
-            self.queue is None
+            not self.queued
             and self.key is None
-            and self.dedup_id is None
-            and self.delay is None
-            and self.debounce is None
             and type(self.priority) is int
             and self.priority == 0
         ):
