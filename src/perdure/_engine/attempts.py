@@ -25,6 +25,7 @@ import asyncio
 import concurrent.futures
 import contextvars
 import threading
+from collections.abc import Mapping
 from concurrent.futures import Future
 from typing import Any
 
@@ -49,6 +50,8 @@ _abandoned_lock = threading.Lock()
 # Threads of timed-out sync attempts still running, by (workflow ID, position): each
 # resolves its future when it ends.
 _abandoned: dict[tuple[str, str], Future[Any]] = {}
+#: The same dict, for a caller's look without a call: empty (false) in the common case.
+ABANDONED: Mapping[tuple[str, str], Future[Any]] = _abandoned
 
 
 def abandoned(workflow_id: str, position: str) -> Future[Any] | None:
@@ -95,7 +98,7 @@ def attempt_sync(run: RunState, effect: Attempt) -> Attempted:
     # A step called inside a step is a plain call: only the outer one is recorded.
     token = current_run.set(None)
     logged = log_context.set((*run.log_fields, definition.name, effect.position, effect.attempt))
-    watch = _observed(run, effect)
+    watch = None if run.observer is None else _observed(run, effect)
     try:
         if definition.timeout is None:
             attempted = Attempted(definition.fn(*effect.args, **effect.kwargs))

@@ -34,9 +34,10 @@ class Signals:
         self.created_at = record.created_at
         self.clock = clock
         self.loop = loop
-        # Set when the executor gives the workflow up (shutdown): waits end at once and no
-        # new attempt starts.
-        self._released = threading.Event()
+        #: Set when the executor gives the workflow up (shutdown): waits end at once and
+        #: no new attempt starts. A plain flag, read before every attempt (an Event per
+        #: run cost a lock and a condition to build, and a call to read).
+        self.released = False
         self.released_why = ""
         #: Wakes a synchronous wait in place: release, cancel, or what it waits for.
         self._wakeup = threading.Event()
@@ -55,15 +56,10 @@ class Signals:
 
     # -- release (shutdown) -----------------------------------------------------------------
 
-    @property
-    def released(self) -> bool:
-        """Whether the executor gave this execution up; nothing new may start."""
-        return self._released.is_set()
-
     def release(self, why: str) -> None:
         """Give this execution up: waits end, and the next step attempt raises LeaseLost."""
         self.released_why = why
-        self._released.set()
+        self.released = True  # before the wake-up: whoever wakes must see it
         self._wakeup.set()
 
     # -- requests -----------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from .._model import StepRecord, StepState
 from .._registry import StepDef
 from .._serialization import decode_error
 from . import conditions
-from .attempts import abandoned
+from .attempts import ABANDONED, abandoned
 from .call import StepCall
 from .drivers import drive_async, drive_sync
 from .effects import Attempt, Blocking, Flush, Op, Pause
@@ -67,13 +67,16 @@ def step(
     # An attempt is a side effect: what it may rest on must be durable first.
     if not run.writes.clear:
         yield Flush()
+    # Whether attempts may have conditions (a breaker, a probe): most steps have none, and
+    # then neither the gate nor the breaker's report is asked, attempt after attempt.
+    conditional = definition.breaker is not None or definition.retry.wait_for is not None
     while True:
-        if call.next_attempt_at is not None or conditions.gated(call):
+        if call.next_attempt_at is not None or (conditional and conditions.gated(call)):
             if not (yield from _ready(call)):
                 continue
         else:
             run.deliver(call.position, definition.name)  # what _ready comes down to
-        if abandoned(run.workflow_id, call.position) is not None:
+        if ABANDONED and abandoned(run.workflow_id, call.position) is not None:
             yield from _abandoned_ended(call)
         call.start_attempt()
         if definition.transaction:
@@ -87,7 +90,7 @@ def step(
             run.deliver(call.position, definition.name)
             continue
         result = call.after(attempted.value, attempted.error)
-        if conditions.reports(call, result.raised):
+        if conditional and conditions.reports(call, result.raised):
             yield Blocking(conditions.report, (call, result.raised))
         # Only what comes next is held across the commit's wait: thousands of steps may be
         # in flight, and every object they keep alive is walked by the garbage collector.
