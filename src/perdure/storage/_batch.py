@@ -175,6 +175,8 @@ class GroupCommitter(Generic[C]):
     def _drain(self, first: Any) -> tuple[list[_Op], bool]:
         """``first`` and what is queued behind it, up to a batch; and whether a stop
         request was among them."""
+        if first is not _STOP and self._queue.empty():
+            return [first], False  # the usual lone write
         batch: list[_Op] = []
         stopping = False
         item = first
@@ -275,7 +277,9 @@ class GroupCommitter(Generic[C]):
             context = self._transaction(conn)
         try:
             with context:
-                results = [op.fn(conn) for op in batch]
+                # The usual lone write without a comprehension (a call of its own).
+                one = len(batch) == 1
+                results = [batch[0].fn(conn)] if one else [op.fn(conn) for op in batch]
         except Exception as exc:
             if self._broken is not None and self._broken(conn, exc):
                 for op in batch:
