@@ -70,7 +70,8 @@ class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance, SqlQueues):
 
         def insert(conn: Any) -> tuple[WorkflowRecord, bool]:
             cursor = conn.execute(insert_sql, params)
-            if cursor.fetchone() is not None if returns else cursor.rowcount == 1:
+            inserted = (cursor.fetchone() is not None) if returns else cursor.rowcount == 1
+            if inserted:
                 if new.subjects:
                     self._tag_subjects(conn, new.id, new.subjects)
                 if owner is None:

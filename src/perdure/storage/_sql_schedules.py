@@ -133,7 +133,7 @@ class SqlSchedules(SqlBase):
             created = 0
             for new in workflows:
                 cursor = conn.execute(create_sql, create_params(new, None, None))
-                created += cursor.fetchone() is not None if returns else cursor.rowcount == 1
+                created += (cursor.fetchone() is not None) if returns else cursor.rowcount == 1
             if created:
                 self._notify(conn, EVENT_READY)
             return True
