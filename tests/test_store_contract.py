@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import threading
 from collections.abc import Iterator
+from dataclasses import astuple
 
 import pytest
 from store_contract import COVERED, covers, executor, new, running, step
@@ -26,6 +27,7 @@ from perdure.storage import (
     EVENT_READY,
     ExecutorRecord,
     Lease,
+    NewWorkflow,
     StepRecord,
     Store,
     open_store,
@@ -156,6 +158,20 @@ def test_create_is_idempotent_and_returns_the_stored_record(store: Store) -> Non
         "a",
     )
     assert store.get_workflow("missing") is None
+
+
+@covers("create_workflow", "get_workflow")
+def test_a_created_record_is_the_stored_one_field_for_field(store: Store) -> None:
+    # The store builds a new workflow's record without reading the row back: every field,
+    # and its type (times given as int are stored as floats), must be what a read gives.
+    started = NewWorkflow("t", "checkout", "[]", "json", "1", 100, "p", 900, (), '{"tp":1}')
+    for workflow, owner, lease in ((started, "me", 500), (new("u"), None, None)):
+        record, created = store.create_workflow(workflow, owner, lease).result()
+        stored = store.get_workflow(workflow.id)
+        assert created and stored is not None
+        assert [(type(value), value) for value in astuple(record)] == [
+            (type(value), value) for value in astuple(stored)
+        ]
 
 
 @covers("create_workflow")

@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import enum
 import json
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, TypeVar
+
+_R = TypeVar("_R")
 
 
 class _TextEnum(str, enum.Enum):
@@ -455,6 +459,33 @@ class BreakerRecord:
     updated_at: float
     #: Workflows parked on it (``list_breakers`` only).
     parked: int = 0
+
+
+def row_reader(cls: type[_R], columns: str) -> Callable[[Sequence[Any]], _R]:
+    """A function that makes a ``cls`` record (a frozen dataclass without slots) of a
+    row whose values are ``columns`` (their names, comma-separated) in order: the same
+    record as ``cls(*row)``, built in a few C calls. A frozen dataclass's ``__init__``
+    sets each field through ``object.__setattr__``, one Python-level call per field:
+    thirty-odd for a workflow, for every record read or returned on the hot path.
+
+    ``columns`` must name exactly the fields of ``cls``, in their order (checked here,
+    once: a column list that drifts from its record fails at import, not by a value
+    landing in the wrong field); a row of another length raises ``ValueError``.
+    """
+    names = tuple(column.strip() for column in columns.split(","))
+    expected = tuple(field.name for field in fields(cls))  # type: ignore[arg-type]
+    if names != expected or "__slots__" in vars(cls) or "__post_init__" in vars(cls):
+        raise TypeError(f"{cls.__name__} cannot be read from the columns {columns!r}")
+    new = object.__new__
+
+    def read(row: Sequence[Any]) -> _R:
+        record = new(cls)
+        # Fills the instance's dict directly (past the frozen __setattr__, as the
+        # generated __init__ goes past it), in one call.
+        record.__dict__.update(zip(names, row, strict=True))
+        return record
+
+    return read
 
 
 #: What every stored payload (inputs, output, error, a step's result or error, a

@@ -43,14 +43,6 @@ T = TypeVar("T")
 _STOP = object()
 
 
-def _on_event_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
-
-
 #: Seconds between reconnection attempts after a failed one: doubles up to the maximum.
 _BACKOFF_FIRST = 0.05
 _BACKOFF_MAX = 2.0
@@ -75,10 +67,13 @@ class _Op:
 
 def _succeed(op: _Op, result: Any) -> None:
     # A caller may have cancelled its future (a cancelled coroutine awaiting it): the
-    # write happened all the same, and the writer thread must not die of it.
-    if not op.future.cancelled():
-        with contextlib.suppress(InvalidStateError):
-            op.future.set_result(result)
+    # write happened all the same, and the writer thread must not die of it. Asked
+    # forgiveness, not permission: cancelled() would take the future's lock once more
+    # (and contextlib.suppress costs more than this try).
+    try:
+        op.future.set_result(result)
+    except InvalidStateError:
+        return
 
 
 def _fail(op: _Op, exc: BaseException) -> None:
@@ -145,7 +140,7 @@ class GroupCommitter(Generic[C]):
         """Queue ``fn(conn)`` to run inside the next transaction; the future holds its
         return value once that transaction committed. ``what`` names the write in the
         error of a write the database refused; ``single`` as for ``submit_deferred``."""
-        return self._enqueue(_Op(fn, what=what, single=single))
+        return self._enqueue(_Op(fn, False, what, single))
 
     def submit_deferred(
         self, fn: Callable[[C], Callable[[], T]], what: str | None = None, *, single: bool = False
@@ -156,12 +151,15 @@ class GroupCommitter(Generic[C]):
         wait for each other (a driver may pipeline them into one round trip).
         ``single``: ``fn`` sends exactly one statement, which is atomic by itself, so
         alone in its batch it may run outside a transaction (see ``alone``)."""
-        return self._enqueue(_Op(fn, deferred=True, what=what, single=single))
+        return self._enqueue(_Op(fn, True, what, single))
 
     def _enqueue(self, op: _Op) -> Future[Any]:
         if self._closed:
             raise RuntimeError("the store is closed")
-        if self._ready.done() and not _on_event_loop() and self._commit_lock.acquire(False):
+        # Off an event loop (asyncio's None-returning get_running_loop(): on every write,
+        # a RuntimeError raised and caught each time would cost more than the check),
+        # and the writer idle (it is ready: __init__ waited for it).
+        if asyncio._get_running_loop() is None and self._commit_lock.acquire(False):
             # Nobody is committing: lead, with whatever queued meanwhile.
             try:
                 batch, stopping = self._drain(op)
@@ -177,6 +175,8 @@ class GroupCommitter(Generic[C]):
     def _drain(self, first: Any) -> tuple[list[_Op], bool]:
         """``first`` and what is queued behind it, up to a batch; and whether a stop
         request was among them."""
+        if first is not _STOP and self._queue.empty():
+            return [first], False  # the usual lone write
         batch: list[_Op] = []
         stopping = False
         item = first
@@ -185,7 +185,10 @@ class GroupCommitter(Generic[C]):
                 stopping = True
             else:
                 batch.append(item)
-            if len(batch) >= self._max_batch:
+            # empty() first: most batches end at an empty queue, and get_nowait() would
+            # raise (and we catch) Empty each time; it still may, if the writer thread
+            # took the item in between.
+            if len(batch) >= self._max_batch or self._queue.empty():
                 break
             try:
                 item = self._queue.get_nowait()
@@ -274,7 +277,9 @@ class GroupCommitter(Generic[C]):
             context = self._transaction(conn)
         try:
             with context:
-                results = [op.fn(conn) for op in batch]
+                # The usual lone write without a comprehension (a call of its own).
+                one = len(batch) == 1
+                results = [batch[0].fn(conn)] if one else [op.fn(conn) for op in batch]
         except Exception as exc:
             if self._broken is not None and self._broken(conn, exc):
                 for op in batch:

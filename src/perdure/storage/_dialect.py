@@ -72,6 +72,9 @@ class Dialect:
     name: str
     #: Whether the driver takes psycopg's ``%s``/``%(name)s`` (else ``?``/``:name``).
     pyformat: bool
+    #: Whether a statement's row count is known as soon as it ran (SQLite); PostgreSQL's
+    #: pipeline knows it only at the commit, so a statement returns a row to say it wrote.
+    rowcount_at_once: bool
     fragments: dict[str, str]
     _cache: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -93,6 +96,7 @@ class Dialect:
 SQLITE = Dialect(
     "sqlite",
     pyformat=False,
+    rowcount_at_once=True,
     fragments={
         "key_share": "",
         "for_update": "",
@@ -111,6 +115,7 @@ SQLITE = Dialect(
 POSTGRES = Dialect(
     "postgres",
     pyformat=True,
+    rowcount_at_once=False,
     fragments={
         "key_share": " FOR KEY SHARE",
         "for_update": " FOR UPDATE",

@@ -59,7 +59,14 @@ from ._pg_session import (
     transient,
     translate,
 )
-from ._queries import WF_COLUMNS, check_versions, claim_candidates, migrations, parked_on
+from ._queries import (
+    WF_COLUMNS,
+    check_versions,
+    claim_candidates,
+    migrations,
+    parked_on,
+    workflow_record,
+)
 from ._sql import step_params
 from ._sql_transact import SqlTransactions
 from ._statements import INSERT_STEP, OWNED, RENEW_EXECUTOR
@@ -512,7 +519,7 @@ class PostgresStore(SqlTransactions):
                     "limit": limit,
                 },
             ).fetchall()
-            return sorted((WorkflowRecord(*row) for row in rows), key=lambda r: r.created_at)
+            return sorted((workflow_record(row) for row in rows), key=lambda r: r.created_at)
 
         return self._write(claim)
 

@@ -10,7 +10,7 @@ from importlib import resources
 from typing import Any
 
 from .._errors import ConfigurationError
-from .._model import ACTIVE_STATES
+from .._model import ACTIVE_STATES, StepRecord, WorkflowRecord, row_reader
 from ._base import BREAKER_TOPIC
 
 WF_COLUMNS = (
@@ -30,6 +30,10 @@ BREAKER_COLUMNS = (
     "name, state, failures, window_start, opened_at, retry_at, probe_holder, "
     "probe_expires_at, last_error, updated_at"
 )
+#: The record of a row of ``WF_COLUMNS`` / ``STEP_COLUMNS`` (``WorkflowRecord(*row)``,
+#: built without a Python call per field: every start, claim and read makes one).
+workflow_record = row_reader(WorkflowRecord, WF_COLUMNS)
+step_record = row_reader(StepRecord, STEP_COLUMNS)
 
 
 def parked_on(wait_topic: str | None) -> str | None:

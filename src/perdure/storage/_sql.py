@@ -40,8 +40,8 @@ from ._base import (
     WorkflowRecord,
 )
 from ._limits import check_key, check_topic
-from ._queries import list_query
-from ._sql_base import create_params
+from ._queries import list_query, step_record, workflow_record
+from ._sql_base import create_params, created_record
 from ._sql_breakers import SqlBreakers
 from ._sql_compliance import SqlCompliance
 from ._sql_queues import SqlQueues
@@ -60,26 +60,29 @@ class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance, SqlQueues):
     ) -> Future[tuple[WorkflowRecord, bool]]:
         check_key("workflow ID", new.id)
         check_key("workflow name", new.name)
-        check_key("parent workflow ID", new.parent_id)
+        if new.parent_id is not None:
+            check_key("parent workflow ID", new.parent_id)
         for subject in new.subjects:
             check_key("data subject", subject)
         params = create_params(new, owner, lease_expires_at)
-        insert_sql, select_sql = self._sql(q.CREATE_WORKFLOW), self._sql(q.GET_WORKFLOW)
+        hot = self._hot
+        insert_sql, select_sql, returns = hot.create_workflow, hot.get_workflow, hot.create_returns
 
         def insert(conn: Any) -> tuple[WorkflowRecord, bool]:
-            row = conn.execute(insert_sql, params).fetchone()
-            if row is not None:
+            cursor = conn.execute(insert_sql, params)
+            inserted = (cursor.fetchone() is not None) if returns else cursor.rowcount == 1
+            if inserted:
                 if new.subjects:
                     self._tag_subjects(conn, new.id, new.subjects)
                 if owner is None:
                     self._notify(conn, EVENT_READY)
-                return WorkflowRecord(*row), True
+                return created_record(new, owner, lease_expires_at), True
             # A new statement sees the conflicting row (which PostgreSQL's ON CONFLICT
             # waited for).
-            row = conn.execute(select_sql, {"id": new.id}).fetchone()
+            row = conn.execute(select_sql, (new.id,)).fetchone()
             if row is None:
                 raise StoreError(f"workflow {new.id!r} conflicted on insert but is not stored")
-            return WorkflowRecord(*row), False
+            return workflow_record(row), False
 
         # Its one write is the INSERT (the SELECT after a conflict only reads what another
         # committed): alone, it needs no transaction, unless it also tags subjects or
@@ -88,8 +91,8 @@ class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance, SqlQueues):
         return self._writer.submit(insert, f"creating workflow {new.id!r}", single=single)
 
     def get_workflow(self, workflow_id: str) -> WorkflowRecord | None:
-        rows = self._read(self._sql(q.GET_WORKFLOW), {"id": workflow_id})
-        return WorkflowRecord(*rows[0]) if rows else None
+        rows = self._read(self._hot.get_workflow, (workflow_id,))
+        return workflow_record(rows[0]) if rows else None
 
     def unfinished_among(self, workflow_ids: Sequence[str]) -> set[str]:
         if not workflow_ids:
@@ -124,7 +127,7 @@ class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance, SqlQueues):
             queue,
             key,
         )
-        return [WorkflowRecord(*row) for row in self._read(query, params)]
+        return [workflow_record(row) for row in self._read(query, params)]
 
     def complete_workflow(
         self,
@@ -140,14 +143,14 @@ class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance, SqlQueues):
         what = f"recording the outcome of workflow {workflow_id!r}"
         pushed = self._notify_params(EVENT_DONE + workflow_id)
         if parent_id is None and pushed is not None:
-            alone_sql = self._sql(q.COMPLETE_AND_NOTIFY)
+            alone_sql = self._hot.complete_and_notify
 
             def update_alone(conn: Any) -> Callable[[], bool]:
                 cursor = conn.execute(alone_sql, (*params, *pushed))
                 return lambda: bool(cursor.rowcount == 1)  # a row: it matched, and pushed
 
             return self._writer.submit_deferred(update_alone, what, single=True)
-        complete_sql = self._sql(q.COMPLETE_WORKFLOW)
+        complete_sql = self._hot.complete_workflow
         if parent_id is not None:
             topic = CHILD_TOPIC + workflow_id
             # Built here, not in SQL: the same bytes on every store.
@@ -240,14 +243,14 @@ class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance, SqlQueues):
 
     def load_steps(self, workflow_id: str) -> list[StepRecord]:
         rows = self._read(self._sql(q.LOAD_STEPS), {"id": workflow_id})
-        return [StepRecord(*row) for row in rows]
+        return [step_record(row) for row in rows]
 
     def load_steps_many(self, workflow_ids: Sequence[str]) -> dict[str, list[StepRecord]]:
         found: dict[str, list[StepRecord]] = {workflow_id: [] for workflow_id in workflow_ids}
         if found:
             params = {"ids": self._dialect.text_list(list(found))}
             for workflow_id, *step in self._read(self._sql(q.LOAD_STEPS_MANY), params):
-                found[workflow_id].append(StepRecord(*step))
+                found[workflow_id].append(step_record(step))
         return found
 
     # -- executors and leases ----------------------------------------------------------
@@ -278,7 +281,7 @@ class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance, SqlQueues):
             "names": self._dialect.text_list(names),
             "limit": limit,
         }
-        return [WorkflowRecord(*row) for row in self._read(self._sql(q.UNCLAIMABLE), params)]
+        return [workflow_record(row) for row in self._read(self._sql(q.UNCLAIMABLE), params)]
 
     def owned_workflows(self, executor_id: str) -> list[str]:
         return [row[0] for row in self._read(self._sql(q.OWNED), {"owner": executor_id})]
@@ -430,7 +433,7 @@ class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance, SqlQueues):
             if row is None:
                 return None
             conn.execute(delete_sql, params)
-            return WorkflowRecord(*row)
+            return workflow_record(row)
 
         return self._writer.submit(restart, f"continuing workflow {workflow_id!r} as new")
 
@@ -469,7 +472,7 @@ class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance, SqlQueues):
             row = conn.execute(read_sql, params).fetchone()
             if row is None:
                 return None
-            before = WorkflowRecord(*row)
+            before = workflow_record(row)
             row = conn.execute(resume_sql, params).fetchone()
             if row is None:
                 return before, False
@@ -484,7 +487,7 @@ class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance, SqlQueues):
             details = {"replaced": replaced, "removed_steps": removed}
             self._log(conn, workflow_id, OperatorAction.RESUME, actor, details, now)
             self._notify(conn, EVENT_READY)
-            return WorkflowRecord(*row), True
+            return workflow_record(row), True
 
         return self._write(resume)
 
@@ -493,7 +496,7 @@ class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance, SqlQueues):
     ) -> tuple[WorkflowRecord, bool] | None:
         check_key("workflow ID", new.id)
         check_key("actor", actor)
-        get_sql, fork_sql = self._sql(q.GET_WORKFLOW), self._sql(q.FORK_WORKFLOW)
+        get_sql, fork_sql = self._hot.get_workflow, self._sql(q.FORK_WORKFLOW)
         copy_sql = self._sql(q.COPY_STEPS)
         params = {
             "id": new.id,
@@ -507,17 +510,17 @@ class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance, SqlQueues):
         }
 
         def fork(conn: Any) -> tuple[WorkflowRecord, bool] | None:
-            if conn.execute(get_sql, {"id": source_id}).fetchone() is None:
+            if conn.execute(get_sql, (source_id,)).fetchone() is None:
                 return None
             row = conn.execute(fork_sql, params).fetchone()
             if row is None:
-                existing = conn.execute(get_sql, {"id": new.id}).fetchone()
-                return WorkflowRecord(*existing), False
+                existing = conn.execute(get_sql, (new.id,)).fetchone()
+                return workflow_record(existing), False
             copied: int = conn.execute(copy_sql, params).rowcount
             details = {"from_step": steps, "copied_steps": copied}
             self._log(conn, source_id, action, actor, details, now, new.id)
             self._notify(conn, EVENT_READY)
-            return WorkflowRecord(*row), True
+            return workflow_record(row), True
 
         return self._write(fork)
 
@@ -556,7 +559,7 @@ class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance, SqlQueues):
 
     def list_children(self, workflow_id: str, limit: int = 100) -> list[WorkflowRecord]:
         rows = self._read(self._sql(q.LIST_CHILDREN), {"id": workflow_id, "limit": limit})
-        return [WorkflowRecord(*row) for row in rows]
+        return [workflow_record(row) for row in rows]
 
 
 def step_params(workflow_id: str, lease: Lease, step: StepRecord) -> tuple[Any, ...]:

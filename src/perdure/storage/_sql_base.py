@@ -13,18 +13,51 @@ A store supplies:
 from __future__ import annotations
 
 import abc
+import functools
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .._model import WorkflowState
 from . import _statements as q
 from . import _statements_compliance as c
-from ._base import NewWorkflow, Store
+from ._base import NewWorkflow, Store, WorkflowRecord
 from ._batch import GroupCommitter
 from ._dialect import Dialect
+from ._queries import workflow_record
 
 T = TypeVar("T")
+
+# Plain text, not the members: an enum's .value is a Python-level property.
+_RUNNING = WorkflowState.RUNNING.value
+_PENDING = WorkflowState.PENDING.value
+
+
+@dataclass(frozen=True)
+class HotStatements:
+    """The statements of every workflow's start, completion and read, rendered for one
+    dialect once per store (``SqlBase._hot``) instead of looked up on every call."""
+
+    #: Inserts a new workflow: its row count says whether it did, or where the row
+    #: count comes late (``create_returns``), a returned row.
+    create_workflow: str
+    create_returns: bool
+    get_workflow: str
+    complete_workflow: str
+    complete_and_notify: str
+
+    @classmethod
+    def render(cls, dialect: Dialect) -> HotStatements:
+        """The statements as ``dialect`` spells them."""
+        returns = not dialect.rowcount_at_once
+        return cls(
+            dialect.sql(q.CREATE_WORKFLOW_RETURNING if returns else q.CREATE_WORKFLOW),
+            returns,
+            dialect.sql(q.GET_WORKFLOW),
+            dialect.sql(q.COMPLETE_WORKFLOW),
+            dialect.sql(q.COMPLETE_AND_NOTIFY),
+        )
 
 
 def create_params(
@@ -33,11 +66,11 @@ def create_params(
     """The parameters of ``CREATE_WORKFLOW`` for ``new``: RUNNING at epoch 1 when it has
     an owner, else PENDING. The one place that knows the statement's columns (a start
     and a schedule's tick both insert workflows)."""
-    state, epoch = (WorkflowState.RUNNING, 1) if owner else (WorkflowState.PENDING, 0)
+    state, epoch = (_RUNNING, 1) if owner else (_PENDING, 0)
     return (
         new.id,
         new.name,
-        state.value,
+        state,
         new.inputs,
         new.serializer,
         new.app_version,
@@ -49,6 +82,55 @@ def create_params(
         new.parent_id,
         new.deadline_at,
         new.trace_context,
+    )
+
+
+def created_record(
+    new: NewWorkflow, owner: str | None, lease_expires_at: float | None
+) -> WorkflowRecord:
+    """The record that ``CREATE_WORKFLOW`` with ``create_params`` stores, as reading it
+    back returns it: the schema's defaults in every other column (NULL, or 0 for the
+    counters and the priority), times as floats (REAL and DOUBLE PRECISION columns)."""
+    state, epoch = (_RUNNING, 1) if owner else (_PENDING, 0)
+    created = float(new.created_at)
+    lease = None if lease_expires_at is None else float(lease_expires_at)
+    deadline = None if new.deadline_at is None else float(new.deadline_at)
+    # In the order of WF_COLUMNS (the reader refuses a tuple of another length).
+    return workflow_record(
+        (
+            new.id,
+            new.name,
+            state,
+            new.inputs,
+            None,  # output
+            None,  # error
+            new.serializer,
+            new.app_version,
+            owner,
+            epoch,
+            lease,
+            None,  # note
+            0,  # recoveries
+            created,
+            created,  # updated_at
+            None,  # finished_at
+            None,  # wake_at
+            None,  # wait_topic
+            new.parent_id,
+            None,  # cancel_requested_at
+            deadline,
+            0,  # generation
+            None,  # held_code
+            None,  # held_detail
+            None,  # forked_from
+            None,  # forked_steps
+            0,  # resumes
+            new.trace_context,
+            None,  # queue
+            None,  # queue_key
+            0,  # priority
+            None,  # dequeued_at
+        )
     )
 
 
@@ -80,6 +162,10 @@ class SqlBase(Store):
 
     def _sql(self, template: str) -> str:
         return self._dialect.sql(template)
+
+    @functools.cached_property
+    def _hot(self) -> HotStatements:
+        return HotStatements.render(self._dialect)
 
     def _tag_subjects(self, conn: Any, workflow_id: str, subjects: Sequence[str]) -> None:
         """Tag a workflow being created with its subjects (in its creating transaction:

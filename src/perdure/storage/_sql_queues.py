@@ -19,8 +19,8 @@ from .._queue import Enqueue, Queue, QueueDepth, QueuePlace, Rate, changed
 from . import _queue_statements as q
 from ._base import CANCELLED, EVENT_DONE, EVENT_READY, NewWorkflow, WorkflowRecord
 from ._limits import check_key
+from ._queries import workflow_record
 from ._sql_base import SqlBase
-from ._statements import GET_WORKFLOW
 
 #: A key limit that never binds (the statement compares with a number, never NULL).
 _NO_LIMIT = 2**31 - 1
@@ -137,14 +137,14 @@ class SqlQueues(SqlBase):
             "trace": new.trace_context,
         }
         debounce_sql, insert_sql = self._sql(q.DEBOUNCE), self._sql(q.ENQUEUE)
-        get_sql, dedup_sql = self._sql(GET_WORKFLOW), self._sql(q.DEDUPLICATED)
+        get_sql, dedup_sql = self._hot.get_workflow, self._sql(q.DEDUPLICATED)
 
         def enqueue(conn: Any) -> tuple[WorkflowRecord, bool]:
             for _ in range(_ENQUEUE_TRIES):
                 if debounce is not None:
                     row = conn.execute(debounce_sql, params).fetchone()
                     if row is not None:
-                        record = WorkflowRecord(*row)
+                        record = workflow_record(row)
                         if new.subjects:  # it runs with these arguments now
                             self._tag_subjects(conn, record.id, new.subjects)
                         self._notify(conn, EVENT_READY)
@@ -154,14 +154,14 @@ class SqlQueues(SqlBase):
                     if new.subjects:
                         self._tag_subjects(conn, new.id, new.subjects)
                     self._notify(conn, EVENT_READY)
-                    return WorkflowRecord(*row), True
+                    return workflow_record(row), True
                 # A new statement sees the row it conflicted with (which PostgreSQL's
                 # ON CONFLICT waited for): the same ID, or an active duplicate.
-                row = conn.execute(get_sql, {"id": new.id}).fetchone()
+                row = conn.execute(get_sql, (new.id,)).fetchone()
                 if row is None and params["dedup"] is not None:
                     row = conn.execute(dedup_sql, params).fetchone()
                 if row is not None:
-                    return WorkflowRecord(*row), False
+                    return workflow_record(row), False
                 # What it conflicted with has just started (debounce) or finished: again.
             raise StoreError(f"workflow {new.id!r} kept conflicting on insert; start it again")
 
@@ -306,13 +306,13 @@ class SqlQueues(SqlBase):
             return []
         ids = self._dialect.text_list(chosen)
         admitted = conn.execute(self._sql(q.QUEUE_ADMIT), {**params, "ids": ids}).fetchall()
-        return [WorkflowRecord(*row) for row in admitted]
+        return [workflow_record(row) for row in admitted]
 
     def queue_place(self, workflow_id: str, now: float) -> QueuePlace | None:
-        rows = self._read(self._sql(GET_WORKFLOW), {"id": workflow_id})
+        rows = self._read(self._hot.get_workflow, (workflow_id,))
         if not rows:
             return None
-        record = WorkflowRecord(*rows[0])
+        record = workflow_record(rows[0])
         if record.status not in ("PENDING", "RUNNING"):
             return None
         owned = record.owner is not None and (record.lease_expires_at or 0.0) >= now

@@ -17,7 +17,6 @@ from typing import Any
 
 from .._model import SCHEDULE_SUBJECT, OperatorAction, subject_of
 from .._schedules import ScheduleRecord, ScheduleSpec
-from . import _statements as q
 from ._base import EVENT_READY, NewWorkflow
 from ._limits import check_key
 from ._sql_base import SqlBase, create_params
@@ -117,7 +116,8 @@ class SqlSchedules(SqlBase):
     ) -> bool:
         for new in workflows:
             check_key("workflow ID", new.id)
-        fire_sql, create_sql = self._sql(FIRE_SCHEDULE), self._sql(q.CREATE_WORKFLOW)
+        fire_sql, hot = self._sql(FIRE_SCHEDULE), self._hot
+        create_sql, returns = hot.create_workflow, hot.create_returns
         params = {
             "name": name,
             "revision": revision,
@@ -132,8 +132,8 @@ class SqlSchedules(SqlBase):
                 return False
             created = 0
             for new in workflows:
-                row = conn.execute(create_sql, create_params(new, None, None)).fetchone()
-                created += row is not None
+                cursor = conn.execute(create_sql, create_params(new, None, None))
+                created += (cursor.fetchone() is not None) if returns else cursor.rowcount == 1
             if created:
                 self._notify(conn, EVENT_READY)
             return True

@@ -31,16 +31,24 @@ from ._base import Lease, StepRecord, WorkflowRecord
 from ._batch import GroupCommitter
 from ._dialect import SQLITE
 from ._limits import check_key, check_topic
-from ._queries import WF_COLUMNS, check_versions, claim_candidates, migrations, parked_on
+from ._queries import (
+    WF_COLUMNS,
+    check_versions,
+    claim_candidates,
+    migrations,
+    parked_on,
+    workflow_record,
+)
 from ._sql import step_params
 from ._sql_transact import SqlTransactions
 from ._sqlite_errors import CommitInDoubt, cannot_open, translate
-from ._statements import INSERT_STEP, RENEW_EXECUTOR
+from ._statements import COMPLETE_WORKFLOW, INSERT_STEP, RENEW_EXECUTOR
 
 T = TypeVar("T")
 
 _SYNCHRONOUS = {"full": "FULL", "normal": "NORMAL", "extra": "EXTRA"}
 _INSERT_STEP = SQLITE.sql(INSERT_STEP)
+_COMPLETE = SQLITE.sql(COMPLETE_WORKFLOW)
 
 
 def split_statements(script: str) -> Iterator[str]:
@@ -60,28 +68,38 @@ def _only_comments(statement: str) -> bool:
     return all(not line.strip() or line.strip().startswith("--") for line in statement.splitlines())
 
 
-@contextlib.contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    # IMMEDIATE takes the write lock up front, so a busy database makes us wait at
-    # BEGIN (within busy_timeout) instead of failing half-way through.
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    try:
-        conn.execute("COMMIT")
-    except sqlite3.Error as exc:
-        if conn.in_transaction:
-            # Still open (busy): nothing was committed. Roll back, since a writer
-            # connection left inside a transaction could never write again.
-            conn.execute("ROLLBACK")
-            raise
-        # SQLite ended the transaction itself (an I/O error while committing): the
-        # writes may be in the -wal file all the same, so the outcome is not known.
-        raise CommitInDoubt(exc) from exc
+class _Transaction:
+    """``with _Transaction(conn):`` the block in one IMMEDIATE transaction, committed at
+    its end, rolled back if it raises. A class, not a generator: it wraps every batch,
+    and ``contextlib.contextmanager`` costs several Python calls more each time."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> None:
+        # IMMEDIATE takes the write lock up front, so a busy database makes us wait at
+        # BEGIN (within busy_timeout) instead of failing half-way through.
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        conn = self.conn
+        if kind is not None:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            return  # the block's exception goes on
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                # Still open (busy): nothing was committed. Roll back, since a writer
+                # connection left inside a transaction could never write again.
+                conn.execute("ROLLBACK")
+                raise
+            # SQLite ended the transaction itself (an I/O error while committing): the
+            # writes may be in the -wal file all the same, so the outcome is not known.
+            raise CommitInDoubt(exc) from exc
 
 
 _CANDIDATES = claim_candidates(
@@ -167,7 +185,7 @@ class SQLiteStore(SqlTransactions):
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._writer: GroupCommitter[sqlite3.Connection] = GroupCommitter(
-            self._connect, _transaction, self._translate, name=f"perdure-sqlite-writer:{self.path}"
+            self._connect, _Transaction, self._translate, name=f"perdure-sqlite-writer:{self.path}"
         )
 
     def _require_existing(self, url: str) -> None:
@@ -241,7 +259,7 @@ class SQLiteStore(SqlTransactions):
         # has one writer at a time: meanwhile the writer thread's commits wait for it.
         conn = self._connect()
         try:
-            with _transaction(conn):
+            with _Transaction(conn):
                 yield conn
         finally:
             conn.close()
@@ -304,6 +322,29 @@ class SQLiteStore(SqlTransactions):
         params = step_params(workflow_id, lease, step)
         return self._writer.submit(lambda conn: conn.execute(_INSERT_STEP, params).rowcount == 1)
 
+    def complete_workflow(
+        self,
+        workflow_id: str,
+        lease: Lease,
+        status: str,
+        output: str | None,
+        error: str | None,
+        now: float,
+        parent_id: str | None = None,
+    ) -> Future[bool]:
+        if parent_id is not None:
+            return super().complete_workflow(
+                workflow_id, lease, status, output, error, now, parent_id
+            )
+        # No parent to tell, and this store pushes no events: one statement, whose row
+        # count SQLite knows at once (the shared version reads it after the commit, for
+        # PostgreSQL's pipeline).
+        params = (status, output, error, now, now, workflow_id, lease.owner, lease.epoch)
+        return self._writer.submit(
+            lambda conn: conn.execute(_COMPLETE, params).rowcount == 1,
+            f"recording the outcome of workflow {workflow_id!r}",
+        )
+
     def heartbeat(self, executor_id: str, now: float, lease_expires_at: float) -> set[str]:
         renew_executor = self._sql(RENEW_EXECUTOR)
         params = {"id": executor_id, "now": now, "lease": lease_expires_at}
@@ -336,7 +377,7 @@ class SQLiteStore(SqlTransactions):
 
         def claim(conn: sqlite3.Connection) -> list[WorkflowRecord]:
             rows = conn.execute(_CLAIM, params).fetchall()
-            return sorted((WorkflowRecord(*row) for row in rows), key=lambda r: r.created_at)
+            return sorted((workflow_record(row) for row in rows), key=lambda r: r.created_at)
 
         return self._write(claim)
 
