@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg
-from psycopg.pq import ConnStatus, TransactionStatus
+from psycopg.pq import ConnStatus, Format, TransactionStatus
 from psycopg.rows import TupleRow
 
 from .._errors import StoreRejectedError, StoreUnavailableError
@@ -160,13 +161,63 @@ def batch_transaction(conn: Connection) -> Iterator[None]:
         raise
 
 
-def single_statement(conn: Connection) -> contextlib.AbstractContextManager[None]:
-    """The context of a batch of one single-statement write: nothing. The writer's
-    connection is in autocommit mode, so the statement is its own transaction, committed
-    when the server answers it: one round trip, no BEGIN or COMMIT statement (see
-    ``_batch``). A connection lost before the answer fails the write like a lost COMMIT
-    (``StoreUnavailableError``: it may have committed)."""
-    return contextlib.nullcontext()
+class SingleStatement:
+    """The context of a batch of one single-statement write (the committer's ``alone``:
+    call it with the connection, then enter it). The writer's connection is in autocommit
+    mode, so the statement is its own transaction, committed when the server answers it:
+    one round trip, no BEGIN or COMMIT statement (see ``_batch``). A connection lost
+    before the answer fails the write like a lost COMMIT (``StoreUnavailableError``: it
+    may have committed).
+
+    The statement runs on the connection's one reused cursor: a new psycopg cursor per
+    statement (its transformer, its adapters map, a dumper looked up per parameter) cost
+    about as much client CPU as the rest of the statement's round trip. Safe here only:
+    a batch alone runs one statement, outside pipeline mode, and its result is read
+    before the writer sends anything else (pipelined batches keep a cursor per
+    statement: their results are read only at the end). One per writer, used under its
+    commit lock: never by two threads at once."""
+
+    __slots__ = ("_conn", "_cursor", "_factory", "_same")
+
+    def __init__(self) -> None:
+        self._conn: Connection | None = None
+        self._cursor: psycopg.Cursor[TupleRow] | None = None
+        self._factory: Any = None
+        self._same: _Same | None = None
+
+    def __call__(self, conn: Connection) -> SingleStatement:
+        if conn is not self._conn or self._cursor is None or self._cursor.closed:
+            self._conn, self._factory = conn, conn.cursor_factory
+            self._cursor = conn.cursor()
+            self._same = _Same(self._cursor)
+        return self
+
+    def __enter__(self) -> None:
+        assert self._conn is not None
+        self._conn.cursor_factory = self._same  # type: ignore[assignment] # a callable
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._conn is not None
+        self._conn.cursor_factory = self._factory
+
+
+class _Same:
+    """A cursor factory that returns one cursor again and again."""
+
+    __slots__ = ("_cursor",)
+
+    def __init__(self, cursor: psycopg.Cursor[TupleRow]) -> None:
+        self._cursor = cursor
+
+    def __call__(self, conn: Connection, row_factory: Any = None) -> psycopg.Cursor[TupleRow]:
+        cursor = self._cursor
+        if row_factory is not None and row_factory is not cursor.row_factory:
+            return psycopg.Cursor(conn, row_factory=row_factory)  # not the usual rows
+        cursor.format = _TEXT  # as a new cursor's (a caller may ask for binary)
+        return cursor
+
+
+_TEXT = Format.TEXT
 
 
 def session_tag(executor_id: str) -> str:

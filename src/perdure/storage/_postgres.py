@@ -49,13 +49,13 @@ from ._limits import check_key, check_topic
 from ._pg_listener import Listener, channel_name
 from ._pg_session import (
     Connection,
+    SingleStatement,
     alive,
     batch_transaction,
     broken,
     end_expired_sessions,
     first_line,
     session_tag,
-    single_statement,
     transient,
     translate,
 )
@@ -256,7 +256,7 @@ class PostgresStore(SqlTransactions):
             name=f"perdure-postgres-writer:{schema}",
             broken=broken,
             alive=alive,
-            alone=single_statement,
+            alone=SingleStatement(),
         )
         self._pool: ConnectionPool[Connection] = ConnectionPool(
             self._conninfo,
