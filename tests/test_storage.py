@@ -744,6 +744,19 @@ def _flights(trace: Any) -> list[list[str]]:
     return flights
 
 
+def _executions(trace: Any) -> list[int]:
+    """How many statements the writer executed between two waits for the server (Sync)."""
+    sent = [line.split("\t") for line in trace.read_text().splitlines() if line.startswith("F")]
+    counts = [0]
+    for fields in sent:
+        kind = fields[2].split()[0]
+        if kind == "Sync":
+            counts.append(0)
+        elif kind == "Execute":
+            counts[-1] += 1
+    return counts
+
+
 @contextlib.contextmanager
 def _traced_writer(store: Any, trace: Any) -> Iterator[Any]:
     psycopg = pytest.importorskip("psycopg")
@@ -847,11 +860,45 @@ def test_postgres_a_batch_of_steps_is_one_transaction_in_one_round_trip(
     finally:
         store.close()
     flights = _flights(trace)
-    assert [f for f in flights if "INSERT" in f] == [
-        ["BEGIN", "INSERT", "INSERT", "INSERT", "COMMIT"]
-    ], flights
+    # The three step records are one statement parsed once and executed three times
+    # (one executemany: send_rows), between BEGIN and COMMIT.
+    assert [f for f in flights if "INSERT" in f] == [["BEGIN", "INSERT", "COMMIT"]], flights
+    executed = _executions(trace)
+    assert executed[[i for i, f in enumerate(flights) if "INSERT" in f][0]] == 5, executed
     # Every wait for the server answered statements: none was an empty round trip.
     assert [] not in flights[1:-1], flights
+
+
+@pytest.mark.postgres
+def test_postgres_step_records_sent_together_keep_their_own_fences(postgres_url: str) -> None:
+    """Step records of one batch go as one executemany (send_rows), yet each is still its
+    own fenced statement with its own answer: a record under a stale lease is refused
+    while its neighbours, of this and of another workflow, are written."""
+    store = open_store(postgres_url)
+    try:
+        store.migrate()
+        store.create_workflow(new("a"), "me", 500.0).result()
+        store.create_workflow(new("b"), "me", 500.0).result()
+        writer: Any = store._writer
+        busy, gate = threading.Event(), threading.Event()
+        leader = threading.Thread(
+            target=lambda: writer.submit(lambda conn: busy.set() or gate.wait(10)).result()
+        )
+        leader.start()
+        assert busy.wait(10)
+        steps = [
+            store.record_step("a", Lease("me", 1), step("0")),
+            store.record_step("a", Lease("me", 2), step("1")),  # a stale fence: refused
+            store.record_step("b", Lease("me", 1), step("0")),
+            store.record_step("a", Lease("other", 1), step("2")),  # not the owner: refused
+        ]
+        gate.set()
+        leader.join(10)
+        assert [future.result(timeout=10) for future in steps] == [True, False, True, False]
+        assert [s.position for s in store.load_steps("a")] == ["0"]
+        assert [s.position for s in store.load_steps("b")] == ["0"]
+    finally:
+        store.close()
 
 
 @pytest.mark.postgres

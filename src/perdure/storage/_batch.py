@@ -49,7 +49,7 @@ _BACKOFF_MAX = 2.0
 
 
 class _Op:
-    __slots__ = ("deferred", "fn", "future", "single", "what")
+    __slots__ = ("deferred", "fn", "future", "row", "single", "what")
 
     def __init__(
         self,
@@ -57,12 +57,20 @@ class _Op:
         deferred: bool = False,
         what: str | None = None,
         single: bool = False,
+        row: tuple[str, Any] | None = None,
     ) -> None:
         self.fn = fn
         self.deferred = deferred
         self.what = what
         self.single = single
+        self.row = row
         self.future: Future[Any] = Future()
+
+
+#: How a driver sends several fenced one-row writes of one statement together: given the
+#: connection, the statement and the parameters of each, it returns a reader per write,
+#: called once the transaction committed, saying whether that write wrote its row.
+SendRows = Callable[[Any, str, list[Any]], list[Callable[[], bool]]]
 
 
 def _succeed(op: _Op, result: Any) -> None:
@@ -98,7 +106,9 @@ class GroupCommitter(Generic[C]):
     ``alive(conn)``, a cheap local check (no round trip), tells whether a connection
     can still take the next batch. ``alone(conn)`` is the context of a batch of one
     single-statement write (see the module's docstring); without it, such a batch is a
-    transaction like any other.
+    transaction like any other. ``rows`` sends the writes of one batch that are the same
+    fenced one-row statement (``submit_deferred(row=...)``) together (see ``SendRows``);
+    without it, each is sent on its own.
     """
 
     def __init__(
@@ -112,8 +122,10 @@ class GroupCommitter(Generic[C]):
         broken: Callable[[C, Exception], bool] | None = None,
         alive: Callable[[C], bool] | None = None,
         alone: Callable[[C], contextlib.AbstractContextManager[Any]] | None = None,
+        rows: SendRows | None = None,
     ) -> None:
         self._connect = connect
+        self._rows = rows
         self._transaction = transaction
         self._alone = alone
         self._translate = translate
@@ -143,15 +155,23 @@ class GroupCommitter(Generic[C]):
         return self._enqueue(_Op(fn, False, what, single))
 
     def submit_deferred(
-        self, fn: Callable[[C], Callable[[], T]], what: str | None = None, *, single: bool = False
+        self,
+        fn: Callable[[C], Callable[[], T]],
+        what: str | None = None,
+        *,
+        single: bool = False,
+        row: tuple[str, Any] | None = None,
     ) -> Future[T]:
         """Like ``submit``, for a write whose result is read only after the transaction:
         ``fn(conn)`` sends its statement and returns how to read its result, which is
         called once the transaction committed. The statements of such writes need not
         wait for each other (a driver may pipeline them into one round trip).
         ``single``: ``fn`` sends exactly one statement, which is atomic by itself, so
-        alone in its batch it may run outside a transaction (see ``alone``)."""
-        return self._enqueue(_Op(fn, True, what, single))
+        alone in its batch it may run outside a transaction (see ``alone``).
+        ``row``: ``fn`` is exactly this statement with these parameters, a fenced write
+        of one row whose result says whether it wrote it (``T`` is bool): writes of the
+        same statement in one batch may go together (see ``rows``)."""
+        return self._enqueue(_Op(fn, True, what, single, row))
 
     def _enqueue(self, op: _Op) -> Future[Any]:
         if self._closed:
@@ -265,6 +285,33 @@ class GroupCommitter(Generic[C]):
         self._retry_at = 0.0
         return self._conn
 
+    @staticmethod
+    def _send(conn: C, batch: list[_Op], rows: SendRows) -> list[Any]:
+        """Send the batch's writes in order, those of a statement that several fenced
+        one-row writes share together, where the first of them stands. Concurrent writes
+        (one batch) commute: a write that depends on another is submitted only once that
+        one committed, so no two of them are in one batch."""
+        together: dict[str, list[int]] = {}
+        for index, op in enumerate(batch):
+            if op.row is not None:
+                together.setdefault(op.row[0], []).append(index)
+        if all(len(indexes) < 2 for indexes in together.values()):
+            return [op.fn(conn) for op in batch]
+        results: list[Any] = [None] * len(batch)
+        sent = [False] * len(batch)
+        for index, op in enumerate(batch):
+            if sent[index]:
+                continue
+            indexes = together.get(op.row[0], ()) if op.row is not None else ()
+            if len(indexes) < 2:
+                results[index] = op.fn(conn)
+                continue
+            statement = op.row[0]  # type: ignore[index] # a row: it has a statement
+            readers = rows(conn, statement, [batch[i].row[1] for i in indexes])  # type: ignore[index]
+            for i, reader in zip(indexes, readers, strict=True):
+                results[i], sent[i] = reader, True
+        return results
+
     def _run(self, conn: C, batch: list[_Op]) -> Exception | None:
         """Run the batch in one transaction and resolve its futures; returns the error
         that broke the connection (every write not committed then failed), else None."""
@@ -278,8 +325,12 @@ class GroupCommitter(Generic[C]):
         try:
             with context:
                 # The usual lone write without a comprehension (a call of its own).
-                one = len(batch) == 1
-                results = [batch[0].fn(conn)] if one else [op.fn(conn) for op in batch]
+                if len(batch) == 1:
+                    results = [batch[0].fn(conn)]
+                elif self._rows is None:
+                    results = [op.fn(conn) for op in batch]
+                else:
+                    results = self._send(conn, batch, self._rows)
         except Exception as exc:
             if self._broken is not None and self._broken(conn, exc):
                 for op in batch:

@@ -55,6 +55,7 @@ from ._pg_session import (
     broken,
     end_expired_sessions,
     first_line,
+    send_rows,
     session_tag,
     transient,
     translate,
@@ -257,6 +258,7 @@ class PostgresStore(SqlTransactions):
             broken=broken,
             alive=alive,
             alone=SingleStatement(),
+            rows=send_rows,
         )
         self._pool: ConnectionPool[Connection] = ConnectionPool(
             self._conninfo,
@@ -297,10 +299,7 @@ class PostgresStore(SqlTransactions):
         # Autocommit, because _transaction sends BEGIN and COMMIT itself (see there).
         conn = psycopg.connect(self._conninfo, autocommit=True, application_name=self._writer_name)
         try:
-            conn.execute(self._search_path)
-            conn.execute(_IDLE_IN_TRANSACTION)
-            if self._tag:
-                conn.execute(_SET_APPLICATION_NAME, (self._tag,))
+            self._configure(conn)
         except BaseException:
             conn.close()
             raise
@@ -453,12 +452,15 @@ class PostgresStore(SqlTransactions):
     # -- what locks rows differently from SQLite ---------------------------------------
 
     def record_step(self, workflow_id: str, lease: Lease, step: StepRecord) -> Future[bool]:
+        params = step_params(workflow_id, lease, step)
+
         def upsert(conn: Connection) -> Callable[[], bool]:
-            cursor = conn.execute(_INSERT_STEP, step_params(workflow_id, lease, step))
+            cursor = conn.execute(_INSERT_STEP, params)
             return lambda: cursor.rowcount == 1
 
-        # One statement, fenced by its own WHERE: alone, it needs no transaction around it.
-        return self._writer.submit_deferred(upsert, single=True)
+        # One statement, fenced by its own WHERE: alone, it needs no transaction around it;
+        # in a batch, it goes with the batch's other step records (``send_rows``).
+        return self._writer.submit_deferred(upsert, single=True, row=(_INSERT_STEP, params))
 
     # -- executors and leases ----------------------------------------------------------
 
