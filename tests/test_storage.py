@@ -902,6 +902,36 @@ def test_postgres_step_records_sent_together_keep_their_own_fences(postgres_url:
 
 
 @pytest.mark.postgres
+def test_postgres_completions_sent_together_keep_their_own_fences(postgres_url: str) -> None:
+    """Outcomes of one batch go as one executemany, each its own fenced statement: one
+    under a stale lease is refused while its neighbour is recorded."""
+    store = open_store(postgres_url)
+    try:
+        store.migrate()
+        for workflow_id in ("a", "b", "c"):
+            store.create_workflow(new(workflow_id), "me", 500.0).result()
+        writer: Any = store._writer
+        busy, gate = threading.Event(), threading.Event()
+        leader = threading.Thread(
+            target=lambda: writer.submit(lambda conn: busy.set() or gate.wait(10)).result()
+        )
+        leader.start()
+        assert busy.wait(10)
+        done = [
+            store.complete_workflow("a", Lease("me", 1), "SUCCEEDED", "1", None, 10.0),
+            store.complete_workflow("b", Lease("me", 2), "SUCCEEDED", "2", None, 10.0),
+            store.complete_workflow("c", Lease("me", 1), "FAILED", None, '{"e": 1}', 10.0),
+        ]
+        gate.set()
+        leader.join(10)
+        assert [future.result(timeout=10) for future in done] == [True, False, True]
+        statuses = {i: store.get_workflow(i).status for i in ("a", "b", "c")}  # type: ignore[union-attr]
+        assert statuses == {"a": "SUCCEEDED", "b": "RUNNING", "c": "FAILED"}
+    finally:
+        store.close()
+
+
+@pytest.mark.postgres
 def test_postgres_a_lone_step_lost_with_its_connection_fails_as_unavailable(
     postgres_url: str,
 ) -> None:

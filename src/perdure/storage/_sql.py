@@ -143,13 +143,16 @@ class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance, SqlQueues):
         what = f"recording the outcome of workflow {workflow_id!r}"
         pushed = self._notify_params(EVENT_DONE + workflow_id)
         if parent_id is None and pushed is not None:
-            alone_sql = self._hot.complete_and_notify
+            alone_sql, alone_params = self._hot.complete_and_notify, (*params, *pushed)
 
             def update_alone(conn: Any) -> Callable[[], bool]:
-                cursor = conn.execute(alone_sql, (*params, *pushed))
+                cursor = conn.execute(alone_sql, alone_params)
                 return lambda: bool(cursor.rowcount == 1)  # a row: it matched, and pushed
 
-            return self._writer.submit_deferred(update_alone, what, single=True)
+            # In a batch, it goes with the batch's other such completions (one row each).
+            return self._writer.submit_deferred(
+                update_alone, what, single=True, row=(alone_sql, alone_params)
+            )
         complete_sql = self._hot.complete_workflow
         if parent_id is not None:
             topic = CHILD_TOPIC + workflow_id
