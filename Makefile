@@ -17,7 +17,7 @@ demo: $(STAMP)  ## a checkout across four HTTP services, through an outage and a
 	$(BIN)/python examples/checkout/run_demo.py
 
 test: $(STAMP) browser  ## the whole test suite
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist worksteal
 
 browser:  ## Debian's chromium, for the dashboard's browser tests (installed when missing)
 	bash scripts/ensure-browser.sh

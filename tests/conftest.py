@@ -5,16 +5,24 @@ on a fresh SQLite file, and on a fresh schema of the PostgreSQL database named b
 ``PERDURE_TEST_POSTGRES_URL`` (default ``postgresql://postgres@127.0.0.1:5432/test``),
 dropped after the test. Without a reachable server the PostgreSQL runs are skipped,
 unless ``PERDURE_REQUIRE_POSTGRES=1`` makes that a failure (for CI).
+
+``make test`` runs the suite on two processes (pytest-xdist, ``-n 2``). A test marked
+``alone`` runs while no other test runs, as in a serial run: one restarts the PostgreSQL
+server every test shares; others measure how late something happens, which the load of a
+test beside them would skew. Without ``-n`` the mark changes nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable, Generator, Iterator
+from pathlib import Path
+from typing import IO, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
@@ -135,3 +143,72 @@ def make_app(database_url: str) -> Iterator[Callable[..., perdure.App]]:
 def app(make_app: Callable[..., perdure.App]) -> perdure.App:
     """One app on the test's database (launch it with ``with app:``)."""
     return make_app()
+
+
+# -- tests beside each other (pytest-xdist) ---------------------------------------------------
+
+#: The folder of the lock files, made by the controller of a distributed run.
+_TURNS_FOLDER = pytest.StashKey[Path]()
+#: The lock of this worker process.
+_TURNS = pytest.StashKey["Turns"]()
+
+
+class Turns:
+    """A lock over the worker processes of one run: any number of tests hold it shared, a
+    test marked ``alone`` holds it exclusive. A test waiting for it holds the gate, so
+    that nobody overtakes it: an ``alone`` test waits only for the tests under way."""
+
+    def __init__(self, folder: Path) -> None:
+        self._gate: IO[bytes] = open(folder / "gate", "ab")  # noqa: SIM115 (kept open)
+        self._room: IO[bytes] = open(folder / "room", "ab")  # noqa: SIM115 (kept open)
+
+    @contextlib.contextmanager
+    def hold(self, alone: bool) -> Iterator[None]:
+        import fcntl  # POSIX only, as is running the suite on several processes here
+
+        fcntl.flock(self._gate, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(self._room, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        finally:
+            fcntl.flock(self._gate, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._room, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        self._gate.close()
+        self._room.close()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """On the controller of a distributed run: one folder of lock files for its workers."""
+    config: pytest.Config = node.config
+    if _TURNS_FOLDER not in config.stash:
+        config.stash[_TURNS_FOLDER] = Path(tempfile.mkdtemp(prefix="perdure-tests-"))
+    node.workerinput["perdure_turns"] = str(config.stash[_TURNS_FOLDER])
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    folder = getattr(config, "workerinput", {}).get("perdure_turns")
+    if folder is not None:  # a worker of a distributed run
+        config.stash[_TURNS] = Turns(Path(folder))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _TURNS in config.stash:
+        config.stash[_TURNS].close()
+    if _TURNS_FOLDER in config.stash:
+        shutil.rmtree(config.stash[_TURNS_FOLDER], ignore_errors=True)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
+    """Each test, with its fixtures' setup and teardown, inside the run's lock (outside
+    pytest-timeout's clock: waiting for one's turn is not the test's time)."""
+    turns = item.config.stash.get(_TURNS, None)
+    if turns is None:
+        return (yield)
+    with turns.hold(alone=item.get_closest_marker("alone") is not None):
+        return (yield)

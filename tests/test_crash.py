@@ -299,6 +299,10 @@ def test_checkouts_survive_repeated_sigkill(
     )
 
 
+# Alone (when the suite runs on several processes): the kill must land at least 1 s before
+# the end of a 3 s backoff, of which the suspension (after 1 s) and a random pause (up to
+# 0.8 s) may leave as little as 0.15 s to spare.
+@pytest.mark.alone
 def test_sigkill_during_retry_backoff_keeps_attempt_count_and_wait(
     tmp_path: Path, workers: Callable[[], Worker], client: Any
 ) -> None:

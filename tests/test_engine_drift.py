@@ -23,6 +23,9 @@ import pytest
 import perdure
 
 
+# Alone (when the suite runs on several processes): the probe measures how late the loop's
+# ticks come, and a busy test beside it on the same cores would make them late too.
+@pytest.mark.alone
 def test_sync_forms_in_async_workflows_do_not_block_the_loop_on_commits(tmp_path: Any) -> None:
     # While the workflow calls the sync forms, another connection holds SQLite's write
     # lock: every commit waits for it. A call that waited for its commit would stall the

@@ -609,6 +609,9 @@ def test_three_workers_share_500_checkouts_through_kill_and_pause(fleet: Fleet) 
 
 
 @pytest.mark.slow
+# Alone (when the suite runs on several processes): no other test may use the server while
+# it is down.
+@pytest.mark.alone
 def test_postgres_restarts_lose_nothing(fleet: Fleet, postgres_server: str) -> None:
     """Two workers run 1,000 checkouts while the server is restarted three times
     (immediate stop, 1.5 s down, start). The workers recover alone; every checkout
@@ -778,6 +781,9 @@ def test_sigterm_releases_for_immediate_takeover_on_postgres(fleet: Fleet) -> No
     assert not bad_log_lines(a) and not bad_log_lines(b)
 
 
+# Alone (when the suite runs on several processes): it bounds how late result() and the
+# worker wake up, which a busy test beside it on the same cores would make later.
+@pytest.mark.alone
 def test_result_wakes_within_milliseconds_across_processes(fleet: Fleet) -> None:
     """result() in this process returns within milliseconds of a completion in a worker
     process, although the client polls only every 5 s: LISTEN/NOTIFY wakes it (and the

@@ -97,15 +97,17 @@ def test_a_schedule_created_at_run_time_and_one_paused_under_skipping(database_u
 
 
 def test_a_delay_and_a_debounce_fire_in_virtual_time(database_url: str) -> None:
-    with TestApp(database_url, start=START, queues=[perdure.Queue("q")]) as app:
+    app = TestApp(database_url, start=START, queues=[perdure.Queue("q")])
+    # Held from the launch on while the test starts them: all at the same virtual instant
+    # (held only after the launch, the clock may have moved on with the real time).
+    app.hold(START)
+    with app:
 
         @app.workflow
         def job(name: str) -> list[str]:
             return [name, perdure.now().isoformat()]
 
         began = time.monotonic()
-        # Held while the test starts them: all at the same virtual instant.
-        app.hold(START)
         later = app.options(delay=timedelta(days=1)).start(job, "later")
         queued = app.options(queue="q", delay=timedelta(hours=5)).start(job, "queued")
         first = app.options(queue="q", key="k", debounce=timedelta(hours=2)).start(job, "a")
@@ -126,14 +128,15 @@ def test_a_queue_rate_of_one_an_hour_runs_five_over_five_virtual_hours(
     database_url: str,
 ) -> None:
     rate = perdure.Queue("hourly", rate=perdure.Rate(1, per=3600))
-    with TestApp(database_url, start=START, queues=[rate]) as app:
+    app = TestApp(database_url, start=START, queues=[rate])
+    app.hold(START)  # from the launch on, as in the test above
+    with app:
 
         @app.workflow
         def job(n: int) -> str:
             return perdure.now().isoformat()
 
         began = time.monotonic()
-        app.hold(START)
         handles = [app.options(queue="hourly").start(job, n) for n in range(5)]
         app.hold(None)
         started = [datetime.fromisoformat(handle.result()) for handle in handles]
