@@ -458,8 +458,7 @@ class PostgresStore(SqlTransactions):
             cursor = conn.execute(_INSERT_STEP, params)
             return lambda: cursor.rowcount == 1
 
-        # One statement, fenced by its own WHERE: alone, it needs no transaction around it;
-        # in a batch, it goes with the batch's other step records (``send_rows``).
+        # Fenced by its own WHERE: alone, no transaction; in a batch, with the others (send_rows).
         return self._writer.submit_deferred(upsert, single=True, row=(_INSERT_STEP, params))
 
     # -- executors and leases ----------------------------------------------------------
