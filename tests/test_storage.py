@@ -869,6 +869,24 @@ def test_postgres_a_batch_of_steps_is_one_transaction_in_one_round_trip(
     assert [] not in flights[1:-1], flights
 
 
+@contextlib.contextmanager
+def _one_batch(store: Any) -> Iterator[None]:
+    """The writes submitted inside queue up while another thread holds the writer's
+    connection, so that they go out together, as one batch, once the block ends."""
+    writer: Any = store._writer
+    busy, gate = threading.Event(), threading.Event()
+    leader = threading.Thread(
+        target=lambda: writer.submit(lambda conn: busy.set() or gate.wait(10)).result()
+    )
+    leader.start()
+    assert busy.wait(10)
+    try:
+        yield
+    finally:
+        gate.set()
+        leader.join(10)
+
+
 @pytest.mark.postgres
 def test_postgres_step_records_sent_together_keep_their_own_fences(postgres_url: str) -> None:
     """Step records of one batch go as one executemany (send_rows), yet each is still its
@@ -879,21 +897,13 @@ def test_postgres_step_records_sent_together_keep_their_own_fences(postgres_url:
         store.migrate()
         store.create_workflow(new("a"), "me", 500.0).result()
         store.create_workflow(new("b"), "me", 500.0).result()
-        writer: Any = store._writer
-        busy, gate = threading.Event(), threading.Event()
-        leader = threading.Thread(
-            target=lambda: writer.submit(lambda conn: busy.set() or gate.wait(10)).result()
-        )
-        leader.start()
-        assert busy.wait(10)
-        steps = [
-            store.record_step("a", Lease("me", 1), step("0")),
-            store.record_step("a", Lease("me", 2), step("1")),  # a stale fence: refused
-            store.record_step("b", Lease("me", 1), step("0")),
-            store.record_step("a", Lease("other", 1), step("2")),  # not the owner: refused
-        ]
-        gate.set()
-        leader.join(10)
+        with _one_batch(store):
+            steps = [
+                store.record_step("a", Lease("me", 1), step("0")),
+                store.record_step("a", Lease("me", 2), step("1")),  # a stale fence: refused
+                store.record_step("b", Lease("me", 1), step("0")),
+                store.record_step("a", Lease("other", 1), step("2")),  # not the owner: refused
+            ]
         assert [future.result(timeout=10) for future in steps] == [True, False, True, False]
         assert [s.position for s in store.load_steps("a")] == ["0"]
         assert [s.position for s in store.load_steps("b")] == ["0"]
@@ -910,20 +920,12 @@ def test_postgres_completions_sent_together_keep_their_own_fences(postgres_url: 
         store.migrate()
         for workflow_id in ("a", "b", "c"):
             store.create_workflow(new(workflow_id), "me", 500.0).result()
-        writer: Any = store._writer
-        busy, gate = threading.Event(), threading.Event()
-        leader = threading.Thread(
-            target=lambda: writer.submit(lambda conn: busy.set() or gate.wait(10)).result()
-        )
-        leader.start()
-        assert busy.wait(10)
-        done = [
-            store.complete_workflow("a", Lease("me", 1), "SUCCEEDED", "1", None, 10.0),
-            store.complete_workflow("b", Lease("me", 2), "SUCCEEDED", "2", None, 10.0),
-            store.complete_workflow("c", Lease("me", 1), "FAILED", None, '{"e": 1}', 10.0),
-        ]
-        gate.set()
-        leader.join(10)
+        with _one_batch(store):
+            done = [
+                store.complete_workflow("a", Lease("me", 1), "SUCCEEDED", "1", None, 10.0),
+                store.complete_workflow("b", Lease("me", 2), "SUCCEEDED", "2", None, 10.0),
+                store.complete_workflow("c", Lease("me", 1), "FAILED", None, '{"e": 1}', 10.0),
+            ]
         assert [future.result(timeout=10) for future in done] == [True, False, True]
         statuses = {i: store.get_workflow(i).status for i in ("a", "b", "c")}  # type: ignore[union-attr]
         assert statuses == {"a": "SUCCEEDED", "b": "RUNNING", "c": "FAILED"}
