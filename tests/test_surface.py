@@ -181,3 +181,24 @@ def test_every_test_named_in_the_guarantees_exists() -> None:
     for filename, test in sorted(named):
         source = (ROOT / "tests" / filename).read_text()
         assert f"def {test}(" in source, f"{filename}::{test} named in docs/guarantees.md"
+
+
+def test_the_core_and_the_worker_import_no_optional_library() -> None:
+    # What `import perdure` and `perdure worker` load is every process's start-up (a
+    # worker that replaces a killed one starts recovering only after it): the optional
+    # extras, the tables of the CLI and urllib's HTTP client are loaded where they are used.
+    heavy = (
+        "opentelemetry.trace",
+        "opentelemetry.metrics",
+        "cryptography",
+        "rich",
+        "urllib.request",
+    )
+    script = (
+        "import sys, perdure, perdure._cli, perdure.observability, perdure.probes\n"
+        f"print(sorted(name for name in {heavy!r} if name in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "[]", done.stdout

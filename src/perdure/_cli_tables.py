@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from rich import box
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.text import Text
+
+# rich is imported by the functions that print: it is a tenth of the start-up of every
+# `perdure` command, and `perdure worker` never prints a table.
 
 #: How a status is coloured in a table.
 STATUS_STYLES = {
@@ -36,6 +39,8 @@ def on_terminal() -> bool:
 
 def status_cell(status: str) -> Text:
     """A status, coloured."""
+    from rich.text import Text
+
     return Text(status, style=STATUS_STYLES.get(status, ""))
 
 
@@ -46,6 +51,11 @@ def print_table(
     console: Console | None = None,
 ) -> None:
     """Print ``rows`` under ``headers`` as a table (text cells are never markup)."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(*headers, box=box.SIMPLE_HEAD, header_style="bold")
     for row in rows:
         table.add_row(*(cell if isinstance(cell, Text) else Text(str(cell)) for cell in row))

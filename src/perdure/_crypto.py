@@ -26,13 +26,6 @@ from typing import Any
 from ._errors import ConfigurationError, SerializationError
 from ._serialization import SEALED, JSONSerializer, Serializer
 
-try:  # an optional extra: perdure[crypto]
-    from cryptography.exceptions import InvalidTag
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-except ImportError:  # pragma: no cover - exercised only without the extra
-    AESGCM = None  # type: ignore[assignment,misc]
-    InvalidTag = Exception  # type: ignore[assignment,misc]
-
 #: What every sealed value starts with (its format's version).
 PREFIX = SEALED
 _KEY_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -60,10 +53,16 @@ class EncryptingSerializer:
     def __init__(
         self, keys: Mapping[str, bytes], current: str, inner: Serializer | None = None
     ) -> None:
-        if AESGCM is None:
+        # Imported here, by the one class that uses it: an optional extra
+        # (perdure[crypto]), and a cost at every start of a process that does not encrypt.
+        try:
+            from cryptography.exceptions import InvalidTag
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+        except ImportError:
             raise ConfigurationError(
                 "EncryptingSerializer needs the cryptography library: pip install 'perdure[crypto]'"
-            )
+            ) from None
+        self._invalid_tag: type[Exception] = InvalidTag
         if not keys:
             raise ConfigurationError("EncryptingSerializer needs at least one key")
         self._ciphers: dict[str, Any] = {}
@@ -129,7 +128,7 @@ class EncryptingSerializer:
         try:
             raw = base64.b64decode(data, validate=True)
             plain = cipher.decrypt(raw[:_NONCE], raw[_NONCE:], f"{PREFIX}{key_id}".encode())
-        except (InvalidTag, ValueError, binascii.Error):
+        except (self._invalid_tag, ValueError, binascii.Error):
             raise SerializationError(
                 f"a stored value encrypted with key {key_id!r} cannot be decrypted: the key "
                 "is not the one that encrypted it, or the value was altered"

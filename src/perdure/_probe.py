@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import socket
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -34,18 +32,22 @@ class Probe:
         return self.name
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    # A redirect already says the server answers: don't follow it somewhere else.
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
 def http(url: str, *, timeout: float = 5.0, method: str = "GET") -> Probe:
     """A probe that passes when ``url`` answers a ``method`` request with a 2xx or 3xx
     status within ``timeout`` seconds (redirects are not followed). Proxies come from
     the environment, as for ``urllib``."""
     if not url.lower().startswith(("http://", "https://")):
         raise ValueError(f"probes.http needs an http:// or https:// URL, not {url!r}")
+    # Imported here: urllib.request (with http.client and email) is a fifth of a worker's
+    # start-up imports, and few apps probe over HTTP.
+    import urllib.error
+    import urllib.request
+
+    class _NoRedirect(urllib.request.HTTPRedirectHandler):
+        # A redirect already says the server answers: don't follow it somewhere else.
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
     opener = urllib.request.build_opener(_NoRedirect)
 
     def check() -> bool:

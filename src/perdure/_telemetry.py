@@ -2,7 +2,10 @@
 
 Every OpenTelemetry import of perdure is in this module, guarded: without the package
 ``AVAILABLE`` is False and every function here does nothing (``observe_run`` returns
-None, ``carrier`` returns None), so the core imports and runs without it.
+None, ``carrier`` returns None), so the core imports and runs without it. With it, the
+API is imported only once it can matter: a provider is given to ``configure``, some code
+of the process imported OpenTelemetry (no span can be current and no global provider set
+before), or the environment names a provider (``OTEL_PYTHON_TRACER_PROVIDER``...).
 
 perdure uses the providers given to ``configure``, or else the global ones
 (``opentelemetry.trace.set_tracer_provider`` ...), looked up when an execution begins
@@ -39,35 +42,93 @@ from the stores that ``watch`` registered, each at most every few seconds).
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
+import os
+import sys
 import threading
 import time
 import weakref
 from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-try:
-    from opentelemetry import context as otel_context
-    from opentelemetry import metrics as otel_metrics
-    from opentelemetry import trace as otel_trace
-    from opentelemetry.metrics import CallbackOptions, NoOpMeterProvider, Observation
-    from opentelemetry.trace import (
-        Link,
-        NonRecordingSpan,
-        NoOpTracerProvider,
-        ProxyTracerProvider,
-        SpanContext,
-        Status,
-        StatusCode,
-        TraceFlags,
-    )
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-except ImportError:  # the extra is not installed: everything here is a no-op
-    AVAILABLE = False
-else:
-    AVAILABLE = True
-    # Only the W3C trace context is stored, never baggage (which may hold anything).
-    _PROPAGATOR = TraceContextTextMapPropagator()
+if TYPE_CHECKING:
+    from opentelemetry.metrics import CallbackOptions, Observation
+
+
+class _Api:
+    """The OpenTelemetry API, imported on first need (``_load``): its import is a tenth of
+    a worker's start-up, and most processes never trace."""
+
+    def __init__(self) -> None:
+        from opentelemetry import context, metrics, trace
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+        self.context = context
+        self.metrics = metrics
+        self.trace = trace
+        # Only the W3C trace context is stored, never baggage (which may hold anything).
+        self.propagator = TraceContextTextMapPropagator()
+
+
+def _installed() -> bool:
+    try:  # finds the package without importing it (a blocked import raises)
+        return importlib.util.find_spec("opentelemetry.trace") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+#: Whether the OpenTelemetry API (``perdure[otel]``) is installed.
+AVAILABLE = _installed()
+_api: _Api | None = None
+#: The modules of which one is imported once some code uses OpenTelemetry: without them
+#: no span can be current and no global provider can have been set.
+_IN_USE = ("opentelemetry.trace", "opentelemetry.metrics", "opentelemetry.context")
+#: Environment variables that make OpenTelemetry load a global provider by itself.
+_ENV_PROVIDERS = ("OTEL_PYTHON_TRACER_PROVIDER", "OTEL_PYTHON_METER_PROVIDER")
+
+
+def _load() -> _Api | None:
+    """The API, imported now if it is not yet; None without the package."""
+    global _api
+    if _api is None and AVAILABLE:
+        try:
+            _api = _Api()
+        except ImportError:  # installed but broken: the same as not installed
+            return None
+    return _api
+
+
+def _in_use() -> _Api | None:
+    """The API if some code of this process may be using OpenTelemetry (it imported
+    the API, or the environment names a provider), else None without importing it."""
+    if _api is not None:
+        return _api
+    modules = sys.modules
+    if any(modules.get(name) is not None for name in _IN_USE) or any(
+        name in os.environ for name in _ENV_PROVIDERS
+    ):
+        return _load()
+    return None
+
+
+def _the_api() -> _Api:
+    """The API, for code that runs only with a tracer or instruments (so it is loaded)."""
+    api = _api
+    assert api is not None, "OpenTelemetry used before it was loaded"
+    return api
+
+
+def _attach(span: Any) -> Any:
+    """Make ``span`` current in this context; the token to detach it."""
+    api = _the_api()
+    return api.context.attach(api.trace.set_span_in_context(span))
+
+
+def _error_status(why: str) -> Any:
+    trace = _the_api().trace
+    return trace.Status(trace.StatusCode.ERROR, why)
+
 
 SCOPE = "perdure"
 #: Bucket boundaries (seconds) of the step duration histogram: from a millisecond step
@@ -186,14 +247,18 @@ def use_meter_provider(provider: Any) -> None:
 def _look_up_globals() -> None:
     """Look up the global providers that are not set yet (called once ``look_at`` is
     past: each lookup of an unset one reads ``os.environ``, and a workflow needs
-    several)."""
+    several). Until some code imports OpenTelemetry, there is none to look up."""
     found = _globals
+    api = _in_use()
+    if api is None:
+        found.look_at = time.monotonic() + RECHECK_SECONDS
+        return
     if found.tracer_provider is None:
-        tracing = otel_trace.get_tracer_provider()
-        if not isinstance(tracing, ProxyTracerProvider):
+        tracing = api.trace.get_tracer_provider()
+        if not isinstance(tracing, api.trace.ProxyTracerProvider):
             found.tracer_provider = tracing
     if found.meter_provider is None:
-        metering = otel_metrics.get_meter_provider()
+        metering = api.metrics.get_meter_provider()
         # The global provider is a proxy until one is set (its class is private).
         if not type(metering).__name__.startswith("_Proxy"):
             found.meter_provider = metering
@@ -203,17 +268,18 @@ def _look_up_globals() -> None:
 
 def meter_provider() -> Any:
     """The meter provider perdure uses, or None when none is configured."""
-    if not AVAILABLE:
-        return None
     provider = _providers.meter_provider
     if provider is None:
         if time.monotonic() >= _globals.look_at:
             _look_up_globals()
         provider = _globals.meter_provider
+    if provider is None:
+        return None
+    api = _load()
     # A no-op or proxy provider (given to configure) records nothing: the same as none.
     if (
-        provider is None
-        or isinstance(provider, NoOpMeterProvider)
+        api is None
+        or isinstance(provider, api.metrics.NoOpMeterProvider)
         or type(provider).__name__.startswith("_Proxy")
     ):
         return None
@@ -222,14 +288,17 @@ def meter_provider() -> Any:
 
 def tracer() -> Any:
     """perdure's tracer, or None when no tracer provider is configured."""
-    if not AVAILABLE:
-        return None
     provider = _providers.tracer_provider
     if provider is None:
         if time.monotonic() >= _globals.look_at:
             _look_up_globals()
         provider = _globals.tracer_provider
-    if provider is None or isinstance(provider, ProxyTracerProvider | NoOpTracerProvider):
+    if provider is None:
+        return None
+    api = _load()
+    if api is None or isinstance(
+        provider, api.trace.ProxyTracerProvider | api.trace.NoOpTracerProvider
+    ):
         return None
     made_for, made = _providers.tracing
     if made_for is not provider:
@@ -259,22 +328,24 @@ def instruments() -> Instruments | None:
 def carrier() -> str | None:
     """The current trace context as stored with a workflow or a message (JSON of the W3C
     ``traceparent`` and ``tracestate``), or None when no span is current."""
-    if not AVAILABLE or not otel_trace.get_current_span().get_span_context().is_valid:
+    api = _in_use()
+    if api is None or not api.trace.get_current_span().get_span_context().is_valid:
         return None
     fields: dict[str, str] = {}
-    _PROPAGATOR.inject(fields)
+    api.propagator.inject(fields)
     return json.dumps(fields, sort_keys=True)
 
 
 def _span_context(stored: str | None) -> Any:
     """The span context a stored carrier holds, or None (none, or unreadable)."""
-    if not stored:
+    api = _load()
+    if not stored or api is None:
         return None
     try:
         fields = json.loads(stored)
         if not isinstance(fields, dict):
             return None
-        found = otel_trace.get_current_span(_PROPAGATOR.extract(fields)).get_span_context()
+        found = api.trace.get_current_span(api.propagator.extract(fields)).get_span_context()
     except (ValueError, TypeError):  # not what perdure stored: start afresh, run anyway
         return None
     return found if found.is_valid else None
@@ -283,24 +354,27 @@ def _span_context(stored: str | None) -> Any:
 def _parent(stored: str | None, workflow_id: str, created_at: float) -> Any:
     """The context every execution of a workflow continues: the stored one, else one
     derived from the workflow (the same in every process)."""
+    trace = _the_api().trace
     span_context = _span_context(stored)
     if span_context is None:
         seed = f"{workflow_id}\0{created_at!r}".encode("utf-8", "surrogatepass")
         digest = hashlib.sha256(seed).digest()
-        span_context = SpanContext(
+        span_context = trace.SpanContext(
             int.from_bytes(digest[:16], "big") or 1,
             int.from_bytes(digest[16:24], "big") or 1,
             is_remote=True,
-            trace_flags=TraceFlags(TraceFlags.SAMPLED),
+            trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED),
         )
-    return otel_trace.set_span_in_context(NonRecordingSpan(span_context), otel_context.Context())
+    empty = _the_api().context.Context()
+    return trace.set_span_in_context(trace.NonRecordingSpan(span_context), empty)
 
 
 def current_ids() -> tuple[str, str] | None:
     """(trace ID, span ID) in hex of the current span, for log records; None without."""
-    if not AVAILABLE:
+    api = _in_use()
+    if api is None:
         return None
-    span_context = otel_trace.get_current_span().get_span_context()
+    span_context = api.trace.get_current_span().get_span_context()
     if not span_context.is_valid:
         return None
     return format(span_context.trace_id, "032x"), format(span_context.span_id, "016x")
@@ -337,7 +411,7 @@ class RunTelemetry:
                 context=_parent(stored, workflow_id, created_at),
                 attributes={**self.attributes, "perdure.executor.id": executor},
             )
-            self.token = otel_context.attach(otel_trace.set_span_in_context(self.span))
+            self.token = _attach(self.span)
 
     def close(self, outcome: str, failed: bool = False, error: BaseException | None = None) -> None:
         """End the execution's span: ``outcome`` is the state recorded or the signal
@@ -351,8 +425,8 @@ class RunTelemetry:
             span.record_exception(error)
         if failed:
             why = "the workflow failed" if error is None else f"{type(error).__name__}: {error}"
-            span.set_status(Status(StatusCode.ERROR, why))
-        otel_context.detach(self.token)
+            span.set_status(_error_status(why))
+        _the_api().context.detach(self.token)
         span.end()
 
     def attempt(self, step: str, position: str, attempt: int) -> AttemptTelemetry:
@@ -377,7 +451,7 @@ class RunTelemetry:
                 "perdure.message.topic": topic,
                 "perdure.step.position": position,
             },
-            links=[] if sender is None else [Link(sender)],
+            links=[] if sender is None else [_the_api().trace.Link(sender)],
         )
         span.end()
 
@@ -402,7 +476,7 @@ class AttemptTelemetry:
                     "perdure.step.attempt": attempt,
                 },
             )
-            self.token = otel_context.attach(otel_trace.set_span_in_context(self.span))
+            self.token = _attach(self.span)
         self.started = time.perf_counter()
 
     def end(self, error: BaseException | None, interrupted: bool = False) -> None:
@@ -421,8 +495,8 @@ class AttemptTelemetry:
         span.set_attribute("perdure.step.outcome", outcome)
         if error is not None:
             span.record_exception(error)
-            span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
-        otel_context.detach(self.token)
+            span.set_status(_error_status(f"{type(error).__name__}: {error}"))
+        _the_api().context.detach(self.token)
         span.end()
 
 
@@ -491,7 +565,7 @@ def _observe_suspended(options: CallbackOptions) -> Iterator[Observation]:
         for name, count in suspended.items():
             totals[name] = totals.get(name, 0) + count
     for name, count in sorted(totals.items()):
-        yield Observation(count, {WORKFLOW_NAME: name})
+        yield _the_api().metrics.Observation(count, {WORKFLOW_NAME: name})
 
 
 def _observe_breakers(options: CallbackOptions) -> Iterator[Observation]:
@@ -499,4 +573,4 @@ def _observe_breakers(options: CallbackOptions) -> Iterator[Observation]:
         for name, state in breakers:
             for each in BREAKER_STATES:
                 attributes = {"perdure.breaker": name, "perdure.breaker.state": each}
-                yield Observation(1 if state == each else 0, attributes)
+                yield _the_api().metrics.Observation(1 if state == each else 0, attributes)
