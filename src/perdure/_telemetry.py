@@ -81,9 +81,6 @@ def _installed() -> bool:
 #: Whether the OpenTelemetry API (``perdure[otel]``) is installed.
 AVAILABLE = _installed()
 _api: _Api | None = None
-#: The modules of which one is imported once some code uses OpenTelemetry: without them
-#: no span can be current and no global provider can have been set.
-_IN_USE = ("opentelemetry.trace", "opentelemetry.metrics", "opentelemetry.context")
 #: Environment variables that make OpenTelemetry load a global provider by itself.
 _ENV_PROVIDERS = ("OTEL_PYTHON_TRACER_PROVIDER", "OTEL_PYTHON_METER_PROVIDER")
 
@@ -100,13 +97,17 @@ def _load() -> _Api | None:
 
 
 def _in_use() -> _Api | None:
-    """The API if some code of this process may be using OpenTelemetry (it imported
-    the API, or the environment names a provider), else None without importing it."""
+    """The API if some code of this process may be using OpenTelemetry (it imported its
+    trace or metrics API: without them no span can be current and no global provider
+    can have been set; or the environment names a provider), else None, importing
+    nothing."""
     if _api is not None:
         return _api
-    modules = sys.modules
-    if any(modules.get(name) is not None for name in _IN_USE) or any(
-        name in os.environ for name in _ENV_PROVIDERS
+    modules = sys.modules  # one test per start of a workflow: kept cheap
+    if (
+        modules.get("opentelemetry.trace") is not None
+        or modules.get("opentelemetry.metrics") is not None
+        or any(name in os.environ for name in _ENV_PROVIDERS)
     ):
         return _load()
     return None
