@@ -121,7 +121,7 @@ _SUSPEND = POSTGRES.sql(
     "wake_at = CASE WHEN cancel_requested_at IS NOT NULL AND NOT :delivered THEN :now "
     "ELSE :wake END, "
     "wait_topic = :topic, updated_at = :now "
-    "WHERE id = :id AND owner = :owner AND epoch = :epoch AND status = {RUNNING} "
+    "WHERE id = :id AND (owner = :owner AND epoch = :epoch AND status = {RUNNING}) IS TRUE "
     "RETURNING id"
 )
 _WAKE_IF_PENDING = POSTGRES.sql(

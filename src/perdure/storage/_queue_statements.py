@@ -180,6 +180,7 @@ CANCELLED_WAITING = (
 # Ends one CANCELLED without running it (it never started: no step, no lease).
 CANCEL_WAITING = (
     "UPDATE perdure_workflows SET status = :cancelled, error = :error, wake_at = NULL, "
-    "note = NULL, finished_at = :now, updated_at = :now WHERE id = :id AND status = {PENDING} "
-    "AND cancel_requested_at IS NOT NULL AND owner IS NULL AND queue IS NOT NULL RETURNING id"
+    "note = NULL, finished_at = :now, updated_at = :now WHERE id = :id AND (status = {PENDING} "
+    "AND cancel_requested_at IS NOT NULL AND owner IS NULL AND queue IS NOT NULL) IS TRUE "
+    "RETURNING id"
 )

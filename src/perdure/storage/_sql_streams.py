@@ -23,8 +23,8 @@ from ._statements import FENCE_FREE_POSITION, INSERT_STEP_RETURNING
 # The lease check of a write from inside a step (PostgreSQL: the row lock a step record
 # takes, so that a claim in flight is waited for; see INSERT_STEP).
 FENCE_LEASE = (
-    "SELECT 1 FROM perdure_workflows WHERE id = :id AND owner = :owner AND epoch = :epoch "
-    "AND status = {RUNNING}{key_share}"
+    "SELECT 1 FROM perdure_workflows WHERE id = :id AND (owner = :owner AND epoch = :epoch "
+    "AND status = {RUNNING}) IS TRUE{key_share}"
 )
 IS_CLOSED = "SELECT 1 FROM perdure_streams WHERE workflow_id = :id AND key = :key AND value IS NULL"
 APPEND = (

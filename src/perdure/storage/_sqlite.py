@@ -135,7 +135,7 @@ _SUSPEND = SQLITE.sql(
     "AND consumed_at IS NULL) THEN :now "
     "WHEN EXISTS (SELECT 1 FROM perdure_breakers WHERE name = :breaker "
     "AND state = {CLOSED}) THEN :now ELSE :wake END "
-    "WHERE id = :id AND owner = :owner AND epoch = :epoch AND status = {RUNNING}"
+    "WHERE id = :id AND (owner = :owner AND epoch = :epoch AND status = {RUNNING}) IS TRUE"
 )
 # Whether migrate() has set this file up (the table of schema versions is its first).
 _HAS_SCHEMA = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'perdure_schema'"

@@ -12,6 +12,14 @@ from ._queries import BREAKER_COLUMNS, EXECUTOR_COLUMNS, STEP_COLUMNS, WF_COLUMN
 
 # -- workflows ---------------------------------------------------------------------------
 
+# A statement about one workflow finds its row by the primary key alone: what else it
+# checks (the lease's owner and epoch, a status) is one condition tested on that row,
+# ``(...) IS TRUE``, which no index can serve. Written as plain conditions, they let
+# PostgreSQL's planner pick an index on status or owner instead (a generic plan, or
+# statistics taken while the table was small), and such an index keeps an entry for every
+# version of a row until vacuum: a step record's lease check then scanned every RUNNING
+# entry since the last vacuum, and the server's CPU per workflow grew with the day's work.
+
 # The hot path's statements take positional parameters: binding by name costs SQLite
 # a lookup per parameter. A new workflow's record is known without reading it back
 # (``_sql_base.created_record``): RETURNING its columns cost SQLite about a fifth of the
@@ -25,12 +33,14 @@ CREATE_WORKFLOW = (
 )
 CREATE_WORKFLOW_RETURNING = CREATE_WORKFLOW + " RETURNING 1"
 GET_WORKFLOW = f"SELECT {WF_COLUMNS} FROM perdure_workflows WHERE id = ?"
-UNFINISHED_AMONG = "SELECT id FROM perdure_workflows WHERE id {in_ids} AND status IN {ACTIVE}"
+UNFINISHED_AMONG = (
+    "SELECT id FROM perdure_workflows WHERE id {in_ids} AND (status IN {ACTIVE}) IS TRUE"
+)
 
 COMPLETE_WORKFLOW = (
     "UPDATE perdure_workflows SET status = ?, output = ?, error = ?, "
     "owner = NULL, lease_expires_at = NULL, note = NULL, updated_at = ?, "
-    "finished_at = ? WHERE id = ? AND owner = ? AND epoch = ? AND status IN {ACTIVE}"
+    "finished_at = ? WHERE id = ? AND (owner = ? AND epoch = ? AND status IN {ACTIVE}) IS TRUE"
 )
 # The completion and its push of the DONE event in one statement (stores that push in
 # SQL, i.e. PostgreSQL): alone, it needs no transaction, so one round trip; the event
@@ -45,8 +55,8 @@ COMPLETE_AND_NOTIFY = (
 DELIVER_OUTCOME = (
     "INSERT INTO perdure_messages (workflow_id, topic, payload, idempotency_key, "
     "created_at) SELECT :parent{text}, :topic{text}, :payload{text}, :topic{text}, "
-    ":now{real} FROM perdure_workflows WHERE id = :id AND status = :status "
-    "AND finished_at = :now "
+    ":now{real} FROM perdure_workflows WHERE id = :id "
+    "AND (status = :status AND finished_at = :now) IS TRUE "
     "ON CONFLICT (workflow_id, idempotency_key) DO NOTHING"
 )
 # Wake the workflow if it is suspended waiting on this topic. It always updates (so
@@ -65,7 +75,8 @@ HOLD_WORKFLOW = (
     "UPDATE perdure_workflows SET owner = NULL, lease_expires_at = NULL, wait_topic = NULL, "
     "wake_at = :retry_at, note = :note, held_code = :code, held_detail = :detail, "
     "updated_at = :now "
-    "WHERE id = :id AND owner = :owner AND epoch = :epoch AND status = {RUNNING} RETURNING id"
+    "WHERE id = :id AND (owner = :owner AND epoch = :epoch AND status = {RUNNING}) IS TRUE "
+    "RETURNING id"
 )
 # Held workflows of this version held by other code than this: due now. (A code names
 # its workflow: a held code is among ``codes`` only if it is this code for that name.)
@@ -77,7 +88,7 @@ RELEASE_HOLDS = (
 )
 RETRY_HELD = (
     "UPDATE perdure_workflows SET wake_at = :now, updated_at = :now WHERE id = :id "
-    "AND held_code IS NOT NULL AND owner IS NULL AND status IN {ACTIVE} RETURNING id"
+    "AND (held_code IS NOT NULL AND owner IS NULL AND status IN {ACTIVE}) IS TRUE RETURNING id"
 )
 ACTIVE_VERSIONS = (
     "SELECT app_version, count(*), "
@@ -107,7 +118,7 @@ INSERT_STEP = (
     "SELECT ?{text}, ?{text}, ?{text}, ?{text}, ?{text}, ?{text}, ?{int}, ?{real}, ?{real}, "
     "?{real} "
     "WHERE EXISTS (SELECT 1 FROM perdure_workflows "
-    "WHERE id = ? AND owner = ? AND epoch = ? AND status = {RUNNING}{key_share}) "
+    "WHERE id = ? AND (owner = ? AND epoch = ? AND status = {RUNNING}) IS TRUE{key_share}) "
     "ON CONFLICT (workflow_id, position) DO UPDATE SET status = excluded.status, "
     "output = excluded.output, error = excluded.error, attempts = excluded.attempts, "
     "next_attempt_at = excluded.next_attempt_at, updated_at = excluded.updated_at, "
@@ -154,7 +165,8 @@ SEND_MESSAGE = (
     "INSERT INTO perdure_messages (workflow_id, topic, payload, idempotency_key, created_at, "
     "trace_context) SELECT :id{text}, :topic{text}, :payload{text}, :key{text}, :now{real}, "
     ":trace{text} "
-    "WHERE EXISTS (SELECT 1 FROM perdure_workflows WHERE id = :id AND status IN {ACTIVE}) "
+    "WHERE EXISTS (SELECT 1 FROM perdure_workflows "
+    "WHERE id = :id AND (status IN {ACTIVE}) IS TRUE) "
     "ON CONFLICT (workflow_id, idempotency_key) DO NOTHING RETURNING seq"
 )
 #: Why a message was not stored: (the workflow is active, its key was used before); no
@@ -166,8 +178,8 @@ WHY_NOT_STORED = (
 # The lock on the workflow's row (PostgreSQL's KEY SHARE, like a step record) holds until
 # commit: no claim can take the workflow over between the check and the writes.
 FENCE_FREE_POSITION = (
-    "SELECT 1 FROM perdure_workflows WHERE id = :id AND owner = :owner AND epoch = :epoch "
-    "AND status = {RUNNING} AND NOT EXISTS (SELECT 1 FROM perdure_steps "
+    "SELECT 1 FROM perdure_workflows WHERE id = :id AND (owner = :owner AND epoch = :epoch "
+    "AND status = {RUNNING}) IS TRUE AND NOT EXISTS (SELECT 1 FROM perdure_steps "
     "WHERE workflow_id = :id AND position = :position "
     "AND status NOT IN {REPLACEABLE}){key_share}"
 )
@@ -200,8 +212,8 @@ CANCEL_REQUESTS = (
 )
 CONTINUE_WORKFLOW = (
     "UPDATE perdure_workflows SET inputs = :inputs, generation = generation + 1, "
-    "updated_at = :now WHERE id = :id AND owner = :owner AND epoch = :epoch "
-    f"AND status = {{RUNNING}} RETURNING {WF_COLUMNS}"
+    "updated_at = :now WHERE id = :id AND (owner = :owner AND epoch = :epoch "
+    f"AND status = {{RUNNING}}) IS TRUE RETURNING {WF_COLUMNS}"
 )
 DELETE_STEPS = "DELETE FROM perdure_steps WHERE workflow_id = :id"
 
@@ -270,7 +282,7 @@ RESUME_WORKFLOW = (
     "finished_at = NULL, owner = NULL, lease_expires_at = NULL, epoch = epoch + 1, "
     "note = NULL, wake_at = NULL, wait_topic = NULL, cancel_requested_at = NULL, "
     "deadline_at = NULL, resumes = resumes + 1, updated_at = :now "
-    f"WHERE id = :id AND status IN {{RESUMABLE}} RETURNING {WF_COLUMNS}"
+    f"WHERE id = :id AND (status IN {{RESUMABLE}}) IS TRUE RETURNING {WF_COLUMNS}"
 )
 DROP_UNDONE_STEPS = (
     "DELETE FROM perdure_steps WHERE workflow_id = :id AND status IN {UNDONE} "

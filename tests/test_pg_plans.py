@@ -1,0 +1,77 @@
+"""PostgreSQL finds the workflow row of a fenced write by its primary key, whatever the
+table's statistics say.
+
+A write about one workflow checks more than its ID (the lease's owner and epoch, a
+status). Given those as plain conditions, the planner may scan an index on status or
+owner instead of the primary key: it did so on a table without statistics yet (a new
+database, the start of a benchmark), and such an index holds an entry for every version of
+a row until vacuum, so each step record scanned every RUNNING entry since the last vacuum.
+The statements keep those checks out of the planner's reach (``_statements.py``); this
+test asks the planner, on a fresh schema with no statistics and with the generic plans a
+prepared statement gets after a few runs, which index each one uses.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from conftest import admin_connection, schema_of
+
+from perdure.storage import _queue_statements as qq
+from perdure.storage import _statements as q
+from perdure.storage._dialect import POSTGRES
+from perdure.storage._postgres import PostgresStore
+from perdure.storage._sql_streams import FENCE_LEASE
+
+pytestmark = pytest.mark.postgres
+
+#: The statements that find one workflow by ID and check more of its row (the suspension
+#: of ``_postgres.py`` is one too, left out: PostgreSQL cannot type its parameters alone).
+FENCED = {
+    "INSERT_STEP": q.INSERT_STEP,
+    "COMPLETE_WORKFLOW": q.COMPLETE_WORKFLOW,
+    "COMPLETE_AND_NOTIFY": q.COMPLETE_AND_NOTIFY,
+    "DELIVER_OUTCOME": q.DELIVER_OUTCOME,
+    "HOLD_WORKFLOW": q.HOLD_WORKFLOW,
+    "RETRY_HELD": q.RETRY_HELD,
+    "SEND_MESSAGE": q.SEND_MESSAGE,
+    "FENCE_FREE_POSITION": q.FENCE_FREE_POSITION,
+    "CONTINUE_WORKFLOW": q.CONTINUE_WORKFLOW,
+    "RESUME_WORKFLOW": q.RESUME_WORKFLOW,
+    "CANCEL_WAITING": qq.CANCEL_WAITING,
+    "FENCE_LEASE": FENCE_LEASE,
+}
+
+
+def _numbered(statement: str) -> tuple[str, int]:
+    """``statement`` with psycopg's placeholders as ``$1, $2...`` (a name keeps its
+    number), and how many there are."""
+    numbers: dict[str, int] = {}
+
+    def number(match: re.Match[str]) -> str:
+        key = match.group(1) or f"#{len(numbers)}"
+        return f"${numbers.setdefault(key, len(numbers) + 1)}"
+
+    return re.sub(r"%(?:\((\w+)\))?s", number, statement), len(numbers)
+
+
+def _workflow_indexes(plan: str) -> set[str]:
+    return set(re.findall(r"using (perdure_workflows\w*)", plan))
+
+
+@pytest.mark.parametrize("name", sorted(FENCED))
+def test_a_fenced_write_finds_its_workflow_by_the_primary_key(postgres_url: str, name: str) -> None:
+    store = PostgresStore(postgres_url)
+    store.migrate()  # the schema, its tables and indexes, no rows
+    store.close()
+    statement = POSTGRES.sql(FENCED[name])
+    numbered, count = _numbered(statement)
+    arguments = ", ".join(["'1'"] * count)
+    with admin_connection(postgres_url, schema=schema_of(postgres_url)) as conn:
+        # A prepared statement's generic plan: the one a write gets after a few runs.
+        conn.execute("SET plan_cache_mode = force_generic_plan")
+        conn.execute(f"PREPARE fenced AS {numbered}")
+        rows = conn.execute(f"EXPLAIN EXECUTE fenced({arguments})").fetchall()
+    plan = "\n".join(row[0] for row in rows)
+    assert _workflow_indexes(plan) <= {"perdure_workflows_pkey"}, plan
