@@ -1,5 +1,6 @@
 """PostgreSQL sessions: error translation, liveness, the pipelined batch transaction,
-and ending the sessions of executors that stopped renewing their lease.
+the group committers built of them, and ending the sessions of executors that stopped
+renewing their lease.
 
 Helpers of ``_postgres`` that concern connections rather than perdure's tables.
 """
@@ -16,6 +17,7 @@ from psycopg.pq import ConnStatus, Format, TransactionStatus
 from psycopg.rows import TupleRow
 
 from .._errors import StoreRejectedError, StoreUnavailableError
+from ._batch import GroupCommitter
 from ._limits import not_utf8
 
 Connection = psycopg.Connection[TupleRow]
@@ -276,3 +278,19 @@ def end_expired_sessions(conn: Connection, executor_id: str, now: float) -> None
             "AND a.xact_start < to_timestamp(x.expired_at)",
             ([session_tag(row[0]) for row in expired], [row[1] for row in expired]),
         )
+
+
+def committer(connect: Callable[[], Connection], name: str) -> GroupCommitter[Connection]:
+    """A group committer on a connection from ``connect`` (its thread named ``name``):
+    batches in one pipelined transaction, a lone statement in autocommit, fenced rows of
+    one statement sent together, errors translated, dead connections replaced."""
+    return GroupCommitter(
+        connect,
+        batch_transaction,
+        translate,
+        name=name,
+        broken=broken,
+        alive=alive,
+        alone=SingleStatement(),
+        rows=send_rows,
+    )

@@ -88,7 +88,7 @@ class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance, SqlQueues):
         # committed): alone, it needs no transaction, unless it also tags subjects or
         # pushes an event.
         single = owner is not None and not new.subjects
-        return self._writer.submit(insert, f"creating workflow {new.id!r}", single=single)
+        return self._starter.submit(insert, f"creating workflow {new.id!r}", single=single)
 
     def get_workflow(self, workflow_id: str) -> WorkflowRecord | None:
         rows = self._read(self._hot.get_workflow, (workflow_id,))

@@ -4,6 +4,7 @@ A store supplies:
 
 - ``_dialect``: how its SQL is spelled;
 - ``_writer``: the group committer of its hot-path writes (``_batch``);
+- ``_starter``: the group committer of new workflows (its ``_writer``, or one of its own);
 - ``_read(sql, params)``: rows of one query;
 - ``_write(fn)``: ``fn(conn)`` in one transaction, waited for;
 - ``_notify(conn, event)``: tell listeners in other processes, at commit (or nothing);
@@ -139,6 +140,7 @@ class SqlBase(Store):
 
     _dialect: Dialect
     _writer: GroupCommitter[Any]
+    _starter: GroupCommitter[Any]
 
     @abc.abstractmethod
     def _read(self, sql: str, params: Any = ()) -> list[Any]:

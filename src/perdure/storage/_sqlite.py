@@ -187,6 +187,9 @@ class SQLiteStore(SqlTransactions):
         self._writer: GroupCommitter[sqlite3.Connection] = GroupCommitter(
             self._connect, _Transaction, self._translate, name=f"perdure-sqlite-writer:{self.path}"
         )
+        # New workflows too: SQLite lets one connection write at a time, a second one would
+        # only wait for the first's lock.
+        self._starter = self._writer
 
     def _require_existing(self, url: str) -> None:
         """Refuse (``ConfigurationError``) a file that is missing or holds no perdure
