@@ -88,7 +88,10 @@ class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance, SqlQueues):
         # committed): alone, it needs no transaction, unless it also tags subjects or
         # pushes an event.
         single = owner is not None and not new.subjects
-        return self._starter.submit(insert, f"creating workflow {new.id!r}", single=single)
+        # A child is one of its parent's writes: on the writer, whose queue keeps their
+        # order (a start deferred inside an async workflow commits before its next write).
+        writer = self._starter if new.parent_id is None else self._writer
+        return writer.submit(insert, f"creating workflow {new.id!r}", single=single)
 
     def get_workflow(self, workflow_id: str) -> WorkflowRecord | None:
         rows = self._read(self._hot.get_workflow, (workflow_id,))

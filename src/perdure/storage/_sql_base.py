@@ -4,7 +4,8 @@ A store supplies:
 
 - ``_dialect``: how its SQL is spelled;
 - ``_writer``: the group committer of its hot-path writes (``_batch``);
-- ``_starter``: the group committer of new workflows (its ``_writer``, or one of its own);
+- ``_starter``: the group committer of new top-level workflows (its ``_writer``, or one
+  of its own);
 - ``_read(sql, params)``: rows of one query;
 - ``_write(fn)``: ``fn(conn)`` in one transaction, waited for;
 - ``_notify(conn, event)``: tell listeners in other processes, at commit (or nothing);
