@@ -96,17 +96,18 @@ def _load() -> _Api | None:
     return _api
 
 
-def _in_use() -> _Api | None:
-    """The API if some code of this process may be using OpenTelemetry (it imported its
-    trace or metrics API: without them no span can be current and no global provider
-    can have been set; or the environment names a provider), else None, importing
-    nothing."""
+def _in_use(providers: bool = False) -> _Api | None:
+    """The API if some code of this process may be using OpenTelemetry, else None,
+    importing nothing: without its trace API imported no span can be current; without its
+    trace or metrics API no global provider can have been set, unless (``providers``)
+    the environment names one for OpenTelemetry to load."""
     if _api is not None:
         return _api
-    modules = sys.modules  # one test per start of a workflow: kept cheap
-    if (
-        modules.get("opentelemetry.trace") is not None
-        or modules.get("opentelemetry.metrics") is not None
+    modules = sys.modules  # tested at every start of a workflow: two dict lookups
+    if modules.get("opentelemetry.trace") is not None:
+        return _load()
+    if providers and (
+        modules.get("opentelemetry.metrics") is not None
         or any(name in os.environ for name in _ENV_PROVIDERS)
     ):
         return _load()
@@ -250,7 +251,7 @@ def _look_up_globals() -> None:
     past: each lookup of an unset one reads ``os.environ``, and a workflow needs
     several). Until some code imports OpenTelemetry, there is none to look up."""
     found = _globals
-    api = _in_use()
+    api = _in_use(providers=True)
     if api is None:
         found.look_at = time.monotonic() + RECHECK_SECONDS
         return
