@@ -166,9 +166,14 @@ class TimeSkipper:
     def idle(self) -> bool:
         """Whether nothing can run now (whatever may become due later)."""
         executor = self.app.executor
-        if executor is None or executor.table.quiet() is None:
+        token = None if executor is None else executor.table.quiet()
+        if executor is None or token is None:
             return False
-        return not self._look(executor, self.clock.time())[0]
+        if self._look(executor, self.clock.time())[0]:
+            return False
+        # Quiet still: a claim that began during the look (and made a workflow the look
+        # read RUNNING and ours) would have changed the token.
+        return executor.table.quiet() == token
 
     def _look(self, executor: Executor, now: float) -> tuple[bool, float | None]:
         """(whether a workflow this app can run is due now, the earliest time one will be)."""
