@@ -391,7 +391,10 @@ def test_breaker_opens_parks_workflows_and_one_probe_attempt_closes_it(
             app.start("checkout", 100 + n, workflow_id=workflow_id)  # type: ignore[arg-type]
         everyone = first + parked
         wait_for(lambda: all_suspended(app, clock, everyone), what="every workflow to park")
-        assert app.executor is not None and app.executor.running == 0
+        # The store records a suspension before the executor forgets its run: wait for both.
+        executor = app.executor
+        assert executor is not None
+        wait_for(lambda: executor.running == 0, what="the executor to hold no run")
         assert payments.calls == ["CLOSED"] * 3
         assert app.breaker("payments").parked == 60
         status = app.retrieve("parked-7").status()
