@@ -831,11 +831,12 @@ def test_result_wakes_within_milliseconds_across_processes(fleet: Fleet) -> None
 def test_resumed_worker_starts_no_step_of_a_workflow_taken_from_it(fleet: Fleet) -> None:
     """A worker paused past its lease, whose workflows were taken over, must not start
     a step of them once it resumes, even one queued before the pause (here: its only
-    thread is in a 4 s step when paused, and two more workflows wait for it)."""
+    thread is in a 4 s step when paused, and one more workflow waits for it)."""
     hold = 4.0
     workflows = [f"order-{n}" for n in range(3)]
-    # One thread and room for three workflows: X runs order-0's first step (4 s) and
-    # holds order-1 and order-2 in its queue.
+    # One thread: X runs order-0's first step (4 s) and holds order-1 in its queue (a
+    # worker takes one pool's worth of synchronous workflows beyond its threads, no more:
+    # order-2 stays unowned).
     x = fleet.start(lease_seconds="2", max_threads="1", max_workflows="3")
     client = fleet.client()
     fleet.wait_registered(x)
@@ -843,12 +844,12 @@ def test_resumed_worker_starts_no_step_of_a_workflow_taken_from_it(fleet: Fleet)
     for wf in workflows:
         client.start("checkout", wf, hold, workflow_id=wf)
     wait_for(lambda: in_flight(fleet.ledger, x.pid) == 1, 10, "X to run a step")
-    # X claims one workflow per round (its one thread): the other two follow at once.
-    wait_for(
-        lambda: fleet.query("SELECT DISTINCT owner FROM perdure_workflows") == [(x_executor,)],
-        10,
-        "X to own all three",
-    )
+    # X claims one workflow per round (its one thread): the second follows at once.
+    owners = "SELECT id, owner FROM perdure_workflows ORDER BY id"
+    expected = [("order-0", x_executor), ("order-1", x_executor), ("order-2", None)]
+    wait_for(lambda: fleet.query(owners) == expected, 10, "X to own two of the three")
+    time.sleep(0.5)
+    assert fleet.query(owners) == expected, "X claimed more than its thread and its queue"
     y = fleet.start(lease_seconds="2", max_threads="4")
     fleet.wait_registered(y)
 

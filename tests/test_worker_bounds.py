@@ -101,6 +101,74 @@ def test_a_start_beyond_the_bound_waits_pending_and_runs_when_there_is_room(make
         assert waiting.result(timeout=10) == "done"
 
 
+def _owned_by(app: Any, handles: list[Any]) -> int:
+    executor = app.executor
+    assert executor is not None
+    return sum(handle.status().owner == executor.id for handle in handles)
+
+
+def test_a_worker_claims_no_more_sync_workflows_than_its_threads_and_one_queue(
+    make_app,
+) -> None:
+    # Before, a claim round took a pool's worth and went on claiming up to max_workflows:
+    # with 2 threads a worker owned all twelve, ten of them waiting for a thread, none
+    # left to another worker, all stranded with this one if it died.
+    client = make_app()
+    worker = make_app(max_threads=2)
+    gauge = Gauge()
+    go = threading.Event()
+
+    def busy(i: int) -> int:
+        gauge.enter()
+        go.wait(10)
+        gauge.leave()
+        return i
+
+    client.workflow(busy)
+    worker.workflow(busy)
+    handles = [client.start(busy, i) for i in range(12)]  # unowned: the client runs nothing
+    with worker:
+        deadline = time.monotonic() + 10
+        while gauge.now < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert gauge.now == 2
+        time.sleep(0.5)  # ten claim rounds: none may take more
+        # Two running, two waiting for the next free thread; eight left for others.
+        assert _owned_by(worker, handles) == 4
+        go.set()
+        assert [h.result(timeout=30) for h in handles] == list(range(12))
+    assert gauge.most == 2
+
+
+def test_async_workflows_are_claimed_while_every_thread_is_busy(make_app) -> None:
+    client = make_app()
+    worker = make_app(max_threads=1)
+    go = threading.Event()
+
+    def busy(i: int) -> int:
+        go.wait(10)
+        return i
+
+    async def light(i: int) -> int:
+        return i * 10
+
+    for app in (client, worker):
+        app.workflow(busy)
+        app.workflow(light)
+    blocked = [client.start(busy, i) for i in range(4)]
+    with worker:
+        deadline = time.monotonic() + 10
+        while _owned_by(worker, blocked) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # The one thread is busy and one more waits for it: async workflows need no
+        # thread, so they are still claimed and run.
+        lights = [client.start(light, i) for i in range(5)]
+        assert [h.result(timeout=10) for h in lights] == [0, 10, 20, 30, 40]
+        assert _owned_by(worker, blocked) == 2
+        go.set()
+        assert [h.result(timeout=30) for h in blocked] == [0, 1, 2, 3]
+
+
 def test_children_count_against_the_bound(make_app) -> None:
     app = make_app(max_workflows=2, suspend_after=0.1)
     gauge = Gauge()

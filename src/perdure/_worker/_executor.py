@@ -86,7 +86,7 @@ class Executor:
         # Free slots at which a full table claims again (1 when it holds only a few).
         self._claim_batch = max(1, min(self.settings.max_threads, self.settings.max_workflows) // 2)
         self._lease_valid_until = 0.0
-        self._pool = ThreadPool(self.settings.max_threads, "perdure-workflow")
+        self._pool = ThreadPool(self.settings.max_threads, "perdure-workflow", self.wake)
         self._loop = asyncio.new_event_loop()
         self._loop.set_task_factory(task_factory)
         self._bridge = FutureBridge(self._loop)
@@ -175,6 +175,10 @@ class Executor:
     def lease_expiry(self) -> float:
         """When a lease taken or renewed now expires."""
         return self.clock.time() + self.settings.lease_seconds
+
+    def thread_room(self) -> int:
+        """How many more synchronous workflows to take now (see ``ThreadPool.room``)."""
+        return self._pool.room()
 
     def runs_here(self, workflow_id: str) -> bool:
         """Whether this executor is running the workflow now."""

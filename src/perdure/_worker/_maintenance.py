@@ -73,6 +73,10 @@ class Runner(Protocol):
         """Run a workflow we own; False when it runs here already or has no slot."""
         ...
 
+    def thread_room(self) -> int:
+        """How many more synchronous workflows to take now."""
+        ...
+
     def adopt(self, workflow_id: str) -> bool:
         """Run a workflow the store says we own, if still ours and active."""
         ...
@@ -203,23 +207,31 @@ class Maintenance:
 
     def claim(self, now: float) -> None:
         """Claim as many runnable workflows as the run table has room for (at most a
-        thread pool's worth per round, leaving the rest to other executors)."""
+        thread pool's worth per round), and of synchronous ones no more than the thread
+        pool can start soon: what this worker could not run for a while is left to other
+        executors, and is not stranded with it if it dies."""
         settings = self.host.settings
         reserved = self.table.reserve(settings.max_threads)
         if reserved <= 0:
             return
         used = 0
         try:
+            # Dead executors' workflows are released even when we claim none of them:
+            # another executor of this host may.
+            dead = self.dead_owners()
+            names, limit = self._claimable(reserved)
+            if not names:
+                return
             claimed = self.host.store.claim_workflows(
                 self.runner.id,
-                list(self.host.registry.workflows),
+                names,
                 settings.app_version,
                 now,
                 self.runner.lease_expiry(),
-                dead_owners=self.dead_owners(),
-                limit=reserved,
+                dead_owners=dead,
+                limit=limit,
             )
-            if len(claimed) == settings.max_threads and self.table.free() > 0:
+            if len(claimed) == limit and self.table.free() > 0:
                 self.wake()  # there may be more: go on claiming after this round
             # Epoch 1 after a claim: never owned before, so no steps. The others' steps in
             # one query: one each would cost a round trip per recovered workflow, in turn.
@@ -232,6 +244,20 @@ class Maintenance:
                     used += 1
         finally:
             self.table.unreserve(reserved - used)
+
+    def _claimable(self, reserved: int) -> tuple[list[str], int]:
+        """The workflow names to claim and how many, for ``reserved`` slots of the run
+        table. A synchronous workflow also needs a thread: with the pool's room used up
+        (threads busy, a pool's worth waiting), only asynchronous ones are claimed; with
+        some room, at most that many of any kind (an asynchronous one among them takes
+        no thread, so the bound is cautious, and the next round claims the rest)."""
+        workflows = self.host.registry.workflows
+        if all(definition.is_async for definition in workflows.values()):
+            return list(workflows), reserved
+        room = self.runner.thread_room()
+        if room > 0:
+            return list(workflows), min(reserved, room)
+        return [name for name, definition in workflows.items() if definition.is_async], reserved
 
     def dead_owners(self) -> list[str]:
         """Executors of this host whose process is gone, their workflows released."""

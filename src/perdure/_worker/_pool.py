@@ -12,11 +12,20 @@ log = logging.getLogger("perdure")
 
 class ThreadPool:
     """Daemon threads started on demand: a workflow stuck in user code must not keep the
-    process from exiting after shutdown (``ThreadPoolExecutor`` joins its threads)."""
+    process from exiting after shutdown (``ThreadPoolExecutor`` joins its threads).
 
-    def __init__(self, max_threads: int, name: str) -> None:
+    ``room()`` says how many more workflows it takes while keeping at most one pool's
+    worth waiting for a thread; ``on_room`` is called when a finished workflow brings
+    that room back to half a pool (the moment to claim more: a claim per freed thread
+    would be a claim transaction per workflow)."""
+
+    def __init__(
+        self, max_threads: int, name: str, on_room: Callable[[], None] | None = None
+    ) -> None:
         self._max = max_threads
         self._name = name
+        self._on_room = on_room
+        self._refill_at = max(1, max_threads // 2)
         self._queue: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._threads = 0
@@ -58,6 +67,21 @@ class ThreadPool:
                     self._backlog -= 1  # the next queued item is this thread's
                 else:
                     self._idle += 1
+                refill = self._room() == self._refill_at
+            if refill and self._on_room is not None:
+                self._on_room()
+
+    def _room(self) -> int:
+        # Busy threads (an idle one reserved for a submitted item counts as busy) and the
+        # backlog against two pools' worth: as many running as threads, as many waiting.
+        return 2 * self._max - (self._threads - self._idle) - self._backlog
+
+    def room(self) -> int:
+        """How many more workflows it takes now: one per thread not busy, plus one per
+        place in a backlog of at most ``max_threads`` (so that a thread that frees up
+        finds the next workflow here, not after a claim's round trip)."""
+        with self._lock:
+            return self._room()
 
     def stop(self) -> None:
         """Let every thread end once it is idle."""
