@@ -12,15 +12,19 @@ fails when an operation of the ``Store`` ABC has none.
 from __future__ import annotations
 
 import importlib
+import sqlite3
 import threading
 from collections.abc import Iterator
 from dataclasses import astuple
 
 import pytest
+from compliance_helpers import raw_rows
+from conftest import admin_connection, schema_of
 from store_contract import COVERED, covers, executor, new, running, step
 
 from perdure._errors import ConfigurationError
 from perdure._model import Outcome, WorkflowState
+from perdure._queue import Enqueue
 from perdure.storage import (
     CHILD_TOPIC,
     EVENT_DONE,
@@ -172,6 +176,46 @@ def test_a_created_record_is_the_stored_one_field_for_field(store: Store) -> Non
         assert [(type(value), value) for value in astuple(record)] == [
             (type(value), value) for value in astuple(stored)
         ]
+
+
+def _execute(url: str, sql: str) -> None:
+    """One statement straight on the database (to make a row as an older perdure left it)."""
+    if url.startswith("sqlite"):
+        conn = sqlite3.connect(url[len("sqlite:///") :])
+        try:
+            with conn:
+                conn.execute(sql)
+        finally:
+            conn.close()
+        return
+    with admin_connection(url, schema_of(url)) as conn:
+        conn.execute(sql)
+
+
+@covers("create_workflow", "fork_workflow", "enqueue_workflow")
+def test_every_workflow_names_the_root_of_its_family(store: Store, database_url: str) -> None:
+    # root_id (schema version 15) is what a distributed PostgreSQL would distribute by, so
+    # that a family lives on one shard (docs/scaling.md): a top-level workflow's own ID,
+    # a child's parent's root, however each was created.
+    store.create_workflow(new("top"), None, None).result()
+    running(store, "child", parent_id="top")  # owned: the hot path's insert
+    store.create_workflow(new("grandchild", parent_id="child"), None, None).result()
+    assert store.fork_workflow("child", new("fork"), 0, "fork", "test", 130.0) is not None
+    store.enqueue_workflow(new("later"), Enqueue(not_before=200.0)).result()
+    # A parent written before version 15 has no root_id: its child takes the parent's ID.
+    store.create_workflow(new("old"), None, None).result()
+    _execute(database_url, "UPDATE perdure_workflows SET root_id = NULL WHERE id = 'old'")
+    store.create_workflow(new("old-child", parent_id="old"), None, None).result()
+    rows = raw_rows(database_url, "perdure_workflows", "id", "id, root_id")
+    assert dict(rows) == {
+        "top": "top",
+        "child": "top",
+        "grandchild": "top",
+        "fork": "fork",
+        "later": "later",
+        "old": None,
+        "old-child": "old",
+    }
 
 
 @covers("create_workflow")

@@ -180,6 +180,10 @@ class Executor:
         """How many more synchronous workflows to take now (see ``ThreadPool.room``)."""
         return self._pool.room()
 
+    def want_threads(self) -> None:
+        """Wake maintenance to claim again once half a pool's room is back."""
+        self._pool.want_room()
+
     def runs_here(self, workflow_id: str) -> bool:
         """Whether this executor is running the workflow now."""
         return self.table.runs_here(workflow_id)

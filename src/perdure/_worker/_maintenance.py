@@ -77,6 +77,10 @@ class Runner(Protocol):
         """How many more synchronous workflows to take now."""
         ...
 
+    def want_threads(self) -> None:
+        """Wake maintenance once half a pool's room is back (a claim was bound by it)."""
+        ...
+
     def adopt(self, workflow_id: str) -> bool:
         """Run a workflow the store says we own, if still ours and active."""
         ...
@@ -219,8 +223,10 @@ class Maintenance:
             # Dead executors' workflows are released even when we claim none of them:
             # another executor of this host may.
             dead = self.dead_owners()
-            names, limit = self._claimable(reserved)
+            names, limit, sync_left = self._claimable(reserved)
             if not names:
+                if sync_left:
+                    self.runner.want_threads()
                 return
             claimed = self.host.store.claim_workflows(
                 self.runner.id,
@@ -233,6 +239,10 @@ class Maintenance:
             )
             if len(claimed) == limit and self.table.free() > 0:
                 self.wake()  # there may be more: go on claiming after this round
+            if sync_left and (len(claimed) == limit or limit == reserved):
+                # Synchronous workflows may wait that the pool had no room for: claim
+                # again once half a pool's room is back.
+                self.runner.want_threads()
             # Epoch 1 after a claim: never owned before, so no steps. The others' steps in
             # one query: one each would cost a round trip per recovered workflow, in turn.
             ran_before = [record.id for record in claimed if record.epoch != 1]
@@ -245,19 +255,23 @@ class Maintenance:
         finally:
             self.table.unreserve(reserved - used)
 
-    def _claimable(self, reserved: int) -> tuple[list[str], int]:
-        """The workflow names to claim and how many, for ``reserved`` slots of the run
-        table. A synchronous workflow also needs a thread: with the pool's room used up
-        (threads busy, a pool's worth waiting), only asynchronous ones are claimed; with
-        some room, at most that many of any kind (an asynchronous one among them takes
-        no thread, so the bound is cautious, and the next round claims the rest)."""
+    def _claimable(self, reserved: int) -> tuple[list[str], int, bool]:
+        """The workflow names to claim, how many, and whether synchronous workflows may
+        be left out for lack of the thread pool's room (it bounds the claim, or only
+        asynchronous ones are claimed), for ``reserved`` slots of the run table. A synchronous
+        workflow also needs a thread: with the pool's room used up (threads busy, a
+        pool's worth waiting), only asynchronous ones are claimed; with some room, at
+        most that many of any kind (an asynchronous one among them takes no thread, so
+        the bound is cautious, and the next round claims the rest)."""
         workflows = self.host.registry.workflows
         if all(definition.is_async for definition in workflows.values()):
-            return list(workflows), reserved
+            return list(workflows), reserved, False
         room = self.runner.thread_room()
+        if room >= reserved:
+            return list(workflows), reserved, False
         if room > 0:
-            return list(workflows), min(reserved, room)
-        return [name for name, definition in workflows.items() if definition.is_async], reserved
+            return list(workflows), room, True
+        return [name for name, wf in workflows.items() if wf.is_async], reserved, True
 
     def dead_owners(self) -> list[str]:
         """Executors of this host whose process is gone, their workflows released."""

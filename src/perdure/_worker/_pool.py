@@ -15,9 +15,11 @@ class ThreadPool:
     process from exiting after shutdown (``ThreadPoolExecutor`` joins its threads).
 
     ``room()`` says how many more workflows it takes while keeping at most one pool's
-    worth waiting for a thread; ``on_room`` is called when a finished workflow brings
-    that room back to half a pool (the moment to claim more: a claim per freed thread
-    would be a claim transaction per workflow)."""
+    worth waiting for a thread. After ``want_room()`` (a claim left workflows for lack
+    of room), ``on_room`` is called once finished workflows bring that room back to half
+    a pool (the moment to claim more: a claim per freed thread would be a claim
+    transaction per workflow, and one whenever room comes back, a claim that finds
+    nothing while the workflows all start in this process)."""
 
     def __init__(
         self, max_threads: int, name: str, on_room: Callable[[], None] | None = None
@@ -26,6 +28,7 @@ class ThreadPool:
         self._name = name
         self._on_room = on_room
         self._refill_at = max(1, max_threads // 2)
+        self._wanted = False
         self._queue: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._threads = 0
@@ -67,7 +70,9 @@ class ThreadPool:
                     self._backlog -= 1  # the next queued item is this thread's
                 else:
                     self._idle += 1
-                refill = self._room() == self._refill_at
+                refill = self._wanted and self._room() >= self._refill_at
+                if refill:
+                    self._wanted = False
             if refill and self._on_room is not None:
                 self._on_room()
 
@@ -75,6 +80,11 @@ class ThreadPool:
         # Busy threads (an idle one reserved for a submitted item counts as busy) and the
         # backlog against two pools' worth: as many running as threads, as many waiting.
         return 2 * self._max - (self._threads - self._idle) - self._backlog
+
+    def want_room(self) -> None:
+        """Call ``on_room`` once half a pool's room is back."""
+        with self._lock:
+            self._wanted = True
 
     def room(self) -> int:
         """How many more workflows it takes now: one per thread not busy, plus one per

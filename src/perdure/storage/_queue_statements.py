@@ -60,9 +60,9 @@ DEBOUNCE = (
 ENQUEUE = (
     "INSERT INTO perdure_workflows (id, name, status, inputs, serializer, app_version, "
     "epoch, created_at, updated_at, deadline_at, wake_at, queue, queue_key, priority, "
-    "dedup_key, debounce_key, trace_context) VALUES (:id, :name, {PENDING}, :inputs, "
-    ":serializer, :version, 0, :created, :created, :deadline, :wake, :queue, :key, "
-    f":priority, :dedup, :debounce, :trace) ON CONFLICT DO NOTHING RETURNING {WF_COLUMNS}"
+    "dedup_key, debounce_key, trace_context, root_id) VALUES (:id, :name, {PENDING}, "
+    ":inputs, :serializer, :version, 0, :created, :created, :deadline, :wake, :queue, :key, "
+    f":priority, :dedup, :debounce, :trace, :id) ON CONFLICT DO NOTHING RETURNING {WF_COLUMNS}"
 )
 DEDUPLICATED = (
     f"SELECT {WF_COLUMNS} FROM perdure_workflows WHERE dedup_key = :dedup AND status IN {{ACTIVE}}"

@@ -66,7 +66,8 @@ class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance, SqlQueues):
             check_key("data subject", subject)
         params = create_params(new, owner, lease_expires_at)
         hot = self._hot
-        insert_sql, select_sql, returns = hot.create_workflow, hot.get_workflow, hot.create_returns
+        insert_sql = hot.create_workflow if new.parent_id is None else hot.create_child
+        select_sql, returns = hot.get_workflow, hot.create_returns
 
         def insert(conn: Any) -> tuple[WorkflowRecord, bool]:
             cursor = conn.execute(insert_sql, params)

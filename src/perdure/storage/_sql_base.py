@@ -44,6 +44,8 @@ class HotStatements:
     #: Inserts a new workflow: its row count says whether it did, or where the row
     #: count comes late (``create_returns``), a returned row.
     create_workflow: str
+    #: The same for a child (its root_id read from its parent's row).
+    create_child: str
     create_returns: bool
     get_workflow: str
     complete_workflow: str
@@ -55,6 +57,7 @@ class HotStatements:
         returns = not dialect.rowcount_at_once
         return cls(
             dialect.sql(q.CREATE_WORKFLOW_RETURNING if returns else q.CREATE_WORKFLOW),
+            dialect.sql(q.CREATE_CHILD_RETURNING if returns else q.CREATE_CHILD),
             returns,
             dialect.sql(q.GET_WORKFLOW),
             dialect.sql(q.COMPLETE_WORKFLOW),
@@ -65,10 +68,13 @@ class HotStatements:
 def create_params(
     new: NewWorkflow, owner: str | None, lease_expires_at: float | None
 ) -> tuple[Any, ...]:
-    """The parameters of ``CREATE_WORKFLOW`` for ``new``: RUNNING at epoch 1 when it has
-    an owner, else PENDING. The one place that knows the statement's columns (a start
-    and a schedule's tick both insert workflows)."""
+    """The parameters of ``CREATE_WORKFLOW`` (``CREATE_CHILD`` for a child) for ``new``:
+    RUNNING at epoch 1 when it has an owner, else PENDING. The one place that knows the
+    statements' columns (a start and a schedule's tick both insert workflows)."""
     state, epoch = (_RUNNING, 1) if owner else (_PENDING, 0)
+    parent = new.parent_id
+    # The root: this workflow's ID, or a child's parent's root_id, else the parent's ID.
+    root = (new.id,) if parent is None else (parent, parent)
     return (
         new.id,
         new.name,
@@ -84,6 +90,7 @@ def create_params(
         new.parent_id,
         new.deadline_at,
         new.trace_context,
+        *root,
     )
 
 

@@ -25,13 +25,22 @@ from ._queries import BREAKER_COLUMNS, EXECUTOR_COLUMNS, STEP_COLUMNS, WF_COLUMN
 # (``_sql_base.created_record``): RETURNING its columns cost SQLite about a fifth of the
 # insert. Its row count says whether it inserted, or (PostgreSQL's pipeline, see
 # ``Dialect.rowcount_at_once``) a returned row.
-CREATE_WORKFLOW = (
+_CREATE = (
     "INSERT INTO perdure_workflows (id, name, status, inputs, serializer, app_version, "
     "owner, epoch, lease_expires_at, created_at, updated_at, parent_id, deadline_at, "
-    "trace_context) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "trace_context, root_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {root}) "
     "ON CONFLICT (id) DO NOTHING"
 )
+# A top-level workflow is the root of its family: its root_id is its ID, a parameter.
+CREATE_WORKFLOW = _CREATE.format(root="?")
 CREATE_WORKFLOW_RETURNING = CREATE_WORKFLOW + " RETURNING 1"
+# A child inherits its parent's root_id (the parent's ID when the parent was written
+# before schema version 15): the parent's row, by its primary key. Apart from the hot
+# path's top-level starts, which look nothing up.
+CREATE_CHILD = _CREATE.format(
+    root="COALESCE((SELECT p.root_id FROM perdure_workflows p WHERE p.id = ?), ?)"
+)
+CREATE_CHILD_RETURNING = CREATE_CHILD + " RETURNING 1"
 GET_WORKFLOW = f"SELECT {WF_COLUMNS} FROM perdure_workflows WHERE id = ?"
 UNFINISHED_AMONG = (
     "SELECT id FROM perdure_workflows WHERE id {in_ids} AND (status IN {ACTIVE}) IS TRUE"
@@ -292,8 +301,8 @@ DROP_UNDONE_STEPS = (
 # before has no steps and skips reading them; a fork has steps from the start.
 FORK_WORKFLOW = (
     "INSERT INTO perdure_workflows (id, name, status, inputs, serializer, app_version, "
-    "epoch, created_at, updated_at, forked_from, forked_steps) VALUES (:id, :name, "
-    "{PENDING}, :inputs, :serializer, :version, 1, :now, :now, :source, :steps) "
+    "epoch, created_at, updated_at, forked_from, forked_steps, root_id) VALUES (:id, :name, "
+    "{PENDING}, :inputs, :serializer, :version, 1, :now, :now, :source, :steps, :id) "
     f"ON CONFLICT (id) DO NOTHING RETURNING {WF_COLUMNS}"
 )
 COPY_STEPS = (
