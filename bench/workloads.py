@@ -10,8 +10,9 @@ as the worker does.
 In a worker started by the benchmark, ``PERDURE_BENCH_PROBE_DIR`` turns on the
 diagnostics of ``bench/probe.py`` (transactions, finished workflows, CPU); the workflows
 themselves are the same. For experiments, ``PERDURE_BENCH_APP_SETTINGS`` (JSON, e.g.
-``{"max_workflows": 5000}``) passes App settings to the module-level ``app``; the
-benchmark itself never sets it. ``PERDURE_BENCH_QUEUE`` (a number) declares the queue
+``{"max_workflows": 5000}``) passes App settings to every App built here (the workers'
+module-level ``app`` and the in-process figures' apps); the benchmark itself never sets
+it. ``PERDURE_BENCH_QUEUE`` (a number) declares the queue
 figure's queue with that concurrency (only that figure sets it).
 """
 
@@ -81,6 +82,7 @@ def build(
     if queue_concurrency is not None:
         # Only then: bench/compare.py runs these workloads on revisions without queues.
         settings["queues"] = [perdure.Queue(QUEUE, queue_concurrency)]
+    settings = {**json.loads(os.environ.get("PERDURE_BENCH_APP_SETTINGS") or "{}"), **settings}
     app = perdure.App(database_url, **settings)
 
     s_intake = app.step(name="order_intake")(order_intake)
@@ -146,7 +148,6 @@ def build(
 app = build(
     os.environ.get("PERDURE_DATABASE_URL"),
     int(os.environ[QUEUE_ENV]) if os.environ.get(QUEUE_ENV) else None,
-    **json.loads(os.environ.get("PERDURE_BENCH_APP_SETTINGS") or "{}"),
 ).app
 
 if os.environ.get("PERDURE_BENCH_PROBE_DIR"):
