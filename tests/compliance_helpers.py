@@ -24,17 +24,24 @@ TABLES = (
 )
 
 
-def raw_rows(url: str, table: str, order: str = "1", columns: str = "*") -> list[tuple[Any, ...]]:
-    """Every row of ``table`` (those ``columns``), read straight from the database."""
-    sql = f"SELECT {columns} FROM {table} ORDER BY {order}"
+def raw_sql(url: str, sql: str) -> list[tuple[Any, ...]]:
+    """Run one statement straight on the database, not through perdure (committed), and
+    return its rows (none for a statement that returns none)."""
     if url.startswith("sqlite"):
         conn = sqlite3.connect(url[len("sqlite:///") :])
         try:
-            return [tuple(row) for row in conn.execute(sql).fetchall()]
+            with conn:
+                return [tuple(row) for row in conn.execute(sql).fetchall()]
         finally:
             conn.close()
     with admin_connection(url, schema_of(url)) as conn:
-        return [tuple(row) for row in conn.execute(sql).fetchall()]
+        cursor = conn.execute(sql)
+        return [tuple(row) for row in cursor.fetchall()] if cursor.description else []
+
+
+def raw_rows(url: str, table: str, order: str = "1", columns: str = "*") -> list[tuple[Any, ...]]:
+    """Every row of ``table`` (those ``columns``), read straight from the database."""
+    return raw_sql(url, f"SELECT {columns} FROM {table} ORDER BY {order}")
 
 
 def raw_dump(url: str) -> str:

@@ -12,14 +12,12 @@ fails when an operation of the ``Store`` ABC has none.
 from __future__ import annotations
 
 import importlib
-import sqlite3
 import threading
 from collections.abc import Iterator
 from dataclasses import astuple
 
 import pytest
-from compliance_helpers import raw_rows
-from conftest import admin_connection, schema_of
+from compliance_helpers import raw_rows, raw_sql
 from store_contract import COVERED, covers, executor, new, running, step
 
 from perdure._errors import ConfigurationError
@@ -178,20 +176,6 @@ def test_a_created_record_is_the_stored_one_field_for_field(store: Store) -> Non
         ]
 
 
-def _execute(url: str, sql: str) -> None:
-    """One statement straight on the database (to make a row as an older perdure left it)."""
-    if url.startswith("sqlite"):
-        conn = sqlite3.connect(url[len("sqlite:///") :])
-        try:
-            with conn:
-                conn.execute(sql)
-        finally:
-            conn.close()
-        return
-    with admin_connection(url, schema_of(url)) as conn:
-        conn.execute(sql)
-
-
 @covers("create_workflow", "fork_workflow", "enqueue_workflow")
 def test_every_workflow_names_the_root_of_its_family(store: Store, database_url: str) -> None:
     # root_id (schema version 15) is what a distributed PostgreSQL would distribute by, so
@@ -204,7 +188,7 @@ def test_every_workflow_names_the_root_of_its_family(store: Store, database_url:
     store.enqueue_workflow(new("later"), Enqueue(not_before=200.0)).result()
     # A parent written before version 15 has no root_id: its child takes the parent's ID.
     store.create_workflow(new("old"), None, None).result()
-    _execute(database_url, "UPDATE perdure_workflows SET root_id = NULL WHERE id = 'old'")
+    raw_sql(database_url, "UPDATE perdure_workflows SET root_id = NULL WHERE id = 'old'")
     store.create_workflow(new("old-child", parent_id="old"), None, None).result()
     rows = raw_rows(database_url, "perdure_workflows", "id", "id, root_id")
     assert dict(rows) == {

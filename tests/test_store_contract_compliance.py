@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import admin_connection, schema_of
+from compliance_helpers import raw_sql
 from store_contract import covers, new, running, step
 
 from perdure._model import ERASED
@@ -27,19 +27,6 @@ def store(database_url: str) -> Iterator[Store]:
     opened.migrate()
     yield opened
     opened.close()
-
-
-def raw(url: str, sql: str) -> list[tuple[Any, ...]]:
-    """Rows of ``sql`` read straight from the database, not through the store."""
-    if url.startswith("sqlite"):
-        path = url[len("sqlite:///") :]
-        conn = sqlite3.connect(path)
-        try:
-            return [tuple(row) for row in conn.execute(sql).fetchall()]
-        finally:
-            conn.close()
-    with admin_connection(url, schema_of(url)) as conn:
-        return [tuple(row) for row in conn.execute(sql).fetchall()]
 
 
 def finished(
@@ -115,7 +102,7 @@ def test_garbage_collection_deletes_whole_finished_trees(store: Store, database_
 
     dry = store.collect_garbage(["SUCCEEDED", "FAILED"], 200.0, 10, 400.0, "ops", dry_run=True)
     assert sorted(dry) == [["old", "old/0"], ["resumed-again"]]
-    assert len(raw(database_url, "SELECT id FROM perdure_workflows")) == 8
+    assert len(raw_sql(database_url, "SELECT id FROM perdure_workflows")) == 8
 
     first = store.collect_garbage(["SUCCEEDED", "FAILED"], 200.0, 1, 400.0, "ops")
     assert first == [["resumed-again"]]  # oldest first, one tree per batch
@@ -123,10 +110,10 @@ def test_garbage_collection_deletes_whole_finished_trees(store: Store, database_
     assert second == [["old", "old/0"]]
     assert store.collect_garbage(["SUCCEEDED", "FAILED"], 200.0, 10, 400.0, "ops") == []
 
-    left = sorted(row[0] for row in raw(database_url, "SELECT id FROM perdure_workflows"))
+    left = sorted(row[0] for row in raw_sql(database_url, "SELECT id FROM perdure_workflows"))
     assert left == ["active", "failed", "new", "parent", "parent/0"]
     for table in ("perdure_steps", "perdure_messages", "perdure_events"):
-        owners = {row[0] for row in raw(database_url, f"SELECT workflow_id FROM {table}")}
+        owners = {row[0] for row in raw_sql(database_url, f"SELECT workflow_id FROM {table}")}
         assert not owners & {"old", "old/0", "resumed-again"}, table
     # Logged, one gc action per tree.
     gc = [a for a in store.list_actions() if a.action == "gc"]
@@ -149,7 +136,7 @@ def test_erasing_a_subject_replaces_every_payload_and_keeps_structure(
     store.resume_workflow("a", "ops", 120.0)
     # Active: refused, nothing changes.
     assert store.erase_subject("alice", "ops", 130.0) == ([], ["a"])
-    assert "secret" in str(raw(database_url, "SELECT inputs FROM perdure_workflows"))
+    assert "secret" in str(raw_sql(database_url, "SELECT inputs FROM perdure_workflows"))
     (claimed,) = store.claim_workflows("me", ["checkout"], "1", 131.0, 600.0)
     lease = Lease("me", claimed.epoch)
     assert store.complete_workflow("a", lease, "FAILED", None, '{"m":"a-error2"}', 140.0).result()
@@ -158,18 +145,18 @@ def test_erasing_a_subject_replaces_every_payload_and_keeps_structure(
     fork_lease = Lease("me", fork.epoch)
     assert store.complete_workflow("fork-of-a", fork_lease, "SUCCEEDED", '"a-fork"', None, 143.0)
     assert store.complete_workflow("fork-of-a", fork_lease, "SUCCEEDED", None, None, 143.0)
-    steps_before = raw(database_url, STEPS_SQL)
+    steps_before = raw_sql(database_url, STEPS_SQL)
 
     erased, active = store.erase_subject("alice", "ops", 150.0)
     assert active == [] and erased == ["a", "a/0", "fork-of-a"]
-    rows = raw(database_url, "SELECT id, inputs, output, error FROM perdure_workflows")
+    rows = raw_sql(database_url, "SELECT id, inputs, output, error FROM perdure_workflows")
     for workflow_id, *payloads in rows:
         if workflow_id in erased:
             assert all(p in (None, ERASED) for p in payloads), workflow_id
     # Every table read raw: no value of the erased workflows is left, bob's are.
     text = str(
         [
-            raw(database_url, f"SELECT * FROM {table}")
+            raw_sql(database_url, f"SELECT * FROM {table}")
             for table in (
                 "perdure_steps",
                 "perdure_messages",
@@ -184,10 +171,10 @@ def test_erasing_a_subject_replaces_every_payload_and_keeps_structure(
     for value in ("b-secret", "b-step-secret", "b-msg", "b-event", "b-output"):
         assert value in dump, value
     # Structure and times stay.
-    assert raw(database_url, STEPS_SQL) == (steps_before)
+    assert raw_sql(database_url, STEPS_SQL) == (steps_before)
     record = store.get_workflow("a")
     assert record is not None and record.status == "FAILED" and record.finished_at == 140.0
-    marks = raw(database_url, "SELECT subject, erased_at FROM perdure_workflow_subjects")
+    marks = raw_sql(database_url, "SELECT subject, erased_at FROM perdure_workflow_subjects")
     assert ("alice", 150.0) in marks and ("bob", None) in marks
     erases = [a.workflow_id for a in store.list_actions() if a.action == "erase"]
     assert erases == ["a", "a/0", "fork-of-a"]
@@ -207,7 +194,7 @@ def test_rewrite_payloads_passes_every_payload_in_batches(store: Store, database
     assert changed == 5 * 6
     dump = str(
         [
-            raw(database_url, f"SELECT * FROM {table}")
+            raw_sql(database_url, f"SELECT * FROM {table}")
             for table in (
                 "perdure_workflows",
                 "perdure_steps",
