@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from perdure._worker import RunTable
+from perdure._worker._maintenance import Maintenance
 
 
 class Gauge:
@@ -276,3 +277,57 @@ def test_maintenance_survives_an_unexpected_error(
     assert "maintenance failed unexpectedly" in caplog.text
     assert "RuntimeError: injected bug in a claim" in caplog.text  # with its traceback
     assert "Traceback" in caplog.text
+
+
+class _Runner:
+    """The executor side of a claim, with a thread pool of fixed room (the store real)."""
+
+    id = "executor-under-test"
+    host_name = "test-host"
+    pid = 0
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+        self.dispatched: list[str] = []
+        self.wanted = 0
+
+    def lease_expiry(self) -> float:
+        return time.time() + 60
+
+    def dispatch(self, record: Any, steps: Any, slot: Any) -> bool:
+        self.dispatched.append(record.id)
+        return True
+
+    def thread_room(self) -> int:
+        return self.room
+
+    def want_threads(self) -> None:
+        self.wanted += 1
+
+
+@pytest.mark.parametrize(("room", "claims", "again"), [(3, 3, False), (100, 8, True)])
+def test_a_claim_bounded_by_the_threads_waits_for_half_a_pool_of_room(
+    make_app, room: int, claims: int, again: bool
+) -> None:
+    # Before, a claim that filled the thread pool's room called for the next round at
+    # once, which claimed the few threads freed meanwhile, and so on: under load a
+    # recovering worker ran ~120 claim rounds of ~12 workflows (each ~11 ms of GIL and
+    # round trips) while its threads went idle between them. Now such a claim leaves
+    # the next round to the pool (want_threads: half a pool's room back); a claim that
+    # filled the run table's reservation still goes on at once.
+    app = make_app(max_threads=8)
+
+    def short(i: int) -> int:
+        return i
+
+    app.workflow(short)
+    for i in range(12):
+        app.start(short, i)  # not launched: unowned, PENDING
+    runner = _Runner(room)
+    maintenance = Maintenance(app.client, runner, RunTable(1000))
+    woken: list[bool] = []
+    maintenance.wake = lambda: woken.append(True)  # type: ignore[method-assign]
+    maintenance.claim(time.time())
+    assert len(runner.dispatched) == claims
+    assert bool(woken) is again
+    assert runner.wanted == (0 if again else 1)

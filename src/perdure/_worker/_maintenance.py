@@ -237,8 +237,14 @@ class Maintenance:
                 dead_owners=dead,
                 limit=limit,
             )
-            if len(claimed) == limit and self.table.free() > 0:
-                self.wake()  # there may be more: go on claiming after this round
+            # A full claim: there may be more, so claim again after this round; but not
+            # when the thread pool's room bounded it, or each next round would claim the
+            # few threads freed meanwhile (measured: ~120 rounds of ~12 workflows, each
+            # ~11 ms under load, while threads went idle between them). The pool calls
+            # for the next round once half a pool's room is back (want_threads below).
+            room_bound = sync_left and limit < reserved
+            if len(claimed) == limit and not room_bound and self.table.free() > 0:
+                self.wake()
             if sync_left and (len(claimed) == limit or limit == reserved):
                 # Synchronous workflows may wait that the pool had no room for: claim
                 # again once half a pool's room is back.
