@@ -831,29 +831,29 @@ def test_result_wakes_within_milliseconds_across_processes(fleet: Fleet) -> None
 def test_resumed_worker_starts_no_step_of_a_workflow_taken_from_it(fleet: Fleet) -> None:
     """A worker paused past its lease, whose workflows were taken over, must not start
     a step of them once it resumes, even one queued before the pause (here: its only
-    thread is in a 4 s step when paused, and three more workflows wait for it)."""
+    thread is in a 4 s step when paused, and one more workflow waits for it)."""
     hold = 4.0
-    workflows = [f"order-{n}" for n in range(5)]
-    # One thread: X runs order-0's first step (4 s) and holds order-1..3 for it (a worker
-    # takes three pools' worth of synchronous workflows beyond its threads, no more:
-    # order-4 stays unowned).
-    x = fleet.start(lease_seconds="2", max_threads="1", max_workflows="5")
+    workflows = [f"order-{n}" for n in range(3)]
+    # One thread: X runs order-0's first step (4 s) and holds order-1 in its queue (a
+    # worker takes one pool's worth of synchronous workflows beyond its threads, no more:
+    # order-2 stays unowned).
+    x = fleet.start(lease_seconds="2", max_threads="1", max_workflows="3")
     client = fleet.client()
     fleet.wait_registered(x)
     x_executor = fleet.executor_of(x)
     for wf in workflows:
         client.start("checkout", wf, hold, workflow_id=wf)
     wait_for(lambda: in_flight(fleet.ledger, x.pid) == 1, 10, "X to run a step")
-    # X claims one workflow per round (its one thread): the rest follow at once.
+    # X claims one workflow per round (its one thread): the second follows at once.
     owners = "SELECT id, owner FROM perdure_workflows ORDER BY id"
-    expected = [(wf, x_executor) for wf in workflows[:4]] + [("order-4", None)]
-    wait_for(lambda: fleet.query(owners) == expected, 10, "X to own four of the five")
+    expected = [("order-0", x_executor), ("order-1", x_executor), ("order-2", None)]
+    wait_for(lambda: fleet.query(owners) == expected, 10, "X to own two of the three")
     time.sleep(0.5)
-    assert fleet.query(owners) == expected, "X claimed more than its thread and its backlog"
-    y = fleet.start(lease_seconds="2", max_threads="4", max_workflows="8")
+    assert fleet.query(owners) == expected, "X claimed more than its thread and its queue"
+    y = fleet.start(lease_seconds="2", max_threads="4")
     fleet.wait_registered(y)
 
-    # Pause X past its lease: Y takes all five over, and runs their first steps.
+    # Pause X past its lease: Y takes all three over, and runs their first steps.
     x.pause()
     mark(fleet.ledger, "stop", pid=x.pid)
     try:

@@ -108,12 +108,12 @@ def _owned_by(app: Any, handles: list[Any]) -> int:
     return sum(handle.status().owner == executor.id for handle in handles)
 
 
-def test_a_worker_claims_no_more_sync_workflows_than_its_threads_and_their_backlog(
+def test_a_worker_claims_no_more_sync_workflows_than_its_threads_and_one_queue(
     make_app,
 ) -> None:
     # Before, a claim round took a pool's worth and went on claiming up to max_workflows:
-    # with 2 threads a worker owned all sixteen, fourteen of them waiting for a thread,
-    # none left to another worker, all stranded with this one if it died.
+    # with 2 threads a worker owned all twelve, ten of them waiting for a thread, none
+    # left to another worker, all stranded with this one if it died.
     client = make_app()
     worker = make_app(max_threads=2)
     gauge = Gauge()
@@ -127,18 +127,17 @@ def test_a_worker_claims_no_more_sync_workflows_than_its_threads_and_their_backl
 
     client.workflow(busy)
     worker.workflow(busy)
-    handles = [client.start(busy, i) for i in range(16)]  # unowned: the client runs nothing
+    handles = [client.start(busy, i) for i in range(12)]  # unowned: the client runs nothing
     with worker:
         deadline = time.monotonic() + 10
         while gauge.now < 2 and time.monotonic() < deadline:
             time.sleep(0.01)
         assert gauge.now == 2
         time.sleep(0.5)  # ten claim rounds: none may take more
-        # Two running, six (three pools' worth) waiting for a thread; eight left for
-        # others.
-        assert _owned_by(worker, handles) == 8
+        # Two running, two waiting for the next free thread; eight left for others.
+        assert _owned_by(worker, handles) == 4
         go.set()
-        assert [h.result(timeout=30) for h in handles] == list(range(16))
+        assert [h.result(timeout=30) for h in handles] == list(range(12))
     assert gauge.most == 2
 
 
@@ -157,18 +156,18 @@ def test_async_workflows_are_claimed_while_every_thread_is_busy(make_app) -> Non
     for app in (client, worker):
         app.workflow(busy)
         app.workflow(light)
-    blocked = [client.start(busy, i) for i in range(6)]
+    blocked = [client.start(busy, i) for i in range(4)]
     with worker:
         deadline = time.monotonic() + 10
-        while _owned_by(worker, blocked) < 4 and time.monotonic() < deadline:
+        while _owned_by(worker, blocked) < 2 and time.monotonic() < deadline:
             time.sleep(0.01)
-        # The one thread is busy and three more wait for it: async workflows need no
+        # The one thread is busy and one more waits for it: async workflows need no
         # thread, so they are still claimed and run.
         lights = [client.start(light, i) for i in range(5)]
         assert [h.result(timeout=10) for h in lights] == [0, 10, 20, 30, 40]
-        assert _owned_by(worker, blocked) == 4
+        assert _owned_by(worker, blocked) == 2
         go.set()
-        assert [h.result(timeout=30) for h in blocked] == [0, 1, 2, 3, 4, 5]
+        assert [h.result(timeout=30) for h in blocked] == [0, 1, 2, 3]
 
 
 def test_children_count_against_the_bound(make_app) -> None:
@@ -307,14 +306,14 @@ class _Runner:
 
 
 @pytest.mark.parametrize(("room", "claims", "again"), [(3, 3, False), (100, 8, True)])
-def test_a_claim_bounded_by_the_threads_waits_for_a_pool_of_room(
+def test_a_claim_bounded_by_the_threads_waits_for_half_a_pool_of_room(
     make_app, room: int, claims: int, again: bool
 ) -> None:
     # Before, a claim that filled the thread pool's room called for the next round at
     # once, which claimed the few threads freed meanwhile, and so on: under load a
     # recovering worker ran ~120 claim rounds of ~12 workflows (each ~11 ms of GIL and
     # round trips) while its threads went idle between them. Now such a claim leaves
-    # the next round to the pool (want_threads: a pool's worth of room back); a claim that
+    # the next round to the pool (want_threads: half a pool's room back); a claim that
     # filled the run table's reservation still goes on at once.
     app = make_app(max_threads=8)
 

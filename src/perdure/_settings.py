@@ -23,8 +23,8 @@ class Settings:
     #: How often the executor looks for work that others started, and waiters poll.
     poll_interval: float = 0.2
     #: Threads for synchronous workflows (each running one holds one). A worker claims
-    #: synchronous workflows only while fewer than three times this many wait for a
-    #: thread (at most 4 x max_threads held): the rest stay unowned, for other workers.
+    #: synchronous workflows only while fewer than this many wait for a thread: the rest
+    #: stay unowned, for other workers.
     max_threads: int = 64
     #: Workflows that run at once in this process, however they were started: a workflow
     #: started here beyond it is recorded PENDING, unowned, and claimed (here or by

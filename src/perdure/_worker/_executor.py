@@ -181,7 +181,7 @@ class Executor:
         return self._pool.room()
 
     def want_threads(self) -> None:
-        """Wake maintenance to claim again once a pool's worth of room is back."""
+        """Wake maintenance to claim again once half a pool's room is back."""
         self._pool.want_room()
 
     def runs_here(self, workflow_id: str) -> bool:

@@ -78,7 +78,7 @@ class Runner(Protocol):
         ...
 
     def want_threads(self) -> None:
-        """Wake maintenance once a pool's worth of room is back (a claim was bound by it)."""
+        """Wake maintenance once half a pool's room is back (a claim was bound by it)."""
         ...
 
     def adopt(self, workflow_id: str) -> bool:
@@ -241,13 +241,13 @@ class Maintenance:
             # when the thread pool's room bounded it, or each next round would claim the
             # few threads freed meanwhile (measured: ~120 rounds of ~12 workflows, each
             # ~11 ms under load, while threads went idle between them). The pool calls
-            # for the next round once a pool's worth of room is back (want_threads below).
+            # for the next round once half a pool's room is back (want_threads below).
             room_bound = sync_left and limit < reserved
             if len(claimed) == limit and not room_bound and self.table.free() > 0:
                 self.wake()
             if sync_left and (len(claimed) == limit or limit == reserved):
                 # Synchronous workflows may wait that the pool had no room for: claim
-                # again once a pool's worth of room is back.
+                # again once half a pool's room is back.
                 self.runner.want_threads()
             # Epoch 1 after a claim: never owned before, so no steps. The others' steps in
             # one query: one each would cost a round trip per recovered workflow, in turn.
@@ -266,7 +266,7 @@ class Maintenance:
         be left out for lack of the thread pool's room (it bounds the claim, or only
         asynchronous ones are claimed), for ``reserved`` slots of the run table. A synchronous
         workflow also needs a thread: with the pool's room used up (threads busy, a
-        backlog full), only asynchronous ones are claimed; with some room, at
+        pool's worth waiting), only asynchronous ones are claimed; with some room, at
         most that many of any kind (an asynchronous one among them takes no thread, so
         the bound is cautious, and the next round claims the rest)."""
         workflows = self.host.registry.workflows

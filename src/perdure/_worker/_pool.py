@@ -9,27 +9,17 @@ from collections.abc import Callable
 
 log = logging.getLogger("perdure")
 
-#: How many pools' worth of workflows may wait for a thread: with the running ones, a
-#: worker holds at most 4 x ``max_threads`` synchronous workflows (as Celery's default
-#: prefetch multiplier, 4). A thread that frees up finds its next workflow here, not
-#: after a claim's round trip; what is more stays unowned, for other workers. Measured
-#: on the recovery figure (PostgreSQL, a worker taking 1,500 workflows over, 5 runs
-#: each): one pool's worth waiting and a claim at half a pool's room, 2.19-2.96 s
-#: (median 2.50); no bound at all, 2.08-2.30 s (2.20); this, 1.86-2.80 s (1.98).
-BACKLOG_POOLS = 3
-
 
 class ThreadPool:
     """Daemon threads started on demand: a workflow stuck in user code must not keep the
     process from exiting after shutdown (``ThreadPoolExecutor`` joins its threads).
 
-    ``room()`` says how many more workflows it takes while keeping at most
-    ``BACKLOG_POOLS`` pools' worth waiting for a thread. After ``want_room()`` (a claim
-    left workflows for lack of room), ``on_room`` is called once finished workflows bring
-    a pool's worth of room back (the moment to claim more, a claim round's worth: a
-    claim per freed thread would be a claim transaction per workflow, and one whenever
-    room comes back, a claim that finds nothing while the workflows all start in this
-    process)."""
+    ``room()`` says how many more workflows it takes while keeping at most one pool's
+    worth waiting for a thread. After ``want_room()`` (a claim left workflows for lack
+    of room), ``on_room`` is called once finished workflows bring that room back to half
+    a pool (the moment to claim more: a claim per freed thread would be a claim
+    transaction per workflow, and one whenever room comes back, a claim that finds
+    nothing while the workflows all start in this process)."""
 
     def __init__(
         self, max_threads: int, name: str, on_room: Callable[[], None] | None = None
@@ -37,7 +27,7 @@ class ThreadPool:
         self._max = max_threads
         self._name = name
         self._on_room = on_room
-        self._refill_at = max_threads
+        self._refill_at = max(1, max_threads // 2)
         self._wanted = False
         self._queue: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
@@ -88,19 +78,18 @@ class ThreadPool:
 
     def _room(self) -> int:
         # Busy threads (an idle one reserved for a submitted item counts as busy) and the
-        # backlog, against as many running as threads and BACKLOG_POOLS pools' worth
-        # waiting.
-        busy = self._threads - self._idle
-        return (1 + BACKLOG_POOLS) * self._max - busy - self._backlog
+        # backlog against two pools' worth: as many running as threads, as many waiting.
+        return 2 * self._max - (self._threads - self._idle) - self._backlog
 
     def want_room(self) -> None:
-        """Call ``on_room`` once a pool's worth of room is back."""
+        """Call ``on_room`` once half a pool's room is back."""
         with self._lock:
             self._wanted = True
 
     def room(self) -> int:
         """How many more workflows it takes now: one per thread not busy, plus one per
-        place in a backlog of at most ``BACKLOG_POOLS`` x ``max_threads``."""
+        place in a backlog of at most ``max_threads`` (so that a thread that frees up
+        finds the next workflow here, not after a claim's round trip)."""
         with self._lock:
             return self._room()
 
