@@ -264,6 +264,22 @@ def test_outcome_is_recorded_once_and_fenced(store: Store) -> None:
     )
 
 
+@covers("get_workflows")
+def test_get_workflows_reads_the_existing_ones_in_one_call(store: Store) -> None:
+    store.create_workflow(new("pending"), None, None).result()
+    lease = running(store, "running")
+    done = running(store, "done")
+    assert store.complete_workflow("done", done, "SUCCEEDED", "1", None, 5.0).result()
+    many = [f"x{i}" for i in range(600)]  # more than a statement's parameters would hold
+    found = store.get_workflows(["pending", "running", "done", "missing", "done", *many])
+    assert set(found) == {"pending", "running", "done"}
+    # Each is the record get_workflow reads, under its own ID.
+    assert all(found[wid] == store.get_workflow(wid) for wid in found)
+    assert (found["done"].status, found["done"].output) == ("SUCCEEDED", "1")
+    assert (found["running"].status, found["running"].epoch) == ("RUNNING", lease.epoch)
+    assert store.get_workflows([]) == {}
+
+
 @covers("unfinished_among")
 def test_unfinished_among_names_the_existing_workflows_without_an_outcome(store: Store) -> None:
     store.create_workflow(new("pending"), None, None).result()

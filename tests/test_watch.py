@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 import perdure
+from perdure._handle import WorkflowHandle
 
 
 def _count(monkeypatch: pytest.MonkeyPatch, app: perdure.App, *names: str) -> Counter[str]:
@@ -100,7 +101,7 @@ def test_a_waiter_of_a_workflow_running_here_reads_nothing(
     with app:
         sync_handle = app.start(held, 1)
         async_handle = app.start(held_async, 1)
-        calls = _count(monkeypatch, app, "get_workflow", "unfinished_among")
+        calls = _count(monkeypatch, app, "get_workflow", "get_workflows", "unfinished_among")
         threading.Timer(0.3, go.set).start()
         assert sync_handle.result(timeout=10) == 2
 
@@ -110,5 +111,69 @@ def test_a_waiter_of_a_workflow_running_here_reads_nothing(
         assert asyncio.run(wait()) == 3
     # The first finished while the other ran: both were handed their outcome by the
     # executor, or read it once if it had just finished.
-    assert calls["get_workflow"] <= 1, calls
+    assert calls["get_workflow"] + calls["get_workflows"] <= 1, calls
     assert calls["unfinished_among"] == 0, calls
+
+
+def test_async_waiters_that_look_at_once_share_their_reads(
+    app: perdure.App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    @app.workflow
+    def double(n: int) -> int:
+        return n * 2
+
+    with app:
+        handles = [app.start(double, i) for i in range(200)]
+        for handle in handles:
+            handle.result(timeout=30)
+        # All ended before anybody waits: each waiter must read its outcome in the store.
+        calls = _count(monkeypatch, app, "get_workflow", "get_workflows")
+
+        async def wait_all() -> list[int]:
+            return await asyncio.gather(*(h.result_async(timeout=30) for h in handles))
+
+        assert asyncio.run(wait_all()) == [i * 2 for i in range(200)]
+    # One query per batch of the waiters that looked meanwhile, not one each (200).
+    assert calls["get_workflow"] == 0, calls
+    assert 1 <= calls["get_workflows"] <= 20, calls
+
+
+def test_a_shared_read_reports_a_missing_workflow_and_a_failing_store_to_each_waiter(
+    app: perdure.App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    @app.workflow
+    def one() -> int:
+        return 1
+
+    with app:
+        done = app.start(one)
+        assert done.result(timeout=10) == 1
+        reads = app.client.reads
+        missing = reads.read("no-such-workflow")
+        assert missing.result(timeout=10) is None
+        with pytest.raises(perdure.WorkflowNotFoundError, match="no-such-workflow"):
+
+            async def wait_missing() -> Any:
+                # A handle whose workflow is gone (retrieve would refuse to make one).
+                return await WorkflowHandle(app.client, "no-such-workflow").result_async(5)
+
+            asyncio.run(wait_missing())
+
+        # A store that fails: every waiter of that read gets the error, and the reads go
+        # on afterwards (the reading thread does not die with it).
+        real = app.store.get_workflows
+
+        def down(workflow_ids: list[str]) -> Any:
+            raise perdure.StoreError("down")
+
+        monkeypatch.setattr(app.store, "get_workflows", down)
+        failed = [reads.read(done.workflow_id) for _ in range(3)]
+        for future in failed:
+            with pytest.raises(perdure.StoreError, match="down"):
+                future.result(timeout=10)
+        monkeypatch.setattr(app.store, "get_workflows", real)
+        # A waiter that gave up (its future cancelled) does not keep the others waiting.
+        gave_up = reads.read(done.workflow_id)
+        gave_up.cancel()
+        record = reads.read(done.workflow_id).result(timeout=10)
+        assert record is not None and record.status == "SUCCEEDED"

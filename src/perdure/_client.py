@@ -47,7 +47,7 @@ from ._validation import (
     check_workflow_id,
     non_negative_seconds,
 )
-from ._watch import Watcher
+from ._watch import SharedReads, Watcher
 from ._worker import Executor, Owner
 from .storage import (
     EVENT_CANCEL,
@@ -114,6 +114,8 @@ class Client:
         self.notifier = Notifier()
         # Waiters of workflows that run elsewhere share one look at the store.
         self.watcher = Watcher(self.notifier, lambda: self._store, lambda: self.wait_interval)
+        # And the records that waiters on an event loop read at once, one query per batch.
+        self.reads = SharedReads(lambda: self.store)
         self._store: Store | None = None
         self._store_lock = threading.Lock()
         self._pushed = False

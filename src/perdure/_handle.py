@@ -28,7 +28,7 @@ from ._queue import QueuedStatus, queued_of, with_place
 from ._registry import Registry
 from ._serialization import Serializer, decode_error, decode_value
 from ._settings import Settings
-from ._watch import Watcher
+from ._watch import SharedReads, Watcher
 from .storage import (
     ACTIVE_STATUSES,
     CANCELLED,
@@ -63,6 +63,9 @@ class HandleHost(Protocol):
 
     @property
     def watcher(self) -> Watcher: ...
+
+    @property
+    def reads(self) -> SharedReads: ...
 
     @property
     def clock(self) -> Clock: ...
@@ -261,6 +264,13 @@ class WorkflowHandle(Generic[R]):
             raise WorkflowNotFoundError(self.workflow_id)
         return record
 
+    async def _record_async(self) -> WorkflowRecord:
+        # Shared with the other waiters that look now: one query for all of them.
+        record = await asyncio.wrap_future(self._app.reads.read(self.workflow_id))
+        if record is None:
+            raise WorkflowNotFoundError(self.workflow_id)
+        return record
+
     def return_hint(self) -> Any:
         """The type the workflow's result decodes to (its annotated return type)."""
         name = self._name or self._record().name
@@ -382,7 +392,7 @@ class WorkflowHandle(Generic[R]):
                 if name is not None:
                     outcome = await self._await_async(wrapped, None, deadline, timeout)
                 else:
-                    record = await asyncio.to_thread(self._record)
+                    record = await self._record_async()
                     if record.status in TERMINAL_STATUSES:
                         return self._decode(record.name, Outcome.of(record))
                     name = record.name

@@ -1,4 +1,4 @@
-"""One look at the store, shared by every waiter whose workflow runs elsewhere.
+"""One look at the store, shared by every waiter that must look.
 
 A ``result()`` whose workflow runs in this process is told its outcome by the executor
 (``Notifier.notify``) and needs no store. One whose workflow runs in another process,
@@ -11,15 +11,24 @@ each such waiter registers its workflow ID and sleeps; the watcher looks for all
 them (``Store.unfinished_among``) and pokes the waiters of those that ended, which then
 read their own record once. A waiter still reads its record after a long wait (a third
 of the lease), so a watcher that cannot look delays nobody for longer than that.
+
+A waiter on an event loop reads its record (at its first look, when its workflow does
+not run here, and after a poke) through ``SharedReads``: the reads that many waiters ask
+for at once (a gather of 2,000 ``result_async``, most of them of workflows that already
+ended or wait to be claimed) become one query per batch, in one thread, instead of a
+query, a pooled connection and a hop to a thread each.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import Future, InvalidStateError
 
+from ._model import WorkflowRecord
 from ._notifier import Notifier
 from .storage import Store
 
@@ -96,3 +105,67 @@ class Watcher:
         for workflow_id in workflow_ids:
             if workflow_id not in unfinished:
                 self._notifier.poke(workflow_id)
+
+
+#: The most IDs one shared read asks for (the rest go in the next query of the batch).
+_READ_CHUNK = 500
+
+
+class SharedReads:
+    """Workflow records read for many waiters at once, by a thread that runs while any
+    are asked for: the first read goes out at once, and the reads asked for while it
+    runs go together in the next query (as the group commit does for writes)."""
+
+    def __init__(self, store: Callable[[], Store]) -> None:
+        self._store = store
+        self._lock = threading.Lock()
+        self._asked: dict[str, list[Future[WorkflowRecord | None]]] = {}
+        self._reading = False
+
+    def read(self, workflow_id: str) -> Future[WorkflowRecord | None]:
+        """The workflow's record as the store has it now (None if there is no such
+        workflow), or the store's error."""
+        future: Future[WorkflowRecord | None] = Future()
+        with self._lock:
+            self._asked.setdefault(workflow_id, []).append(future)
+            start = not self._reading
+            self._reading = True
+        if start:
+            threading.Thread(target=self._run, name="perdure-reads", daemon=True).start()
+        return future
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                asked, self._asked = self._asked, {}
+                if not asked:
+                    self._reading = False
+                    return
+            workflow_ids = list(asked)
+            for at in range(0, len(workflow_ids), _READ_CHUNK):
+                chunk = workflow_ids[at : at + _READ_CHUNK]
+                try:
+                    found = self._store().get_workflows(chunk)
+                except BaseException as exc:  # noqa: BLE001 - each waiter raises it
+                    for workflow_id in chunk:
+                        for future in asked[workflow_id]:
+                            _settle(future, None, exc)
+                    continue
+                for workflow_id in chunk:
+                    record = found.get(workflow_id)
+                    for future in asked[workflow_id]:
+                        _settle(future, record, None)
+
+
+def _settle(
+    future: Future[WorkflowRecord | None],
+    record: WorkflowRecord | None,
+    error: BaseException | None,
+) -> None:
+    # A waiter that gave up (its coroutine cancelled) cancelled its future: the others'
+    # must still be settled.
+    with contextlib.suppress(InvalidStateError):
+        if error is None:
+            future.set_result(record)
+        else:
+            future.set_exception(error)

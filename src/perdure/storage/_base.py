@@ -162,6 +162,11 @@ class Store(ComplianceOperations, BreakerOperations, ScheduleOperations, QueueOp
         """The workflow with this ID, or None."""
 
     @abc.abstractmethod
+    def get_workflows(self, workflow_ids: Sequence[str]) -> dict[str, WorkflowRecord]:
+        """``get_workflow`` of several workflows in one query (what waiters that look at
+        once share, see ``_watch``): those that exist, by ID."""
+
+    @abc.abstractmethod
     def unfinished_among(self, workflow_ids: Sequence[str]) -> set[str]:
         """Those of these workflows that exist and have no outcome yet, in one query
         (what the waiters of workflows running elsewhere share, see ``_watch``)."""

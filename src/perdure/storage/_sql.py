@@ -98,6 +98,13 @@ class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance, SqlQueues):
         rows = self._read(self._hot.get_workflow, (workflow_id,))
         return workflow_record(rows[0]) if rows else None
 
+    def get_workflows(self, workflow_ids: Sequence[str]) -> dict[str, WorkflowRecord]:
+        if not workflow_ids:
+            return {}
+        params = {"ids": self._dialect.text_list(list(workflow_ids))}
+        rows = self._read(self._sql(q.GET_WORKFLOWS), params)
+        return {record.id: record for record in map(workflow_record, rows)}
+
     def unfinished_among(self, workflow_ids: Sequence[str]) -> set[str]:
         if not workflow_ids:
             return set()

@@ -42,6 +42,7 @@ CREATE_CHILD = _CREATE.format(
 )
 CREATE_CHILD_RETURNING = CREATE_CHILD + " RETURNING 1"
 GET_WORKFLOW = f"SELECT {WF_COLUMNS} FROM perdure_workflows WHERE id = ?"
+GET_WORKFLOWS = f"SELECT {WF_COLUMNS} FROM perdure_workflows WHERE id {{in_ids}}"
 UNFINISHED_AMONG = (
     "SELECT id FROM perdure_workflows WHERE id {in_ids} AND (status IN {ACTIVE}) IS TRUE"
 )
