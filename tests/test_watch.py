@@ -123,13 +123,15 @@ def test_async_waiters_that_look_at_once_share_their_reads(
         return n * 2
 
     with app:
-        handles = [app.start(double, i) for i in range(200)]
-        for handle in handles:
+        started = [app.start(double, i) for i in range(200)]
+        for handle in started:
             handle.result(timeout=30)
-        # All ended before anybody waits: each waiter must read its outcome in the store.
+        # All ended before anybody waits, and these handles did not start them (a start's
+        # handle hears its run's outcome): each waiter must read its outcome in the store.
+        handles = [app.retrieve(handle.workflow_id) for handle in started]
         calls = _count(monkeypatch, app, "get_workflow", "get_workflows")
 
-        async def wait_all() -> list[int]:
+        async def wait_all() -> list[Any]:
             return await asyncio.gather(*(h.result_async(timeout=30) for h in handles))
 
         assert asyncio.run(wait_all()) == [i * 2 for i in range(200)]
@@ -177,3 +179,55 @@ def test_a_shared_read_reports_a_missing_workflow_and_a_failing_store_to_each_wa
         gave_up.cancel()
         record = reads.read(done.workflow_id).result(timeout=10)
         assert record is not None and record.status == "SUCCEEDED"
+
+
+def test_results_of_workflows_started_and_ended_here_read_nothing(
+    app: perdure.App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    @app.workflow
+    def double(n: int) -> int:
+        return n * 2
+
+    with app:
+        calls = _count(monkeypatch, app, "get_workflow", "get_workflows", "unfinished_among")
+        handles = [app.start(double, i) for i in range(50)]
+
+        async def start_all() -> list[Any]:
+            return await asyncio.gather(*(app.start_async(double, i) for i in range(50, 100)))
+
+        handles += asyncio.run(start_all())
+        # Every run ends before anybody asks for a result (a loop of starts, then one of
+        # results): the executor handed each handle its outcome.
+        worker = app.client._worker
+        assert worker is not None
+        deadline = time.monotonic() + 20
+        while worker.running and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert [h.result(timeout=10) for h in handles[:50]] == [i * 2 for i in range(50)]
+
+        async def wait_all() -> list[int]:
+            return await asyncio.gather(*(h.result_async(timeout=10) for h in handles[50:]))
+
+        assert asyncio.run(wait_all()) == [i * 2 for i in range(50, 100)]
+        # A handle made elsewhere (retrieve reads the record once) still reads the store.
+        assert app.retrieve(handles[0].workflow_id).result(timeout=10) == 0
+    assert calls == {"get_workflow": 2}, calls
+
+
+def test_a_handle_of_a_failed_run_started_here_follows_its_resume(app: perdure.App) -> None:
+    attempts: list[int] = []
+
+    @app.workflow
+    def flaky() -> str:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise RuntimeError("first run fails")
+        return "ok"
+
+    with app:
+        handle = app.start(flaky)
+        with pytest.raises(RuntimeError, match="first run fails"):
+            handle.result(timeout=10)
+        app.resume(handle.workflow_id)
+        # Not the failure the run here recorded: the store's outcome, after the resume.
+        assert handle.result(timeout=10) == "ok"

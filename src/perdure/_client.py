@@ -32,6 +32,7 @@ from ._errors import (
 )
 from ._handle import WorkflowHandle, WorkflowStatus
 from ._inspect import check_queue_filter
+from ._model import Outcome
 from ._notifier import Notifier
 from ._options import StartOptions
 from ._queueing import submit, submitted
@@ -272,20 +273,31 @@ class Client:
         worker = self._worker
         return _UNOWNED if worker is None else worker.starting(workflow_id)
 
-    def _started(self, new: NewWorkflow, record: WorkflowRecord, created: bool) -> None:
+    def _started(
+        self, new: NewWorkflow, record: WorkflowRecord, created: bool
+    ) -> Future[Outcome | None] | None:
+        """Run the workflow just started if it is ours; returns, for one created here and
+        run here, the future that the executor resolves with its outcome (or with None
+        when the run ends without one, e.g. suspended): its handle's ``result()`` then
+        needs no read of the store."""
         if not created and record.name != new.name:
             raise workflow_id_taken(new.id, record.name, new.name)
         if created:
             started(new.name)
         worker = self._worker
         if worker is None:
-            return
+            return None
         if record.owner is None:
             # No slot was free (or one was only reserved by a claim round under way): let
             # the next claim round look now rather than at its next tick.
             worker.wake()
-        else:
-            worker.started(record, created)
+            return None
+        # Subscribed before the run is dispatched, so that one ending at once is heard.
+        heard = None
+        if created and record.owner == worker.id:
+            heard = self.notifier.subscribe(record.id)
+        worker.started(record, created)
+        return heard
 
     def start_with(
         self,
@@ -308,9 +320,9 @@ class Client:
                 record, created = self.store.create_workflow(new, owner, lease).result()
             except _DOUBTFUL as exc:
                 raise _start_failed(new.id, exc, self.store.kind) from exc
-            self._started(new, record, created)
+            heard = self._started(new, record, created)
         # Named: its result() can then wait for a run here without reading the store.
-        return WorkflowHandle(self, new.id, record.name)
+        return WorkflowHandle(self, new.id, record.name, heard)
 
     async def start_with_async(
         self,
@@ -333,9 +345,9 @@ class Client:
                 record, created = await asyncio.wrap_future(future)
             except _DOUBTFUL as exc:
                 raise _start_failed(new.id, exc, self.store.kind) from exc
-            self._started(new, record, created)
+            heard = self._started(new, record, created)
         # Named: its result() can then wait for a run here without reading the store.
-        return WorkflowHandle(self, new.id, record.name)
+        return WorkflowHandle(self, new.id, record.name, heard)
 
     # -- sending ---------------------------------------------------------------------------
 

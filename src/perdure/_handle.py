@@ -22,7 +22,7 @@ from ._errors import (
     WorkflowNotFoundError,
     WorkflowTimeoutError,
 )
-from ._model import Hold, Outcome
+from ._model import Hold, Outcome, WorkflowState
 from ._notifier import Notifier as Notifier  # re-exported for older imports
 from ._queue import QueuedStatus, queued_of, with_place
 from ._registry import Registry
@@ -43,6 +43,8 @@ from .storage import (
 )
 
 R = TypeVar("R")
+# Read once: an enum member costs a descriptor lookup on every access.
+_SUCCEEDED = WorkflowState.SUCCEEDED
 
 
 class HandleHost(Protocol):
@@ -249,11 +251,33 @@ class WorkflowStatus:
 class WorkflowHandle(Generic[R]):
     """A reference to one workflow by ID; cheap, and valid in any process."""
 
-    def __init__(self, app: HandleHost, workflow_id: str, name: str | None = None) -> None:
+    def __init__(
+        self,
+        app: HandleHost,
+        workflow_id: str,
+        name: str | None = None,
+        heard: Future[Outcome | None] | None = None,
+    ) -> None:
         self._app = app
         self.workflow_id = workflow_id
         # The workflow's registered name when known (it types the result).
         self._name = name
+        # For a workflow this process started and runs: resolved by the executor with the
+        # outcome its run recorded (None if the run ended without one), so that a result()
+        # after the end needs no read of the store (a loop of starts, then of results).
+        self._heard = heard
+
+    def _outcome_heard(self) -> tuple[str, Outcome] | None:
+        """The name and outcome of the run this handle's start began here, once it has
+        succeeded. Only a success: it is final, whereas a FAILED or CANCELLED workflow may
+        be resumed (by anyone, from any process), and its handle must then follow it."""
+        heard, name = self._heard, self._name
+        if heard is None or name is None or not heard.done():
+            return None
+        outcome = heard.result()
+        if outcome is None or outcome.state is not _SUCCEEDED:
+            return None
+        return name, outcome
 
     def __repr__(self) -> str:
         return f"WorkflowHandle({self.workflow_id!r})"
@@ -322,6 +346,8 @@ class WorkflowHandle(Generic[R]):
             # Inside a workflow: a durable wait for a child (the engine's).
             child: R = child_result(run, self.workflow_id, self.return_hint(), timeout)
             return child
+        if (heard := self._outcome_heard()) is not None:
+            return self._decode(*heard)
         deadline = None if timeout is None else self._app.clock.time() + timeout
         notifier = self._app.notifier
         first = True
@@ -380,6 +406,8 @@ class WorkflowHandle(Generic[R]):
             hint = self.return_hint() if self._name else Any
             child: R = await child_result_async(run, self.workflow_id, hint, timeout)
             return child
+        if (heard := self._outcome_heard()) is not None:
+            return self._decode(*heard)
         deadline = None if timeout is None else self._app.clock.time() + timeout
         notifier = self._app.notifier
         first = True
