@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field
 from typing_extensions import TypedDict
 
 import perdure
+from perdure._error_codec import decode_error, encode_error
 from perdure._errors import SerializationError, StepFailedError, WorkflowFailedError
 from perdure._model import NewWorkflow
 from perdure._serialization import (
@@ -26,10 +27,8 @@ from perdure._serialization import (
     PickleSerializer,
     Serializer,
     decode_call,
-    decode_error,
     decode_value,
     encode_call,
-    encode_error,
     encode_value,
     return_hint,
 )

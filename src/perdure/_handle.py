@@ -16,6 +16,7 @@ from ._engine.children import child_result, child_result_async
 from ._engine.describe import describe_step, describe_wait
 from ._engine.state import current_run
 from ._engine.timers import timeout_seconds
+from ._error_codec import decode_error
 from ._errors import (
     WorkflowCancelledError,
     WorkflowFailedError,
@@ -26,7 +27,7 @@ from ._model import Hold, Outcome, WorkflowState
 from ._notifier import Notifier as Notifier  # re-exported for older imports
 from ._queue import QueuedStatus, queued_of, with_place
 from ._registry import Registry
-from ._serialization import Serializer, decode_error, decode_value
+from ._serialization import Serializer, decode_value
 from ._settings import Settings
 from ._watch import SharedReads, Watcher
 from .storage import (

@@ -6,10 +6,10 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from .._error_codec import decode_error, encode_error
 from .._errors import SerializationError, StepFailedError
 from .._model import StepRecord, StepState, WaitKind, WaitReason
 from .._registry import StepDef
-from .._serialization import decode_error, encode_error
 from .state import RunState
 
 log = logging.getLogger("perdure")

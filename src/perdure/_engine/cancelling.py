@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 
+from .._error_codec import decode_error, encode_error
 from .._errors import ConfigurationError, StepFailedError, WorkflowNotFoundError
 from .._model import StepRecord, StepState
-from .._serialization import decode_error, encode_error
 from .._validation import check_workflow_id
 from .drivers import drive_async, drive_sync
 from .effects import Blocking, Flush, Op

@@ -23,6 +23,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from .._error_codec import decode_error
 from .._errors import (
     ConfigurationError,
     StepFailedError,
@@ -41,7 +42,7 @@ from .._model import (
     WaitReason,
     WorkflowState,
 )
-from .._serialization import decode_error, decode_value, encode_call, encode_value
+from .._serialization import decode_value, encode_call, encode_value
 from .._telemetry import carrier, started
 from .._validation import check_optional_workflow_id, optional_positive_seconds
 from .drivers import drive_async, drive_on_loop, drive_sync

@@ -15,6 +15,7 @@ from concurrent.futures import Future
 from datetime import timedelta
 from typing import Any
 
+from .._error_codec import decode_error
 from .._errors import (
     ConfigurationError,
     LeaseLost,
@@ -24,7 +25,7 @@ from .._errors import (
     WorkflowNotFoundError,
 )
 from .._model import StepRecord, StepState
-from .._serialization import decode_error, decode_value, encode_value
+from .._serialization import decode_value, encode_value
 from .._telemetry import carrier
 from .._validation import check_idempotency_key, check_optional_key, check_workflow_id
 from ..storage import FOREVER

@@ -21,6 +21,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from .._error_codec import encode_error
 from .._errors import (
     Cancelled,
     CheckpointFailed,
@@ -34,7 +35,7 @@ from .._errors import (
 )
 from .._logfields import log_context
 from .._model import Outcome, WorkflowState
-from .._serialization import decode_call, encode_error
+from .._serialization import decode_call
 from .._telemetry import RunTelemetry, observe_run
 from .drivers import drive_async, drive_sync
 from .effects import Flush, Op

@@ -18,11 +18,12 @@ from collections.abc import Callable, Coroutine, Generator
 from typing import Any, NoReturn
 
 from .._clock import Clock
+from .._error_codec import encode_error
 from .._errors import Cancelled, CheckpointFailed, LeaseLost, StoreError, Suspended
 from .._model import Lease, StepRecord, StepState, WorkflowRecord
 from .._notifier import Notifier
 from .._registry import WorkflowDef
-from .._serialization import Serializer, encode_error
+from .._serialization import Serializer
 from .._telemetry import RunTelemetry
 from ..storage import Store
 from .bridge import FutureBridge

@@ -14,10 +14,10 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from typing import Any
 
+from .._error_codec import decode_error
 from .._errors import StepFailedError
 from .._model import StepRecord, StepState
 from .._registry import StepDef
-from .._serialization import decode_error
 from . import conditions
 from .attempts import ABANDONED, abandoned
 from .call import StepCall

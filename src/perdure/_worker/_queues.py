@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
+from .._error_codec import encode_error
 from .._errors import WorkflowCancelledError
 from .._model import Outcome, WorkflowState
-from .._serialization import encode_error
 from ..storage import StepRecord, WorkflowRecord
 from ._host import WorkerHost
 from ._table import RunTable, Slot

@@ -35,11 +35,11 @@ from typing import Any
 
 from .._app import App
 from .._engine.scope import current_workflow_id
+from .._error_codec import decode_error
 from .._errors import WorkflowFailedError
 from .._model import Outcome, StepState, WorkflowState
 from .._options import StartOptions
 from .._registry import StepDef
-from .._serialization import decode_error
 from ..storage import Lease, StepRecord, Store, WorkflowRecord
 
 #: Real seconds to wait for a crash point, a crashed run to unwind, or an outcome.
