@@ -105,6 +105,9 @@ def test_plain_data_is_written_as_the_checked_way_writes_it(
         (date, datetime(2026, 1, 1, 5)),
         (int | str, 3.5),
         (list[int], [1, "two"]),
+        # pydantic's serializer does not warn about a literal it does not expect.
+        (Literal["a", "b"], "c"),
+        (dict[str, Literal[1, 2]], {"x": 3}),
     ],
 )
 def test_plain_data_that_does_not_fit_is_refused_when_written(hint: Any, value: Any) -> None:

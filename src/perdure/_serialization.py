@@ -230,6 +230,11 @@ class JSONSerializer:
                 raw = adapter.serializer.to_json(
                     data, by_alias=True, round_trip=True, warnings="error"
                 )
+                if vetted:
+                    # Refused by the strict check: read back what the serializer wrote,
+                    # as it does not warn about everything (a literal it does not
+                    # expect); a value that cannot be read back fails below.
+                    _load(entry, raw.decode())
         except Exception:
             # The annotation is wrong about the value (say `-> Order` returning a dict):
             # store it by runtime type if the hint reads that back, and fail now if not,
