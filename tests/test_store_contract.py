@@ -264,12 +264,18 @@ def test_outcome_is_recorded_once_and_fenced(store: Store) -> None:
     )
 
 
-@covers("get_workflows")
-def test_get_workflows_reads_the_existing_ones_in_one_call(store: Store) -> None:
+def _pending_running_done(store: Store) -> Lease:
+    """Workflows "pending", "running" (its lease returned) and "done" (SUCCEEDED, "1")."""
     store.create_workflow(new("pending"), None, None).result()
     lease = running(store, "running")
     done = running(store, "done")
     assert store.complete_workflow("done", done, "SUCCEEDED", "1", None, 5.0).result()
+    return lease
+
+
+@covers("get_workflows")
+def test_get_workflows_reads_the_existing_ones_in_one_call(store: Store) -> None:
+    lease = _pending_running_done(store)
     many = [f"x{i}" for i in range(600)]  # more than a statement's parameters would hold
     found = store.get_workflows(["pending", "running", "done", "missing", "done", *many])
     assert set(found) == {"pending", "running", "done"}
@@ -282,10 +288,7 @@ def test_get_workflows_reads_the_existing_ones_in_one_call(store: Store) -> None
 
 @covers("unfinished_among")
 def test_unfinished_among_names_the_existing_workflows_without_an_outcome(store: Store) -> None:
-    store.create_workflow(new("pending"), None, None).result()
-    lease = running(store, "running")
-    done = running(store, "done")
-    assert store.complete_workflow("done", done, "SUCCEEDED", "1", None, 5.0).result()
+    lease = _pending_running_done(store)
     many = [f"x{i}" for i in range(600)]  # more than a statement's parameters would hold
     found = store.unfinished_among(["pending", "running", "done", "missing", *many])
     assert found == {"pending", "running"}
