@@ -295,7 +295,7 @@ class Executor:
     def _run_sync(self, run: WorkflowRun) -> None:
         try:
             outcome = run.execute()
-            accepted = self._complete(run, outcome).result()
+            completed = self._complete(run, outcome)
         except Suspended as signal:
             self._suspend(run, signal, lambda future: future.result())
             return
@@ -309,6 +309,23 @@ class Executor:
             self._finish(run, None, exc)
             if not isinstance(exc, Exception | LeaseLost | CheckpointFailed):
                 raise
+            return
+        # The thread does not wait for the outcome's commit: whoever resolves the future
+        # (the writer thread, or this one if it led the commit) finishes the run. Waiting
+        # here would cost one more wake-up of this thread per workflow (a hand-off between
+        # threads costs tens of µs of CPU), and the thread is free for the next one sooner.
+        context = contextvars.copy_context()  # the run's log fields, for _finish's logs
+        completed.add_done_callback(
+            lambda future: context.run(self._completed, run, outcome, future)
+        )
+
+    def _completed(self, run: WorkflowRun, outcome: Outcome, future: Future[bool]) -> None:
+        """Finish a synchronous run once its outcome's write is over (in the thread that
+        resolved it)."""
+        try:
+            accepted = future.result()
+        except Exception as exc:  # noqa: BLE001 - the store's error, as _run_sync's
+            self._finish(run, None, exc)
             return
         self._finish(run, outcome if accepted else None, None)
 
