@@ -24,8 +24,9 @@ class Settings:
     poll_interval: float = 0.2
     #: Threads for synchronous workflows (each running one holds one). A worker claims
     #: synchronous workflows only while fewer than this many wait for a thread: the rest
-    #: stay unowned, for other workers.
-    max_threads: int = 64
+    #: stay unowned, for other workers. (128: a thread that waits costs little, and more
+    #: workflows in flight share each commit; see docs/performance.md.)
+    max_threads: int = 128
     #: Workflows that run at once in this process, however they were started: a workflow
     #: started here beyond it is recorded PENDING, unowned, and claimed (here or by
     #: another executor) when there is room.
