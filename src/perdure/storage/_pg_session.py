@@ -8,7 +8,6 @@ Helpers of ``_postgres`` that concern connections rather than perdure's tables.
 from __future__ import annotations
 
 import contextlib
-import functools
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,6 +18,7 @@ from psycopg.rows import TupleRow
 from .._errors import StoreRejectedError, StoreUnavailableError
 from ._batch import GroupCommitter
 from ._limits import not_utf8
+from ._pg_rows import send_rows
 
 Connection = psycopg.Connection[TupleRow]
 
@@ -221,27 +221,6 @@ class _Same:
 
 
 _TEXT = Format.TEXT
-
-
-def send_rows(conn: Connection, statement: str, params: list[Any]) -> list[Callable[[], bool]]:
-    """Send fenced one-row writes of one statement together (the committer's ``rows``):
-    one ``executemany`` in the batch's pipeline, one cursor and one parameter conversion
-    for them all instead of a cursor each (half the client CPU per write), each still
-    its own statement with its own result. A reader per write says, once the pipeline
-    synced (the transaction committed), whether it wrote its row."""
-    cursor = conn.cursor()
-    cursor.executemany(statement, params, returning=True)
-    counts: list[int] = []
-
-    def count(index: int) -> bool:
-        if not counts:  # the first reader walks the results of them all
-            while True:
-                counts.append(cursor.rowcount)
-                if not cursor.nextset():
-                    break
-        return counts[index] == 1
-
-    return [functools.partial(count, index) for index in range(len(params))]
 
 
 def session_tag(executor_id: str) -> str:

@@ -122,19 +122,37 @@ LOAD_STEPS_MANY = (
 # against the new owner and epoch (a plain read would check the row as it was when the
 # statement began, and record a stale step after the claim). Heartbeats and completions
 # take weaker locks that do not conflict with it.
-INSERT_STEP = (
+_STEP_INTO = (
     "INSERT INTO perdure_steps (workflow_id, position, name, status, output, error, "
     "attempts, next_attempt_at, updated_at, started_at) "
-    "SELECT ?{text}, ?{text}, ?{text}, ?{text}, ?{text}, ?{text}, ?{int}, ?{real}, ?{real}, "
-    "?{real} "
-    "WHERE EXISTS (SELECT 1 FROM perdure_workflows "
-    "WHERE id = ? AND (owner = ? AND epoch = ? AND status = {RUNNING}) IS TRUE{key_share}) "
+)
+_STEP_UPSERT = (
     "ON CONFLICT (workflow_id, position) DO UPDATE SET status = excluded.status, "
     "output = excluded.output, error = excluded.error, attempts = excluded.attempts, "
     "next_attempt_at = excluded.next_attempt_at, updated_at = excluded.updated_at, "
     # The start of the first attempt stays: a retry's record does not move it.
     "started_at = COALESCE(perdure_steps.started_at, excluded.started_at) "
     "WHERE perdure_steps.status IN {REPLACEABLE}"
+)
+INSERT_STEP = (
+    _STEP_INTO + "SELECT ?{text}, ?{text}, ?{text}, ?{text}, ?{text}, ?{text}, ?{int}, ?{real}, "
+    "?{real}, ?{real} "
+    "WHERE EXISTS (SELECT 1 FROM perdure_workflows "
+    "WHERE id = ? AND (owner = ? AND epoch = ? AND status = {RUNNING}) IS TRUE{key_share}) "
+    + _STEP_UPSERT
+)
+#: Many records of ``INSERT_STEP`` in one statement (PostgreSQL): its parameter is a JSON
+#: array of their parameter lists, in ``INSERT_STEP``'s order; each row is fenced on its
+#: own, and the rows returned are those written. (Two records of one step in one
+#: statement would fail it: a step's next record is written only once its last one
+#: committed, so no batch holds two.)
+INSERT_STEPS_JSON = (
+    _STEP_INTO + "SELECT e->>0, e->>1, e->>2, e->>3, e->>4, e->>5, (e->>6)::integer, "
+    "(e->>7)::double precision, (e->>8)::double precision, (e->>9)::double precision "
+    "FROM json_array_elements(?::json) AS e "
+    "WHERE EXISTS (SELECT 1 FROM perdure_workflows WHERE id = e->>10 "
+    "AND (owner = e->>11 AND epoch = (e->>12)::bigint AND status = {RUNNING}) IS TRUE"
+    "{key_share}) " + _STEP_UPSERT + " RETURNING workflow_id, position"
 )
 #: The same, saying whether it recorded (a row count is known only at the commit in
 #: PostgreSQL's pipeline: a returned row is read instead).
