@@ -759,9 +759,9 @@ def _executions(trace: Any) -> list[int]:
 
 
 @contextlib.contextmanager
-def _traced_writer(store: Any, trace: Any) -> Iterator[Any]:
+def _traced_writer(store: Any, trace: Any, name: str = "_writer") -> Iterator[Any]:
     psycopg = pytest.importorskip("psycopg")
-    writer: Any = store._writer
+    writer: Any = getattr(store, name)
     with trace.open("w") as out:
         flags = psycopg.pq.Trace.SUPPRESS_TIMESTAMPS | psycopg.pq.Trace.REGRESS_MODE
         writer.submit(lambda conn: conn.pgconn.trace(out.fileno())).result()
@@ -871,10 +871,11 @@ def test_postgres_a_batch_of_steps_is_one_transaction_in_one_round_trip(
 
 
 @contextlib.contextmanager
-def _one_batch(store: Any) -> Iterator[None]:
+def _one_batch(store: Any, name: str = "_writer") -> Iterator[None]:
     """The writes submitted inside queue up while another thread holds the writer's
-    connection, so that they go out together, as one batch, once the block ends."""
-    writer: Any = store._writer
+    connection (or the starter's: ``name``), so that they go out together, as one
+    batch, once the block ends."""
+    writer: Any = getattr(store, name)
     busy, gate = threading.Event(), threading.Event()
     leader = threading.Thread(
         target=lambda: writer.submit(lambda conn: busy.set() or gate.wait(10)).result()
@@ -959,6 +960,47 @@ def test_postgres_two_records_of_one_step_in_a_batch_are_answered_as_alone(
         assert [(s.position, s.attempts) for s in store.load_steps("a")] == [("0", 1), ("1", 1)]
     finally:
         store.close()
+
+
+@pytest.mark.postgres
+def test_postgres_starts_of_one_batch_are_one_statement(postgres_url: str, tmp_path: Any) -> None:
+    """Workflows started at once go as one INSERT between BEGIN and COMMIT, one round
+    trip (not one per start to read whether it inserted); a start whose ID is taken
+    gets the workflow that holds it, a second start of one ID the first one's, and
+    their neighbours are created."""
+    store = open_store(postgres_url)
+    trace = tmp_path / "trace.txt"
+    try:
+        store.migrate()
+        taken, _ = store.create_workflow(new("taken", name="other"), None, None).result()
+        with _traced_writer(store, trace, "_starter"), _one_batch(store, "_starter"):
+            starts = [
+                store.create_workflow(new("a"), "me", 500.0),
+                store.create_workflow(new("b", at=101.5), "me", 500.0),
+                store.create_workflow(new("taken"), "me", 500.0),
+            ]
+        results = [future.result(timeout=10) for future in starts]
+        with _one_batch(store, "_starter"):
+            twice = [
+                store.create_workflow(new("c"), "me", 500.0),
+                store.create_workflow(new("c", name="other"), "me", 500.0),
+            ]
+        first, second = (future.result(timeout=10) for future in twice)
+    finally:
+        store.close()
+    assert [created for _, created in results] == [True, True, False]
+    assert results[2][0] == taken
+    assert [(r.id, r.status, r.owner, r.epoch) for r, _ in results[:2]] == [
+        ("a", "RUNNING", "me", 1),
+        ("b", "RUNNING", "me", 1),
+    ]
+    assert results[1][0].created_at == 101.5
+    assert first[1] and not second[1] and second[0].name == "checkout"
+    flights = _flights(trace)
+    assert [f for f in flights if "INSERT" in f] == [["BEGIN", "INSERT", "COMMIT"]], flights
+    executed = _executions(trace)
+    assert executed[[i for i, f in enumerate(flights) if "INSERT" in f][0]] == 3, executed
+    assert [] not in flights[1:-1], flights
 
 
 @pytest.mark.postgres

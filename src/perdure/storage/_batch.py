@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import queue
 import threading
 import time
@@ -49,7 +50,7 @@ _BACKOFF_MAX = 2.0
 
 
 class _Op:
-    __slots__ = ("deferred", "fn", "future", "row", "single", "what")
+    __slots__ = ("deferred", "fn", "future", "row", "single", "then", "what")
 
     def __init__(
         self,
@@ -58,12 +59,14 @@ class _Op:
         what: str | None = None,
         single: bool = False,
         row: tuple[str, Any] | None = None,
+        then: Callable[[Any, bool], Any] | None = None,
     ) -> None:
         self.fn = fn
         self.deferred = deferred
         self.what = what
         self.single = single
         self.row = row
+        self.then = then
         self.future: Future[Any] = Future()
 
 
@@ -71,6 +74,11 @@ class _Op:
 #: connection, the statement and the parameters of each, it returns a reader per write,
 #: called once the transaction committed, saying whether that write wrote its row.
 SendRows = Callable[[Any, str, list[Any]], list[Callable[[], bool]]]
+
+
+def _then(then: Callable[[Any, bool], Any], conn: Any, reader: Callable[[], bool]) -> Any:
+    """What a write sent together returns: ``then`` of whether it wrote its row."""
+    return then(conn, reader())
 
 
 def _succeed(op: _Op, result: Any) -> None:
@@ -161,6 +169,7 @@ class GroupCommitter(Generic[C]):
         *,
         single: bool = False,
         row: tuple[str, Any] | None = None,
+        then: Callable[[C, bool], T] | None = None,
     ) -> Future[T]:
         """Like ``submit``, for a write whose result is read only after the transaction:
         ``fn(conn)`` sends its statement and returns how to read its result, which is
@@ -168,10 +177,13 @@ class GroupCommitter(Generic[C]):
         wait for each other (a driver may pipeline them into one round trip).
         ``single``: ``fn`` sends exactly one statement, which is atomic by itself, so
         alone in its batch it may run outside a transaction (see ``alone``).
-        ``row``: ``fn`` is exactly this statement with these parameters, a fenced write
-        of one row whose result says whether it wrote it (``T`` is bool): writes of the
-        same statement in one batch may go together (see ``rows``)."""
-        return self._enqueue(_Op(fn, True, what, single, row))
+        ``row``: ``fn`` is exactly this statement with these parameters, a write of one
+        row whose result says whether it wrote it (``T`` is bool): writes of the same
+        statement in one batch may go together (see ``rows``). ``then``: what such a write
+        sent together returns instead of that bool, ``then(conn, wrote)``, called once the
+        transaction committed, with the connection for a read it may need (``fn``'s own
+        reader returns the same when the write goes alone)."""
+        return self._enqueue(_Op(fn, True, what, single, row, then))
 
     def _enqueue(self, op: _Op) -> Future[Any]:
         if self._closed:
@@ -309,7 +321,11 @@ class GroupCommitter(Generic[C]):
             statement = op.row[0]  # type: ignore[index] # a row: it has a statement
             readers = rows(conn, statement, [batch[i].row[1] for i in indexes])  # type: ignore[index]
             for i, reader in zip(indexes, readers, strict=True):
-                results[i], sent[i] = reader, True
+                then = batch[i].then
+                if then is not None:
+                    reader = functools.partial(_then, then, conn, reader)
+                results[i] = reader
+                sent[i] = True
         return results
 
     def _run(self, conn: C, batch: list[_Op]) -> Exception | None:

@@ -69,30 +69,51 @@ class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance, SqlQueues):
         insert_sql = hot.create_workflow if new.parent_id is None else hot.create_child
         select_sql, returns = hot.get_workflow, hot.create_returns
 
-        def insert(conn: Any) -> tuple[WorkflowRecord, bool]:
-            cursor = conn.execute(insert_sql, params)
-            inserted = (cursor.fetchone() is not None) if returns else cursor.rowcount == 1
-            if inserted:
-                if new.subjects:
-                    self._tag_subjects(conn, new.id, new.subjects)
-                if owner is None:
-                    self._notify(conn, EVENT_READY)
-                return created_record(new, owner, lease_expires_at), True
+        what = f"creating workflow {new.id!r}"
+        # A child is one of its parent's writes: on the writer, whose queue keeps their
+        # order (a start deferred inside an async workflow commits before its next write).
+        writer = self._starter if new.parent_id is None else self._writer
+
+        def existing(conn: Any) -> tuple[WorkflowRecord, bool]:
             # A new statement sees the conflicting row (which PostgreSQL's ON CONFLICT
-            # waited for).
+            # waited for, and which is committed by now if this one's was).
             row = conn.execute(select_sql, (new.id,)).fetchone()
             if row is None:
                 raise StoreError(f"workflow {new.id!r} conflicted on insert but is not stored")
             return workflow_record(row), False
 
-        # Its one write is the INSERT (the SELECT after a conflict only reads what another
-        # committed): alone, it needs no transaction, unless it also tags subjects or
-        # pushes an event.
-        single = owner is not None and not new.subjects
-        # A child is one of its parent's writes: on the writer, whose queue keeps their
-        # order (a start deferred inside an async workflow commits before its next write).
-        writer = self._starter if new.parent_id is None else self._writer
-        return writer.submit(insert, f"creating workflow {new.id!r}", single=single)
+        def inserted(cursor: Any) -> bool:
+            return (cursor.fetchone() is not None) if returns else bool(cursor.rowcount == 1)
+
+        if owner is not None and not new.subjects:
+            # Its one write is the INSERT: alone, it needs no transaction, and among other
+            # starts of a batch it goes with them (one statement on PostgreSQL). Whether
+            # it inserted is read once the transaction committed: in PostgreSQL's pipeline,
+            # reading it before would cost a round trip per start of the batch.
+            def then(conn: Any, wrote: bool) -> tuple[WorkflowRecord, bool]:
+                if wrote:
+                    return created_record(new, owner, lease_expires_at), True
+                return existing(conn)
+
+            def send(conn: Any) -> Callable[[], tuple[WorkflowRecord, bool]]:
+                cursor = conn.execute(insert_sql, params)
+                return lambda: then(conn, inserted(cursor))
+
+            return writer.submit_deferred(
+                send, what, single=True, row=(insert_sql, params), then=then
+            )
+
+        def insert(conn: Any) -> tuple[WorkflowRecord, bool]:
+            cursor = conn.execute(insert_sql, params)
+            if not inserted(cursor):
+                return existing(conn)
+            if new.subjects:
+                self._tag_subjects(conn, new.id, new.subjects)
+            if owner is None:
+                self._notify(conn, EVENT_READY)
+            return created_record(new, owner, lease_expires_at), True
+
+        return writer.submit(insert, what)
 
     def get_workflow(self, workflow_id: str) -> WorkflowRecord | None:
         rows = self._read(self._hot.get_workflow, (workflow_id,))

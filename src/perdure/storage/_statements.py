@@ -25,10 +25,13 @@ from ._queries import BREAKER_COLUMNS, EXECUTOR_COLUMNS, STEP_COLUMNS, WF_COLUMN
 # (``_sql_base.created_record``): RETURNING its columns cost SQLite about a fifth of the
 # insert. Its row count says whether it inserted, or (PostgreSQL's pipeline, see
 # ``Dialect.rowcount_at_once``) a returned row.
-_CREATE = (
+_CREATE_INTO = (
     "INSERT INTO perdure_workflows (id, name, status, inputs, serializer, app_version, "
     "owner, epoch, lease_expires_at, created_at, updated_at, parent_id, deadline_at, "
-    "trace_context, root_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {root}) "
+    "trace_context, root_id) "
+)
+_CREATE = (
+    _CREATE_INTO + "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {root}) "
     "ON CONFLICT (id) DO NOTHING"
 )
 # A top-level workflow is the root of its family: its root_id is its ID, a parameter.
@@ -41,6 +44,14 @@ CREATE_CHILD = _CREATE.format(
     root="COALESCE((SELECT p.root_id FROM perdure_workflows p WHERE p.id = ?), ?)"
 )
 CREATE_CHILD_RETURNING = CREATE_CHILD + " RETURNING 1"
+#: Many top-level ``CREATE_WORKFLOW``s in one statement (PostgreSQL): its parameter is a
+#: JSON array of their parameter lists, in order; the IDs returned are those inserted.
+CREATE_WORKFLOWS_JSON = (
+    _CREATE_INTO + "SELECT e->>0, e->>1, e->>2, e->>3, e->>4, e->>5, e->>6, (e->>7)::bigint, "
+    "(e->>8)::double precision, (e->>9)::double precision, (e->>10)::double precision, "
+    "e->>11, (e->>12)::double precision, e->>13, e->>14 "
+    "FROM json_array_elements(?::json) AS e ON CONFLICT (id) DO NOTHING RETURNING id"
+)
 GET_WORKFLOW = f"SELECT {WF_COLUMNS} FROM perdure_workflows WHERE id = ?"
 GET_WORKFLOWS = f"SELECT {WF_COLUMNS} FROM perdure_workflows WHERE id {{in_ids}}"
 UNFINISHED_AMONG = (
