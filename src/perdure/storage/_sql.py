@@ -41,7 +41,7 @@ from ._base import (
 )
 from ._limits import check_key, check_topic
 from ._queries import list_query, step_record, workflow_record
-from ._sql_base import create_params, created_record
+from ._sql_base import Creation, create_params
 from ._sql_breakers import SqlBreakers
 from ._sql_compliance import SqlCompliance
 from ._sql_queues import SqlQueues
@@ -67,51 +67,33 @@ class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance, SqlQueues):
         params = create_params(new, owner, lease_expires_at)
         hot = self._hot
         insert_sql = hot.create_workflow if new.parent_id is None else hot.create_child
-        select_sql, returns = hot.get_workflow, hot.create_returns
-
+        creation = Creation(new, owner, lease_expires_at, hot.get_workflow, hot.create_returns)
         what = f"creating workflow {new.id!r}"
         # A child is one of its parent's writes: on the writer, whose queue keeps their
         # order (a start deferred inside an async workflow commits before its next write).
         writer = self._starter if new.parent_id is None else self._writer
-
-        def existing(conn: Any) -> tuple[WorkflowRecord, bool]:
-            # A new statement sees the conflicting row (which PostgreSQL's ON CONFLICT
-            # waited for, and which is committed by now if this one's was).
-            row = conn.execute(select_sql, (new.id,)).fetchone()
-            if row is None:
-                raise StoreError(f"workflow {new.id!r} conflicted on insert but is not stored")
-            return workflow_record(row), False
-
-        def inserted(cursor: Any) -> bool:
-            return (cursor.fetchone() is not None) if returns else bool(cursor.rowcount == 1)
-
         if owner is not None and not new.subjects:
             # Its one write is the INSERT: alone, it needs no transaction, and among other
             # starts of a batch it goes with them (one statement on PostgreSQL). Whether
             # it inserted is read once the transaction committed: in PostgreSQL's pipeline,
             # reading it before would cost a round trip per start of the batch.
-            def then(conn: Any, wrote: bool) -> tuple[WorkflowRecord, bool]:
-                if wrote:
-                    return created_record(new, owner, lease_expires_at), True
-                return existing(conn)
-
             def send(conn: Any) -> Callable[[], tuple[WorkflowRecord, bool]]:
                 cursor = conn.execute(insert_sql, params)
-                return lambda: then(conn, inserted(cursor))
+                return lambda: creation.then(conn, creation.inserted(cursor))
 
             return writer.submit_deferred(
-                send, what, single=True, row=(insert_sql, params), then=then
+                send, what, single=True, row=(insert_sql, params), then=creation.then
             )
 
         def insert(conn: Any) -> tuple[WorkflowRecord, bool]:
             cursor = conn.execute(insert_sql, params)
-            if not inserted(cursor):
-                return existing(conn)
+            if not creation.inserted(cursor):
+                return creation.existing(conn)
             if new.subjects:
                 self._tag_subjects(conn, new.id, new.subjects)
             if owner is None:
                 self._notify(conn, EVENT_READY)
-            return created_record(new, owner, lease_expires_at), True
+            return creation.then(conn, True)
 
         return writer.submit(insert, what)
 

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from .._errors import StoreError
 from .._model import WorkflowState
 from . import _statements as q
 from . import _statements_compliance as c
@@ -92,6 +93,43 @@ def create_params(
         new.trace_context,
         *root,
     )
+
+
+class Creation:
+    """What a new workflow's INSERT did (``SqlStore.create_workflow``): whether it
+    inserted, and the record to return, the new one's or, when its ID is taken, that of
+    the workflow holding it."""
+
+    __slots__ = ("_lease", "_new", "_owner", "_returns", "_select_sql")
+
+    def __init__(
+        self,
+        new: NewWorkflow,
+        owner: str | None,
+        lease_expires_at: float | None,
+        select_sql: str,
+        returns: bool,
+    ) -> None:
+        self._new, self._owner, self._lease = new, owner, lease_expires_at
+        self._select_sql, self._returns = select_sql, returns
+
+    def inserted(self, cursor: Any) -> bool:
+        """Whether the INSERT run on ``cursor`` inserted (see ``HotStatements``)."""
+        return (cursor.fetchone() is not None) if self._returns else bool(cursor.rowcount == 1)
+
+    def then(self, conn: Any, inserted: bool) -> tuple[WorkflowRecord, bool]:
+        """The record and whether it was created, once the INSERT's transaction ended."""
+        if inserted:
+            return created_record(self._new, self._owner, self._lease), True
+        return self.existing(conn)
+
+    def existing(self, conn: Any) -> tuple[WorkflowRecord, bool]:
+        """The workflow that holds the ID: a new statement sees it (PostgreSQL's ON
+        CONFLICT waited for its transaction)."""
+        row = conn.execute(self._select_sql, (self._new.id,)).fetchone()
+        if row is None:
+            raise StoreError(f"workflow {self._new.id!r} conflicted on insert but is not stored")
+        return workflow_record(row), False
 
 
 def created_record(
