@@ -9,7 +9,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from conftest import admin_connection, schema_of, server_url, with_options
@@ -803,16 +803,9 @@ def test_postgres_a_lone_completion_and_its_event_are_one_statement_in_one_round
     statement in autocommit; a completion the lease refuses pushes no event."""
     store = open_store(postgres_url)
     trace = tmp_path / "trace.txt"
-    events: list[str] = []
     try:
         store.migrate()
-        assert store.listen(events.append)
-        deadline = time.monotonic() + 10
-        while "probe" not in events and time.monotonic() < deadline:
-            # The listener connects in the background: until it listens, events are lost.
-            writer: Any = cast(Any, store)._writer
-            writer.submit(lambda conn: cast(Any, store)._notify(conn, "probe")).result()
-            time.sleep(0.05)
+        events = _listening(store)
         store.create_workflow(new("a"), "me", 500.0).result()
         store.create_workflow(new("b"), "me", 500.0).result()
         with _traced_writer(store, trace):
@@ -824,16 +817,33 @@ def test_postgres_a_lone_completion_and_its_event_are_one_statement_in_one_round
             ).result()
         record = store.get_workflow("a")
         assert record is not None and (record.status, record.output) == ("SUCCEEDED", "1")
-        deadline = time.monotonic() + 10
-        while EVENT_DONE + "a" not in events and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert EVENT_DONE + "a" in events
-        time.sleep(0.2)
-        assert EVENT_DONE + "b" not in events
+        _heard(events, pushed=["a"], not_pushed=["b"])
     finally:
         store.close()
     flights = _flights(trace)
     assert [f for f in flights if "WITH" in f] == [["WITH"], ["WITH"]], flights
+
+
+def _listening(store: Any) -> list[str]:
+    """The events pushed to ``store``'s listener from now on."""
+    events: list[str] = []
+    assert store.listen(events.append)
+    deadline = time.monotonic() + 10
+    while "probe" not in events and time.monotonic() < deadline:
+        # The listener connects in the background: until it listens, events are lost.
+        store._writer.submit(lambda conn: store._notify(conn, "probe")).result()
+        time.sleep(0.05)
+    return events
+
+
+def _heard(events: list[str], pushed: list[str], not_pushed: list[str]) -> None:
+    """The DONE events of ``pushed`` arrive, and none of ``not_pushed``."""
+    deadline = time.monotonic() + 10
+    while not all(EVENT_DONE + i in events for i in pushed) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert all(EVENT_DONE + i in events for i in pushed), events
+    time.sleep(0.2)
+    assert not any(EVENT_DONE + i in events for i in not_pushed), events
 
 
 @pytest.mark.postgres
@@ -1009,11 +1019,13 @@ def test_postgres_starts_of_one_batch_are_one_statement(postgres_url: str, tmp_p
 
 @pytest.mark.postgres
 def test_postgres_completions_sent_together_keep_their_own_fences(postgres_url: str) -> None:
-    """Outcomes of one batch go as one executemany, each its own fenced statement: one
-    under a stale lease is refused while its neighbour is recorded."""
+    """Outcomes of one batch go as one statement (_pg_rows), each still fenced on its own:
+    one under a stale lease is refused (and pushes no DONE event) while its neighbours
+    are recorded and pushed."""
     store = open_store(postgres_url)
     try:
         store.migrate()
+        events = _listening(store)
         for workflow_id in ("a", "b", "c"):
             store.create_workflow(new(workflow_id), "me", 500.0).result()
         with _one_batch(store):
@@ -1025,6 +1037,9 @@ def test_postgres_completions_sent_together_keep_their_own_fences(postgres_url: 
         assert [future.result(timeout=10) for future in done] == [True, False, True]
         statuses = {i: store.get_workflow(i).status for i in ("a", "b", "c")}  # type: ignore[union-attr]
         assert statuses == {"a": "SUCCEEDED", "b": "RUNNING", "c": "FAILED"}
+        assert store.get_workflow("c").error == '{"e": 1}'  # type: ignore[union-attr]
+        assert store.get_workflow("a").finished_at == 10.0  # type: ignore[union-attr]
+        _heard(events, pushed=["a", "c"], not_pushed=["b"])
     finally:
         store.close()
 

@@ -12,8 +12,10 @@ GIL, which a process of many busy threads then has to win back, write after writ
   them, as one alone would have counted no row;
 - so do new top-level workflows started at once (``CREATE_WORKFLOWS_JSON``; a start
   whose ID is taken is not returned, and reads the workflow that holds it once the
-  transaction committed: ``SqlStore.create_workflow``). Two starts of one ID in a batch
-  go the other way, below, where the second finds the first's row;
+  transaction committed: ``SqlStore.create_workflow``), and the outcomes of workflows
+  without a parent, each with its event pushed (``COMPLETE_AND_NOTIFY_JSON``). Two
+  writes of one workflow (one step) in a batch go the other way, below: as statements
+  of their own, the second sees what the first did;
 - any other such statement goes as one ``executemany``: one cursor and one parameter
   conversion for them all, each still its own statement with its own result.
 
@@ -33,6 +35,8 @@ from psycopg.rows import TupleRow
 
 from ._dialect import POSTGRES
 from ._statements import (
+    COMPLETE_AND_NOTIFY,
+    COMPLETE_AND_NOTIFY_JSON,
     CREATE_WORKFLOW_RETURNING,
     CREATE_WORKFLOWS_JSON,
     INSERT_STEP,
@@ -42,19 +46,40 @@ from ._statements import (
 Connection = psycopg.Connection[TupleRow]
 Reader = Callable[[], bool]
 
-_INSERT_STEP = POSTGRES.sql(INSERT_STEP)
-_INSERT_STEPS_JSON = POSTGRES.sql(INSERT_STEPS_JSON)
-_CREATE_WORKFLOW = POSTGRES.sql(CREATE_WORKFLOW_RETURNING)
-_CREATE_WORKFLOWS_JSON = POSTGRES.sql(CREATE_WORKFLOWS_JSON)
+
+class _Together:
+    """The one-statement form of a one-row statement: the statement over a JSON array of
+    the writes' parameters, and where each write's key is in its parameters (the key
+    columns that the statement returns for each row it wrote, in that order)."""
+
+    __slots__ = ("at", "statement")
+
+    def __init__(self, statement: str, at: tuple[int, ...]) -> None:
+        self.statement = POSTGRES.sql(statement)
+        self.at = at
+
+    def key(self, params: tuple[Any, ...]) -> Any:
+        at = self.at
+        return params[at[0]] if len(at) == 1 else tuple(params[i] for i in at)
+
+
+_TOGETHER = {
+    # The step's workflow ID and position.
+    POSTGRES.sql(INSERT_STEP): _Together(INSERT_STEPS_JSON, (0, 1)),
+    # The workflow's ID.
+    POSTGRES.sql(CREATE_WORKFLOW_RETURNING): _Together(CREATE_WORKFLOWS_JSON, (0,)),
+    POSTGRES.sql(COMPLETE_AND_NOTIFY): _Together(COMPLETE_AND_NOTIFY_JSON, (5,)),
+}
 
 
 def send_rows(conn: Connection, statement: str, params: list[Any]) -> list[Reader]:
-    """Send fenced one-row writes of ``statement`` together; a reader per write says,
-    once the pipeline synced (the transaction committed), whether it wrote its row."""
-    if statement == _INSERT_STEP:
-        return _together(conn, _INSERT_STEPS_JSON, params, _step_key)
-    if statement == _CREATE_WORKFLOW and len({start[0] for start in params}) == len(params):
-        return _together(conn, _CREATE_WORKFLOWS_JSON, params, _workflow_key)
+    """Send one-row writes of ``statement`` together; a reader per write says, once the
+    pipeline synced (the transaction committed), whether it wrote its row."""
+    together = _TOGETHER.get(statement)
+    if together is not None:
+        keys = [together.key(one) for one in params]
+        if len(set(keys)) == len(keys):
+            return _together(conn, together.statement, params, keys)
     return _each(conn, statement, params)
 
 
@@ -75,17 +100,7 @@ def _each(conn: Connection, statement: str, params: list[Any]) -> list[Reader]:
     return [functools.partial(count, index) for index in range(len(params))]
 
 
-def _step_key(params: tuple[Any, ...]) -> tuple[str, str]:
-    return str(params[0]), str(params[1])  # the step's workflow ID and position
-
-
-def _workflow_key(params: tuple[Any, ...]) -> str:
-    return str(params[0])  # the workflow's ID
-
-
-def _together(
-    conn: Connection, statement: str, params: list[Any], key: Callable[[Any], Any]
-) -> list[Reader]:
+def _together(conn: Connection, statement: str, params: list[Any], keys: list[Any]) -> list[Reader]:
     """The writes of ``params`` as one ``statement`` over a JSON array of them, which
     returns the key of each row it wrote."""
     # Floats go as their repr, which PostgreSQL reads back to the same double; text as
@@ -95,10 +110,10 @@ def _together(
     written: set[Any] = set()
     read: list[bool] = []
 
-    def wrote(one: Any) -> bool:
+    def wrote(key: Any) -> bool:
         if not read:  # the first reader takes the rows written, for them all
             written.update(row[0] if len(row) == 1 else tuple(row) for row in cursor.fetchall())
             read.append(True)
-        return one in written
+        return key in written
 
-    return [functools.partial(wrote, key(one)) for one in params]
+    return [functools.partial(wrote, key) for key in keys]

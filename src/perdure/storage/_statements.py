@@ -69,6 +69,19 @@ COMPLETE_WORKFLOW = (
 COMPLETE_AND_NOTIFY = (
     f"WITH done AS ({COMPLETE_WORKFLOW} RETURNING id) SELECT pg_notify(?, ?) FROM done"
 )
+#: Many ``COMPLETE_AND_NOTIFY``s in one statement (PostgreSQL): its parameter is a JSON
+#: array of their parameter lists, in order; the IDs returned are those completed, each
+#: with its event pushed.
+COMPLETE_AND_NOTIFY_JSON = (
+    "WITH done AS (UPDATE perdure_workflows AS w SET status = e->>0, output = e->>1, "
+    "error = e->>2, owner = NULL, lease_expires_at = NULL, note = NULL, "
+    "updated_at = (e->>3)::double precision, finished_at = (e->>4)::double precision "
+    "FROM json_array_elements(?::json) AS e WHERE w.id = e->>5 "
+    "AND (w.owner = e->>6 AND w.epoch = (e->>7)::bigint AND w.status IN {ACTIVE}) IS TRUE "
+    "RETURNING w.id, e->>8 AS channel, e->>9 AS event) "
+    "SELECT done.id FROM done "
+    "CROSS JOIN LATERAL (SELECT pg_notify(done.channel, done.event)) AS pushed"
+)
 # A child's outcome to its parent: sent behind the completion in the same transaction
 # without reading its result (PostgreSQL pipelines them), so it is conditioned on the
 # child's row holding this very outcome; the key makes it at most once (a completion
