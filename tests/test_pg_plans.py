@@ -30,6 +30,8 @@ pytestmark = pytest.mark.postgres
 #: of ``_postgres.py`` is one too, left out: PostgreSQL cannot type its parameters alone).
 FENCED = {
     "INSERT_STEP": q.INSERT_STEP,
+    "INSERT_STEPS_JSON": q.INSERT_STEPS_JSON,
+    "COMPLETE_AND_NOTIFY_JSON": q.COMPLETE_AND_NOTIFY_JSON,
     "COMPLETE_WORKFLOW": q.COMPLETE_WORKFLOW,
     "COMPLETE_AND_NOTIFY": q.COMPLETE_AND_NOTIFY,
     "DELIVER_OUTCOME": q.DELIVER_OUTCOME,
