@@ -5,6 +5,7 @@
     .venv/bin/python bench/explain.py sequential postgresql     # commits, reads per checkout
     .venv/bin/python bench/explain.py lone-write                # 1 write per transaction, 4 ways
     .venv/bin/python bench/explain.py batch-write               # 1,000 writes in 1 transaction
+    .venv/bin/python bench/explain.py batch-write -n 40 --busy 8  # 40, with 8 threads busy
 
 ``threads`` runs one in-process throughput figure and reads every thread's CPU time from
 /proc/self/task (exact, unlike a sampling profiler). ``sequential`` times perdure's
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import json
 import os
 import re
 import statistics
@@ -162,6 +164,19 @@ _STEP_INSERT = (
 )
 
 
+# The same records as one statement over a JSON array of their parameters (perdure's
+# INSERT_STEPS_JSON since bbb1ec2, on these tables).
+_STEPS_JSON = (
+    "INSERT INTO s (workflow_id, position, name, status, output, error, attempts, "
+    "next_attempt_at, updated_at) SELECT e->>0, e->>1, e->>2, e->>3, e->>4, e->>5, "
+    "(e->>6)::integer, (e->>7)::double precision, (e->>8)::double precision "
+    "FROM jsonb_array_elements(%s::jsonb) AS e "
+    "WHERE EXISTS (SELECT 1 FROM w WHERE id = e->>9 AND owner = e->>10 "
+    "AND epoch = (e->>11)::bigint AND status = 'RUNNING' FOR KEY SHARE) "
+    "ON CONFLICT (workflow_id, position) DO NOTHING RETURNING workflow_id"
+)
+
+
 def _pg_tables(url: str, workflows: int) -> tuple[Any, Any, str, list[str]]:
     import uuid
 
@@ -259,7 +274,7 @@ def lone_write(url: str, rounds: int) -> None:
               f"{statistics.median(cpu):4.0f} µs client CPU")  # fmt: skip
 
 
-def batch_write(url: str, n: int) -> None:
+def batch_write(url: str, n: int, busy: int = 0) -> None:
     ws, conn, schema, ids = _pg_tables(url, n)
     round_ = iter(range(10**9))
 
@@ -282,7 +297,7 @@ def batch_write(url: str, n: int) -> None:
             conn.execute("COMMIT")
             pipeline.sync()
 
-    def executemany() -> None:
+    def executemany() -> None:  # what perdure's writer did until bbb1ec2
         p = next(round_)
         with conn.pipeline() as pipeline:
             conn.execute("BEGIN")
@@ -290,19 +305,48 @@ def batch_write(url: str, n: int) -> None:
             conn.execute("COMMIT")
             pipeline.sync()
 
+    def json_array() -> None:  # what it does now
+        p = next(round_)
+        with conn.pipeline() as pipeline:
+            conn.execute("BEGIN")
+            payload = json.dumps([_params(wid, p) for wid in ids], ensure_ascii=False)
+            cursor = conn.execute(_STEPS_JSON, (payload,))
+            conn.execute("COMMIT")
+            pipeline.sync()
+        assert len(cursor.fetchall()) == n
+
+    # Threads that keep the GIL busy, as a worker's workflow threads do: every time the
+    # writer lets go of it (a poll of the socket), it must win it back.
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            sum(range(200))
+            time.sleep(0.0001)
+
+    spinners = [threading.Thread(target=spin, daemon=True) for _ in range(busy)]
+    for thread in spinners:
+        thread.start()
     try:
-        print(f"{n} step INSERTs in one pipelined transaction (client CPU per write):")
+        print(
+            f"{n} step INSERTs in one pipelined transaction, {busy} other threads busy "
+            "(client CPU per write):"
+        )
         for _ in range(2):
             for label, fn in (
-                ("conn.execute per write (perdure)", per_statement),
+                ("conn.execute per write", per_statement),
                 ("one cursor for the batch", one_cursor),
                 ("cursor.executemany", executemany),
+                ("one statement, a JSON array", json_array),
             ):
                 c0, t0 = time.thread_time(), time.perf_counter()
                 fn()
                 cpu, wall = time.thread_time() - c0, time.perf_counter() - t0
                 print(f"  {label:34s} {1e6 * cpu / n:5.1f} µs CPU, {1e6 * wall / n:5.1f} µs wall")
     finally:
+        stop.set()
+        for thread in spinners:
+            thread.join()
         conn.execute(f"DROP SCHEMA {schema} CASCADE")
         conn.close()
         ws.close()
@@ -314,6 +358,7 @@ def main() -> None:
     parser.add_argument("store", nargs="?", choices=STORES, default="postgresql")
     parser.add_argument("kind", nargs="?", choices=("async", "gather", "loop"), default="async")
     parser.add_argument("-n", type=int, default=None)
+    parser.add_argument("--busy", type=int, default=0, help="batch-write: threads kept busy")
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
     args = parser.parse_args()
     url = args.postgres_url
@@ -324,7 +369,7 @@ def main() -> None:
     elif args.what == "lone-write":
         lone_write(url, args.n or 300)
     else:
-        batch_write(url, args.n or 1000)
+        batch_write(url, args.n or 1000, args.busy)
 
 
 if __name__ == "__main__":
