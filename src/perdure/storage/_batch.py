@@ -70,9 +70,10 @@ class _Op:
         self.future: Future[Any] = Future()
 
 
-#: How a driver sends several fenced one-row writes of one statement together: given the
-#: connection, the statement and the parameters of each, it returns a reader per write,
-#: called once the transaction committed, saying whether that write wrote its row.
+#: How a driver sends several one-row writes of one statement together (fenced step
+#: records and outcomes, new workflows): given the connection, the statement and the
+#: parameters of each, it returns a reader per write, called once the transaction
+#: committed, saying whether that write wrote its row.
 SendRows = Callable[[Any, str, list[Any]], list[Callable[[], bool]]]
 
 
@@ -115,7 +116,7 @@ class GroupCommitter(Generic[C]):
     can still take the next batch. ``alone(conn)`` is the context of a batch of one
     single-statement write (see the module's docstring); without it, such a batch is a
     transaction like any other. ``rows`` sends the writes of one batch that are the same
-    fenced one-row statement (``submit_deferred(row=...)``) together (see ``SendRows``);
+    one-row statement (``submit_deferred(row=...)``) together (see ``SendRows``);
     without it, each is sent on its own.
     """
 
@@ -299,8 +300,8 @@ class GroupCommitter(Generic[C]):
 
     @staticmethod
     def _send(conn: C, batch: list[_Op], rows: SendRows) -> list[Any]:
-        """Send the batch's writes in order, those of a statement that several fenced
-        one-row writes share together, where the first of them stands. Concurrent writes
+        """Send the batch's writes in order, those of a statement that several one-row
+        writes share together, where the first of them stands. Concurrent writes
         (one batch) commute: a write that depends on another is submitted only once that
         one committed, so no two of them are in one batch."""
         together: dict[str, list[int]] = {}

@@ -1,5 +1,5 @@
-"""Fenced one-row writes of one statement, sent together in a batch on PostgreSQL (the
-group committer's ``rows``).
+"""One-row writes of one statement (fenced step records and outcomes, new workflows),
+sent together in a batch on PostgreSQL (the group committer's ``rows``).
 
 A batch of a busy writer holds dozens of step records and completions. Sent one
 statement each, every write costs a cursor's parameter conversion and, inside
