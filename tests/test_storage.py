@@ -16,6 +16,7 @@ from conftest import admin_connection, schema_of, server_url, with_options
 
 from perdure import ConfigurationError, StoreError, StoreUnavailableError
 from perdure.storage import (
+    EVENT_READY,
     EVENT_DONE,
     ExecutorRecord,
     Lease,
@@ -1015,6 +1016,55 @@ def test_postgres_starts_of_one_batch_are_one_statement(postgres_url: str, tmp_p
     executed = _executions(trace)
     assert executed[[i for i, f in enumerate(flights) if "INSERT" in f][0]] == 3, executed
     assert [] not in flights[1:-1], flights
+
+
+@pytest.mark.postgres
+def test_postgres_unowned_starts_push_ready_in_their_one_statement(
+    postgres_url: str, tmp_path: Any
+) -> None:
+    """Starts that no executor owns yet (a client's) tell the executors in the statement
+    that inserts them: alone, one statement in autocommit; at once, one statement for the
+    batch. Each READY event goes out only with a row inserted (a start whose ID is taken
+    pushes nothing), and the workflows are stored PENDING, unowned."""
+    store = open_store(postgres_url)
+    trace = tmp_path / "trace.txt"
+    try:
+        store.migrate()
+        events = _listening(store)
+        taken, _ = store.create_workflow(new("taken", name="other"), "me", 500.0).result()
+        with _traced_writer(store, trace, "_starter"):
+            events.clear()
+            assert store.create_workflow(new("taken"), None, None).result()[1] is False
+            time.sleep(0.3)  # what a push would take to arrive
+            refused = list(events)
+            alone, alone_created = store.create_workflow(new("alone"), None, None).result()
+            with _one_batch(store, "_starter"):
+                starts = [
+                    store.create_workflow(new(i), None, None) for i in ("a", "b", "taken")
+                ]
+            results = [future.result(timeout=10) for future in starts]
+        deadline = time.monotonic() + 10
+        while events.count(EVENT_READY) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        stored = [store.get_workflow(i) for i in ("alone", "a", "b")]
+    finally:
+        store.close()
+    assert refused == []
+    assert alone_created and alone.owner is None and alone.status == "PENDING"
+    assert [created for _, created in results] == [True, True, False]
+    assert results[2][0] == taken
+    assert [(r.id, r.status, r.owner) for r in stored if r is not None] == [
+        ("alone", "PENDING", None),
+        ("a", "PENDING", None),
+        ("b", "PENDING", None),
+    ]
+    # One push per transaction: the lone start's and the batch's (PostgreSQL folds the
+    # batch's identical events into one).
+    assert events.count(EVENT_READY) == 2, events
+    flights = _flights(trace)
+    inserts = [f for f in flights if "WITH" in f]  # WITH ins AS (INSERT ...) SELECT pg_notify
+    assert inserts == [["WITH"], ["WITH"], ["BEGIN", "WITH", "COMMIT"]], flights
+    assert _executions(trace)[flights.index(inserts[2])] == 3
 
 
 @pytest.mark.postgres

@@ -10,9 +10,10 @@ GIL, which a process of many busy threads then has to win back, write after writ
   array of their parameter lists (``INSERT_STEPS_JSON``): one conversion, one send. It
   returns the rows it wrote: a record whose fence refused it (lease lost) is not among
   them, as one alone would have counted no row;
-- so do new top-level workflows started at once (``CREATE_WORKFLOWS_JSON``; a start
-  whose ID is taken is not returned, and reads the workflow that holds it once the
-  transaction committed: ``SqlStore.create_workflow``), and the outcomes of workflows
+- so do new top-level workflows started at once (``CREATE_WORKFLOWS_JSON``, or with
+  their READY event pushed when no executor owns them yet; a start whose ID is taken
+  is not returned, and reads the workflow that holds it once the transaction
+  committed: ``SqlStore.create_workflow``), and the outcomes of workflows
   without a parent, each with its event pushed (``COMPLETE_AND_NOTIFY_JSON``). Two
   writes of one workflow (one step) in a batch go the other way, below: as statements
   of their own, the second sees what the first did;
@@ -37,7 +38,9 @@ from ._dialect import POSTGRES
 from ._statements import (
     COMPLETE_AND_NOTIFY,
     COMPLETE_AND_NOTIFY_JSON,
+    CREATE_WORKFLOW_AND_NOTIFY,
     CREATE_WORKFLOW_RETURNING,
+    CREATE_WORKFLOWS_AND_NOTIFY_JSON,
     CREATE_WORKFLOWS_JSON,
     INSERT_STEP,
     INSERT_STEPS_JSON,
@@ -68,6 +71,7 @@ _TOGETHER = {
     POSTGRES.sql(INSERT_STEP): _Together(INSERT_STEPS_JSON, (0, 1)),
     # The workflow's ID.
     POSTGRES.sql(CREATE_WORKFLOW_RETURNING): _Together(CREATE_WORKFLOWS_JSON, (0,)),
+    POSTGRES.sql(CREATE_WORKFLOW_AND_NOTIFY): _Together(CREATE_WORKFLOWS_AND_NOTIFY_JSON, (0,)),
     POSTGRES.sql(COMPLETE_AND_NOTIFY): _Together(COMPLETE_AND_NOTIFY_JSON, (5,)),
 }
 

@@ -66,17 +66,22 @@ class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance, SqlQueues):
             check_key("data subject", subject)
         params = create_params(new, owner, lease_expires_at)
         hot = self._hot
-        insert_sql = hot.create_workflow if new.parent_id is None else hot.create_child
+        top = new.parent_id is None
+        insert_sql = hot.create_workflow if top else hot.create_child
         creation = Creation(new, owner, lease_expires_at, hot.get_workflow, hot.create_returns)
         what = f"creating workflow {new.id!r}"
         # A child is one of its parent's writes: on the writer, whose queue keeps their
         # order (a start deferred inside an async workflow commits before its next write).
-        writer = self._starter if new.parent_id is None else self._writer
-        if owner is not None and not new.subjects:
-            # Its one write is the INSERT: alone, it needs no transaction, and among other
-            # starts of a batch it goes with them (one statement on PostgreSQL). Whether
-            # it inserted is read once the transaction committed: in PostgreSQL's pipeline,
-            # reading it before would cost a round trip per start of the batch.
+        writer = self._starter if top else self._writer
+        pushed = None if owner is not None else self._notify_params(EVENT_READY)
+        if pushed is not None:  # unowned: executors are told in the same statement
+            insert_sql = hot.create_workflow_and_notify if top else hot.create_child_and_notify
+            params = (*params, *pushed)
+        if not new.subjects:
+            # Its one write is the INSERT (with its push): alone, it needs no transaction,
+            # and among other starts of a batch it goes with them (one statement on
+            # PostgreSQL). Whether it inserted is read once the transaction committed: in
+            # PostgreSQL's pipeline, reading it before costs a round trip per start.
             def send(conn: Any) -> Callable[[], tuple[WorkflowRecord, bool]]:
                 cursor = conn.execute(insert_sql, params)
                 return lambda: creation.then(conn, creation.inserted(cursor))
@@ -89,10 +94,7 @@ class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance, SqlQueues):
             cursor = conn.execute(insert_sql, params)
             if not creation.inserted(cursor):
                 return creation.existing(conn)
-            if new.subjects:
-                self._tag_subjects(conn, new.id, new.subjects)
-            if owner is None:
-                self._notify(conn, EVENT_READY)
+            self._tag_subjects(conn, new.id, new.subjects)
             return creation.then(conn, True)
 
         return writer.submit(insert, what)

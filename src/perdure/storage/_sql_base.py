@@ -48,6 +48,10 @@ class HotStatements:
     #: The same for a child (its root_id read from its parent's row).
     create_child: str
     create_returns: bool
+    #: Both with the push of the READY event (a start no executor owns yet), where the
+    #: store pushes in SQL.
+    create_workflow_and_notify: str
+    create_child_and_notify: str
     get_workflow: str
     complete_workflow: str
     complete_and_notify: str
@@ -60,6 +64,8 @@ class HotStatements:
             dialect.sql(q.CREATE_WORKFLOW_RETURNING if returns else q.CREATE_WORKFLOW),
             dialect.sql(q.CREATE_CHILD_RETURNING if returns else q.CREATE_CHILD),
             returns,
+            dialect.sql(q.CREATE_WORKFLOW_AND_NOTIFY),
+            dialect.sql(q.CREATE_CHILD_AND_NOTIFY),
             dialect.sql(q.GET_WORKFLOW),
             dialect.sql(q.COMPLETE_WORKFLOW),
             dialect.sql(q.COMPLETE_AND_NOTIFY),

@@ -44,6 +44,12 @@ CREATE_CHILD = _CREATE.format(
     root="COALESCE((SELECT p.root_id FROM perdure_workflows p WHERE p.id = ?), ?)"
 )
 CREATE_CHILD_RETURNING = CREATE_CHILD + " RETURNING 1"
+# A start that no executor owns yet, with its push of the READY event in one statement
+# (stores that push in SQL, i.e. PostgreSQL): alone, one round trip; the event goes out
+# only if it inserted (a row returned), as the other events do.
+_AND_READY = "WITH ins AS ({insert} RETURNING 1) SELECT pg_notify(?, ?) FROM ins"
+CREATE_WORKFLOW_AND_NOTIFY = _AND_READY.format(insert=CREATE_WORKFLOW)
+CREATE_CHILD_AND_NOTIFY = _AND_READY.format(insert=CREATE_CHILD)
 #: Many top-level ``CREATE_WORKFLOW``s in one statement (PostgreSQL): its parameter is a
 #: JSON array of their parameter lists, in order; the IDs returned are those inserted.
 CREATE_WORKFLOWS_JSON = (
@@ -51,6 +57,15 @@ CREATE_WORKFLOWS_JSON = (
     "(e->>8)::double precision, (e->>9)::double precision, (e->>10)::double precision, "
     "e->>11, (e->>12)::double precision, e->>13, e->>14 "
     "FROM jsonb_array_elements(?::jsonb) AS e ON CONFLICT (id) DO NOTHING RETURNING id"
+)
+#: Many ``CREATE_WORKFLOW_AND_NOTIFY``s in one statement (PostgreSQL), as above; each
+#: inserted row pushes the event (the first write's channel and event: they are all the
+#: same), which PostgreSQL delivers once per transaction.
+CREATE_WORKFLOWS_AND_NOTIFY_JSON = (
+    "WITH a AS (SELECT ?::jsonb AS j), ins AS ("
+    + CREATE_WORKFLOWS_JSON.replace("jsonb_array_elements(?::jsonb)", "a, jsonb_array_elements(a.j)")
+    + ") SELECT ins.id FROM ins CROSS JOIN LATERAL "
+    "(SELECT pg_notify(a.j->0->>15, a.j->0->>16) FROM a WHERE ins.id IS NOT NULL) AS pushed"
 )
 GET_WORKFLOW = f"SELECT {WF_COLUMNS} FROM perdure_workflows WHERE id = ?"
 GET_WORKFLOWS = f"SELECT {WF_COLUMNS} FROM perdure_workflows WHERE id {{in_ids}}"
