@@ -16,8 +16,8 @@ from conftest import admin_connection, schema_of, server_url, with_options
 
 from perdure import ConfigurationError, StoreError, StoreUnavailableError
 from perdure.storage import (
-    EVENT_READY,
     EVENT_DONE,
+    EVENT_READY,
     ExecutorRecord,
     Lease,
     NewWorkflow,
@@ -796,6 +796,34 @@ def test_postgres_a_lone_step_is_one_statement_in_one_round_trip(
     assert [f for f in flights if "INSERT" in f] == [["INSERT"], ["INSERT"]], flights
 
 
+def test_sqlite_a_lone_write_is_its_statement_alone(tmp_path: Any) -> None:
+    """On SQLite, a start, a step record and an outcome written alone are each one
+    statement in autocommit (its own IMMEDIATE-like transaction, no BEGIN or COMMIT
+    statements); writes that queue together still share one BEGIN IMMEDIATE ... COMMIT."""
+    store = open_store(f"sqlite:///{tmp_path / 'lone.db'}")
+    sent: list[str] = []
+    try:
+        store.migrate()
+        writer: Any = store._writer  # type: ignore[attr-defined]
+        writer.submit(lambda conn: conn.set_trace_callback(sent.append)).result()
+        store.create_workflow(new("a"), "me", 500.0).result()
+        assert store.record_step("a", Lease("me", 1), step("0")).result()
+        assert not store.record_step("a", Lease("me", 2), step("1")).result()  # still fenced
+        assert store.complete_workflow("a", Lease("me", 1), "SUCCEEDED", "1", None, 2.0).result()
+        alone = [line.split()[0] for line in sent]
+        sent.clear()
+        with _one_batch(store):
+            both = [store.record_step("a", Lease("me", 1), step(p)) for p in ("2", "3")]
+        assert [future.result(timeout=10) for future in both] == [False, False]  # finished
+        writer.submit(lambda conn: conn.set_trace_callback(None)).result()
+    finally:
+        store.close()
+    # (The first COMMIT ends the transaction that set the trace.)
+    assert alone == ["COMMIT", "INSERT", "INSERT", "INSERT", "UPDATE"], alone
+    batched = " ".join(line.split()[0] for line in sent)
+    assert "BEGIN INSERT INSERT COMMIT" in batched, sent
+
+
 @pytest.mark.postgres
 def test_postgres_a_lone_completion_and_its_event_are_one_statement_in_one_round_trip(
     postgres_url: str, tmp_path: Any
@@ -1039,9 +1067,7 @@ def test_postgres_unowned_starts_push_ready_in_their_one_statement(
             refused = list(events)
             alone, alone_created = store.create_workflow(new("alone"), None, None).result()
             with _one_batch(store, "_starter"):
-                starts = [
-                    store.create_workflow(new(i), None, None) for i in ("a", "b", "taken")
-                ]
+                starts = [store.create_workflow(new(i), None, None) for i in ("a", "b", "taken")]
             results = [future.result(timeout=10) for future in starts]
         deadline = time.monotonic() + 10
         while events.count(EVENT_READY) < 2 and time.monotonic() < deadline:

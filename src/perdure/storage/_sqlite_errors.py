@@ -51,6 +51,13 @@ class CommitInDoubt(Exception):  # noqa: N818 - a state, turned into StoreInDoub
         self.error = error
 
 
+def in_doubt(exc: sqlite3.Error) -> bool:
+    """Whether a statement that committed by itself (autocommit) may have committed
+    although it failed: SQLite failed to write or sync a file (an I/O error, a full
+    disk), which at the commit leaves the -wal file holding what recovery may find."""
+    return _code(exc) in ("IOERR", "FULL")
+
+
 def translate(exc: Exception, path: Path, busy_timeout_ms: int) -> Exception:
     """The store's error for ``exc`` met on the database file ``path`` (chained by the
     caller); an error that is not SQLite's is returned unchanged."""

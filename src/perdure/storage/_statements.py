@@ -63,7 +63,9 @@ CREATE_WORKFLOWS_JSON = (
 #: same), which PostgreSQL delivers once per transaction.
 CREATE_WORKFLOWS_AND_NOTIFY_JSON = (
     "WITH a AS (SELECT ?::jsonb AS j), ins AS ("
-    + CREATE_WORKFLOWS_JSON.replace("jsonb_array_elements(?::jsonb)", "a, jsonb_array_elements(a.j)")
+    + CREATE_WORKFLOWS_JSON.replace(
+        "jsonb_array_elements(?::jsonb)", "a, jsonb_array_elements(a.j)"
+    )
     + ") SELECT ins.id FROM ins CROSS JOIN LATERAL "
     "(SELECT pg_notify(a.j->0->>15, a.j->0->>16) FROM a WHERE ins.id IS NOT NULL) AS pushed"
 )
