@@ -876,38 +876,40 @@ def _heard(events: list[str], pushed: list[str], not_pushed: list[str]) -> None:
 
 
 @pytest.mark.postgres
-def test_postgres_a_batch_of_steps_is_one_transaction_in_one_round_trip(
+def test_postgres_a_batch_of_steps_is_one_statement_in_one_round_trip(
     postgres_url: str, tmp_path: Any
 ) -> None:
-    """Steps that queued together are one transaction: BEGIN, their statements and COMMIT
-    leave in one flight, answered by one Sync (no second, empty, round trip)."""
+    """Steps that queued together are one statement (their parameters one JSON array:
+    _pg_rows), atomic by itself, so sent in autocommit: one round trip, no BEGIN or
+    COMMIT. With a write of another kind among them (an outcome), the batch is one
+    transaction: BEGIN, their statements and COMMIT leave in one flight, answered by one
+    Sync (no second, empty, round trip)."""
     store = open_store(postgres_url)
     trace = tmp_path / "trace.txt"
     try:
         store.migrate()
         store.create_workflow(new("a"), "me", 500.0).result()
-        with _traced_writer(store, trace) as writer:
-            busy, gate = threading.Event(), threading.Event()
-            # Hold the connection in one batch (led by another thread) while three step
-            # records queue up for the writer thread.
-            leader = threading.Thread(
-                target=lambda: writer.submit(lambda conn: busy.set() or gate.wait(10)).result()
-            )
-            leader.start()
-            assert busy.wait(10)
-            steps = [store.record_step("a", Lease("me", 1), step(str(i))) for i in range(3)]
-            gate.set()
-            leader.join(10)
+        store.create_workflow(new("b"), "me", 500.0).result()
+        with _traced_writer(store, trace):
+            with _one_batch(store):
+                steps = [store.record_step("a", Lease("me", 1), step(str(i))) for i in range(3)]
             assert all(future.result(timeout=10) for future in steps)
-        assert [s.position for s in store.load_steps("a")] == ["0", "1", "2"]
+            with _one_batch(store):
+                mixed = [store.record_step("a", Lease("me", 1), step(str(i))) for i in (3, 4)]
+                mixed.append(
+                    store.complete_workflow("b", Lease("me", 1), "SUCCEEDED", "1", None, 2.0)
+                )
+            assert all(future.result(timeout=10) for future in mixed)
+        assert [s.position for s in store.load_steps("a")] == ["0", "1", "2", "3", "4"]
     finally:
         store.close()
     flights = _flights(trace)
-    # The three step records are one statement executed once (their parameters one JSON
-    # array: _pg_rows), between BEGIN and COMMIT.
-    assert [f for f in flights if "INSERT" in f] == [["BEGIN", "INSERT", "COMMIT"]], flights
+    writes = [i for i, f in enumerate(flights) if "INSERT" in f]
+    assert [flights[i] for i in writes] == [["INSERT"], ["BEGIN", "INSERT", "WITH", "COMMIT"]], (
+        flights
+    )
     executed = _executions(trace)
-    assert executed[[i for i, f in enumerate(flights) if "INSERT" in f][0]] == 3, executed
+    assert [executed[i] for i in writes] == [1, 4], executed
     # Every wait for the server answered statements: none was an empty round trip.
     assert [] not in flights[1:-1], flights
 
@@ -1006,8 +1008,8 @@ def test_postgres_two_records_of_one_step_in_a_batch_are_answered_as_alone(
 
 @pytest.mark.postgres
 def test_postgres_starts_of_one_batch_are_one_statement(postgres_url: str, tmp_path: Any) -> None:
-    """Workflows started at once go as one INSERT between BEGIN and COMMIT, one round
-    trip (not one per start to read whether it inserted); a start whose ID is taken
+    """Workflows started at once go as one INSERT in autocommit, one round trip (not
+    one per start to read whether it inserted); a start whose ID is taken
     gets the workflow that holds it, a second start of one ID the first one's, and
     their neighbours are created."""
     store = open_store(postgres_url)
@@ -1040,9 +1042,10 @@ def test_postgres_starts_of_one_batch_are_one_statement(postgres_url: str, tmp_p
     assert results[1][0].created_at == 101.5
     assert first[1] and not second[1] and second[0].name == "checkout"
     flights = _flights(trace)
-    assert [f for f in flights if "INSERT" in f] == [["BEGIN", "INSERT", "COMMIT"]], flights
+    # One statement, atomic by itself: in autocommit, without BEGIN and COMMIT.
+    assert [f for f in flights if "INSERT" in f] == [["INSERT"]], flights
     executed = _executions(trace)
-    assert executed[[i for i, f in enumerate(flights) if "INSERT" in f][0]] == 3, executed
+    assert executed[[i for i, f in enumerate(flights) if "INSERT" in f][0]] == 1, executed
     assert [] not in flights[1:-1], flights
 
 
@@ -1089,8 +1092,9 @@ def test_postgres_unowned_starts_push_ready_in_their_one_statement(
     assert events.count(EVENT_READY) == 2, events
     flights = _flights(trace)
     inserts = [f for f in flights if "WITH" in f]  # WITH ins AS (INSERT ...) SELECT pg_notify
-    assert inserts == [["WITH"], ["WITH"], ["BEGIN", "WITH", "COMMIT"]], flights
-    assert _executions(trace)[flights.index(inserts[2])] == 3
+    assert inserts == [["WITH"], ["WITH"], ["WITH"]], flights
+    executed = _executions(trace)
+    assert [executed[i] for i, f in enumerate(flights) if "WITH" in f] == [1, 1, 1], executed
 
 
 @pytest.mark.postgres

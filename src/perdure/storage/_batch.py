@@ -117,7 +117,9 @@ class GroupCommitter(Generic[C]):
     single-statement write (see the module's docstring); without it, such a batch is a
     transaction like any other. ``rows`` sends the writes of one batch that are the same
     one-row statement (``submit_deferred(row=...)``) together (see ``SendRows``);
-    without it, each is sent on its own.
+    without it, each is sent on its own. ``merged(statement, params)`` tells whether
+    ``rows`` sends such writes as one statement, atomic by itself: a batch of nothing
+    else then runs in ``alone``'s context too (one round trip, no BEGIN or COMMIT).
     """
 
     def __init__(
@@ -132,9 +134,11 @@ class GroupCommitter(Generic[C]):
         alive: Callable[[C], bool] | None = None,
         alone: Callable[[C], contextlib.AbstractContextManager[Any]] | None = None,
         rows: SendRows | None = None,
+        merged: Callable[[str, list[Any]], bool] | None = None,
     ) -> None:
         self._connect = connect
         self._rows = rows
+        self._merged = merged
         self._transaction = transaction
         self._alone = alone
         self._translate = translate
@@ -329,10 +333,27 @@ class GroupCommitter(Generic[C]):
                 sent[i] = True
         return results
 
+    def _one_statement(self, batch: list[_Op]) -> bool:
+        """Whether the batch's writes are all one-row writes of one statement that
+        ``rows`` sends as one statement (a busy writer's batch of step records)."""
+        first = batch[0].row
+        if self._merged is None or first is None:
+            return False
+        statement = first[0]
+        params = []
+        for op in batch:
+            row = op.row
+            if row is None or row[0] != statement:
+                return False
+            params.append(row[1])
+        return self._merged(statement, params)
+
     def _run(self, conn: C, batch: list[_Op]) -> Exception | None:
         """Run the batch in one transaction and resolve its futures; returns the error
         that broke the connection (every write not committed then failed), else None."""
-        if self._alone is not None and len(batch) == 1 and batch[0].single:
+        if self._alone is not None and (
+            batch[0].single if len(batch) == 1 else self._one_statement(batch)
+        ):
             # One statement is its own transaction: no BEGIN or COMMIT to send. A
             # connection lost under it fails the write as the commit of a batch would
             # (the statement may have committed: the caller cannot tell, as there).

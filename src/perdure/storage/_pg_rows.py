@@ -81,10 +81,23 @@ def send_rows(conn: Connection, statement: str, params: list[Any]) -> list[Reade
     pipeline synced (the transaction committed), whether it wrote its row."""
     together = _TOGETHER.get(statement)
     if together is not None:
-        keys = [together.key(one) for one in params]
-        if len(set(keys)) == len(keys):
+        keys = _keys(together, params)
+        if keys is not None:
             return _together(conn, together.statement, params, keys)
     return _each(conn, statement, params)
+
+
+def merged(statement: str, params: list[Any]) -> bool:
+    """Whether ``send_rows`` sends these writes as one statement (the group committer's
+    ``merged``): atomic by itself, so a batch of only these needs no transaction."""
+    together = _TOGETHER.get(statement)
+    return together is not None and _keys(together, params) is not None
+
+
+def _keys(together: _Together, params: list[Any]) -> list[Any] | None:
+    """The writes' keys, or None if one is there twice (those go one by one)."""
+    keys = [together.key(one) for one in params]
+    return keys if len(set(keys)) == len(keys) else None
 
 
 def _each(conn: Connection, statement: str, params: list[Any]) -> list[Reader]:

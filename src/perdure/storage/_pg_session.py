@@ -18,7 +18,7 @@ from psycopg.rows import TupleRow
 from .._errors import StoreRejectedError, StoreUnavailableError
 from ._batch import GroupCommitter
 from ._limits import not_utf8
-from ._pg_rows import send_rows
+from ._pg_rows import merged, send_rows
 
 Connection = psycopg.Connection[TupleRow]
 
@@ -261,8 +261,9 @@ def end_expired_sessions(conn: Connection, executor_id: str, now: float) -> None
 
 def committer(connect: Callable[[], Connection], name: str) -> GroupCommitter[Connection]:
     """A group committer on a connection from ``connect`` (its thread named ``name``):
-    batches in one pipelined transaction, a lone statement in autocommit, fenced rows of
-    one statement sent together, errors translated, dead connections replaced."""
+    batches in one pipelined transaction, a lone statement (or a batch sent as one) in
+    autocommit, one-row writes of one statement sent together, errors translated, dead
+    connections replaced."""
     return GroupCommitter(
         connect,
         batch_transaction,
@@ -272,4 +273,5 @@ def committer(connect: Callable[[], Connection], name: str) -> GroupCommitter[Co
         alive=alive,
         alone=SingleStatement(),
         rows=send_rows,
+        merged=merged,
     )
