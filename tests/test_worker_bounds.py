@@ -331,3 +331,46 @@ def test_a_claim_bounded_by_the_threads_waits_for_half_a_pool_of_room(
     assert len(runner.dispatched) == claims
     assert bool(woken) is again
     assert runner.wanted == (0 if again else 1)
+
+
+def test_the_thread_pool_grows_without_making_its_caller_wait_for_threads() -> None:
+    """Workflows handed to the pool from an event loop (a gather of starts) must not hold
+    that loop while a new thread gets going (``Thread.start`` waits for it to run): the
+    pool's spawner starts its threads; the caller starts that one thread, once. The
+    pool still runs every item on at most ``max_threads`` threads."""
+    from perdure._worker._pool import ThreadPool
+
+    pool = ThreadPool(4, "test-pool")
+    gate, ran, lock = threading.Event(), [], threading.Lock()
+    names: set[str] = set()
+    started_by_caller: list[str] = []
+    original = threading.Thread.start
+
+    def start(thread: threading.Thread) -> None:
+        if threading.current_thread() is threading.main_thread():
+            started_by_caller.append(thread.name)
+        original(thread)
+
+    def item(i: int) -> None:
+        gate.wait(10)
+        with lock:
+            ran.append(i)
+            names.add(threading.current_thread().name)
+
+    threading.Thread.start = start  # type: ignore[method-assign]
+    try:
+        for i in range(20):
+            pool.submit(lambda i=i: item(i))
+    finally:
+        threading.Thread.start = original  # type: ignore[method-assign]
+    try:
+        assert started_by_caller == ["test-pool-spawner"]
+        gate.set()
+        deadline = time.monotonic() + 10
+        while len(ran) < 20 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert sorted(ran) == list(range(20))
+        assert len(names) <= 4 and all(name.startswith("test-pool-") for name in names), names
+        assert pool.room() == 8  # all idle again: four threads, and four places waiting
+    finally:
+        pool.stop()
