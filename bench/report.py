@@ -183,8 +183,8 @@ def table(results: dict[str, Any]) -> tuple[list[list[str]], dict[str, Any]]:
         rss = max(held["rss_mb"], wait["all_suspended"]["rss_mb"])
         rss_ok = rss < targets["waiting_rss_mb"]
         # "No thread each": the worker's threads stay within its pool's bound (idle
-        # threads + max_threads), whatever the number of waiting workflows.
-        bound = idle["threads"] + wait["max_threads"]
+        # threads + max_threads + its spawner), whatever the number of waiting workflows.
+        bound = idle["threads"] + wait["max_threads"] + 1  # and the pool's spawner
         threads_ok = held["threads"] <= bound and wait["peak_threads"] <= bound
         checks["waiting"] = {
             "rss_mb": rss,
@@ -212,7 +212,7 @@ def table(results: dict[str, Any]) -> tuple[list[list[str]], dict[str, Any]]:
                 f"at most {wait['peak_threads']} while suspending)",
                 "",
                 "",
-                f"<= {idle['threads']}+{wait['max_threads']}",
+                f"<= {idle['threads']}+{wait['max_threads']}+1",
                 verdict(threads_ok),
             ]
         )
