@@ -361,7 +361,7 @@ class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance, SqlQueues):
             if actor is not None:
                 size = len(payload.encode("utf-8", "surrogatepass"))
                 details = {"topic": topic, "idempotency_key": idempotency_key, "bytes": size}
-                self._log(conn, workflow_id, OperatorAction.SEND, actor, details, now)
+                self._log_action(conn, workflow_id, OperatorAction.SEND, actor, details, now)
             return True
 
         return self._writer.submit(
@@ -426,7 +426,8 @@ class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance, SqlQueues):
                 self._notify(conn, EVENT_READY)
             asked = [row[0] for row in rows]
             if actor is not None:
-                self._log(conn, workflow_id, OperatorAction.CANCEL, actor, {"asked": asked}, now)
+                details = {"asked": asked}
+                self._log_action(conn, workflow_id, OperatorAction.CANCEL, actor, details, now)
             return asked
 
         return self._write(cancel)
@@ -458,27 +459,6 @@ class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance, SqlQueues):
 
     # -- operating: repairs, the actions log, inspection ------------------------------------
 
-    def _log(
-        self,
-        conn: Any,
-        workflow_id: str,
-        action: str,
-        actor: str,
-        details: dict[str, Any],
-        now: float,
-        target_id: str | None = None,
-    ) -> int:
-        params = {
-            "now": now,
-            "actor": actor,
-            "action": str(action),
-            "id": workflow_id,
-            "target": target_id,
-            "details": json.dumps(details, sort_keys=True),
-        }
-        seq: int = conn.execute(self._sql(q.LOG_ACTION), params).fetchone()[0]
-        return seq
-
     def resume_workflow(
         self, workflow_id: str, actor: str, now: float
     ) -> tuple[WorkflowRecord, bool] | None:
@@ -504,7 +484,7 @@ class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance, SqlQueues):
                 "epoch": before.epoch,
             }
             details = {"replaced": replaced, "removed_steps": removed}
-            self._log(conn, workflow_id, OperatorAction.RESUME, actor, details, now)
+            self._log_action(conn, workflow_id, OperatorAction.RESUME, actor, details, now)
             self._notify(conn, EVENT_READY)
             return workflow_record(row), True
 
@@ -537,7 +517,7 @@ class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance, SqlQueues):
                 return workflow_record(existing), False
             copied: int = conn.execute(copy_sql, params).rowcount
             details = {"from_step": steps, "copied_steps": copied}
-            self._log(conn, source_id, action, actor, details, now, new.id)
+            self._log_action(conn, source_id, action, actor, details, now, new.id)
             self._notify(conn, EVENT_READY)
             return workflow_record(row), True
 
@@ -554,9 +534,12 @@ class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance, SqlQueues):
     ) -> int:
         check_key("actor", actor)
         decoded = json.loads(details)
-        return self._write(
-            lambda conn: self._log(conn, workflow_id, action, actor, decoded, now, target_id)
+        seq: int = self._write(
+            lambda conn: self._log_action(
+                conn, workflow_id, action, actor, decoded, now, target_id
+            ).fetchone()[0]
         )
+        return seq
 
     def list_actions(
         self, workflow_id: str | None = None, after: int = 0, limit: int = 100

@@ -229,15 +229,25 @@ class SqlBase(Store):
             conn.execute(sql, {"subject": subject, "id": workflow_id})
 
     def _log_action(
-        self, conn: Any, workflow_id: str, action: str, actor: str, details: Any, now: float
-    ) -> None:
-        """Append an operator action to the log inside the transaction of the change."""
+        self,
+        conn: Any,
+        workflow_id: str,
+        action: str,
+        actor: str,
+        details: Any,
+        now: float,
+        target_id: str | None = None,
+    ) -> Any:
+        """Append an operator action to the log inside the transaction of the change;
+        returns the statement's cursor, whose one row is the entry's sequence number
+        (read it only where waiting for it is fine: in PostgreSQL's pipeline it costs a
+        round trip)."""
         params = {
             "now": now,
             "actor": actor,
             "action": str(action),
             "id": workflow_id,
-            "target": None,
+            "target": target_id,
             "details": json.dumps(details, sort_keys=True),
         }
-        conn.execute(self._sql(q.LOG_ACTION), params)
+        return conn.execute(self._sql(q.LOG_ACTION), params)
