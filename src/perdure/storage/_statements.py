@@ -52,20 +52,19 @@ CREATE_WORKFLOW_AND_NOTIFY = _AND_READY.format(insert=CREATE_WORKFLOW)
 CREATE_CHILD_AND_NOTIFY = _AND_READY.format(insert=CREATE_CHILD)
 #: Many top-level ``CREATE_WORKFLOW``s in one statement (PostgreSQL): its parameter is a
 #: JSON array of their parameter lists, in order; the IDs returned are those inserted.
-CREATE_WORKFLOWS_JSON = (
+_CREATE_FROM_ROWS = (
     _CREATE_INTO + "SELECT e->>0, e->>1, e->>2, e->>3, e->>4, e->>5, e->>6, (e->>7)::bigint, "
     "(e->>8)::double precision, (e->>9)::double precision, (e->>10)::double precision, "
     "e->>11, (e->>12)::double precision, e->>13, e->>14 "
-    "FROM jsonb_array_elements(?::jsonb) AS e ON CONFLICT (id) DO NOTHING RETURNING id"
+    "FROM {rows} AS e ON CONFLICT (id) DO NOTHING RETURNING id"
 )
+CREATE_WORKFLOWS_JSON = _CREATE_FROM_ROWS.format(rows="jsonb_array_elements(?::jsonb)")
 #: Many ``CREATE_WORKFLOW_AND_NOTIFY``s in one statement (PostgreSQL), as above; each
 #: inserted row pushes the event (the first write's channel and event: they are all the
 #: same), which PostgreSQL delivers once per transaction.
 CREATE_WORKFLOWS_AND_NOTIFY_JSON = (
     "WITH a AS (SELECT ?::jsonb AS j), ins AS ("
-    + CREATE_WORKFLOWS_JSON.replace(
-        "jsonb_array_elements(?::jsonb)", "a, jsonb_array_elements(a.j)"
-    )
+    + _CREATE_FROM_ROWS.format(rows="a, jsonb_array_elements(a.j)")
     + ") SELECT ins.id FROM ins CROSS JOIN LATERAL "
     "(SELECT pg_notify(a.j->0->>15, a.j->0->>16) FROM a WHERE ins.id IS NOT NULL) AS pushed"
 )
