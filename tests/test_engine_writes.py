@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import Future
 from typing import Any
 
 from perdure import StoreError
+from perdure._engine.holder import INTERVAL
 from perdure._engine.writes import Writes
 
 
@@ -76,3 +78,33 @@ def test_a_refused_side_effect_is_not_recorded() -> None:
     # Not a store failure: the run's later side effects may go on.
     assert store.submitted == ["send", "later"]
     assert not later.done()
+
+
+def test_a_held_record_waits_for_the_next_write_or_goes_with_the_outcome() -> None:
+    store, writes = FakeStore(), Writes()
+    writes.hold("first", store.write("first"), accept)
+    assert not writes.clear and store.submitted == []
+    writes.release()  # the run's next durable operation
+    assert store.submitted == ["first"] and not writes.clear
+    store.futures["first"].set_result(True)
+    assert writes.clear
+    writes.hold("last", store.write("last"), accept)
+    held = writes.take_held()  # the outcome writes it
+    assert [record for record, _, _ in held] == ["last"]
+    assert writes.clear and store.submitted == ["first"]
+    writes.release()  # nothing held: nothing to do
+    assert store.submitted == ["first"]
+
+
+def test_a_record_held_too_long_is_let_go_by_the_holder() -> None:
+    store, writes = FakeStore(), Writes()
+    writes.hold("slow", store.write("slow"), accept)
+    held_at = time.monotonic()
+    while not store.submitted:
+        assert time.monotonic() - held_at < 5, "the holder never let the record go"
+        time.sleep(INTERVAL / 4)
+    # Not before one interval, and the record is no longer held (it is pending).
+    assert time.monotonic() - held_at >= INTERVAL
+    assert writes.held == [] and writes.pending()
+    store.futures["slow"].set_result(True)
+    assert writes.clear

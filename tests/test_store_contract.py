@@ -264,6 +264,42 @@ def test_outcome_is_recorded_once_and_fenced(store: Store) -> None:
     )
 
 
+@covers("complete_workflow")
+def test_an_outcome_writes_the_step_records_it_carries_all_or_nothing(store: Store) -> None:
+    """A run's last step records, held for its outcome, are written in its transaction,
+    fenced as the outcome is: a refused outcome writes none of them."""
+    lease = running(store, "a")
+    refused = store.complete_workflow(
+        "a", Lease("me", 2), "SUCCEEDED", "1", None, 300.0, steps=[step("0")]
+    )
+    assert not refused.result()
+    assert store.load_steps("a") == []
+    two = [step("0"), step("1", "FAILED")]
+    assert store.complete_workflow("a", lease, "FAILED", None, "{}", 300.0, steps=two).result()
+    assert [(s.position, s.status) for s in store.load_steps("a")] == [
+        ("0", "SUCCEEDED"),
+        ("1", "FAILED"),
+    ]
+    # One record (one statement on PostgreSQL), where a final one stands already.
+    lease = running(store, "b")
+    assert store.record_step("b", lease, step("0")).result()
+    one = [step("0", "FAILED"), step("1")]
+    assert store.complete_workflow("b", lease, "SUCCEEDED", "2", None, 300.0, steps=one).result()
+    assert [(s.position, s.status) for s in store.load_steps("b")] == [
+        ("0", "SUCCEEDED"),
+        ("1", "SUCCEEDED"),
+    ]
+    # A child's: its outcome delivered to its parent in the same transaction.
+    running(store, "p")
+    child = running(store, "c", parent_id="p")
+    done = store.complete_workflow(
+        "c", child, "SUCCEEDED", "3", None, 300.0, parent_id="p", steps=[step("0")]
+    )
+    assert done.result()
+    assert [s.position for s in store.load_steps("c")] == ["0"]
+    assert [m.topic for m in store.list_messages("p")] == [CHILD_TOPIC + "c"]
+
+
 def _pending_running_done(store: Store) -> Lease:
     """Workflows "pending", "running" (its lease returned) and "done" (SUCCEEDED, "1")."""
     store.create_workflow(new("pending"), None, None).result()

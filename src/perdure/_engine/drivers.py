@@ -42,6 +42,8 @@ def drive_sync(run: RunState, op: Op[T]) -> T:
             return result
         value, error = None, None
         try:
+            if run.writes.held:
+                _write_held(run)  # a held step record goes before whatever comes next
             # The common cases first, inline (as in drive_async): they run for every step.
             if isinstance(effect, Attempt):
                 value = attempt_sync(run, effect)
@@ -56,6 +58,15 @@ def drive_sync(run: RunState, op: Op[T]) -> T:
                 value = _sync(run, effect)
         except BaseException as exc:  # noqa: BLE001 - thrown into the operation
             error = exc
+
+
+def _write_held(run: RunState) -> None:
+    """Write the run's held step records and wait for them, as their steps used to."""
+    for _, submit, check in run.writes.take_held():
+        try:
+            check(submit().result())
+        except BaseException as exc:
+            raise run.failed(exc) from exc
 
 
 def drive_on_loop(run: RunState, op: Op[T]) -> T:
@@ -73,6 +84,8 @@ def _drive(run: RunState, op: Op[T], execute: Callable[[RunState, Effect], Any])
             result: T = stop.value
             return result
         value, error = None, None
+        if run.writes.held:
+            run.writes.release()
         try:
             value = execute(run, effect)
         except BaseException as exc:  # noqa: BLE001 - thrown into the operation
@@ -90,6 +103,8 @@ async def drive_async(run: RunState, op: Op[T]) -> T:
             result: T = stop.value
             return result
         value, error = None, None
+        if run.writes.held:
+            run.writes.release()
         try:
             # The common cases first, inline: they run for every step.
             kind = type(effect)

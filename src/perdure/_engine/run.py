@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +35,7 @@ from .._errors import (
     WorkflowCancelledError,
 )
 from .._logfields import log_context
-from .._model import Outcome, WorkflowState
+from .._model import Outcome, StepRecord, WorkflowState
 from .._serialization import decode_call
 from .._telemetry import RunTelemetry, observe_run
 from .drivers import drive_async, drive_sync
@@ -75,6 +76,9 @@ class _Ended:
 class WorkflowRun(RunState):
     """The state of one execution of one workflow, under one lease, and the running of
     its function (sync in a pool thread, async in a task of the executor's loop)."""
+
+    #: The step records to write with the outcome (held until it, see ``writes.py``).
+    last_steps: Sequence[StepRecord] = ()
 
     def _observe(self) -> RunTelemetry | None:
         """Begin the execution's telemetry (its span current from now on in this
@@ -143,6 +147,11 @@ class WorkflowRun(RunState):
         diverged = self.history.diverged
         if diverged is not None and not isinstance(ended.signal, _FINAL):
             ended = _Ended(signal=diverged)  # whatever the code did with it: hold it
+        if self.writes.held and not isinstance(ended.signal, _SIGNALS):
+            # The last step records go with the outcome, in its transaction.
+            self.last_steps = [record for record, _, _ in self.writes.take_held()]
+        elif self.writes.held and isinstance(ended.signal, _FINAL):
+            self.writes.take_held()  # nothing more is written
         # (Nothing pending and no failure unseen: a flush would have nothing to do.)
         if not self.writes.clear and not isinstance(ended.signal, _FINAL):
             try:

@@ -196,6 +196,11 @@ class RunState:
             self.accepted,
         )
 
+    def hold(self, record: StepRecord) -> None:
+        """Hold a step's final record for the run's next write (see ``writes.py``)."""
+        write = functools.partial(self.store.record_step, self.workflow_id, self.lease, record)
+        self.writes.hold(record, write, self.accepted)
+
     def deliver(self, position: str, name: str) -> None:
         """If a cancel or the deadline is due, record it at ``position`` (which holds no
         final record) and raise it. The record is a deferred write: whatever runs next

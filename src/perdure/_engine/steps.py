@@ -5,7 +5,8 @@ not when it is awaited), so that positions do not depend on timing. A position
 holding a final record returns (or raises) what was recorded without running; a
 new step runs attempt after attempt until one succeeds, the retry policy gives
 up, or the workflow is suspended for a long wait; each attempt's outcome is
-recorded with one fenced write before the workflow sees it. See ``attempts.py``
+recorded with one fenced write, a retry's before the next attempt, the final one
+before the run's next durable operation or with its outcome (``writes.py``). See ``attempts.py``
 for timeouts and for what counts as a failed attempt.
 """
 
@@ -96,9 +97,11 @@ def step(
         # in flight, and every object they keep alive is walked by the garbage collector.
         record, retry, error, value = result.record, result.retry, result.error, result.value
         del attempted, result
-        yield run.write(record)
         if retry:
+            yield run.write(record)
             continue
+        # Final: written before whatever the run does next, or with its outcome.
+        run.hold(record)
         if error is not None:
             raise error
         return value

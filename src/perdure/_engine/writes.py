@@ -9,6 +9,13 @@ operation first waits for the pending writes (``Flush``), so that no side effect
 and no outcome rests on a value whose record is not durable. A crash before the
 commit just replays without the record. Plain records go out at once, so that
 many of them share a commit (the store's group commit).
+
+A step's final record is *held* instead (``hold``): the next durable operation of the
+run submits it first (the drivers ``release`` it before any effect, so a step's
+attempt, a side effect, a wait or a suspension come after it as they would after its
+commit), and the run's outcome takes it (``take_held``) into its own transaction: the
+last step of a workflow costs no commit of its own. ``holder.py`` lets go of a record
+held longer than an interval (workflow code that computes or waits between steps).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
 from .._errors import CheckpointFailed, LeaseLost, StoreError
+from .holder import holder
 
 #: Failures after which no later write of the run may be submitted: its history would
 #: have a hole (a store failure), or it is no longer the run's to write (a lost lease).
@@ -29,6 +37,7 @@ _POISON = (StoreError, LeaseLost, CheckpointFailed)
 _NONE: set[Future[None]] = set()
 _NO_WRITES: list[Future[None]] = []
 _NO_FAILURES: list[BaseException] = []
+_NOTHING_HELD: list[tuple[Any, Callable[[], Future[Any]], Callable[[Any], None]]] = []
 _FIRST = threading.Lock()
 
 
@@ -58,6 +67,11 @@ class Writes:
         self._since_barrier: list[Future[None]] = _NO_WRITES
         # Failures of writes that nobody has seen yet.
         self._failures: list[BaseException] = _NO_FAILURES
+        #: The step records held (see the module), each with how to submit and check it:
+        #: truthy while any is (a plain attribute: the drivers read it before every effect).
+        self.held = _NOTHING_HELD
+        #: The holder's tick when the oldest of them was held (``holder.py``).
+        self.held_since = 0
 
     def _chain(self) -> threading.Lock:
         """The lock, and the run's own containers, made with its first write."""
@@ -123,6 +137,37 @@ class Writes:
         _after(waits, go)
         return out
 
+    def hold(
+        self, record: Any, submit: Callable[[], Future[Any]], check: Callable[[Any], None]
+    ) -> None:
+        """Hold ``record`` (written by ``submit()``, its result accepted by ``check``)
+        for the run's next write, or its outcome (see the module)."""
+        with self._chain():
+            first = not self.held
+            if first:
+                self.held = []
+            self.held.append((record, submit, check))
+            self.clear = False
+        if first:
+            holder.watch(self)
+
+    def release(self) -> None:
+        """Submit the held records (each a plain write: what comes next waits for it)."""
+        with self._chain():
+            held, self.held = self.held, _NOTHING_HELD
+        holder.forget(self)
+        for _, submit, check in held:
+            self.submit(submit, check)
+
+    def take_held(self) -> list[tuple[Any, Callable[[], Future[Any]], Callable[[Any], None]]]:
+        """The held records (each with how to submit and check it), no longer held: the
+        caller writes them (at once, or with the outcome)."""
+        with self._chain():
+            held, self.held = self.held, _NOTHING_HELD
+            self.clear = not self._pending and not self._failures
+        holder.forget(self)
+        return held
+
     def pending(self) -> list[Future[None]]:
         """The writes not yet ended."""
         if not self._pending:
@@ -139,7 +184,7 @@ class Writes:
                 self._since_barrier.pop(0)
             if error is not None:
                 self._failures.append(error)
-            self.clear = not self._pending and not self._failures
+            self.clear = not self._pending and not self._failures and not self.held
 
     def seen(self) -> BaseException | None:
         """The first failure of the writes that ended since the last call, if any."""
@@ -147,7 +192,7 @@ class Writes:
             return None
         with self._chain():
             failures, self._failures = self._failures, []
-            self.clear = not self._pending
+            self.clear = not self._pending and not self.held
         return failures[0]
 
 

@@ -290,6 +290,7 @@ class Executor:
             outcome.error,
             self.clock.time(),
             parent_id=run.record.parent_id,
+            steps=run.last_steps,
         )
 
     def _run_sync(self, run: WorkflowRun) -> None:

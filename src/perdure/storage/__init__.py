@@ -47,9 +47,11 @@ from ._base import (
     Transaction,
     WorkflowRecord,
 )
+from ._batch import queue_only
 from ._limits import MAX_KEY_BYTES, check_key
 
 __all__ = [
+    "queue_only",
     "ACTIVE_STATUSES",
     "BREAKER_CLOSED",
     "BREAKER_HALF_OPEN",

@@ -201,8 +201,11 @@ class Store(ComplianceOperations, BreakerOperations, ScheduleOperations, QueueOp
         error: str | None,
         now: float,
         parent_id: str | None = None,
+        steps: Sequence[StepRecord] = (),
     ) -> Future[bool]:
         """Record a workflow's outcome (a terminal status) and drop its lease; atomic.
+        ``steps``: step records to write first in the same transaction, each as
+        ``record_step`` would (the run's last ones, held for its outcome).
 
         With ``parent_id`` (the workflow is a child), the same transaction delivers the
         outcome to the parent as a message on ``CHILD_TOPIC + workflow_id`` (payload

@@ -43,14 +43,29 @@ T = TypeVar("T")
 
 _STOP = object()
 
+#: The threads whose writes always queue for the writer thread (see ``queue_only``).
+_QUEUE_ONLY: set[int] = set()
+
+
+def queue_only() -> None:
+    """From now on, this thread's writes always queue for the writer thread, never
+    leading a commit of their own: a thread that hands on many writes at once (the
+    engine's holder of step records) would otherwise commit them one by one."""
+    _QUEUE_ONLY.add(threading.get_ident())
+
 
 #: Seconds between reconnection attempts after a failed one: doubles up to the maximum.
 _BACKOFF_FIRST = 0.05
 _BACKOFF_MAX = 2.0
 
 
-class _Op:
-    __slots__ = ("deferred", "fn", "future", "row", "single", "then", "what")
+class Write:
+    """One write for the committer: ``fn`` and how it may go (see ``submit_deferred``).
+    ``group``: the writes submitted together with it (``submit_together``), if any;
+    ``alone``, on the first of a group: the one statement that does what the group does,
+    sent when the group is a batch by itself."""
+
+    __slots__ = ("alone", "deferred", "fn", "future", "group", "row", "single", "then", "what")
 
     def __init__(
         self,
@@ -68,6 +83,8 @@ class _Op:
         self.row = row
         self.then = then
         self.future: Future[Any] = Future()
+        self.group: tuple[Write, ...] | None = None
+        self.alone: Write | None = None
 
 
 #: How a driver sends several one-row writes of one statement together (fenced step
@@ -82,7 +99,7 @@ def _then(then: Callable[[Any, bool], Any], conn: Any, reader: Callable[[], bool
     return then(conn, reader())
 
 
-def _succeed(op: _Op, result: Any) -> None:
+def _succeed(op: Write, result: Any) -> None:
     # A caller may have cancelled its future (a cancelled coroutine awaiting it): the
     # write happened all the same, and the writer thread must not die of it. Asked
     # forgiveness, not permission: cancelled() would take the future's lock once more
@@ -93,7 +110,7 @@ def _succeed(op: _Op, result: Any) -> None:
         return
 
 
-def _fail(op: _Op, exc: BaseException) -> None:
+def _fail(op: Write, exc: BaseException) -> None:
     if op.what is not None and isinstance(exc, (StoreRejectedError, StoreInDoubtError)):
         # A refusal, or a write whose commit is in doubt, is about this write: say which
         # one (an outage is about them all).
@@ -103,6 +120,25 @@ def _fail(op: _Op, exc: BaseException) -> None:
     if not op.future.cancelled():
         with contextlib.suppress(InvalidStateError):
             op.future.set_exception(exc)
+
+
+def _in_group_order(batch: list[Write], units: list[list[int]]) -> list[list[int]]:
+    """``units`` (in the order of their first writes) reordered so that the writes of
+    each group go in the group's order: a shared statement holding later writes of a
+    group goes after those holding earlier ones (a step record before the outcome that
+    drops the lease it is fenced by). Each write one by one, in the batch's order, if no
+    such order exists."""
+    rank = [0 if op.group is None else op.group.index(op) for op in batch]
+    ordered = sorted(units, key=lambda unit: max(rank[i] for i in unit))  # stable
+    where = {i: place for place, unit in enumerate(ordered) for i in unit}
+    index_of = {id(op): index for index, op in enumerate(batch)}
+    for op in batch:
+        group = op.group
+        if group is not None and op is group[0]:
+            places = [where[index_of[id(member)]] for member in group]
+            if places != sorted(places):
+                return [[index] for index in range(len(batch))]
+    return ordered
 
 
 class GroupCommitter(Generic[C]):
@@ -165,7 +201,14 @@ class GroupCommitter(Generic[C]):
         """Queue ``fn(conn)`` to run inside the next transaction; the future holds its
         return value once that transaction committed. ``what`` names the write in the
         error of a write the database refused; ``single`` as for ``submit_deferred``."""
-        return self._enqueue(_Op(fn, False, what, single))
+        write = Write(fn, False, what, single)
+        self._enqueue(write)
+        return write.future
+
+    def submit_write(self, write: Write) -> Future[Any]:
+        """Queue ``write`` (as ``submit`` or ``submit_deferred`` would make it)."""
+        self._enqueue(write)
+        return write.future
 
     def submit_deferred(
         self,
@@ -188,40 +231,62 @@ class GroupCommitter(Generic[C]):
         sent together returns instead of that bool, ``then(conn, wrote)``, called once the
         transaction committed, with the connection for a read it may need (``fn``'s own
         reader returns the same when the write goes alone)."""
-        return self._enqueue(_Op(fn, True, what, single, row, then))
+        write = Write(fn, True, what, single, row, then)
+        self._enqueue(write)
+        return write.future
 
-    def _enqueue(self, op: _Op) -> Future[Any]:
+    def submit_together(self, writes: list[Write], alone: Write | None = None) -> list[Future[Any]]:
+        """Queue ``writes`` (made as ``submit`` and ``submit_deferred`` make theirs) to
+        go in one transaction, all or none: always in the same batch, and tried again
+        as one when a batch fails (see ``_run``). ``alone``: a write of one statement
+        (``single``) that does what they do, sent instead when they are a batch by
+        themselves (in ``alone``'s context: one round trip); its result is each one's.
+        Returns their futures, in order."""
+        group = tuple(writes)
+        for write in group:
+            write.group = group
+        group[0].alone = alone
+        self._enqueue(group)
+        return [write.future for write in group]
+
+    def _enqueue(self, item: Write | tuple[Write, ...]) -> None:
         if self._closed:
             raise RuntimeError("the store is closed")
         # Off an event loop (asyncio's None-returning get_running_loop(): on every write,
         # a RuntimeError raised and caught each time would cost more than the check),
-        # and the writer idle (it is ready: __init__ waited for it).
-        if asyncio._get_running_loop() is None and self._commit_lock.acquire(False):
+        # not a thread that must only queue, and the writer idle (it is ready: __init__
+        # waited for it).
+        if (
+            asyncio._get_running_loop() is None
+            and threading.get_ident() not in _QUEUE_ONLY
+            and self._commit_lock.acquire(False)
+        ):
             # Nobody is committing: lead, with whatever queued meanwhile.
             try:
-                batch, stopping = self._drain(op)
+                batch, stopping = self._drain(item)
                 if stopping:
                     self._queue.put(_STOP)
                 self._commit(batch)
             finally:
                 self._commit_lock.release()
-            return op.future
-        self._queue.put(op)
-        return op.future
+        else:
+            self._queue.put(item)
 
-    def _drain(self, first: Any) -> tuple[list[_Op], bool]:
-        """``first`` and what is queued behind it, up to a batch; and whether a stop
-        request was among them."""
+    def _drain(self, first: Any) -> tuple[list[Write], bool]:
+        """``first`` and what is queued behind it, up to a batch (a group of writes
+        submitted together counts as one); and whether a stop request was among them."""
         if first is not _STOP and self._queue.empty():
-            return [first], False  # the usual lone write
-        batch: list[_Op] = []
+            return ([first] if type(first) is Write else list(first)), False  # the usual
+        batch: list[Write] = []
         stopping = False
         item = first
         while True:
             if item is _STOP:
                 stopping = True
-            else:
+            elif type(item) is Write:
                 batch.append(item)
+            else:
+                batch.extend(item)
             # empty() first: most batches end at an empty queue, and get_nowait() would
             # raise (and we catch) Empty each time; it still may, if the writer thread
             # took the item in between.
@@ -261,7 +326,7 @@ class GroupCommitter(Generic[C]):
                 self._close(self._conn)
                 self._conn = None
 
-    def _commit(self, batch: list[_Op]) -> None:
+    def _commit(self, batch: list[Write]) -> None:
         """Run one batch on the connection (replacing a dead one first); the caller
         holds the commit lock."""
         if self._finished:  # a leader that raced close()
@@ -285,7 +350,7 @@ class GroupCommitter(Generic[C]):
             with contextlib.suppress(Exception):
                 close()
 
-    def _reconnect(self, batch: list[_Op]) -> C | None:
+    def _reconnect(self, batch: list[Write]) -> C | None:
         """A new connection for this batch, or None after failing the batch's writes."""
         delay = self._retry_at - time.monotonic()
         if delay > 0:
@@ -302,38 +367,60 @@ class GroupCommitter(Generic[C]):
         self._retry_at = 0.0
         return self._conn
 
+    def _run_as_one(self, conn: C, group: list[Write], alone: Write) -> Exception | None:
+        """Run a group alone in its batch as its one statement; each of its writes gets
+        that statement's result (or failure)."""
+        lost = self._run(conn, [alone])
+        error = alone.future.exception()  # resolved: _run settles every future
+        for write in group:
+            with contextlib.suppress(InvalidStateError):
+                if error is None:
+                    write.future.set_result(alone.future.result())
+                else:
+                    write.future.set_exception(error)
+        return lost
+
     @staticmethod
-    def _send(conn: C, batch: list[_Op], rows: SendRows) -> list[Any]:
+    def _send(conn: C, batch: list[Write], rows: SendRows) -> list[Any]:
         """Send the batch's writes in order, those of a statement that several one-row
         writes share together, where the first of them stands. Concurrent writes
         (one batch) commute: a write that depends on another is submitted only once that
-        one committed, so no two of them are in one batch."""
+        one committed, so no two of them are in one batch, except a group submitted
+        together, whose writes go in their order (see ``_in_group_order``)."""
         together: dict[str, list[int]] = {}
+        grouped = False
         for index, op in enumerate(batch):
             if op.row is not None:
                 together.setdefault(op.row[0], []).append(index)
+            if op.group is not None:
+                grouped = True
         if all(len(indexes) < 2 for indexes in together.values()):
             return [op.fn(conn) for op in batch]
-        results: list[Any] = [None] * len(batch)
-        sent = [False] * len(batch)
+        # What goes as one: the writes of a shared statement, or a write alone.
+        units: list[list[int]] = []
         for index, op in enumerate(batch):
-            if sent[index]:
-                continue
             indexes = together.get(op.row[0], ()) if op.row is not None else ()
             if len(indexes) < 2:
-                results[index] = op.fn(conn)
+                units.append([index])
+            elif indexes[0] == index:
+                units.append(indexes)
+        if grouped:
+            units = _in_group_order(batch, units)
+        results: list[Any] = [None] * len(batch)
+        for unit in units:
+            if len(unit) == 1:
+                results[unit[0]] = batch[unit[0]].fn(conn)
                 continue
-            statement = op.row[0]  # type: ignore[index] # a row: it has a statement
-            readers = rows(conn, statement, [batch[i].row[1] for i in indexes])  # type: ignore[index]
-            for i, reader in zip(indexes, readers, strict=True):
+            statement = batch[unit[0]].row[0]  # type: ignore[index] # a row: it has one
+            readers = rows(conn, statement, [batch[i].row[1] for i in unit])  # type: ignore[index]
+            for i, reader in zip(unit, readers, strict=True):
                 then = batch[i].then
                 if then is not None:
                     reader = functools.partial(_then, then, conn, reader)
                 results[i] = reader
-                sent[i] = True
         return results
 
-    def _one_statement(self, batch: list[_Op]) -> bool:
+    def _one_statement(self, batch: list[Write]) -> bool:
         """Whether the batch's writes are all one-row writes of one statement that
         ``rows`` sends as one statement (a busy writer's batch of step records)."""
         first = batch[0].row
@@ -348,9 +435,13 @@ class GroupCommitter(Generic[C]):
             params.append(row[1])
         return self._merged(statement, params)
 
-    def _run(self, conn: C, batch: list[_Op]) -> Exception | None:
+    def _run(self, conn: C, batch: list[Write], unit: bool = False) -> Exception | None:
         """Run the batch in one transaction and resolve its futures; returns the error
-        that broke the connection (every write not committed then failed), else None."""
+        that broke the connection (every write not committed then failed), else None.
+        ``unit``: the batch is one write or one group, which fails as a whole."""
+        first = batch[0]
+        if first.alone is not None and len(batch) == len(first.group or ()):
+            return self._run_as_one(conn, batch, first.alone)
         if self._alone is not None and (
             batch[0].single if len(batch) == 1 else self._one_statement(batch)
         ):
@@ -374,13 +465,18 @@ class GroupCommitter(Generic[C]):
                 for op in batch:
                     _fail(op, self._translate(exc))
                 return exc
-            if len(batch) == 1:
-                _fail(batch[0], self._translate(exc))
+            if len(batch) == 1 or unit:
+                for op in batch:
+                    _fail(op, self._translate(exc))
                 return None
             # One bad write must not fail its neighbours: the transaction rolled back,
-            # so give each write a transaction of its own to find the culprit.
+            # so give each write (each group submitted together) a transaction of its
+            # own to find the culprit.
             for index, op in enumerate(batch):
-                lost = self._run(conn, [op])
+                group = op.group
+                if group is not None and op is not group[0]:
+                    continue  # tried with the first of its group
+                lost = self._run(conn, [op] if group is None else list(group), unit=True)
                 if lost is not None:
                     for rest in batch[index + 1 :]:
                         _fail(rest, self._translate(lost))

@@ -43,6 +43,7 @@ from .._errors import ConfigurationError, StoreUnavailableError
 from .._model import BreakerState
 from .._text import redact_url
 from ._base import EVENT_EVENT, EVENT_WAKE, ExecutorRecord, Lease, StepRecord, WorkflowRecord
+from ._batch import Write
 from ._dialect import POSTGRES
 from ._limits import check_key, check_topic
 from ._pg_listener import Listener, channel_name
@@ -445,7 +446,7 @@ class PostgresStore(SqlTransactions):
 
     # -- what locks rows differently from SQLite ---------------------------------------
 
-    def record_step(self, workflow_id: str, lease: Lease, step: StepRecord) -> Future[bool]:
+    def _step_write(self, workflow_id: str, lease: Lease, step: StepRecord) -> Write:
         params = step_params(workflow_id, lease, step)
 
         def upsert(conn: Connection) -> Callable[[], bool]:
@@ -453,7 +454,7 @@ class PostgresStore(SqlTransactions):
             return lambda: cursor.rowcount == 1
 
         # Fenced by its own WHERE: alone, no transaction; in a batch, with the others (send_rows).
-        return self._writer.submit_deferred(upsert, single=True, row=(_INSERT_STEP, params))
+        return Write(upsert, True, single=True, row=(_INSERT_STEP, params))
 
     # -- executors and leases ----------------------------------------------------------
 

@@ -6,7 +6,7 @@ connects, migrates, and the few operations whose locking differs (recording a st
 heartbeats, claims, suspending, setting an event), and the primitives of ``_sql_base``.
 The circuit breakers' operations are in ``_sql_breakers``, the schedules' in
 ``_sql_schedules``, the queues' in ``_sql_queues``, compliance (retention, erasure,
-rekeying) in ``_sql_compliance``.
+rekeying) in ``_sql_compliance``, held workflows in ``_sql_holds``.
 
 Keys (IDs, names, topics, event and idempotency keys) are checked before any write
 (``_limits``): the same values are refused on every store, with a message that names
@@ -31,7 +31,6 @@ from ._base import (
     ActionRecord,
     EventRecord,
     ExecutorRecord,
-    Hold,
     Lease,
     MessageRecord,
     NewWorkflow,
@@ -39,18 +38,20 @@ from ._base import (
     VersionCount,
     WorkflowRecord,
 )
+from ._batch import Write
 from ._limits import check_key, check_topic
 from ._queries import list_query, step_record, workflow_record
 from ._sql_base import Creation, create_params
 from ._sql_breakers import SqlBreakers
 from ._sql_compliance import SqlCompliance
+from ._sql_holds import SqlHolds
 from ._sql_queues import SqlQueues
 from ._sql_schedules import SqlSchedules
 
 T = TypeVar("T")
 
 
-class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance, SqlQueues):
+class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance, SqlQueues, SqlHolds):
     """A ``Store`` on a SQL database; subclasses say how to reach it (see the module)."""
 
     # -- workflows -----------------------------------------------------------------
@@ -145,6 +146,9 @@ class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance, SqlQueues):
         )
         return [workflow_record(row) for row in self._read(query, params)]
 
+    def record_step(self, workflow_id: str, lease: Lease, step: StepRecord) -> Future[bool]:
+        return self._writer.submit_write(self._step_write(workflow_id, lease, step))
+
     def complete_workflow(
         self,
         workflow_id: str,
@@ -154,7 +158,37 @@ class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance, SqlQueues):
         error: str | None,
         now: float,
         parent_id: str | None = None,
+        steps: Sequence[StepRecord] = (),
     ) -> Future[bool]:
+        outcome = self._completion(workflow_id, lease, status, output, error, now, parent_id)
+        if not steps:
+            return self._writer.submit_write(outcome)
+        writes = [self._step_write(workflow_id, lease, step) for step in steps]
+        alone, pushed = None, self._notify_params(EVENT_DONE + workflow_id)
+        if len(steps) == 1 and parent_id is None and pushed is not None:
+            # Alone in its batch, the record and the completion are one statement too.
+            sql = self._hot.record_and_complete
+            done = (status, output, error, now, now, workflow_id, lease.owner, lease.epoch)
+            params = (*done, *step_values(workflow_id, steps[0]), *pushed)
+
+            def both(conn: Any) -> Callable[[], bool]:
+                cursor = conn.execute(sql, params)
+                return lambda: bool(cursor.rowcount == 1)  # a row: it completed, and pushed
+
+            alone = Write(both, True, outcome.what, single=True)
+        return self._writer.submit_together([*writes, outcome], alone)[-1]
+
+    def _completion(
+        self,
+        workflow_id: str,
+        lease: Lease,
+        status: str,
+        output: str | None,
+        error: str | None,
+        now: float,
+        parent_id: str | None,
+    ) -> Write:
+        """The write of ``complete_workflow``'s outcome, not yet submitted."""
         params = (status, output, error, now, now, workflow_id, lease.owner, lease.epoch)
         what = f"recording the outcome of workflow {workflow_id!r}"
         pushed = self._notify_params(EVENT_DONE + workflow_id)
@@ -166,9 +200,7 @@ class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance, SqlQueues):
                 return lambda: bool(cursor.rowcount == 1)  # a row: it matched, and pushed
 
             # In a batch, it goes with the batch's other such completions (one row each).
-            return self._writer.submit_deferred(
-                update_alone, what, single=True, row=(alone_sql, alone_params)
-            )
+            return Write(update_alone, True, what, single=True, row=(alone_sql, alone_params))
         complete_sql = self._hot.complete_workflow
         if parent_id is not None:
             topic = CHILD_TOPIC + workflow_id
@@ -195,7 +227,7 @@ class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance, SqlQueues):
             self._notify(conn, EVENT_DONE + workflow_id)
             return lambda: bool(cursor.rowcount == 1)
 
-        return self._writer.submit_deferred(update, what)
+        return Write(update, True, what)
 
     def set_note(self, workflow_id: str, note: str | None, now: float) -> None:
         sql = self._sql(q.SET_NOTE)
@@ -204,59 +236,6 @@ class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance, SqlQueues):
     def active_versions(self) -> list[VersionCount]:
         rows = self._read(self._sql(q.ACTIVE_VERSIONS))
         return [VersionCount(row[0], int(row[1]), int(row[2]), float(row[3])) for row in rows]
-
-    # -- held workflows ----------------------------------------------------------------
-
-    def hold_workflow(
-        self, workflow_id: str, lease: Lease, hold: Hold, note: str, now: float
-    ) -> Future[bool]:
-        sql = self._sql(q.HOLD_WORKFLOW)
-        params = {
-            "id": workflow_id,
-            "owner": lease.owner,
-            "epoch": lease.epoch,
-            "retry_at": hold.retry_at,
-            "note": note,
-            "code": hold.code,
-            "detail": hold.to_json(),
-            "now": now,
-        }
-
-        def update(conn: Any) -> bool:
-            # A returned row, not a row count: PostgreSQL's pipeline knows that only at commit.
-            return conn.execute(sql, params).fetchone() is not None
-
-        return self._writer.submit(update, f"holding workflow {workflow_id!r}")
-
-    def release_holds(
-        self, names: Sequence[str], app_version: str, codes: Sequence[str], now: float
-    ) -> int:
-        sql = self._sql(q.RELEASE_HOLDS)
-        params = {
-            "now": now,
-            "version": app_version,
-            "codes": self._dialect.text_list(codes),
-            "names": self._dialect.text_list(names),
-        }
-
-        def release(conn: Any) -> int:
-            released: int = conn.execute(sql, params).rowcount
-            if released:
-                self._notify(conn, EVENT_READY)
-            return released
-
-        return self._write(release)
-
-    def retry_held(self, workflow_id: str, now: float) -> bool:
-        sql = self._sql(q.RETRY_HELD)
-
-        def retry(conn: Any) -> bool:
-            due = conn.execute(sql, {"id": workflow_id, "now": now}).fetchone() is not None
-            if due:
-                self._notify(conn, EVENT_READY)
-            return due
-
-        return self._write(retry)
 
     # -- steps -----------------------------------------------------------------------
 
@@ -564,8 +543,8 @@ class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance, SqlQueues):
         return [workflow_record(row) for row in rows]
 
 
-def step_params(workflow_id: str, lease: Lease, step: StepRecord) -> tuple[Any, ...]:
-    """The parameters of ``INSERT_STEP``, in order."""
+def step_values(workflow_id: str, step: StepRecord) -> tuple[Any, ...]:
+    """The values of a step's row, in the order of the statements that insert it."""
     return (
         workflow_id,
         step.position,
@@ -577,7 +556,9 @@ def step_params(workflow_id: str, lease: Lease, step: StepRecord) -> tuple[Any, 
         step.next_attempt_at,
         step.updated_at,
         step.started_at,
-        workflow_id,
-        lease.owner,
-        lease.epoch,
     )
+
+
+def step_params(workflow_id: str, lease: Lease, step: StepRecord) -> tuple[Any, ...]:
+    """The parameters of ``INSERT_STEP``, in order: the row's values, then its fence."""
+    return (*step_values(workflow_id, step), workflow_id, lease.owner, lease.epoch)

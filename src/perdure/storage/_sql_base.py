@@ -25,8 +25,8 @@ from .._errors import StoreError
 from .._model import WorkflowState
 from . import _statements as q
 from . import _statements_compliance as c
-from ._base import NewWorkflow, Store, WorkflowRecord
-from ._batch import GroupCommitter
+from ._base import Lease, NewWorkflow, StepRecord, Store, WorkflowRecord
+from ._batch import GroupCommitter, Write
 from ._dialect import Dialect
 from ._queries import workflow_record
 
@@ -55,6 +55,8 @@ class HotStatements:
     get_workflow: str
     complete_workflow: str
     complete_and_notify: str
+    #: A step record and ``complete_and_notify`` in one statement (where it pushes).
+    record_and_complete: str
 
     @classmethod
     def render(cls, dialect: Dialect) -> HotStatements:
@@ -69,6 +71,7 @@ class HotStatements:
             dialect.sql(q.GET_WORKFLOW),
             dialect.sql(q.COMPLETE_WORKFLOW),
             dialect.sql(q.COMPLETE_AND_NOTIFY),
+            dialect.sql(q.RECORD_AND_COMPLETE),
         )
 
 
@@ -201,6 +204,11 @@ class SqlBase(Store):
     @abc.abstractmethod
     def _write(self, fn: Callable[[Any], T]) -> T:
         """``fn(conn)`` in one transaction, committed before this returns."""
+
+    @abc.abstractmethod
+    def _step_write(self, workflow_id: str, lease: Lease, step: StepRecord) -> Write:
+        """The write of ``record_step`` (its locking differs between the stores), made
+        for the writer but not yet submitted: alone, or with a workflow's outcome."""
 
     def _notify(self, conn: Any, event: str) -> None:
         """Push ``event`` to listeners at commit; stores that cannot push do nothing."""

@@ -28,7 +28,7 @@ from urllib.parse import parse_qs, urlsplit
 from .._errors import ConfigurationError
 from .._text import redact_url
 from ._base import Lease, StepRecord, WorkflowRecord
-from ._batch import GroupCommitter
+from ._batch import GroupCommitter, Write
 from ._dialect import SQLITE
 from ._limits import check_key, check_topic
 from ._queries import (
@@ -349,13 +349,11 @@ class SQLiteStore(SqlTransactions):
 
     # -- what relies on SQLite's one writer at a time ------------------------------------
 
-    def record_step(self, workflow_id: str, lease: Lease, step: StepRecord) -> Future[bool]:
+    def _step_write(self, workflow_id: str, lease: Lease, step: StepRecord) -> Write:
         params = step_params(workflow_id, lease, step)
-        return self._writer.submit(
-            lambda conn: conn.execute(_INSERT_STEP, params).rowcount == 1, single=True
-        )
+        return Write(lambda conn: conn.execute(_INSERT_STEP, params).rowcount == 1, single=True)
 
-    def complete_workflow(
+    def _completion(
         self,
         workflow_id: str,
         lease: Lease,
@@ -363,19 +361,17 @@ class SQLiteStore(SqlTransactions):
         output: str | None,
         error: str | None,
         now: float,
-        parent_id: str | None = None,
-    ) -> Future[bool]:
+        parent_id: str | None,
+    ) -> Write:
         if parent_id is not None:
-            return super().complete_workflow(
-                workflow_id, lease, status, output, error, now, parent_id
-            )
+            return super()._completion(workflow_id, lease, status, output, error, now, parent_id)
         # No parent to tell, and this store pushes no events: one statement, whose row
         # count SQLite knows at once (the shared version reads it after the commit, for
         # PostgreSQL's pipeline).
         params = (status, output, error, now, now, workflow_id, lease.owner, lease.epoch)
-        return self._writer.submit(
+        return Write(
             lambda conn: conn.execute(_COMPLETE, params).rowcount == 1,
-            f"recording the outcome of workflow {workflow_id!r}",
+            what=f"recording the outcome of workflow {workflow_id!r}",
             single=True,
         )
 

@@ -198,6 +198,17 @@ INSERT_STEPS_JSON = (
 #: The same, saying whether it recorded (a row count is known only at the commit in
 #: PostgreSQL's pipeline: a returned row is read instead).
 INSERT_STEP_RETURNING = INSERT_STEP + " RETURNING 1"
+# A run's last step record (held for its outcome) and its ``COMPLETE_AND_NOTIFY`` in one
+# statement (PostgreSQL): one round trip for a workflow's last step and its end. The
+# record is written only if the completion matched (``FROM done``): the completion's
+# fence, whose UPDATE locks the row, is the record's too. (``INSERT_STEP``'s own fence
+# would not do here: its FOR KEY SHARE skips a row this statement updates.)
+RECORD_AND_COMPLETE = (
+    f"WITH done AS ({COMPLETE_WORKFLOW} RETURNING id), step AS ("
+    + _STEP_INTO
+    + "SELECT ?{text}, ?{text}, ?{text}, ?{text}, ?{text}, ?{text}, ?{int}, ?{real}, "
+    "?{real}, ?{real} FROM done " + _STEP_UPSERT + ") SELECT pg_notify(?, ?) FROM done"
+)
 
 # -- executors and leases --------------------------------------------------------------------
 

@@ -88,7 +88,7 @@ class _Watch:
             return
         store._perdure_watch = self  # type: ignore[attr-defined]
         record_step, consume, set_event = store.record_step, store.consume_message, store.set_event
-        claim = store.claim_workflows
+        claim, complete = store.claim_workflows, store.complete_workflow
 
         def watched_record(workflow_id: str, lease: Lease, step: StepRecord) -> Future[bool]:
             future = record_step(workflow_id, lease, step)
@@ -112,6 +112,18 @@ class _Watch:
                 return future
             return self._after(future, bool, "event", step)
 
+        def watched_complete(*args: Any, **kwargs: Any) -> Future[bool]:
+            # The run's last step records go with its outcome (held until it): each is a
+            # point, as when it was a write of its own, counted before the write (a waiter
+            # may see the outcome before the write's future resolves); a crash there finds
+            # the workflow done.
+            steps = kwargs.get("steps", ())
+            due = args[0] == self.workflow_id and any([self._count("step", s) for s in steps])
+            future = complete(*args, **kwargs)
+            if due:
+                future.add_done_callback(lambda _: self._crash_soon())
+            return future
+
         def watched_claim(*args: Any, **kwargs: Any) -> list[WorkflowRecord]:
             claimed = claim(*args, **kwargs)
             for record in claimed:
@@ -125,6 +137,7 @@ class _Watch:
         store.consume_message = watched_consume  # type: ignore[method-assign]
         store.set_event = watched_event  # type: ignore[method-assign]
         store.claim_workflows = watched_claim  # type: ignore[method-assign]
+        store.complete_workflow = watched_complete  # type: ignore[method-assign]
 
     def _count(self, kind: str, step: StepRecord | None = None) -> bool:
         """Count a durable write; whether the crash is due after it."""
@@ -324,6 +337,8 @@ def assert_survives_crashes(
             workflow_id = f"{prefix}-{point.index}"
             watch.arm(workflow_id, point.index)
             got = _run(app, watch, fn, workflow_id, (args, kwargs))
+            if len(watch.points) >= point.index:
+                watch.crashed.wait(_WAIT)  # reached: a crash after the outcome may be under way
             if not watch.crashed.is_set():
                 failures.append(
                     f"{point}: the run ended after {len(watch.points)} durable write(s) "
