@@ -83,15 +83,15 @@ def test_a_refused_side_effect_is_not_recorded() -> None:
 def test_a_held_record_waits_for_the_next_write_or_goes_with_the_outcome() -> None:
     store, writes = FakeStore(), Writes()
     writes.hold("first", store.write("first"), accept)
-    assert not writes.clear and store.submitted == []
+    assert writes.held and store.submitted == []
     writes.release()  # the run's next durable operation
-    assert store.submitted == ["first"] and not writes.clear
+    assert store.submitted == ["first"] and not writes.held and not writes.clear
     store.futures["first"].set_result(True)
     assert writes.clear
     writes.hold("last", store.write("last"), accept)
     held = writes.take_held()  # the outcome writes it
     assert [record for record, _, _ in held] == ["last"]
-    assert writes.clear and store.submitted == ["first"]
+    assert not writes.held and writes.clear and store.submitted == ["first"]
     writes.release()  # nothing held: nothing to do
     assert store.submitted == ["first"]
 

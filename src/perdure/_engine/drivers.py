@@ -44,6 +44,8 @@ def drive_sync(run: RunState, op: Op[T]) -> T:
         try:
             if run.writes.held:
                 _write_held(run)  # a held step record goes before whatever comes next
+                if type(effect) is Flush and run.writes.clear:
+                    continue  # the next step's flush: it wanted only that
             # The common cases first, inline (as in drive_async): they run for every step.
             if isinstance(effect, Attempt):
                 value = attempt_sync(run, effect)

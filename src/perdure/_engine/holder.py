@@ -8,8 +8,8 @@ step then costs no commit of its own). Workflow code between two steps is meant 
 be quick, but nothing stops it from computing for minutes or waiting on something
 perdure does not see; a record held all that time would be lost to a crash and
 missing from what an operator sees. So this thread, awake only while some run holds
-a record, submits every record held for at least one interval (between one and two:
-it looks once per interval, ``INTERVAL``).
+a record (and for a second after), submits every record held for at least one
+interval (between one and two: it looks once per interval, ``INTERVAL``).
 
 Its writes only queue (``storage.queue_only``): the store's writer commits them
 together, instead of this thread committing one after the other.
@@ -25,6 +25,8 @@ from ..storage import queue_only
 
 #: Seconds between looks: a record is held at most about twice this long.
 INTERVAL = 0.02
+#: Looks that found nothing held before the thread parks until the next hold.
+_PARK_AFTER = 50
 
 
 class Holding(Protocol):
@@ -69,8 +71,13 @@ class _Holder:
 
     def _main(self) -> None:
         queue_only()
+        idle = 0
         while True:
-            if not self._holding:
+            # Parked only after a second of nothing held: between a busy process's
+            # steps nothing may be held for a moment, and a wake-up per step would cost
+            # more than a look per interval.
+            idle = 0 if self._holding else idle + 1
+            if idle >= _PARK_AFTER:
                 self._parked = True
                 # Looked at again once parked: a watch in between saw it awake and did
                 # not wake it.
@@ -78,6 +85,7 @@ class _Holder:
                     self._wake.wait()
                 self._wake.clear()
                 self._parked = False
+                idle = 0
             time.sleep(INTERVAL)
             self.tick += 1
             due = self.tick - 2

@@ -147,13 +147,14 @@ class WorkflowRun(RunState):
         diverged = self.history.diverged
         if diverged is not None and not isinstance(ended.signal, _FINAL):
             ended = _Ended(signal=diverged)  # whatever the code did with it: hold it
-        if self.writes.held and not isinstance(ended.signal, _SIGNALS):
+        writes = self.writes
+        if writes.held and ended.signal is None:
             # The last step records go with the outcome, in its transaction.
-            self.last_steps = [record for record, _, _ in self.writes.take_held()]
-        elif self.writes.held and isinstance(ended.signal, _FINAL):
-            self.writes.take_held()  # nothing more is written
-        # (Nothing pending and no failure unseen: a flush would have nothing to do.)
-        if not self.writes.clear and not isinstance(ended.signal, _FINAL):
+            self.last_steps = [record for record, _, _ in writes.take_held()]
+        elif writes.held and isinstance(ended.signal, _FINAL):
+            writes.take_held()  # nothing more is written
+        # (Nothing pending or held and no failure unseen: a flush would have nothing to do.)
+        if (not writes.clear or writes.held) and not isinstance(ended.signal, _FINAL):
             try:
                 yield Flush()
             except (LeaseLost, CheckpointFailed):

@@ -65,8 +65,9 @@ def step(
         call.attempts = recorded.attempts
         call.next_attempt_at = recorded.next_attempt_at
         conditions.restore(call, recorded)
-    # An attempt is a side effect: what it may rest on must be durable first.
-    if not run.writes.clear:
+    # An attempt is a side effect: what it may rest on must be durable first (the
+    # previous step's held record, too).
+    if not run.writes.clear or run.writes.held:
         yield Flush()
     # Whether attempts may have conditions (a breaker, a probe): most steps have none, and
     # then neither the gate nor the breaker's report is asked, attempt after attempt.

@@ -39,6 +39,9 @@ _NO_WRITES: list[Future[None]] = []
 _NO_FAILURES: list[BaseException] = []
 _NOTHING_HELD: list[tuple[Any, Callable[[], Future[Any]], Callable[[Any], None]]] = []
 _FIRST = threading.Lock()
+# Guards every run's held records: taken briefly, by a run's thread and the holder's (a
+# lock of each run's own would be one more object per run for the garbage collector).
+_HELD = threading.Lock()
 
 
 def _settle(out: Future[None], error: BaseException | None) -> None:
@@ -69,6 +72,7 @@ class Writes:
         self._failures: list[BaseException] = _NO_FAILURES
         #: The step records held (see the module), each with how to submit and check it:
         #: truthy while any is (a plain attribute: the drivers read it before every effect).
+        #: Not counted in ``clear``.
         self.held = _NOTHING_HELD
         #: The holder's tick when the oldest of them was held (``holder.py``).
         self.held_since = 0
@@ -141,31 +145,29 @@ class Writes:
         self, record: Any, submit: Callable[[], Future[Any]], check: Callable[[Any], None]
     ) -> None:
         """Hold ``record`` (written by ``submit()``, its result accepted by ``check``)
-        for the run's next write, or its outcome (see the module)."""
-        with self._chain():
+        for the run's next write, or its outcome (see the module). Held records do not
+        count in ``clear``: whoever decides on a flush looks at ``held`` too."""
+        with _HELD:
             first = not self.held
             if first:
-                self.held = []
-            self.held.append((record, submit, check))
-            self.clear = False
+                self.held = [(record, submit, check)]
+            else:
+                self.held.append((record, submit, check))
         if first:
             holder.watch(self)
 
     def release(self) -> None:
         """Submit the held records (each a plain write: what comes next waits for it)."""
-        with self._chain():
-            held, self.held = self.held, _NOTHING_HELD
-        holder.forget(self)
-        for _, submit, check in held:
+        for _, submit, check in self.take_held():
             self.submit(submit, check)
 
     def take_held(self) -> list[tuple[Any, Callable[[], Future[Any]], Callable[[Any], None]]]:
         """The held records (each with how to submit and check it), no longer held: the
         caller writes them (at once, or with the outcome)."""
-        with self._chain():
+        with _HELD:  # the run's thread and the holder's may both ask: one gets them
             held, self.held = self.held, _NOTHING_HELD
-            self.clear = not self._pending and not self._failures
-        holder.forget(self)
+        if held:
+            holder.forget(self)
         return held
 
     def pending(self) -> list[Future[None]]:
@@ -184,7 +186,7 @@ class Writes:
                 self._since_barrier.pop(0)
             if error is not None:
                 self._failures.append(error)
-            self.clear = not self._pending and not self._failures and not self.held
+            self.clear = not self._pending and not self._failures
 
     def seen(self) -> BaseException | None:
         """The first failure of the writes that ended since the last call, if any."""
@@ -192,7 +194,7 @@ class Writes:
             return None
         with self._chain():
             failures, self._failures = self._failures, []
-            self.clear = not self._pending and not self.held
+            self.clear = not self._pending
         return failures[0]
 
 

@@ -62,8 +62,8 @@ _BACKOFF_MAX = 2.0
 class Write:
     """One write for the committer: ``fn`` and how it may go (see ``submit_deferred``).
     ``group``: the writes submitted together with it (``submit_together``), if any;
-    ``alone``, on the first of a group: the one statement that does what the group does,
-    sent when the group is a batch by itself."""
+    ``alone``, on the first of a group: the ``fn`` of a deferred write of one statement
+    that does what the group does, sent when the group is a batch by itself."""
 
     __slots__ = ("alone", "deferred", "fn", "future", "group", "row", "single", "then", "what")
 
@@ -84,7 +84,7 @@ class Write:
         self.then = then
         self.future: Future[Any] = Future()
         self.group: tuple[Write, ...] | None = None
-        self.alone: Write | None = None
+        self.alone: Callable[[Any], Callable[[], Any]] | None = None
 
 
 #: How a driver sends several one-row writes of one statement together (fenced step
@@ -235,13 +235,15 @@ class GroupCommitter(Generic[C]):
         self._enqueue(write)
         return write.future
 
-    def submit_together(self, writes: list[Write], alone: Write | None = None) -> list[Future[Any]]:
+    def submit_together(
+        self, writes: list[Write], alone: Callable[[C], Callable[[], Any]] | None = None
+    ) -> list[Future[Any]]:
         """Queue ``writes`` (made as ``submit`` and ``submit_deferred`` make theirs) to
         go in one transaction, all or none: always in the same batch, and tried again
-        as one when a batch fails (see ``_run``). ``alone``: a write of one statement
-        (``single``) that does what they do, sent instead when they are a batch by
-        themselves (in ``alone``'s context: one round trip); its result is each one's.
-        Returns their futures, in order."""
+        as one when a batch fails (see ``_run``). ``alone``: as the ``fn`` of a deferred
+        write (``submit_deferred``), one statement that does what they do, sent instead
+        when they are a batch by themselves (in ``alone``'s context: one round trip);
+        its result is each one's. Returns their futures, in order."""
         group = tuple(writes)
         for write in group:
             write.group = group
@@ -367,9 +369,12 @@ class GroupCommitter(Generic[C]):
         self._retry_at = 0.0
         return self._conn
 
-    def _run_as_one(self, conn: C, group: list[Write], alone: Write) -> Exception | None:
-        """Run a group alone in its batch as its one statement; each of its writes gets
-        that statement's result (or failure)."""
+    def _run_as_one(
+        self, conn: C, group: list[Write], fn: Callable[[Any], Callable[[], Any]]
+    ) -> Exception | None:
+        """Run a group alone in its batch as its one statement (``fn``); each of its
+        writes gets that statement's result (or failure)."""
+        alone = Write(fn, True, group[-1].what, single=True)
         lost = self._run(conn, [alone])
         error = alone.future.exception()  # resolved: _run settles every future
         for write in group:

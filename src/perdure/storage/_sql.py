@@ -164,7 +164,8 @@ class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance, SqlQueues, SqlHolds):
         if not steps:
             return self._writer.submit_write(outcome)
         writes = [self._step_write(workflow_id, lease, step) for step in steps]
-        alone, pushed = None, self._notify_params(EVENT_DONE + workflow_id)
+        alone: Callable[[Any], Callable[[], bool]] | None = None
+        pushed = self._notify_params(EVENT_DONE + workflow_id)
         if len(steps) == 1 and parent_id is None and pushed is not None:
             # Alone in its batch, the record and the completion are one statement too.
             sql = self._hot.record_and_complete
@@ -175,7 +176,7 @@ class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance, SqlQueues, SqlHolds):
                 cursor = conn.execute(sql, params)
                 return lambda: bool(cursor.rowcount == 1)  # a row: it completed, and pushed
 
-            alone = Write(both, True, outcome.what, single=True)
+            alone = both
         return self._writer.submit_together([*writes, outcome], alone)[-1]
 
     def _completion(
