@@ -196,3 +196,41 @@ def test_an_async_workflows_concurrent_steps_go_with_its_outcome(database_url: s
         assert handle.result(timeout=30) == 12
     steps = app.store.load_steps(handle.workflow_id)
     assert sorted(s.status for s in steps) == ["SUCCEEDED"] * 4
+
+
+def test_each_task_of_an_async_workflow_sees_its_last_record_before_its_next_step(
+    database_url: str,
+) -> None:
+    """In an async workflow whose tasks run steps side by side, a held record another
+    task wrote first is still durable before its own task's next step runs."""
+    app = App(database_url)
+    missing: list[str] = []
+
+    @app.step
+    async def first(lane: int) -> int:
+        await asyncio.sleep(0.001 * lane)
+        return lane
+
+    @app.step
+    async def second(wid: str, lane: int) -> int:
+        positions = {s.position for s in app.store.load_steps(wid)}
+        if f"t{lane}.0" not in positions:
+            missing.append(f"lane {lane}: {sorted(positions)}")
+        return lane
+
+    @app.workflow
+    async def lanes() -> int:
+        wid = perdure.workflow_id()
+
+        async def lane(n: int) -> int:
+            return await first(n) + await second(wid, n)
+
+        tasks = [asyncio.create_task(lane(n)) for n in range(8)]
+        return sum(await asyncio.gather(*tasks))
+
+    with app:
+        handles = [app.start(lanes) for _ in range(5)]
+        assert [h.result(timeout=60) for h in handles] == [56] * 5
+        steps = app.store.load_steps(handles[0].workflow_id)
+    assert missing == []
+    assert len(steps) == 16

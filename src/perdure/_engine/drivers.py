@@ -26,6 +26,7 @@ from .._errors import CheckpointFailed, ConfigurationError, LeaseLost
 from .attempts import attempt_async, attempt_sync
 from .effects import Attempt, Await, Commit, Effect, Flush, Op, Pause
 from .state import RunState
+from .writes import Writes
 
 T = TypeVar("T")
 
@@ -105,9 +106,14 @@ async def drive_async(run: RunState, op: Op[T]) -> T:
             result: T = stop.value
             return result
         value, error = None, None
-        if run.writes.held:
-            run.writes.release()
         try:
+            writes = run.writes
+            if writes.held or writes.in_flight:
+                # A held step record (this task's, or another task's of the run) goes
+                # before whatever comes next.
+                await _write_held_async(run)
+                if type(effect) is Flush and writes.clear:
+                    continue  # the next step's flush: it wanted only that
             # The common cases first, inline: they run for every step.
             kind = type(effect)
             if kind is Attempt:
@@ -133,6 +139,38 @@ async def drive_async(run: RunState, op: Op[T]) -> T:
             value = await _async(run, effect)
         except BaseException as exc:  # noqa: BLE001 - thrown into the operation
             error = exc
+
+
+async def _write_held_async(run: RunState) -> None:
+    """Write the run's held step records and wait for them, and for those another task
+    of the run is writing (``Writes.in_flight``): as ``_write_held``, on the loop."""
+    writes = run.writes
+    held = writes.take_held()
+    if held:
+        if not writes.in_flight:
+            writes.in_flight = []
+        writes.in_flight.extend((submit(), check) for _, submit, check in held)
+        del held
+    for write in list(writes.in_flight):
+        future, check = write
+        try:
+            # Cancelled (the task, not the write), it stays in flight for the others.
+            result = await _bridged(run, future)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            _landed(writes, write)
+            raise run.failed(exc) from exc
+        _landed(writes, write)
+        try:
+            check(result)
+        except BaseException as exc:
+            raise run.failed(exc) from exc
+
+
+def _landed(writes: Writes, write: tuple[Future[Any], Callable[[Any], None]]) -> None:
+    if write in writes.in_flight:  # another task may have waited for it first
+        writes.in_flight.remove(write)
 
 
 # -- the sync driver's effects ------------------------------------------------------------

@@ -154,7 +154,8 @@ class WorkflowRun(RunState):
         elif writes.held and isinstance(ended.signal, _FINAL):
             writes.take_held()  # nothing more is written
         # (Nothing pending or held and no failure unseen: a flush would have nothing to do.)
-        if (not writes.clear or writes.held) and not isinstance(ended.signal, _FINAL):
+        pending = not writes.clear or writes.held or writes.in_flight
+        if pending and not isinstance(ended.signal, _FINAL):
             try:
                 yield Flush()
             except (LeaseLost, CheckpointFailed):

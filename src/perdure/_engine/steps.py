@@ -67,7 +67,8 @@ def step(
         conditions.restore(call, recorded)
     # An attempt is a side effect: what it may rest on must be durable first (the
     # previous step's held record, too).
-    if not run.writes.clear or run.writes.held:
+    writes = run.writes
+    if not writes.clear or writes.held or writes.in_flight:
         yield Flush()
     # Whether attempts may have conditions (a breaker, a probe): most steps have none, and
     # then neither the gate nor the breaker's report is asked, attempt after attempt.

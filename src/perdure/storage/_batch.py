@@ -123,22 +123,34 @@ def _fail(op: Write, exc: BaseException) -> None:
 
 
 def _in_group_order(batch: list[Write], units: list[list[int]]) -> list[list[int]]:
-    """``units`` (in the order of their first writes) reordered so that the writes of
-    each group go in the group's order: a shared statement holding later writes of a
-    group goes after those holding earlier ones (a step record before the outcome that
-    drops the lease it is fenced by). Each write one by one, in the batch's order, if no
-    such order exists."""
+    """``units`` (in the order of their first writes) reordered, if they must be, so
+    that the writes of each group go in the group's order: a shared statement holding
+    later writes of a group goes after those holding earlier ones (a step record before
+    the outcome that drops the lease it is fenced by). Each write one by one, in the
+    batch's order, if no such order exists."""
+    if _group_order_holds(batch, units):
+        return units  # the usual case: the batch's first step record came first
     rank = [0 if op.group is None else op.group.index(op) for op in batch]
     ordered = sorted(units, key=lambda unit: max(rank[i] for i in unit))  # stable
-    where = {i: place for place, unit in enumerate(ordered) for i in unit}
-    index_of = {id(op): index for index, op in enumerate(batch)}
-    for op in batch:
+    if _group_order_holds(batch, ordered):
+        return ordered
+    return [[index] for index in range(len(batch))]
+
+
+def _group_order_holds(batch: list[Write], units: list[list[int]]) -> bool:
+    """Whether sending ``units`` in this order sends each group's writes in order (a
+    group's writes stand side by side in its batch: they were queued as one item)."""
+    place = [0] * len(batch)
+    for number, unit in enumerate(units):
+        for index in unit:
+            place[index] = number
+    for index, op in enumerate(batch):
         group = op.group
         if group is not None and op is group[0]:
-            places = [where[index_of[id(member)]] for member in group]
+            places = place[index : index + len(group)]
             if places != sorted(places):
-                return [[index] for index in range(len(batch))]
-    return ordered
+                return False
+    return True
 
 
 class GroupCommitter(Generic[C]):

@@ -544,8 +544,17 @@ class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance, SqlQueues, SqlHolds):
         return [workflow_record(row) for row in rows]
 
 
+_NO_LEASE = Lease("", 0)
+
+
 def step_values(workflow_id: str, step: StepRecord) -> tuple[Any, ...]:
     """The values of a step's row, in the order of the statements that insert it."""
+    return step_params(workflow_id, _NO_LEASE, step)[:10]
+
+
+def step_params(workflow_id: str, lease: Lease, step: StepRecord) -> tuple[Any, ...]:
+    """The parameters of ``INSERT_STEP``, in order: ``step_values``, then its fence
+    (one tuple built, not two: it is on every step's path)."""
     return (
         workflow_id,
         step.position,
@@ -557,9 +566,7 @@ def step_values(workflow_id: str, step: StepRecord) -> tuple[Any, ...]:
         step.next_attempt_at,
         step.updated_at,
         step.started_at,
+        workflow_id,
+        lease.owner,
+        lease.epoch,
     )
-
-
-def step_params(workflow_id: str, lease: Lease, step: StepRecord) -> tuple[Any, ...]:
-    """The parameters of ``INSERT_STEP``, in order: the row's values, then its fence."""
-    return (*step_values(workflow_id, step), workflow_id, lease.owner, lease.epoch)
