@@ -26,7 +26,7 @@ from .._errors import CheckpointFailed, ConfigurationError, LeaseLost
 from .attempts import attempt_async, attempt_sync
 from .effects import Attempt, Await, Commit, Effect, Flush, Op, Pause
 from .state import RunState
-from .writes import Writes
+from .writes import NOTHING_IN_FLIGHT, Writes
 
 T = TypeVar("T")
 
@@ -147,11 +147,11 @@ async def _write_held_async(run: RunState) -> None:
     writes = run.writes
     held = writes.take_held()
     if held:
-        if not writes.in_flight:
-            writes.in_flight = []
-        writes.in_flight.extend((submit(), check) for _, submit, check in held)
+        if writes.in_flight is NOTHING_IN_FLIGHT:
+            writes.in_flight = []  # the run's own, made once
+        writes.in_flight.extend([(submit(), check) for _, submit, check in held])
         del held
-    for write in list(writes.in_flight):
+    for write in writes.in_flight[:]:
         future, check = write
         try:
             # Cancelled (the task, not the write), it stays in flight for the others.

@@ -31,6 +31,10 @@ class Flush:
     no side effect and no outcome may rest on a value whose record is not."""
 
 
+#: The one ``Flush`` the hot path yields (it has no fields: one is as good as another).
+FLUSH = Flush()
+
+
 @dataclass(slots=True)
 class Commit:
     """Make a write durable: ``submit()`` returns the store's future, ``check`` judges

@@ -23,7 +23,7 @@ from . import conditions
 from .attempts import ABANDONED, abandoned
 from .call import StepCall
 from .drivers import drive_async, drive_sync
-from .effects import Attempt, Blocking, Flush, Op, Pause
+from .effects import FLUSH, Attempt, Blocking, Op, Pause
 from .state import RunState
 from .transactions import transaction_attempt
 
@@ -69,7 +69,7 @@ def step(
     # previous step's held record, too).
     writes = run.writes
     if not writes.clear or writes.held or writes.in_flight:
-        yield Flush()
+        yield FLUSH
     # Whether attempts may have conditions (a breaker, a probe): most steps have none, and
     # then neither the gate nor the breaker's report is asked, attempt after attempt.
     conditional = definition.breaker is not None or definition.retry.wait_for is not None

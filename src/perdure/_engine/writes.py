@@ -38,7 +38,7 @@ _NONE: set[Future[None]] = set()
 _NO_WRITES: list[Future[None]] = []
 _NO_FAILURES: list[BaseException] = []
 _NOTHING_HELD: list[tuple[Any, Callable[[], Future[Any]], Callable[[Any], None]]] = []
-_NOTHING_IN_FLIGHT: list[tuple[Future[Any], Callable[[Any], None]]] = []
+NOTHING_IN_FLIGHT: list[tuple[Future[Any], Callable[[Any], None]]] = []
 _FIRST = threading.Lock()
 # Guards every run's held records: taken briefly, by a run's thread and the holder's (a
 # lock of each run's own would be one more object per run for the garbage collector).
@@ -80,7 +80,7 @@ class Writes:
         #: Held records an async run's task submitted and awaits (with their checks):
         #: its other tasks wait for them too before their next effect (the loop's thread
         #: alone reads and changes it).
-        self.in_flight: list[tuple[Future[Any], Callable[[Any], None]]] = _NOTHING_IN_FLIGHT
+        self.in_flight: list[tuple[Future[Any], Callable[[Any], None]]] = NOTHING_IN_FLIGHT
 
     def _chain(self) -> threading.Lock:
         """The lock, and the run's own containers, made with its first write."""
