@@ -45,8 +45,8 @@ def drive_sync(run: RunState, op: Op[T]) -> T:
         try:
             if run.writes.held:
                 _write_held(run)  # a held step record goes before whatever comes next
-                if type(effect) is Flush and run.writes.clear:
-                    continue  # the next step's flush: it wanted only that
+                if type(effect) is Attempt:
+                    run.check_lease()  # as the attempt did before its wait for the record
             # The common cases first, inline (as in drive_async): they run for every step.
             if isinstance(effect, Attempt):
                 value = attempt_sync(run, effect)
@@ -107,15 +107,15 @@ async def drive_async(run: RunState, op: Op[T]) -> T:
             return result
         value, error = None, None
         try:
+            # The common cases first, inline: they run for every step.
+            kind = type(effect)
             writes = run.writes
             if writes.held or writes.in_flight:
                 # A held step record (this task's, or another task's of the run) goes
                 # before whatever comes next.
                 await _write_held_async(run)
-                if type(effect) is Flush and writes.clear:
-                    continue  # the next step's flush: it wanted only that
-            # The common cases first, inline: they run for every step.
-            kind = type(effect)
+                if kind is Attempt:
+                    run.check_lease()  # as the attempt did before its wait for the record
             if kind is Attempt:
                 value = await attempt_async(run, effect)  # type: ignore[arg-type]
                 continue

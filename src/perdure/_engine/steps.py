@@ -65,10 +65,10 @@ def step(
         call.attempts = recorded.attempts
         call.next_attempt_at = recorded.next_attempt_at
         conditions.restore(call, recorded)
-    # An attempt is a side effect: what it may rest on must be durable first (the
-    # previous step's held record, too).
-    writes = run.writes
-    if not writes.clear or writes.held or writes.in_flight:
+    # An attempt is a side effect: what it may rest on must be durable first. (The
+    # previous step's held record needs no flush: the driver writes it before any effect,
+    # this step's attempt too, and checks the lease again after it.)
+    if not run.writes.clear:
         yield FLUSH
     # Whether attempts may have conditions (a breaker, a probe): most steps have none, and
     # then neither the gate nor the breaker's report is asked, attempt after attempt.
