@@ -41,9 +41,9 @@ class CommitCounter:
             return
         sizes = self.sizes
 
-        def _run(committer: Any, conn: Any, batch: list[Any]) -> Any:
+        def _run(committer: Any, conn: Any, batch: list[Any], *args: Any, **kwargs: Any) -> Any:
             sizes.append(len(batch))
-            return original(committer, conn, batch)
+            return original(committer, conn, batch, *args, **kwargs)
 
         GroupCommitter._run = _run  # type: ignore[method-assign,assignment]
         self.installed = True

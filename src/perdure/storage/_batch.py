@@ -351,7 +351,14 @@ class GroupCommitter(Generic[C]):
             self._close(self._conn)
             self._conn = None
         conn = self._conn if self._conn is not None else self._reconnect(batch)
-        if conn is not None and self._run(conn, batch) is not None:
+        if conn is None:
+            return
+        first = batch[0]
+        if first.alone is not None and len(batch) == len(first.group or ()):
+            lost = self._run_as_one(conn, batch, first.alone)  # a group by itself
+        else:
+            lost = self._run(conn, batch)
+        if lost is not None:
             # The connection died under this batch: its writes failed; the next batch
             # gets a new connection.
             self._conn = None
@@ -456,9 +463,6 @@ class GroupCommitter(Generic[C]):
         """Run the batch in one transaction and resolve its futures; returns the error
         that broke the connection (every write not committed then failed), else None.
         ``unit``: the batch is one write or one group, which fails as a whole."""
-        first = batch[0]
-        if first.alone is not None and len(batch) == len(first.group or ()):
-            return self._run_as_one(conn, batch, first.alone)
         if self._alone is not None and (
             batch[0].single if len(batch) == 1 else self._one_statement(batch)
         ):
