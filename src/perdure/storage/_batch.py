@@ -61,11 +61,25 @@ _BACKOFF_MAX = 2.0
 
 class Write:
     """One write for the committer: ``fn`` and how it may go (see ``submit_deferred``).
-    ``group``: the writes submitted together with it (``submit_together``), if any;
-    ``alone``, on the first of a group: the ``fn`` of a deferred write of one statement
-    that does what the group does, sent when the group is a batch by itself."""
+    ``grouped``, ``place``: the number of writes submitted together with it
+    (``submit_together``; 0 if none) and its place among them (they stand side by side in
+    a batch: counts, not references, so that no write and its group make a cycle for the
+    garbage collector); ``alone``, on the first of a group: the ``fn`` of a deferred write
+    of one statement that does what the group does, sent when the group is a batch by
+    itself."""
 
-    __slots__ = ("alone", "deferred", "fn", "future", "group", "row", "single", "then", "what")
+    __slots__ = (
+        "alone",
+        "deferred",
+        "fn",
+        "future",
+        "grouped",
+        "place",
+        "row",
+        "single",
+        "then",
+        "what",
+    )
 
     def __init__(
         self,
@@ -83,7 +97,8 @@ class Write:
         self.row = row
         self.then = then
         self.future: Future[Any] = Future()
-        self.group: tuple[Write, ...] | None = None
+        self.grouped = 0
+        self.place = 0
         self.alone: Callable[[Any], Callable[[], Any]] | None = None
 
 
@@ -130,7 +145,7 @@ def _in_group_order(batch: list[Write], units: list[list[int]]) -> list[list[int
     batch's order, if no such order exists."""
     if _group_order_holds(batch, units):
         return units  # the usual case: the batch's first step record came first
-    rank = [0 if op.group is None else op.group.index(op) for op in batch]
+    rank = [op.place for op in batch]
     ordered = sorted(units, key=lambda unit: max(rank[i] for i in unit))  # stable
     if _group_order_holds(batch, ordered):
         return ordered
@@ -145,9 +160,8 @@ def _group_order_holds(batch: list[Write], units: list[list[int]]) -> bool:
         for index in unit:
             place[index] = number
     for index, op in enumerate(batch):
-        group = op.group
-        if group is not None and op is group[0]:
-            places = place[index : index + len(group)]
+        if op.grouped and not op.place:
+            places = place[index : index + op.grouped]
             if places != sorted(places):
                 return False
     return True
@@ -257,8 +271,8 @@ class GroupCommitter(Generic[C]):
         when they are a batch by themselves (in ``alone``'s context: one round trip);
         its result is each one's. Returns their futures, in order."""
         group = tuple(writes)
-        for write in group:
-            write.group = group
+        for place, write in enumerate(group):
+            write.grouped, write.place = len(group), place
         group[0].alone = alone
         self._enqueue(group)
         return [write.future for write in group]
@@ -354,7 +368,7 @@ class GroupCommitter(Generic[C]):
         if conn is None:
             return
         first = batch[0]
-        if first.alone is not None and len(batch) == len(first.group or ()):
+        if first.alone is not None and len(batch) == first.grouped:
             lost = self._run_as_one(conn, batch, first.alone)  # a group by itself
         else:
             lost = self._run(conn, batch)
@@ -416,7 +430,7 @@ class GroupCommitter(Generic[C]):
         for index, op in enumerate(batch):
             if op.row is not None:
                 together.setdefault(op.row[0], []).append(index)
-            if op.group is not None:
+            if op.grouped:
                 grouped = True
         if all(len(indexes) < 2 for indexes in together.values()):
             return [op.fn(conn) for op in batch]
@@ -494,10 +508,9 @@ class GroupCommitter(Generic[C]):
             # so give each write (each group submitted together) a transaction of its
             # own to find the culprit.
             for index, op in enumerate(batch):
-                group = op.group
-                if group is not None and op is not group[0]:
+                if op.place:
                     continue  # tried with the first of its group
-                lost = self._run(conn, [op] if group is None else list(group), unit=True)
+                lost = self._run(conn, batch[index : index + (op.grouped or 1)], unit=True)
                 if lost is not None:
                     for rest in batch[index + 1 :]:
                         _fail(rest, self._translate(lost))
