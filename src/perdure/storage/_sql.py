@@ -169,7 +169,7 @@ class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance, SqlQueues, SqlHolds):
         if len(steps) == 1 and parent_id is None and pushed is not None:
             # Alone in its batch, the record and the completion are one statement too.
             sql = self._hot.record_and_complete
-            done = (status, output, error, now, now, workflow_id, lease.owner, lease.epoch)
+            done = outcome_params(workflow_id, lease, status, output, error, now)
             params = (*done, *step_values(workflow_id, steps[0]), *pushed)
 
             def both(conn: Any) -> Callable[[], bool]:
@@ -190,7 +190,7 @@ class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance, SqlQueues, SqlHolds):
         parent_id: str | None,
     ) -> Write:
         """The write of ``complete_workflow``'s outcome, not yet submitted."""
-        params = (status, output, error, now, now, workflow_id, lease.owner, lease.epoch)
+        params = outcome_params(workflow_id, lease, status, output, error, now)
         what = f"recording the outcome of workflow {workflow_id!r}"
         pushed = self._notify_params(EVENT_DONE + workflow_id)
         if parent_id is None and pushed is not None:
@@ -542,6 +542,13 @@ class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance, SqlQueues, SqlHolds):
     def list_children(self, workflow_id: str, limit: int = 100) -> list[WorkflowRecord]:
         rows = self._read(self._sql(q.LIST_CHILDREN), {"id": workflow_id, "limit": limit})
         return [workflow_record(row) for row in rows]
+
+
+def outcome_params(
+    workflow_id: str, lease: Lease, status: str, output: str | None, error: str | None, now: float
+) -> tuple[Any, ...]:
+    """The parameters of ``COMPLETE_WORKFLOW``, in order (updated and finished now)."""
+    return (status, output, error, now, now, workflow_id, lease.owner, lease.epoch)
 
 
 _NO_LEASE = Lease("", 0)

@@ -39,7 +39,7 @@ from ._queries import (
     parked_on,
     workflow_record,
 )
-from ._sql import step_params
+from ._sql import outcome_params, step_params
 from ._sql_transact import SqlTransactions
 from ._sqlite_errors import CommitInDoubt, cannot_open, in_doubt, translate
 from ._statements import COMPLETE_WORKFLOW, INSERT_STEP, RENEW_EXECUTOR
@@ -368,7 +368,7 @@ class SQLiteStore(SqlTransactions):
         # No parent to tell, and this store pushes no events: one statement, whose row
         # count SQLite knows at once (the shared version reads it after the commit, for
         # PostgreSQL's pipeline).
-        params = (status, output, error, now, now, workflow_id, lease.owner, lease.epoch)
+        params = outcome_params(workflow_id, lease, status, output, error, now)
         return Write(
             lambda conn: conn.execute(_COMPLETE, params).rowcount == 1,
             what=f"recording the outcome of workflow {workflow_id!r}",
