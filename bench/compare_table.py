@@ -76,6 +76,15 @@ METRICS: tuple[Metric, ...] = (
         per_commit=True,
     ),
     Metric("throughput_async", "  cpu per checkout", "ms", _key("cpu_ms_per_checkout")),
+    Metric(
+        "throughput_async_loop",
+        "throughput, async def, app.start loop",
+        "wf/s",
+        _key("per_s"),
+        higher_is_better=True,
+        per_commit=True,
+    ),
+    Metric("throughput_async_loop", "  cpu per checkout", "ms", _key("cpu_ms_per_checkout")),
     Metric("recovery", "recovery", "s", _key("seconds")),
     Metric("recovery", "recovery, max", "s", _key("seconds_max")),
     Metric("waiting", "waiting cost, worker RSS", "MB", _waiting_rss),
@@ -91,7 +100,8 @@ def multiprocess_metrics(section: dict[str, Any]) -> list[Metric]:
         metrics.append(
             Metric(
                 "multiprocess",
-                f"multi-process, {kind}, {run['workers']} worker(s)",
+                f"multi-process, {kind}, {run['workers']} worker(s)"
+                + (", app.start loop" if run.get("submission") == "loop" else ""),
                 "wf/s",
                 _key("runs", key, "per_s"),
                 higher_is_better=True,

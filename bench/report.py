@@ -140,6 +140,7 @@ def table(results: dict[str, Any]) -> tuple[list[list[str]], dict[str, Any]]:
         ("throughput_sync", "throughput, sync def, app.start loop", True),
         ("throughput_sync_gather", "throughput, sync def, gather(start_async)", True),
         ("throughput_async", "throughput, async def, gather(start_async)", True),
+        ("throughput_async_loop", "throughput, async def, app.start loop", True),
     ):
         tp = results.get(key)
         if not tp:
@@ -226,6 +227,7 @@ def multiprocess_table(section: dict[str, Any]) -> list[list[str]]:
         rows.append(
             [
                 "sync def" if run["workflow"] == "checkout" else "async def",
+                run.get("submission", "gather"),
                 str(run["workers"]),
                 f"{run['per_s']:.0f}",
                 f"{run['wall_s']:.2f} (submit {run['submit_s']:.2f})",
@@ -252,6 +254,7 @@ def print_table(rows: list[list[str]], title: str, header: list[str] | None = No
 
 MP_HEADER = [
     "workflow",
+    "client",
     "workers",
     "wf/s",
     "wall s",

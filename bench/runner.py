@@ -16,7 +16,12 @@ from bench.figures.queue import queue
 from bench.figures.recovery import recovery
 from bench.figures.sequential import sequential
 from bench.figures.steps import step_overhead
-from bench.figures.throughput import throughput_async, throughput_sync, throughput_sync_gather
+from bench.figures.throughput import (
+    throughput_async,
+    throughput_async_loop,
+    throughput_sync,
+    throughput_sync_gather,
+)
 from bench.figures.waiting import waiting
 from bench.floor import floor_plain
 from bench.probe import COMMITS
@@ -54,6 +59,9 @@ def run_store(
             ws, counts["throughput"], counts["throughput_repeats"]
         ),
         "throughput_async": lambda: throughput_async(
+            ws, counts["throughput"], counts["throughput_repeats"]
+        ),
+        "throughput_async_loop": lambda: throughput_async_loop(
             ws, counts["throughput"], counts["throughput_repeats"]
         ),
         "recovery": lambda: recovery(ws, logs, counts["recovery"], counts["recovery_repeats"]),

@@ -51,6 +51,7 @@ SECTIONS = (
     "throughput_sync",
     "throughput_sync_gather",
     "throughput_async",
+    "throughput_async_loop",
     "recovery",
     "waiting",
     "multiprocess",

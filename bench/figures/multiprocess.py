@@ -1,5 +1,7 @@
 """Multi-process throughput (PostgreSQL): K ``perdure worker`` processes claim checkouts
-that a client whose App is not launched starts."""
+that a client whose App is not launched starts, all at once (``gather(start_async)``) or,
+with one worker, also one at a time in a plain ``app.start`` loop (the client a web
+handler would be)."""
 
 from __future__ import annotations
 
@@ -48,10 +50,17 @@ def _check_imports(answers: dict[int, dict[str, Any]]) -> None:
             raise RuntimeError(f"worker {pid} imported perdure from {theirs}, not {mine}")
 
 
+def _submit_loop(app: Any, fn: Any, n: int, prefix: str) -> None:
+    """Start n workflows one at a time; each ``app.start`` returns once its start is
+    durable."""
+    for i in range(n):
+        app.start(fn, f"{prefix}-{i}")
+
+
 def _multiprocess_once(
-    ws: Workspace, logs: Path, workers: int, fn_name: str, n: int, warmup: int
+    ws: Workspace, logs: Path, workers: int, fn_name: str, n: int, warmup: int, loop: bool
 ) -> dict[str, Any]:
-    db = ws.new(f"mp-{fn_name}-{workers}")
+    db = ws.new(f"mp-{fn_name}-{workers}{'-loop' if loop else ''}")
     probe_dir = Path(tempfile.mkdtemp(prefix="perdure-bench-probe-"))
     procs: list[subprocess.Popen[bytes]] = []
     client = build(db.url)
@@ -83,7 +92,7 @@ def _multiprocess_once(
         load = Load(ws.server_cpu)
         own0 = time.process_time()
         t0 = time.perf_counter()
-        submit(client.app, fn, n, "order")
+        (_submit_loop if loop else submit)(client.app, fn, n, "order")
         submitted = time.perf_counter() - t0
         deadline = time.monotonic() + 120
         while (done := db.count()) < warmup + n:
@@ -123,6 +132,7 @@ def _multiprocess_once(
     return {
         "workers": workers,
         "workflow": fn_name,
+        "submission": "loop" if loop else "gather",
         "n": n,
         "wall_s": wall,
         "submit_s": submitted,
@@ -145,16 +155,19 @@ def multiprocess(
 ) -> dict[str, Any]:
     """K worker processes share n checkouts started by a client whose App is not
     launched (so all are PENDING and claimed by the workers), for the sync-def and the
-    async-def checkout: workflows/s from the first submission until all n are done."""
+    async-def checkout: workflows/s from the first submission until all n are done.
+    With one worker, the client also starts them in a plain ``app.start`` loop."""
     runs: dict[str, list[dict[str, Any]]] = {}
     for fn_name in ("checkout", "checkout_async"):
-        for workers in worker_counts:
-            key = f"{fn_name}/{workers}"
+        variants = [(w, False) for w in worker_counts] + ([(1, True)] if 1 in worker_counts else [])
+        for workers, loop in variants:
+            key = f"{fn_name}/{workers}{'/loop' if loop else ''}"
             runs[key] = []
             for _ in range(repeats):
-                log(f"  {workers} worker(s), {fn_name} ...")
+                how = "app.start loop" if loop else "gather"
+                log(f"  {workers} worker(s), {fn_name}, {how} ...")
                 runs[key].append(
-                    _multiprocess_once(ws, logs, workers, fn_name, n, warmup=10 * workers)
+                    _multiprocess_once(ws, logs, workers, fn_name, n, 10 * workers, loop)
                 )
     medians = {}
     for key, tries in runs.items():

@@ -1,6 +1,6 @@
-"""Throughput in one process, three ways: a sync-def checkout driven by a plain
+"""Throughput in one process, four ways: a sync-def checkout driven by a plain
 ``app.start`` loop, the same submitted at once with ``gather(start_async)``, and an
-async-def checkout with ``gather``."""
+async-def checkout both ways."""
 
 from __future__ import annotations
 
@@ -86,6 +86,12 @@ def throughput_sync(ws: Workspace, n: int, repeats: int) -> dict[str, Any]:
 def throughput_sync_gather(ws: Workspace, n: int, repeats: int) -> dict[str, Any]:
     """Sync-def checkout submitted all at once: gather(start_async), gather(result_async)."""
     return _throughput(ws, "throughput-sync-gather", n, repeats, "checkout", _drive_gather)
+
+
+def throughput_async_loop(ws: Workspace, n: int, repeats: int) -> dict[str, Any]:
+    """Async-def checkout started by plain synchronous code: a loop of app.start() (each
+    returns once its start is durable), then each handle.result()."""
+    return _throughput(ws, "throughput-async-loop", n, repeats, "checkout_async", _drive_sync_loop)
 
 
 def throughput_async(ws: Workspace, n: int, repeats: int) -> dict[str, Any]:
