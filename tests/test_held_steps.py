@@ -59,13 +59,16 @@ def test_postgres_a_last_step_and_its_outcome_are_one_statement_in_one_round_tri
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize("alone", [True, False], ids=["one-statement", "transaction"])
 def test_postgres_a_held_record_goes_before_its_outcome_in_a_busy_batch(
-    postgres_url: str,
+    postgres_url: str, alone: bool
 ) -> None:
-    """In a batch, a held record joins the other step records' one statement and its
-    outcome the other outcomes', yet the record still goes first (its outcome drops the
-    lease that fences it), whatever else the batch holds and in whatever order; each
-    record commits in its outcome's transaction."""
+    """In a batch, a held record is written with its outcome, whatever else the batch
+    holds and in whatever order: in the batch's one statement (``alone``: only records
+    and outcomes), it is inserted from the outcome's update; in a transaction (another
+    write among them), it joins the other step records' statement, which goes before the
+    outcomes' (its outcome drops the lease that fences it). Each record commits in its
+    outcome's transaction."""
     store = open_store(postgres_url)
     try:
         store.migrate()
@@ -73,6 +76,8 @@ def test_postgres_a_held_record_goes_before_its_outcome_in_a_busy_batch(
             store.create_workflow(new(name), "me", 500.0).result()
         lease = Lease("me", 1)
         with _one_batch(store):
+            if not alone:  # a write that is no row: the batch is a transaction
+                store._writer.submit(lambda conn: conn.execute("SELECT 1"))
             futures = [
                 # An outcome without a record first: the outcomes' statement starts here.
                 store.complete_workflow("x", lease, "SUCCEEDED", "0", None, 300.0),
@@ -93,6 +98,82 @@ def test_postgres_a_held_record_goes_before_its_outcome_in_a_busy_batch(
             assert record is not None and record.finished_at == 300.0
         row = _xmin(store, "SELECT xmin FROM perdure_workflows WHERE id = %s", "a")
         assert row == _xmin(store, "SELECT xmin FROM perdure_steps WHERE workflow_id = %s", "a")
+    finally:
+        store.close()
+
+
+@pytest.mark.postgres
+def test_postgres_records_and_outcomes_of_a_batch_are_one_statement_each_fenced(
+    postgres_url: str, tmp_path: Any
+) -> None:
+    """A batch of step records and outcomes is one statement in one round trip (no BEGIN
+    or COMMIT), one transaction, yet each write gets its own answer: a record of another
+    workflow under a stale lease is refused beside one written, a record carried by an
+    outcome is written with it, and with neither when the outcome's lease is stale."""
+    store = open_store(postgres_url)
+    trace = tmp_path / "trace.txt"
+    lease, stale = Lease("me", 1), Lease("me", 2)
+    try:
+        store.migrate()
+        for name in ("a", "b", "c", "d"):
+            store.create_workflow(new(name), "me", 500.0).result()
+        with _traced_writer(store, trace):
+            with _one_batch(store):
+                futures = [
+                    store.record_step("a", lease, step("0")),
+                    store.complete_workflow(
+                        "b", lease, "SUCCEEDED", "1", None, 300.0, steps=[step("0")]
+                    ),
+                    store.record_step("a", stale, step("1")),
+                    store.complete_workflow(
+                        "c", stale, "SUCCEEDED", "1", None, 300.0, steps=[step("0")]
+                    ),
+                    store.complete_workflow("d", lease, "FAILED", None, "{}", 300.0),
+                ]
+            assert [f.result(timeout=10) for f in futures] == [True, True, False, False, True]
+        assert [s.position for s in store.load_steps("a")] == ["0"]
+        assert [s.position for s in store.load_steps("b")] == ["0"]
+        assert store.load_steps("c") == []
+        statuses = {n: store.get_workflow(n).status for n in "abcd"}  # type: ignore[union-attr]
+        assert statuses == {"a": "RUNNING", "b": "SUCCEEDED", "c": "RUNNING", "d": "FAILED"}
+        rows = {
+            _xmin(store, "SELECT xmin FROM perdure_steps WHERE workflow_id = %s", "a"),
+            _xmin(store, "SELECT xmin FROM perdure_steps WHERE workflow_id = %s", "b"),
+            _xmin(store, "SELECT xmin FROM perdure_workflows WHERE id = %s", "b"),
+            _xmin(store, "SELECT xmin FROM perdure_workflows WHERE id = %s", "d"),
+        }
+        assert len(rows) == 1, rows
+    finally:
+        store.close()
+    writes = [f for f in _flights(trace) if "WITH" in f or "INSERT" in f]
+    assert writes == [["WITH"]], _flights(trace)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("first", ["record", "outcome"])
+def test_postgres_a_record_under_another_lease_than_its_outcome_is_answered_as_alone(
+    postgres_url: str, first: str
+) -> None:
+    """A record of a workflow that the batch completes, not under the outcome's lease,
+    cannot ride with it: the batch is a transaction, the record fenced by its own lease
+    before the outcome, as alone. (``first``: whose lease is the current one.)"""
+    store = open_store(postgres_url)
+    try:
+        store.migrate()
+        store.create_workflow(new("a"), "me", 500.0).result()
+        store.create_workflow(new("b"), "me", 500.0).result()
+        lease, stale = Lease("me", 1), Lease("me", 2)
+        record_lease, outcome_lease = (lease, stale) if first == "record" else (stale, lease)
+        with _one_batch(store):
+            futures = [
+                store.record_step("a", record_lease, step("0")),
+                store.complete_workflow("a", outcome_lease, "SUCCEEDED", "1", None, 300.0),
+                store.record_step("b", lease, step("0")),
+            ]
+        answers = [f.result(timeout=10) for f in futures]
+        assert answers == ([True, False, True] if first == "record" else [False, True, True])
+        assert len(store.load_steps("a")) == (1 if first == "record" else 0)
+        assert [s.position for s in store.load_steps("b")] == ["0"]
     finally:
         store.close()
 

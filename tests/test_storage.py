@@ -881,9 +881,10 @@ def test_postgres_a_batch_of_steps_is_one_statement_in_one_round_trip(
 ) -> None:
     """Steps that queued together are one statement (their parameters one JSON array:
     _pg_rows), atomic by itself, so sent in autocommit: one round trip, no BEGIN or
-    COMMIT. With a write of another kind among them (an outcome), the batch is one
-    transaction: BEGIN, their statements and COMMIT leave in one flight, answered by one
-    Sync (no second, empty, round trip)."""
+    COMMIT; with outcomes among them, one statement too (STEPS_AND_OUTCOMES_JSON). With a
+    write of another kind among them, the batch is one transaction: BEGIN, their
+    statements and COMMIT leave in one flight, answered by one Sync (no second, empty,
+    round trip)."""
     store = open_store(postgres_url)
     trace = tmp_path / "trace.txt"
     try:
@@ -900,16 +901,22 @@ def test_postgres_a_batch_of_steps_is_one_statement_in_one_round_trip(
                     store.complete_workflow("b", Lease("me", 1), "SUCCEEDED", "1", None, 2.0)
                 )
             assert all(future.result(timeout=10) for future in mixed)
-        assert [s.position for s in store.load_steps("a")] == ["0", "1", "2", "3", "4"]
+            with _one_batch(store):
+                other = [store.record_step("a", Lease("me", 1), step("5"))]
+                other.append(store._writer.submit(lambda conn: conn.execute("SELECT 1")))
+            assert all(future.result(timeout=10) for future in other)
+        assert [s.position for s in store.load_steps("a")] == ["0", "1", "2", "3", "4", "5"]
     finally:
         store.close()
     flights = _flights(trace)
-    writes = [i for i, f in enumerate(flights) if "INSERT" in f]
-    assert [flights[i] for i in writes] == [["INSERT"], ["BEGIN", "INSERT", "WITH", "COMMIT"]], (
-        flights
-    )
+    writes = [i for i, f in enumerate(flights) if "INSERT" in f or "WITH" in f]
+    assert [flights[i] for i in writes] == [
+        ["INSERT"],
+        ["WITH"],
+        ["BEGIN", "INSERT", "SELECT", "COMMIT"],
+    ], flights
     executed = _executions(trace)
-    assert [executed[i] for i in writes] == [1, 4], executed
+    assert [executed[i] for i in writes] == [1, 1, 4], executed
     # Every wait for the server answered statements: none was an empty round trip.
     assert [] not in flights[1:-1], flights
 

@@ -107,11 +107,24 @@ class Write:
 #: parameters of each, it returns a reader per write, called once the transaction
 #: committed, saying whether that write wrote its row.
 SendRows = Callable[[Any, str, list[Any]], list[Callable[[], bool]]]
+#: How a driver sends the one-row writes of a whole batch as one statement: given the
+#: connection, it sends it and returns a reader per write, as ``SendRows`` does.
+OneStatement = Callable[[Any], list[Callable[[], bool]]]
 
 
 def _then(then: Callable[[Any, bool], Any], conn: Any, reader: Callable[[], bool]) -> Any:
     """What a write sent together returns: ``then`` of whether it wrote its row."""
     return then(conn, reader())
+
+
+def _read_after(
+    writes: list[Write], conn: Any, readers: list[Callable[[], bool]]
+) -> list[Callable[[], Any]]:
+    """The results of writes sent together: each one's reader, or ``then`` of it."""
+    return [
+        reader if op.then is None else functools.partial(_then, op.then, conn, reader)
+        for op, reader in zip(writes, readers, strict=True)
+    ]
 
 
 def _succeed(op: Write, result: Any) -> None:
@@ -179,9 +192,10 @@ class GroupCommitter(Generic[C]):
     single-statement write (see the module's docstring); without it, such a batch is a
     transaction like any other. ``rows`` sends the writes of one batch that are the same
     one-row statement (``submit_deferred(row=...)``) together (see ``SendRows``);
-    without it, each is sent on its own. ``merged(statement, params)`` tells whether
-    ``rows`` sends such writes as one statement, atomic by itself: a batch of nothing
-    else then runs in ``alone``'s context too (one round trip, no BEGIN or COMMIT).
+    without it, each is sent on its own. ``as_one(rows)``, given the ``row`` of each
+    write of a batch of only such writes, returns how to send them as one statement,
+    atomic by itself, if it can (see ``OneStatement``): the batch then runs in
+    ``alone``'s context too (one round trip, no BEGIN or COMMIT).
     """
 
     def __init__(
@@ -196,11 +210,11 @@ class GroupCommitter(Generic[C]):
         alive: Callable[[C], bool] | None = None,
         alone: Callable[[C], contextlib.AbstractContextManager[Any]] | None = None,
         rows: SendRows | None = None,
-        merged: Callable[[str, list[Any]], bool] | None = None,
+        as_one: Callable[[list[tuple[str, Any]]], OneStatement | None] | None = None,
     ) -> None:
         self._connect = connect
         self._rows = rows
-        self._merged = merged
+        self._as_one = as_one
         self._transaction = transaction
         self._alone = alone
         self._translate = translate
@@ -451,35 +465,29 @@ class GroupCommitter(Generic[C]):
                 continue
             statement = batch[unit[0]].row[0]  # type: ignore[index] # a row: it has one
             readers = rows(conn, statement, [batch[i].row[1] for i in unit])  # type: ignore[index]
-            for i, reader in zip(unit, readers, strict=True):
-                then = batch[i].then
-                if then is not None:
-                    reader = functools.partial(_then, then, conn, reader)
+            read = _read_after([batch[i] for i in unit], conn, readers)
+            for i, reader in zip(unit, read, strict=True):
                 results[i] = reader
         return results
 
-    def _one_statement(self, batch: list[Write]) -> bool:
-        """Whether the batch's writes are all one-row writes of one statement that
-        ``rows`` sends as one statement (a busy writer's batch of step records)."""
-        first = batch[0].row
-        if self._merged is None or first is None:
-            return False
-        statement = first[0]
-        params = []
+    def _one_statement(self, batch: list[Write]) -> OneStatement | None:
+        """How to send the batch as one statement (a busy writer's batch of step records
+        and outcomes), if its writes are all one-row writes that ``as_one`` can join."""
+        if self._as_one is None:
+            return None
+        rows = []
         for op in batch:
-            row = op.row
-            if row is None or row[0] != statement:
-                return False
-            params.append(row[1])
-        return self._merged(statement, params)
+            if op.row is None:
+                return None
+            rows.append(op.row)
+        return self._as_one(rows)
 
     def _run(self, conn: C, batch: list[Write], unit: bool = False) -> Exception | None:
         """Run the batch in one transaction and resolve its futures; returns the error
         that broke the connection (every write not committed then failed), else None.
         ``unit``: the batch is one write or one group, which fails as a whole."""
-        if self._alone is not None and (
-            batch[0].single if len(batch) == 1 else self._one_statement(batch)
-        ):
+        one = None if len(batch) == 1 else self._one_statement(batch)
+        if self._alone is not None and (batch[0].single if len(batch) == 1 else one is not None):
             # One statement is its own transaction: no BEGIN or COMMIT to send. A
             # connection lost under it fails the write as the commit of a batch would
             # (the statement may have committed: the caller cannot tell, as there).
@@ -491,6 +499,8 @@ class GroupCommitter(Generic[C]):
                 # The usual lone write without a comprehension (a call of its own).
                 if len(batch) == 1:
                     results = [batch[0].fn(conn)]
+                elif one is not None:
+                    results = _read_after(batch, conn, one(conn))
                 elif self._rows is None:
                     results = [op.fn(conn) for op in batch]
                 else:

@@ -20,6 +20,11 @@ GIL, which a process of many busy threads then has to win back, write after writ
 - any other such statement goes as one ``executemany``: one cursor and one parameter
   conversion for them all, each still its own statement with its own result.
 
+A batch of nothing but one of those kinds is one statement, atomic by itself, so the
+committer sends it in autocommit (``as_one``); so is a batch of step records and
+outcomes (``STEPS_AND_OUTCOMES_JSON``), a running process's usual batch: records of some
+workflows, the outcomes of others with the last record each carries.
+
 If the statement fails, the batch's transaction rolls back and the committer runs each
 write of it again on its own (``_batch``), so a bad record fails alone, as before.
 """
@@ -44,10 +49,13 @@ from ._statements import (
     CREATE_WORKFLOWS_JSON,
     INSERT_STEP,
     INSERT_STEPS_JSON,
+    STEPS_AND_OUTCOMES_JSON,
 )
 
 Connection = psycopg.Connection[TupleRow]
 Reader = Callable[[], bool]
+#: A batch's writes as one statement: sends it, returns a reader per write.
+OneStatement = Callable[[Connection], list[Reader]]
 
 
 class _Together:
@@ -87,11 +95,74 @@ def send_rows(conn: Connection, statement: str, params: list[Any]) -> list[Reade
     return _each(conn, statement, params)
 
 
-def merged(statement: str, params: list[Any]) -> bool:
-    """Whether ``send_rows`` sends these writes as one statement (the group committer's
-    ``merged``): atomic by itself, so a batch of only these needs no transaction."""
-    together = _TOGETHER.get(statement)
-    return together is not None and _keys(together, params) is not None
+def as_one(rows: list[tuple[str, Any]]) -> OneStatement | None:
+    """The one statement that writes these one-row writes (a batch's, in order, as
+    ``(statement, params)``), atomic by itself, so sent without a transaction (the group
+    committer's ``as_one``); None if they cannot be one."""
+    statement = rows[0][0]
+    if all(row[0] == statement for row in rows):
+        together = _TOGETHER.get(statement)
+        if together is None:
+            return None
+        params = [row[1] for row in rows]
+        keys = _keys(together, params)
+        if keys is None:
+            return None
+        return functools.partial(_together, statement=together.statement, params=params, keys=keys)
+    return _steps_and_outcomes(rows)
+
+
+_STEP, _OUTCOME = POSTGRES.sql(INSERT_STEP), POSTGRES.sql(COMPLETE_AND_NOTIFY)
+_MIXED = POSTGRES.sql(STEPS_AND_OUTCOMES_JSON)
+
+
+def _steps_and_outcomes(rows: list[tuple[str, Any]]) -> OneStatement | None:
+    """Step records and outcomes as ``STEPS_AND_OUTCOMES_JSON``: a record of a workflow
+    whose outcome is in the batch rides with it (under the same lease), the others are
+    fenced on their own. None for anything else, a key twice, or a record of a workflow
+    completed here under another lease (one by one, the record first, it would be
+    refused or not by its own fence; here it could only ride)."""
+    outcomes: dict[str, tuple[Any, Any]] = {}
+    for statement, params in rows:
+        if statement == _OUTCOME:
+            if params[5] in outcomes:
+                return None
+            outcomes[params[5]] = (params[6], params[7])
+        elif statement != _STEP:
+            return None
+    completions, fenced, riding, keys = [], [], [], []
+    for statement, params in rows:
+        if statement == _OUTCOME:
+            completions.append(params)
+            keys.append((1, params[5], None))
+            continue
+        lease = outcomes.get(params[10])
+        if lease is None:
+            fenced.append(params)
+        elif lease == (params[11], params[12]):
+            riding.append(params)
+        else:
+            return None
+        keys.append((0, params[0], params[1]))
+    if len(set(keys)) != len(keys):
+        return None
+    return functools.partial(_mixed, arrays=[completions, fenced, riding], keys=keys)
+
+
+def _mixed(conn: Connection, arrays: list[list[Any]], keys: list[Any]) -> list[Reader]:
+    """``STEPS_AND_OUTCOMES_JSON`` over ``arrays``; a reader per write, by its key."""
+    params = tuple(json.dumps(array, ensure_ascii=False) for array in arrays)
+    cursor = conn.execute(_MIXED, params)
+    written: set[Any] = set()
+    read: list[bool] = []
+
+    def wrote(key: Any) -> bool:
+        if not read:  # the first reader takes the rows written, for them all
+            written.update((row[0], row[1], row[2]) for row in cursor.fetchall())
+            read.append(True)
+        return key in written
+
+    return [functools.partial(wrote, key) for key in keys]
 
 
 def _keys(together: _Together, params: list[Any]) -> list[Any] | None:

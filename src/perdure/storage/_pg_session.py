@@ -18,7 +18,7 @@ from psycopg.rows import TupleRow
 from .._errors import StoreRejectedError, StoreUnavailableError
 from ._batch import GroupCommitter
 from ._limits import not_utf8
-from ._pg_rows import merged, send_rows
+from ._pg_rows import as_one, send_rows
 
 Connection = psycopg.Connection[TupleRow]
 
@@ -273,5 +273,5 @@ def committer(connect: Callable[[], Connection], name: str) -> GroupCommitter[Co
         alive=alive,
         alone=SingleStatement(),
         rows=send_rows,
-        merged=merged,
+        as_one=as_one,
     )

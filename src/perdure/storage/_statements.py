@@ -88,16 +88,17 @@ COMPLETE_AND_NOTIFY = (
 #: Many ``COMPLETE_AND_NOTIFY``s in one statement (PostgreSQL): its parameter is a JSON
 #: array of their parameter lists, in order; the IDs returned are those completed, each
 #: with its event pushed.
-COMPLETE_AND_NOTIFY_JSON = (
-    "WITH done AS (UPDATE perdure_workflows AS w SET status = e->>0, output = e->>1, "
+_COMPLETE_FROM_ROWS = (
+    "done AS (UPDATE perdure_workflows AS w SET status = e->>0, output = e->>1, "
     "error = e->>2, owner = NULL, lease_expires_at = NULL, note = NULL, "
     "updated_at = (e->>3)::double precision, finished_at = (e->>4)::double precision "
     "FROM jsonb_array_elements(?::jsonb) AS e WHERE w.id = e->>5 "
     "AND (w.owner = e->>6 AND w.epoch = (e->>7)::bigint AND w.status IN {ACTIVE}) IS TRUE "
-    "RETURNING w.id, e->>8 AS channel, e->>9 AS event) "
-    "SELECT done.id FROM done "
-    "CROSS JOIN LATERAL (SELECT pg_notify(done.channel, done.event)) AS pushed"
+    "RETURNING w.id, e->>6 AS was_owner, (e->>7)::bigint AS was_epoch, "
+    "e->>8 AS channel, e->>9 AS event)"
 )
+_PUSH_DONE = "FROM done CROSS JOIN LATERAL (SELECT pg_notify(done.channel, done.event)) AS pushed"
+COMPLETE_AND_NOTIFY_JSON = f"WITH {_COMPLETE_FROM_ROWS} SELECT done.id {_PUSH_DONE}"
 # A child's outcome to its parent: sent behind the completion in the same transaction
 # without reading its result (PostgreSQL pipelines them), so it is conditioned on the
 # child's row holding this very outcome; the key makes it at most once (a completion
@@ -187,11 +188,13 @@ INSERT_STEP = (
 #: ``json`` every ``->>`` parses its element again, and the server spent 12-29 % more CPU
 #: per row than on a statement each; as ``jsonb`` 20-40 % less, from 40 rows up. (Two
 #: records of one step would fail the statement; ``_pg_rows`` sends those one by one.)
-INSERT_STEPS_JSON = (
+_STEPS_FROM_ROWS = (
     _STEP_INTO + "SELECT e->>0, e->>1, e->>2, e->>3, e->>4, e->>5, (e->>6)::integer, "
     "(e->>7)::double precision, (e->>8)::double precision, (e->>9)::double precision "
     "FROM jsonb_array_elements(?::jsonb) AS e "
-    "WHERE EXISTS (SELECT 1 FROM perdure_workflows WHERE id = e->>10 "
+)
+INSERT_STEPS_JSON = (
+    _STEPS_FROM_ROWS + "WHERE EXISTS (SELECT 1 FROM perdure_workflows WHERE id = e->>10 "
     "AND (owner = e->>11 AND epoch = (e->>12)::bigint AND status = {RUNNING}) IS TRUE"
     "{key_share}) " + _STEP_UPSERT + " RETURNING workflow_id, position"
 )
@@ -208,6 +211,27 @@ RECORD_AND_COMPLETE = (
     + _STEP_INTO
     + "SELECT ?{text}, ?{text}, ?{text}, ?{text}, ?{text}, ?{text}, ?{int}, ?{real}, "
     "?{real}, ?{real} FROM done " + _STEP_UPSERT + ") SELECT pg_notify(?, ?) FROM done"
+)
+#: A batch of step records and outcomes of workflows without a parent, in one statement
+#: (PostgreSQL), so in autocommit like a batch of one kind: three JSON arrays, of
+#: ``COMPLETE_AND_NOTIFY_JSON``'s outcomes, of ``INSERT_STEPS_JSON``'s records of other
+#: workflows (each fenced on its own), and of the records that go with an outcome of the
+#: batch (a last step held for it), written only if that outcome matched under their
+#: own lease: ``RECORD_AND_COMPLETE``'s ``FROM done``, as a fence's FOR KEY SHARE would
+#: skip a row the statement updates. It returns ``(0, workflow_id, position)`` for each
+#: record written and ``(1, id, NULL)`` for each workflow completed, its event pushed.
+#: (A batch with a record of a workflow it completes that is not under the outcome's
+#: lease is not sent this way: ``_pg_rows``.)
+STEPS_AND_OUTCOMES_JSON = (
+    f"WITH {_COMPLETE_FROM_ROWS}, fenced AS ("
+    + INSERT_STEPS_JSON
+    + "), riding AS ("
+    + _STEPS_FROM_ROWS
+    + "JOIN done ON done.id = e->>10 AND done.was_owner = e->>11 "
+    "AND done.was_epoch = (e->>12)::bigint " + _STEP_UPSERT + " RETURNING workflow_id, position) "
+    "SELECT 0, workflow_id, position FROM fenced UNION ALL "
+    "SELECT 0, workflow_id, position FROM riding UNION ALL "
+    f"SELECT 1, done.id, NULL {_PUSH_DONE}"
 )
 
 # -- executors and leases --------------------------------------------------------------------
