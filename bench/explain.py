@@ -6,14 +6,18 @@
     .venv/bin/python bench/explain.py lone-write                # 1 write per transaction, 4 ways
     .venv/bin/python bench/explain.py batch-write               # 1,000 writes in 1 transaction
     .venv/bin/python bench/explain.py batch-write -n 40 --busy 8  # 40, with 8 threads busy
+    .venv/bin/python bench/explain.py notify-commits            # sessions committing at once
 
 ``threads`` runs one in-process throughput figure and reads every thread's CPU time from
 /proc/self/task/*/schedstat (in ns, unlike a sampling profiler or ``stat``'s 10 ms
 ticks). ``sequential`` times perdure's transactions (``GroupCommitter._commit``) and
 reads (``get_workflow``) inside sequential checkouts. ``lone-write`` and ``batch-write``
 run perdure's step INSERT with psycopg directly, the way perdure's writer sends it and
-the alternatives. They use the same ``--postgres-url`` default as bench/run.py, in a
-schema of their own, dropped after.
+the alternatives. ``notify-commits`` counts the commits/s of 1-8 sessions that each
+commit one ``INSERT`` after another, with and without a ``pg_notify`` in the statement
+(PostgreSQL serializes the commits of transactions that notify: see docs/scaling.md).
+They use the same ``--postgres-url`` default as bench/run.py, in a schema of their own,
+dropped after.
 """
 
 from __future__ import annotations
@@ -362,9 +366,65 @@ def batch_write(url: str, n: int, busy: int = 0) -> None:
         ws.close()
 
 
+def notify_commits(url: str, seconds: float) -> None:
+    import psycopg
+
+    ws, conn, schema, _ = _pg_tables(url, 0)
+    channel = f"{schema}_events"
+    listener = psycopg.connect(ws.conninfo, autocommit=True)
+    listener.execute(f"LISTEN {channel}")
+    stop = threading.Event()
+
+    def listen() -> None:  # as perdure's listener: every process has one
+        while not stop.is_set():
+            for _ in listener.notifies(timeout=0.1):
+                pass
+
+    def session(notify: bool, until: float, counts: list[int]) -> None:
+        with psycopg.connect(ws.conninfo, autocommit=True) as own:
+            own.execute(f"SET search_path TO {schema}")
+            insert = "INSERT INTO f (workflow_id, position, o) VALUES ('wf', '1', 'x')"
+            sql = f"WITH i AS ({insert} RETURNING 1) SELECT pg_notify(%s, 'x') FROM i"
+            done = 0
+            while time.perf_counter() < until:
+                own.execute(sql, (channel,)) if notify else own.execute(insert)
+                done += 1
+            counts.append(done)
+
+    reader = threading.Thread(target=listen, daemon=True)
+    reader.start()
+    print(f"commits/s of sessions committing one INSERT each, {seconds:g} s per cell:")
+    try:
+        for sessions in (1, 2, 4, 8):
+            row = []
+            for notify in (False, True):
+                counts: list[int] = []
+                until = time.perf_counter() + seconds
+                pool = [
+                    threading.Thread(target=session, args=(notify, until, counts))
+                    for _ in range(sessions)
+                ]
+                for thread in pool:
+                    thread.start()
+                for thread in pool:
+                    thread.join()
+                row.append(sum(counts) / seconds)
+            print(f"  {sessions} session(s): {row[0]:6.0f} without pg_notify, "
+                  f"{row[1]:6.0f} with ({row[1] / row[0]:.2f}x)")  # fmt: skip
+    finally:
+        stop.set()
+        reader.join()
+        listener.close()
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+        conn.close()
+        ws.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=("threads", "sequential", "lone-write", "batch-write"))
+    parser.add_argument(
+        "what", choices=("threads", "sequential", "lone-write", "batch-write", "notify-commits")
+    )
     parser.add_argument("store", nargs="?", choices=STORES, default="postgresql")
     parser.add_argument("kind", nargs="?", choices=("async", "gather", "loop"), default="async")
     parser.add_argument("-n", type=int, default=None)
@@ -378,6 +438,8 @@ def main() -> None:
         sequential(args.store, args.n or 300, url)
     elif args.what == "lone-write":
         lone_write(url, args.n or 300)
+    elif args.what == "notify-commits":
+        notify_commits(url, args.n or 3)
     else:
         batch_write(url, args.n or 1000, args.busy)
 

@@ -206,7 +206,12 @@ def model(measured: dict[str, Any], args: argparse.Namespace) -> list[dict[str, 
     - commits: ``flushes per second * workflows per flush``, where one WAL flush (an
       fsync of ``fsync_ms``) carries every commit that waited for it (group commit):
       ``commits per workflow`` tells how many commit records a workflow needs, and
-      ``concurrency`` how many of them can wait for the same flush.
+      ``concurrency`` how many of them can wait for the same flush;
+    - pushed events: a transaction that runs ``pg_notify`` holds a lock of the whole
+      server from before its commit until after its flush, so such commits share no
+      flush: at most ``1000 / fsync_ms`` of them per second, whoever sends them.
+      ``notify_share`` of a workflow's commits push an event (an outcome's ``done``, a
+      start's ``ready``; 1.0: every commit of a busy worker holds an outcome).
     """
     per = measured[args.case]["per_workflow"]
     rows = []
@@ -217,10 +222,12 @@ def model(measured: dict[str, Any], args: argparse.Namespace) -> list[dict[str, 
         flushes = 1000.0 / args.fsync_ms
         commits_per_flush = min(args.concurrency, args.max_group)
         commit_bound = flushes * commits_per_flush / max(per["commits"], 1e-9)
+        notify_bound = flushes / max(per["commits"] * args.notify_share, 1e-9)
         bounds = {
             "server CPU": cpu_bound,
             "WAL bandwidth": wal_bound,
             "commit flushes": commit_bound,
+            "pushed events": notify_bound,
         }
         limit = min(bounds, key=lambda key: bounds[key])
         workers = bounds[limit] * per["worker_cpu_us"] / 1e6 / args.worker_usable
@@ -242,16 +249,18 @@ def _print_model(rows: list[dict[str, Any]]) -> None:
         "CPU bound",
         "WAL bound",
         "commit bound",
+        "pushed-event bound",
         "sustained wf/s",
         "saturates first",
         "worker cores needed",
     ]
     print("| " + " | ".join(header) + " |")
-    print("|" + "---:|" * 5 + "---|---:|")
+    print("|" + "---:|" * 6 + "---|---:|")
     for r in rows:
         print(
             f"| {r['cores']} | {r['server CPU']:,} | {r['WAL bandwidth']:,} | "
-            f"{r['commit flushes']:,} | {r['sustained']:,} | {r['saturates']} | "
+            f"{r['commit flushes']:,} | {r['pushed events']:,} | {r['sustained']:,} | "
+            f"{r['saturates']} | "
             f"{r['worker_cores_needed']} |"
         )
 
@@ -274,6 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     l.add_argument("--fsync-ms", type=float, default=1.0, help="one WAL flush, ms")
     l.add_argument("--concurrency", type=int, default=200, help="commits in flight at once")
     l.add_argument("--max-group", type=int, default=500, help="most commits one flush carries")
+    l.add_argument(
+        "--notify-share", type=float, default=1.0, help="share of commits that push an event"
+    )
     l.add_argument("--worker-usable", type=float, default=0.8, help="share of a worker core")
     args = parser.parse_args(argv)
     if args.command == "measure":
