@@ -837,6 +837,7 @@ def test_postgres_a_lone_completion_and_its_event_are_one_statement_in_one_round
         events = _listening(store)
         store.create_workflow(new("a"), "me", 500.0).result()
         store.create_workflow(new("b"), "me", 500.0).result()
+        store.watch_workflows(["a", "b"])  # waited for elsewhere: their ends are pushed
         with _traced_writer(store, trace):
             assert not store.complete_workflow(
                 "b", Lease("me", 2), "FAILED", None, "{}", 1.0
@@ -1115,6 +1116,7 @@ def test_postgres_completions_sent_together_keep_their_own_fences(postgres_url: 
         events = _listening(store)
         for workflow_id in ("a", "b", "c"):
             store.create_workflow(new(workflow_id), "me", 500.0).result()
+        store.watch_workflows(["a", "b", "c"])  # waited for elsewhere: their ends are pushed
         with _one_batch(store):
             done = [
                 store.complete_workflow("a", Lease("me", 1), "SUCCEEDED", "1", None, 10.0),

@@ -123,6 +123,7 @@ def test_listen_pushes_events_or_says_it_cannot(store: Store) -> None:
         if EVENT_READY in seen:
             break
         deadline.wait(0.05)
+    assert store.watch_workflows(["a"])["a"].status == "RUNNING"  # waited for elsewhere
     assert store.complete_workflow("a", lease, "SUCCEEDED", "1", None, 300.0).result()
     assert arrived.wait(10), seen
     assert EVENT_DONE + "a" in seen

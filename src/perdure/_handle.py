@@ -267,6 +267,8 @@ class WorkflowHandle(Generic[R]):
         # outcome its run recorded (None if the run ended without one), so that a result()
         # after the end needs no read of the store (a loop of starts, then of results).
         self._heard = heard
+        # Whether this handle marked the workflow as waited for (``_watched``).
+        self._marked = False
 
     def _outcome_heard(self) -> tuple[str, Outcome] | None:
         """The name and outcome of the run this handle's start began here, once it has
@@ -289,11 +291,31 @@ class WorkflowHandle(Generic[R]):
             raise WorkflowNotFoundError(self.workflow_id)
         return record
 
-    async def _record_async(self) -> WorkflowRecord:
+    async def _record_async(self, watch: bool = False) -> WorkflowRecord:
         # Shared with the other waiters that look now: one query for all of them.
-        record = await asyncio.wrap_future(self._app.reads.read(self.workflow_id))
+        record = await asyncio.wrap_future(self._app.reads.read(self.workflow_id, watch))
         if record is None:
             raise WorkflowNotFoundError(self.workflow_id)
+        self._marked = self._marked or watch
+        return record
+
+    def _unwatched(self, record: WorkflowRecord) -> bool:
+        """Whether the workflow's end must be pushed to this process and is not yet
+        asked for: it is unfinished and no executor of this process runs it (its end
+        pushes ``done`` only for a waiter that marked it: ``Store.watch_workflows``)."""
+        return (
+            not self._marked
+            and record.status not in TERMINAL_STATUSES
+            and not self._app.owned_here(record.owner)
+        )
+
+    def _watched(self) -> WorkflowRecord:
+        """The record, the workflow marked as waited for first (see ``_unwatched``)."""
+        found = self._app.store.watch_workflows([self.workflow_id])
+        record = found.get(self.workflow_id)
+        if record is None:
+            raise WorkflowNotFoundError(self.workflow_id)
+        self._marked = True
         return record
 
     def return_hint(self) -> Any:
@@ -362,6 +384,8 @@ class WorkflowHandle(Generic[R]):
                     outcome = self._await(waiter, None, deadline, timeout)
                 else:
                     record = self._record()
+                    if self._unwatched(record):
+                        record = self._watched()
                     if record.status in TERMINAL_STATUSES:
                         return self._decode(record.name, Outcome.of(record))
                     name = record.name
@@ -422,6 +446,8 @@ class WorkflowHandle(Generic[R]):
                     outcome = await self._await_async(wrapped, None, deadline, timeout)
                 else:
                     record = await self._record_async()
+                    if self._unwatched(record):
+                        record = await self._record_async(watch=True)
                     if record.status in TERMINAL_STATUSES:
                         return self._decode(record.name, Outcome.of(record))
                     name = record.name

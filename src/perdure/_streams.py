@@ -93,6 +93,9 @@ class Stream:
         # The status first: entries written before the workflow ended are committed by
         # then, so an ended workflow's read below sees all of them.
         record = store.get_workflow(self.workflow_id)
+        if first and record is not None and record.status not in TERMINAL_STATES:
+            # Its end (which ends the stream) pushed here too: see Store.watch_workflows.
+            record = store.watch_workflows([self.workflow_id]).get(self.workflow_id)
         if record is None:
             if first:
                 raise WorkflowNotFoundError(self.workflow_id)

@@ -120,14 +120,19 @@ class SharedReads:
         self._store = store
         self._lock = threading.Lock()
         self._asked: dict[str, list[Future[WorkflowRecord | None]]] = {}
+        # Those of the asked to read with ``Store.watch_workflows``.
+        self._watching: set[str] = set()
         self._reading = False
 
-    def read(self, workflow_id: str) -> Future[WorkflowRecord | None]:
+    def read(self, workflow_id: str, watch: bool = False) -> Future[WorkflowRecord | None]:
         """The workflow's record as the store has it now (None if there is no such
-        workflow), or the store's error."""
+        workflow), or the store's error; ``watch``: marked first as waited for by another
+        process than the one running it (``Store.watch_workflows``)."""
         future: Future[WorkflowRecord | None] = Future()
         with self._lock:
             self._asked.setdefault(workflow_id, []).append(future)
+            if watch:
+                self._watching.add(workflow_id)
             start = not self._reading
             self._reading = True
         if start:
@@ -138,6 +143,7 @@ class SharedReads:
         while True:
             with self._lock:
                 asked, self._asked = self._asked, {}
+                watching, self._watching = self._watching, set()
                 if not asked:
                     self._reading = False
                     return
@@ -145,7 +151,11 @@ class SharedReads:
             for at in range(0, len(workflow_ids), _READ_CHUNK):
                 chunk = workflow_ids[at : at + _READ_CHUNK]
                 try:
-                    found = self._store().get_workflows(chunk)
+                    store = self._store()
+                    marked = [i for i in chunk if i in watching]
+                    found = store.get_workflows([i for i in chunk if i not in watching])
+                    if marked:
+                        found.update(store.watch_workflows(marked))
                 except BaseException as exc:  # noqa: BLE001 - each waiter raises it
                     for workflow_id in chunk:
                         for future in asked[workflow_id]:

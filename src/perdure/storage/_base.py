@@ -166,6 +166,12 @@ class Store(ComplianceOperations, BreakerOperations, ScheduleOperations, QueueOp
         """``get_workflow`` of several workflows in one query (what waiters that look at
         once share, see ``_watch``): those that exist, by ID."""
 
+    def watch_workflows(self, workflow_ids: Sequence[str]) -> dict[str, WorkflowRecord]:
+        """``get_workflows`` for a waiter of workflows that may end in another process: a
+        store that pushes events (``listen``) marks them first, so that their outcomes
+        push ``EVENT_DONE`` (an outcome nobody waits for elsewhere pushes nothing)."""
+        return self.get_workflows(workflow_ids)
+
     @abc.abstractmethod
     def unfinished_among(self, workflow_ids: Sequence[str]) -> set[str]:
         """Those of these workflows that exist and have no outcome yet, in one query

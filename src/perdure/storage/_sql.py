@@ -111,6 +111,15 @@ class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance, SqlQueues, SqlHolds):
         rows = self._read(self._sql(q.GET_WORKFLOWS), params)
         return {record.id: record for record in map(workflow_record, rows)}
 
+    def watch_workflows(self, workflow_ids: Sequence[str]) -> dict[str, WorkflowRecord]:
+        if not workflow_ids or self._notify_params(EVENT_DONE) is None:
+            return self.get_workflows(workflow_ids)  # pushes nothing: nothing to mark
+        params = {"ids": self._dialect.text_list(list(workflow_ids))}
+        # A write through the read path: the pool's sessions commit each statement, and
+        # marking again is harmless if a lost connection makes the read try again.
+        rows = self._read(self._sql(q.WATCH_WORKFLOWS), params)
+        return {record.id: record for record in map(workflow_record, rows)}
+
     def unfinished_among(self, workflow_ids: Sequence[str]) -> set[str]:
         if not workflow_ids:
             return set()

@@ -69,6 +69,12 @@ CREATE_WORKFLOWS_AND_NOTIFY_JSON = (
     "(SELECT pg_notify(a.j->0->>15, a.j->0->>16) FROM a WHERE ins.id IS NOT NULL) AS pushed"
 )
 GET_WORKFLOW = f"SELECT {WF_COLUMNS} FROM perdure_workflows WHERE id = ?"
+#: ``GET_WORKFLOWS`` for a waiter in another process than the workflow's: marks them
+#: first, so that their outcomes push their ``done`` event (``COMPLETE_AND_NOTIFY``). The
+#: row's lock orders the mark and the outcome: the later one sees the earlier.
+WATCH_WORKFLOWS = (
+    f"UPDATE perdure_workflows SET watched = 1 WHERE id {{in_ids}} RETURNING {WF_COLUMNS}"
+)
 GET_WORKFLOWS = f"SELECT {WF_COLUMNS} FROM perdure_workflows WHERE id {{in_ids}}"
 UNFINISHED_AMONG = (
     "SELECT id FROM perdure_workflows WHERE id {in_ids} AND (status IN {ACTIVE}) IS TRUE"
@@ -82,8 +88,12 @@ COMPLETE_WORKFLOW = (
 # The completion and its push of the DONE event in one statement (stores that push in
 # SQL, i.e. PostgreSQL): alone, it needs no transaction, so one round trip; the event
 # goes out only if the completion matched (a refused one has nothing to tell).
+# The event goes out only if a process that does not run the workflow waits for it
+# (``watched``, set by ``WATCH_WORKFLOWS``): PostgreSQL commits the transactions that
+# notify one at a time, server wide (docs/scaling.md).
 COMPLETE_AND_NOTIFY = (
-    f"WITH done AS ({COMPLETE_WORKFLOW} RETURNING id) SELECT pg_notify(?, ?) FROM done"
+    f"WITH done AS ({COMPLETE_WORKFLOW} RETURNING id, watched) "
+    "SELECT CASE WHEN done.watched = 1 THEN pg_notify(?, ?) END FROM done"
 )
 #: Many ``COMPLETE_AND_NOTIFY``s in one statement (PostgreSQL): its parameter is a JSON
 #: array of their parameter lists, in order; the IDs returned are those completed, each
@@ -95,9 +105,13 @@ _COMPLETE_FROM_ROWS = (
     "FROM jsonb_array_elements(?::jsonb) AS e WHERE w.id = e->>5 "
     "AND (w.owner = e->>6 AND w.epoch = (e->>7)::bigint AND w.status IN {ACTIVE}) IS TRUE "
     "RETURNING w.id, e->>6 AS was_owner, (e->>7)::bigint AS was_epoch, "
-    "e->>8 AS channel, e->>9 AS event)"
+    "e->>8 AS channel, e->>9 AS event, w.watched)"
 )
-_PUSH_DONE = "FROM done CROSS JOIN LATERAL (SELECT pg_notify(done.channel, done.event)) AS pushed"
+# Each completed row, its event pushed if it is watched.
+_PUSH_DONE = (
+    "FROM done LEFT JOIN LATERAL (SELECT pg_notify(done.channel, done.event) "
+    "WHERE done.watched = 1) AS pushed ON TRUE"
+)
 COMPLETE_AND_NOTIFY_JSON = f"WITH {_COMPLETE_FROM_ROWS} SELECT done.id {_PUSH_DONE}"
 # A child's outcome to its parent: sent behind the completion in the same transaction
 # without reading its result (PostgreSQL pipelines them), so it is conditioned on the
@@ -207,10 +221,11 @@ INSERT_STEP_RETURNING = INSERT_STEP + " RETURNING 1"
 # fence, whose UPDATE locks the row, is the record's too. (``INSERT_STEP``'s own fence
 # would not do here: its FOR KEY SHARE skips a row this statement updates.)
 RECORD_AND_COMPLETE = (
-    f"WITH done AS ({COMPLETE_WORKFLOW} RETURNING id), step AS ("
+    f"WITH done AS ({COMPLETE_WORKFLOW} RETURNING id, watched), step AS ("
     + _STEP_INTO
     + "SELECT ?{text}, ?{text}, ?{text}, ?{text}, ?{text}, ?{text}, ?{int}, ?{real}, "
-    "?{real}, ?{real} FROM done " + _STEP_UPSERT + ") SELECT pg_notify(?, ?) FROM done"
+    "?{real}, ?{real} FROM done " + _STEP_UPSERT + ") "
+    "SELECT CASE WHEN done.watched = 1 THEN pg_notify(?, ?) END FROM done"
 )
 #: A batch of step records and outcomes of workflows without a parent, in one statement
 #: (PostgreSQL), so in autocommit like a batch of one kind: three JSON arrays, of

@@ -1,0 +1,100 @@
+"""A workflow's end pushes its ``done`` event on PostgreSQL only when a process that does
+not run it waits for it (``Store.watch_workflows``): PostgreSQL commits transactions that
+notify one at a time, server wide (docs/scaling.md), so a busy worker's commits push
+nothing that nobody waits for."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+from test_storage import _heard, _listening, _one_batch, new, step
+
+from perdure import App
+from perdure.storage import Lease, open_store
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.mark.parametrize("form", ["alone", "batch", "with-record", "mixed-batch"])
+def test_postgres_only_a_watched_workflow_pushes_its_end(postgres_url: str, form: str) -> None:
+    """In every form of the outcome's statement (alone; with other outcomes; with the
+    last step's record, alone; with other workflows' records), the outcome of a watched
+    workflow pushes its event and that of an unwatched one does not; both are recorded."""
+    store = open_store(postgres_url)
+    lease = Lease("me", 1)
+    try:
+        store.migrate()
+        events = _listening(store)
+        for name in ("seen", "unseen", "other"):
+            store.create_workflow(new(name), "me", 500.0).result()
+        found = store.watch_workflows(["seen", "missing"])
+        assert set(found) == {"seen"} and found["seen"].status == "RUNNING"
+        steps = [step("0")] if form in ("with-record", "mixed-batch") else []
+
+        def complete(name: str) -> Any:
+            return store.complete_workflow(name, lease, "SUCCEEDED", "1", None, 300.0, steps=steps)
+
+        if form in ("alone", "with-record"):
+            futures = [complete("seen"), complete("unseen")]
+        else:
+            with _one_batch(store):
+                futures = [complete("seen"), complete("unseen")]
+                if form == "mixed-batch":
+                    futures.append(store.record_step("other", lease, step("0")))
+        assert all(future.result(timeout=10) for future in futures)
+        for name in ("seen", "unseen"):
+            record = store.get_workflow(name)
+            assert record is not None and record.status == "SUCCEEDED"
+            assert len(store.load_steps(name)) == len(steps)
+        _heard(events, pushed=["seen"], not_pushed=["unseen"])
+    finally:
+        store.close()
+
+
+def test_postgres_a_waiter_in_another_app_is_pushed_the_end_and_a_local_one_is_not(
+    postgres_url: str,
+) -> None:
+    """A client that does not run the workflow marks it when it waits, and its end is
+    pushed to it; a workflow started and waited for where it runs pushes nothing."""
+    worker, client = App(postgres_url), App(postgres_url)
+    gate = threading.Event()
+
+    for app in (worker, client):
+
+        @app.workflow(name="held")
+        def held(n: int) -> int:
+            if n == 2:
+                gate.wait(10)
+            return n
+
+    try:
+        with worker:
+            events = _listening(client.store)  # the client's listener hears from here on
+            assert worker.run("held", 1, workflow_id="local") == 1
+            handle = client.start("held", 2, workflow_id="remote")
+            results: list[int] = []
+            waiting = threading.Thread(target=lambda: results.append(handle.result(timeout=10)))
+            waiting.start()
+            for _ in range(200):  # until the client waits, the workflow marked by it
+                if _watched(client, "remote"):
+                    break
+                time.sleep(0.05)
+            assert _watched(client, "remote")
+            assert not _watched(client, "local")
+            gate.set()
+            waiting.join(10)
+            assert results == [2]
+            _heard(events, pushed=["remote"], not_pushed=["local"])
+    finally:
+        gate.set()
+        client.shutdown()
+
+
+def _watched(app: App, workflow_id: str) -> bool:
+    rows = app.store._read(  # type: ignore[attr-defined]
+        "SELECT watched FROM perdure_workflows WHERE id = %s", (workflow_id,)
+    )
+    return bool(rows == [(1,)])
