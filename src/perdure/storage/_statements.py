@@ -69,11 +69,16 @@ CREATE_WORKFLOWS_AND_NOTIFY_JSON = (
     "(SELECT pg_notify(a.j->0->>15, a.j->0->>16) FROM a WHERE ins.id IS NOT NULL) AS pushed"
 )
 GET_WORKFLOW = f"SELECT {WF_COLUMNS} FROM perdure_workflows WHERE id = ?"
-#: ``GET_WORKFLOWS`` for a waiter in another process than the workflow's: marks them
-#: first, so that their outcomes push their ``done`` event (``COMPLETE_AND_NOTIFY``). The
-#: row's lock orders the mark and the outcome: the later one sees the earlier.
+#: ``GET_WORKFLOWS`` for a waiter in another process than the workflow's (PostgreSQL):
+#: marks them first, so that their outcomes push their ``done`` event
+#: (``COMPLETE_AND_NOTIFY``). The row's lock orders the mark and the outcome: the later
+#: one sees the earlier. The mark is a hint for a wake-up, so its commit does not wait
+#: for the WAL flush (``synchronous_commit`` off for its own transaction only): lost in
+#: a crash of the server, its waiter wakes at its next look instead.
 WATCH_WORKFLOWS = (
-    f"UPDATE perdure_workflows SET watched = 1 WHERE id {{in_ids}} RETURNING {WF_COLUMNS}"
+    "UPDATE perdure_workflows SET watched = 1 "
+    "FROM (SELECT set_config('synchronous_commit', 'off', true)) AS hint "
+    f"WHERE id {{in_ids}} RETURNING {WF_COLUMNS}"
 )
 GET_WORKFLOWS = f"SELECT {WF_COLUMNS} FROM perdure_workflows WHERE id {{in_ids}}"
 UNFINISHED_AMONG = (
