@@ -5,6 +5,7 @@ nothing that nobody waits for."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from typing import Any
@@ -98,3 +99,43 @@ def _watched(app: App, workflow_id: str) -> bool:
         "SELECT watched FROM perdure_workflows WHERE id = %s", (workflow_id,)
     )
     return bool(rows == [(1,)])
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_postgres_a_start_nobody_here_runs_is_marked_at_the_first_look_not_read(
+    postgres_url: str, mode: str
+) -> None:
+    """The handle of a start that no executor of this process owns marks the workflow at
+    its result's first look, in place of the read (no read and then a mark)."""
+    worker, client = App(postgres_url), App(postgres_url)
+    for app in (worker, client):
+
+        @app.workflow(name="quick")
+        def quick(n: int) -> int:
+            return n
+
+    calls: list[str] = []
+    store: Any = client.store
+    for name in ("get_workflow", "get_workflows", "watch_workflows"):
+        method = getattr(store, name)
+
+        def spy(*args: Any, _name: str = name, _method: Any = method) -> Any:
+            calls.append(_name)
+            return _method(*args)
+
+        setattr(store, name, spy)
+    try:
+        with worker:
+            if mode == "sync":
+                assert client.start("quick", 3).result(timeout=10) == 3
+            else:
+
+                async def main() -> int:
+                    handle = await client.start_async("quick", 4)
+                    result: int = await handle.result_async(timeout=10)
+                    return result
+
+                assert asyncio.run(main()) == 4
+        assert calls and calls[0] == "watch_workflows", calls
+    finally:
+        client.shutdown()

@@ -322,7 +322,7 @@ class Client:
                 raise _start_failed(new.id, exc, self.store.kind) from exc
             heard = self._started(new, record, created)
         # Named: its result() can then wait for a run here without reading the store.
-        return WorkflowHandle(self, new.id, record.name, heard)
+        return WorkflowHandle(self, new.id, record.name, heard, created and record.owner is None)
 
     async def start_with_async(
         self,
@@ -347,7 +347,7 @@ class Client:
                 raise _start_failed(new.id, exc, self.store.kind) from exc
             heard = self._started(new, record, created)
         # Named: its result() can then wait for a run here without reading the store.
-        return WorkflowHandle(self, new.id, record.name, heard)
+        return WorkflowHandle(self, new.id, record.name, heard, created and record.owner is None)
 
     # -- sending ---------------------------------------------------------------------------
 

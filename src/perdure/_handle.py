@@ -258,6 +258,7 @@ class WorkflowHandle(Generic[R]):
         workflow_id: str,
         name: str | None = None,
         heard: Future[Outcome | None] | None = None,
+        unowned: bool = False,
     ) -> None:
         self._app = app
         self.workflow_id = workflow_id
@@ -269,6 +270,9 @@ class WorkflowHandle(Generic[R]):
         self._heard = heard
         # Whether this handle marked the workflow as waited for (``_watched``).
         self._marked = False
+        # Just created here with no owner (a client's start, or past max_workflows): it
+        # will run elsewhere or later, so the first look marks it rather than read it.
+        self._unowned = unowned
 
     def _outcome_heard(self) -> tuple[str, Outcome] | None:
         """The name and outcome of the run this handle's start began here, once it has
@@ -383,7 +387,8 @@ class WorkflowHandle(Generic[R]):
                 if name is not None:
                     outcome = self._await(waiter, None, deadline, timeout)
                 else:
-                    record = self._record()
+                    first_look = self._unowned and not self._marked
+                    record = self._watched() if first_look else self._record()
                     if self._unwatched(record):
                         record = self._watched()
                     if record.status in TERMINAL_STATUSES:
@@ -445,7 +450,7 @@ class WorkflowHandle(Generic[R]):
                 if name is not None:
                     outcome = await self._await_async(wrapped, None, deadline, timeout)
                 else:
-                    record = await self._record_async()
+                    record = await self._record_async(watch=self._unowned and not self._marked)
                     if self._unwatched(record):
                         record = await self._record_async(watch=True)
                     if record.status in TERMINAL_STATUSES:

@@ -152,10 +152,10 @@ class SharedReads:
                 chunk = workflow_ids[at : at + _READ_CHUNK]
                 try:
                     store = self._store()
-                    marked = [i for i in chunk if i in watching]
-                    found = store.get_workflows([i for i in chunk if i not in watching])
-                    if marked:
-                        found.update(store.watch_workflows(marked))
+                    plain = [i for i in chunk if i not in watching]
+                    found = store.get_workflows(plain) if plain else {}
+                    if len(plain) < len(chunk):
+                        found.update(store.watch_workflows([i for i in chunk if i in watching]))
                 except BaseException as exc:  # noqa: BLE001 - each waiter raises it
                     for workflow_id in chunk:
                         for future in asked[workflow_id]:
