@@ -152,13 +152,18 @@ def _steps_and_outcomes(rows: list[tuple[str, Any]]) -> OneStatement | None:
 def _mixed(conn: Connection, arrays: list[list[Any]], keys: list[Any]) -> list[Reader]:
     """``STEPS_AND_OUTCOMES_JSON`` over ``arrays``; a reader per write, by its key."""
     params = tuple(json.dumps(array, ensure_ascii=False) for array in arrays)
-    cursor = conn.execute(_MIXED, params)
+    return _readers(conn.execute(_MIXED, params), keys)
+
+
+def _readers(cursor: psycopg.Cursor[TupleRow], keys: list[Any]) -> list[Reader]:
+    """A reader per key: whether the statement of ``cursor`` returned that key's row (a
+    row's key is its one column, or the tuple of them)."""
     written: set[Any] = set()
     read: list[bool] = []
 
     def wrote(key: Any) -> bool:
         if not read:  # the first reader takes the rows written, for them all
-            written.update((row[0], row[1], row[2]) for row in cursor.fetchall())
+            written.update(row[0] if len(row) == 1 else tuple(row) for row in cursor.fetchall())
             read.append(True)
         return key in written
 
@@ -194,14 +199,4 @@ def _together(conn: Connection, statement: str, params: list[Any], keys: list[An
     # Floats go as their repr, which PostgreSQL reads back to the same double; text as
     # it is (no \u escapes for what is not ASCII, which a database whose encoding is not
     # UTF-8 would refuse).
-    cursor = conn.execute(statement, (json.dumps(params, ensure_ascii=False),))
-    written: set[Any] = set()
-    read: list[bool] = []
-
-    def wrote(key: Any) -> bool:
-        if not read:  # the first reader takes the rows written, for them all
-            written.update(row[0] if len(row) == 1 else tuple(row) for row in cursor.fetchall())
-            read.append(True)
-        return key in written
-
-    return [functools.partial(wrote, key) for key in keys]
+    return _readers(conn.execute(statement, (json.dumps(params, ensure_ascii=False),)), keys)

@@ -92,17 +92,17 @@ COMPLETE_WORKFLOW = (
 )
 # The completion and its push of the DONE event in one statement (stores that push in
 # SQL, i.e. PostgreSQL): alone, it needs no transaction, so one round trip; the event
-# goes out only if the completion matched (a refused one has nothing to tell).
-# The event goes out only if a process that does not run the workflow waits for it
-# (``watched``, set by ``WATCH_WORKFLOWS``): PostgreSQL commits the transactions that
-# notify one at a time, server wide (docs/scaling.md).
+# goes out only if the completion matched (a refused one has nothing to tell) and a
+# process that does not run the workflow waits for it (``watched``, set by
+# ``WATCH_WORKFLOWS``): PostgreSQL commits the transactions that notify one at a time,
+# server wide (docs/scaling.md).
 COMPLETE_AND_NOTIFY = (
     f"WITH done AS ({COMPLETE_WORKFLOW} RETURNING id, watched) "
     "SELECT CASE WHEN done.watched = 1 THEN pg_notify(?, ?) END FROM done"
 )
 #: Many ``COMPLETE_AND_NOTIFY``s in one statement (PostgreSQL): its parameter is a JSON
 #: array of their parameter lists, in order; the IDs returned are those completed, each
-#: with its event pushed.
+#: with its event pushed if watched.
 _COMPLETE_FROM_ROWS = (
     "done AS (UPDATE perdure_workflows AS w SET status = e->>0, output = e->>1, "
     "error = e->>2, owner = NULL, lease_expires_at = NULL, note = NULL, "
@@ -239,7 +239,8 @@ RECORD_AND_COMPLETE = (
 #: batch (a last step held for it), written only if that outcome matched under their
 #: own lease: ``RECORD_AND_COMPLETE``'s ``FROM done``, as a fence's FOR KEY SHARE would
 #: skip a row the statement updates. It returns ``(0, workflow_id, position)`` for each
-#: record written and ``(1, id, NULL)`` for each workflow completed, its event pushed.
+#: record written and ``(1, id, NULL)`` for each workflow completed (its event pushed if
+#: watched).
 #: (A batch with a record of a workflow it completes that is not under the outcome's
 #: lease is not sent this way: ``_pg_rows``.)
 STEPS_AND_OUTCOMES_JSON = (
