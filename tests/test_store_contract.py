@@ -323,6 +323,26 @@ def test_get_workflows_reads_the_existing_ones_in_one_call(store: Store) -> None
     assert store.get_workflows([]) == {}
 
 
+@covers("watch_workflows")
+def test_watch_workflows_reads_what_get_workflows_reads_and_changes_nothing_else(
+    store: Store,
+) -> None:
+    """Marking workflows as waited for (a store that pushes events then pushes their
+    ends) reads them as ``get_workflows`` does, and leaves every field as it was."""
+    lease = _pending_running_done(store)
+    many = [f"x{i}" for i in range(600)]  # more than a statement's parameters would hold
+    before = store.get_workflows(["pending", "running", "done"])
+    found = store.watch_workflows(["pending", "running", "done", "missing", "running", *many])
+    assert found == before
+    assert (found["running"].status, found["running"].epoch) == ("RUNNING", lease.epoch)
+    assert store.watch_workflows([]) == {}
+    # Marked twice, the same; and the outcome of a marked workflow is recorded as ever.
+    assert store.watch_workflows(["running"]) == {"running": before["running"]}
+    assert store.complete_workflow("running", lease, "SUCCEEDED", "2", None, 300.0).result()
+    record = store.get_workflow("running")
+    assert record is not None and (record.status, record.output) == ("SUCCEEDED", "2")
+
+
 @covers("unfinished_among")
 def test_unfinished_among_names_the_existing_workflows_without_an_outcome(store: Store) -> None:
     lease = _pending_running_done(store)
