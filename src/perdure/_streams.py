@@ -47,6 +47,10 @@ class StreamHost(Protocol):
     @property
     def wait_interval(self) -> float: ...
 
+    def owned_here(self, owner: str | None) -> bool:
+        """Whether ``owner`` (a workflow's lease holder) is this process's executor."""
+        ...
+
 
 class Stream:
     """The values of a workflow's stream ``key`` from offset ``start`` on: ``for value in
@@ -93,7 +97,12 @@ class Stream:
         # The status first: entries written before the workflow ended are committed by
         # then, so an ended workflow's read below sees all of them.
         record = store.get_workflow(self.workflow_id)
-        if first and record is not None and record.status not in TERMINAL_STATES:
+        if (
+            first
+            and record is not None
+            and record.status not in TERMINAL_STATES
+            and not self._app.owned_here(record.owner)
+        ):
             # Its end (which ends the stream) pushed here too: see Store.watch_workflows.
             record = store.watch_workflows([self.workflow_id]).get(self.workflow_id)
         if record is None:
