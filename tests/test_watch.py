@@ -197,11 +197,15 @@ def test_results_of_workflows_started_and_ended_here_read_nothing(
 
         handles += asyncio.run(start_all())
         # Every run ends before anybody asks for a result (a loop of starts, then one of
-        # results): the executor handed each handle its outcome.
+        # results): the executor handed each handle its outcome. (Waiting for the run
+        # table to empty is not enough: a run leaves it just before its outcome is
+        # handed over, and a result() in between reads the store once.)
         worker = app.client._worker
         assert worker is not None
         deadline = time.monotonic() + 20
-        while worker.running and time.monotonic() < deadline:
+        while time.monotonic() < deadline and (
+            worker.running or not all(h._heard is not None and h._heard.done() for h in handles)
+        ):
             time.sleep(0.01)
         assert [h.result(timeout=10) for h in handles[:50]] == [i * 2 for i in range(50)]
 
