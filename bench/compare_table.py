@@ -43,48 +43,24 @@ def _waiting_rss(section: dict[str, Any]) -> float | None:
     return max(section["settled_2s"]["rss_mb"], section["all_suspended"]["rss_mb"])
 
 
+def _throughput(section: str, label: str) -> tuple[Metric, Metric]:
+    """A throughput figure's rows: workflows/s, and CPU per checkout."""
+    return (
+        Metric(section, label, "wf/s", _key("per_s"), higher_is_better=True, per_commit=True),
+        Metric(section, "  cpu per checkout", "ms", _key("cpu_ms_per_checkout")),
+    )
+
+
 METRICS: tuple[Metric, ...] = (
     Metric("sequential", "sequential checkout, p50", "ms", _key("p50_ms"), per_commit=True),
     Metric("sequential", "sequential checkout, p99", "ms", _key("p99_ms"), per_commit=True),
     Metric("sequential", "sequential, cpu per checkout", "ms", _key("cpu_ms_per_checkout")),
     Metric("steps", "step overhead", "µs/step", _key("per_step_us"), per_commit=True),
     Metric("steps", "step overhead, cpu per step", "µs", _key("cpu_us_per_step")),
-    Metric(
-        "throughput_sync",
-        "throughput, sync def, app.start loop",
-        "wf/s",
-        _key("per_s"),
-        higher_is_better=True,
-        per_commit=True,
-    ),
-    Metric("throughput_sync", "  cpu per checkout", "ms", _key("cpu_ms_per_checkout")),
-    Metric(
-        "throughput_sync_gather",
-        "throughput, sync def, gather",
-        "wf/s",
-        _key("per_s"),
-        higher_is_better=True,
-        per_commit=True,
-    ),
-    Metric("throughput_sync_gather", "  cpu per checkout", "ms", _key("cpu_ms_per_checkout")),
-    Metric(
-        "throughput_async",
-        "throughput, async def, gather",
-        "wf/s",
-        _key("per_s"),
-        higher_is_better=True,
-        per_commit=True,
-    ),
-    Metric("throughput_async", "  cpu per checkout", "ms", _key("cpu_ms_per_checkout")),
-    Metric(
-        "throughput_async_loop",
-        "throughput, async def, app.start loop",
-        "wf/s",
-        _key("per_s"),
-        higher_is_better=True,
-        per_commit=True,
-    ),
-    Metric("throughput_async_loop", "  cpu per checkout", "ms", _key("cpu_ms_per_checkout")),
+    *_throughput("throughput_sync", "throughput, sync def, app.start loop"),
+    *_throughput("throughput_sync_gather", "throughput, sync def, gather"),
+    *_throughput("throughput_async", "throughput, async def, gather"),
+    *_throughput("throughput_async_loop", "throughput, async def, app.start loop"),
     Metric("recovery", "recovery", "s", _key("seconds")),
     Metric("recovery", "recovery, max", "s", _key("seconds_max")),
     Metric("waiting", "waiting cost, worker RSS", "MB", _waiting_rss),
