@@ -218,6 +218,32 @@ def test_results_of_workflows_started_and_ended_here_read_nothing(
     assert calls == {"get_workflow": 2}, calls
 
 
+def test_a_resync_while_runs_are_under_way_here_leaves_their_handles_reading_nothing(
+    app: perdure.App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The PostgreSQL listener emits a resync when it (re)connects, its first connect
+    # included, which may come while the first starts run: their handles still hear
+    # their outcomes from the runs here, and a waiter of a workflow not run here looks
+    # at the store again.
+    go = threading.Event()
+
+    @app.workflow
+    def held(n: int) -> int:
+        go.wait(10)
+        return n * 2
+
+    with app:
+        handles = [app.start(held, i) for i in range(5)]
+        other = app.notifier.subscribe("not-run-here")
+        calls = _count(monkeypatch, app, "get_workflow", "get_workflows", "unfinished_among")
+        app.client._on_store_event(perdure.storage.EVENT_RESYNC)
+        assert other.done() and other.result() is None
+        assert not any(h._heard is not None and h._heard.done() for h in handles)
+        go.set()
+        assert [h.result(timeout=10) for h in handles] == [i * 2 for i in range(5)]
+    assert calls == {}, calls
+
+
 def test_a_handle_of_a_failed_run_started_here_follows_its_resume(app: perdure.App) -> None:
     attempts: list[int] = []
 

@@ -174,12 +174,14 @@ class Client:
             workflow_id = event[len(EVENT_DONE) :]
             # One that runs here tells its waiters itself, with its outcome: a poke would
             # only make them read the store again.
-            if worker is None or not worker.runs_here(workflow_id):
+            if worker is None or not worker.tells(workflow_id):
                 self.notifier.poke(workflow_id)
         elif event.startswith((EVENT_EVENT, EVENT_STREAM)):
             self.notifier.poke(event)  # get_event waiters subscribe under the event's name
         elif event == EVENT_RESYNC:
-            self.notifier.poke_all()
+            # The listener's first connect too, which may come while the first runs here
+            # are under way: their handles hear their outcomes, and read nothing.
+            self.notifier.poke_all(None if worker is None else worker.tells)
         if worker is not None and event in (EVENT_CANCEL, EVENT_RESYNC):
             worker.cancel_pushed()
         if worker is not None and event in (EVENT_READY, EVENT_RESYNC, EVENT_WAKE):

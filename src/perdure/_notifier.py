@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 
 from ._model import Outcome
@@ -46,9 +47,12 @@ class Notifier:
         """Make the workflow's waiters look at the store now."""
         self.notify(workflow_id, None)
 
-    def poke_all(self) -> None:
-        """Make every waiter look at the store now (events may have been missed)."""
+    def poke_all(self, told_here: Callable[[str], bool] | None = None) -> None:
+        """Make every waiter look at the store now (events may have been missed), but
+        those of the workflows ``told_here`` names: their runs here tell them their
+        outcomes, and a poke would only make them read the store."""
         with self._lock:
             workflow_ids = list(self._waiters)
         for workflow_id in workflow_ids:
-            self.poke(workflow_id)
+            if told_here is None or not told_here(workflow_id):
+                self.poke(workflow_id)

@@ -188,6 +188,11 @@ class Executor:
         """Whether this executor is running the workflow now."""
         return self.table.runs_here(workflow_id)
 
+    def tells(self, workflow_id: str) -> bool:
+        """Whether the workflow's end here will tell its waiters its outcome itself: it
+        runs here, or is being started here (its start's handle already waits)."""
+        return self.table.busy(workflow_id)
+
     @property
     def running(self) -> int:
         """How many workflows this executor is running now."""
