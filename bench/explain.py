@@ -7,6 +7,7 @@
     .venv/bin/python bench/explain.py batch-write               # 1,000 writes in 1 transaction
     .venv/bin/python bench/explain.py batch-write -n 40 --busy 8  # 40, with 8 threads busy
     .venv/bin/python bench/explain.py notify-commits            # sessions committing at once
+    .venv/bin/python bench/explain.py start-latency postgresql  # what an app.start loop waits for
 
 ``threads`` runs one in-process throughput figure and reads every thread's CPU time from
 /proc/self/task/*/schedstat (in ns, unlike a sampling profiler or ``stat``'s 10 ms
@@ -16,6 +17,8 @@ run perdure's step INSERT with psycopg directly, the way perdure's writer sends 
 the alternatives. ``notify-commits`` counts the commits/s of 1-8 sessions that each
 commit one ``INSERT`` after another, with and without a ``pg_notify`` in the statement
 (PostgreSQL serializes the commits of transactions that notify: see docs/scaling.md).
+``start-latency`` times a plain ``app.start`` loop alone and beside workflows that run
+in the same process (``bench/start_latency.py``: the interpreter lock or the cores).
 They use the same ``--postgres-url`` default as bench/run.py, in a schema of their own,
 dropped after.
 """
@@ -41,6 +44,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.settings import DEFAULT_POSTGRES_URL, STORES  # noqa: E402
+from bench.start_latency import start_latency  # noqa: E402
 from bench.workloads import build  # noqa: E402
 from bench.workspace import PostgresWorkspace, SQLiteWorkspace, Workspace  # noqa: E402
 
@@ -423,12 +427,21 @@ def notify_commits(url: str, seconds: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "what", choices=("threads", "sequential", "lone-write", "batch-write", "notify-commits")
+        "what",
+        choices=(
+            "threads",
+            "sequential",
+            "lone-write",
+            "batch-write",
+            "notify-commits",
+            "start-latency",
+        ),
     )
     parser.add_argument("store", nargs="?", choices=STORES, default="postgresql")
     parser.add_argument("kind", nargs="?", choices=("async", "gather", "loop"), default="async")
     parser.add_argument("-n", type=int, default=None)
     parser.add_argument("--busy", type=int, default=0, help="batch-write: threads kept busy")
+    parser.add_argument("--cpu", type=float, default=300.0, help="start-latency: µs per workflow")
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
     args = parser.parse_args()
     url = args.postgres_url
@@ -440,6 +453,12 @@ def main() -> None:
         lone_write(url, args.n or 300)
     elif args.what == "notify-commits":
         notify_commits(url, args.n or 3)
+    elif args.what == "start-latency":
+        ws = workspace(args.store, url)
+        try:
+            start_latency(ws, args.store, args.n or 2000, args.cpu)
+        finally:
+            ws.close()
     else:
         batch_write(url, args.n or 1000, args.busy)
 
