@@ -8,7 +8,8 @@ database, the start of a benchmark), and such an index holds an entry for every 
 a row until vacuum, so each step record scanned every RUNNING entry since the last vacuum.
 The statements keep those checks out of the planner's reach (``_statements.py``); this
 test asks the planner, on a fresh schema with no statistics and with the generic plans a
-prepared statement gets after a few runs, which index each one uses.
+prepared statement gets after a few runs, which index each one uses, and that none
+scans the whole table.
 """
 
 from __future__ import annotations
@@ -78,3 +79,6 @@ def test_a_fenced_write_finds_its_workflow_by_the_primary_key(postgres_url: str,
         rows = conn.execute(f"EXPLAIN EXECUTE fenced({arguments})").fetchall()
     plan = "\n".join(row[0] for row in rows)
     assert _workflow_indexes(plan) <= {"perdure_workflows_pkey"}, plan
+    # Nor the whole table: a batch's UPDATE joined to its JSON rows hashed every row of
+    # it (a sequential scan per batch, whatever the table's size).
+    assert "Seq Scan on perdure_workflows" not in plan, plan

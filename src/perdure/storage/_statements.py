@@ -103,11 +103,18 @@ COMPLETE_AND_NOTIFY = (
 #: Many ``COMPLETE_AND_NOTIFY``s in one statement (PostgreSQL): its parameter is a JSON
 #: array of their parameter lists, in order; the IDs returned are those completed, each
 #: with its event pushed if watched.
+#: ``jsonb_typeof(e) = 'array'`` is true of every element; it is there for the planner,
+#: which takes a JSON array for 100 rows: joined to that many, it hashed the whole
+#: workflow table (a sequential scan of every row, in each batch, up to tens of
+#: thousands of rows, and for good in a prepared statement's plan made while the table
+#: was small). An equality it cannot estimate counts as 0.5 %: one row, so each
+#: element's workflow is looked up by the primary key (``test_pg_plans.py``).
 _COMPLETE_FROM_ROWS = (
     "done AS (UPDATE perdure_workflows AS w SET status = e->>0, output = e->>1, "
     "error = e->>2, owner = NULL, lease_expires_at = NULL, note = NULL, "
     "updated_at = (e->>3)::double precision, finished_at = (e->>4)::double precision "
-    "FROM jsonb_array_elements(?::jsonb) AS e WHERE w.id = e->>5 "
+    "FROM jsonb_array_elements(?::jsonb) AS e WHERE jsonb_typeof(e) = 'array' "
+    "AND w.id = e->>5 "
     "AND (w.owner = e->>6 AND w.epoch = (e->>7)::bigint AND w.status IN {ACTIVE}) IS TRUE "
     "RETURNING w.id, e->>6 AS was_owner, (e->>7)::bigint AS was_epoch, "
     "e->>8 AS channel, e->>9 AS event, w.watched)"
