@@ -22,7 +22,7 @@ from conftest import admin_connection, schema_of
 from perdure.storage import _queue_statements as qq
 from perdure.storage import _statements as q
 from perdure.storage._dialect import POSTGRES
-from perdure.storage._postgres import PostgresStore
+from perdure.storage._postgres import _CLAIM, _RENEW_LEASES, PostgresStore
 from perdure.storage._sql_streams import FENCE_LEASE
 
 pytestmark = pytest.mark.postgres
@@ -81,4 +81,27 @@ def test_a_fenced_write_finds_its_workflow_by_the_primary_key(postgres_url: str,
     assert _workflow_indexes(plan) <= {"perdure_workflows_pkey"}, plan
     # Nor the whole table: a batch's UPDATE joined to its JSON rows hashed every row of
     # it (a sequential scan per batch, whatever the table's size).
+    assert "Seq Scan on perdure_workflows" not in plan, plan
+
+
+#: Writes that find their workflows by other indexes (claimable rows, an executor's
+#: leases) and must not read the whole table to do it either.
+SCANS = {"claim": _CLAIM, "renew leases": _RENEW_LEASES}
+
+
+@pytest.mark.parametrize("name", sorted(SCANS))
+def test_a_claim_and_a_heartbeat_never_scan_the_workflow_table(
+    postgres_url: str, name: str
+) -> None:
+    store = PostgresStore(postgres_url)
+    store.migrate()
+    store.close()
+    numbered, count = _numbered(SCANS[name])
+    # NULL for every parameter: some are arrays, and a generic plan does not look at them.
+    arguments = ", ".join(["NULL"] * count)
+    with admin_connection(postgres_url, schema=schema_of(postgres_url)) as conn:
+        conn.execute("SET plan_cache_mode = force_generic_plan")
+        conn.execute(f"PREPARE scanning AS {numbered}")
+        rows = conn.execute(f"EXPLAIN EXECUTE scanning({arguments})").fetchall()
+    plan = "\n".join(row[0] for row in rows)
     assert "Seq Scan on perdure_workflows" not in plan, plan
