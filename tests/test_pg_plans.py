@@ -64,20 +64,25 @@ def _workflow_indexes(plan: str) -> set[str]:
     return set(re.findall(r"using (perdure_workflows\w*)", plan))
 
 
+def _generic_plan(postgres_url: str, statement: str, argument: str) -> str:
+    """The plan PostgreSQL keeps for ``statement`` (psycopg's placeholders) once prepared
+    and run a few times, on a fresh schema (its tables and indexes, no rows, no
+    statistics), each parameter given as ``argument``."""
+    store = PostgresStore(postgres_url)
+    store.migrate()
+    store.close()
+    numbered, count = _numbered(statement)
+    arguments = ", ".join([argument] * count)
+    with admin_connection(postgres_url, schema=schema_of(postgres_url)) as conn:
+        conn.execute("SET plan_cache_mode = force_generic_plan")
+        conn.execute(f"PREPARE planned AS {numbered}")
+        rows = conn.execute(f"EXPLAIN EXECUTE planned({arguments})").fetchall()
+    return "\n".join(row[0] for row in rows)
+
+
 @pytest.mark.parametrize("name", sorted(FENCED))
 def test_a_fenced_write_finds_its_workflow_by_the_primary_key(postgres_url: str, name: str) -> None:
-    store = PostgresStore(postgres_url)
-    store.migrate()  # the schema, its tables and indexes, no rows
-    store.close()
-    statement = POSTGRES.sql(FENCED[name])
-    numbered, count = _numbered(statement)
-    arguments = ", ".join(["'1'"] * count)
-    with admin_connection(postgres_url, schema=schema_of(postgres_url)) as conn:
-        # A prepared statement's generic plan: the one a write gets after a few runs.
-        conn.execute("SET plan_cache_mode = force_generic_plan")
-        conn.execute(f"PREPARE fenced AS {numbered}")
-        rows = conn.execute(f"EXPLAIN EXECUTE fenced({arguments})").fetchall()
-    plan = "\n".join(row[0] for row in rows)
+    plan = _generic_plan(postgres_url, POSTGRES.sql(FENCED[name]), "'1'")
     assert _workflow_indexes(plan) <= {"perdure_workflows_pkey"}, plan
     # Nor the whole table: a batch's UPDATE joined to its JSON rows hashed every row of
     # it (a sequential scan per batch, whatever the table's size).
@@ -93,15 +98,6 @@ SCANS = {"claim": _CLAIM, "renew leases": _RENEW_LEASES}
 def test_a_claim_and_a_heartbeat_never_scan_the_workflow_table(
     postgres_url: str, name: str
 ) -> None:
-    store = PostgresStore(postgres_url)
-    store.migrate()
-    store.close()
-    numbered, count = _numbered(SCANS[name])
     # NULL for every parameter: some are arrays, and a generic plan does not look at them.
-    arguments = ", ".join(["NULL"] * count)
-    with admin_connection(postgres_url, schema=schema_of(postgres_url)) as conn:
-        conn.execute("SET plan_cache_mode = force_generic_plan")
-        conn.execute(f"PREPARE scanning AS {numbered}")
-        rows = conn.execute(f"EXPLAIN EXECUTE scanning({arguments})").fetchall()
-    plan = "\n".join(row[0] for row in rows)
+    plan = _generic_plan(postgres_url, SCANS[name], "NULL")
     assert "Seq Scan on perdure_workflows" not in plan, plan
