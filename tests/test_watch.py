@@ -244,6 +244,33 @@ def test_a_resync_while_runs_are_under_way_here_leaves_their_handles_reading_not
     assert calls == {}, calls
 
 
+def test_a_done_event_heard_as_a_run_here_ends_leaves_its_handle_reading_nothing(
+    app: perdure.App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A run's outcome commits with its ``done`` event, and the listener may hear it just
+    # as the run leaves the run table (a busy machine): the event must not poke the
+    # handle of its start before the run told it its outcome.
+    @app.workflow
+    def double(n: int) -> int:
+        return n * 2
+
+    with app:
+        worker = app.client._worker
+        assert worker is not None
+        remove = worker.table.remove
+
+        def remove_then_hear_done(run: Any) -> tuple[int, int]:
+            left = remove(run)
+            app.client._on_store_event(perdure.storage.EVENT_DONE + run.workflow_id)
+            return left
+
+        monkeypatch.setattr(worker.table, "remove", remove_then_hear_done)
+        calls = _count(monkeypatch, app, "get_workflow", "get_workflows", "unfinished_among")
+        handles = [app.start(double, i) for i in range(5)]
+        assert [h.result(timeout=10) for h in handles] == [i * 2 for i in range(5)]
+    assert calls == {}, calls
+
+
 def test_a_handle_of_a_failed_run_started_here_follows_its_resume(app: perdure.App) -> None:
     attempts: list[int] = []
 

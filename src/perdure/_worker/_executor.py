@@ -486,6 +486,11 @@ class Executor:
         waiter that subscribes after it was told finds the workflow no longer running
         here, and reads its (committed) outcome."""
         self._stop_timer(run)
+        if outcome is not None:
+            # Told once before too: the outcome's ``done`` event (committed with it) may
+            # reach the listener once the run has left the table, and would then poke the
+            # waiters, its start's handle included, to read the store (``tells``).
+            self.app.notifier.notify(run.workflow_id, outcome)
         if run.record.parent_id is not None or run.record.queue is not None:
             # Its parent may wait for it here, or it freed a slot of its queue: claim now.
             self.wake()
