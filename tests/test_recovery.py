@@ -257,3 +257,60 @@ def test_executor_runs_only_its_own_version(make_app) -> None:
     register(same)
     with same:
         assert handle.result(timeout=10) == "done"
+
+
+def test_a_workflow_owned_here_but_not_running_is_adopted(
+    app: perdure.App, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A start can commit while its caller sees an error (the connection died at COMMIT):
+    # the store says this executor owns a workflow that does not run here. The
+    # maintenance thread's look for orphans runs it.
+    @app.workflow
+    def double(n: int) -> int:
+        return n * 2
+
+    with app:
+        worker = app.client._worker
+        assert worker is not None
+        monkeypatch.setattr(worker, "started", lambda record, created: None)  # never run
+        handle = app.start(double, 21)
+        monkeypatch.undo()
+        record = app.store.get_workflow(handle.workflow_id)
+        assert record is not None and record.owner == worker.id
+        assert record.status == "RUNNING" and not worker.runs_here(handle.workflow_id)
+        with caplog.at_level(logging.WARNING, logger="perdure"):
+            worker.maintenance.adopt_orphans()
+        assert handle.result(timeout=10) == 42
+    assert f"workflow {handle.workflow_id} was ours but not running" in caplog.text
+
+
+def test_a_run_that_ends_while_orphans_are_looked_for_is_not_read_again(
+    app: perdure.App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The look for orphans reads the workflows the store says this executor owns; a run
+    # here that ends during that read was seen unfinished, and is no orphan to read again.
+    go = threading.Event()
+
+    @app.workflow
+    def held() -> int:
+        go.wait(10)
+        return 1
+
+    with app:
+        worker = app.client._worker
+        assert worker is not None
+        handle = app.start(held)
+        real = app.store.owned_workflows
+
+        def owned_then_the_run_ends(executor_id: str) -> list[str]:
+            found = real(executor_id)
+            go.set()
+            wait_until(lambda: not worker.tells(handle.workflow_id))
+            return found
+
+        monkeypatch.setattr(app.store, "owned_workflows", owned_then_the_run_ends)
+        reads: list[str] = []
+        monkeypatch.setattr(worker, "_adopt", lambda workflow_id, slot: reads.append(workflow_id))
+        worker.maintenance.adopt_orphans()
+        assert reads == []
+        assert handle.result(timeout=10) == 1

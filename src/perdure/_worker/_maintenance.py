@@ -312,8 +312,12 @@ class Maintenance:
         # A claim or a start can commit while its caller sees an error (the connection
         # died at COMMIT): the store then says we own a workflow that we do not run.
         # Without this, our heartbeats would keep its lease alive and nobody would run it.
-        for workflow_id in self.host.store.owned_workflows(self.runner.id):
-            if not self.table.busy(workflow_id) and self.runner.adopt(workflow_id):
+        # One that ran or started here while the store was read may have ended since (the
+        # read saw it unfinished): not an orphan. A real one is seen at the next look.
+        with self.table.tracking() as busy:
+            owned = self.host.store.owned_workflows(self.runner.id)
+        for workflow_id in owned:
+            if workflow_id not in busy and self.runner.adopt(workflow_id):
                 log.warning("workflow %s was ours but not running; resumed it", workflow_id)
 
     def release_holds(self, now: float) -> None:

@@ -9,8 +9,9 @@ unowned, for a later claim; a claim round claims no more than it reserved.
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from enum import Enum
 
 from .._engine.run import WorkflowRun
@@ -41,6 +42,8 @@ class RunTable:
         self._starting: dict[str, bool] = {}
         # Workflow ID -> when to run it again.
         self._stranded: dict[str, float] = {}
+        # The sets of ``tracking`` under way: each collects the workflows busy here.
+        self._tracking: list[set[str]] = []
         # Counts every run added, start begun and slot reserved: lets a watcher (the test
         # kit's time skipping) know that nothing began between two of its looks (while
         # nothing runs, nothing can end).
@@ -78,6 +81,8 @@ class RunTable:
             if slot:
                 self._reserved += 1
             self._starting.setdefault(workflow_id, slot)
+            for seen in self._tracking:
+                seen.add(workflow_id)
             self._changes += 1
             return slot
 
@@ -110,6 +115,8 @@ class RunTable:
             elif self._free() <= 0:
                 return False
             self._runs[workflow_id] = run
+            for seen in self._tracking:
+                seen.add(workflow_id)
             self._changes += 1
             return True
 
@@ -138,6 +145,20 @@ class RunTable:
         """Whether this workflow runs here or is being started here."""
         with self._lock:
             return workflow_id in self._runs or workflow_id in self._starting
+
+    @contextlib.contextmanager
+    def tracking(self) -> Iterator[set[str]]:
+        """The workflows busy here now, and those that become busy until the block ends:
+        what a look at the store made meanwhile may have seen unfinished although it ran
+        (or started) here and has ended since."""
+        with self._lock:
+            seen = set(self._runs) | set(self._starting)
+            self._tracking.append(seen)
+        try:
+            yield seen
+        finally:
+            with self._lock:
+                self._tracking = [other for other in self._tracking if other is not seen]
 
     def __len__(self) -> int:
         with self._lock:
