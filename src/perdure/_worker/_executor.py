@@ -480,11 +480,11 @@ class Executor:
             self._loop.call_soon_threadsafe(timer.cancel)
 
     def _forget(self, run: WorkflowRun, outcome: Outcome | None = None) -> None:
-        """Take the run out of the table, then tell its waiters here its outcome, or
-        (without one: it was suspended, held, lost its lease, or runs again later) poke
-        them to read the store: none waits on for a run that is gone. In this order, a
-        waiter that subscribes after it was told finds the workflow no longer running
-        here, and reads its (committed) outcome."""
+        """Take the run out of the table, then tell its waiters here its outcome (told
+        before too), or (without one: it was suspended, held, lost its lease, or runs
+        again later) poke them to read the store: none waits on for a run that is gone.
+        In this order, a waiter that subscribes after it was told finds the workflow no
+        longer running here, and reads its (committed) outcome."""
         self._stop_timer(run)
         if outcome is not None:
             # Told once before too: the outcome's ``done`` event (committed with it) may
