@@ -17,6 +17,7 @@ from typing import Any
 from bench.common import LOG_COUNT, capture_logs, log
 from bench.cpu import Load, settle
 from bench.machine import machine, src_modified
+from bench.pinning import pin_this_process, pinned
 from bench.report import print_report
 from bench.runner import run_store
 from bench.settings import (
@@ -90,7 +91,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--output", default=str(RESULTS / "latest.json"), help="where to write the JSON result"
     )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="run this process on one core and each worker process on the next, round "
+        "robin (as taskset -c N would; the database server is left alone)",
+    )
     args = parser.parse_args(argv)
+    if args.pin:
+        log(f"pinned: this process on core {pin_this_process()}, workers round robin")
     counts = QUICK if args.quick else FULL
     only = set(args.only or [name for name in SECTIONS if name not in OPT_IN])
     complete = not args.quick and args.only is None
@@ -107,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(),
         # Settings for the worker processes' App (an experiment; unset in the benchmark).
         "worker_app_settings": os.environ.get("PERDURE_BENCH_APP_SETTINGS"),
+        # The cores of a --pin run (this process on the first), else [].
+        "pinned_cores": pinned(),
         "stores": {},
     }
     logs = Path(tempfile.mkdtemp(prefix="perdure-bench-logs-", dir=args.dir))

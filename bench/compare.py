@@ -207,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("PERDURE_BENCH_POSTGRES_URL", DEFAULT_POSTGRES_URL),
     )
     parser.add_argument("--workers", default=None, help="as bench/run.py --workers")
+    parser.add_argument("--pin", action="store_true", help="as bench/run.py --pin (both sides)")
     parser.add_argument("--dir", default=None, help="parent of the temporary folders")
     parser.add_argument("--keep", action="store_true", help="keep the copies, logs and JSON")
     parser.add_argument("--output", default=None, help="default bench/results/compare-*.json")
@@ -219,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         passthrough.append("--quick")
     if args.workers:
         passthrough += ["--workers", args.workers]
+    if args.pin:
+        passthrough.append("--pin")
     stores = list(dict.fromkeys(args.store or STORES))
     skipped: dict[str, str] = {}
     if "postgresql" in stores and (why := postgres_reachable(args.postgres_url)):

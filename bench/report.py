@@ -279,6 +279,9 @@ def print_report(results: dict[str, Any], quick: bool) -> None:
         print("warning: src/ was modified while the benchmark ran")
     if results["worker_app_settings"]:
         print(f"worker processes ran with App settings {results['worker_app_settings']}")
+    if results.get("pinned_cores"):
+        cores = results["pinned_cores"]
+        print(f"pinned (--pin): this process on core {cores[0]}, workers round robin on {cores}")
     for store, res in results["stores"].items():
         if "skipped" in res:
             print(f"\n{store}: skipped ({res['skipped']})")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import perdure
+from bench.pinning import worker_prefix
 from bench.settings import ROOT
 
 
@@ -45,7 +46,8 @@ def _worker_command() -> list[str]:
 def spawn_worker(
     url: str, log_path: Path, extra_env: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
-    """``perdure worker bench.workloads:app`` on ``url``, its output to ``log_path``."""
+    """``perdure worker bench.workloads:app`` on ``url``, its output to ``log_path`` (on a
+    core of its own with ``--pin``: ``bench/pinning.py``)."""
     _compiled(perdure_root())
     env = {**os.environ, "PERDURE_DATABASE_URL": url, **(extra_env or {})}
     # The worker must import the same perdure as this process (the one measured, maybe an
@@ -54,7 +56,11 @@ def spawn_worker(
     env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     with open(log_path, "wb") as out:
         return subprocess.Popen(
-            _worker_command(), cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+            [*worker_prefix(), *_worker_command()],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
 
 
