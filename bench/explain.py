@@ -8,6 +8,7 @@
     .venv/bin/python bench/explain.py batch-write -n 40 --busy 8  # 40, with 8 threads busy
     .venv/bin/python bench/explain.py notify-commits            # sessions committing at once
     .venv/bin/python bench/explain.py start-latency postgresql  # what an app.start loop waits for
+    .venv/bin/python bench/explain.py wakeups                   # thread wake-ups: one core or two
 
 ``threads`` runs one in-process throughput figure and reads every thread's CPU time from
 /proc/self/task/*/schedstat (in ns, unlike a sampling profiler or ``stat``'s 10 ms
@@ -19,6 +20,8 @@ commit one ``INSERT`` after another, with and without a ``pg_notify`` in the sta
 (PostgreSQL serializes the commits of transactions that notify: see docs/scaling.md).
 ``start-latency`` times a plain ``app.start`` loop alone and beside workflows that run
 in the same process (``bench/start_latency.py``: the interpreter lock or the cores).
+``wakeups`` times hand-offs between threads on one core and across cores
+(``bench/wakeups.py``).
 They use the same ``--postgres-url`` default as bench/run.py, in a schema of their own,
 dropped after.
 """
@@ -45,6 +48,7 @@ if str(ROOT) not in sys.path:
 
 from bench.settings import DEFAULT_POSTGRES_URL, STORES  # noqa: E402
 from bench.start_latency import start_latency  # noqa: E402
+from bench.wakeups import wakeups  # noqa: E402
 from bench.workloads import build  # noqa: E402
 from bench.workspace import PostgresWorkspace, SQLiteWorkspace, Workspace  # noqa: E402
 
@@ -435,6 +439,7 @@ def main() -> None:
             "batch-write",
             "notify-commits",
             "start-latency",
+            "wakeups",
         ),
     )
     parser.add_argument("store", nargs="?", choices=STORES, default="postgresql")
@@ -453,6 +458,8 @@ def main() -> None:
         lone_write(url, args.n or 300)
     elif args.what == "notify-commits":
         notify_commits(url, args.n or 3)
+    elif args.what == "wakeups":
+        wakeups(args.n or 20000)
     elif args.what == "start-latency":
         ws = workspace(args.store, url)
         try:
