@@ -15,6 +15,7 @@ Printed: wall and process CPU per wake-up (CPU counts both threads and the kerne
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -93,9 +94,10 @@ def wakeups(rounds: int, width: int = 64) -> None:
         placements["two cores"] = (allowed[0], allowed[1])
     print(f"cores allowed: {allowed}; {rounds} rounds; fan-out width {width}")
     for name, cores in placements.items():
-        wall, cpu = _timed(lambda c=cores: _ping_pong(rounds, c), 2 * rounds)
+        wall, cpu = _timed(functools.partial(_ping_pong, rounds, cores), 2 * rounds)
         print(f"  ping-pong  {name:10s} {wall:6.1f} µs wall, {cpu:6.1f} µs CPU per wake-up")
     fan_rounds = max(1, rounds // width)
     for name, cores in placements.items():
-        wall, cpu = _timed(lambda c=cores: _fan_out(fan_rounds, width, c), 2 * width * fan_rounds)
+        fan = functools.partial(_fan_out, fan_rounds, width, cores)
+        wall, cpu = _timed(fan, 2 * width * fan_rounds)
         print(f"  fan-out    {name:10s} {wall:6.1f} µs wall, {cpu:6.1f} µs CPU per wake-up")
