@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import Future
 from typing import Any
 
+import pytest
+
 from perdure import StoreError
+from perdure._engine import writes as writes_module
 from perdure._engine.holder import INTERVAL
 from perdure._engine.writes import Writes
 
@@ -107,4 +111,43 @@ def test_a_record_held_too_long_is_let_go_by_the_holder() -> None:
     assert time.monotonic() - held_at >= INTERVAL
     assert writes.held == [] and writes.pending()
     store.futures["slow"].set_result(True)
+    assert writes.clear
+
+
+def test_a_record_the_holder_lets_go_of_is_held_or_pending_at_every_moment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """CI (Python 3.13) once recorded an async workflow's patch marker before the step
+    that ran before it: the holder had taken the step's record out of ``held`` and not
+    yet submitted it, so the run saw nothing held and nothing pending, and its next
+    write went out first (and a step's attempt could have, before the record was
+    durable). The run's thread must see the record held, or pending, at every moment."""
+    seen: list[tuple[bool, bool]] = []
+
+    class Holder:
+        """The holder's bookkeeping, looking at the run from inside ``release``."""
+
+        def watch(self, writes: Writes) -> None:
+            return None
+
+        def forget(self, writes: Writes) -> None:
+            seen.append((bool(writes.held), writes.clear))
+
+    monkeypatch.setattr(writes_module, "holder", Holder())
+    store, writes = FakeStore(), Writes()
+    store_write = store.write("step")
+
+    def submit() -> Future[Any]:
+        seen.append((bool(writes.held), writes.clear))  # as the run's thread would look
+        return store_write()
+
+    writes.hold("step", submit, accept)
+    releasing = threading.Thread(target=writes.release)  # the holder's thread
+    releasing.start()
+    releasing.join()
+    assert store.submitted == ["step"]
+    # At each look: held (the run would take it, or wait for the holder), or pending.
+    assert seen and all(held or not clear for held, clear in seen), seen
+    assert not writes.held and not writes.clear
+    store.futures["step"].set_result(True)
     assert writes.clear

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from .._errors import CheckpointFailed, ConfigurationError, LeaseLost
 from .attempts import attempt_async, attempt_sync
-from .effects import Attempt, Await, Commit, Effect, Flush, Op, Pause
+from .effects import FLUSH, Attempt, Await, Commit, Effect, Flush, Op, Pause
 from .state import RunState
 from .writes import NOTHING_IN_FLIGHT, Writes
 
@@ -47,6 +47,8 @@ def drive_sync(run: RunState, op: Op[T]) -> T:
                 _write_held(run)  # a held step record goes before whatever comes next
                 if type(effect) is Attempt:
                     run.check_lease()  # as the attempt did before its wait for the record
+            if not run.writes.clear and type(effect) is Attempt:
+                _sync(run, FLUSH)  # a held record the holder submitted (see _write_held)
             # The common cases first, inline (as in drive_async): they run for every step.
             if isinstance(effect, Attempt):
                 value = attempt_sync(run, effect)
@@ -64,7 +66,14 @@ def drive_sync(run: RunState, op: Op[T]) -> T:
 
 
 def _write_held(run: RunState) -> None:
-    """Write the run's held step records and wait for them, as their steps used to."""
+    """Write the run's held step records and wait for them, as their steps used to.
+
+    The holder's thread may have taken them first (``Writes.release``): they are then
+    pending writes of the run, which the next effect's write queues behind (one
+    connection, one queue: they commit first, or in the same transaction), and which an
+    attempt, a side effect of the user's code, waits for (both drivers flush before an
+    attempt when the run's writes are not clear: the step looked at ``clear`` before the
+    holder let go of its record)."""
     for _, submit, check in run.writes.take_held():
         try:
             check(submit().result())
@@ -116,6 +125,8 @@ async def drive_async(run: RunState, op: Op[T]) -> T:
                 await _write_held_async(run)
                 if kind is Attempt:
                     run.check_lease()  # as the attempt did before its wait for the record
+            if not writes.clear and kind is Attempt:
+                await _async(run, FLUSH)  # a held record the holder submitted (as above)
             if kind is Attempt:
                 value = await attempt_async(run, effect)  # type: ignore[arg-type]
                 continue

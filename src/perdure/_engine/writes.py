@@ -162,9 +162,23 @@ class Writes:
             holder.watch(self)
 
     def release(self) -> None:
-        """Submit the held records (each a plain write: what comes next waits for it)."""
-        for _, submit, check in self.take_held():
-            self.submit(submit, check)
+        """Submit the held records (each a plain write: what comes next waits for it).
+
+        They leave ``held`` only once submitted, under the lock that ``take_held`` takes:
+        the run's thread, looking meanwhile, finds them either still held (and its
+        ``take_held`` waits for this to finish) or pending (``clear`` false), never
+        neither. Taken first and submitted after, a record the holder let go of was for
+        a moment in no list at all, and the run's next write (or a step's attempt) went
+        out before it. Only threads that never lead a commit call this (the holder's, an
+        event loop's): a submit here only queues, so the lock is not held across one."""
+        with _HELD:
+            held = self.held
+            if not held:
+                return
+            for _, submit, check in held:
+                self.submit(submit, check)
+            self.held = _NOTHING_HELD
+        holder.forget(self)
 
     def take_held(self) -> list[tuple[Any, Callable[[], Future[Any]], Callable[[Any], None]]]:
         """The held records (each with how to submit and check it), no longer held: the
