@@ -3,9 +3,9 @@
 A perdure process runs its Python on one core at a time (the interpreter lock), but its
 threads wake each other all the time: the writer wakes the workflows whose records it
 committed, a workflow wakes the writer, the event loop wakes a pool thread. Left to the
-scheduler, the woken thread often lands on the other core, and on a virtual machine a
-wake-up across cores costs far more than one on the same core (an interrupt between
-virtual CPUs goes through the hypervisor). With ``--pin`` the benchmark's own process
+scheduler, the woken thread often lands on the other core, and on the 2-core VM of
+docs/performance.md a wake-up across cores costs 1.5-2 times one on the same core
+(``bench/explain.py wakeups``). With ``--pin`` the benchmark's own process
 (the in-process figures, and the client of the multi-process figure) is confined to the
 first core it may use, and each worker process it starts to the next one, round robin,
 as ``taskset -c N perdure worker ...`` would deploy them. The database server is left
