@@ -22,6 +22,7 @@ from typing import Any
 
 from ._breaker import BreakerStatus, CircuitBreaker
 from ._clock import Clock
+from ._engine.bridge import loop_bridge
 from ._errors import (
     StoreError,
     StoreInDoubtError,
@@ -337,14 +338,15 @@ class Client:
         new = self.prepare(fn, args, kwargs, options)
         if options.queued:
             try:
-                record, created = await asyncio.wrap_future(submit(self, new, options))
+                record, created = await loop_bridge().wait(submit(self, new, options))
             except _DOUBTFUL as exc:
                 raise _start_failed(new.id, exc, self.store.kind) from exc
             return WorkflowHandle(self, submitted(self, new, record, created))
         with self._slot(new.id) as (owner, lease):
             future = self.store.create_workflow(new, owner, lease)
             try:
-                record, created = await asyncio.wrap_future(future)
+                # The starts of a gather commit in batches: one wake of the loop for each.
+                record, created = await loop_bridge().wait(future)
             except _DOUBTFUL as exc:
                 raise _start_failed(new.id, exc, self.store.kind) from exc
             heard = self._started(new, record, created)

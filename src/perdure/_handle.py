@@ -12,6 +12,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from ._clock import Clock
 from ._display import error_summary, utc
+from ._engine.bridge import loop_bridge
 from ._engine.children import child_result, child_result_async
 from ._engine.describe import describe_step, describe_wait
 from ._engine.state import current_run
@@ -249,6 +250,12 @@ class WorkflowStatus:
         return self.status in TERMINAL_STATUSES
 
 
+def _give_up(waiter: asyncio.Future[Outcome | None]) -> None:
+    """End a wait for an outcome that was not told in time: read the record again."""
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 class WorkflowHandle(Generic[R]):
     """A reference to one workflow by ID; cheap, and valid in any process."""
 
@@ -297,7 +304,7 @@ class WorkflowHandle(Generic[R]):
 
     async def _record_async(self, watch: bool = False) -> WorkflowRecord:
         # Shared with the other waiters that look now: one query for all of them.
-        record = await asyncio.wrap_future(self._app.reads.read(self.workflow_id, watch))
+        record = await loop_bridge().wait(self._app.reads.read(self.workflow_id, watch))
         if record is None:
             raise WorkflowNotFoundError(self.workflow_id)
         self._marked = self._marked or watch
@@ -440,10 +447,13 @@ class WorkflowHandle(Generic[R]):
             return self._decode(*heard)
         deadline = None if timeout is None else self._app.clock.time() + timeout
         notifier = self._app.notifier
+        # The waits of a gather of thousands end in batches (the executor's outcomes):
+        # the loop wakes once per batch, not once per waiter (asyncio.wrap_future).
+        bridge = loop_bridge()
         first = True
         while True:
             waiter = notifier.subscribe(self.workflow_id)
-            wrapped = asyncio.wrap_future(waiter)
+            wrapped = bridge.wait(waiter)
             try:
                 name = self._running_here(first)
                 first = False
@@ -461,6 +471,7 @@ class WorkflowHandle(Generic[R]):
                     return self._decode(name, outcome)
             finally:
                 notifier.unsubscribe(self.workflow_id, waiter)
+                bridge.forget(waiter)  # an unsubscribed waiter may never be told
                 wrapped.cancel()
 
     async def _await_async(
@@ -474,8 +485,16 @@ class WorkflowHandle(Generic[R]):
         wait = self._wait(deadline, timeout)
         elsewhere = self._watch(record)
         try:
-            done, _ = await asyncio.wait({wrapped}, timeout=wait)
-            return wrapped.result() if done else None
+            if wrapped.done():
+                return wrapped.result()
+            # A timer that gives up on the waiter (resolves it with None, which the bridge
+            # then leaves alone), rather than asyncio.wait: a set, a future and callbacks
+            # more per waiter, twice the loop's CPU of such a wait.
+            timer = wrapped.get_loop().call_later(wait, _give_up, wrapped)
+            try:
+                return await wrapped
+            finally:
+                timer.cancel()
         finally:
             if elsewhere:
                 self._app.watcher.unwatch(self.workflow_id)
