@@ -57,11 +57,14 @@ def _turn(messages: list[ModelMessage]) -> int:
     return 1 + sum(isinstance(m, ModelResponse) for m in messages)
 
 
-async def _hold(turn: int) -> None:
+def _holds(turn: int) -> bool:
+    """Whether this call of ``turn`` is the one to hang, its marker made if so: before the
+    ledger says the turn runs, so that a worker killed as soon as it does (the test's
+    cue) has left the marker, and the next worker's call does not hang too."""
     if os.environ.get("PERDURE_HOLD_TURN") != str(turn) or HOLD_MARKER.exists():
-        return
+        return False
     HOLD_MARKER.touch()
-    await asyncio.sleep(120)  # killed meanwhile
+    return True
 
 
 def _tool_call(turn: int) -> tuple[str, dict[str, Any]] | None:
@@ -87,8 +90,10 @@ async def respond_stream(
 ) -> AsyncIterator[str | DeltaToolCalls]:
     """The script, streamed."""
     turn = _turn(messages)
+    hold = _holds(turn)
     ledger("model", f"turn-{turn}")
-    await _hold(turn)
+    if hold:
+        await asyncio.sleep(120)  # killed meanwhile
     call = _tool_call(turn)
     if call is not None:
         name, args = call
