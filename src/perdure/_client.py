@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import threading
-import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -32,6 +31,7 @@ from ._errors import (
     workflow_id_taken,
 )
 from ._handle import WorkflowHandle, WorkflowStatus
+from ._ids import new_workflow_id
 from ._inspect import check_queue_filter
 from ._model import Outcome
 from ._notifier import Notifier
@@ -259,7 +259,7 @@ class Client:
         now = self.clock.time()
         timeout = options.timeout
         return NewWorkflow(
-            id=options.workflow_id or str(uuid.uuid4()),
+            id=options.workflow_id or new_workflow_id(),
             name=definition.name,
             inputs=inputs,
             serializer=self.serializer.name,

@@ -44,8 +44,9 @@ class StartOptions:
     """How to start a workflow (apart from its arguments); every field defaults to "not
     given"."""
 
-    #: The workflow's ID (idempotent: a second start with it starts nothing); a random
-    #: UUID when None, or ``parent/position`` for a child started in a workflow.
+    #: The workflow's ID (idempotent: a second start with it starts nothing); when None,
+    #: a new UUID whose leading bits are the time (version 7: IDs sort by the millisecond
+    #: they were made in), or ``parent/position`` for a child started in a workflow.
     workflow_id: str | None = None
     #: Seconds from the start until the workflow's durable deadline, or None for none.
     timeout: float | None = None

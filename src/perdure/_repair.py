@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import getpass
 import json
-import uuid
 from collections.abc import Callable
 from datetime import datetime
 from typing import Protocol
 
 from ._clock import Clock
 from ._errors import InvalidValueError, WorkflowNotFoundError, WorkflowNotResumableError
+from ._ids import new_workflow_id
 from ._inspect import InspectHost, list_page
 from ._model import OperatorAction, WaitKind, WorkflowState
 from ._settings import Settings
@@ -93,11 +93,11 @@ def fork(
     actor: str | None = None,
     action: OperatorAction = OperatorAction.FORK,
 ) -> str:
-    """Fork ``source_id`` at ``from_step`` into ``workflow_id`` (default: a new UUID);
+    """Fork ``source_id`` at ``from_step`` into ``workflow_id`` (default: a new time-ordered ID);
     returns the new ID. ``InvalidValueError`` for a step past the recorded ones or an ID
     already taken, ``WorkflowNotFoundError`` for an unknown source."""
     check_workflow_id(source_id)
-    new_id = check_optional_workflow_id(workflow_id) or str(uuid.uuid4())
+    new_id = check_optional_workflow_id(workflow_id) or new_workflow_id()
     who = actor_or_default(actor)
     if isinstance(from_step, bool) or not isinstance(from_step, int) or from_step < 0:
         raise InvalidValueError(f"from_step must be a whole number >= 0, not {from_step!r}")
