@@ -85,6 +85,10 @@ def transient(exc: psycopg.Error) -> bool:
     return code[:2] in _TRANSIENT_CLASSES or code in _TRANSIENT_CODES
 
 
+#: read_only_sql_transaction: a write on a hot standby, or in a read-only transaction.
+_READ_ONLY = "25006"
+
+
 def translate(exc: Exception) -> Exception:
     """The store's error for a psycopg error (chained to it); any other error unchanged:
     ``StoreUnavailableError`` for what heals (see ``transient``), ``StoreRejectedError``
@@ -104,6 +108,14 @@ def translate(exc: Exception) -> Exception:
         )
     elif transient(exc):
         error = StoreUnavailableError(f"PostgreSQL is unavailable: {first_line(exc)}")
+    elif exc.sqlstate == _READ_ONLY:
+        error = StoreRejectedError(
+            f"PostgreSQL refused a write ({first_line(exc)}): this database is read-only "
+            "(a read replica, a hot standby, or default_transaction_read_only). perdure "
+            "reads workflows there (list, status, inspect, the dashboard's pages); "
+            "starting, changing, running or awaiting them needs the primary: point the "
+            "database URL at it"
+        )
     else:
         error = StoreRejectedError(
             f"PostgreSQL refused the operation ({exc.sqlstate or type(exc).__name__}: "

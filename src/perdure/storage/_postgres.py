@@ -398,6 +398,8 @@ class PostgresStore(SqlTransactions):
 
     def migrate(self) -> None:
         shipped = migrations("postgres")
+        if self._migrated(shipped, f"schema {self.schema!r}"):
+            return
 
         def apply(conn: Connection) -> None:
             # Many workers may start at once: the first to take the lock migrates, the
@@ -434,6 +436,8 @@ class PostgresStore(SqlTransactions):
         self._pool.close()
 
     def listen(self, on_event: Callable[[str], None]) -> bool:
+        if self._read("SELECT pg_is_in_recovery()")[0][0]:
+            return False  # a hot standby (a read replica) takes no LISTEN: poll
         self._listener.add(on_event)
         return True
 

@@ -28,7 +28,7 @@ from . import _statements_compliance as c
 from ._base import Lease, NewWorkflow, StepRecord, Store, WorkflowRecord
 from ._batch import GroupCommitter, Write
 from ._dialect import Dialect
-from ._queries import workflow_record
+from ._queries import check_versions, workflow_record
 
 T = TypeVar("T")
 
@@ -209,6 +209,17 @@ class SqlBase(Store):
     def _step_write(self, workflow_id: str, lease: Lease, step: StepRecord) -> Write:
         """The write of ``record_step`` (its locking differs between the stores), made
         for the writer but not yet submitted: alone, or with a workflow's outcome."""
+
+    def _migrated(self, shipped: list[tuple[int, str]], where: str) -> bool:
+        """Whether every shipped migration is applied, found by reading only: a process
+        that reads from a replica (a hot standby takes no write, not even a ``CREATE
+        TABLE IF NOT EXISTS``) needs nothing more, and neither does every start after
+        the first. A version this perdure does not ship is refused here too."""
+        if not self.exists():
+            return False
+        applied = {row[0] for row in self._read("SELECT version FROM perdure_schema")}
+        check_versions(applied, shipped, where)
+        return all(version in applied for version, _ in shipped)
 
     def _notify(self, conn: Any, event: str) -> None:
         """Push ``event`` to listeners at commit; stores that cannot push do nothing."""

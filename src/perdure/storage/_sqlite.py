@@ -309,6 +309,8 @@ class SQLiteStore(SqlTransactions):
 
     def migrate(self) -> None:
         shipped = migrations("sqlite")
+        if self._migrated(shipped, repr(str(self.path))):
+            return
 
         def apply(conn: sqlite3.Connection) -> None:
             conn.execute("CREATE TABLE IF NOT EXISTS perdure_schema (version INTEGER NOT NULL)")
