@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 
 import httpx
 import pytest
 from pg_standby import StandbyServer, unavailable
-from test_cli_output import perdure_cli
+from test_cli_output import TESTS_DIR, perdure_cli
 from test_web_api import TOKEN, serving
 
 import perdure
@@ -125,6 +127,18 @@ def test_the_cli_lists_and_shows_workflows_on_a_hot_standby(standby: str) -> Non
     cancelled = perdure_cli("cancel", "waiting", "--database-url", standby)
     assert cancelled.returncode != 0
     assert "read-only" in cancelled.stderr and "primary" in cancelled.stderr, cancelled.stderr
+    # So does a worker: it exits at once, with status 1, instead of retrying.
+    path = os.pathsep.join(filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PERDURE_DATABASE_URL": standby, "PYTHONPATH": path}
+    worker = subprocess.run(
+        [sys.executable, "-m", "perdure", "worker", "crash_app:app"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert worker.returncode == 1, worker.stderr
+    assert "read-only" in worker.stderr and "primary" in worker.stderr, worker.stderr
 
 
 def test_the_http_api_and_the_dashboard_read_from_a_hot_standby(standby: str) -> None:
