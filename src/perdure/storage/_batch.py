@@ -27,6 +27,7 @@ BEGIN or COMMIT statement. A batch of several writes is still one transaction.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import queue
@@ -223,7 +224,12 @@ class GroupCommitter(Generic[C]):
         self._backoff = 0.0
         self._retry_at = 0.0
         self._max_batch = max_batch
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        # The writes waiting, oldest first: taken only by whoever holds the commit lock,
+        # so that batches commit them in the order they were queued (see ``_drain``).
+        self._queued: collections.deque[Any] = collections.deque()
+        # A token per write queued, on which the writer thread sleeps: it takes writes
+        # from ``_queued`` only under the lock, never holding one while it waits for it.
+        self._wake: queue.SimpleQueue[None] = queue.SimpleQueue()
         # Held while a batch runs on the connection, by the writer thread or a leader.
         self._commit_lock = threading.Lock()
         self._closed = False
@@ -303,41 +309,48 @@ class GroupCommitter(Generic[C]):
             and threading.get_ident() not in _QUEUE_ONLY
             and self._commit_lock.acquire(False)
         ):
-            # Nobody is committing: lead, with whatever queued meanwhile.
+            # Nobody is committing: lead, with whatever queued before.
             try:
                 batch, stopping = self._drain(item)
                 if stopping:
-                    self._queue.put(_STOP)
+                    self._put(_STOP)  # the writer thread's to act on
                 self._commit(batch)
             finally:
                 self._commit_lock.release()
         else:
-            self._queue.put(item)
+            self._queued.append(item)  # as _put does, inline: every async write comes here
+            self._wake.put(None)
 
-    def _drain(self, first: Any) -> tuple[list[Write], bool]:
-        """``first`` and what is queued behind it, up to a batch (a group of writes
-        submitted together counts as one); and whether a stop request was among them."""
-        if first is not _STOP and self._queue.empty():
-            return ([first] if type(first) is Write else list(first)), False  # the usual
+    def _put(self, item: Any) -> None:
+        self._queued.append(item)
+        self._wake.put(None)
+
+    def _drain(self, last: Any = None) -> tuple[list[Write], bool]:
+        """What is queued, oldest first, up to a batch (a group of writes submitted
+        together counts as one), then ``last`` (a leader's own write); and whether a stop
+        request was among them.
+
+        Oldest first, and only under the commit lock: the writes one thread queued
+        commit in the order it queued them. (When the writer thread took a write off a
+        queue before waiting for the lock, a leader that got the lock first committed the
+        writes queued after it in an earlier transaction: a run's records were listed,
+        and copied by a fork, out of the order it wrote them.)"""
+        queued = self._queued
+        if not queued and last is not None:
+            return ([last] if type(last) is Write else list(last)), False  # the usual
         batch: list[Write] = []
         stopping = False
-        item = first
-        while True:
+        room = self._max_batch - (last is not None)
+        while queued and len(batch) < room:
+            item = queued.popleft()
             if item is _STOP:
                 stopping = True
             elif type(item) is Write:
                 batch.append(item)
             else:
                 batch.extend(item)
-            # empty() first: most batches end at an empty queue, and get_nowait() would
-            # raise (and we catch) Empty each time; it still may, if the writer thread
-            # took the item in between.
-            if len(batch) >= self._max_batch or self._queue.empty():
-                break
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
+        if last is not None:
+            batch.extend([last] if type(last) is Write else last)
         return batch, stopping
 
     def close(self) -> None:
@@ -345,7 +358,7 @@ class GroupCommitter(Generic[C]):
         if self._closed:
             return
         self._closed = True
-        self._queue.put(_STOP)
+        self._put(_STOP)
         self._thread.join()
 
     def _main(self) -> None:
@@ -356,10 +369,16 @@ class GroupCommitter(Generic[C]):
             return
         self._ready.set_result(None)
         stopping = False
+        wake = self._wake
         while not stopping:
-            first = self._queue.get()
+            if not self._queued:
+                wake.get()
+                # The tokens of writes a leader took along are spent here at once (each
+                # token's write was queued before it: it is queued still, or committed).
+                while not wake.empty():
+                    wake.get_nowait()
             with self._commit_lock:
-                batch, stopping = self._drain(first)
+                batch, stopping = self._drain()
                 if batch:
                     self._commit(batch)
         with self._commit_lock:
