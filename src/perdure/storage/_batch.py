@@ -6,10 +6,10 @@ into the next one. A lone write still costs exactly one transaction; under load,
 hundreds of workflows share each commit. Every future resolves only after the
 transaction holding its write is committed.
 
-A caller that finds the writer idle commits its own write in its own thread (it
-becomes the leader for that moment, taking along whatever queued meanwhile): a lone
-synchronous write then costs no hand-off between threads. Callers on an event loop
-always queue, so that a commit never blocks their loop.
+A caller that finds the writer idle and nothing queued commits its own write in its
+own thread (it becomes the leader for that moment): a lone synchronous write then costs
+no hand-off between threads. Callers on an event loop always queue, so that a commit
+never blocks their loop. Queued writes commit in the order they were queued.
 
 A network database can drop the writer's connection (a server restart, a network
 cut). Given ``broken``, the writer then fails the writes of that batch, closes the
@@ -224,8 +224,8 @@ class GroupCommitter(Generic[C]):
         self._backoff = 0.0
         self._retry_at = 0.0
         self._max_batch = max_batch
-        # The writes waiting, oldest first: taken only by whoever holds the commit lock,
-        # so that batches commit them in the order they were queued (see ``_drain``).
+        # The writes waiting, oldest first: only the writer thread takes them, under the
+        # commit lock, so that batches commit them in the order they were queued.
         self._queued: collections.deque[Any] = collections.deque()
         # A token per write queued, on which the writer thread sleeps: it takes writes
         # from ``_queued`` only under the lock, never holding one while it waits for it.
@@ -303,45 +303,39 @@ class GroupCommitter(Generic[C]):
         # Off an event loop (asyncio's None-returning get_running_loop(): on every write,
         # a RuntimeError raised and caught each time would cost more than the check),
         # not a thread that must only queue, and the writer idle (it is ready: __init__
-        # waited for it).
+        # waited for it) with nothing queued.
         if (
             asyncio._get_running_loop() is None
             and threading.get_ident() not in _QUEUE_ONLY
             and self._commit_lock.acquire(False)
         ):
-            # Nobody is committing: lead, with whatever queued before.
-            try:
-                batch, stopping = self._drain(item)
-                if stopping:
-                    self._put(_STOP)  # the writer thread's to act on
-                self._commit(batch)
-            finally:
-                self._commit_lock.release()
-        else:
-            self._queued.append(item)  # as _put does, inline: every async write comes here
-            self._wake.put(None)
-
-    def _put(self, item: Any) -> None:
+            # Nobody is committing. Lead if nothing waits either: writes queued before
+            # this one go first, and only the writer thread takes them (see ``_drain``).
+            if not self._queued:
+                try:
+                    self._commit([item] if type(item) is Write else list(item))
+                finally:
+                    self._commit_lock.release()
+                return
+            self._commit_lock.release()
         self._queued.append(item)
         self._wake.put(None)
 
-    def _drain(self, last: Any = None) -> tuple[list[Write], bool]:
+    def _drain(self) -> tuple[list[Write], bool]:
         """What is queued, oldest first, up to a batch (a group of writes submitted
-        together counts as one), then ``last`` (a leader's own write); and whether a stop
-        request was among them.
+        together counts as one); and whether a stop request was among them.
 
-        Oldest first, and only under the commit lock: the writes one thread queued
-        commit in the order it queued them. (When the writer thread took a write off a
-        queue before waiting for the lock, a leader that got the lock first committed the
-        writes queued after it in an earlier transaction: a run's records were listed,
-        and copied by a fork, out of the order it wrote them.)"""
+        Only the writer thread takes queued writes, oldest first, under the commit lock;
+        a leader commits its own write only when none is queued: so writes commit in the
+        order they were queued, those of one thread in the order it made them. (When
+        the writer thread took a write off the queue before the lock and leaders took
+        along what was queued, a leader could commit the writes queued after that one
+        first: an async run's step records were listed, and copied by a fork, out of the
+        order it wrote them.)"""
         queued = self._queued
-        if not queued and last is not None:
-            return ([last] if type(last) is Write else list(last)), False  # the usual
         batch: list[Write] = []
         stopping = False
-        room = self._max_batch - (last is not None)
-        while queued and len(batch) < room:
+        while queued and len(batch) < self._max_batch:
             item = queued.popleft()
             if item is _STOP:
                 stopping = True
@@ -349,8 +343,6 @@ class GroupCommitter(Generic[C]):
                 batch.append(item)
             else:
                 batch.extend(item)
-        if last is not None:
-            batch.extend([last] if type(last) is Write else last)
         return batch, stopping
 
     def close(self) -> None:
@@ -358,7 +350,8 @@ class GroupCommitter(Generic[C]):
         if self._closed:
             return
         self._closed = True
-        self._put(_STOP)
+        self._queued.append(_STOP)
+        self._wake.put(None)
         self._thread.join()
 
     def _main(self) -> None:
@@ -373,8 +366,8 @@ class GroupCommitter(Generic[C]):
         while not stopping:
             if not self._queued:
                 wake.get()
-                # The tokens of writes a leader took along are spent here at once (each
-                # token's write was queued before it: it is queued still, or committed).
+                # The tokens of writes an earlier batch took along are spent here at once
+                # (each token's write was queued before it: it is queued still, or done).
                 while not wake.empty():
                     wake.get_nowait()
             with self._commit_lock:
