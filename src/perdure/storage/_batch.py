@@ -313,7 +313,7 @@ class GroupCommitter(Generic[C]):
             # this one go first, and only the writer thread takes them (see ``_drain``).
             if not self._queued:
                 try:
-                    self._commit([item] if type(item) is Write else list(item))
+                    self._commit([item] if isinstance(item, Write) else list(item))
                 finally:
                     self._commit_lock.release()
                 return
