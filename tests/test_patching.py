@@ -125,11 +125,10 @@ def test_a_run_started_before_a_patch_and_one_after_both_complete_on_the_patched
         new.send("after", "a", topic="go")
         assert before.result(timeout=20) == "old:b:ship"
         assert after.result(timeout=20) == "new:a:ship"
-    # In position order: a run's steps are listed in the order their records were first
-    # written (SQLite's rowid, PostgreSQL's seq), and in the async run CI once found the
-    # marker's record written before the held record of ``charge`` at the position
-    # before it (the order of two writes of one run in one batch; the positions, which
-    # replay goes by, were right). What this test is about is which positions hold what.
+    # In position order: what this test is about is which positions hold what. (The
+    # listing's order, the order records were written, is test_commit_order.py's: CI
+    # once listed the async run's marker before ``charge``, when the group committer
+    # could commit a queued write before one queued ahead of it.)
     old_steps = [s.name for s in sorted(before.status().steps, key=in_position_order)]
     new_steps = [s.name for s in sorted(after.status().steps, key=in_position_order)]
     assert old_steps == ["charge", "perdure.recv", "ship"]  # no marker, no new step
