@@ -22,7 +22,8 @@ from conftest import admin_connection, schema_of
 from perdure.storage import _queue_statements as qq
 from perdure.storage import _statements as q
 from perdure.storage._dialect import POSTGRES
-from perdure.storage._postgres import _CLAIM, _RENEW_LEASES, PostgresStore
+from perdure.storage._pg_statements import CLAIM, RENEW_LEASES
+from perdure.storage._postgres import PostgresStore
 from perdure.storage._sql_streams import FENCE_LEASE
 
 pytestmark = pytest.mark.postgres
@@ -91,7 +92,7 @@ def test_a_fenced_write_finds_its_workflow_by_the_primary_key(postgres_url: str,
 
 #: Writes that find their workflows by other indexes (claimable rows, an executor's
 #: leases) and must not read the whole table to do it either.
-SCANS = {"claim": _CLAIM, "renew leases": _RENEW_LEASES}
+SCANS = {"claim": CLAIM, "renew leases": RENEW_LEASES}
 
 
 @pytest.mark.parametrize("name", sorted(SCANS))

@@ -57,10 +57,23 @@ from ._pg_session import (
     transient,
     translate,
 )
+from ._pg_statements import (
+    CLAIM,
+    DEFAULT_SEARCH_PATH,
+    HAS_SCHEMA,
+    IDLE_IN_TRANSACTION,
+    LOCK_BREAKER,
+    LOCK_STREAM,
+    RENEW_LEASES,
+    SET_APPLICATION_NAME,
+    SET_EVENT,
+    SET_SEARCH_PATH,
+    SUSPEND,
+    WAKE,
+    WAKE_IF_PENDING,
+)
 from ._queries import (
-    WF_COLUMNS,
     check_versions,
-    claim_candidates,
     migrations,
     parked_on,
     workflow_record,
@@ -87,10 +100,6 @@ DEFAULT_CONNECT_TIMEOUT = 10
 _RENEW_RETRIES = 5
 #: Seconds a read or a pooled write waits for a connection before giving up.
 POOL_TIMEOUT = 15.0
-#: A process frozen inside a transaction (SIGSTOP, a VM pause) would hold its row locks,
-#: and claims skip locked rows: let the server end such a session instead.
-_IDLE_IN_TRANSACTION = "SET idle_in_transaction_session_timeout = '10s'"
-_SET_APPLICATION_NAME = "SELECT set_config('application_name', %s, false)"
 APPLICATION_NAME = "perdure"
 WRITER_APPLICATION_NAME = "perdure-writer"
 
@@ -98,91 +107,8 @@ WRITER_APPLICATION_NAME = "perdure-writer"
 _INSERT_STEP = POSTGRES.sql(INSERT_STEP)
 _RENEW_EXECUTOR = POSTGRES.sql(RENEW_EXECUTOR)
 _OWNED = POSTGRES.sql(OWNED)
-# SKIP LOCKED: a row locked by another write (a completion in the writer's open batch, a
-# message or a child's outcome waking it, a claim) is left alone, instead of waiting for
-# it while holding the rows renewed so far, which deadlocks with a batch that locks two
-# of them in the other order. Step writes take a KEY SHARE lock, which does not
-# conflict: busy workflows are renewed.
-_RENEW_LEASES = POSTGRES.sql(
-    "UPDATE perdure_workflows SET lease_expires_at = :lease "
-    "WHERE id IN (SELECT id FROM perdure_workflows "
-    "WHERE owner = :owner AND status IN {ACTIVE} "
-    "AND (:pending::text[] IS NULL OR id = ANY(:pending::text[])) "
-    "FOR NO KEY UPDATE SKIP LOCKED) RETURNING id"
-)
-# Asked to cancel while it ran (the cancel woke nothing: it was not suspended yet): it
-# wakes at once to be told, unless it was told already (it waits in its cleanup). The
-# row lock orders it with the cancel's update either way.
-_SUSPEND = POSTGRES.sql(
-    "UPDATE perdure_workflows SET owner = NULL, lease_expires_at = NULL, "
-    "wake_at = CASE WHEN cancel_requested_at IS NOT NULL AND NOT :delivered THEN :now "
-    "ELSE :wake END, "
-    "wait_topic = :topic, updated_at = :now "
-    "WHERE id = :id AND (owner = :owner AND epoch = :epoch AND status = {RUNNING}) IS TRUE "
-    "RETURNING id"
-)
-_WAKE_IF_PENDING = POSTGRES.sql(
-    "UPDATE perdure_workflows SET wake_at = :now WHERE id = :id "
-    "AND EXISTS (SELECT 1 FROM perdure_messages WHERE workflow_id = :id "
-    "AND topic = :topic AND consumed_at IS NULL)"
-)
-# Parked on a breaker: lock its row (whatever its state), so that a close either commits
-# before this read (we see CLOSED and wake at once) or waits for our commit (and its
-# wake-all then sees this workflow suspended).
-_LOCK_BREAKER = "SELECT state FROM perdure_breakers WHERE name = %s FOR SHARE"
-_WAKE = "UPDATE perdure_workflows SET wake_at = %s WHERE id = %s"
-# One statement: the event is written only if the step was (a data-modifying CTE runs
-# whether or not it is read).
-_SET_EVENT = POSTGRES.sql(
-    "WITH step AS (" + INSERT_STEP + " RETURNING 1), "
-    "event AS (INSERT INTO perdure_events (workflow_id, key, value, updated_at) "
-    "SELECT ?::text, ?::text, ?::text, ?::double precision FROM step "
-    "ON CONFLICT (workflow_id, key) DO UPDATE "
-    "SET value = excluded.value, updated_at = excluded.updated_at) "
-    "SELECT count(*) FROM step"
-)
-
-
-# SKIP LOCKED: rows another executor is claiming (or a writer is completing) right now
-# are left to it, so concurrent claims never overlap or wait. The candidates' conditions
-# are checked again by the claim itself once their rows are locked: a row may have
-# changed since the candidates were read. The candidates are an ARRAY (an init plan, run
-# once): as "id IN (subquery)", a table freshly filled (no statistics yet) led the planner
-# to scan every active row and run the candidates' union again for each (3,000 pending
-# workflows: 0.6 s per claim instead of 15 ms). Each candidate, in order, is then looked
-# up by primary key and locked in a LATERAL subquery (its locking clause keeps the planner
-# from flattening it): as "id = ANY(array)" beside the state conditions, the same missing
-# statistics led the planner to walk every active row and compare each with every
-# candidate (2,000 workflows: 18-28 ms per claim instead of 4-5 ms). The nested loop stops
-# at the limit, so no more rows than it are locked.
-_CLAIM = POSTGRES.sql(
-    "UPDATE perdure_workflows SET owner = :me, epoch = epoch + 1, "
-    "status = {RUNNING}, lease_expires_at = :lease, note = NULL, updated_at = :now, "
-    "recoveries = recoveries + CASE WHEN status = {RUNNING} AND wake_at IS NULL "
-    "THEN 1 ELSE 0 END, wake_at = NULL, wait_topic = NULL, held_code = NULL, held_detail = NULL "
-    # Distinct candidates: each takes one place of the limit.
-    "WHERE id IN (SELECT w.id FROM unnest(ARRAY("
-    + claim_candidates(
-        ":%s", "(SELECT unnest(:names::text[]))", "(SELECT unnest(:dead::text[]))", False, True
-    )
-    + ")) WITH ORDINALITY AS c (id, n), "
-    "LATERAL (SELECT id FROM perdure_workflows WHERE id = c.id AND status IN {ACTIVE} "
-    "AND (owner IS NULL OR lease_expires_at < :now OR owner = ANY(:dead::text[])) "
-    "AND (wake_at IS NULL OR wake_at <= :now) FOR UPDATE SKIP LOCKED) AS w "
-    "ORDER BY c.n LIMIT :limit) "
-    f"RETURNING {WF_COLUMNS}"
-)
-
-
 # A transactional step's lost races, run again: serialization failure, deadlock.
 _LOST_RACE = ("40001", "40P01")
-_DEFAULT_SEARCH_PATH = (
-    "SELECT set_config('search_path', reset_val, true) FROM pg_settings WHERE name = 'search_path'"
-)
-_SET_SEARCH_PATH = "SELECT set_config('search_path', %s, true)"
-_LOCK_STREAM = "SELECT pg_advisory_xact_lock(hashtextextended(%s, 7)::bigint)"
-# Whether migrate() has set the schema up (the table of schema versions is its first).
-_HAS_SCHEMA = "SELECT 1 FROM pg_tables WHERE schemaname = %s AND tablename = 'perdure_schema'"
 
 
 class PostgresStore(SqlTransactions):
@@ -285,9 +211,9 @@ class PostgresStore(SqlTransactions):
 
     def _configure(self, conn: Connection) -> None:
         conn.execute(self._search_path)
-        conn.execute(_IDLE_IN_TRANSACTION)
+        conn.execute(IDLE_IN_TRANSACTION)
         if self._tag:
-            conn.execute(_SET_APPLICATION_NAME, (self._tag,))
+            conn.execute(SET_APPLICATION_NAME, (self._tag,))
 
     def _connect_writer(self) -> Connection:
         # Autocommit, because _transaction sends BEGIN and COMMIT itself (see there).
@@ -359,22 +285,22 @@ class PostgresStore(SqlTransactions):
     def _lock_stream(self, conn: Connection, workflow_id: str, key: str) -> None:
         # The writer's connection and a transactional step's may append to one stream at
         # once: the second waits here for the first's commit, then numbers after it.
-        conn.execute(_LOCK_STREAM, (f"{workflow_id}\x1f{key}",))
+        conn.execute(LOCK_STREAM, (f"{workflow_id}\x1f{key}",))
 
     @contextlib.contextmanager
     def _user_view(self, conn: Connection) -> Iterator[None]:
         # The user's tables live in their own schema: the session's default search path,
         # not perdure's (SET LOCAL: until the transaction ends).
-        conn.execute(_DEFAULT_SEARCH_PATH)
+        conn.execute(DEFAULT_SEARCH_PATH)
         yield
         if self._still_open(conn):
-            conn.execute(_SET_SEARCH_PATH, (self.schema,))
+            conn.execute(SET_SEARCH_PATH, (self.schema,))
 
     @contextlib.contextmanager
     def _own_view(self, conn: Connection) -> Iterator[None]:
-        conn.execute(_SET_SEARCH_PATH, (self.schema,))
+        conn.execute(SET_SEARCH_PATH, (self.schema,))
         yield
-        conn.execute(_DEFAULT_SEARCH_PATH)
+        conn.execute(DEFAULT_SEARCH_PATH)
 
     def _require_existing(self, url: str) -> None:
         """Refuse (``ConfigurationError``, closing this store) a schema that ``migrate``
@@ -394,7 +320,7 @@ class PostgresStore(SqlTransactions):
     # -- lifecycle -------------------------------------------------------------------
 
     def exists(self) -> bool:
-        return bool(self._read(_HAS_SCHEMA, (self.schema,)))
+        return bool(self._read(HAS_SCHEMA, (self.schema,)))
 
     def migrate(self) -> None:
         shipped = migrations("postgres")
@@ -467,7 +393,7 @@ class PostgresStore(SqlTransactions):
         # it stops renewing its lease while frozen inside a transaction (see _reap).
         self._tag = session_tag(executor.id)
         for writer in (self._writer, self._starter):
-            writer.submit(lambda conn: conn.execute(_SET_APPLICATION_NAME, (self._tag,))).result()
+            writer.submit(lambda conn: conn.execute(SET_APPLICATION_NAME, (self._tag,))).result()
         self._pool.drain()
         super().register_executor(executor)
 
@@ -477,7 +403,7 @@ class PostgresStore(SqlTransactions):
         def renew(conn: Connection, pending: list[str] | None) -> tuple[set[str], set[str]]:
             if pending is None:
                 conn.execute(_RENEW_EXECUTOR, params)
-            rows = conn.execute(_RENEW_LEASES, {**params, "pending": pending}).fetchall()
+            rows = conn.execute(RENEW_LEASES, {**params, "pending": pending}).fetchall()
             # What the store says we own, as committed: a skipped row is still ours (its
             # write will commit or fail on its own); one taken over is not.
             owned = conn.execute(_OWNED, params).fetchall()
@@ -509,7 +435,7 @@ class PostgresStore(SqlTransactions):
         def claim(conn: Connection) -> list[WorkflowRecord]:
             self._reap(conn, executor_id, now)
             rows = conn.execute(
-                _CLAIM,
+                CLAIM,
                 {
                     "me": executor_id,
                     "lease": lease_expires_at,
@@ -558,19 +484,19 @@ class PostgresStore(SqlTransactions):
         }
 
         def suspend(conn: Connection) -> bool:
-            if conn.execute(_SUSPEND, params).fetchone() is None:
+            if conn.execute(SUSPEND, params).fetchone() is None:
                 return False
             if wait_topic is not None:
                 # A new statement, so a new snapshot: it sees every message whose sender
                 # updated the workflow's row before our update locked it (the sender waited
                 # for nothing and committed first). A sender that comes after our lock waits
                 # for our commit and then wakes the suspended workflow itself.
-                conn.execute(_WAKE_IF_PENDING, params)
+                conn.execute(WAKE_IF_PENDING, params)
             breaker = parked_on(wait_topic)
             if breaker is not None:
-                state = conn.execute(_LOCK_BREAKER, (breaker,)).fetchone()
+                state = conn.execute(LOCK_BREAKER, (breaker,)).fetchone()
                 if state is not None and state[0] == BreakerState.CLOSED:
-                    conn.execute(_WAKE, (now, workflow_id))
+                    conn.execute(WAKE, (now, workflow_id))
             self._notify(conn, EVENT_WAKE)
             return True
 
@@ -583,7 +509,7 @@ class PostgresStore(SqlTransactions):
             # One statement: the event is written only if the step was (a data-modifying
             # CTE runs whether or not it is read).
             row = conn.execute(
-                _SET_EVENT,
+                SET_EVENT,
                 (
                     *step_params(workflow_id, lease, step),
                     workflow_id,
