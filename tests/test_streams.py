@@ -220,3 +220,45 @@ def test_on_postgresql_a_reader_in_another_process_is_woken_by_notify(postgres_u
     finally:
         reader.shutdown()
         writer.shutdown()
+
+
+def test_a_stream_write_a_step_did_not_wait_for_fails_its_attempt_when_not_stored(
+    make_app: Callable[..., perdure.App],
+) -> None:
+    # On an event loop the sync write_stream does not wait for its commit. One that is
+    # not stored (here: the stream was closed) used to be only logged, and the step
+    # succeeded without its value: the attempt now waits for such writes before it
+    # counts, so the failure is the attempt's (and a retry writes again).
+    app = make_app()
+    once = perdure.Retry(max_attempts=1)
+
+    @app.step(retry=once)
+    async def late_async() -> str:
+        perdure.write_stream("s", "late")  # the sync form: queued, not awaited
+        return "returned"
+
+    @app.step(retry=once)
+    def late_sync() -> str:  # called by an async workflow: it runs on the loop's thread
+        perdure.write_stream("s", "late")
+        return "returned"
+
+    @app.workflow(name="closed_then_written")
+    async def closed_then_written() -> list[str]:
+        await perdure.close_stream_async("s")
+        seen = []
+        for attempt in (late_async, late_sync):
+            try:
+                result = attempt()
+                seen.append(await result if asyncio.iscoroutine(result) else result)
+            except perdure.ConfigurationError as exc:
+                seen.append(str(exc))
+        return seen
+
+    with app:
+        handle = app.start(closed_then_written)
+        seen = handle.result(timeout=15)
+        assert len(seen) == 2
+        assert all("stream 's' of workflow" in text and "is closed" in text for text in seen)
+        assert [entry.value for entry in app.store.read_stream(handle.workflow_id, "s")] == [None]
+        steps = [step for step in handle.status().steps if step.name != "perdure.close_stream"]
+        assert [step.status for step in steps] == ["FAILED", "FAILED"]

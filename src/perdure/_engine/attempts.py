@@ -94,7 +94,8 @@ def _interrupted(watch: AttemptTelemetry | None) -> None:
 def attempt_sync(run: RunState, effect: Attempt) -> Attempted:
     """Run one attempt of a sync step in this thread (in its own with a timeout)."""
     definition = effect.definition
-    inside = current_step.set(StepContext(run, effect.position, effect.attempt))
+    step = StepContext(run, effect.position, effect.attempt)
+    inside = current_step.set(step)
     # A step called inside a step is a plain call: only the outer one is recorded.
     token = current_run.set(None)
     logged = log_context.set((*run.log_fields, definition.name, effect.position, effect.attempt))
@@ -104,6 +105,8 @@ def attempt_sync(run: RunState, effect: Attempt) -> Attempted:
             attempted = Attempted(definition.fn(*effect.args, **effect.kwargs))
         else:
             attempted = _with_timeout(run, effect)
+        if step.unsent:
+            step.stored_sync()  # stream writes it made on an event loop (see attempt_async)
     except KEEPS_MEANING:
         _interrupted(watch)
         raise
@@ -146,7 +149,8 @@ async def attempt_async(run: RunState, effect: Attempt) -> Attempted:
     definition, signals = effect.definition, run.signals
     task = asyncio.current_task()
     assert task is not None
-    inside = current_step.set(StepContext(run, effect.position, effect.attempt))
+    step = StepContext(run, effect.position, effect.attempt)
+    inside = current_step.set(step)
     token = current_run.set(None)
     logged = log_context.set((*run.log_fields, definition.name, effect.position, effect.attempt))
     watch = _observed(run, effect)
@@ -157,6 +161,9 @@ async def attempt_async(run: RunState, effect: Attempt) -> Attempted:
     interruptible.add(task)
     try:
         attempted = Attempted(await definition.fn(*effect.args, **effect.kwargs))
+        if step.unsent:
+            # Stream writes it made with the sync form: stored, or the attempt failed.
+            await step.stored()
     except asyncio.CancelledError:
         if signals.ran_out(task):
             attempted = _timed_out(effect)

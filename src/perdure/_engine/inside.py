@@ -8,9 +8,12 @@ step here instead: set by ``attempts.py`` around each attempt, and by
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
+from concurrent.futures import Future
 from dataclasses import dataclass
 
+from .._errors import LeaseLost
 from ..storage import Transaction
 from .state import RunState
 
@@ -25,6 +28,28 @@ class StepContext:
     attempt: int
     #: The open transaction of a transactional step (``@app.transaction``).
     transaction: Transaction | None = None
+    #: Stream writes an async step made with the sync form, not awaited there (the loop
+    #: must not wait): the attempt waits for them before it counts as succeeded.
+    unsent: list[Future[int | None]] | None = None
+
+    async def stored(self) -> None:
+        """Wait for the stream writes in ``unsent``; raise the first one's failure
+        (``LeaseLost`` for a write the lease refused)."""
+        unsent, self.unsent = self.unsent or [], None
+        bridge = self.run.bridge
+        for future in unsent:
+            self._check(await (bridge.wait(future) if bridge else asyncio.wrap_future(future)))
+
+    def stored_sync(self) -> None:
+        """``stored`` for a sync step's attempt (one called in an async workflow runs
+        on its loop's thread, which its record's write blocks right after anyway)."""
+        unsent, self.unsent = self.unsent or [], None
+        for future in unsent:
+            self._check(future.result())
+
+    def _check(self, offset: int | None) -> None:
+        if offset is None:
+            raise LeaseLost(self.run.workflow_id, self.run.lease.epoch)
 
 
 current_step: contextvars.ContextVar[StepContext | None] = contextvars.ContextVar(

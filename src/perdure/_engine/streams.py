@@ -12,7 +12,8 @@ a step are *at least once*, each entry naming the attempt that wrote it
 (``"<position>#<attempt>@<epoch>"``: a takeover after a crash runs the attempt again
 under a new lease epoch). Inside a transactional step (``@app.transaction``) a
 write is part of its transaction instead, and commits exactly when the step's record
-does: exactly once.
+does: exactly once. On an event loop the sync form queues the write without waiting;
+the attempt waits for it once the step's function has returned (``StepContext.stored``).
 """
 
 from __future__ import annotations
@@ -139,7 +140,12 @@ def _write(function: str, key: str, value: Any, close: bool) -> None:
         return
     if _on_loop():
         # An async step's sync call: the event loop must not wait for the commit. The
-        # writer takes writes in the order they come, so the stream keeps their order.
+        # writer commits writes in the order they were queued, so the stream keeps their
+        # order; the attempt waits for them once the step's function returned
+        # (``StepContext.stored``), so that one not stored fails the attempt (it runs again).
+        if step.unsent is None:
+            step.unsent = []
+        step.unsent.append(future)
         future.add_done_callback(lambda done: _logged(step, done))
         return
     _written(step, future.result())
