@@ -28,8 +28,8 @@ class StepContext:
     attempt: int
     #: The open transaction of a transactional step (``@app.transaction``).
     transaction: Transaction | None = None
-    #: Stream writes an async step made with the sync form, not awaited there (the loop
-    #: must not wait): the attempt waits for them before it counts as succeeded.
+    #: Stream writes the step made with the sync form on an event loop, not waited for
+    #: there (the loop must not wait): the attempt waits for them before it counts.
     unsent: list[Future[int | None]] | None = None
 
     async def stored(self) -> None:
