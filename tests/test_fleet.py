@@ -457,11 +457,14 @@ def test_three_workers_share_500_checkouts_through_kill_and_pause(fleet: Fleet) 
         b.resume()
     mark(fleet.ledger, "stop", pid=b.pid)
     paused_at = time.monotonic()
+    # B's workflows, each with the expiry of B's lease: its executor row's, which its
+    # workflows' rows stand for (B renews nothing while stopped).
     held = {
         wf: (epoch, expiry)
         for wf, epoch, expiry in fleet.query(
-            "SELECT id, epoch, lease_expires_at FROM perdure_workflows WHERE owner = %s "
-            "AND status IN ('PENDING', 'RUNNING')",
+            "SELECT w.id, w.epoch, e.lease_expires_at FROM perdure_workflows w "
+            "JOIN perdure_executors e ON e.id = w.owner WHERE w.owner = %s "
+            "AND w.status IN ('PENDING', 'RUNNING')",
             (b_executor,),
         )
     }

@@ -22,7 +22,7 @@ from conftest import admin_connection, schema_of
 from perdure.storage import _queue_statements as qq
 from perdure.storage import _statements as q
 from perdure.storage._dialect import POSTGRES
-from perdure.storage._pg_statements import CLAIM, RENEW_LEASES
+from perdure.storage._pg_statements import CLAIM
 from perdure.storage._postgres import PostgresStore
 from perdure.storage._sql_streams import FENCE_LEASE
 
@@ -90,9 +90,14 @@ def test_a_fenced_write_finds_its_workflow_by_the_primary_key(postgres_url: str,
     assert "Seq Scan on perdure_workflows" not in plan, plan
 
 
-#: Writes that find their workflows by other indexes (claimable rows, an executor's
-#: leases) and must not read the whole table to do it either.
-SCANS = {"claim": CLAIM, "renew leases": RENEW_LEASES}
+#: Statements that find their workflows by other indexes (claimable rows, an executor's
+#: workflows: the heartbeat's read, the release of an executor whose lease lapsed) and
+#: must not read the whole table to do it either.
+SCANS = {
+    "claim": CLAIM,
+    "owned": POSTGRES.sql(q.OWNED),
+    "release": POSTGRES.sql(q.RELEASE),
+}
 
 
 @pytest.mark.parametrize("name", sorted(SCANS))

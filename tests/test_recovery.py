@@ -10,12 +10,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 
 import pytest
 from conftest import OffsetClock
 
 import perdure
-from perdure.storage import open_store
+from perdure.storage import HELD_BY_EXECUTOR, open_store
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -86,6 +87,49 @@ def test_expired_lease_is_taken_over_and_the_stale_owner_records_nothing(
         assert record is not None and record.epoch == 2
     finally:
         store.close()
+
+
+def test_an_executor_that_stops_renewing_its_lease_loses_its_workflows_to_another(
+    make_app, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The lease is the executor's: its heartbeats write its own row, never its
+    # workflows' rows, and once they stop (a frozen process, a partition; here its
+    # maintenance thread stopped) another worker releases and takes its workflows.
+    flow = Blocking()
+    old = make_app(lease_seconds=1.2)
+    flow.register(old, "old", block=True)
+    new = make_app(lease_seconds=1.2)
+    flow.register(new, "new", block=False)
+    store = open_store(database_url)
+    try:
+        with old:
+            handle = old.start("two_steps", workflow_id="wf")  # type: ignore[arg-type]
+            assert flow.entered.wait(10)
+            held = store.get_workflow("wf")
+            assert held is not None and held.lease_expires_at == HELD_BY_EXECUTOR
+            assert old.executor is not None
+            (before,) = store.list_executors()
+            time.sleep(1.0)  # two heartbeats: the executor's row renewed, not the workflow's
+            (renewed,) = store.list_executors()
+            assert renewed.lease_expires_at > before.lease_expires_at
+            assert store.get_workflow("wf") == held
+            detail = old.inspect("wf")
+            # Shown: the executor's lease, not the row's "never" (HELD_BY_EXECUTOR).
+            assert detail.owner_alive and detail.lease_expires_at is not None
+            shown = datetime.fromisoformat(detail.lease_expires_at).timestamp()
+            assert time.time() < shown <= time.time() + 1.2
+            old.executor.maintenance.stop()  # it renews nothing more
+            with new, caplog.at_level(logging.INFO, logger="perdure"):
+                assert handle.result(timeout=10) == 3
+                assert f"executor {old.executor.id} let its lease lapse" in caplog.text
+                assert flow.ledger == [("first", "old"), ("second", "old"), ("second", "new")]
+                flow.gate.set()  # the stale owner's step ends, and records nothing
+                wait_until(lambda: old.executor is not None and old.executor.running == 0)
+    finally:
+        store.close()
+    status = handle.status()
+    assert status.status == "SUCCEEDED" and status.recoveries == 1
+    assert [(s.position, s.attempts) for s in status.steps] == [("0", 1), ("1", 1)]
 
 
 def test_graceful_shutdown_releases_leases_for_immediate_takeover(make_app) -> None:

@@ -18,6 +18,7 @@ from perdure import ConfigurationError, StoreError, StoreUnavailableError
 from perdure.storage import (
     EVENT_DONE,
     EVENT_READY,
+    HELD_BY_EXECUTOR,
     ExecutorRecord,
     Lease,
     NewWorkflow,
@@ -127,7 +128,7 @@ def test_heartbeat_release_and_executors(store: Store) -> None:
     store.create_workflow(new("b"), "me", 16.0).result()
     assert store.heartbeat("me", 10.0, 25.0) == {"a", "b"}
     record = store.get_workflow("a")
-    assert record is not None and record.lease_expires_at == 25.0
+    assert record is not None and record.lease_expires_at == 16.0  # the executor's row only
     assert [e.id for e in store.list_executors()] == ["me"]
     assert store.release_workflows("me", 11.0) == 2
     record = store.get_workflow("b")
@@ -709,25 +710,62 @@ def test_postgres_step_racing_a_takeover_is_fenced(postgres_url: str) -> None:
 
 
 @pytest.mark.postgres
-def test_postgres_heartbeat_does_not_wait_for_open_writes(postgres_url: str) -> None:
+def test_postgres_heartbeat_writes_no_workflow_row_and_waits_for_none(postgres_url: str) -> None:
     store = open_store(postgres_url)
     try:
         store.migrate()
-        store.create_workflow(new("a"), "me", 50.0).result()
-        store.create_workflow(new("b"), "me", 50.0).result()
-        with (
-            admin_connection(postgres_url, schema_of(postgres_url)) as writer,
-            writer.transaction(),
-        ):
-            # A step being recorded (KEY SHARE) does not stop its lease's renewal; a row
-            # another write holds (a completion, a message waking it) is skipped rather
-            # than waited for, tried again a few times, and still reported as owned.
-            writer.execute("SELECT 1 FROM perdure_workflows WHERE id = 'a' FOR KEY SHARE")
-            writer.execute("UPDATE perdure_workflows SET note = 'x' WHERE id = 'b'")
-            assert store.heartbeat("me", 10.0, 99.0) == {"a", "b"}
-        a, b = store.get_workflow("a"), store.get_workflow("b")
-        assert a is not None and a.lease_expires_at == 99.0
-        assert b is not None and b.lease_expires_at == 50.0
+        store.register_executor(ExecutorRecord("me", "host", 1, "1", 1.0, 1.0, 16.0, None))
+        store.create_workflow(new("a"), "me", HELD_BY_EXECUTOR).result()
+        store.create_workflow(new("b"), "me", HELD_BY_EXECUTOR).result()
+        with admin_connection(postgres_url, schema_of(postgres_url)) as admin:
+            versions = "SELECT id, xmin::text FROM perdure_workflows ORDER BY id"
+            before = admin.execute(versions).fetchall()
+            with admin.transaction():
+                # Writes holding the workflows' rows (a step being recorded, a completion,
+                # a message waking one) do not hold the heartbeat up: it writes none of them.
+                admin.execute("SELECT 1 FROM perdure_workflows WHERE id = 'a' FOR KEY SHARE")
+                admin.execute("UPDATE perdure_workflows SET note = 'x' WHERE id = 'b'")
+                assert store.heartbeat("me", 10.0, 99.0) == {"a", "b"}
+            admin.execute("UPDATE perdure_workflows SET note = NULL WHERE id = 'b'")
+            after = admin.execute(versions).fetchall()
+            assert after[0] == before[0]  # a: not a new row version
+            (me,) = store.list_executors()
+            assert me.lease_expires_at == 99.0
+    finally:
+        store.close()
+
+
+@pytest.mark.postgres
+def test_postgres_release_of_a_lapsed_executor_and_its_heartbeat_do_not_cross(
+    postgres_url: str,
+) -> None:
+    store = open_store(postgres_url)
+    try:
+        store.migrate()
+        store.register_executor(ExecutorRecord("them", "host", 1, "1", 1.0, 1.0, 16.0, None))
+        store.create_workflow(new("a"), "them", HELD_BY_EXECUTOR).result()
+        with admin_connection(postgres_url, schema_of(postgres_url)) as them:
+            with them.transaction():
+                # Its heartbeat under way (the row locked, not committed): the release
+                # skips it this round rather than wait, or release what it renews.
+                them.execute("UPDATE perdure_executors SET heartbeat_at = 17 WHERE id = 'them'")
+                assert store.release_expired("them", 20.0) is None
+            assert store.release_expired("them", 20.0) == 1
+            # A heartbeat sent while a release holds the row waits for it, then finds
+            # its workflows gone (the release's own statements, by hand).
+            them.execute("UPDATE perdure_workflows SET owner = 'them' WHERE id = 'a'")
+            renewed: list[set[str]] = []
+            beat = threading.Thread(
+                target=lambda: renewed.append(store.heartbeat("them", 21.0, 36.0))
+            )
+            with them.transaction():
+                them.execute("SELECT 1 FROM perdure_executors WHERE id = 'them' FOR UPDATE")
+                them.execute("UPDATE perdure_workflows SET owner = NULL WHERE id = 'a'")
+                beat.start()
+                beat.join(0.5)
+                assert beat.is_alive()  # waiting for the lock
+            beat.join(10)
+            assert renewed == [set()]
     finally:
         store.close()
 

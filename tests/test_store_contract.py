@@ -27,6 +27,7 @@ from perdure.storage import (
     CHILD_TOPIC,
     EVENT_DONE,
     EVENT_READY,
+    HELD_BY_EXECUTOR,
     ExecutorRecord,
     Lease,
     NewWorkflow,
@@ -459,21 +460,51 @@ def test_executors_register_refresh_and_list(store: Store) -> None:
 
 
 @covers("heartbeat")
-def test_heartbeat_renews_the_executor_and_its_active_workflows(store: Store) -> None:
+def test_heartbeat_renews_the_executor_row_alone_and_reports_its_active_workflows(
+    store: Store,
+) -> None:
     store.register_executor(executor("me"))
     running(store, "a")
     lease_b = running(store, "b")
     running(store, "theirs", owner="them")
     store.complete_workflow("b", lease_b, "SUCCEEDED", "1", None, 5.0).result()
+    before = store.get_workflow("a")
     assert store.heartbeat("me", 10.0, 25.0) == {"a"}
-    a, theirs = store.get_workflow("a"), store.get_workflow("theirs")
-    assert a is not None and a.lease_expires_at == 25.0
+    # One row, whatever the number of workflows: the executor's lease stands for theirs.
+    assert store.get_workflow("a") == before
+    theirs = store.get_workflow("theirs")
     assert theirs is not None and theirs.lease_expires_at == 500.0
     (me,) = store.list_executors()
     assert (me.heartbeat_at, me.lease_expires_at) == (10.0, 25.0)
     # A workflow taken over is no longer reported as owned.
-    store.claim_workflows("thief", ["checkout"], "1", 30.0, 45.0)
-    assert store.heartbeat("me", 31.0, 46.0) == set()
+    store.claim_workflows("thief", ["checkout"], "1", 600.0, 615.0)
+    assert store.heartbeat("me", 601.0, 616.0) == set()
+
+
+@covers("release_expired", "heartbeat")
+def test_an_executor_whose_lease_lapsed_is_released_until_it_renews_it(store: Store) -> None:
+    store.register_executor(executor("them"))  # its lease: until 17.0
+    for workflow_id in ("a", "b"):
+        store.create_workflow(new(workflow_id), "them", HELD_BY_EXECUTOR).result()
+    # Rows held by the executor's lease never expire on their own: nothing to claim.
+    assert store.claim_workflows("me", ["checkout"], "1", 16.0, HELD_BY_EXECUTOR) == []
+    assert store.claim_workflows("me", ["checkout"], "1", 10_000.0, HELD_BY_EXECUTOR) == []
+    # Not lapsed yet: nothing released.
+    assert store.release_expired("them", 16.0) is None
+    assert store.get_workflow("a").owner == "them"  # type: ignore[union-attr]
+    # Lapsed: its workflows go back to be claimed, it is marked stopped, once.
+    assert store.release_expired("them", 18.0) == 2
+    assert store.release_expired("them", 19.0) is None
+    assert store.list_executors() == []
+    for workflow_id in ("a", "b"):
+        record = store.get_workflow(workflow_id)
+        assert record is not None and (record.owner, record.status) == (None, "RUNNING")
+    # It comes back (it was frozen): nothing is its own any more, and it runs again.
+    assert store.heartbeat("them", 20.0, 35.0) == set()
+    assert [e.id for e in store.list_executors()] == ["them"]
+    claimed = store.claim_workflows("me", ["checkout"], "1", 21.0, HELD_BY_EXECUTOR)
+    assert [(r.id, r.epoch, r.recoveries) for r in claimed] == [("a", 2, 1), ("b", 2, 1)]
+    assert not store.record_step("a", Lease("them", 1), step("0")).result()
 
 
 @covers("claim_workflows")
@@ -487,11 +518,13 @@ def test_claim_takes_what_nobody_runs_and_fences_the_previous_owner(store: Store
     store.create_workflow(new("sleeping", at=7), "me", 500.0).result()
     assert store.suspend_workflow("sleeping", Lease("me", 1), 300.0, None, 90.0).result()
     store.set_note("pending", "stuck", 90.0)
-    claimed = store.claim_workflows("me", ["checkout"], "1", 100.0, 115.0, dead_owners=["dead"])
+    claimed = store.claim_workflows(
+        "me", ["checkout"], "1", 100.0, HELD_BY_EXECUTOR, dead_owners=["dead"]
+    )
     assert [r.id for r in claimed] == ["pending", "expired", "dead"]
     assert all(
         (r.owner, r.status, r.lease_expires_at, r.note, r.wake_at)
-        == ("me", "RUNNING", 115.0, None, None)
+        == ("me", "RUNNING", HELD_BY_EXECUTOR, None, None)
         for r in claimed
     )
     assert [(r.epoch, r.recoveries) for r in claimed] == [(1, 0), (2, 1), (2, 1)]
@@ -499,8 +532,8 @@ def test_claim_takes_what_nobody_runs_and_fences_the_previous_owner(store: Store
     assert not store.record_step("expired", Lease("old", 1), step("0")).result()
     assert store.record_step("expired", Lease("me", 2), step("0")).result()
     assert store.claim_workflows("other", ["checkout"], "1", 100.0, 115.0) == []
-    # A suspended workflow is claimed when it wakes; waking is not a recovery.
-    store.heartbeat("me", 299.0, 400.0)  # keeps the others
+    # A suspended workflow is claimed when it wakes (the others are held by my
+    # executor's lease); waking is not a recovery.
     (woken,) = store.claim_workflows("other", ["checkout"], "1", 300.0, 315.0)
     assert (woken.id, woken.epoch, woken.recoveries, woken.wake_at) == ("sleeping", 2, 0, None)
 

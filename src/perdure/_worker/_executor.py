@@ -38,7 +38,14 @@ from .._fingerprint import fingerprint
 from .._gauges import StoreGauges
 from .._model import Outcome
 from .._telemetry import finished, unwatch, watch
-from ..storage import ACTIVE_STATUSES, ExecutorRecord, Lease, StepRecord, WorkflowRecord
+from ..storage import (
+    ACTIVE_STATUSES,
+    HELD_BY_EXECUTOR,
+    ExecutorRecord,
+    Lease,
+    StepRecord,
+    WorkflowRecord,
+)
 from ._holding import hold
 from ._host import WorkerHost
 from ._maintenance import Maintenance
@@ -64,7 +71,7 @@ class StartSlot:
     def __enter__(self) -> Owner:
         executor = self.executor
         if executor.table.begin_start(self.workflow_id):
-            return executor.id, executor.lease_expiry()
+            return executor.id, HELD_BY_EXECUTOR
         return None, None
 
     def __exit__(self, *exc_info: object) -> None:
@@ -173,7 +180,8 @@ class Executor:
         self._lease_valid_until = valid_until
 
     def lease_expiry(self) -> float:
-        """When a lease taken or renewed now expires."""
+        """When this executor's lease, renewed now, expires (its workflows' rows hold
+        ``HELD_BY_EXECUTOR``: the lease is the executor's)."""
         return self.clock.time() + self.settings.lease_seconds
 
     def thread_room(self) -> int:

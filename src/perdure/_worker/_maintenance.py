@@ -21,7 +21,7 @@ from typing import Protocol
 
 from .._errors import PerdureError
 from .._fingerprint import fingerprints
-from ..storage import StepRecord, WorkflowRecord
+from ..storage import HELD_BY_EXECUTOR, StepRecord, WorkflowRecord
 from ._host import WorkerHost
 from ._queues import QueueClaimer
 from ._retention import apply_retention
@@ -62,7 +62,7 @@ class Runner(Protocol):
     def pid(self) -> int: ...
 
     def lease_expiry(self) -> float:
-        """When a lease taken or renewed now expires."""
+        """When our lease, renewed now, expires."""
         ...
 
     def renewed(self, valid_until: float) -> None:
@@ -233,7 +233,7 @@ class Maintenance:
                 names,
                 settings.app_version,
                 now,
-                self.runner.lease_expiry(),
+                HELD_BY_EXECUTOR,
                 dead_owners=dead,
                 limit=limit,
             )
@@ -280,24 +280,36 @@ class Maintenance:
         return [name for name, wf in workflows.items() if wf.is_async], reserved, True
 
     def dead_owners(self) -> list[str]:
-        """Executors of this host whose process is gone, their workflows released."""
-        dead = [
-            executor.id
-            for executor in self.host.store.list_executors()
-            if executor.host == self.runner.host_name
-            and executor.id != self.runner.id
-            and executor.pid != self.runner.pid
-            and process_gone(executor.pid)
-        ]
-        for executor_id in dead:
-            # Hand its workflows to whoever claims next and mark it stopped, so the list of
-            # executors to check does not grow with every crash.
-            count = self.host.store.release_workflows(executor_id, self.host.clock.time())
-            log.info(
-                "executor %s is gone (its process died); released %d workflow(s)",
-                executor_id,
-                count,
-            )
+        """Executors whose workflows were released now: those of this host whose process
+        is gone, and those of any host whose lease lapsed (it stopped renewing it: dead,
+        frozen or cut off from the store)."""
+        store, now = self.host.store, self.host.clock.time()
+        dead = []
+        for executor in store.list_executors():
+            if executor.id == self.runner.id:
+                continue
+            # Its workflows go to whoever claims next, and it is marked stopped, so the
+            # list of executors to check does not grow with every crash.
+            if (
+                executor.host == self.runner.host_name
+                and executor.pid != self.runner.pid
+                and process_gone(executor.pid)
+            ):
+                count: int | None = store.release_workflows(executor.id, now)
+                why = "is gone (its process died)"
+            elif executor.lease_expires_at < now:
+                # None: it renewed its lease meanwhile, or another worker released it.
+                count = store.release_expired(executor.id, now)
+                since = now - executor.heartbeat_at
+                why = f"let its lease lapse (no heartbeat for {since:.1f} s)"
+            else:
+                continue
+            if count is not None:
+                dead.append(executor.id)
+                # Quiet when there was nothing: a process whose clock runs a lease behind
+                # ours would be found so at every round.
+                level = logging.INFO if count else logging.DEBUG
+                log.log(level, "executor %s %s; released %d workflow(s)", executor.id, why, count)
         return dead
 
     def retry_stranded(self, now: float) -> None:

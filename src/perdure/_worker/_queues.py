@@ -14,7 +14,7 @@ from typing import Protocol
 from .._error_codec import encode_error
 from .._errors import WorkflowCancelledError
 from .._model import Outcome, WorkflowState
-from ..storage import StepRecord, WorkflowRecord
+from ..storage import HELD_BY_EXECUTOR, StepRecord, WorkflowRecord
 from ._host import WorkerHost
 from ._table import RunTable, Slot
 
@@ -26,10 +26,6 @@ class QueueRunner(Protocol):
 
     @property
     def id(self) -> str: ...
-
-    def lease_expiry(self) -> float:
-        """When a lease taken now expires."""
-        ...
 
     def dispatch(self, record: WorkflowRecord, steps: list[StepRecord], slot: Slot) -> bool:
         """Run a workflow we own in a reserved slot."""
@@ -93,7 +89,7 @@ class QueueClaimer:
                 list(self.host.registry.workflows),
                 settings.app_version,
                 now,
-                self.runner.lease_expiry(),
+                HELD_BY_EXECUTOR,
                 limit=reserved,
             )
             for record in claimed:

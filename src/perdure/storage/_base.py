@@ -55,6 +55,7 @@ from .._model import WorkflowRecord as WorkflowRecord
 from .._schedules import ScheduleRecord as ScheduleRecord
 from .._schedules import ScheduleSpec as ScheduleSpec
 from ._base_compliance import ComplianceOperations
+from ._base_executors import ExecutorOperations
 from ._base_schedules import BreakerOperations, ScheduleOperations
 from ._queue_base import QueueOps
 
@@ -82,6 +83,15 @@ CHILD_TOPIC = WaitKind.CHILD.value
 #: The wake time of a workflow that waits with no timeout (9999-12-31): it wakes only
 #: when a message arrives.
 FOREVER = 253402300799.0
+
+#: The lease expiry a workflow's row is recorded with when an executor takes it: no
+#: expiry of its own. The owner's executor row carries the lease, renewed by its
+#: heartbeat (one row, whatever the number of workflows it runs); once that lapses, any
+#: worker releases the executor's workflows (``Store.release_expired``). A date rather
+#: than NULL so that a perdure of before this scheme, during an upgrade, reads such a
+#: row as held: it neither takes the workflow over nor counts it out of its queue's
+#: running ones.
+HELD_BY_EXECUTOR = FOREVER
 
 
 #: Events that a store pushes to listeners (see ``Store.listen``): a workflow became
@@ -114,7 +124,9 @@ class Transaction(Protocol):
         ...
 
 
-class Store(ComplianceOperations, BreakerOperations, ScheduleOperations, QueueOps):
+class Store(
+    ComplianceOperations, BreakerOperations, ScheduleOperations, QueueOps, ExecutorOperations
+):
     """A database that holds workflows, their steps and the executors running them."""
 
     #: The URL scheme this store serves, such as "sqlite" or "postgresql".
@@ -287,23 +299,7 @@ class Store(ComplianceOperations, BreakerOperations, ScheduleOperations, QueueOp
         stale owner) or the position already holds a final record.
         """
 
-    # -- executors and leases --------------------------------------------------------
-
-    @abc.abstractmethod
-    def register_executor(self, executor: ExecutorRecord) -> None:
-        """Insert or refresh this executor's row."""
-
-    @abc.abstractmethod
-    def heartbeat(self, executor_id: str, now: float, lease_expires_at: float) -> set[str]:
-        """Renew the executor's row and the lease of every active workflow it owns; returns
-        the IDs of the active workflows the store says it owns. A workflow missing from
-        them is no longer this executor's (taken over or finished): the caller must stop
-        starting work for it. A row another write holds locked at that moment may be
-        renewed a moment later, but is still returned as owned."""
-
-    @abc.abstractmethod
-    def list_executors(self) -> list[ExecutorRecord]:
-        """Every executor that has not stopped cleanly."""
+    # -- claims ----------------------------------------------------------------------
 
     @abc.abstractmethod
     def claim_workflows(
@@ -334,15 +330,6 @@ class Store(ComplianceOperations, BreakerOperations, ScheduleOperations, QueueOp
         """Active, unowned-or-expired workflows not suspended past ``now`` that no executor
         with these names and version can run (an unregistered name or another version),
         for reporting."""
-
-    @abc.abstractmethod
-    def owned_workflows(self, executor_id: str) -> list[str]:
-        """IDs of the active workflows that this executor owns, as the store sees them."""
-
-    @abc.abstractmethod
-    def release_workflows(self, executor_id: str, now: float) -> int:
-        """Drop the executor's lease on all its active workflows so that others can claim
-        them at once, and mark the executor stopped; returns how many were released."""
 
     # -- waiting: timers, suspension, messages, events -------------------------------------
 

@@ -1,4 +1,4 @@
-"""The statements only the PostgreSQL store sends: its claim, lease renewal and
+"""The statements only the PostgreSQL store sends: its claim and
 suspension (which lock rows in ways SQLite has no words for), its session settings and
 its migration checks. The statements both stores share are in ``_statements.py``."""
 
@@ -13,18 +13,6 @@ from ._statements import INSERT_STEP
 IDLE_IN_TRANSACTION = "SET idle_in_transaction_session_timeout = '10s'"
 SET_APPLICATION_NAME = "SELECT set_config('application_name', %s, false)"
 
-# SKIP LOCKED: a row locked by another write (a completion in the writer's open batch, a
-# message or a child's outcome waking it, a claim) is left alone, instead of waiting for
-# it while holding the rows renewed so far, which deadlocks with a batch that locks two
-# of them in the other order. Step writes take a KEY SHARE lock, which does not
-# conflict: busy workflows are renewed.
-RENEW_LEASES = POSTGRES.sql(
-    "UPDATE perdure_workflows SET lease_expires_at = :lease "
-    "WHERE id IN (SELECT id FROM perdure_workflows "
-    "WHERE owner = :owner AND status IN {ACTIVE} "
-    "AND (:pending::text[] IS NULL OR id = ANY(:pending::text[])) "
-    "FOR NO KEY UPDATE SKIP LOCKED) RETURNING id"
-)
 # Asked to cancel while it ran (the cancel woke nothing: it was not suspended yet): it
 # wakes at once to be told, unless it was told already (it waits in its cleanup). The
 # row lock orders it with the cancel's update either way.

@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from typing import Any, TypeVar
@@ -64,7 +63,6 @@ from ._pg_statements import (
     IDLE_IN_TRANSACTION,
     LOCK_BREAKER,
     LOCK_STREAM,
-    RENEW_LEASES,
     SET_APPLICATION_NAME,
     SET_EVENT,
     SET_SEARCH_PATH,
@@ -80,7 +78,7 @@ from ._queries import (
 )
 from ._sql import step_params
 from ._sql_transact import SqlTransactions
-from ._statements import INSERT_STEP, OWNED, RENEW_EXECUTOR
+from ._statements import INSERT_STEP
 
 T = TypeVar("T")
 log = logging.getLogger("perdure")
@@ -96,8 +94,6 @@ DEFAULT_POOL_MIN = 1
 DEFAULT_POOL_MAX = 10
 #: Seconds to wait for a server that does not answer, when the URL does not say.
 DEFAULT_CONNECT_TIMEOUT = 10
-#: How many more times a heartbeat tries to renew rows that other writes held locked.
-_RENEW_RETRIES = 5
 #: Seconds a read or a pooled write waits for a connection before giving up.
 POOL_TIMEOUT = 15.0
 APPLICATION_NAME = "perdure"
@@ -105,8 +101,6 @@ WRITER_APPLICATION_NAME = "perdure-writer"
 
 
 _INSERT_STEP = POSTGRES.sql(INSERT_STEP)
-_RENEW_EXECUTOR = POSTGRES.sql(RENEW_EXECUTOR)
-_OWNED = POSTGRES.sql(OWNED)
 # A transactional step's lost races, run again: serialization failure, deadlock.
 _LOST_RACE = ("40001", "40P01")
 
@@ -396,31 +390,6 @@ class PostgresStore(SqlTransactions):
             writer.submit(lambda conn: conn.execute(SET_APPLICATION_NAME, (self._tag,))).result()
         self._pool.drain()
         super().register_executor(executor)
-
-    def heartbeat(self, executor_id: str, now: float, lease_expires_at: float) -> set[str]:
-        params = {"id": executor_id, "owner": executor_id, "now": now, "lease": lease_expires_at}
-
-        def renew(conn: Connection, pending: list[str] | None) -> tuple[set[str], set[str]]:
-            if pending is None:
-                conn.execute(_RENEW_EXECUTOR, params)
-            rows = conn.execute(RENEW_LEASES, {**params, "pending": pending}).fetchall()
-            # What the store says we own, as committed: a skipped row is still ours (its
-            # write will commit or fail on its own); one taken over is not.
-            owned = conn.execute(_OWNED, params).fetchall()
-            return {row[0] for row in rows}, {row[0] for row in owned}
-
-        renewed, owned = self._write(lambda conn: renew(conn, None))
-        # Rows skipped because a write held them at that instant: try them again shortly,
-        # so that a workflow whose row is often locked (a parent whose many children keep
-        # delivering outcomes) does not let its lease lapse.
-        for _ in range(_RENEW_RETRIES):
-            skipped = sorted(owned - renewed)
-            if not skipped:
-                break
-            time.sleep(0.01)
-            more, owned = self._write(lambda conn, ids=skipped: renew(conn, ids))  # type: ignore[misc]
-            renewed |= more
-        return owned
 
     def claim_workflows(
         self,

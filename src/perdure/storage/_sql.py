@@ -30,7 +30,6 @@ from ._base import (
     EVENT_READY,
     ActionRecord,
     EventRecord,
-    ExecutorRecord,
     Lease,
     MessageRecord,
     NewWorkflow,
@@ -44,6 +43,7 @@ from ._queries import list_query, step_record, workflow_record
 from ._sql_base import Creation, create_params
 from ._sql_breakers import SqlBreakers
 from ._sql_compliance import SqlCompliance
+from ._sql_executors import SqlExecutors
 from ._sql_holds import SqlHolds
 from ._sql_queues import SqlQueues
 from ._sql_schedules import SqlSchedules
@@ -51,7 +51,7 @@ from ._sql_schedules import SqlSchedules
 T = TypeVar("T")
 
 
-class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance, SqlQueues, SqlHolds):
+class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance, SqlQueues, SqlHolds, SqlExecutors):
     """A ``Store`` on a SQL database; subclasses say how to reach it (see the module)."""
 
     # -- workflows -----------------------------------------------------------------
@@ -261,24 +261,7 @@ class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance, SqlQueues, SqlHolds):
                 found[workflow_id].append(step_record(step))
         return found
 
-    # -- executors and leases ----------------------------------------------------------
-
-    def register_executor(self, executor: ExecutorRecord) -> None:
-        sql = self._sql(q.REGISTER_EXECUTOR)
-        params = {
-            "id": executor.id,
-            "host": executor.host,
-            "pid": executor.pid,
-            "app_version": executor.app_version,
-            "started_at": executor.started_at,
-            "heartbeat_at": executor.heartbeat_at,
-            "lease": executor.lease_expires_at,
-            "stopped_at": executor.stopped_at,
-        }
-        self._write(lambda conn: conn.execute(sql, params))
-
-    def list_executors(self) -> list[ExecutorRecord]:
-        return [ExecutorRecord(*row) for row in self._read(self._sql(q.LIST_EXECUTORS))]
+    # -- claims ------------------------------------------------------------------------
 
     def unclaimable_workflows(
         self, names: Sequence[str], app_version: str, now: float, limit: int = 100
@@ -290,22 +273,6 @@ class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance, SqlQueues, SqlHolds):
             "limit": limit,
         }
         return [workflow_record(row) for row in self._read(self._sql(q.UNCLAIMABLE), params)]
-
-    def owned_workflows(self, executor_id: str) -> list[str]:
-        return [row[0] for row in self._read(self._sql(q.OWNED), {"owner": executor_id})]
-
-    def release_workflows(self, executor_id: str, now: float) -> int:
-        release_sql, stop_sql = self._sql(q.RELEASE), self._sql(q.STOP_EXECUTOR)
-        params = {"owner": executor_id, "now": now}
-
-        def release(conn: Any) -> int:
-            released: int = conn.execute(release_sql, params).rowcount
-            conn.execute(stop_sql, params)
-            if released:
-                self._notify(conn, EVENT_READY)
-            return released
-
-        return self._write(release)
 
     # -- waiting: timers, messages, events -------------------------------------------------
 

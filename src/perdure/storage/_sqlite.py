@@ -42,7 +42,7 @@ from ._queries import (
 from ._sql import outcome_params, step_params
 from ._sql_transact import SqlTransactions
 from ._sqlite_errors import CommitInDoubt, cannot_open, in_doubt, translate
-from ._statements import COMPLETE_WORKFLOW, INSERT_STEP, RENEW_EXECUTOR
+from ._statements import COMPLETE_WORKFLOW, INSERT_STEP
 
 T = TypeVar("T")
 
@@ -140,10 +140,6 @@ _CLAIM = SQLITE.sql(
     + _CANDIDATES.replace("{", "{{").replace("}", "}}")
     + ") ORDER BY created_at LIMIT :limit) "
     f"RETURNING {WF_COLUMNS}"
-)
-_RENEW_LEASES = SQLITE.sql(
-    "UPDATE perdure_workflows SET lease_expires_at = :lease "
-    "WHERE owner = :id AND status IN {ACTIVE} RETURNING id"
 )
 # One writer at a time: a message sent (or a breaker closed) before this statement is
 # seen by it, one sent after it finds the workflow suspended and wakes it.
@@ -376,16 +372,6 @@ class SQLiteStore(SqlTransactions):
             what=f"recording the outcome of workflow {workflow_id!r}",
             single=True,
         )
-
-    def heartbeat(self, executor_id: str, now: float, lease_expires_at: float) -> set[str]:
-        renew_executor = self._sql(RENEW_EXECUTOR)
-        params = {"id": executor_id, "now": now, "lease": lease_expires_at}
-
-        def renew(conn: sqlite3.Connection) -> set[str]:
-            conn.execute(renew_executor, params)
-            return {row[0] for row in conn.execute(_RENEW_LEASES, params).fetchall()}
-
-        return self._write(renew)
 
     def claim_workflows(
         self,

@@ -272,8 +272,17 @@ REGISTER_EXECUTOR = (
     "heartbeat_at = excluded.heartbeat_at, lease_expires_at = excluded.lease_expires_at, "
     "stopped_at = excluded.stopped_at"
 )
+# Running again if others released it while its lease had lapsed (a pause, a partition):
+# its later workflows must be released in turn if it dies.
 RENEW_EXECUTOR = (
-    "UPDATE perdure_executors SET heartbeat_at = :now, lease_expires_at = :lease WHERE id = :id"
+    "UPDATE perdure_executors SET heartbeat_at = :now, lease_expires_at = :lease, "
+    "stopped_at = NULL WHERE id = :id"
+)
+# Another executor whose lease lapsed, locked (a heartbeat of its own then waits for the
+# release to commit, and sees its workflows gone); skipped while a write of its holds it.
+EXPIRED_EXECUTOR = (
+    "SELECT id FROM perdure_executors WHERE id = :owner AND stopped_at IS NULL "
+    "AND lease_expires_at < :now{skip_locked}"
 )
 LIST_EXECUTORS = f"SELECT {EXECUTOR_COLUMNS} FROM perdure_executors WHERE stopped_at IS NULL"
 UNCLAIMABLE = (

@@ -33,7 +33,7 @@ from .._queue import QueueReason
 from .._registry import Registry
 from .._settings import Settings
 from .._worker import Executor
-from ..storage import FOREVER, Store, WorkflowRecord
+from ..storage import FOREVER, HELD_BY_EXECUTOR, Store, WorkflowRecord
 from ._clock import VirtualClock
 
 log = logging.getLogger("perdure")
@@ -197,12 +197,17 @@ class TimeSkipper:
             if tick <= now:
                 return True, None
             later(tick)
+        # Another executor's workflows (a crashed one's) are released once its lease
+        # lapses (the rows of those it owns stand for it: HELD_BY_EXECUTOR).
+        leases = {e.id: e.lease_expires_at for e in self.app.store.list_executors()}
         for record in self._active():
             if record.name not in names or record.app_version != version:
                 continue  # nothing here can run it: it never becomes due here
             if record.held_code is not None:
                 continue  # held: it waits for other code, not for a time
             expires = record.lease_expires_at
+            if expires is not None and expires >= HELD_BY_EXECUTOR:
+                expires = leases.get(record.owner or "", expires)
             if record.owner is not None and (expires is None or expires >= now):
                 if record.owner != executor.id and expires is not None:
                     # Another executor's (a crashed one's): claimable once it expires.
