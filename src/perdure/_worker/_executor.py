@@ -4,8 +4,9 @@ It owns a pool of threads for synchronous workflows, one event loop thread for a
 workflows, a run table (every run, start, reserved slot and stranded workflow of this
 process, behind one lock) and the maintenance thread (heartbeats, claims, recoveries).
 
-Every workflow it runs is held through a lease in the store (owner, expiry, fencing
-epoch). A dead executor's workflows are taken over when their lease expires, or at
+Every workflow it runs is held through a lease: its row names the owner and a fencing
+epoch, and the expiry is the executor's own (its row, renewed by maintenance's
+heartbeat). A dead executor's workflows are taken over when its lease expires, or at
 once when the executor ran on this host and its process is gone. At most
 ``Settings.max_workflows`` run here at once, however they were started.
 """

@@ -1,10 +1,11 @@
 """The worker's maintenance thread: heartbeats, claims, wake-ups, recoveries, reports,
 schedules, retention.
 
-It renews the leases of the workflows this worker runs, fires the due ticks of
-schedules (``_scheduler``), claims workflows that nobody runs (new ones started
-unowned, ticks, those of executors that died, suspended ones that woke) as far as the
-run table has room, runs again the workflows that a store failure interrupted, and
+It renews this executor's lease (its row, which stands for every workflow it runs),
+releases the workflows of executors whose process is gone or whose lease lapsed, fires
+the due ticks of schedules (``_scheduler``), claims workflows that nobody runs (new ones
+started unowned, ticks, those released, suspended ones that woke) as far as the run
+table has room, runs again the workflows that a store failure interrupted, and
 reports workflows that no executor can run. A failure of any kind
 in one round is logged and retried with backoff: the thread never ends before the
 worker stops, or heartbeats, claims and wake-ups would stop with it.
@@ -280,11 +281,13 @@ class Maintenance:
         return [name for name, wf in workflows.items() if wf.is_async], reserved, True
 
     def dead_owners(self) -> list[str]:
-        """Executors whose workflows were released now: those of this host whose process
-        is gone, and those of any host whose lease lapsed (it stopped renewing it: dead,
-        frozen or cut off from the store)."""
+        """Release the workflows of the executors of this host whose process is gone, and
+        of those of any host whose lease lapsed (it stopped renewing it: dead, frozen or
+        cut off from the store); returns the first ones, whose rows the claim may also
+        take. Not the others: one that renews its lease again after its release owns
+        what it claims from then on, like any executor."""
         store, now = self.host.store, self.host.clock.time()
-        dead = []
+        gone = []
         for executor in store.list_executors():
             if executor.id == self.runner.id:
                 continue
@@ -295,6 +298,7 @@ class Maintenance:
                 and executor.pid != self.runner.pid
                 and process_gone(executor.pid)
             ):
+                gone.append(executor.id)
                 count: int | None = store.release_workflows(executor.id, now)
                 why = "is gone (its process died)"
             elif executor.lease_expires_at < now:
@@ -305,12 +309,11 @@ class Maintenance:
             else:
                 continue
             if count is not None:
-                dead.append(executor.id)
                 # Quiet when there was nothing: a process whose clock runs a lease behind
                 # ours would be found so at every round.
                 level = logging.INFO if count else logging.DEBUG
                 log.log(level, "executor %s %s; released %d workflow(s)", executor.id, why, count)
-        return dead
+        return gone
 
     def retry_stranded(self, now: float) -> None:
         """Run again the workflows a store failure interrupted, once due; those that find
