@@ -751,6 +751,17 @@ def test_postgres_release_of_a_lapsed_executor_and_its_heartbeat_do_not_cross(
                 them.execute("UPDATE perdure_executors SET heartbeat_at = 17 WHERE id = 'them'")
                 assert store.release_expired("them", 20.0) is None
             assert store.release_expired("them", 20.0) == 1
+            # Frozen inside a transaction holding a workflow's row (a step record's fence):
+            # that row is not waited for, and stays its own until the lock is gone.
+            store.create_workflow(new("b"), "them", HELD_BY_EXECUTOR).result()
+            store.create_workflow(new("c"), "them", HELD_BY_EXECUTOR).result()
+            store.heartbeat("them", 17.0, 19.0)  # running again (released above)
+            with them.transaction():
+                them.execute("SELECT 1 FROM perdure_workflows WHERE id = 'b' FOR KEY SHARE")
+                assert store.release_expired("them", 20.0) == 1  # c
+                assert [e.id for e in store.list_executors()] == ["them"]  # b is still its
+            assert store.release_expired("them", 20.0) == 1  # b
+            assert store.list_executors() == []
             # A heartbeat sent while a release holds the row waits for it, then finds
             # its workflows gone (the release's own statements, by hand).
             them.execute("UPDATE perdure_workflows SET owner = 'them' WHERE id = 'a'")

@@ -44,4 +44,7 @@ class ExecutorOperations(abc.ABC):
         if it still has (checked under a lock on its row, so that a heartbeat it sends
         meanwhile either commits first, and nothing is released, or waits for this and
         then finds its workflows gone); None when it renewed its lease, was released
-        already, or its row is locked by a write of its own right now."""
+        already, or its row is locked by a write of its own right now. A workflow whose
+        row a transaction holds (the executor froze inside one) is not waited for: it
+        stays the executor's until a later call, and the executor is marked stopped
+        once it owns nothing."""

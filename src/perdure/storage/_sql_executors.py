@@ -55,8 +55,9 @@ class SqlExecutors(SqlBase):
         return self._release(executor_id, now, only_expired=True)
 
     def _release(self, executor_id: str, now: float, only_expired: bool) -> int | None:
-        release_sql, stop_sql = self._sql(q.RELEASE), self._sql(q.STOP_EXECUTOR)
         expired_sql = self._sql(q.EXPIRED_EXECUTOR)
+        release_sql = self._sql(q.RELEASE_UNLOCKED if only_expired else q.RELEASE)
+        stop_sql = self._sql(q.STOP_IF_RELEASED if only_expired else q.STOP_EXECUTOR)
         params = {"owner": executor_id, "now": now}
 
         def release(conn: Any) -> int | None:

@@ -298,6 +298,20 @@ RELEASE = (
     "WHERE owner = :owner AND status IN {ACTIVE}"
 )
 STOP_EXECUTOR = "UPDATE perdure_executors SET stopped_at = :now WHERE id = :owner"
+# Another executor's (its lease lapsed): the rows that no transaction holds. A process
+# frozen inside a transaction keeps its locks (a step record's fence holds one); waiting
+# for them would stall this writer's other writes, so those rows stay its own until
+# a claim has ended its sessions (_pg_session.end_expired_sessions) and a later round
+# releases them; it is marked stopped only once it owns nothing.
+RELEASE_UNLOCKED = (
+    "UPDATE perdure_workflows SET owner = NULL, lease_expires_at = NULL, updated_at = :now "
+    "WHERE id IN (SELECT id FROM perdure_workflows WHERE owner = :owner "
+    "AND status IN {ACTIVE}{skip_locked})"
+)
+STOP_IF_RELEASED = (
+    "UPDATE perdure_executors SET stopped_at = :now WHERE id = :owner AND NOT EXISTS "
+    "(SELECT 1 FROM perdure_workflows WHERE owner = :owner AND status IN {ACTIVE})"
+)
 
 # -- waiting -------------------------------------------------------------------------------
 
