@@ -3,6 +3,7 @@
     .venv/bin/python bench/explain.py threads postgresql async  # CPU per thread, 2,000 checkouts
     .venv/bin/python bench/explain.py threads sqlite loop       # kinds: async, gather, loop
     .venv/bin/python bench/explain.py sequential postgresql     # commits, reads per checkout
+    .venv/bin/python bench/explain.py timeline sqlite           # a checkout's time between commits
     .venv/bin/python bench/explain.py lone-write                # 1 write per transaction, 4 ways
     .venv/bin/python bench/explain.py batch-write               # 1,000 writes in 1 transaction
     .venv/bin/python bench/explain.py batch-write -n 40 --busy 8  # 40, with 8 threads busy
@@ -13,7 +14,8 @@
 ``threads`` runs one in-process throughput figure and reads every thread's CPU time from
 /proc/self/task/*/schedstat (in ns, unlike a sampling profiler or ``stat``'s 10 ms
 ticks). ``sequential`` times perdure's transactions (``GroupCommitter._commit``) and
-reads (``get_workflow``) inside sequential checkouts. ``lone-write`` and ``batch-write``
+reads (``get_workflow``) inside sequential checkouts; ``timeline`` stamps the time
+between them (``bench/timeline.py``). ``lone-write`` and ``batch-write``
 run perdure's step INSERT with psycopg directly, the way perdure's writer sends it and
 the alternatives. ``notify-commits`` counts the commits/s of 1-8 sessions that each
 commit one ``INSERT`` after another, with and without a ``pg_notify`` in the statement
@@ -48,6 +50,7 @@ if str(ROOT) not in sys.path:
 
 from bench.settings import DEFAULT_POSTGRES_URL, STORES  # noqa: E402
 from bench.start_latency import start_latency  # noqa: E402
+from bench.timeline import report as timeline_report  # noqa: E402
 from bench.wakeups import wakeups  # noqa: E402
 from bench.workloads import build  # noqa: E402
 from bench.workspace import PostgresWorkspace, SQLiteWorkspace, Workspace  # noqa: E402
@@ -435,6 +438,7 @@ def main() -> None:
         choices=(
             "threads",
             "sequential",
+            "timeline",
             "lone-write",
             "batch-write",
             "notify-commits",
@@ -454,6 +458,12 @@ def main() -> None:
         threads(args.store, args.kind, args.n or 2000, url)
     elif args.what == "sequential":
         sequential(args.store, args.n or 300, url)
+    elif args.what == "timeline":
+        ws = workspace(args.store, url)
+        try:
+            timeline_report(args.store, ws.new("timeline").url, args.n or 2000)
+        finally:
+            ws.close()
     elif args.what == "lone-write":
         lone_write(url, args.n or 300)
     elif args.what == "notify-commits":

@@ -29,7 +29,9 @@ def test_recorded_values_are_the_same_on_replay(make_app) -> None:
             wait_here()
             return str(seen[-1][1])
 
-    old = make_app(lease_seconds=5)
+    # One slot (the blocked run's): the stale owner cannot claim the workflow back while
+    # the new one, whose clock is a minute on, has it released.
+    old = make_app(lease_seconds=5, max_workflows=1)
     register(old, block=True)
     new = make_app(clock=OffsetClock(60))
     register(new, block=False)

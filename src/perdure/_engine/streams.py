@@ -98,8 +98,11 @@ def _written(step: StepContext, offset: int | None) -> None:
 def _logged(step: StepContext, future: Future[int | None]) -> None:
     try:
         _written(step, future.result())
-    except BaseException as exc:  # noqa: BLE001 - nobody waits for it: say it
-        log.warning(
+    except BaseException as exc:  # noqa: BLE001 - a callback: nothing to raise to
+        # Debug only: the attempt waits for this write once the step's function returned
+        # and fails with this error (StepContext.stored), which it reports; when the
+        # function raised, the attempt failed already and is reported for that.
+        log.debug(
             "workflow %s step %s: a stream write was not stored: %r",
             step.run.workflow_id,
             step.position,
