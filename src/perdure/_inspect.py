@@ -27,7 +27,7 @@ from ._errors import InvalidValueError, WorkflowNotFoundError
 from ._handle import WorkflowStatus
 from ._model import StepState, WaitKind, WorkflowState
 from ._validation import check_optional_key, check_workflow_id
-from .storage import HELD_BY_EXECUTOR, StepRecord, Store, WorkflowRecord
+from .storage import StepRecord, Store, WorkflowRecord, lease_expiry
 
 #: The most rows one page may hold.
 MAX_PAGE = 1000
@@ -92,20 +92,6 @@ def summary(status: WorkflowStatus) -> dict[str, Any]:
 def _iso(value: float | None) -> str | None:
     moment = utc(value)
     return None if moment is None else moment.isoformat()
-
-
-def _lease_of(store: Store, record: WorkflowRecord) -> float | None:
-    """When the lease on the workflow expires: its owner's executor lease, which its row
-    stands for (``HELD_BY_EXECUTOR``; None once that executor stopped), or the row's own
-    expiry where an older perdure wrote one."""
-    if record.owner is None or record.lease_expires_at is None:
-        return None
-    if record.lease_expires_at < HELD_BY_EXECUTOR:
-        return record.lease_expires_at
-    for executor in store.list_executors():
-        if executor.id == record.owner:
-            return executor.lease_expires_at
-    return None
 
 
 @dataclass(frozen=True)
@@ -197,7 +183,9 @@ def inspect_workflow(host: InspectHost, workflow_id: str) -> WorkflowDetail:
     steps = store.load_steps(record.id)
     status = WorkflowStatus.from_records(record, [])
     now = host.clock.time()
-    lease = _lease_of(store, record)
+    # The owner's executor lease, which its row stands for (an executor's read only then).
+    leases = {e.id: e.lease_expires_at for e in store.list_executors()} if record.owner else {}
+    lease = lease_expiry(record, leases)
     alive = lease is not None and lease > now
     succeeded = record.status == WorkflowState.SUCCEEDED
     return WorkflowDetail(

@@ -47,6 +47,7 @@ from ._base import (
     StreamEntry,
     Transaction,
     WorkflowRecord,
+    lease_expiry,
 )
 from ._batch import queue_only
 from ._limits import MAX_KEY_BYTES, check_key
@@ -94,6 +95,7 @@ __all__ = [
     "Transaction",
     "WorkflowRecord",
     "check_key",
+    "lease_expiry",
     "open_store",
 ]
 

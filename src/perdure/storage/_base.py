@@ -27,7 +27,7 @@ database driver ever escapes:
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any, Protocol
 
@@ -92,6 +92,18 @@ FOREVER = 253402300799.0
 #: row as held: it neither takes the workflow over nor counts it out of its queue's
 #: running ones.
 HELD_BY_EXECUTOR = FOREVER
+
+
+def lease_expiry(record: WorkflowRecord, executor_leases: Mapping[str, float]) -> float | None:
+    """When the lease on a workflow expires: its owner's executor lease (from
+    ``executor_leases``, by executor ID) where its row holds ``HELD_BY_EXECUTOR``, or the
+    row's own expiry where an older perdure wrote one; None when nobody owns it, or its
+    owner is not among ``executor_leases`` (stopped)."""
+    if record.owner is None or record.lease_expires_at is None:
+        return None
+    if record.lease_expires_at < HELD_BY_EXECUTOR:
+        return record.lease_expires_at
+    return executor_leases.get(record.owner)
 
 
 #: Events that a store pushes to listeners (see ``Store.listen``): a workflow became

@@ -33,7 +33,7 @@ from .._queue import QueueReason
 from .._registry import Registry
 from .._settings import Settings
 from .._worker import Executor
-from ..storage import FOREVER, HELD_BY_EXECUTOR, Store, WorkflowRecord
+from ..storage import FOREVER, Store, WorkflowRecord, lease_expiry
 from ._clock import VirtualClock
 
 log = logging.getLogger("perdure")
@@ -205,9 +205,7 @@ class TimeSkipper:
                 continue  # nothing here can run it: it never becomes due here
             if record.held_code is not None:
                 continue  # held: it waits for other code, not for a time
-            expires = record.lease_expires_at
-            if expires is not None and expires >= HELD_BY_EXECUTOR:
-                expires = leases.get(record.owner or "", expires)
+            expires = lease_expiry(record, leases)
             if record.owner is not None and (expires is None or expires >= now):
                 if record.owner != executor.id and expires is not None:
                     # Another executor's (a crashed one's): claimable once it expires.
