@@ -318,6 +318,9 @@ def test_a_workflow_owned_here_but_not_running_is_adopted(
     with app:
         worker = app.client._worker
         assert worker is not None
+        # Its own look for orphans is the one under test: the maintenance thread's (after
+        # each heartbeat, the first at launch) would find it first.
+        worker.maintenance.stop()
         monkeypatch.setattr(worker, "started", lambda record, created: None)  # never run
         handle = app.start(double, 21)
         monkeypatch.undo()
