@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 import pytest
 from conftest import OffsetClock
@@ -305,12 +306,17 @@ def test_executor_runs_only_its_own_version(make_app) -> None:
         assert handle.result(timeout=10) == "done"
 
 
+@pytest.mark.parametrize("look", ["adopt_orphans", "heartbeat"])
 def test_a_workflow_owned_here_but_not_running_is_adopted(
-    app: perdure.App, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    app: perdure.App,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    look: str,
 ) -> None:
     # A start can commit while its caller sees an error (the connection died at COMMIT):
     # the store says this executor owns a workflow that does not run here. The
-    # maintenance thread's look for orphans runs it.
+    # maintenance thread's look for orphans runs it: the heartbeat's (which reads what
+    # this executor owns anyway: no read of its own), or adopt_orphans alone.
     @app.workflow
     def double(n: int) -> int:
         return n * 2
@@ -327,17 +333,25 @@ def test_a_workflow_owned_here_but_not_running_is_adopted(
         record = app.store.get_workflow(handle.workflow_id)
         assert record is not None and record.owner == worker.id
         assert record.status == "RUNNING" and not worker.runs_here(handle.workflow_id)
+        reads: list[str] = []
+        owned = app.store.owned_workflows
+        monkeypatch.setattr(
+            app.store, "owned_workflows", lambda eid: reads.append(eid) or owned(eid)
+        )
         with caplog.at_level(logging.WARNING, logger="perdure"):
-            worker.maintenance.adopt_orphans()
+            getattr(worker.maintenance, look)()
+        assert reads == ([] if look == "heartbeat" else [worker.id])
         assert handle.result(timeout=10) == 42
     assert f"workflow {handle.workflow_id} was ours but not running" in caplog.text
 
 
+@pytest.mark.parametrize("look", ["adopt_orphans", "heartbeat"])
 def test_a_run_that_ends_while_orphans_are_looked_for_is_not_read_again(
-    app: perdure.App, monkeypatch: pytest.MonkeyPatch
+    app: perdure.App, monkeypatch: pytest.MonkeyPatch, look: str
 ) -> None:
-    # The look for orphans reads the workflows the store says this executor owns; a run
-    # here that ends during that read was seen unfinished, and is no orphan to read again.
+    # The look for orphans reads the workflows the store says this executor owns (the
+    # heartbeat's read, or adopt_orphans' own); a run here that ends during that read was
+    # seen unfinished, and is no orphan to read again.
     go = threading.Event()
 
     @app.workflow
@@ -349,17 +363,19 @@ def test_a_run_that_ends_while_orphans_are_looked_for_is_not_read_again(
         worker = app.client._worker
         assert worker is not None
         handle = app.start(held)
-        real = app.store.owned_workflows
+        read = app.store.owned_workflows if look == "adopt_orphans" else app.store.heartbeat
 
-        def owned_then_the_run_ends(executor_id: str) -> list[str]:
-            found = real(executor_id)
+        def owned_then_the_run_ends(*args: Any) -> Any:
+            found = read(*args)
+            assert handle.workflow_id in found
             go.set()
             wait_until(lambda: not worker.tells(handle.workflow_id))
             return found
 
-        monkeypatch.setattr(app.store, "owned_workflows", owned_then_the_run_ends)
+        worker.maintenance.stop()  # its own heartbeats would race the one under test
+        monkeypatch.setattr(app.store, read.__name__, owned_then_the_run_ends)
         reads: list[str] = []
         monkeypatch.setattr(worker, "_adopt", lambda workflow_id, slot: reads.append(workflow_id))
-        worker.maintenance.adopt_orphans()
+        getattr(worker.maintenance, look)()
         assert reads == []
         assert handle.result(timeout=10) == 1

@@ -17,6 +17,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
@@ -144,9 +145,8 @@ class Maintenance:
             next_wake: float | None = None
             try:
                 if now >= next_heartbeat:
-                    self.heartbeat()
+                    self.heartbeat()  # and runs what it finds ours but not running here
                     next_heartbeat = now + settings.lease_seconds / 3
-                    self.adopt_orphans()
                     self.check_cancels()
                 elif self._cancels_pushed:
                     self.check_cancels()
@@ -199,16 +199,20 @@ class Maintenance:
         self.runner.cancel_local(self.host.store.cancel_requests(self.runner.id))
 
     def heartbeat(self) -> None:
-        """Renew our leases; release the runs the store no longer confirms as ours."""
+        """Renew our leases; release the runs the store no longer confirms as ours, and
+        run those it says are ours that do not run here (``adopt_orphans``, from the same
+        read: the heartbeat reads what we own anyway)."""
         began = time.monotonic()
         expires = self.runner.lease_expiry()
-        renewed = self.host.store.heartbeat(self.runner.id, self.host.clock.time(), expires)
+        with self.table.tracking() as busy:
+            renewed = self.host.store.heartbeat(self.runner.id, self.host.clock.time(), expires)
         # Runs the store no longer confirms as ours (taken over while we were paused or cut
         # off) start nothing more; only then may the renewed ones go on.
         for run in self.table.runs():
             if run.workflow_id not in renewed and run.dispatched_at < began:
                 run.release("its lease was not renewed: another executor may own it now")
         self.runner.renewed(expires)
+        self._adopt(renewed, busy)
 
     def claim(self, now: float) -> None:
         """Claim as many runnable workflows as the run table has room for (at most a
@@ -331,6 +335,11 @@ class Maintenance:
         # read saw it unfinished): not an orphan. A real one is seen at the next look.
         with self.table.tracking() as busy:
             owned = self.host.store.owned_workflows(self.runner.id)
+        self._adopt(owned, busy)
+
+    def _adopt(self, owned: Iterable[str], busy: set[str]) -> None:
+        """Run the workflows of ``owned`` (read while ``busy`` was tracked) that do not
+        run here and did not run here while they were read."""
         for workflow_id in owned:
             if workflow_id not in busy and self.runner.adopt(workflow_id):
                 log.warning("workflow %s was ours but not running; resumed it", workflow_id)
