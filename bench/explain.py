@@ -189,6 +189,11 @@ _STEP_INSERT = (
 )
 
 
+# The same without the fence's row lock, into the step table without a foreign key: what
+# the record costs the server beyond a plain INSERT of as many columns.
+_BARE_INSERT = _STEP_INSERT.replace("INTO s ", "INTO s_bare ").replace(" FOR KEY SHARE", "")
+
+
 # The same records as one statement over a JSON array of their parameters (perdure's
 # INSERT_STEPS_JSON since bbb1ec2, on these tables).
 _STEPS_JSON = (
@@ -221,6 +226,8 @@ def _pg_tables(url: str, workflows: int) -> tuple[Any, Any, str, list[str]]:
     conn.execute(
         "CREATE TABLE f (id BIGSERIAL PRIMARY KEY, workflow_id TEXT, position TEXT, o TEXT)"
     )
+    # The step table without its foreign key, for lone-write's cheapest record.
+    conn.execute("CREATE TABLE s_bare (LIKE s INCLUDING INDEXES)")
     ids = [uuid.uuid4().hex for _ in range(workflows)]
     with conn.transaction():
         for wid in ids:
@@ -270,12 +277,20 @@ def lone_write(url: str, rounds: int) -> None:
         plain.execute("INSERT INTO f (workflow_id, position, o) VALUES ('wf', '1', 'x')")
         plain.commit()
 
+    def plain_alone() -> None:  # the floor's INSERT in one round trip
+        conn.execute("INSERT INTO f (workflow_id, position, o) VALUES ('wf', '1', 'x')")
+
+    def bare() -> None:  # the record without its fence's row lock or a foreign key
+        assert conn.execute(_BARE_INSERT, _params(wid, next(position))).rowcount == 1
+
     ways = {
         "floor (plain INSERT; autocommit off)": floor,
         "pipeline BEGIN; step INSERT; COMMIT; sync; exit": pipelined_twice,
         "pipeline BEGIN; step INSERT; COMMIT (1 Sync)": pipelined,
         "step INSERT; autocommit off (3 round trips)": begin_commit,
         "step INSERT alone in autocommit": autocommit,
+        "the same, no row lock, no foreign key": bare,
+        "plain INSERT alone in autocommit": plain_alone,
     }
     samples: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in ways}
     try:
