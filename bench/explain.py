@@ -17,11 +17,14 @@ ticks). ``sequential`` times perdure's transactions (``GroupCommitter._commit``)
 reads (``get_workflow``) inside sequential checkouts; ``timeline`` stamps the time
 between them (``bench/timeline.py``). ``lone-write`` and ``batch-write``
 run perdure's step INSERT with psycopg directly, the way perdure's writer sends it and
-the alternatives. ``notify-commits`` counts the commits/s of 1-8 sessions that each
+the alternatives (``lone-write`` also without its row lock and foreign key, and the
+floor's INSERT alone). ``notify-commits`` counts the commits/s of 1-8 sessions that each
 commit one ``INSERT`` after another, with and without a ``pg_notify`` in the statement
 (PostgreSQL serializes the commits of transactions that notify: see docs/scaling.md).
 ``start-latency`` times a plain ``app.start`` loop alone and beside workflows that run
-in the same process (``bench/start_latency.py``: the interpreter lock or the cores).
+in the same process (``bench/start_latency.py``: the interpreter lock or the cores), and
+splits each start's commit by the transaction that carried it (led by the loop's thread,
+or queued for the writer's: the waits before and after it).
 ``wakeups`` times hand-offs between threads on one core and across cores
 (``bench/wakeups.py``).
 They use the same ``--postgres-url`` default as bench/run.py, in a schema of their own,
