@@ -1015,6 +1015,34 @@ def test_postgres_step_records_sent_together_keep_their_own_fences(postgres_url:
 
 
 @pytest.mark.postgres
+def test_postgres_a_record_queued_after_its_runs_side_effect_is_listed_after_it(
+    postgres_url: str,
+) -> None:
+    """A run's side effect that records a step with a statement of its own (set_event),
+    then the run's next step record, in one batch after another workflow's record: the
+    records that go together as one statement go where the last of them stood, so the
+    run's steps are listed (and a fork copies them) in the order it wrote them. (Where
+    the first stood, the run's record was written before the side effect's.)"""
+    store = open_store(postgres_url)
+    lease = Lease("me", 1)
+    try:
+        store.migrate()
+        store.create_workflow(new("a"), "me", 500.0).result()
+        store.create_workflow(new("b"), "me", 500.0).result()
+        with _one_batch(store):
+            writes = [
+                store.record_step("b", lease, step("0")),
+                store.set_event("a", lease, step("0"), "state"),
+                store.record_step("a", lease, step("1")),
+            ]
+        assert [future.result(timeout=10) for future in writes] == [True, True, True]
+        assert [s.position for s in store.load_steps("a")] == ["0", "1"]
+        assert store.get_event("a", "state") == '{"ok":true}'
+    finally:
+        store.close()
+
+
+@pytest.mark.postgres
 def test_postgres_step_records_sent_together_are_stored_as_given(postgres_url: str) -> None:
     """What goes through the JSON array of a batch of step records comes back unchanged:
     text with quotes, backslashes, escapes and non-ASCII, absent values, and times to the

@@ -152,13 +152,13 @@ def _fail(op: Write, exc: BaseException) -> None:
 
 
 def _in_group_order(batch: list[Write], units: list[list[int]]) -> list[list[int]]:
-    """``units`` (in the order of their first writes) reordered, if they must be, so
+    """``units`` (in the order of their last writes) reordered, if they must be, so
     that the writes of each group go in the group's order: a shared statement holding
     later writes of a group goes after those holding earlier ones (a step record before
     the outcome that drops the lease it is fenced by). Each write one by one, in the
     batch's order, if no such order exists."""
     if _group_order_holds(batch, units):
-        return units  # the usual case: the batch's first step record came first
+        return units  # the usual case: no outcome after the batch's last step record
     rank = [op.place for op in batch]
     ordered = sorted(units, key=lambda unit: max(rank[i] for i in unit))  # stable
     if _group_order_holds(batch, ordered):
@@ -447,10 +447,17 @@ class GroupCommitter(Generic[C]):
     @staticmethod
     def _send(conn: C, batch: list[Write], rows: SendRows) -> list[Any]:
         """Send the batch's writes in order, those of a statement that several one-row
-        writes share together, where the first of them stands. Concurrent writes
+        writes share together, where the last of them stands. Concurrent writes
         (one batch) commute: a write that depends on another is submitted only once that
         one committed, so no two of them are in one batch, except a group submitted
-        together, whose writes go in their order (see ``_in_group_order``)."""
+        together, whose writes go in their order (see ``_in_group_order``).
+
+        Where the last stands, not the first: a run's side effect (a barrier, such as
+        ``set_event``, which may record a step with a statement of its own) goes out only
+        once the run's earlier writes committed, but the run's next step record may follow
+        it at once, into the same batch; sent where the batch's first step record stood
+        (another workflow's, queued before the side effect), that record was written, and
+        listed, before the side effect's own record."""
         together: dict[str, list[int]] = {}
         grouped = False
         for index, op in enumerate(batch):
@@ -466,7 +473,7 @@ class GroupCommitter(Generic[C]):
             indexes = together.get(op.row[0], ()) if op.row is not None else ()
             if len(indexes) < 2:
                 units.append([index])
-            elif indexes[0] == index:
+            elif indexes[-1] == index:
                 units.append(indexes)
         if grouped:
             units = _in_group_order(batch, units)
