@@ -212,7 +212,7 @@ class Maintenance:
             if run.workflow_id not in renewed and run.dispatched_at < began:
                 run.release("its lease was not renewed: another executor may own it now")
         self.runner.renewed(expires)
-        self._adopt(renewed, busy)
+        self._run_orphans(renewed, busy)
 
     def claim(self, now: float) -> None:
         """Claim as many runnable workflows as the run table has room for (at most a
@@ -335,9 +335,9 @@ class Maintenance:
         # read saw it unfinished): not an orphan. A real one is seen at the next look.
         with self.table.tracking() as busy:
             owned = self.host.store.owned_workflows(self.runner.id)
-        self._adopt(owned, busy)
+        self._run_orphans(owned, busy)
 
-    def _adopt(self, owned: Iterable[str], busy: set[str]) -> None:
+    def _run_orphans(self, owned: Iterable[str], busy: set[str]) -> None:
         """Run the workflows of ``owned`` (read while ``busy`` was tracked) that do not
         run here and did not run here while they were read."""
         for workflow_id in owned:
