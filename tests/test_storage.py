@@ -782,16 +782,25 @@ def test_postgres_release_of_a_lapsed_executor_and_its_heartbeat_do_not_cross(
 
 
 def _flights(trace: Any) -> list[list[str]]:
-    """The statements the writer sent between two waits for the server (Sync), by their
-    first word, from libpq's protocol trace."""
+    """The statements the writer executed between two waits for the server (Sync), by their
+    first word, from libpq's protocol trace: each Bind names the statement it runs, the
+    unnamed one parsed just before it or one prepared earlier (a lone statement of the hot
+    path goes as a prepared statement: ``_pg_prepared``). The round trip that prepares
+    one, once per connection, is ``["PREPARE"]``."""
     sent = [line.split("\t") for line in trace.read_text().splitlines() if line.startswith("F")]
     flights: list[list[str]] = [[]]
+    parsed: dict[str, str] = {}
     for fields in sent:
         kind, text = fields[2].split()[0], " ".join(fields[3:])
         if kind == "Sync":
             flights.append([])
         elif kind == "Parse":
-            flights[-1].append(text.split('"')[3].split()[0])
+            quoted = text.split('"')
+            parsed[quoted[1]] = quoted[3].split()[0]
+            if quoted[1]:
+                flights[-1].append("PREPARE")
+        elif kind == "Bind":
+            flights[-1].append(parsed[text.split('"')[3]])
     return flights
 
 

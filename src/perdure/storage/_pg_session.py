@@ -18,6 +18,7 @@ from psycopg.rows import TupleRow
 from .._errors import StoreRejectedError, StoreUnavailableError
 from ._batch import GroupCommitter
 from ._limits import not_utf8
+from ._pg_prepared import RawStatement
 from ._pg_rows import as_one, send_rows
 
 Connection = psycopg.Connection[TupleRow]
@@ -204,7 +205,7 @@ class SingleStatement:
         if conn is not self._conn or self._cursor is None or self._cursor.closed:
             self._conn, self._factory = conn, conn.cursor_factory
             self._cursor = conn.cursor()
-            self._same = _Same(self._cursor)
+            self._same = _Same(self._cursor, RawStatement(self._cursor))
         return self
 
     def __enter__(self) -> None:
@@ -217,19 +218,21 @@ class SingleStatement:
 
 
 class _Same:
-    """A cursor factory that returns one cursor again and again."""
+    """A cursor factory that returns one cursor again and again: the statement through
+    libpq where it can go so (``RawStatement``), else ``cursor``."""
 
-    __slots__ = ("_cursor",)
+    __slots__ = ("_cursor", "_raw")
 
-    def __init__(self, cursor: psycopg.Cursor[TupleRow]) -> None:
+    def __init__(self, cursor: psycopg.Cursor[TupleRow], raw: RawStatement) -> None:
         self._cursor = cursor
+        self._raw = raw
 
-    def __call__(self, conn: Connection, row_factory: Any = None) -> psycopg.Cursor[TupleRow]:
+    def __call__(self, conn: Connection, row_factory: Any = None) -> Any:
         cursor = self._cursor
         if row_factory is not None and row_factory is not cursor.row_factory:
             return psycopg.Cursor(conn, row_factory=row_factory)  # not the usual rows
-        cursor.format = _TEXT  # as a new cursor's (a caller may ask for binary)
-        return cursor
+        self._raw.format = _TEXT  # as a new cursor's (a caller may ask for binary)
+        return self._raw
 
 
 _TEXT = Format.TEXT

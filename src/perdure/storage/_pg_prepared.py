@@ -1,0 +1,206 @@
+"""A lone statement of the hot path sent straight through libpq, as a prepared statement.
+
+The writer's batches of one statement (a step record, a start, an outcome, a busy
+writer's batch joined into one statement) are each one round trip in autocommit (see
+``_pg_session.SingleStatement``). psycopg's ``Cursor.execute`` spends about 60 µs of the
+calling thread's CPU on each (this machine, psycopg 3.3): its query conversion and
+prepared-statement bookkeeping, a dumper per parameter, the generator that drives the
+connection. ``PGconn.exec_prepared`` with the parameters already in text form spends about
+30: the difference is a tenth of a step's time on PostgreSQL, and CPU that the workflows,
+the writer and the server share on a small machine (``docs/performance.md``, "A lone
+statement through libpq").
+
+Only what has exactly the same meaning goes this way: a ``str`` query with positional
+``%s`` placeholders, parameters that are ``None``, ``str`` (without NUL, which a text
+parameter would cut short), ``int`` (not ``bool``) or finite ``float``, on a UTF-8
+connection, in text format. Anything else, and a statement the server will not prepare
+without types (it infers each parameter's type from where it stands, as for psycopg's
+untyped strings), goes through psycopg's cursor as before. Errors are psycopg's own
+exceptions, built from the result as psycopg builds them, so ``_pg_session.translate``
+and ``broken`` read them unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, NoReturn
+
+import psycopg
+from psycopg import errors
+from psycopg.adapt import Transformer
+from psycopg.pq import ConnStatus, ExecStatus, Format
+from psycopg.rows import TupleRow
+
+Connection = psycopg.Connection[TupleRow]
+Cursor = psycopg.Cursor[TupleRow]
+
+#: Statements prepared per connection, at most: the hot path's are a handful; a query
+#: built per call (a list's length in it) must not fill the server's memory.
+MAX_PREPARED = 64
+
+_PLACEHOLDER = re.compile(r"%(.)")
+_TUPLES_OK = ExecStatus.TUPLES_OK
+_COMMAND_OK = ExecStatus.COMMAND_OK
+_TEXT = Format.TEXT
+_BAD = ConnStatus.BAD
+
+
+def numbered(query: str) -> bytes | None:
+    """``query`` with ``$1, $2, ...`` for its ``%s`` placeholders (``%%`` is a ``%``), or
+    None if it has another kind (named ones, binary ``%b``): those stay psycopg's."""
+    count = 0
+    plain = True
+
+    def number(match: re.Match[str]) -> str:
+        nonlocal count, plain
+        kind = match.group(1)
+        if kind == "%":
+            return "%"
+        if kind != "s":
+            plain = False
+            return match.group(0)
+        count += 1
+        return f"${count}"
+
+    converted = _PLACEHOLDER.sub(number, query)
+    return converted.encode() if plain else None
+
+
+def text_params(params: Any) -> list[bytes | None] | None:
+    """The parameters in PostgreSQL's text form, or None if one of them needs psycopg
+    (its own type, or a value whose text form would not mean the same)."""
+    if type(params) is not tuple and type(params) is not list:
+        return None if params is not None else []
+    values: list[bytes | None] = []
+    append = values.append
+    for value in params:
+        kind = type(value)
+        if value is None:
+            append(None)
+        elif kind is str:
+            if "\x00" in value:
+                return None  # psycopg refuses it; a text parameter would end there
+            append(value.encode())
+        elif kind is int:
+            append(str(value).encode())
+        elif kind is float:
+            if not math.isfinite(value):
+                return None
+            append(repr(value).encode())
+        else:
+            return None
+    return values
+
+
+class RawStatement:
+    """A cursor for the one statement of a batch alone: ``execute`` sends it as a prepared
+    statement through libpq when it can (see the module), else through ``cursor``, and
+    answers ``rowcount``, ``fetchone`` and ``fetchall`` as a psycopg cursor does. One per
+    connection and writer, used under the writer's commit lock."""
+
+    __slots__ = (
+        "_cursor",
+        "_names",
+        "_pgconn",
+        "_pos",
+        "_result",
+        "_tx",
+        "_usable",
+        "format",
+        "rowcount",
+    )
+
+    def __init__(self, cursor: Cursor) -> None:
+        conn = cursor.connection
+        self._cursor = cursor
+        self._pgconn = conn.pgconn
+        # query -> its prepared statement's name, or None: psycopg's to send.
+        self._names: dict[str, bytes | None] = {}
+        # Text parameters are encoded as UTF-8 (``text_params``).
+        self._usable = conn.info.encoding == "utf-8"
+        self._tx = Transformer(conn)
+        self._result: Any = None
+        self._pos = 0
+        self.format = _TEXT
+        self.rowcount = -1
+
+    def execute(self, query: Any, params: Any = None, *, prepare: bool | None = None) -> Any:
+        """Run ``query`` with ``params``; returns this (or psycopg's cursor, which ran it)."""
+        values = None
+        if self._usable and type(query) is str and self.format is _TEXT and prepare is not False:
+            values = text_params(params)
+        name = None if values is None else self._name(query)
+        if name is None:
+            cursor = self._cursor
+            cursor.format = self.format
+            return cursor.execute(query, params, prepare=prepare)
+        # None stands for NULL (libpq's null pointer), which psycopg's stub leaves out.
+        result = self._pgconn.exec_prepared(name, values)  # type: ignore[arg-type]
+        self._check(result)
+        self._read(result)
+        return self
+
+    def _name(self, query: str) -> bytes | None:
+        names = self._names
+        try:
+            return names[query]
+        except KeyError:
+            pass
+        name = None
+        text = numbered(query) if len(names) < MAX_PREPARED else None
+        if text is not None:
+            name = f"perdure_{len(names)}".encode()
+            result = self._pgconn.prepare(name, text)
+            if result.status != _COMMAND_OK:
+                if self._pgconn.status == _BAD:
+                    self._raise(result)
+                # A statement the server cannot type without psycopg's types (or a bad
+                # one, which psycopg then reports as it always did): psycopg's.
+                name = None
+        names[query] = name
+        return name
+
+    def _check(self, result: Any) -> None:
+        status = result.status
+        if status != _COMMAND_OK and status != _TUPLES_OK:
+            self._raise(result)
+
+    def _raise(self, result: Any) -> NoReturn:
+        pgconn = self._pgconn
+        if pgconn.status == _BAD:
+            # The connection ended under the statement: said as psycopg says it, an
+            # OperationalError (an outage, and a lost connection to the committer).
+            message = pgconn.get_error_message() or result.get_error_message()
+            raise errors.OperationalError(f"sending query failed: {message}")
+        if result.status == ExecStatus.FATAL_ERROR:
+            raise errors.error_from_result(result)
+        raise errors.InternalError(f"unexpected result status: {ExecStatus(result.status).name}")
+
+    def _read(self, result: Any) -> None:
+        self._result = result
+        self._pos = 0
+        if result.status == _TUPLES_OK:
+            self.rowcount = result.ntuples
+            self._tx.set_pgresult(result)
+        else:
+            rows = result.command_tuples
+            self.rowcount = rows if rows is not None else -1
+
+    def fetchone(self) -> TupleRow | None:
+        """The next row of the last result, or None."""
+        result = self._result
+        if result is None or result.status != _TUPLES_OK or self._pos >= result.ntuples:
+            return None
+        row: TupleRow = self._tx.load_row(self._pos, tuple)
+        self._pos += 1
+        return row
+
+    def fetchall(self) -> list[TupleRow]:
+        """The rest of the last result's rows."""
+        result = self._result
+        if result is None or result.status != _TUPLES_OK:
+            return []
+        rows: list[TupleRow] = self._tx.load_rows(self._pos, result.ntuples, tuple)
+        self._pos = result.ntuples
+        return rows
