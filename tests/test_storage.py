@@ -852,6 +852,8 @@ def test_postgres_a_lone_step_is_one_statement_in_one_round_trip(
         store.close()
     flights = _flights(trace)
     assert [f for f in flights if "INSERT" in f] == [["INSERT"], ["INSERT"]], flights
+    # Prepared once on the writer's connection, before the first; the second runs it again.
+    assert flights.count(["PREPARE"]) == 1, flights
 
 
 def test_sqlite_a_lone_write_is_its_statement_alone(tmp_path: Any) -> None:

@@ -11,7 +11,8 @@ the writer and the server share on a small machine (``docs/performance.md``, "A 
 statement through libpq").
 
 Only what has exactly the same meaning goes this way: a ``str`` query with positional
-``%s`` placeholders, parameters that are ``None``, ``str`` (without NUL, which a text
+``%s`` placeholders, parameters that are ``None``, ``str`` or a subclass of it such as
+the states' enums (psycopg sends those as their string, too; without NUL, which a text
 parameter would cut short), ``int`` (not ``bool``) or finite ``float``, on a UTF-8
 connection, in text format. Anything else, and a statement the server will not prepare
 without types (it infers each parameter's type from where it stands, as for psycopg's
@@ -78,7 +79,7 @@ def text_params(params: Any) -> list[bytes | None] | None:
         kind = type(value)
         if value is None:
             append(None)
-        elif kind is str:
+        elif kind is str or isinstance(value, str):  # also the states, str enums
             if "\x00" in value:
                 return None  # psycopg refuses it; a text parameter would end there
             append(value.encode())
