@@ -14,7 +14,7 @@ from conftest import admin_connection, server_url
 
 from perdure import StoreUnavailableError
 from perdure._model import StepState
-from perdure.storage._pg_prepared import RawStatement, numbered, text_params
+from perdure.storage._pg_prepared import RawStatement, kinds_of, numbered, text_params
 from perdure.storage._pg_session import broken, translate
 
 psycopg = pytest.importorskip("psycopg")
@@ -28,22 +28,30 @@ def test_placeholders_are_numbered_and_other_kinds_stay_psycopgs() -> None:
 
 
 def test_parameters_in_text_form_only_where_they_mean_the_same() -> None:
-    assert text_params(("a", 1, 2.5, None, StepState.SUCCEEDED)) == [
+    text, integer, fraction = kinds_of([25, 20, 701])  # text, int8, float8
+    assert (text, integer, fraction) == (0, 1, 2)
+    assert kinds_of([21, 23, 700, 1700, 705, 16]) == (1, 1, 2, 2, 0, 0)
+    kinds = (text, integer, fraction, text, text)
+    assert text_params(("a", 1, 2.5, None, StepState.SUCCEEDED), kinds) == [
         b"a",
         b"1",
         b"2.5",
         None,
         b"SUCCEEDED",
     ]
-    assert text_params([1e-05]) == [b"1e-05"]
-    assert text_params(None) == []
-    assert text_params(("a\x00b",)) is None  # a text parameter would end at the NUL
-    assert text_params((True,)) is None  # psycopg sends a boolean
-    assert text_params((math.inf,)) is None
-    assert text_params((math.nan,)) is None
-    assert text_params((b"bytes",)) is None
-    assert text_params(({"a": 1},)) is None
-    assert text_params({"name": 1}) is None  # named parameters
+    assert text_params([1e-05], (fraction,)) == [b"1e-05"]
+    assert text_params([7], (fraction,)) == [b"7"]  # an int where a fraction goes
+    assert text_params(None, ()) == []
+    assert text_params(("a\x00b",), (text,)) is None  # a text parameter would end at the NUL
+    assert text_params((1,), (text,)) is None  # the server typed it as text: psycopg's int
+    assert text_params((1.5,), (integer,)) is None  # psycopg's float8, cast where it goes
+    assert text_params((True,), (integer,)) is None  # psycopg sends a boolean
+    assert text_params((math.inf,), (fraction,)) is None
+    assert text_params((math.nan,), (fraction,)) is None
+    assert text_params((b"bytes",), (text,)) is None
+    assert text_params(({"a": 1},), (text,)) is None
+    assert text_params({"name": 1}, (integer,)) is None  # named parameters
+    assert text_params(("a", "b"), (text,)) is None  # psycopg says what is wrong
 
 
 @pytest.fixture
@@ -97,6 +105,12 @@ def test_what_text_would_change_goes_through_psycopg(conn: Any) -> None:
     for left in (2, 4):
         ran = raw.execute("SELECT %s + %s", (left, 3))
         assert ran is not raw and ran.fetchone() == (left + 3,)
+    # A bare parameter the server types as text: an int goes typed, by psycopg, and
+    # comes back an int (in text form it would come back as the string '9').
+    ran = raw.execute("SELECT %s", (9,))
+    assert ran is not raw and ran.fetchone() == (9,)
+    assert raw.execute("SELECT %s", ("nine",)) is raw  # a string means the same either way
+    assert raw.fetchone() == ("nine",)
     # Binary results asked for (a connection's execute(binary=True) sets it).
     raw.format = psycopg.pq.Format.BINARY
     assert raw.execute("SELECT %s::bigint", (9,)).fetchone() == (9,)

@@ -13,10 +13,12 @@ statement through libpq").
 Only what has exactly the same meaning goes this way: a ``str`` query with positional
 ``%s`` placeholders, parameters that are ``None``, ``str`` or a subclass of it such as
 the states' enums (psycopg sends those as their string, too; without NUL, which a text
-parameter would cut short), ``int`` (not ``bool``) or finite ``float``, on a UTF-8
-connection, in text format. Anything else, and a statement the server will not prepare
-without types (it infers each parameter's type from where it stands, as for psycopg's
-untyped strings), goes through psycopg's cursor as before. Errors are psycopg's own
+parameter would cut short), ``int`` (not ``bool``) where the server typed the
+parameter as a number and finite ``float`` where it typed it as a fraction (psycopg
+sends numbers typed; the server types a prepared statement's parameters from where they
+stand, as it does psycopg's untyped strings), on a UTF-8 connection, in text format.
+Anything else, and a statement the server will not prepare without types, goes through
+psycopg's cursor as before. Errors are psycopg's own
 exceptions, built from the result as psycopg builds them, so ``_pg_session.translate``
 and ``broken`` read them unchanged.
 """
@@ -68,26 +70,50 @@ def numbered(query: str) -> bytes | None:
     return converted.encode() if plain else None
 
 
-def text_params(params: Any) -> list[bytes | None] | None:
-    """The parameters in PostgreSQL's text form, or None if one of them needs psycopg
-    (its own type, or a value whose text form would not mean the same)."""
+#: The parameter types (OIDs) where a number in text form means what psycopg's typed
+#: number means: an ``int`` (psycopg: int2, int4, int8 or numeric) anywhere numeric, a
+#: ``float`` (psycopg: float8) where a fraction is kept. Elsewhere (a parameter the
+#: server typed as text from where it stands, such as a bare ``SELECT %s``) the value
+#: goes through psycopg, which sends it typed.
+_INT_TYPES = frozenset((20, 21, 23, 700, 701, 1700))  # int8, int2, int4, float4, float8, numeric
+_FLOAT_TYPES = frozenset((700, 701, 1700))
+_TAKES_FLOAT = 2
+_TAKES_INT = 1
+
+
+def kinds_of(types: list[int]) -> tuple[int, ...]:
+    """For each parameter type of a prepared statement, which numbers it takes in text
+    form (see ``text_params``)."""
+    return tuple(
+        _TAKES_FLOAT if oid in _FLOAT_TYPES else _TAKES_INT if oid in _INT_TYPES else 0
+        for oid in types
+    )
+
+
+def text_params(params: Any, kinds: tuple[int, ...]) -> list[bytes | None] | None:
+    """The parameters in PostgreSQL's text form, for a statement whose parameters take
+    ``kinds`` of numbers (``kinds_of``), or None if one of them needs psycopg: its own
+    type, or a value whose text form would not mean the same there."""
     if type(params) is not tuple and type(params) is not list:
-        return None if params is not None else []
+        params = () if params is None else None
+        if params is None:
+            return None  # named parameters
+    if len(params) != len(kinds):
+        return None  # psycopg says what is wrong
     values: list[bytes | None] = []
     append = values.append
-    for value in params:
+    for value, takes in zip(params, kinds):  # noqa: B905 - lengths checked above
         kind = type(value)
         if value is None:
             append(None)
         elif kind is str or isinstance(value, str):  # also the states, str enums
+            # psycopg sends a string untyped too: the server reads it as here.
             if "\x00" in value:
                 return None  # psycopg refuses it; a text parameter would end there
             append(value.encode())
-        elif kind is int:
+        elif kind is int and takes:
             append(str(value).encode())
-        elif kind is float:
-            if not math.isfinite(value):
-                return None
+        elif kind is float and takes == _TAKES_FLOAT and math.isfinite(value):
             append(repr(value).encode())
         else:
             return None
@@ -116,8 +142,9 @@ class RawStatement:
         conn = cursor.connection
         self._cursor = cursor
         self._pgconn = conn.pgconn
-        # query -> its prepared statement's name, or None: psycopg's to send.
-        self._names: dict[str, bytes | None] = {}
+        # query -> its prepared statement's name and the numbers each parameter takes
+        # (``kinds_of``), or None: psycopg's to send.
+        self._names: dict[str, tuple[bytes, tuple[int, ...]] | None] = {}
         # Text parameters are encoded as UTF-8 (``text_params``).
         self._usable = conn.info.encoding == "utf-8"
         self._tx = Transformer(conn)
@@ -128,39 +155,45 @@ class RawStatement:
 
     def execute(self, query: Any, params: Any = None, *, prepare: bool | None = None) -> Any:
         """Run ``query`` with ``params``; returns this (or psycopg's cursor, which ran it)."""
-        values = None
+        prepared = values = None
         if self._usable and type(query) is str and self.format is _TEXT and prepare is not False:
-            values = text_params(params)
-        name = None if values is None else self._name(query)
-        if name is None:
+            prepared = self._prepared(query)
+            if prepared is not None:
+                values = text_params(params, prepared[1])
+        if prepared is None or values is None:
             cursor = self._cursor
             cursor.format = self.format
             return cursor.execute(query, params, prepare=prepare)
         # None stands for NULL (libpq's null pointer), which psycopg's stub leaves out.
-        result = self._pgconn.exec_prepared(name, values)  # type: ignore[arg-type]
+        result = self._pgconn.exec_prepared(prepared[0], values)  # type: ignore[arg-type]
         self._check(result)
         self._read(result)
         return self
 
-    def _name(self, query: str) -> bytes | None:
+    def _prepared(self, query: str) -> tuple[bytes, tuple[int, ...]] | None:
         names = self._names
         try:
             return names[query]
         except KeyError:
             pass
-        name = None
+        prepared = None
         text = numbered(query) if len(names) < MAX_PREPARED else None
         if text is not None:
+            pgconn = self._pgconn
             name = f"perdure_{len(names)}".encode()
-            result = self._pgconn.prepare(name, text)
-            if result.status != _COMMAND_OK:
-                if self._pgconn.status == _BAD:
-                    self._raise(result)
-                # A statement the server cannot type without psycopg's types (or a bad
-                # one, which psycopg then reports as it always did): psycopg's.
-                name = None
-        names[query] = name
-        return name
+            result = pgconn.prepare(name, text)
+            if result.status == _COMMAND_OK:
+                # The types the server gave its parameters (one more round trip, once).
+                described = pgconn.describe_prepared(name)
+                self._check(described)
+                types = [described.param_type(i) for i in range(described.nparams)]
+                prepared = (name, kinds_of(types))
+            elif pgconn.status == _BAD:
+                self._raise(result)
+            # Else a statement the server cannot type without psycopg's types (or a bad
+            # one, which psycopg then reports as it always did): psycopg's.
+        names[query] = prepared
+        return prepared
 
     def _check(self, result: Any) -> None:
         status = result.status
