@@ -134,3 +134,22 @@ def test_errors_are_psycopgs_and_a_lost_connection_is_an_outage(
         raw.execute(plain, ("c",))
     assert broken(conn, lost.value)
     assert isinstance(translate(lost.value), StoreUnavailableError)
+
+
+@pytest.mark.postgres
+def test_statements_deallocated_under_it_are_prepared_again(conn: Any) -> None:
+    """psycopg sends DEALLOCATE ALL after a ROLLBACK on a connection where it prepared
+    statements of its own (the writer's failed batch), and a pooler may after resetting a
+    session: the next statement finds its prepared one gone, prepares it again and runs
+    once."""
+    raw = RawStatement(conn.cursor())
+    raw.execute(_INSERT, ("a", 1, 1.0, None))
+    for _ in range(6):  # psycopg prepares a statement of its own after a few runs
+        conn.execute("SELECT count(*) FROM t WHERE n = %s", (1,))
+    with pytest.raises(psycopg.errors.DivisionByZero), conn.transaction():
+        conn.execute("SELECT 1 / 0")
+    conn.execute("SELECT 1")  # psycopg's DEALLOCATE ALL goes before its next statement
+    assert conn.execute("SELECT count(*) FROM pg_prepared_statements").fetchone() == (0,)
+    assert raw.execute(_INSERT, ("b", 2, 2.0, None)) is raw
+    assert raw.rowcount == 1
+    assert conn.execute("SELECT id FROM t ORDER BY id").fetchall() == [("a",), ("b",)]

@@ -786,7 +786,8 @@ def _flights(trace: Any) -> list[list[str]]:
     first word, from libpq's protocol trace: each Bind names the statement it runs, the
     unnamed one parsed just before it or one prepared earlier (a lone statement of the hot
     path goes as a prepared statement: ``_pg_prepared``). The round trip that prepares
-    one, once per connection, is ``["PREPARE"]``."""
+    one, once per connection, is ``["PREPARE"]``, then ``["DESCRIBE"]`` (its parameters'
+    types, read once)."""
     sent = [line.split("\t") for line in trace.read_text().splitlines() if line.startswith("F")]
     flights: list[list[str]] = [[]]
     parsed: dict[str, str] = {}
@@ -799,6 +800,8 @@ def _flights(trace: Any) -> list[list[str]]:
             parsed[quoted[1]] = quoted[3].split()[0]
             if quoted[1]:
                 flights[-1].append("PREPARE")
+        elif kind == "Describe" and text.split()[0] == "S":
+            flights[-1].append("DESCRIBE")  # the prepared statement's parameter types
         elif kind == "Bind":
             flights[-1].append(parsed[text.split('"')[3]])
     return flights
@@ -852,8 +855,9 @@ def test_postgres_a_lone_step_is_one_statement_in_one_round_trip(
         store.close()
     flights = _flights(trace)
     assert [f for f in flights if "INSERT" in f] == [["INSERT"], ["INSERT"]], flights
-    # Prepared once on the writer's connection, before the first; the second runs it again.
-    assert flights.count(["PREPARE"]) == 1, flights
+    # Prepared (and described) once on the writer's connection, before the first; the
+    # second runs it again.
+    assert flights.count(["PREPARE"]) == flights.count(["DESCRIBE"]) == 1, flights
 
 
 def test_sqlite_a_lone_write_is_its_statement_alone(tmp_path: Any) -> None:

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from compliance_helpers import raw_sql
+from conftest import admin_connection, schema_of
 from store_contract import covers, new, running, step
 
 from perdure._model import ERASED
@@ -223,3 +226,51 @@ def test_old_roots_are_found_by_an_index_range(tmp_path: Any) -> None:
     finally:
         conn.close()
     assert any("USING INDEX perdure_workflows_finished_roots" in d for d in details), details
+
+
+@pytest.mark.postgres
+def test_postgres_an_erasure_that_deadlocks_with_the_writer_runs_again(postgres_url: str) -> None:
+    """An erasure locks a family's rows parent first; the writer completes a child (its
+    row) and then delivers to the parent (a key-share lock on the parent's row for the
+    message's foreign key). When both meet, PostgreSQL ends the erasure as a deadlock: it
+    runs again once the writer committed, instead of failing as an outage."""
+    store = open_store(postgres_url)
+    try:
+        store.migrate()
+        finished(store, "a", 100.0, subjects=("alice",))
+        finished(store, "a/0", 90.0, parent_id="a")
+        outcome: dict[str, Any] = {}
+
+        def erase() -> None:
+            try:
+                outcome["erased"] = store.erase_subject("alice", "ops", 150.0)
+            except Exception as exc:  # noqa: BLE001 - the test reads it
+                outcome["error"] = exc
+
+        with admin_connection(postgres_url, schema_of(postgres_url)) as writer:
+            # This side waits long before looking for a deadlock: PostgreSQL ends the
+            # erasure's transaction, the one that looks first.
+            writer.execute("SET deadlock_timeout = '20s'")
+            writer.execute("BEGIN")
+            writer.execute("UPDATE perdure_workflows SET updated_at = 91.0 WHERE id = 'a/0'")
+            thread = threading.Thread(target=erase)
+            thread.start()
+            deadline = time.monotonic() + 20
+            while not _waiting_for_a_lock(writer) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert _waiting_for_a_lock(writer), "the erasure never waited for the child's row"
+            writer.execute("SELECT 1 FROM perdure_workflows WHERE id = 'a' FOR KEY SHARE")
+            writer.execute("COMMIT")
+            thread.join(timeout=30)
+        assert outcome == {"erased": (["a", "a/0"], [])}, outcome
+    finally:
+        store.close()
+
+
+def _waiting_for_a_lock(conn: Any) -> bool:
+    """Whether another session of this database waits for a row lock."""
+    row = conn.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'"
+    ).fetchone()
+    return bool(row[0])

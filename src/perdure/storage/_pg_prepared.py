@@ -32,7 +32,7 @@ from typing import Any, NoReturn
 import psycopg
 from psycopg import errors
 from psycopg.adapt import Transformer
-from psycopg.pq import ConnStatus, ExecStatus, Format
+from psycopg.pq import ConnStatus, DiagnosticField, ExecStatus, Format
 from psycopg.rows import TupleRow
 
 Connection = psycopg.Connection[TupleRow]
@@ -45,8 +45,12 @@ MAX_PREPARED = 64
 _PLACEHOLDER = re.compile(r"%(.)")
 _TUPLES_OK = ExecStatus.TUPLES_OK
 _COMMAND_OK = ExecStatus.COMMAND_OK
+_FATAL_ERROR = ExecStatus.FATAL_ERROR
 _TEXT = Format.TEXT
 _BAD = ConnStatus.BAD
+_SQLSTATE = DiagnosticField.SQLSTATE
+#: invalid_sql_statement_name: "prepared statement ... does not exist".
+_NO_STATEMENT = b"26000"
 
 
 def numbered(query: str) -> bytes | None:
@@ -166,6 +170,15 @@ class RawStatement:
             return cursor.execute(query, params, prepare=prepare)
         # None stands for NULL (libpq's null pointer), which psycopg's stub leaves out.
         result = self._pgconn.exec_prepared(prepared[0], values)  # type: ignore[arg-type]
+        if result.status == _FATAL_ERROR and result.error_field(_SQLSTATE) == _NO_STATEMENT:
+            # Gone with all the others: psycopg sends DEALLOCATE ALL after a ROLLBACK on
+            # this connection (a failed batch's), as PgBouncer may after a session's
+            # reset. Nothing ran: prepare again and send it once more.
+            self._names.clear()
+            prepared = self._prepared(query)
+            if prepared is None:
+                return self.execute(query, params, prepare=prepare)  # psycopg's now
+            result = self._pgconn.exec_prepared(prepared[0], values)  # type: ignore[arg-type]
         self._check(result)
         self._read(result)
         return self
@@ -207,7 +220,7 @@ class RawStatement:
             # OperationalError (an outage, and a lost connection to the committer).
             message = pgconn.get_error_message() or result.get_error_message()
             raise errors.OperationalError(f"sending query failed: {message}")
-        if result.status == ExecStatus.FATAL_ERROR:
+        if result.status == _FATAL_ERROR:
             raise errors.error_from_result(result)
         raise errors.InternalError(f"unexpected result status: {ExecStatus(result.status).name}")
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 import abc
 import functools
 import json
+import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -31,6 +33,11 @@ from ._dialect import Dialect
 from ._queries import check_versions, workflow_record
 
 T = TypeVar("T")
+
+#: How many times ``_write_again_if_raced`` runs a transaction, and the pause before the
+#: next time (times the attempt's number).
+_RACE_TRIES = 5
+_RACE_BACKOFF = 0.02
 
 # Plain text, not the members: an enum's .value is a Python-level property.
 _RUNNING = WorkflowState.RUNNING.value
@@ -204,6 +211,26 @@ class SqlBase(Store):
     @abc.abstractmethod
     def _write(self, fn: Callable[[Any], T]) -> T:
         """``fn(conn)`` in one transaction, committed before this returns."""
+
+    @abc.abstractmethod
+    def _lost_race(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is a lost race that the same transaction may win if run again."""
+
+    def _write_again_if_raced(self, fn: Callable[[Any], T]) -> T:
+        """``_write(fn)``, run again (a few times, after a short random pause) while it
+        loses a race: a transaction that locks the rows of a whole family of workflows
+        (an erasure, a collection) takes a parent's row before its child's, the writer
+        completes a child before it delivers to the parent, and PostgreSQL ends one of
+        two such transactions as a deadlock. Rolled back whole, it can run again: ``fn``
+        only reads and writes through ``conn``."""
+        for attempt in range(1, _RACE_TRIES + 1):
+            try:
+                return self._write(fn)
+            except StoreError as exc:
+                if attempt == _RACE_TRIES or not self._lost_race(exc.__cause__ or exc):
+                    raise
+            time.sleep(random.uniform(0.5, 1.5) * _RACE_BACKOFF * attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     @abc.abstractmethod
     def _step_write(self, workflow_id: str, lease: Lease, step: StepRecord) -> Write:

@@ -115,7 +115,7 @@ class SqlCompliance(SqlBase):
                 self._log_action(conn, tree[0], OperatorAction.GC, actor, details, now)
             return whole
 
-        return self._write(collect)
+        return self._write_again_if_raced(collect)
 
     # -- erasure -----------------------------------------------------------------------------
 
@@ -145,7 +145,7 @@ class SqlCompliance(SqlBase):
                 self._log_action(conn, workflow_id, OperatorAction.ERASE, actor, details, now)
             return ids, []
 
-        erased, active = self._write(erase)
+        erased, active = self._write_again_if_raced(erase)
         if erased:
             self._compact()
         return erased, active

@@ -58,10 +58,6 @@ class SqlTransactions(SqlStreams):
         ends, rolled back when it raises (the driver's errors untranslated)."""
 
     @abc.abstractmethod
-    def _lost_race(self, exc: BaseException) -> bool:
-        """Whether ``exc`` is a lost race that the same transaction may win if run again."""
-
-    @abc.abstractmethod
     def _translate_error(self, exc: Exception) -> Exception:
         """The store's error for a driver error (anything else unchanged)."""
 
