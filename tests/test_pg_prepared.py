@@ -152,4 +152,6 @@ def test_statements_deallocated_under_it_are_prepared_again(conn: Any) -> None:
     assert conn.execute("SELECT count(*) FROM pg_prepared_statements").fetchone() == (0,)
     assert raw.execute(_INSERT, ("b", 2, 2.0, None)) is raw
     assert raw.rowcount == 1
+    prepared = conn.execute("SELECT name FROM pg_prepared_statements").fetchall()
+    assert prepared == [("perdure_1",)]  # a new name: perdure_0 could still be there
     assert conn.execute("SELECT id FROM t ORDER BY id").fetchall() == [("a",), ("b",)]

@@ -131,6 +131,7 @@ class RawStatement:
     connection and writer, used under the writer's commit lock."""
 
     __slots__ = (
+        "_count",
         "_cursor",
         "_names",
         "_pgconn",
@@ -149,6 +150,9 @@ class RawStatement:
         # query -> its prepared statement's name and the numbers each parameter takes
         # (``kinds_of``), or None: psycopg's to send.
         self._names: dict[str, tuple[bytes, tuple[int, ...]] | None] = {}
+        # Names are never used twice on a connection: one prepared again after it was
+        # deallocated gets a new one, whatever else is left.
+        self._count = 0
         # Text parameters are encoded as UTF-8 (``text_params``).
         self._usable = conn.info.encoding == "utf-8"
         self._tx = Transformer(conn)
@@ -193,7 +197,8 @@ class RawStatement:
         text = numbered(query) if len(names) < MAX_PREPARED else None
         if text is not None:
             pgconn = self._pgconn
-            name = f"perdure_{len(names)}".encode()
+            name = f"perdure_{self._count}".encode()
+            self._count += 1
             result = pgconn.prepare(name, text)
             if result.status == _COMMAND_OK:
                 # The types the server gave its parameters (one more round trip, once).
