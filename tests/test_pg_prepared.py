@@ -4,7 +4,10 @@ would not mean the same in text form."""
 
 from __future__ import annotations
 
+import _thread
 import math
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -155,3 +158,28 @@ def test_statements_deallocated_under_it_are_prepared_again(conn: Any) -> None:
     prepared = conn.execute("SELECT name FROM pg_prepared_statements").fetchall()
     assert prepared == [("perdure_1",)]  # a new name: perdure_0 could still be there
     assert conn.execute("SELECT id FROM t ORDER BY id").fetchall() == [("a",), ("b",)]
+
+
+@pytest.mark.postgres
+def test_a_statement_that_waits_can_be_interrupted(conn: Any, postgres_server: str) -> None:
+    """Waited for as psycopg waits: a Ctrl-C in the thread of a start (the main thread)
+    stops the wait and cancels the statement on the server, while the lock it waits for
+    is still held; the connection then goes on."""
+    raw = RawStatement(conn.cursor())
+    raw.execute(_INSERT, ("warm", 0, 0.0, None))  # prepared before the lock is taken
+    schema = conn.execute("SELECT current_schema()").fetchone()[0]
+    with admin_connection(postgres_server, schema) as other:
+        other.execute("BEGIN")
+        other.execute("INSERT INTO t (id) VALUES ('a')")  # uncommitted: a conflict waits
+        timer = threading.Timer(0.5, _thread.interrupt_main)
+        timer.start()
+        started = time.monotonic()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                raw.execute(_INSERT, ("a", 1, 1.0, None))
+        finally:
+            timer.cancel()
+        assert time.monotonic() - started < 10
+        assert other.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+        other.execute("ROLLBACK")
+    assert raw.execute(_INSERT, ("a", 1, 1.0, None)).rowcount == 1

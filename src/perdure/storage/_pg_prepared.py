@@ -4,9 +4,9 @@ The writer's batches of one statement (a step record, a start, an outcome, a bus
 writer's batch joined into one statement) are each one round trip in autocommit (see
 ``_pg_session.SingleStatement``). psycopg's ``Cursor.execute`` spends about 60 µs of the
 calling thread's CPU on each (this machine, psycopg 3.3): its query conversion and
-prepared-statement bookkeeping, a dumper per parameter, the generator that drives the
-connection. ``PGconn.exec_prepared`` with the parameters already in text form spends about
-30: the difference is a tenth of a step's time on PostgreSQL, and CPU that the workflows,
+prepared-statement bookkeeping, a dumper per parameter. ``PGconn.send_query_prepared``
+with the parameters already in text form, its result waited for by psycopg's own wait
+(``Connection.wait`` of the C ``execute`` generator), spends about 30-35: the difference is a tenth of a step's time on PostgreSQL, and CPU that the workflows,
 the writer and the server share on a small machine (``docs/performance.md``, "A lone
 statement through libpq").
 
@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 import psycopg
 from psycopg import errors
 from psycopg.adapt import Transformer
+from psycopg.generators import execute as results_of
 from psycopg.pq import ConnStatus, DiagnosticField, ExecStatus, Format
 from psycopg.rows import TupleRow
 
@@ -131,6 +133,7 @@ class RawStatement:
     connection and writer, used under the writer's commit lock."""
 
     __slots__ = (
+        "_conn",
         "_count",
         "_cursor",
         "_names",
@@ -145,6 +148,7 @@ class RawStatement:
 
     def __init__(self, cursor: Cursor) -> None:
         conn = cursor.connection
+        self._conn = conn
         self._cursor = cursor
         self._pgconn = conn.pgconn
         # query -> its prepared statement's name and the numbers each parameter takes
@@ -172,8 +176,8 @@ class RawStatement:
             cursor = self._cursor
             cursor.format = self.format
             return cursor.execute(query, params, prepare=prepare)
-        # None stands for NULL (libpq's null pointer), which psycopg's stub leaves out.
-        result = self._pgconn.exec_prepared(prepared[0], values)  # type: ignore[arg-type]
+        send = self._pgconn.send_query_prepared
+        result = self._exchange(send, prepared[0], values)
         if result.status == _FATAL_ERROR and result.error_field(_SQLSTATE) == _NO_STATEMENT:
             # Gone with all the others: psycopg sends DEALLOCATE ALL after a ROLLBACK on
             # this connection (a failed batch's), as PgBouncer may after a session's
@@ -182,7 +186,7 @@ class RawStatement:
             prepared = self._prepared(query)
             if prepared is None:
                 return self.execute(query, params, prepare=prepare)  # psycopg's now
-            result = self._pgconn.exec_prepared(prepared[0], values)  # type: ignore[arg-type]
+            result = self._exchange(send, prepared[0], values)
         self._check(result)
         self._read(result)
         return self
@@ -199,10 +203,10 @@ class RawStatement:
             pgconn = self._pgconn
             name = f"perdure_{self._count}".encode()
             self._count += 1
-            result = pgconn.prepare(name, text)
+            result = self._exchange(pgconn.send_prepare, name, text)
             if result.status == _COMMAND_OK:
                 # The types the server gave its parameters (one more round trip, once).
-                described = pgconn.describe_prepared(name)
+                described = self._exchange(pgconn.send_describe_prepared, name)
                 self._check(described)
                 types = [described.param_type(i) for i in range(described.nparams)]
                 prepared = (name, kinds_of(types))
@@ -212,6 +216,15 @@ class RawStatement:
             # one, which psycopg then reports as it always did): psycopg's.
         names[query] = prepared
         return prepared
+
+    def _exchange(self, send: Callable[..., None], *args: Any) -> Any:
+        """Send one command with ``send(*args)`` and return its result, waited for as
+        psycopg's cursor waits: without the interpreter lock, and a Ctrl-C (in the
+        thread of a start) cancels the statement on the server instead of waiting for
+        it. (libpq's blocking calls, as fast, could not be interrupted.) A NULL in
+        ``args`` is None, which psycopg's stub of ``send_query_prepared`` leaves out."""
+        send(*args)
+        return self._conn.wait(results_of(self._pgconn))[-1]
 
     def _check(self, result: Any) -> None:
         status = result.status
