@@ -6,8 +6,9 @@ writer's batch joined into one statement) are each one round trip in autocommit 
 calling thread's CPU on each (this machine, psycopg 3.3): its query conversion and
 prepared-statement bookkeeping, a dumper per parameter. ``PGconn.send_query_prepared``
 with the parameters already in text form, its result waited for by psycopg's own wait
-(``Connection.wait`` of the C ``execute`` generator), spends about 30-35: the difference is a tenth of a step's time on PostgreSQL, and CPU that the workflows,
-the writer and the server share on a small machine (``docs/performance.md``, "A lone
+(``Connection.wait`` of the C ``execute`` generator), spends about 30-35: the
+difference is a tenth of a step's time on PostgreSQL, and CPU that the workflows, the
+writer and the server share on a small machine (``docs/performance.md``, "A lone
 statement through libpq").
 
 Only what has exactly the same meaning goes this way: a ``str`` query with positional
