@@ -101,10 +101,10 @@ def text_params(params: Any, kinds: tuple[int, ...]) -> list[bytes | None] | Non
     """The parameters in PostgreSQL's text form, for a statement whose parameters take
     ``kinds`` of numbers (``kinds_of``), or None if one of them needs psycopg: its own
     type, or a value whose text form would not mean the same there."""
-    if type(params) is not tuple and type(params) is not list:
-        params = () if params is None else None
-        if params is None:
-            return None  # named parameters
+    if params is None:
+        params = ()
+    elif type(params) is not tuple and type(params) is not list:
+        return None  # named parameters
     if len(params) != len(kinds):
         return None  # psycopg says what is wrong
     values: list[bytes | None] = []
