@@ -4,6 +4,8 @@ inserts land on the last pages of the indexes keyed by the ID (docs/performance.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -67,3 +69,35 @@ def test_started_and_forked_workflows_get_time_ordered_ids(
         # A given ID is kept as it is.
         given = app.options(workflow_id="order-42").start(flow, 7)
         assert given.workflow_id == "order-42" and given.result(timeout=15) == 16
+
+
+FORK_CHECK = """
+import os
+from perdure._ids import new_workflow_id
+new_workflow_id()  # the parent has read bits for many IDs, most not handed out yet
+reader, writer = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.close(reader)
+    os.write(writer, " ".join(new_workflow_id() for _ in range(50)).encode())
+    os._exit(0)
+os.close(writer)
+with os.fdopen(reader) as from_child:
+    child = from_child.read().split()
+os.waitpid(pid, 0)
+parent = [new_workflow_id() for _ in range(50)]
+print(len(child), len({i[14:] for i in child} & {i[14:] for i in parent}))
+"""
+
+
+def test_ids_from_one_read_of_the_random_source_differ_and_a_forked_child_reads_its_own() -> None:
+    # The random bits are read for many IDs at once: every ID takes bits of its own, and
+    # a forked child does not hand out the bits its parent still holds. (The fork runs in
+    # a process of its own: forking this test's process, which has threads, warns.)
+    ids = [new_workflow_id() for _ in range(600)]  # more than one read's worth
+    assert len({i[14:] for i in ids}) == 600  # the random part (after "xxxxxxxx-xxxx-7")
+    run = subprocess.run(
+        [sys.executable, "-c", FORK_CHECK], capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["50", "0"]  # 50 IDs from the child, none the parent's
