@@ -45,6 +45,15 @@ def free_port() -> int:
         return port
 
 
+def closed_port() -> socket.socket:
+    """A socket bound to a port of its own and not listening: a connection to that port is
+    refused, and no other process (the suite runs several) can take the port meanwhile,
+    as it could between ``free_port()`` and its use."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
 class Service:
     """A tiny HTTP service on 127.0.0.1 that can be started and stopped on its port:
     ``/health`` answers ``health_status``, ``/charge`` counts its calls and answers 200,
@@ -117,10 +126,11 @@ def test_probes_tell_up_from_down(service: Service) -> None:
         "HTTPError: HTTP Error 503: Service Unavailable",
     )
     assert probes.tcp("127.0.0.1", service.port)()
-    closed = free_port()
-    passed, why = run_probe(probes.tcp("127.0.0.1", closed, timeout=1))
-    assert not passed and why.startswith("ConnectionRefusedError")
-    assert not run_probe(probes.http(f"http://127.0.0.1:{closed}/health", timeout=1))[0]
+    with closed_port() as holder:
+        closed = holder.getsockname()[1]
+        passed, why = run_probe(probes.tcp("127.0.0.1", closed, timeout=1))
+        assert not passed and why.startswith("ConnectionRefusedError")
+        assert not run_probe(probes.http(f"http://127.0.0.1:{closed}/health", timeout=1))[0]
     assert str(probes.tcp("db", 5432)) == "tcp db:5432"
     with pytest.raises(ValueError, match="http:// or https://"):
         probes.http("db:5432")
@@ -214,7 +224,8 @@ def test_a_probe_gated_retry_counts_no_attempt_while_down_and_runs_when_it_passe
 def test_a_failing_probe_suspends_the_workflow_and_holds_no_thread(make_app) -> None:
     """A probe wait longer than suspend_after suspends the workflow: no thread, no owner;
     status says which probe it waits for. A TCP listener opening makes it go on."""
-    port = free_port()
+    listener = closed_port()  # listens once the test says so
+    port = listener.getsockname()[1]
     app = make_app(suspend_after=0.2)
     calls: list[int] = []
 
@@ -249,9 +260,9 @@ def test_a_failing_probe_suspends_the_workflow_and_holds_no_thread(make_app) -> 
         (step,) = status.steps
         assert (step.status, step.attempts) == ("RETRYING", 1)
         assert calls == [1]
-        with socket.create_server(("127.0.0.1", port)) as listener:
+        with listener:
+            listener.listen()
             assert handle.result(timeout=20) == 2
-            listener.close()
     assert len(calls) == 2
 
 
