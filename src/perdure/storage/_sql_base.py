@@ -34,10 +34,17 @@ from ._queries import check_versions, workflow_record
 
 T = TypeVar("T")
 
-#: How many times ``_write_again_if_raced`` runs a transaction, and the pause before the
-#: next time (times the attempt's number).
-_RACE_TRIES = 5
+#: How many times a transaction that loses a race runs (``_write_again_if_raced``, a
+#: transactional step), and the pause before the next time (times the attempt's number).
+RACE_TRIES = 5
 _RACE_BACKOFF = 0.02
+
+
+def pause_after_race(attempt: int) -> None:
+    """Wait before running a transaction that lost a race again: longer after each lost
+    one, and at random, so that the two transactions do not meet again in step."""
+    time.sleep(random.uniform(0.5, 1.5) * _RACE_BACKOFF * attempt)
+
 
 # Plain text, not the members: an enum's .value is a Python-level property.
 _RUNNING = WorkflowState.RUNNING.value
@@ -223,13 +230,13 @@ class SqlBase(Store):
         completes a child before it delivers to the parent, and PostgreSQL ends one of
         two such transactions as a deadlock. Rolled back whole, it can run again: ``fn``
         only reads and writes through ``conn``."""
-        for attempt in range(1, _RACE_TRIES + 1):
+        for attempt in range(1, RACE_TRIES + 1):
             try:
                 return self._write(fn)
             except StoreError as exc:
-                if attempt == _RACE_TRIES or not self._lost_race(exc.__cause__ or exc):
+                if attempt == RACE_TRIES or not self._lost_race(exc.__cause__ or exc):
                     raise
-            time.sleep(random.uniform(0.5, 1.5) * _RACE_BACKOFF * attempt)
+            pause_after_race(attempt)
         raise AssertionError("unreachable")  # pragma: no cover
 
     @abc.abstractmethod

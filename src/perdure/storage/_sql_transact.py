@@ -13,21 +13,15 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import random
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from .._errors import ConfigurationError, StoreError, StoreUnavailableError
 from ._base import Lease, StepRecord, Transaction
 from ._sql import step_params
+from ._sql_base import RACE_TRIES, pause_after_race
 from ._sql_streams import SqlStreams
 from ._statements import FENCE_FREE_POSITION, INSERT_STEP_RETURNING
-
-#: How many times a transaction that lost a race (serialization failure, deadlock, busy
-#: database) runs again before its step attempt fails.
-TRIES = 5
-_BACKOFF = 0.02
 
 
 class _Open:
@@ -91,7 +85,7 @@ class SqlTransactions(SqlStreams):
             "position": step.position,
         }
         fence_sql, insert_sql = self._sql(FENCE_FREE_POSITION), self._sql(INSERT_STEP_RETURNING)
-        for attempt in range(1, TRIES + 1):
+        for attempt in range(1, RACE_TRIES + 1):
             raised: BaseException | None = None
             try:
                 with self._own_transaction() as conn:
@@ -132,13 +126,13 @@ class SqlTransactions(SqlStreams):
                     )
             except BaseException as exc:
                 if self._lost_race(exc):
-                    if attempt < TRIES:
-                        time.sleep(random.uniform(0.5, 1.5) * _BACKOFF * attempt)
+                    if attempt < RACE_TRIES:
+                        pause_after_race(attempt)
                         continue
                     if raised is not exc:
                         raise StoreUnavailableError(
                             f"transactional step {step.name!r} of workflow {workflow_id!r} "
-                            f"lost {TRIES} races in a row: {exc}"
+                            f"lost {RACE_TRIES} races in a row: {exc}"
                         ) from exc
                 if raised is exc or not isinstance(exc, Exception):
                     raise  # the function's own failure (or a signal), unchanged
