@@ -23,6 +23,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from ._entropy import random_bytes
 from ._errors import ConfigurationError, SerializationError
 from ._serialization import SEALED, JSONSerializer, Serializer
 
@@ -103,7 +104,7 @@ class EncryptingSerializer:
 
     def seal(self, text: str) -> str:
         """``text`` encrypted under the current key."""
-        nonce = os.urandom(_NONCE)
+        nonce = random_bytes(_NONCE)  # as os.urandom, without a system call per value
         aad = f"{PREFIX}{self.current}".encode("ascii")
         sealed = self._ciphers[self.current].encrypt(
             nonce, text.encode("utf-8", "surrogatepass"), aad
