@@ -265,9 +265,13 @@ def test_recorded_values_inside_a_workflow(app: perdure.App) -> None:
     names = [s[1] for s in step_rows(app, "vals")]
     assert names == ["now", "uuid4", "random"]  # recorded as perdure.now and so on
     assert isinstance(seen[0][1], datetime) and seen[0][1].tzinfo is not None
+    made = seen[0][2]
+    assert made.version == 4 and made.variant == uuid.RFC_4122
     with pytest.raises(perdure.ConfigurationError):
         perdure.workflow_id()
     assert isinstance(perdure.now(), datetime)  # outside a workflow: just the time
+    fresh = [perdure.uuid4() for _ in range(600)]  # outside: fresh, random version 4 UUIDs
+    assert len(set(fresh)) == 600 and {u.version for u in fresh} == {4}
 
 
 def test_status_reports_steps_and_listing(app: perdure.App) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
+from .._entropy import random_bytes
 from .._errors import ConfigurationError
 from .._model import StepRecord, StepState
 from .._serialization import decode_value, encode_value
@@ -77,13 +78,19 @@ def now() -> datetime:
     )
 
 
+def _new_uuid4() -> _uuid.UUID:
+    # uuid.uuid4() without its system call per UUID (``_entropy``): on an async
+    # workflow's event loop that call would release the interpreter lock and wait for it.
+    return _uuid.UUID(bytes=random_bytes(16), version=4)
+
+
 def uuid4() -> _uuid.UUID:
     """A random UUID, recorded: a replay returns the same UUID (use it as an idempotency
     key)."""
     run = current_run.get()
     if run is None:
-        return _uuid.uuid4()
-    return recorded(run, UUID4, _uuid.uuid4, _uuid.UUID)
+        return _new_uuid4()
+    return recorded(run, UUID4, _new_uuid4, _uuid.UUID)
 
 
 def random() -> float:
