@@ -249,7 +249,7 @@ def test_a_failing_probe_suspends_the_workflow_and_holds_no_thread(make_app) -> 
     def report() -> int:
         return query_db()
 
-    with app:
+    with listener, app:  # the socket is closed however the test ends
         handle = app.start("report", workflow_id="report-1")  # type: ignore[arg-type]
         wait_for(lambda: handle.status().suspended, what="the workflow to suspend")
         status = handle.status()
@@ -260,9 +260,8 @@ def test_a_failing_probe_suspends_the_workflow_and_holds_no_thread(make_app) -> 
         (step,) = status.steps
         assert (step.status, step.attempts) == ("RETRYING", 1)
         assert calls == [1]
-        with listener:
-            listener.listen()
-            assert handle.result(timeout=20) == 2
+        listener.listen()
+        assert handle.result(timeout=20) == 2
     assert len(calls) == 2
 
 

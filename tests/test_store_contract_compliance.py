@@ -268,9 +268,12 @@ def test_postgres_an_erasure_that_deadlocks_with_the_writer_runs_again(postgres_
 
 
 def _waiting_for_a_lock(conn: Any) -> bool:
-    """Whether another session of this database waits for a row lock."""
+    """Whether another session waits for a lock this session holds (only those: a test
+    of another schema, running beside this one on the same database, may wait for its
+    own locks)."""
     row = conn.execute(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-        "AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'"
+        # pg_locks, not pg_stat_activity: the latter is read once per transaction.
+        "SELECT count(*) FROM pg_locks "
+        "WHERE NOT granted AND pg_backend_pid() = ANY(pg_blocking_pids(pid))"
     ).fetchone()
     return bool(row[0])
