@@ -55,6 +55,94 @@ def test_postgres_only_a_watched_workflow_pushes_its_end(postgres_url: str, form
         store.close()
 
 
+@pytest.mark.parametrize("form", ["alone", "batch", "with-record", "mixed-batch"])
+def test_postgres_an_end_is_pushed_unless_the_executor_whose_process_waits_records_it(
+    postgres_url: str, form: str
+) -> None:
+    """A waiter in a process with an executor marks the workflow with that executor's ID:
+    an outcome recorded by that executor pushes nothing (its process hears it from its
+    own executor); recorded by another one, it pushes. A waiter without an executor, or
+    a second executor's waiter, marks it for every outcome. In every form of the
+    outcome's statement."""
+    store = open_store(postgres_url)
+    lease = Lease("me", 1)  # the executor that records every outcome below
+    try:
+        store.migrate()
+        events = _listening(store)
+        names = ("mine", "theirs", "nobodys", "twice", "other")
+        for name in names:
+            store.create_workflow(new(name), "me", 500.0).result()
+        assert set(store.watch_workflows(["mine"], "me")) == {"mine"}
+        store.watch_workflows(["theirs"], "executor-2")
+        store.watch_workflows(["nobodys"])  # a client's waiter
+        store.watch_workflows(["twice"], "me")
+        store.watch_workflows(["twice"], "executor-2")  # a second process waits too
+        steps = [step("0")] if form in ("with-record", "mixed-batch") else []
+
+        def complete(name: str) -> Any:
+            return store.complete_workflow(name, lease, "SUCCEEDED", "1", None, 300.0, steps=steps)
+
+        ends = ("mine", "theirs", "nobodys", "twice")
+        if form in ("alone", "with-record"):
+            futures = [complete(name) for name in ends]
+        else:
+            with _one_batch(store):
+                futures = [complete(name) for name in ends]
+                if form == "mixed-batch":
+                    futures.append(store.record_step("other", lease, step("0")))
+        assert all(future.result(timeout=10) for future in futures)
+        for name in ends:
+            record = store.get_workflow(name)
+            assert record is not None and record.status == "SUCCEEDED"
+        _heard(events, pushed=["theirs", "nobodys", "twice"], not_pushed=["mine"])
+    finally:
+        store.close()
+
+
+def test_postgres_starts_past_max_workflows_waited_for_here_push_nothing(
+    postgres_url: str,
+) -> None:
+    """A launched app that starts more workflows than it runs at once records the rest
+    unowned, and its handles mark them as they wait; its own executor claims and ends
+    them: nothing is pushed (each such end used to push, committing one flush at a time
+    server wide)."""
+    app = App(postgres_url, max_workflows=2)
+    gate = threading.Event()
+
+    @app.workflow(name="held")
+    def held(n: int) -> int:
+        gate.wait(10)
+        return n
+
+    try:
+        with app:
+            events = _listening(app.store)
+            handles = [app.start("held", n, workflow_id=f"held-{n}") for n in range(6)]
+            unowned = [
+                h.workflow_id
+                for h in handles
+                if app.store.get_workflow(h.workflow_id).owner is None
+            ]  # type: ignore[union-attr]
+            assert len(unowned) >= 4, unowned  # two run, the rest wait for a slot
+            results: list[int] = []
+            waiting = threading.Thread(
+                target=lambda: results.extend(h.result(timeout=20) for h in handles)
+            )
+            waiting.start()
+            for _ in range(200):  # until the waiter marked the first unowned one
+                if _marks(app, unowned[0]) != (0, None):
+                    break
+                time.sleep(0.05)
+            assert _marks(app, unowned[0]) == (0, app.executor_id)
+            gate.set()
+            waiting.join(20)
+            assert results == list(range(6))
+            _heard(events, pushed=[], not_pushed=[h.workflow_id for h in handles])
+            assert all(_marks(app, i)[0] == 0 for i in unowned)
+    finally:
+        gate.set()
+
+
 def test_postgres_a_waiter_in_another_app_is_pushed_the_end_and_a_local_one_is_not(
     postgres_url: str,
 ) -> None:
@@ -92,6 +180,13 @@ def test_postgres_a_waiter_in_another_app_is_pushed_the_end_and_a_local_one_is_n
     finally:
         gate.set()
         client.shutdown()
+
+
+def _marks(app: App, workflow_id: str) -> tuple[int, str | None]:
+    rows = app.store._read(  # type: ignore[attr-defined]
+        "SELECT watched, watcher FROM perdure_workflows WHERE id = %s", (workflow_id,)
+    )
+    return tuple(rows[0])  # type: ignore[return-value]
 
 
 def _watched(app: App, workflow_id: str) -> bool:

@@ -115,6 +115,11 @@ class App:
         """Whether ``owner`` (a workflow's lease holder) is this process's executor."""
         return self.client.owned_here(owner)
 
+    @property
+    def executor_id(self) -> str | None:
+        """The ID of this process's executor (None when not launched)."""
+        return self.client.executor_id
+
     def _started(self, new: NewWorkflow, record: WorkflowRecord, created: bool) -> None:
         # Today's child starts (``_children``) report a created child through this.
         self.client._started(new, record, created)

@@ -117,7 +117,7 @@ class Client:
         # Waiters of workflows that run elsewhere share one look at the store.
         self.watcher = Watcher(self.notifier, lambda: self._store, lambda: self.wait_interval)
         # And the records that waiters on an event loop read at once, one query per batch.
-        self.reads = SharedReads(lambda: self.store)
+        self.reads = SharedReads(lambda: self.store, lambda: self.executor_id)
         self._store: Store | None = None
         self._store_lock = threading.Lock()
         self._pushed = False
@@ -214,6 +214,13 @@ class Client:
         """Whether ``owner`` (a workflow's lease holder) is this process's worker."""
         worker = self._worker
         return worker is not None and owner is not None and owner == worker.id
+
+    @property
+    def executor_id(self) -> str | None:
+        """The ID of this process's executor (None when not launched): what its waiters
+        mark the workflows they wait for with (``Store.watch_workflows``)."""
+        worker = self._worker
+        return None if worker is None else worker.id
 
     def warn_without_executor(self) -> None:
         """Log once when no live executor of this app version is registered: a workflow

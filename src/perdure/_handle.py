@@ -80,6 +80,11 @@ class HandleHost(Protocol):
     @property
     def wait_interval(self) -> float: ...
 
+    @property
+    def executor_id(self) -> str | None:
+        """The ID of this process's executor, None without one."""
+        ...
+
     def owned_here(self, owner: str | None) -> bool:
         """Whether ``owner`` (a workflow's lease holder) is this process's executor."""
         ...
@@ -322,7 +327,7 @@ class WorkflowHandle(Generic[R]):
 
     def _watched(self) -> WorkflowRecord:
         """The record, the workflow marked as waited for first (see ``_unwatched``)."""
-        found = self._app.store.watch_workflows([self.workflow_id])
+        found = self._app.store.watch_workflows([self.workflow_id], self._app.executor_id)
         record = found.get(self.workflow_id)
         if record is None:
             raise WorkflowNotFoundError(self.workflow_id)

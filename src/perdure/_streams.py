@@ -47,6 +47,11 @@ class StreamHost(Protocol):
     @property
     def wait_interval(self) -> float: ...
 
+    @property
+    def executor_id(self) -> str | None:
+        """The ID of this process's executor, None without one."""
+        ...
+
     def owned_here(self, owner: str | None) -> bool:
         """Whether ``owner`` (a workflow's lease holder) is this process's executor."""
         ...
@@ -104,7 +109,9 @@ class Stream:
             and not self._app.owned_here(record.owner)
         ):
             # Its end (which ends the stream) pushed here too: see Store.watch_workflows.
-            record = store.watch_workflows([self.workflow_id]).get(self.workflow_id)
+            record = store.watch_workflows([self.workflow_id], self._app.executor_id).get(
+                self.workflow_id
+            )
         if record is None:
             if first:
                 raise WorkflowNotFoundError(self.workflow_id)

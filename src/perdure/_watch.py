@@ -116,8 +116,10 @@ class SharedReads:
     are asked for: the first read goes out at once, and the reads asked for while it
     runs go together in the next query (as the group commit does for writes)."""
 
-    def __init__(self, store: Callable[[], Store]) -> None:
+    def __init__(self, store: Callable[[], Store], executor_id: Callable[[], str | None]) -> None:
         self._store = store
+        # This process's executor, the one whose outcomes its waiters hear without a push.
+        self._executor_id = executor_id
         self._lock = threading.Lock()
         self._asked: dict[str, list[Future[WorkflowRecord | None]]] = {}
         # Those of the asked to read with ``Store.watch_workflows``.
@@ -155,7 +157,8 @@ class SharedReads:
                     plain = [i for i in chunk if i not in watching]
                     found = store.get_workflows(plain) if plain else {}
                     if len(plain) < len(chunk):
-                        found.update(store.watch_workflows([i for i in chunk if i in watching]))
+                        marked = [i for i in chunk if i in watching]
+                        found.update(store.watch_workflows(marked, self._executor_id()))
                 except BaseException as exc:  # noqa: BLE001 - each waiter raises it
                     for workflow_id in chunk:
                         for future in asked[workflow_id]:

@@ -190,10 +190,15 @@ class Store(
         """``get_workflow`` of several workflows in one query (what waiters that look at
         once share, see ``_watch``): those that exist, by ID."""
 
-    def watch_workflows(self, workflow_ids: Sequence[str]) -> dict[str, WorkflowRecord]:
+    def watch_workflows(
+        self, workflow_ids: Sequence[str], watcher: str | None = None
+    ) -> dict[str, WorkflowRecord]:
         """``get_workflows`` for a waiter of workflows that may end in another process: a
         store that pushes events (``listen``) marks them first, so that their outcomes
-        push ``EVENT_DONE`` (an outcome nobody waits for elsewhere pushes nothing)."""
+        push ``EVENT_DONE`` (an outcome nobody waits for elsewhere pushes nothing).
+        ``watcher``: the ID of the executor of the waiter's process, if it has one; an
+        outcome that executor records then pushes nothing for this waiter (its process
+        hears it from its own executor)."""
         return self.get_workflows(workflow_ids)
 
     @abc.abstractmethod

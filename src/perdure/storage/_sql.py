@@ -111,10 +111,12 @@ class SqlStore(SqlBreakers, SqlSchedules, SqlCompliance, SqlQueues, SqlHolds, Sq
         rows = self._read(self._sql(q.GET_WORKFLOWS), params)
         return {record.id: record for record in map(workflow_record, rows)}
 
-    def watch_workflows(self, workflow_ids: Sequence[str]) -> dict[str, WorkflowRecord]:
+    def watch_workflows(
+        self, workflow_ids: Sequence[str], watcher: str | None = None
+    ) -> dict[str, WorkflowRecord]:
         if not workflow_ids or self._notify_params(EVENT_DONE) is None:
             return self.get_workflows(workflow_ids)  # pushes nothing: nothing to mark
-        params = {"ids": self._dialect.text_list(list(workflow_ids))}
+        params = {"ids": self._dialect.text_list(list(workflow_ids)), "watcher": watcher}
         # A write through the read path: the pool's sessions commit each statement, and
         # marking again is harmless if a lost connection makes the read try again.
         rows = self._read(self._sql(q.WATCH_WORKFLOWS), params)

@@ -74,9 +74,13 @@ GET_WORKFLOW = f"SELECT {WF_COLUMNS} FROM perdure_workflows WHERE id = ?"
 #: (``COMPLETE_AND_NOTIFY``). The row's lock orders the mark and the outcome: the later
 #: one sees the earlier. The mark is a hint for a wake-up, so its commit does not wait
 #: for the WAL flush (``synchronous_commit`` off for its own transaction only): lost in
-#: a crash of the server, its waiter wakes at its next look instead.
+#: a crash of the server, its waiter wakes at its next look instead. A waiter in a
+#: process with an executor (``:watcher``, its ID) marks ``watcher`` instead, when no
+#: other executor's waiter did: the outcome pushes then only if recorded by another
+#: executor than that one (``COMPLETE_WORKFLOW`` turns the mark into ``watched``).
 WATCH_WORKFLOWS = (
-    "UPDATE perdure_workflows SET watched = 1 "
+    "UPDATE perdure_workflows SET watched = CASE WHEN :watcher::text IS NULL "
+    "OR watcher <> :watcher THEN 1 ELSE watched END, watcher = COALESCE(watcher, :watcher) "
     "FROM (SELECT set_config('synchronous_commit', 'off', true)) AS hint "
     f"WHERE id {{in_ids}} RETURNING {WF_COLUMNS}"
 )
@@ -85,10 +89,14 @@ UNFINISHED_AMONG = (
     "SELECT id FROM perdure_workflows WHERE id {in_ids} AND (status IN {ACTIVE}) IS TRUE"
 )
 
+# ``watched`` becomes 1 (its end pushed) when the executor whose process waits
+# (``watcher``) is not the one recording the outcome: SET reads the row as it was, its
+# ``owner`` the recording executor's.
 COMPLETE_WORKFLOW = (
     "UPDATE perdure_workflows SET status = ?, output = ?, error = ?, "
-    "owner = NULL, lease_expires_at = NULL, note = NULL, updated_at = ?, "
-    "finished_at = ? WHERE id = ? AND (owner = ? AND epoch = ? AND status IN {ACTIVE}) IS TRUE"
+    "owner = NULL, lease_expires_at = NULL, note = NULL, updated_at = ?, finished_at = ?, "
+    "watched = CASE WHEN watcher <> owner THEN 1 ELSE watched END "
+    "WHERE id = ? AND (owner = ? AND epoch = ? AND status IN {ACTIVE}) IS TRUE"
 )
 # The completion and its push of the DONE event in one statement (stores that push in
 # SQL, i.e. PostgreSQL): alone, it needs no transaction, so one round trip; the event
@@ -112,7 +120,8 @@ COMPLETE_AND_NOTIFY = (
 _COMPLETE_FROM_ROWS = (
     "done AS (UPDATE perdure_workflows AS w SET status = e->>0, output = e->>1, "
     "error = e->>2, owner = NULL, lease_expires_at = NULL, note = NULL, "
-    "updated_at = (e->>3)::double precision, finished_at = (e->>4)::double precision "
+    "updated_at = (e->>3)::double precision, finished_at = (e->>4)::double precision, "
+    "watched = CASE WHEN w.watcher <> w.owner THEN 1 ELSE w.watched END "
     "FROM jsonb_array_elements(?::jsonb) AS e WHERE jsonb_typeof(e) = 'array' "
     "AND w.id = e->>5 "
     "AND (w.owner = e->>6 AND w.epoch = (e->>7)::bigint AND w.status IN {ACTIVE}) IS TRUE "
