@@ -103,6 +103,14 @@ def _tables(db: Any) -> dict[str, dict[str, int]]:
     return {r[0]: dict(zip(keys, (int(v or 0) for v in r[1:]), strict=True)) for r in rows}
 
 
+def _pushed(db: Any) -> int:
+    """How many outcomes pushed their ``done`` event (an outcome that pushes has its row's
+    ``watched`` set): what ``model --notify-share`` stands for."""
+    return int(
+        db.execute("SELECT count(*) FROM perdure.perdure_workflows WHERE watched = 1").fetchone()[0]
+    )
+
+
 def _per_table(
     before: dict[str, dict[str, int]], after: dict[str, dict[str, int]], count: int
 ) -> dict[str, dict[str, float]]:
@@ -155,6 +163,7 @@ def measure(url: str, n: int) -> dict[str, Any]:
                 db.execute("SELECT pg_stat_clear_snapshot()")
                 before, start_lsn = _counters(admin, dboid), _lsn(db)
                 tables_before = _tables(db)
+                pushed_before = _pushed(db)
                 cpu_before = _backend_cpu(admin, DATABASE)
                 worker_before = time.process_time()
                 wall = _run(workloads, mode, count, f"{mode}-")
@@ -168,6 +177,7 @@ def measure(url: str, n: int) -> dict[str, Any]:
                 wal = _wal(db, start_lsn, end_lsn, dboid)
                 tables_after = _tables(db)
                 per = {key: (after[key] - before[key]) / count for key in before}
+                pushed = _pushed(db) - pushed_before
                 results[mode] = {
                     "workflows": count,
                     "workflows_per_s": count / wall,
@@ -178,6 +188,7 @@ def measure(url: str, n: int) -> dict[str, Any]:
                         "wal_fpi_bytes": wal["fpi_bytes"] / count,
                         "server_cpu_us": cpu / count * 1e6,
                         "worker_cpu_us": worker_cpu / count * 1e6,
+                        "outcomes_pushed": pushed / count,
                     },
                     "rows_per_workflow_by_table": _per_table(tables_before, tables_after, count),
                 }
