@@ -252,12 +252,10 @@ class App:
         return self._worker
 
     # -- starting workflows ----------------------------------------------------------------
-    # Typed by the workflow's ParamSpec. The options ride on ``app.options(...)``; the
-    # older ``workflow_id=``/``timeout=`` keywords are still taken (last two overloads,
-    # which do not check the arguments).
+    # Typed by the workflow's ParamSpec. The options ride on ``app.options(...)``; the older
+    # ``workflow_id=``/``timeout=`` keywords are still taken (the last two, unchecked, overloads).
 
-    # ``app.options(workflow_id=..., timeout=..., subjects=..., region=..., queue=...)``
-    # (``_options.start_options``).
+    # ``app.options(workflow_id=, timeout=, subjects=, region=, queue=)``: ``start_options``.
     options = start_options
 
     def start_with(
