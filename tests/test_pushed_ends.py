@@ -118,25 +118,26 @@ def test_postgres_starts_past_max_workflows_waited_for_here_push_nothing(
         with app:
             events = _listening(app.store)
             handles = [app.start("held", n, workflow_id=f"held-{n}") for n in range(6)]
-            unowned = [
-                h.workflow_id
-                for h in handles
-                if app.store.get_workflow(h.workflow_id).owner is None
-            ]  # type: ignore[union-attr]
+            records = app.store.get_workflows([h.workflow_id for h in handles])
+            unowned = [i for i, record in records.items() if record.owner is None]
             assert len(unowned) >= 4, unowned  # two run, the rest wait for a slot
-            results: list[int] = []
-            waiting = threading.Thread(
-                target=lambda: results.extend(h.result(timeout=20) for h in handles)
+            last = handles[-1].workflow_id
+            assert last in unowned
+            results: dict[str, int] = {}
+            waiting = threading.Thread(  # the last first: it waits for a slot, unmarked yet
+                target=lambda: results.update(
+                    (h.workflow_id, h.result(timeout=20)) for h in reversed(handles)
+                )
             )
             waiting.start()
-            for _ in range(200):  # until the waiter marked the first unowned one
-                if _marks(app, unowned[0]) != (0, None):
+            for _ in range(200):  # until the waiter marked it
+                if _marks(app, last) != (0, None):
                     break
                 time.sleep(0.05)
-            assert _marks(app, unowned[0]) == (0, app.executor_id)
+            assert _marks(app, last) == (0, app.executor_id)
             gate.set()
             waiting.join(20)
-            assert results == list(range(6))
+            assert results == {f"held-{n}": n for n in range(6)}
             _heard(events, pushed=[], not_pushed=[h.workflow_id for h in handles])
             assert all(_marks(app, i)[0] == 0 for i in unowned)
     finally:
