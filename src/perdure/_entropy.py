@@ -5,9 +5,9 @@ thread that makes it beside busy threads (workflows, the writer) then waits to t
 lock back: ~100-180 µs of wall time per call on the benchmark's machine, for 2-3 µs of
 work. A workflow ID (each start), an encryption nonce (each sealed value) and
 ``perdure.uuid4()`` need a few bytes each, so they are handed out from one read of
-``_READ`` bytes. The bytes are the
-OS's, unchanged and never handed out twice; a forked child reads its own (it must not
-hand out the bytes its parent still holds: the same IDs or nonces in two processes).
+``_READ`` bytes. The bytes are the OS's, unchanged and never handed out twice; a forked
+child reads its own (it must not hand out the bytes its parent still holds: the same IDs
+or nonces in two processes).
 """
 
 from __future__ import annotations

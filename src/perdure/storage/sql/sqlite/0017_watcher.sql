@@ -1,9 +1,7 @@
 -- perdure schema version 17: which process's executor waits for a workflow (issue 16).
--- A waiter in a process that has an executor marks the row with that executor's ID
--- instead of setting `watched`: the outcome then pushes its `done` event only if
--- another executor records it (the outcome's statement sets `watched` when the two
--- differ). A process that starts more workflows than it runs at once, and waits for
--- them all, then pushes nothing for those it runs itself once a slot frees. A second
--- process, or one without an executor, sets `watched` as before. NULL by default:
--- adding the column rewrites no row.
+-- On PostgreSQL a waiter in a process that has an executor marks the row with that
+-- executor's ID, and the outcome pushes its `done` event only if another executor
+-- records it. SQLite pushes nothing and never marks; the column is here because the
+-- outcome's statement, shared by both stores, reads it (and keeps the schemas alike).
+-- NULL by default: adding the column rewrites no row.
 ALTER TABLE perdure_workflows ADD COLUMN watcher TEXT;
